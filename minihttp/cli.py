@@ -1,0 +1,170 @@
+"""The command line: `minihttp serve` and `minihttp blocks`, one argparse parser.
+
+Every mistake a user can make here ends in one line naming the problem and
+exit status 2, never a traceback.
+"""
+
+import argparse
+import os
+import re
+import socket
+import sys
+
+from . import blocks
+from .limits import BLOCK_PORT, CLIENT_BLOCK_SIZE, MAX_BLOCK, SHUTDOWN_GRACE
+from .listener import Listener, StartupError, run_until_signalled
+from .report import say
+
+_UNITS = {'': 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30}
+
+
+def size(text):
+    """A byte count: 65536, 64K, 64KiB, 1M, 1G (binary units)."""
+    match = re.fullmatch(r'\s*(\d+)\s*([kmg]?)(?:i?b)?\s*', text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f'not a size: {text!r} (try 65536, 64K or 1M)')
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f'not a port number: {text!r} (0-65535)')
+    return value
+
+
+def positive_size(text):
+    value = size(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'must be more than 0: {text!r}')
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='minihttp',
+        description='A small, strict HTTP/1.1 server that makes message framing visible, '
+                    'and the block transport of Foundations of Python Network Programming, '
+                    'Listing 5-2. With no command, runs "serve".')
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND')
+
+    serve = commands.add_parser(
+        'serve', help='run the servers (the default command)',
+        description='Run the servers until Ctrl-C or SIGTERM.')
+    add_serve_options(serve)
+
+    blk = commands.add_parser(
+        'blocks', help='the block server, or with -c the block client',
+        description='Transmit and receive length-prefixed blocks over TCP (Listing 5-2): '
+                    'a 4-byte big-endian length, the payload; an empty block ends the stream.')
+    blk.add_argument('hostname', nargs='?', default='127.0.0.1',
+                     help='IP address or hostname (default: %(default)s)')
+    blk.add_argument('-c', action='store_true', help='run as the client')
+    blk.add_argument('-p', type=port, metavar='PORT', default=BLOCK_PORT,
+                     help='TCP port number (default: %(default)s)')
+    client = blk.add_argument_group('client options (with -c)')
+    client.add_argument('--file', metavar='PATH',
+                        help="send this file (or '-' for standard input) instead of the book's "
+                             'three lines')
+    client.add_argument('--block-size', type=positive_size, default=CLIENT_BLOCK_SIZE,
+                        metavar='SIZE', help='bytes per block with --file (default: 64K)')
+    server = blk.add_argument_group('server options')
+    server.add_argument('--max-block', type=size, default=MAX_BLOCK, metavar='SIZE',
+                        help='refuse a block announced larger than this (default: 64M)')
+    server.add_argument('--save', metavar='DIR',
+                        help="save each connection's payload to a file in DIR, "
+                             'complete streams only')
+    server.add_argument('--quiet', action='store_true', help="don't print each block")
+    server.add_argument('--grace', type=float, default=SHUTDOWN_GRACE, metavar='SECONDS',
+                        help='on Ctrl-C or SIGTERM, how long open streams may go on '
+                             '(default: %(default)s)')
+    return parser
+
+
+def add_serve_options(parser):
+    parser.add_argument('--host', default='127.0.0.1',
+                        help='address or name to listen on (default: %(default)s)')
+    parser.add_argument('--block-port', type=port, default=BLOCK_PORT, metavar='PORT',
+                        help='port of the block server, 0 to turn it off (default: %(default)s)')
+    parser.add_argument('--grace', type=float, default=SHUTDOWN_GRACE, metavar='SECONDS',
+                        help='on Ctrl-C or SIGTERM, how long in-flight work may go on '
+                             '(default: %(default)s)')
+
+
+def fail(message):
+    say(f'minihttp: {message}', err=True)
+    return 2
+
+
+def run_blocks(args):
+    if args.c:
+        return run_block_client(args)
+    if args.save:
+        if not os.path.isdir(args.save):
+            return fail(f'--save: no such directory: {args.save}')
+    handler = blocks.BlockServer(max_block=args.max_block, save_dir=args.save, quiet=args.quiet)
+    try:
+        listener = Listener(args.hostname, args.p, handler, name='blocks')
+    except StartupError as exc:
+        return fail(str(exc))
+    say(f'Listening at {listener.address}')
+    say('Run "minihttp blocks -c" in another window to connect')
+    run_until_signalled([listener], args.grace)
+    return 0
+
+
+def run_block_client(args):
+    try:
+        source = None if args.file is None else blocks.open_source(args.file)
+    except OSError as exc:
+        return fail(f'cannot read {args.file}: {exc.strerror}')
+    try:
+        sock = socket.create_connection((args.hostname, args.p))
+    except socket.gaierror as exc:
+        return fail(f'cannot resolve host {args.hostname!r}: {exc.strerror}')
+    except OSError as exc:
+        return fail(f'cannot connect to {args.hostname} port {args.p}: '
+                    f'{exc.strerror or exc}')
+    try:
+        with sock:
+            sock.shutdown(socket.SHUT_RD)
+            sent = blocks.client(sock, source, args.block_size)
+    except OSError as exc:
+        return fail(f'connection to {args.hostname} port {args.p} broke: {exc.strerror or exc}')
+    finally:
+        if source is not None and source is not sys.stdin.buffer:
+            source.close()
+    say(f'Sent {sent} bytes and the empty block to {args.hostname} port {args.p}')
+    return 0
+
+
+def run_serve(args):
+    listeners = []
+    try:
+        if args.block_port:
+            listeners.append(Listener(args.host, args.block_port, blocks.BlockServer(quiet=False),
+                                      name='blocks'))
+    except StartupError as exc:
+        return fail(str(exc))
+    if not listeners:
+        return fail('nothing to serve: every port is turned off')
+    for listener in listeners:
+        say(f'{listener.name} server listening at {listener.address}')
+    run_until_signalled(listeners, args.grace)
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in ('serve', 'blocks', '-h', '--help'):
+        argv = ['serve', *argv]  # serve is the default command
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == 'blocks':
+            return run_blocks(args)
+        return run_serve(args)
+    except KeyboardInterrupt:
+        return 0

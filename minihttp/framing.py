@@ -1,0 +1,223 @@
+"""The framing core: cutting an endless TCP byte stream into messages.
+
+Chapter 5 of *Foundations of Python Network Programming* frames a stream in
+three ways that matter here, and every reader in minihttp is one of them:
+
+``read_exact(n)``
+    exactly n bytes (the book's ``recvall``): block payloads, the 4-byte block
+    header, the CRLF after a chunk.
+``read_exact_to(n, sink)``
+    the same, delivered in pieces to a sink so that a 1 GiB body is never held
+    in memory: Content-Length bodies, chunk data, large blocks.
+``read_until(delimiter, limit)``
+    everything up to a delimiter, refusing to look further than a limit: the
+    HTTP head (``\\r\\n\\r\\n``), chunk-size lines and trailers (``\\r\\n``).
+
+All three stand on one reused buffer filled with ``recv_into``: bytes that
+arrive beyond the current message stay buffered for the next read, which is
+what makes pipelined HTTP requests and back-to-back blocks work.
+
+Writers need no buffering: ``write_all`` sends several pieces with one
+gather-write syscall and loops until the kernel has taken them all.
+"""
+
+from .limits import READ_BUFFER_SIZE
+
+
+class FramingError(Exception):
+    """The stream did not have the shape the reader asked for."""
+
+
+class IncompleteRead(FramingError, EOFError):
+    """The peer closed the stream before the message was complete.
+
+    ``expected`` is the length asked for (None for a delimiter read, whose
+    length was not known) and ``received`` how many bytes had arrived.
+    """
+
+    def __init__(self, expected, received):
+        self.expected = expected
+        self.received = received
+        if expected is None:
+            text = f'stream ended {received} bytes into a message, before its delimiter'
+        else:
+            text = (f'stream ended {received} bytes into a {expected}-byte read'
+                    f' ({expected - received} bytes missing)')
+        super().__init__(text)
+
+    @property
+    def missing(self):
+        """Bytes still owed, or None when the message had no announced length."""
+        return None if self.expected is None else self.expected - self.received
+
+
+class LimitExceeded(FramingError):
+    """No delimiter within ``limit`` bytes: the reader stopped looking."""
+
+    def __init__(self, delimiter, limit):
+        self.delimiter = delimiter
+        self.limit = limit
+        super().__init__(f'no {delimiter!r} within {limit} bytes')
+
+
+class StreamReader:
+    """A buffered reader over a socket: the exact-read and delimiter-read helpers.
+
+    The buffer is allocated once per connection and reused: ``recv_into`` fills
+    its free tail, reads hand out slices of it, and it is compacted (not
+    reallocated) when the tail runs out.  It only grows when a delimiter read
+    is allowed to look further than the buffer is long.
+    """
+
+    def __init__(self, sock, buffer_size=READ_BUFFER_SIZE):
+        self._recv_into = sock.recv_into
+        self._buf = bytearray(buffer_size)
+        self._view = memoryview(self._buf)
+        self._start = 0  # first unread byte
+        self._end = 0    # one past the last received byte
+
+    # -- the buffer ----------------------------------------------------------
+
+    @property
+    def buffered(self):
+        """How many received bytes are waiting to be read."""
+        return self._end - self._start
+
+    def at_eof(self):
+        """Wait for data; True when the peer closed cleanly with nothing left unread.
+
+        This is how a reader tells "no next message" from "a message cut short".
+        """
+        return self._start == self._end and not self._fill()
+
+    def peek(self):
+        """The received bytes not yet read, without consuming them."""
+        return bytes(self._view[self._start:self._end])
+
+    def _make_room(self, need=1):
+        """Ensure the tail has space, compacting first and growing only to ``need`` bytes."""
+        if self._end < len(self._buf):
+            return
+        count = self._end - self._start
+        if self._start:
+            # tobytes(): the source overlaps the destination
+            self._buf[:count] = self._view[self._start:self._end].tobytes()
+        else:
+            grown = bytearray(max(need, 2 * len(self._buf)))
+            grown[:count] = self._view[:count]
+            self._view.release()
+            self._buf, self._view = grown, memoryview(grown)
+        self._start, self._end = 0, count
+
+    def _fill(self):
+        """One recv_into the free tail; returns how many bytes came (0 at EOF)."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        self._make_room()
+        got = self._recv_into(self._view[self._end:])
+        self._end += got
+        return got
+
+    # -- exact reads ---------------------------------------------------------
+
+    def read_exact(self, n):
+        """Return exactly ``n`` bytes, or raise IncompleteRead saying how many were missing."""
+        start = self._start
+        if self._end - start >= n:  # the common case: already buffered
+            self._start = start + n
+            return bytes(self._view[start:start + n])
+        if n > len(self._buf):
+            return self._read_large(n)
+        while self._end - self._start < n:
+            if not self._fill():
+                raise IncompleteRead(n, self._end - self._start)
+        start = self._start
+        self._start = start + n
+        return bytes(self._view[start:start + n])
+
+    def _read_large(self, n):
+        """read_exact for more than a buffer: receive straight into the result."""
+        out = bytearray(n)
+        have = self._end - self._start
+        out[:have] = self._view[self._start:self._end]
+        self._start = self._end = 0
+        view = memoryview(out)
+        recv_into = self._recv_into
+        while have < n:
+            got = recv_into(view[have:])
+            if not got:
+                raise IncompleteRead(n, have)
+            have += got
+        view.release()
+        return bytes(out)
+
+    def read_exact_to(self, n, sink):
+        """Deliver exactly ``n`` bytes to ``sink`` in pieces; return n.
+
+        ``sink`` is called with memoryview slices of the reused buffer, so it
+        must consume (write, hash, copy) them before returning.  At most one
+        buffer of the message is in memory at a time.  Bytes received beyond n
+        stay buffered for the next read.
+        """
+        remaining = n
+        view = self._view
+        while remaining:
+            start = self._start
+            if start == self._end:
+                start = self._start = 0
+                got = self._recv_into(view)
+                if not got:
+                    self._end = 0
+                    raise IncompleteRead(n, n - remaining)
+                self._end = got
+            take = min(self._end - start, remaining)
+            self._start = start + take
+            remaining -= take
+            sink(view[start:start + take])
+        return n
+
+    # -- delimiter reads -----------------------------------------------------
+
+    def read_until(self, delimiter, limit):
+        """Return the bytes before ``delimiter`` and consume both.
+
+        Raises LimitExceeded when more than ``limit`` bytes come before the
+        delimiter (looking at no more than ``limit + len(delimiter)`` bytes),
+        and IncompleteRead(None, k) when the stream ends first.
+        """
+        size = len(delimiter)
+        scanned = 0  # bytes after _start already known to hold no delimiter start
+        while True:
+            start = self._start
+            found = self._buf.find(delimiter, start + scanned, self._end)
+            if found >= 0:
+                if found - start > limit:
+                    raise LimitExceeded(delimiter, limit)
+                self._start = found + size
+                return bytes(self._view[start:found])
+            have = self._end - start
+            if have >= limit + size:
+                raise LimitExceeded(delimiter, limit)
+            scanned = max(0, have - size + 1)
+            self._make_room(limit + size)
+            if not self._fill():
+                raise IncompleteRead(None, self._end - self._start)
+
+
+def write_all(sock, *pieces):
+    """Send every piece, in order, with as few syscalls as the kernel allows.
+
+    One ``sendmsg`` gathers a header and a payload without concatenating them
+    (no copy of the payload, and no Nagle delay between two small writes).
+    """
+    pieces = [p for p in pieces if len(p)]
+    if len(pieces) == 1:
+        sock.sendall(pieces[0])
+        return
+    while pieces:
+        sent = sock.sendmsg(pieces)
+        while pieces and sent >= len(pieces[0]):
+            sent -= len(pieces[0])
+            pieces.pop(0)
+        if sent:
+            pieces[0] = memoryview(pieces[0])[sent:]

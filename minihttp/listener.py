@@ -1,0 +1,164 @@
+"""Listening sockets with a thread per connection, and a clean stop.
+
+Both servers (HTTP and the block transport) are a Listener with a different
+``handle`` function.  The Listener owns what is the same for both: binding,
+the backlog, the connection cap, and shutting down within a deadline.
+"""
+
+import selectors
+import signal
+import socket
+import threading
+import time
+
+from .limits import LISTEN_BACKLOG, MAX_CONNECTIONS, SHUTDOWN_GRACE
+
+
+class StartupError(Exception):
+    """A server could not start; the message is one line for the user."""
+
+
+def bind(host, port, backlog=LISTEN_BACKLOG):
+    """A listening socket on (host, port); host may be IPv4, IPv6 or a name."""
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                   0, socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f'cannot resolve host {host!r}: {exc.strerror}') from None
+    except OverflowError:
+        raise StartupError(f'port {port} is out of range (0-65535)') from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f'cannot listen on {host} port {port}: {exc.strerror}') from None
+    return sock
+
+
+class Connection:
+    """An accepted socket, with what the Listener needs to stop it politely."""
+
+    def __init__(self, sock, peer, listener):
+        self.sock = sock
+        self.peer = peer
+        self.listener = listener
+        # True while the handler waits for the peer to start a new message:
+        # a stopping server may cut such a connection at once, losing nothing.
+        self.idle = False
+
+    @property
+    def stopping(self):
+        return self.listener.stopping.is_set()
+
+    def cut(self):
+        """Shut the socket down so that a blocked recv returns at once."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class Listener:
+    """Accepts connections and runs ``handle(connection)`` in a thread for each."""
+
+    def __init__(self, host, port, handle, *, name, max_connections=MAX_CONNECTIONS,
+                 backlog=LISTEN_BACKLOG):
+        self.sock = bind(host, port, backlog)
+        self.address = self.sock.getsockname()[:2]
+        self.name = name
+        self.handle = handle
+        self.max_connections = max_connections
+        self.stopping = threading.Event()
+        self._active = set()
+        self._changed = threading.Condition()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self.serve_forever, name=self.name, daemon=True)
+        self._thread.start()
+
+    def serve_forever(self):
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.sock, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while not self.stopping.is_set():
+                with self._changed:
+                    # At the cap, leave new clients in the backlog until one leaves.
+                    while len(self._active) >= self.max_connections and not self.stopping.is_set():
+                        self._changed.wait()
+                if self.stopping.is_set() or not sel.select():
+                    break
+                try:
+                    sock, peer = self.sock.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue
+                except OSError:  # the listening socket was closed under us
+                    break
+                conn = Connection(sock, peer, self)
+                with self._changed:
+                    self._active.add(conn)
+                threading.Thread(target=self._run, args=(conn,), daemon=True,
+                                 name=f'{self.name} {peer[0]}:{peer[1]}').start()
+        self.sock.close()
+
+    def _run(self, conn):
+        try:
+            self.handle(conn)
+        finally:
+            try:
+                conn.sock.close()
+            finally:
+                with self._changed:
+                    self._active.discard(conn)
+                    self._changed.notify_all()
+
+    def stop(self, grace=SHUTDOWN_GRACE):
+        """Stop accepting, let busy connections finish for ``grace`` seconds, then cut them."""
+        self.stopping.set()
+        self._wake_w.send(b'x')
+        with self._changed:
+            self._changed.notify_all()
+            for conn in list(self._active):
+                if conn.idle:
+                    conn.cut()
+            deadline = time.monotonic() + grace
+            while self._active and self._changed.wait(max(0.0, deadline - time.monotonic())):
+                for conn in list(self._active):
+                    if conn.idle:
+                        conn.cut()
+            for conn in list(self._active):
+                conn.cut()
+            # Cut connections end promptly; do not wait forever for a stuck one.
+            self._changed.wait_for(lambda: not self._active, timeout=1.0)
+        if self._thread is not None:
+            self._thread.join(1.0)
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def run_until_signalled(listeners, grace=SHUTDOWN_GRACE):
+    """Serve on every listener until SIGINT or SIGTERM, then stop them all."""
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for listener in listeners:
+            listener.start()
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stoppers = [threading.Thread(target=l.stop, args=(grace,)) for l in listeners]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()

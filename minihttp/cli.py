@@ -11,9 +11,12 @@ import socket
 import sys
 
 from . import blocks
-from .limits import BLOCK_PORT, CLIENT_BLOCK_SIZE, MAX_BLOCK, SHUTDOWN_GRACE
+from .app import App
+from .limits import (BLOCK_PORT, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT, HEAD_TIMEOUT,
+                     HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_CONNECTIONS, SHUTDOWN_GRACE)
 from .listener import Listener, StartupError, run_until_signalled
 from .report import say
+from .server import HTTPServer
 
 _UNITS = {'': 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30}
 
@@ -86,11 +89,32 @@ def build_parser():
 
 def add_serve_options(parser):
     parser.add_argument('--host', default='127.0.0.1',
-                        help='address or name to listen on (default: %(default)s)')
+                        help='address or name to listen on, IPv4 or IPv6 (default: %(default)s)')
+    parser.add_argument('--port', type=port, default=HTTP_PORT,
+                        help='HTTP port, 0 for any free one (default: %(default)s)')
+    parser.add_argument('--root', default=DOCUMENT_ROOT, metavar='DIR',
+                        help='directory of files to serve (default: %(default)s)')
     parser.add_argument('--block-port', type=port, default=BLOCK_PORT, metavar='PORT',
                         help='port of the block server, 0 to turn it off (default: %(default)s)')
-    parser.add_argument('--grace', type=float, default=SHUTDOWN_GRACE, metavar='SECONDS',
-                        help='on Ctrl-C or SIGTERM, how long in-flight work may go on '
+    parser.add_argument('--trace', action='store_true',
+                        help='print how each message was framed')
+    parser.add_argument('--quiet', action='store_true',
+                        help='no access log and no block lines')
+    limits = parser.add_argument_group('limits')
+    limits.add_argument('--max-connections', type=int, default=MAX_CONNECTIONS, metavar='N',
+                        help='connections served at once, per server; more wait '
+                             '(default: %(default)s)')
+    limits.add_argument('--keepalive-timeout', type=float, default=KEEPALIVE_TIMEOUT,
+                        metavar='SECONDS', help='close a connection idle this long '
+                                                '(default: %(default)s)')
+    limits.add_argument('--head-timeout', type=float, default=HEAD_TIMEOUT, metavar='SECONDS',
+                        help='408 for a request head that stalls this long '
+                             '(default: %(default)s)')
+    limits.add_argument('--body-timeout', type=float, default=BODY_TIMEOUT, metavar='SECONDS',
+                        help='drop a connection whose body stalls this long '
+                             '(default: %(default)s)')
+    limits.add_argument('--grace', type=float, default=SHUTDOWN_GRACE, metavar='SECONDS',
+                        help='on Ctrl-C or SIGTERM, how long in-flight requests may go on '
                              '(default: %(default)s)')
 
 
@@ -142,18 +166,33 @@ def run_block_client(args):
 
 
 def run_serve(args):
+    if not os.path.isdir(args.root):
+        return fail(f'--root: no such directory: {args.root}')
+    if args.max_connections < 1:
+        return fail('--max-connections must be at least 1')
+    app = App()
+    http = HTTPServer(app, trace=args.trace, access_log=not args.quiet,
+                      keepalive_timeout=args.keepalive_timeout,
+                      head_timeout=args.head_timeout, body_timeout=args.body_timeout)
     listeners = []
     try:
+        listeners.append(Listener(args.host, args.port, http, name='http',
+                                  max_connections=args.max_connections))
         if args.block_port:
-            listeners.append(Listener(args.host, args.block_port, blocks.BlockServer(quiet=False),
-                                      name='blocks'))
+            listeners.append(Listener(args.host, args.block_port,
+                                      blocks.BlockServer(quiet=args.quiet), name='blocks',
+                                      max_connections=args.max_connections))
     except StartupError as exc:
+        for listener in listeners:
+            listener.sock.close()
         return fail(str(exc))
-    if not listeners:
-        return fail('nothing to serve: every port is turned off')
     for listener in listeners:
-        say(f'{listener.name} server listening at {listener.address}')
+        host, bound = listener.address
+        shown = f'[{host}]' if ':' in host else host
+        url = f'http://{shown}:{bound}/' if listener.name == 'http' else f'port {bound}'
+        say(f'{listener.name} server listening on {url}')
     run_until_signalled(listeners, args.grace)
+    say('stopped')
     return 0
 
 

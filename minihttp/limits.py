@@ -37,3 +37,40 @@ MAX_CONNECTIONS = 512
 # Default --grace: after Ctrl-C or SIGTERM, how long in-flight work may take
 # before its connections are cut.
 SHUTDOWN_GRACE = 5.0
+
+# --- HTTP/1.1 (RFC 9112) ----------------------------------------------------
+# Default ports and root of `minihttp serve`.
+HTTP_PORT = 8000
+DOCUMENT_ROOT = 'www'
+# Longest request line (method, target, version): beyond it, 414.  Bounds
+# the memory a client can make us hold before we know what it wants.
+MAX_REQUEST_LINE = 8 * KiB
+# Longest head (request line and fields) and most field lines: beyond them,
+# 431.  Bound the memory and the parsing work of one request head.
+MAX_HEAD = 64 * KiB
+MAX_FIELDS = 100
+# Most empty lines skipped before a request line (RFC 9112 section 2.2 asks
+# us to tolerate at least one); more is a client talking nonsense.
+MAX_EMPTY_LINES = 8
+# A Content-Length longer than this many digits cannot be honest (10**18
+# bytes) and would overflow any fixed-size integer a peer might use.
+MAX_CONTENT_LENGTH_DIGITS = 18
+# A chunk-size line: at most 16 hex digits (2**64 - 1) and this many bytes in
+# all, extensions included (they are read and ignored).
+MAX_CHUNK_SIZE_DIGITS = 16
+MAX_CHUNK_LINE = 4 * KiB
+# The trailer section of a chunked body: bytes and field lines.
+MAX_TRAILER = 16 * KiB
+MAX_TRAILER_FIELDS = 100
+# A request body the handler did not read is read and thrown away, up to
+# this much, so the connection can be kept; a longer one closes it instead.
+MAX_DRAIN = 1 * MiB
+# Pieces in which bodies are handed to the application (and echoed).
+BODY_PIECE = 64 * KiB
+# Seconds to wait for the next request on an idle keep-alive connection.
+KEEPALIVE_TIMEOUT = 15.0
+# Seconds a started request head may go without a byte before it gets 408.
+HEAD_TIMEOUT = 10.0
+# Seconds a body (or a response being sent) may stall before the
+# connection is dropped.
+BODY_TIMEOUT = 30.0

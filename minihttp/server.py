@@ -1,0 +1,191 @@
+"""The HTTP/1.1 connection loop: read a request, let the application answer, repeat.
+
+One thread owns one connection (the Listener starts it), so everything here
+is plain sequential code: pipelined requests are answered in order because
+they are read in order, from the one StreamReader of the connection.
+"""
+
+import socket
+import time
+
+from .framing import StreamReader, write_all
+from .http11 import (HTTPError, error_response, open_body, read_request,
+                     write_response)
+from .limits import BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN
+from .report import say
+
+CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
+
+
+class LogClock:
+    """Common Log Format timestamps, formatted at most once a second."""
+
+    def __init__(self):
+        self._second = None
+        self._text = ''
+
+    def __call__(self, now):
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime('%d/%b/%Y:%H:%M:%S +0000', time.gmtime(second))
+        return self._text
+
+
+class HTTPServer:
+    """The per-connection handler a Listener runs: HTTP/1.1 over one socket."""
+
+    def __init__(self, app, *, trace=False, access_log=True,
+                 keepalive_timeout=KEEPALIVE_TIMEOUT, head_timeout=HEAD_TIMEOUT,
+                 body_timeout=BODY_TIMEOUT):
+        self.app = app
+        self.trace = trace
+        self.access_log = access_log
+        self.keepalive_timeout = keepalive_timeout
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
+        self._clock = LogClock()
+
+    def __call__(self, conn):
+        sock = conn.sock
+        # Responses go out in one write each; never wait for an ACK first.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = StreamReader(sock)
+        try:
+            while not conn.stopping:
+                conn.idle = True
+                sock.settimeout(self.keepalive_timeout)
+                try:
+                    if reader.at_eof():
+                        return
+                except (TimeoutError, OSError):
+                    return  # an idle client went away, or stayed silent too long
+                conn.idle = False
+                if not self.exchange(conn, reader):
+                    return
+        except OSError:
+            return  # the peer reset or stopped reading: nobody to answer
+
+    def exchange(self, conn, reader):
+        """Answer one request; return whether the connection may carry another."""
+        sock = conn.sock
+        now = time.time()
+        request = body = None
+        sock.settimeout(self.head_timeout)
+        try:
+            try:
+                request = read_request(reader)
+            except TimeoutError:
+                raise HTTPError(408, 'request head not received in time', close=True) from None
+            if request is None:
+                return False
+            sock.settimeout(self.body_timeout)
+            body = request.body = open_body(request, reader, self.continuer(request, sock))
+            response = self.app(request)
+        except HTTPError as error:
+            response = error_response(error)
+        except TimeoutError:
+            response = error_response(HTTPError(408, 'request body stalled', close=True))
+        keep = (request is not None and request.keep_alive and not conn.stopping
+                and self.can_keep(body, response))
+        try:
+            framing, chunks, sent, keep = write_response(
+                sock, request.method if request else 'GET', response,
+                chunked_ok=request is not None and request.version == 'HTTP/1.1',
+                keep_alive=keep, now=now)
+        except HTTPError as error:
+            # The request body failed while its echo was being streamed: the
+            # response head is gone already, so the only honest signal left
+            # is to cut the connection before the response's end.
+            self.log(conn, request, error.status, 0, now)
+            if self.trace:
+                say(f'trace {self.peer(conn)}: aborted mid-response: {error.reason}', err=True)
+            return False
+        if keep and body is not None and not body.done:
+            keep = self.drain(body)
+        self.log(conn, request, response.status, sent, now)
+        if self.trace:
+            self.trace_line(conn, request, body, response, framing, chunks, sent)
+        return keep
+
+    @staticmethod
+    def continuer(request, sock):
+        """What to do before the first body byte is read, per the Expect field.
+
+        RFC 9110 section 10.1.1: send 100 Continue only when about to read the
+        body (so a refused upload is never sent); an HTTP/1.0 client's
+        100-continue MUST be ignored; other expectations get 417.
+        """
+        expect = request.get('expect')
+        if expect is None:
+            return None
+        if expect.strip().lower() != '100-continue':
+            raise HTTPError(417, f'cannot meet the expectation {expect[:40]!r}', close=True)
+        if request.version != 'HTTP/1.1':
+            return None
+        return lambda: write_all(sock, CONTINUE)
+
+    @staticmethod
+    def can_keep(body, response):
+        """Can the next request be read after this response?
+
+        Not if the body was never started while the client waits for 100
+        Continue (it may or may not send the body now), nor if more is left
+        unread than we are willing to drain.  A streaming response reads the
+        body itself, so it is judged after it was written.
+        """
+        streaming = not isinstance(response.body, (bytes, bytearray)) and not hasattr(
+            response.body, 'sendfile')
+        if body is None or body.done or streaming:
+            return True
+        if not body.started:
+            return False
+        return body.framing == 'length' and body.length - body.received <= MAX_DRAIN
+
+    @staticmethod
+    def drain(body):
+        """Read and discard what the handler left of the body, within MAX_DRAIN."""
+        drained = 0
+
+        def discard(piece):
+            nonlocal drained
+            drained += len(piece)
+            if drained > MAX_DRAIN:
+                raise HTTPError(413, 'too much left to drain', close=True)
+        try:
+            body.read_to(discard)
+        except (HTTPError, OSError):
+            return False
+        return True
+
+    @staticmethod
+    def peer(conn):
+        return f'{conn.peer[0]}:{conn.peer[1]}'
+
+    def log(self, conn, request, status, sent, now):
+        """One Common Log Format line per request, to stderr."""
+        if not self.access_log:
+            return
+        line = (f'{request.method} {request.target} {request.version}'
+                if request is not None else '-')
+        say(f'{conn.peer[0]} - - [{self._clock(now)}] "{line}" {status} {sent or "-"}', err=True)
+
+    def trace_line(self, conn, request, body, response, framing, chunks, sent):
+        """How this exchange was framed, in the words of chapter 5."""
+        parts = []
+        if request is not None:
+            parts.append(f'head {request.head_size} B by CRLFCRLF')
+            parts.append(f'body {body.describe()}' if body is not None else 'body unread')
+        else:
+            parts.append('head unreadable')
+        if framing == 'chunked':
+            how = f'chunked ({chunks} chunks, {sent} B)'
+        elif framing == 'Content-Length':
+            how = f'Content-Length ({sent} B)'
+        elif framing == 'close':
+            how = f'closing the connection ({sent} B)'
+        else:
+            how = 'no body'
+        parts.append(f'response {response.status} by {how}')
+        say(f'trace {self.peer(conn)}: ' + '; '.join(parts), err=True)
+

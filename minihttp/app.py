@@ -1,18 +1,34 @@
 """The application: which path answers which method, and how.
 
-Routes for now: ``/`` (a small page), ``/echo`` (the request body, framed the
-way it came), ``/headers`` (the request's fields as received).  Method errors
-follow RFC 9110: an unknown method is 501 (section 15.6.2), a known one on a
-path that does not take it 405 with Allow (section 15.5.6), OPTIONS answers
-with Allow (section 9.3.7).
+* ``/echo``     the request body, framed the way it came (POST, PUT);
+* ``/headers``  the request's fields as received (any method);
+* ``/uploads/`` the upload directory: GET a file or the listing, PUT and
+  DELETE ``/uploads/<name>``, POST a multipart/form-data form;
+* anything else: a file or directory under the document root.
+
+Method errors follow RFC 9110: an unknown method is 501 (section 15.6.2), a
+known one on a path that does not take it 405 with Allow (section 15.5.6),
+OPTIONS answers with Allow (section 9.3.7).
 """
 
+import hmac
 import html
+import json
+import os
+from urllib.parse import quote, unquote
 
+from . import files, multipart
 from .http11 import KNOWN_METHODS, HTTPError, Response
+from .limits import MAX_UPLOAD
+from .uploads import UploadStore, check_name
 
 TEXT = 'text/plain; charset=utf-8'
 HTML = 'text/html; charset=utf-8'
+JSON = 'application/json'
+
+READ = ('GET', 'HEAD')
+WRITE = ('PUT', 'POST', 'DELETE')
+UPLOADS = '/uploads/'
 
 
 def request_framing(body):
@@ -24,15 +40,36 @@ def request_framing(body):
     return 'none'
 
 
-class App:
-    """Maps (path, method) to a handler; handlers take a Request, return a Response."""
+def framing_summary(body):
+    """How an upload's body was framed, for the JSON answer."""
+    summary = {'framing': request_framing(body).split(' ')[0]}
+    if body.framing == 'chunked':
+        summary['chunks'] = body.chunks
+    return summary
 
-    def __init__(self):
-        self.routes = {
-            '/': {'GET': self.index, 'HEAD': self.index},
-            '/echo': {'POST': self.echo, 'PUT': self.echo},
-            '/headers': None,   # any method
-        }
+
+def json_response(status, data, headers=()):
+    return Response(status, [('Content-Type', JSON), *headers],
+                    (json.dumps(data, indent=1) + '\n').encode())
+
+
+class App:
+    """Maps a request to a handler; handlers take a Request and return a Response.
+
+    ``token``: when set, PUT, POST and DELETE need ``Authorization: Bearer
+    <token>``.  ``writes``: False refuses them all (403), for a server
+    reachable beyond loopback without a token.
+    """
+
+    def __init__(self, root='www', uploads=None, max_upload=MAX_UPLOAD, token=None,
+                 writes=True):
+        self.root = root
+        self.store = UploadStore(uploads or os.path.join(root, 'uploads'), max_upload)
+        self.store.prepare()
+        self.token = token
+        self.writes = writes
+        self.routes = {'/echo': {'POST': self.echo, 'PUT': self.echo},
+                       '/headers': None}     # None: any method
 
     def __call__(self, request):
         method = request.method
@@ -41,40 +78,119 @@ class App:
             raise HTTPError(501, f'method {method[:20]} is not implemented')
         path = request.path
         if path == '*':
-            return self.options(self.all_methods())
-        if path not in self.routes:
-            raise HTTPError(404, f'nothing at {path[:80]}')
-        handlers = self.routes[path]
-        if handlers is None:
-            return self.headers(request)
+            return self.options('GET, HEAD, OPTIONS, POST, PUT, DELETE')
+        if path in self.routes:
+            handlers = self.routes[path]
+            if handlers is None:
+                return self.headers(request)
+        elif path.startswith(UPLOADS):
+            name = path[len(UPLOADS):]
+            if name:
+                handlers = {'GET': self.get_upload, 'HEAD': self.get_upload,
+                            'PUT': self.put_upload, 'DELETE': self.delete_upload}
+            else:
+                handlers = {'GET': self.get_upload, 'HEAD': self.get_upload,
+                            'POST': self.post_form}
+        else:
+            handlers = {'GET': self.get_file, 'HEAD': self.get_file}
         handler = handlers.get(method)
-        if handler is not None:
-            return handler(request)
-        allowed = self.allowed(handlers)
-        if method == 'OPTIONS':
-            return self.options(allowed)
-        raise HTTPError(405, f'{method} is not allowed on {path[:80]}',
-                        headers=[('Allow', allowed)])
-
-    @staticmethod
-    def allowed(handlers):
-        return ', '.join(sorted({*handlers, 'OPTIONS'}))
-
-    def all_methods(self):
-        methods = {'OPTIONS'}
-        for handlers in self.routes.values():
-            methods.update(handlers if handlers is not None else ())
-        return ', '.join(sorted(methods))
+        if handler is None:
+            allowed = ', '.join(sorted({*handlers, 'OPTIONS'}))
+            if method == 'OPTIONS':
+                return self.options(allowed)
+            raise HTTPError(405, f'{method} is not allowed on {path[:80]}',
+                            headers=[('Allow', allowed)])
+        if method in WRITE:
+            self.authorize(request)
+        return handler(request)
 
     @staticmethod
     def options(allowed):
         return Response(204, [('Allow', allowed)])
 
-    # -- handlers ---------------------------------------------------------------
+    def authorize(self, request):
+        """Writes need the token when one is set, and are refused when writes are off."""
+        if not self.writes:
+            raise HTTPError(403, 'writes are disabled: this server listens beyond loopback '
+                                 'without --token')
+        if self.token is None:
+            return
+        scheme, _, credentials = request.get('authorization', '').partition(' ')
+        if scheme.lower() != 'bearer' or not hmac.compare_digest(
+                credentials.strip().encode(), self.token.encode()):
+            raise HTTPError(401, 'writing needs Authorization: Bearer <token>',
+                            headers=[('WWW-Authenticate', 'Bearer realm="minihttp"')])
 
-    def index(self, request):
-        page = INDEX_PAGE.format(host=html.escape(request.get('host', 'localhost'))).encode()
-        return Response(200, [('Content-Type', HTML)], page)
+    # -- files --------------------------------------------------------------------
+
+    def get_file(self, request):
+        path = files.resolve(self.root, request.path)
+        if path is None:
+            raise HTTPError(404, f'no file at {request.path[:80]}')
+        return files.serve_path(request, path, request.path)
+
+    def get_upload(self, request):
+        path = files.resolve(self.store.directory, '/' + request.path[len(UPLOADS):])
+        if path is None:
+            raise HTTPError(404, f'no file at {request.path[:80]}')
+        return files.serve_path(request, path, request.path)
+
+    # -- uploads ------------------------------------------------------------------
+
+    @staticmethod
+    def upload_name(request):
+        try:
+            return check_name(unquote(request.path[len(UPLOADS):], errors='strict'))
+        except UnicodeDecodeError:
+            raise HTTPError(400, 'upload name is not UTF-8') from None
+
+    def put_upload(self, request):
+        name = self.upload_name(request)
+        summary, replaced = self.store.put(name, request.body)
+        summary.update(framing_summary(request.body))
+        if replaced:
+            return json_response(200, summary)
+        return json_response(201, summary, [('Location', UPLOADS + quote(name))])
+
+    def delete_upload(self, request):
+        self.store.delete(self.upload_name(request))
+        return Response(204)
+
+    def post_form(self, request):
+        """Store every file part of a multipart/form-data body, all or nothing."""
+        boundary = multipart.boundary_of(request.get('content-type', ''))
+        body = request.body
+        if body.length is not None and body.length > self.store.max_upload:
+            raise HTTPError(413, f'form of {body.length} bytes is larger than '
+                                 f'{self.store.max_upload}', close=True)
+        incoming, fields = [], []
+
+        def on_part(part):
+            if part.filename is None:
+                return multipart.form_field_sink(fields, part.name)
+            name = check_name(part.filename)
+            upload = self.store.incoming()
+            incoming.append((name, upload))
+            return upload.write
+
+        try:
+            multipart.read_parts(body, boundary, on_part)
+            for _, upload in incoming:
+                upload.finish()
+            for name, upload in incoming:
+                upload.commit(self.store.path(name))
+        finally:
+            for _, upload in incoming:
+                upload.discard()
+        stored = [upload.summary(name) for name, upload in incoming]
+        if 'text/html' in request.get('accept', ''):
+            return Response(200, [('Content-Type', HTML)], stored_page(stored).encode())
+        answer = {'stored': stored, **framing_summary(body),
+                  'fields': {name: bytes(value).decode('utf-8', 'replace')
+                             for name, value in fields if name is not None}}
+        return json_response(200, answer)
+
+    # -- diagnostics --------------------------------------------------------------
 
     @staticmethod
     def echo(request):
@@ -96,15 +212,11 @@ class App:
                         text.encode('latin-1'))
 
 
-INDEX_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>minihttp</title></head>
-<body>
-<h1>minihttp</h1>
-<p>A small HTTP/1.1 server that shows how each message was framed.</p>
-<ul>
-<li><code>curl -i --data-binary 'hello' http://{host}/echo</code></li>
-<li><code>curl -i -T file -H 'Transfer-Encoding: chunked' http://{host}/echo</code></li>
-<li><code>curl -i http://{host}/headers</code></li>
-</ul>
-</body></html>
-"""
+def stored_page(stored):
+    rows = ''.join(f'<li><a href="{UPLOADS}{html.escape(quote(s["name"]))}">'
+                   f'{html.escape(s["name"])}</a>: {s["bytes"]} bytes, sha256 '
+                   f'<code>{s["sha256"]}</code></li>\n' for s in stored)
+    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>Uploaded</title>'
+            f'</head>\n<body><h1>Uploaded</h1>\n<ul>\n{rows}</ul>\n'
+            f'<p><a href="{UPLOADS}">All uploads</a> · <a href="/">Home</a></p>\n'
+            '</body></html>\n')

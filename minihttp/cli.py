@@ -5,6 +5,7 @@ exit status 2, never a traceback.
 """
 
 import argparse
+import ipaddress
 import os
 import re
 import socket
@@ -13,7 +14,8 @@ import sys
 from . import blocks
 from .app import App
 from .limits import (BLOCK_PORT, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT, HEAD_TIMEOUT,
-                     HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_CONNECTIONS, SHUTDOWN_GRACE)
+                     HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_CONNECTIONS, MAX_UPLOAD,
+                     SHUTDOWN_GRACE)
 from .listener import Listener, StartupError, run_until_signalled
 from .report import say
 from .server import HTTPServer
@@ -96,11 +98,20 @@ def add_serve_options(parser):
                         help='directory of files to serve (default: %(default)s)')
     parser.add_argument('--block-port', type=port, default=BLOCK_PORT, metavar='PORT',
                         help='port of the block server, 0 to turn it off (default: %(default)s)')
+    parser.add_argument('--uploads', metavar='DIR',
+                        help='where uploads are stored, served under /uploads/ '
+                             '(default: ROOT/uploads)')
+    parser.add_argument('--token', default=os.environ.get('MINIHTTP_TOKEN'),
+                        help='require "Authorization: Bearer TOKEN" for PUT, POST and DELETE '
+                             '(default: $MINIHTTP_TOKEN; without one, writes are open on '
+                             'loopback and refused beyond it)')
     parser.add_argument('--trace', action='store_true',
                         help='print how each message was framed')
     parser.add_argument('--quiet', action='store_true',
                         help='no access log and no block lines')
     limits = parser.add_argument_group('limits')
+    limits.add_argument('--max-upload', type=size, default=MAX_UPLOAD, metavar='SIZE',
+                        help='largest upload, 413 beyond it (default: 1G)')
     limits.add_argument('--max-connections', type=int, default=MAX_CONNECTIONS, metavar='N',
                         help='connections served at once, per server; more wait '
                              '(default: %(default)s)')
@@ -116,6 +127,15 @@ def add_serve_options(parser):
     limits.add_argument('--grace', type=float, default=SHUTDOWN_GRACE, metavar='SECONDS',
                         help='on Ctrl-C or SIGTERM, how long in-flight requests may go on '
                              '(default: %(default)s)')
+
+
+def is_loopback(host):
+    """Whether every address the host name resolves to is a loopback address."""
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False
+    return all(ipaddress.ip_address(info[4][0].split('%')[0]).is_loopback for info in infos)
 
 
 def fail(message):
@@ -170,7 +190,13 @@ def run_serve(args):
         return fail(f'--root: no such directory: {args.root}')
     if args.max_connections < 1:
         return fail('--max-connections must be at least 1')
-    app = App()
+    loopback = is_loopback(args.host)
+    writes = bool(args.token) or loopback
+    try:
+        app = App(args.root, args.uploads, args.max_upload, token=args.token or None,
+                  writes=writes)
+    except OSError as exc:
+        return fail(f'--uploads: cannot use {exc.filename}: {exc.strerror}')
     http = HTTPServer(app, trace=args.trace, access_log=not args.quiet,
                       keepalive_timeout=args.keepalive_timeout,
                       head_timeout=args.head_timeout, body_timeout=args.body_timeout)
@@ -191,6 +217,13 @@ def run_serve(args):
         shown = f'[{host}]' if ':' in host else host
         url = f'http://{shown}:{bound}/' if listener.name == 'http' else f'port {bound}'
         say(f'{listener.name} server listening on {url}')
+    if args.token:
+        say('writes (PUT, POST, DELETE) need "Authorization: Bearer <token>"')
+    elif writes:
+        say('writes (PUT, POST, DELETE) are open: loopback only, no token')
+    else:
+        say(f'writes (PUT, POST, DELETE) are refused: {args.host} is reachable beyond '
+            'loopback and no --token was given')
     run_until_signalled(listeners, args.grace)
     say('stopped')
     return 0

@@ -74,3 +74,13 @@ HEAD_TIMEOUT = 10.0
 # Seconds a body (or a response being sent) may stall before the
 # connection is dropped.
 BODY_TIMEOUT = 30.0
+
+# --- files and uploads ------------------------------------------------------
+# Default --max-upload: the largest body one upload may store (413 beyond),
+# so that one client cannot fill the disk in one request.
+MAX_UPLOAD = 1 * GiB
+# A multipart part's head (Content-Disposition and friends): bytes and lines.
+MAX_PART_HEAD = 16 * KiB
+MAX_PART_FIELDS = 32
+# A non-file multipart field is kept in memory to report it: at most this.
+MAX_FORM_FIELD = 64 * KiB

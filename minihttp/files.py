@@ -1,0 +1,267 @@
+"""Static files: safe paths, validators, ranges, and zero-copy bodies.
+
+RFC 9110 sections 8.8 (validators), 13 (conditional requests) and 14 (range
+requests) decide what is sent; ``socket.sendfile`` sends it.
+"""
+
+import html
+import mimetypes
+import os
+import re
+import stat
+from email.utils import formatdate, parsedate_to_datetime
+from urllib.parse import quote, unquote
+
+from .http11 import HTTPError, Response
+
+LISTING_BATCH = 64   # directory entries per chunk of a listing
+
+
+class FileBody:
+    """A byte range of an open file, sent with ``socket.sendfile`` (zero copy)."""
+
+    def __init__(self, file, offset, length):
+        self.file = file
+        self.offset = offset
+        self.length = length
+
+    def sendfile(self, sock):
+        try:
+            if not self.length:
+                return 0
+            sent = sock.sendfile(self.file, self.offset, self.length)
+            if sent != self.length:
+                # The file shrank under us: the client cannot find the end.
+                raise ConnectionAbortedError(f'file ended after {sent} of {self.length} bytes')
+            return sent
+        finally:
+            self.file.close()
+
+    def close(self):
+        self.file.close()
+
+
+# -- paths --------------------------------------------------------------------
+
+def resolve(root, url_path):
+    """The file system path for a URL path under ``root``, or None.
+
+    Percent-decoding happens once, then every spelling of escape is refused:
+    '..' segments, backslashes, NUL, and names starting with a dot (which
+    also hides the upload directory's temporary files).  Finally the real
+    path (symlinks followed) must still lie inside the real root.
+    """
+    try:
+        decoded = unquote(url_path, errors='strict')
+    except UnicodeDecodeError:
+        return None
+    if '\0' in decoded or '\\' in decoded or not decoded.startswith('/'):
+        return None
+    parts = [p for p in decoded.split('/') if p]
+    if any(p.startswith('.') for p in parts):
+        return None
+    real_root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(real_root, *parts))
+    if path != real_root and not path.startswith(real_root + os.sep):
+        return None
+    return path
+
+
+# -- validators (RFC 9110 section 8.8) --------------------------------------------
+
+def etag_of(st):
+    """A strong validator: changes whenever the file's identity, size or mtime does."""
+    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def etag_matches(header, etag, weak):
+    """Does an If-Match / If-None-Match list name this ETag (RFC 9110 section 8.8.3.2)?"""
+    if header.strip() == '*':
+        return True
+    for candidate in re.findall(r'(W/)?("[^"]*")', header):
+        if candidate[1] == etag and (weak or not candidate[0]):
+            return True
+    return False
+
+
+def http_time(header):
+    """An HTTP-date as a POSIX timestamp, or None when it is not one (RFC 9110 section 5.6.7)."""
+    try:
+        return parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def precondition(request, st, etag):
+    """The status a conditional request gets instead of the file, or None.
+
+    In RFC 9110 section 13.2.2's order: If-Match, If-Unmodified-Since,
+    If-None-Match, If-Modified-Since (the date fields only when the ETag field
+    of the pair is absent).
+    """
+    mtime = int(st.st_mtime)
+    if_match = request.get('if-match')
+    if if_match is not None:
+        if not etag_matches(if_match, etag, weak=False):
+            return 412
+    else:
+        since = request.get('if-unmodified-since')
+        when = http_time(since) if since else None
+        if when is not None and mtime > when:
+            return 412
+    if_none_match = request.get('if-none-match')
+    if if_none_match is not None:
+        if etag_matches(if_none_match, etag, weak=True):
+            return 304 if request.method in ('GET', 'HEAD') else 412
+    elif request.method in ('GET', 'HEAD'):
+        since = request.get('if-modified-since')
+        when = http_time(since) if since else None
+        if when is not None and mtime <= when:
+            return 304
+    return None
+
+
+# -- ranges (RFC 9110 section 14) ---------------------------------------------------
+
+RANGE_SPEC = re.compile(r'\s*(\d*)\s*-\s*(\d*)\s*')
+
+
+def parse_range(header, size):
+    """[(first, last)] satisfiable ranges, [] when none is, None to ignore the field.
+
+    A field we cannot parse is ignored, as section 14.2 allows.
+    """
+    unit, eq, specs = header.partition('=')
+    if not eq or unit.strip().lower() != 'bytes':
+        return None
+    ranges = []
+    for spec in specs.split(','):
+        match = RANGE_SPEC.fullmatch(spec)
+        if match is None or match.groups() == ('', ''):
+            return None
+        first, last = match.groups()
+        if first == '':                       # suffix: the last n bytes
+            n = int(last)
+            if n and size:
+                ranges.append((max(0, size - n), size - 1))
+            continue
+        first = int(first)
+        last = size - 1 if last == '' else int(last)
+        if last < first:
+            return None
+        if first < size:
+            ranges.append((first, min(last, size - 1)))
+    return ranges
+
+
+def range_applies(request, etag, st):
+    """If-Range (section 13.1.5): the range only if the representation is unchanged."""
+    if_range = request.get('if-range')
+    if if_range is None:
+        return True
+    if_range = if_range.strip()
+    if if_range.startswith('"') or if_range.startswith('W/'):
+        return if_range == etag                 # strong comparison
+    return if_range == formatdate(int(st.st_mtime), usegmt=True)
+
+
+# -- responses --------------------------------------------------------------------
+
+def content_type(path):
+    kind, encoding = mimetypes.guess_type(path)
+    if kind is None or encoding is not None:
+        return 'application/octet-stream'
+    if kind.startswith('text/') or kind in ('application/javascript', 'application/json'):
+        return f'{kind}; charset=utf-8'
+    return kind
+
+
+def serve_path(request, path, url_path):
+    """A file, a directory (index.html or a listing), or 404."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise HTTPError(404, f'no file at {url_path[:80]}') from None
+    except PermissionError:
+        raise HTTPError(403, f'not readable: {url_path[:80]}') from None
+    if stat.S_ISDIR(st.st_mode):
+        if not request.path.endswith('/'):
+            location = quote(request.path + '/', safe="/%:@!$&'()*+,;=~-._")
+            if request.query:
+                location += '?' + request.query
+            return Response(301, [('Location', location),
+                                  ('Content-Type', 'text/plain; charset=utf-8')],
+                            f'moved to {location}\n'.encode())
+        index = os.path.join(path, 'index.html')
+        if os.path.isfile(index):
+            return serve_file(request, index, os.stat(index))
+        return listing(request, path)
+    if not stat.S_ISREG(st.st_mode):
+        raise HTTPError(404, f'not a regular file: {url_path[:80]}')
+    return serve_file(request, path, st)
+
+
+def serve_file(request, path, st):
+    etag = etag_of(st)
+    headers = [('Content-Type', content_type(path)),
+               ('Last-Modified', formatdate(int(st.st_mtime), usegmt=True)),
+               ('ETag', etag), ('Accept-Ranges', 'bytes')]
+    status = precondition(request, st, etag)
+    if status == 304:
+        return Response(304, headers[1:3])
+    if status == 412:
+        raise HTTPError(412, 'precondition failed', headers=headers[2:3])
+    size = st.st_size
+    first, length = 0, size
+    status = 200
+    range_header = request.get('range')
+    if range_header is not None and request.method == 'GET' and range_applies(request, etag, st):
+        ranges = parse_range(range_header, size)
+        if ranges == []:
+            raise HTTPError(416, f'no satisfiable range in {range_header[:60]!r} for '
+                                 f'{size} bytes', headers=[('Content-Range', f'bytes */{size}')])
+        if ranges is not None and len(ranges) == 1:
+            # Several ranges get the whole file, 200, as section 14.2 allows.
+            (first, last), = ranges
+            length = last - first + 1
+            status = 206
+            headers.append(('Content-Range', f'bytes {first}-{last}/{size}'))
+    try:
+        file = open(path, 'rb')
+    except OSError:
+        raise HTTPError(403, 'not readable') from None
+    return Response(status, headers, FileBody(file, first, length), length=length)
+
+
+def listing(request, path):
+    """An HTML directory listing, streamed in chunks since its length is not known."""
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError:
+        raise HTTPError(403, 'directory not readable') from None
+    title = html.escape(unquote(request.path))
+
+    def pieces():
+        yield (f'<!doctype html>\n<html><head><meta charset="utf-8">'
+               f'<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n'
+               '<table>\n<tr><th>Name</th><th>Size</th></tr>\n'
+               '<tr><td><a href="../">../</a></td><td></td></tr>\n').encode()
+        rows = []
+        for entry in entries:
+            if entry.name.startswith('.'):
+                continue
+            try:
+                is_dir = entry.is_dir()
+                size = '' if is_dir else str(entry.stat().st_size)
+            except OSError:
+                continue
+            name = entry.name + ('/' if is_dir else '')
+            rows.append(f'<tr><td><a href="{html.escape(quote(name))}">{html.escape(name)}'
+                        f'</a></td><td>{size}</td></tr>\n')
+            if len(rows) == LISTING_BATCH:
+                yield ''.join(rows).encode()
+                rows = []
+        rows.append('</table>\n</body></html>\n')
+        yield ''.join(rows).encode()
+
+    return Response(200, [('Content-Type', 'text/html; charset=utf-8')], pieces())

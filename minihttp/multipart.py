@@ -1,0 +1,123 @@
+"""multipart/form-data (RFC 7578, RFC 2046 section 5.1), streamed on the framing core.
+
+The boundary is one more delimiter.  The request body, itself framed by
+Content-Length or chunks, is turned back into a byte stream (BodyStream) and
+read by a StreamReader like a socket: ``read_until_to`` streams each part's
+content up to the next ``CRLF--boundary`` without ever holding a whole part,
+and each part's head is read with the same field-line reader as the trailers.
+"""
+
+import re
+
+from .framing import IncompleteRead, LimitExceeded, StreamReader
+from .http11 import HTTPError, read_field_lines
+from .limits import MAX_FORM_FIELD, MAX_PART_HEAD, MAX_PART_FIELDS
+
+CRLF = b'\r\n'
+
+# boundary := 0*69<bchars> bcharsnospace (RFC 2046 section 5.1.1)
+BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+def parameters(value):
+    """The parameters of a Content-Type or Content-Disposition value, names lower-cased."""
+    params = {}
+    for name, raw in PARAM.findall(value):
+        raw = raw.strip()
+        if raw.startswith('"'):
+            raw = re.sub(r'\\(.)', r'\1', raw[1:-1])
+        params[name.lower()] = raw
+    return params
+
+
+def boundary_of(content_type):
+    """The boundary of a multipart/form-data Content-Type, or HTTPError 400/415."""
+    media = content_type.split(';', 1)[0].strip().lower()
+    if media != 'multipart/form-data':
+        raise HTTPError(415, f'expected multipart/form-data, not {media[:60]!r}')
+    boundary = parameters(content_type).get('boundary')
+    if boundary is None or not BOUNDARY.fullmatch(boundary):
+        raise HTTPError(400, 'multipart/form-data without a valid boundary parameter')
+    return boundary.encode('latin-1')
+
+
+class BodyStream:
+    """A request Body seen as a socket: ``recv_into`` hands out its pieces."""
+
+    def __init__(self, body):
+        self._pieces = body.pieces()
+        self._piece = memoryview(b'')
+
+    def recv_into(self, buf):
+        while not self._piece:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._piece = memoryview(piece)
+        n = min(len(buf), len(self._piece))
+        buf[:n] = self._piece[:n]
+        self._piece = self._piece[n:]
+        return n
+
+    def drain(self):
+        for _ in self._pieces:
+            pass
+
+
+class Part:
+    """One part's head: its fields, form-field name and file name (if any)."""
+
+    def __init__(self, fields):
+        self.fields = fields
+        disposition = next((v for n, v in fields if n.lower() == 'content-disposition'), '')
+        params = parameters(disposition)
+        self.name = params.get('name')
+        self.filename = params.get('filename')
+        if self.filename is not None:
+            # Old browsers send a client-side path; keep its last segment.
+            self.filename = re.split(r'[\\/]', self.filename)[-1]
+
+
+def read_parts(body, boundary, on_part):
+    """Read every part of a multipart body; ``on_part(part)`` returns the sink for its content.
+
+    Raises HTTPError 400 when the body is not well-formed multipart.
+    """
+    stream = BodyStream(body)
+    reader = StreamReader(stream)
+    delimiter = CRLF + b'--' + boundary
+    try:
+        # The preamble before the first boundary is ignored (RFC 2046 section
+        # 5.1.1); the first boundary needs no CRLF before it.
+        reader.read_until_to(b'--' + boundary, lambda piece: None)
+        while True:
+            after = reader.read_exact(2)
+            if after == b'--':        # the close-delimiter; the epilogue is ignored
+                break
+            if after != CRLF:
+                # Transport padding (whitespace) before the CRLF must be tolerated.
+                padding = after + reader.read_until(CRLF, MAX_PART_HEAD)
+                if padding.strip(b' \t'):
+                    raise HTTPError(400, 'multipart boundary followed by junk', close=True)
+            part = Part(read_field_lines(reader, MAX_PART_HEAD, MAX_PART_FIELDS, 'part header'))
+            reader.read_until_to(delimiter, on_part(part))
+    except IncompleteRead:
+        raise HTTPError(400, 'multipart body ended before its closing boundary',
+                        close=True) from None
+    except LimitExceeded:
+        raise HTTPError(400, 'multipart boundary line too long', close=True) from None
+    stream.drain()
+
+
+def form_field_sink(values, name):
+    """A sink collecting a small non-file field's value, at most MAX_FORM_FIELD bytes."""
+    value = bytearray()
+
+    def collect(piece):
+        if len(value) + len(piece) > MAX_FORM_FIELD:
+            raise HTTPError(413, f'form field {name!r} longer than {MAX_FORM_FIELD} bytes',
+                            close=True)
+        value.extend(piece)
+    values.append((name, value))
+    return collect

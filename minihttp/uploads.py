@@ -1,0 +1,140 @@
+"""Uploads that lose nothing: a body becomes a file only once it fully arrived.
+
+Every upload streams into a temporary file in the upload directory itself
+(so the final rename is atomic: same file system), is hashed on the way, and
+is renamed over its name only after the body's framing said it was complete
+(Content-Length bytes counted, or the last chunk read) and the data was
+flushed to disk.  Any failure removes the temporary file, leaving the
+directory exactly as it was, including a previous version of the same name.
+"""
+
+import errno
+import hashlib
+import os
+import re
+import tempfile
+
+from .http11 import HTTPError
+
+TEMP_PREFIX = '.upload-'
+FILE_MODE = 0o644
+
+# A stored name is one path segment of ordinary characters, not hidden.
+NAME = re.compile(r'[^/\\\x00-\x1f\x7f]{1,255}')
+
+
+def check_name(name):
+    """The name as given, or HTTPError 400 saying why it cannot be stored."""
+    if not name:
+        raise HTTPError(400, 'upload name is empty')
+    if name.startswith('.'):
+        raise HTTPError(400, f'upload name may not start with a dot: {name[:60]!r}')
+    if not NAME.fullmatch(name):
+        raise HTTPError(400, f'upload name must be one path segment without control '
+                             f'characters: {name[:60]!r}')
+    return name
+
+
+class Incoming:
+    """One upload in progress: a temporary file, a hash and a byte count."""
+
+    def __init__(self, directory, limit):
+        fd, self.temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        os.fchmod(fd, FILE_MODE)   # mkstemp makes it private; a served file is public
+        self.file = os.fdopen(fd, 'wb')
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.limit = limit
+
+    def write(self, piece):
+        self.size += len(piece)
+        if self.size > self.limit:
+            raise HTTPError(413, f'upload larger than {self.limit} bytes', close=True)
+        self.hash.update(piece)
+        try:
+            self.file.write(piece)
+        except OSError as exc:
+            raise storage_error(exc) from None
+
+    def finish(self):
+        """Flush to disk; the caller renames afterwards."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        except OSError as exc:
+            raise storage_error(exc) from None
+
+    def commit(self, path):
+        os.replace(self.temp_path, path)
+        self.temp_path = None
+
+    def discard(self):
+        self.file.close()
+        if self.temp_path is not None:
+            try:
+                os.unlink(self.temp_path)
+            except FileNotFoundError:
+                pass
+            self.temp_path = None
+
+    def summary(self, name):
+        return {'name': name, 'bytes': self.size, 'sha256': self.hash.hexdigest()}
+
+
+def storage_error(exc):
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return HTTPError(507, 'no space left to store the upload', close=True)
+    return HTTPError(500, f'cannot store the upload: {exc.strerror}', close=True)
+
+
+class UploadStore:
+    """The upload directory: store, replace and delete files atomically."""
+
+    def __init__(self, directory, max_upload):
+        self.directory = directory
+        self.max_upload = max_upload
+
+    def prepare(self):
+        """Create the directory, and remove temporaries a killed server left behind."""
+        os.makedirs(self.directory, exist_ok=True)
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+
+    def path(self, name):
+        return os.path.join(self.directory, check_name(name))
+
+    def incoming(self):
+        try:
+            return Incoming(self.directory, self.max_upload)
+        except OSError as exc:
+            raise storage_error(exc) from None
+
+    def put(self, name, body):
+        """Store a request body under ``name``; return (summary, replaced)."""
+        path = self.path(name)
+        if body.length is not None and body.length > self.max_upload:
+            # Refused before a byte is read (and before 100 Continue is sent).
+            raise HTTPError(413, f'upload of {body.length} bytes is larger than '
+                                 f'{self.max_upload}', close=True)
+        incoming = self.incoming()
+        try:
+            body.read_to(incoming.write)
+            incoming.finish()
+            replaced = os.path.exists(path)
+            if os.path.isdir(path):
+                raise HTTPError(409, f'{name!r} is a directory')
+            incoming.commit(path)
+        finally:
+            incoming.discard()
+        return incoming.summary(name), replaced
+
+    def delete(self, name):
+        path = self.path(name)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            raise HTTPError(404, f'no upload named {name[:60]!r}') from None
+        except IsADirectoryError:
+            raise HTTPError(409, f'{name[:60]!r} is a directory') from None

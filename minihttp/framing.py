@@ -203,6 +203,32 @@ class StreamReader:
             if not self._fill():
                 raise IncompleteRead(None, self._end - self._start)
 
+    def read_until_to(self, delimiter, sink):
+        """Deliver everything before ``delimiter`` to ``sink`` in pieces; consume both.
+
+        The streaming form of read_until, for a delimited part of any length
+        (a multipart body part): only the last ``len(delimiter) - 1`` bytes,
+        which might begin the delimiter, are held back between receives.
+        Returns the number of bytes delivered.
+        """
+        hold = len(delimiter) - 1
+        delivered = 0
+        while True:
+            start = self._start
+            found = self._buf.find(delimiter, start, self._end)
+            if found >= 0:
+                if found > start:
+                    sink(self._view[start:found])
+                self._start = found + hold + 1
+                return delivered + found - start
+            safe = self._end - hold
+            if safe > start:
+                sink(self._view[start:safe])
+                delivered += safe - start
+                self._start = safe
+            if not self._fill():
+                raise IncompleteRead(None, delivered + self._end - self._start)
+
 
 def write_all(sock, *pieces):
     """Send every piece, in order, with as few syscalls as the kernel allows.

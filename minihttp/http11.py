@@ -164,6 +164,28 @@ def parse_fields(lines, what='header'):
     return fields
 
 
+def read_field_lines(reader, max_bytes, max_fields, what):
+    """Field lines up to an empty line, one delimiter read each, within limits.
+
+    Used where a field section follows other framing: the trailer section of
+    a chunked body (RFC 9112 section 7.1.2) and the head of a multipart part.
+    """
+    lines = []
+    total = 0
+    while True:
+        try:
+            line = reader.read_until(CRLF, max_bytes - total)
+        except LimitExceeded:
+            raise HTTPError(431, f'{what} section longer than {max_bytes} bytes',
+                            close=True) from None
+        if not line:
+            return parse_fields(lines, what)
+        total += len(line) + 2
+        lines.append(line.decode('latin-1'))
+        if len(lines) > max_fields:
+            raise HTTPError(431, f'more than {max_fields} {what} fields', close=True)
+
+
 def bad_field_reason(line, what):
     """Why a field line failed FIELD_LINE, in words a client author can act on."""
     if line[:1] in (' ', '\t'):
@@ -467,24 +489,11 @@ class ChunkedBody(Body):
         self.chunks += 1
 
     def _read_trailers(self):
-        lines = []
-        total = 0
-        while True:
-            try:
-                line = self.reader.read_until(CRLF, MAX_TRAILER - total)
-            except LimitExceeded:
-                raise HTTPError(431, f'trailer section longer than {MAX_TRAILER} bytes',
-                                close=True) from None
-            except IncompleteRead as exc:
-                raise truncated_body(exc) from None
-            if not line:
-                break
-            total += len(line) + 2
-            lines.append(line.decode('latin-1'))
-            if len(lines) > MAX_TRAILER_FIELDS:
-                raise HTTPError(431, f'more than {MAX_TRAILER_FIELDS} trailer fields',
-                                close=True)
-        self.trailers = parse_fields(lines, 'trailer')
+        try:
+            self.trailers = read_field_lines(self.reader, MAX_TRAILER, MAX_TRAILER_FIELDS,
+                                             'trailer')
+        except IncompleteRead as exc:
+            raise truncated_body(exc) from None
 
     def read_to(self, sink):
         self.start()

@@ -605,7 +605,8 @@ def head_bytes(status, headers, now):
     return '\r\n'.join(lines).encode('latin-1')
 
 
-def write_response(sock, method, response, *, chunked_ok, keep_alive, now):
+def write_response(sock, method, response, *, chunked_ok, keep_alive, now,
+                   announce_keep_alive=False):
     """Send a response, choosing its framing; return (framing, chunks, body bytes, kept).
 
     Content-Length when the length is known; chunked when it is not and the
@@ -617,8 +618,10 @@ def write_response(sock, method, response, *, chunked_ok, keep_alive, now):
     body = response.body
     length = response.length
     no_body = bodiless(method, status)
-    if status < 200 or status == 204:
-        framing, fields = 'none', []            # section 6.3 item 1: never a length
+    if status < 200 or status in (204, 304):
+        # No body, so no framing fields: 1xx and 204 never carry a length (RFC 9110
+        # section 8.6), and a 304's would have to be the full representation's.
+        framing, fields = 'none', []
     elif length is not None:
         framing, fields = 'Content-Length', [('Content-Length', str(length))]
     elif chunked_ok:
@@ -629,6 +632,9 @@ def write_response(sock, method, response, *, chunked_ok, keep_alive, now):
     keep_alive = keep_alive and not response.close
     if not keep_alive:
         fields.append(('Connection', 'close'))
+    elif announce_keep_alive:
+        # An HTTP/1.0 client keeps the connection only when told (RFC 9112 section 9.3).
+        fields.append(('Connection', 'keep-alive'))
     head = head_bytes(status, headers + fields, now)
     chunks = sent = 0
     if no_body:

@@ -7,6 +7,7 @@ they are read in order, from the one StreamReader of the connection.
 
 import socket
 import time
+import traceback
 
 from .framing import StreamReader, write_all
 from .http11 import (HTTPError, error_response, open_body, read_request,
@@ -86,13 +87,21 @@ class HTTPServer:
             response = error_response(error)
         except TimeoutError:
             response = error_response(HTTPError(408, 'request body stalled', close=True))
+        except OSError:
+            raise      # the connection failed: nobody to answer
+        except Exception:
+            # A bug of ours: the client gets a 500, the log gets the traceback.
+            say(f'error answering {self.peer(conn)}:\n{traceback.format_exc().rstrip()}',
+                err=True)
+            response = error_response(HTTPError(500, 'internal server error', close=True))
         keep = (request is not None and request.keep_alive and not conn.stopping
                 and self.can_keep(body, response))
         try:
             framing, chunks, sent, keep = write_response(
                 sock, request.method if request else 'GET', response,
                 chunked_ok=request is not None and request.version == 'HTTP/1.1',
-                keep_alive=keep, now=now)
+                keep_alive=keep, now=now,
+                announce_keep_alive=request is not None and request.version == 'HTTP/1.0')
         except HTTPError as error:
             # The request body failed while its echo was being streamed: the
             # response head is gone already, so the only honest signal left

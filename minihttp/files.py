@@ -146,9 +146,10 @@ def parse_range(header, size):
                 ranges.append((max(0, size - n), size - 1))
             continue
         first = int(first)
+        if last != '' and int(last) < first:
+            return None                       # invalid (section 14.1.1): ignore the field
+        # 'first-' from at or past the end is unsatisfiable, not invalid (416).
         last = size - 1 if last == '' else int(last)
-        if last < first:
-            return None
         if first < size:
             ranges.append((first, min(last, size - 1)))
     return ranges

@@ -1,0 +1,355 @@
+"""Serving files from --root: types, validators, ranges, HEAD, directories, path safety.
+
+One server, started once for the module, serves a small tree.  Ranges are
+checked against Python slicing of the file, for hypothesis-chosen sizes and
+ranges.  Next to the root lies a secret file that no request may ever reach,
+however its path is spelled.
+"""
+
+import http.client
+import os
+import random
+import re
+import secrets
+
+import pytest
+import requests
+from hypothesis import given, settings, strategies as st
+
+from fileserver import RawClient, Served, exchange, request_bytes
+
+# 2020-01-02 03:04:05 UTC: the modification time of hello.txt, as Last-Modified shows it.
+HELLO_MTIME = 1577934245
+HELLO_DATE = 'Thu, 02 Jan 2020 03:04:05 GMT'
+EARLIER = 'Wed, 01 Jan 2020 00:00:00 GMT'
+LATER = 'Fri, 03 Jan 2020 00:00:00 GMT'
+HELLO = b'hello, world\n'
+STRONG_ETAG = re.compile(r'"[\x21\x23-\x7e]*"')   # RFC 9110 section 8.8.3: no W/
+
+# Files of the listing test: names that need HTML escaping and percent-encoding.
+ODD_NAME = '<b>&"x.txt'
+SPACED_NAME = 'a b.txt'
+
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    """The tree, the secret beside it, and one server for the whole module."""
+    top = tmp_path_factory.mktemp('site')
+    secret = f'SECRET-{secrets.token_hex(8)}'.encode()
+    (top / 'secret.txt').write_bytes(secret)
+    root = top / 'root'
+    root.mkdir()
+    (top / 'uploads').mkdir()
+    (root / 'hello.txt').write_bytes(HELLO)
+    os.utime(root / 'hello.txt', (HELLO_MTIME, HELLO_MTIME))
+    (root / 'page.html').write_text('<p>page</p>\n')
+    (root / 'notes.json').write_text('{}\n')
+    (root / 'image.png').write_bytes(b'\x89PNG\r\n\x1a\n')
+    (root / 'data.bin').write_bytes(random.Random(1).randbytes(10_000))
+    (root / 'empty.txt').write_bytes(b'')
+    (root / '.hidden').write_bytes(secret + b'-hidden')
+    (root / 'withindex').mkdir()
+    (root / 'withindex' / 'index.html').write_text('<p>the index</p>\n')
+    (root / 'withindex' / 'other.txt').write_text('other\n')
+    listed = root / 'list'
+    listed.mkdir()
+    (listed / ODD_NAME).write_text('odd\n')
+    (listed / SPACED_NAME).write_text('spaced\n')
+    (listed / '.dotfile').write_text('dot\n')
+    (listed / 'sub').mkdir()
+    (root / 'ranges').mkdir()
+    os.symlink('../secret.txt', root / 'link')          # a file outside the root
+    os.symlink('..', root / 'linkdir')                   # the directory above the root
+    os.symlink(str(top / 'secret.txt'), root / 'abslink')
+    os.symlink('hello.txt', root / 'inside')             # stays inside: allowed
+    server = Served(root, top / 'uploads')
+    server.root = root
+    server.top = top
+    server.secret = secret
+    yield server
+    server.stop()
+
+
+def get(site, path, **headers):
+    return requests.get(site.url(path), headers=headers, allow_redirects=False, timeout=10)
+
+
+# -- one file -----------------------------------------------------------------------
+
+@pytest.mark.parametrize('name, kind', [
+    ('hello.txt', 'text/plain; charset=utf-8'),
+    ('page.html', 'text/html; charset=utf-8'),
+    ('notes.json', 'application/json; charset=utf-8'),
+    ('image.png', 'image/png'),
+    ('data.bin', 'application/octet-stream'),
+])
+def test_content_type(site, name, kind):
+    response = get(site, '/' + name)
+    assert response.status_code == 200
+    assert response.headers['Content-Type'] == kind
+    assert response.content == (site.root / name).read_bytes()
+
+
+def test_file_headers(site):
+    response = get(site, '/hello.txt')
+    assert response.status_code == 200
+    assert response.content == HELLO
+    assert response.headers['Content-Length'] == str(len(HELLO))
+    assert response.headers['Last-Modified'] == HELLO_DATE
+    assert response.headers['Accept-Ranges'] == 'bytes'
+    assert STRONG_ETAG.fullmatch(response.headers['ETag'])
+
+
+def test_empty_file(site):
+    response = get(site, '/empty.txt')
+    assert (response.status_code, response.content) == (200, b'')
+    assert response.headers['Content-Length'] == '0'
+
+
+def test_etag_changes_with_the_file(site):
+    path = site.root / 'changing.txt'
+    path.write_bytes(b'first version\n')
+    first = get(site, '/changing.txt').headers['ETag']
+    path.write_bytes(b'second version, longer\n')
+    response = get(site, '/changing.txt', **{'If-None-Match': first})
+    assert response.status_code == 200
+    assert response.content == b'second version, longer\n'
+    assert response.headers['ETag'] != first
+
+
+def test_head_has_the_headers_and_no_body(site):
+    got = get(site, '/data.bin')
+    with RawClient(site.port) as client:
+        client.send(request_bytes('HEAD', '/data.bin', ['Connection: close']))
+        reply = client.reply('HEAD')
+        assert client.at_eof()
+    assert reply.status == 200
+    assert reply.raw.endswith(b'\r\n\r\n') and reply.raw.count(b'\r\n\r\n') == 1
+    for name in ('Content-Type', 'Content-Length', 'Last-Modified', 'ETag', 'Accept-Ranges'):
+        assert reply.headers[name.lower()] == got.headers[name], name
+    assert reply.headers['content-length'] == '10000'
+
+
+# -- validators and conditional requests (RFC 9110 section 13) ------------------------
+
+@pytest.mark.parametrize('conditions, status', [
+    ({'If-None-Match': '{etag}'}, 304),
+    ({'If-None-Match': '"other", {etag}'}, 304),
+    ({'If-None-Match': '*'}, 304),
+    ({'If-None-Match': 'W/{etag}'}, 304),       # If-None-Match compares weakly
+    ({'If-None-Match': '"stale"'}, 200),
+    ({'If-Modified-Since': HELLO_DATE}, 304),
+    ({'If-Modified-Since': LATER}, 304),
+    ({'If-Modified-Since': EARLIER}, 200),
+    ({'If-Modified-Since': 'not a date'}, 200),
+    # If-None-Match wins when both are present (section 13.1.3).
+    ({'If-None-Match': '"stale"', 'If-Modified-Since': LATER}, 200),
+    ({'If-None-Match': '{etag}', 'If-Modified-Since': EARLIER}, 304),
+    ({'If-Match': '{etag}'}, 200),
+    ({'If-Match': '"stale"'}, 412),
+    ({'If-Unmodified-Since': EARLIER}, 412),
+    ({'If-Unmodified-Since': LATER}, 200),
+])
+@pytest.mark.parametrize('method', ['GET', 'HEAD'])
+def test_conditional_request(site, conditions, status, method):
+    etag = get(site, '/hello.txt').headers['ETag']
+    fields = [f'{name}: {value.format(etag=etag)}' for name, value in conditions.items()]
+    reply = exchange(site.port, method, '/hello.txt', fields)
+    assert reply.status == status
+    if status == 200:
+        assert reply.body == (HELLO if method == 'GET' else b'')
+    if status == 304:
+        assert reply.body == b''
+        assert reply.headers['etag'] == etag
+        assert reply.headers['last-modified'] == HELLO_DATE
+        # RFC 9110 section 8.6: a 304 may carry Content-Length only as the 200's length.
+        assert reply.headers.get('content-length', str(len(HELLO))) == str(len(HELLO))
+
+
+# -- ranges (RFC 9110 section 14) -------------------------------------------------------
+
+def content_of(site, size):
+    """A file of ``size`` random bytes under /ranges/, made on first use."""
+    path = site.root / 'ranges' / f'{size}.bin'
+    data = random.Random(size).randbytes(size)
+    if not path.exists():
+        path.write_bytes(data)
+    return data
+
+
+@st.composite
+def range_cases(draw):
+    """(file size, Range value, the slice of the content it asks for)."""
+    size = draw(st.integers(0, 40) | st.integers(0, 300_000))
+    form = draw(st.sampled_from(['first-last', 'first-', '-suffix']))
+    if form == '-suffix':
+        n = draw(st.integers(0, size + 50))
+        return size, f'bytes=-{n}', slice(-n, None) if n else slice(0, 0)
+    first = draw(st.integers(0, size + 50))
+    if form == 'first-':
+        return size, f'bytes={first}-', slice(first, None)
+    last = draw(st.integers(first, size + 100))
+    return size, f'bytes={first}-{last}', slice(first, last + 1)
+
+
+@pytest.fixture(scope='module')
+def keepalive(site):
+    connection = http.client.HTTPConnection('127.0.0.1', site.port, timeout=10)
+    yield connection
+    connection.close()
+
+
+@settings(max_examples=200)
+@given(case=range_cases())
+def test_range_matches_python_slicing(site, keepalive, case):
+    size, spec, part = case
+    data = content_of(site, size)
+    keepalive.request('GET', f'/ranges/{size}.bin', headers={'Range': spec})
+    response = keepalive.getresponse()
+    body = response.read()
+    selected = range(size)[part]       # the positions Python slicing picks
+    if not selected:
+        assert response.status == 416, spec
+        assert response.getheader('Content-Range') == f'bytes */{size}'
+        return
+    assert response.status == 206, spec
+    assert body == data[part]
+    assert response.getheader('Content-Length') == str(len(selected))
+    assert response.getheader('Content-Range') == \
+        f'bytes {selected[0]}-{selected[-1]}/{size}'
+    assert response.getheader('Accept-Ranges') == 'bytes'
+
+
+@pytest.mark.parametrize('spec', [
+    'bytes=0-1,5-6',            # several ranges: the whole file, 200 (see the README)
+    'bytes=0-5,3-8',
+    'bytes=-2,0-1',
+    'bytes=8-2',                # last before first: invalid, so ignored
+    'bytes=x-y',
+    'items=0-5',                # a unit we do not know
+])
+def test_ranges_answered_with_the_whole_file(site, spec):
+    response = get(site, '/data.bin', Range=spec)
+    assert response.status_code == 200
+    assert response.content == (site.root / 'data.bin').read_bytes()
+    assert 'Content-Range' not in response.headers
+
+
+@pytest.mark.parametrize('path, spec', [
+    ('/data.bin', 'bytes=10000-'),
+    ('/data.bin', 'bytes=20000-30000'),
+    ('/data.bin', 'bytes=-0'),
+    ('/empty.txt', 'bytes=0-'),
+    ('/empty.txt', 'bytes=-5'),
+])
+def test_unsatisfiable_range(site, path, spec):
+    response = get(site, path, Range=spec)
+    assert response.status_code == 416
+    size = (site.root / path[1:]).stat().st_size
+    assert response.headers['Content-Range'] == f'bytes */{size}'
+
+
+@pytest.mark.parametrize('if_range, status', [
+    ('{etag}', 206),
+    ('"stale"', 200),
+    ('W/{etag}', 200),          # If-Range compares strongly (section 13.1.5)
+    (HELLO_DATE, 206),
+    (EARLIER, 200),
+])
+def test_if_range(site, if_range, status):
+    etag = get(site, '/hello.txt').headers['ETag']
+    response = get(site, '/hello.txt', Range='bytes=0-4',
+                   **{'If-Range': if_range.format(etag=etag)})
+    assert response.status_code == status
+    assert response.content == (HELLO[:5] if status == 206 else HELLO)
+
+
+# -- directories --------------------------------------------------------------------
+
+def test_directory_serves_its_index(site):
+    response = get(site, '/withindex/')
+    assert response.status_code == 200
+    assert response.content == b'<p>the index</p>\n'
+    assert response.headers['Content-Type'] == 'text/html; charset=utf-8'
+
+
+@pytest.mark.parametrize('target, location', [
+    ('/list', '/list/'),
+    ('/withindex?a=1', '/withindex/?a=1'),
+    ('/list/sub', '/list/sub/'),
+])
+def test_directory_without_slash_redirects(site, target, location):
+    reply = exchange(site.port, 'GET', target)
+    assert reply.status == 301
+    assert reply.headers['location'] == location
+
+
+def test_listing_is_chunked_escaped_and_linked(site):
+    reply = exchange(site.port, 'GET', '/list/')
+    assert reply.status == 200
+    assert reply.headers['transfer-encoding'] == 'chunked'
+    assert 'content-length' not in reply.headers
+    assert reply.headers['content-type'] == 'text/html; charset=utf-8'
+    page = reply.body.decode()
+    assert '<b>' not in page
+    assert 'href="%3Cb%3E%26%22x.txt"' in page
+    assert '&lt;b&gt;&amp;&quot;x.txt' in page
+    assert 'href="a%20b.txt"' in page and '>a b.txt<' in page
+    assert 'href="sub/"' in page
+    assert '.dotfile' not in page
+    # The links lead to the files.
+    assert get(site, '/list/%3Cb%3E%26%22x.txt').content == b'odd\n'
+    assert get(site, '/list/a%20b.txt').content == b'spaced\n'
+
+
+def test_listing_hides_dotfiles_and_they_are_never_served(site):
+    page = get(site, '/').text
+    assert '.hidden' not in page
+    assert get(site, '/.hidden').status_code == 404
+    assert get(site, '/list/.dotfile').status_code == 404
+
+
+# -- path safety ----------------------------------------------------------------------
+
+ESCAPES = [
+    '/../secret.txt', '/../../secret.txt', '/list/../../secret.txt',
+    '/%2e%2e/secret.txt', '/%2E%2E/secret.txt', '/.%2e/secret.txt', '/%2e./secret.txt',
+    '/..%2fsecret.txt', '/..%2Fsecret.txt', '/%2e%2e%2fsecret.txt',
+    '/list/%2e%2e%2f%2e%2e%2fsecret.txt',
+    '/%252e%252e/secret.txt', '/%252e%252e%252fsecret.txt', '/..%252fsecret.txt',
+    '/..\\secret.txt', '/..%5csecret.txt', '/%5c..%5csecret.txt', '/%2e%2e%5csecret.txt',
+    '/list\\..\\..\\secret.txt',
+    '/%c0%ae%c0%ae/secret.txt',                 # overlong UTF-8 for '.'
+    '/..;/secret.txt', '/.../secret.txt',
+    '/hello.txt%00', '/%00/../secret.txt', '/secret.txt%00.txt', '/%00',
+    '//etc/passwd', '/etc/passwd', '///etc/passwd',
+    '{top}/secret.txt', '/{top}/secret.txt',
+    'http://127.0.0.1/../secret.txt', 'http://127.0.0.1{top}/secret.txt',
+    '/link', '/abslink', '/linkdir/secret.txt', '/linkdir/', '/linkdir',
+    '/%6cink', '/link/',
+    '/uploads/../secret.txt', '/uploads/%2e%2e/secret.txt', '/uploads/..%2fsecret.txt',
+    '/uploads/..%5csecret.txt', '/uploads/%2e%2e%2f%2e%2e%2fetc%2fpasswd',
+    '/.hidden', '/%2ehidden', '/list/.dotfile',
+]
+
+
+@pytest.mark.parametrize('method', ['GET', 'HEAD'])
+@pytest.mark.parametrize('target', ESCAPES)
+def test_no_byte_from_outside_the_root(site, target, method):
+    target = target.format(top=site.top)
+    reply = exchange(site.port, method, target)
+    assert reply.status in (400, 404), (target, reply.status, reply.body[:200])
+    assert site.secret not in reply.raw
+    assert b'root:' not in reply.raw          # /etc/passwd
+
+
+def test_symlink_inside_the_root_is_served(site):
+    assert get(site, '/inside').content == HELLO
+
+
+def test_listing_of_the_root_never_lists_outside(site):
+    page = get(site, '/').text
+    assert 'secret.txt' not in page
+    assert site.secret.decode() not in page
+    assert get(site, '/linkdir/').status_code == 404
+

@@ -1,0 +1,622 @@
+"""Uploads that lose nothing: every way in, every fault, the limits and the token.
+
+Random files of 0 B, 1 B, 1 MiB and 200 MiB are made once per session and
+sent through each upload way (curl with Content-Length, chunked and from
+stdin, curl -F multipart, a requests generator); each must come back with the
+same sha256.  Each fault (a client gone mid-body, a bad chunk, SIGTERM, a
+full disk, a limit passed) must leave the upload directory exactly as it was,
+dotfiles included, with the previous version of the name intact.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import WAIT, peak_rss
+from fileserver import (HTTP_LISTENING, RawClient, Served, chunked, curl, exchange,
+                        request_bytes, serve_args, sha256_file, snapshot, wait_until)
+from minihttp import uploads as uploads_module
+from minihttp.app import App
+from minihttp.listener import Listener
+from minihttp.server import HTTPServer
+from minihttp.uploads import TEMP_PREFIX
+
+MiB = 1 << 20
+BIG = 200 * MiB
+# How much the server's peak resident memory may grow while it takes 200 MiB.
+MEMORY_BOUND = 64 * MiB
+# Most a 200 MiB round trip (upload, fsync, download, hashing) may take.
+BIG_TIMEOUT = 240
+
+CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
+
+
+@dataclass
+class Payload:
+    path: str
+    size: int
+    sha256: str
+
+
+@pytest.fixture(scope='session')
+def payloads(tmp_path_factory):
+    """Random files, made once: size -> Payload."""
+    directory = tmp_path_factory.mktemp('payloads')
+    made = {}
+    for size in (0, 1, MiB, BIG):
+        path = directory / f'random-{size}.bin'
+        digest = hashlib.sha256()
+        with open(path, 'wb') as file:
+            left = size
+            while left:
+                piece = os.urandom(min(left, 4 * MiB))
+                digest.update(piece)
+                file.write(piece)
+                left -= len(piece)
+        made[size] = Payload(str(path), size, digest.hexdigest())
+    return made
+
+
+@dataclass
+class Store:
+    """A server that takes uploads: where to reach it, where its uploads land."""
+    port: int
+    directory: Path
+    pid: int = None
+    start_rss: int = 0      # its peak resident memory once it listened
+
+    def url(self, path):
+        return f'http://127.0.0.1:{self.port}{path}'
+
+
+@pytest.fixture(scope='module')
+def store(tmp_path_factory):
+    """One server for the upload tests that need no special options."""
+    top = tmp_path_factory.mktemp('store')
+    (top / 'root').mkdir()
+    server = Served(top / 'root', top / 'uploads')
+    yield Store(server.port, top / 'uploads', server.process.pid, peak_rss(server.process.pid))
+    server.stop()
+
+
+def start_store(minihttp, tmp_path, *options, **process_options):
+    """A server of this test's own (conftest's fixture stops it): (Store, the process)."""
+    (tmp_path / 'root').mkdir(exist_ok=True)
+    directory = tmp_path / 'uploads'
+    process = minihttp(*serve_args(tmp_path / 'root', directory, *options),
+                       listening=HTTP_LISTENING, **process_options)
+    return Store(process.port, directory, process.pid), process
+
+
+def temps(directory):
+    return [name for name in os.listdir(directory) if name.startswith(TEMP_PREFIX)]
+
+
+def download_sha256(url):
+    digest = hashlib.sha256()
+    with requests.get(url, stream=True, timeout=60) as response:
+        assert response.status_code == 200
+        for piece in response.iter_content(MiB):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def store_victim(store, name, content=b'the previous version\n'):
+    """Store a file the fault must not touch; return the directory as it now is."""
+    assert exchange(store.port, 'PUT', f'/uploads/{name}', body=content).status in (200, 201)
+    return snapshot(store.directory)
+
+
+# -- the ways in ------------------------------------------------------------------------
+
+def parse_heads(dump):
+    """The heads curl -D wrote: [(status, {lower-case name: value})], 1xx ones included."""
+    heads = []
+    for block in dump.strip().split('\r\n\r\n'):
+        lines = block.split('\r\n')
+        fields = dict(line.split(': ', 1) for line in lines[1:] if ': ' in line)
+        heads.append((int(lines[0].split()[1]), {k.lower(): v for k, v in fields.items()}))
+    return heads
+
+
+def curl_upload(tmp_path, *args, stdin=None):
+    """curl ARGS, its heads written to a file; (status, headers, JSON answer, 1xx seen)."""
+    dump = tmp_path / 'heads.txt'
+    done = curl('-D', dump, *args, stdin=stdin, timeout=BIG_TIMEOUT)
+    assert done.returncode == 0, done.stderr.decode(errors='replace')
+    heads = parse_heads(dump.read_bytes().decode('latin-1'))
+    status, headers = heads[-1]
+    return status, headers, json.loads(done.stdout), [s for s, _ in heads[:-1]]
+
+
+def via_curl_length(tmp_path, url, payload):
+    return curl_upload(tmp_path, '-T', payload.path, url)
+
+
+def via_curl_chunked(tmp_path, url, payload):
+    return curl_upload(tmp_path, '-T', payload.path, '-H', 'Transfer-Encoding: chunked', url)
+
+
+def via_curl_stdin(tmp_path, url, payload):
+    with open(payload.path, 'rb') as stdin:
+        return curl_upload(tmp_path, '-T', '-', url, stdin=stdin)
+
+
+def via_curl_multipart(tmp_path, url, payload):
+    folder, _, name = url.rpartition('/')
+    status, headers, answer, seen = curl_upload(
+        tmp_path, '-F', f'file=@{payload.path};filename={name}', folder + '/')
+    assert [stored['name'] for stored in answer['stored']] == [name]
+    return status, headers, {**answer['stored'][0], 'framing': answer['framing']}, seen
+
+
+def via_requests_generator(tmp_path, url, payload):
+    sent = []
+    sizes = random.Random(payload.size)
+
+    def pieces():
+        with open(payload.path, 'rb') as file:
+            while piece := file.read(sizes.choice([1, 1000, MiB])):
+                sent.append(len(piece))
+                yield piece
+    response = requests.put(url, data=pieces(), timeout=BIG_TIMEOUT)
+    answer = response.json()
+    assert answer['chunks'] == len(sent)       # each piece went as one chunk
+    return response.status_code, {k.lower(): v for k, v in response.headers.items()}, \
+        answer, []
+
+
+WAYS = {
+    'curl-T': (via_curl_length, 'content-length'),
+    'curl-T-chunked': (via_curl_chunked, 'chunked'),
+    'curl-T-stdin': (via_curl_stdin, 'chunked'),
+    'curl-F': (via_curl_multipart, 'content-length'),
+    'requests-generator': (via_requests_generator, 'chunked'),
+}
+
+
+@pytest.mark.parametrize('size', [0, 1, MiB, pytest.param(BIG, marks=pytest.mark.timeout(
+    BIG_TIMEOUT * 2))], ids=['0B', '1B', '1MiB', '200MiB'])
+@pytest.mark.parametrize('way', list(WAYS))
+def test_round_trip(store, payloads, tmp_path, way, size):
+    upload, framing = WAYS[way]
+    if (way, size) == ('curl-T-chunked', 0):
+        pytest.skip('curl 7.88 sends no last chunk for an empty file with -H '
+                    '"Transfer-Encoding: chunked", so no server can see the body end')
+    payload = payloads[size]
+    name = f'{way}-{size}.bin'
+    status, headers, answer, informational = upload(tmp_path, store.url(f'/uploads/{name}'),
+                                                    payload)
+    assert answer['name'] == name
+    assert answer['bytes'] == size
+    assert answer['sha256'] == payload.sha256
+    assert answer['framing'] == framing
+    if way != 'curl-F':
+        assert (status, headers['location']) == (201, f'/uploads/{name}')
+        if framing == 'chunked':
+            assert (answer['chunks'] > 0) == (size > 0)
+        else:
+            assert 'chunks' not in answer
+    else:
+        assert status == 200
+    if size == BIG:
+        if way != 'requests-generator':
+            # curl asks before it sends a large body, and must be told to go on.
+            assert informational == [100]
+        assert peak_rss(store.pid) - store.start_rss < MEMORY_BOUND
+    assert download_sha256(store.url(f'/uploads/{name}')) == payload.sha256
+    assert sha256_file(store.directory / name) == payload.sha256
+    assert not temps(store.directory)
+    if size == BIG:   # keep the disk for the next one
+        assert requests.delete(store.url(f'/uploads/{name}'), timeout=10).status_code == 204
+
+
+def test_multipart_may_be_chunked(store, payloads, tmp_path):
+    payload = payloads[MiB]
+    status, _, answer, _ = curl_upload(tmp_path, '-H', 'Transfer-Encoding: chunked',
+                                       '-F', f'file=@{payload.path};filename=mp-chunked.bin',
+                                       store.url('/uploads/'))
+    assert status == 200
+    assert answer['framing'] == 'chunked'
+    assert answer['stored'][0]['sha256'] == payload.sha256
+    assert sha256_file(store.directory / 'mp-chunked.bin') == payload.sha256
+
+
+def test_new_then_replaced(store):
+    url = store.url('/uploads/a%20b.txt')
+    first = requests.put(url, data=b'one', timeout=10)
+    assert first.status_code == 201
+    assert first.headers['Location'] == '/uploads/a%20b.txt'
+    second = requests.put(url, data=b'two!', timeout=10)
+    assert second.status_code == 200
+    assert 'Location' not in second.headers
+    assert second.json() == {'name': 'a b.txt', 'bytes': 4, 'framing': 'content-length',
+                             'sha256': hashlib.sha256(b'two!').hexdigest()}
+    assert requests.get(url, timeout=10).content == b'two!'
+
+
+def test_expect_100_continue_is_answered_before_the_body(store):
+    with RawClient(store.port) as client:
+        client.send(request_bytes('PUT', '/uploads/expect.txt',
+                                  ['Expect: 100-continue', 'Content-Length: 5']))
+        assert client.read_exact(len(CONTINUE)) == CONTINUE
+        client.send(b'hello')
+        reply = client.reply('PUT')
+    assert reply.status == 201
+    assert (store.directory / 'expect.txt').read_bytes() == b'hello'
+
+
+def test_delete(store):
+    url = store.url('/uploads/doomed.txt')
+    assert requests.put(url, data=b'x', timeout=10).status_code == 201
+    assert requests.delete(url, timeout=10).status_code == 204
+    assert requests.get(url, timeout=10).status_code == 404
+    assert requests.delete(url, timeout=10).status_code == 404
+    assert 'doomed.txt' not in os.listdir(store.directory)
+
+
+@pytest.mark.parametrize('target', [
+    '/uploads/..', '/uploads/%2e%2e', '/uploads/.hidden', '/uploads/%2ehidden',
+    '/uploads/a%2fb', '/uploads/a%2Fb', '/uploads/a/b', '/uploads/..%2fescape',
+    '/uploads/a%5cb', '/uploads/%00', '/uploads/a%00b', '/uploads/%0a', '/uploads/%ff',
+])
+@pytest.mark.parametrize('method', ['PUT', 'DELETE'])
+def test_bad_names_are_refused_with_a_reason(store, target, method):
+    before = snapshot(store.directory)
+    reply = exchange(store.port, method, target, body=b'data' if method == 'PUT' else b'')
+    assert reply.status == 400
+    reason = reply.body.decode()
+    assert reason.startswith('400 Bad Request: ') and 'name' in reason, reason
+    assert snapshot(store.directory) == before
+    assert not (store.directory.parent / 'escape').exists()
+
+
+def test_temporaries_are_neither_listed_nor_served(store):
+    with RawClient(store.port) as client:
+        client.send(request_bytes('PUT', '/uploads/pending.bin', ['Content-Length: 100000'],
+                                  b'x' * 1000))
+        wait_until(lambda: temps(store.directory), 'the upload started')
+        temp, = temps(store.directory)
+        listing = requests.get(store.url('/uploads/'), timeout=10)
+        assert listing.status_code == 200
+        assert TEMP_PREFIX not in listing.text and 'pending.bin' not in listing.text
+        assert requests.get(store.url(f'/uploads/{temp}'), timeout=10).status_code == 404
+        client.send(b'x' * 99000)
+        assert client.reply('PUT').status == 201
+    assert 'pending.bin' in requests.get(store.url('/uploads/'), timeout=10).text
+
+
+# -- multipart ------------------------------------------------------------------------
+
+FORM_FILES = {'first': ('one.txt', b'first file\n'), 'second': ('<two>&.bin', os.urandom(70_000)),
+              'third': ('empty', b'')}
+
+
+def test_multipart_several_files_and_a_field(store):
+    response = requests.post(store.url('/uploads/'), files=FORM_FILES,
+                             data={'note': 'hello, form'}, timeout=10)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer['fields'] == {'note': 'hello, form'}
+    assert answer['framing'] == 'content-length'
+    assert [(s['name'], s['bytes'], s['sha256']) for s in answer['stored']] == [
+        (name, len(data), hashlib.sha256(data).hexdigest()) for name, data in FORM_FILES.values()]
+    for name, data in FORM_FILES.values():
+        assert (store.directory / name).read_bytes() == data
+
+
+def test_multipart_answers_a_browser_with_a_page(store):
+    response = requests.post(store.url('/uploads/'), files=FORM_FILES, data={'note': 'x'},
+                             headers={'Accept': 'text/html,application/xhtml+xml,*/*;q=0.8'},
+                             timeout=10)
+    assert response.status_code == 200
+    assert response.headers['Content-Type'] == 'text/html; charset=utf-8'
+    page = response.text
+    assert page.startswith('<!doctype html>')
+    assert '&lt;two&gt;&amp;.bin' in page and '<two>' not in page
+    assert 'href="/uploads/%3Ctwo%3E%26.bin"' in page
+    assert hashlib.sha256(FORM_FILES['second'][1]).hexdigest() in page
+
+
+def multipart_body(boundary, parts, close=True):
+    """A multipart/form-data body of (name, filename, content) parts."""
+    body = b''
+    for name, filename, content in parts:
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                 f'filename="{filename}"\r\n\r\n').encode() + content + b'\r\n'
+    return body + (f'--{boundary}--\r\n'.encode() if close else b'')
+
+
+@pytest.mark.parametrize('parts, close', [
+    ([('a', 'complete-1.txt', b'one'), ('b', 'complete-2.txt', b'two')], False),
+    ([('a', 'good.txt', b'one'), ('b', '..', b'two')], True),
+    ([('a', 'good.txt', b'one'), ('b', '.hidden', b'two')], True),
+], ids=['no-closing-boundary', 'dot-dot-filename', 'hidden-filename'])
+def test_multipart_stores_all_or_nothing(store, parts, close):
+    before = store_victim(store, 'good.txt')
+    boundary = 'xyzzy'
+    reply = exchange(store.port, 'POST', '/uploads/',
+                     [f'Content-Type: multipart/form-data; boundary={boundary}'],
+                     multipart_body(boundary, parts, close))
+    assert reply.status == 400
+    assert snapshot(store.directory) == before
+
+
+# -- limits -----------------------------------------------------------------------------
+
+@pytest.fixture
+def small_store(minihttp, tmp_path):
+    """A server whose --max-upload is 1000 bytes."""
+    return start_store(minihttp, tmp_path, '--max-upload', '1000')[0]
+
+
+def test_content_length_over_the_limit_is_refused_before_the_body(small_store):
+    before = store_victim(small_store, 'kept.bin')
+    with RawClient(small_store.port) as client:
+        client.send(request_bytes('PUT', '/uploads/kept.bin',
+                                  ['Expect: 100-continue', 'Content-Length: 1001']))
+        reply = client.reply('PUT')
+        assert reply.status == 413
+        assert reply.informational == []         # no 100 Continue: the body was not wanted
+        assert reply.headers['connection'] == 'close'
+        assert client.at_eof()
+    assert snapshot(small_store.directory) == before
+
+
+def test_curl_over_the_limit_gets_413(small_store, tmp_path):
+    big = tmp_path / 'big.bin'
+    big.write_bytes(os.urandom(5000))
+    done = curl('-o', '/dev/null', '-w', '%{http_code}', '-H', 'Expect: 100-continue',
+                '-T', big, small_store.url('/uploads/big.bin'))
+    assert done.stdout == b'413'
+    assert 'big.bin' not in os.listdir(small_store.directory)
+
+
+@pytest.mark.parametrize('path', ['/uploads/kept.bin', '/uploads/'])
+def test_chunked_body_passing_the_limit_is_refused(small_store, path):
+    before = store_victim(small_store, 'kept.bin')
+    content = b'a' * 400
+    body = chunked(content, content, content)
+    fields = ['Transfer-Encoding: chunked']
+    if path == '/uploads/':
+        boundary = 'limit'
+        body = chunked(multipart_body(boundary, [('f', 'kept.bin', content * 3)]))
+        fields.append(f'Content-Type: multipart/form-data; boundary={boundary}')
+    with RawClient(small_store.port) as client:
+        client.send(request_bytes('POST' if path.endswith('/') else 'PUT', path, fields, body))
+        reply = client.reply('PUT')
+        assert reply.status == 413
+        assert reply.headers['connection'] == 'close'
+        assert client.at_eof()
+    assert snapshot(small_store.directory) == before
+
+
+@pytest.mark.parametrize('framing', ['length', 'chunked'])
+def test_exactly_the_limit_is_stored(small_store, framing):
+    content = os.urandom(1000)
+    fields, body = [], content
+    if framing == 'chunked':
+        fields, body = ['Transfer-Encoding: chunked'], chunked(content[:300], content[300:])
+    reply = exchange(small_store.port, 'PUT', '/uploads/full.bin', fields, body)
+    assert reply.status == 201
+    assert (small_store.directory / 'full.bin').read_bytes() == content
+
+
+# -- faults ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('how', ['half-close', 'close'])
+def test_client_gone_mid_body_leaves_nothing(store, how):
+    before = store_victim(store, 'victim.bin')
+    client = RawClient(store.port)
+    with client:
+        client.send(request_bytes('PUT', '/uploads/victim.bin', ['Content-Length: 100000'],
+                                  b'y' * 50_000))
+        wait_until(lambda: temps(store.directory), 'the upload started')
+        if how == 'half-close':
+            # The server sees the stream end, as if we had gone, but can still answer.
+            client.shut_write()
+            reply = client.reply('PUT')
+            assert reply.status == 400
+            assert snapshot(store.directory) == before
+    wait_until(lambda: snapshot(store.directory) == before, 'the temporary file removed')
+    assert (store.directory / 'victim.bin').read_bytes() == b'the previous version\n'
+
+
+@pytest.mark.parametrize('body', [
+    b'5\r\nhello\r\nzz\r\n',                        # a size that is not hex
+    b'5\r\nhello!!\r\n0\r\n\r\n',                   # data longer than its size
+    b'5\r\nhel',                                    # the stream ends inside a chunk
+    b'5\r\nhello\r\n',                              # ... or before the last chunk
+    b'5;\x01=x\r\nhello\r\n0\r\n\r\n',              # a broken extension
+    b'3\r\nabc\r\n0\r\nBad Trailer\r\n\r\n',        # a broken trailer
+], ids=['not-hex', 'overlong', 'cut-in-chunk', 'no-last-chunk', 'bad-extension', 'bad-trailer'])
+def test_bad_chunk_leaves_nothing(store, body):
+    before = store_victim(store, 'victim.bin')
+    with RawClient(store.port) as client:
+        client.send(request_bytes('PUT', '/uploads/victim.bin', ['Transfer-Encoding: chunked'],
+                                  body))
+        client.shut_write()
+        reply = client.reply('PUT')
+    assert reply.status == 400
+    assert snapshot(store.directory) == before
+
+
+def test_sigterm_mid_upload_leaves_nothing(minihttp, tmp_path):
+    store, process = start_store(minihttp, tmp_path, '--grace', '0.2')
+    before = store_victim(store, 'victim.bin')
+    with RawClient(store.port) as client:
+        client.send(request_bytes('PUT', '/uploads/victim.bin', [f'Content-Length: {MiB}'],
+                                  b'z' * 100_000))
+        wait_until(lambda: temps(store.directory), 'the upload started')
+        assert process.stop(signal.SIGTERM) == 0
+    assert snapshot(store.directory) == before
+
+
+def test_temporaries_of_a_killed_server_are_removed_at_start(minihttp, tmp_path):
+    store, process = start_store(minihttp, tmp_path)
+    before = store_victim(store, 'victim.bin')
+    with RawClient(store.port) as client:
+        client.send(request_bytes('PUT', '/uploads/victim.bin', [f'Content-Length: {MiB}'],
+                                  b'z' * 100_000))
+        wait_until(lambda: temps(store.directory), 'the upload started')
+        process.stop(signal.SIGKILL)
+    assert temps(store.directory)              # nobody could clean up ...
+    start_store(minihttp, tmp_path)
+    assert snapshot(store.directory) == before  # ... until the next start
+
+
+def disk_full():
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class FullDisk:
+    """A file that takes ``room`` bytes, then fails as a full disk does.
+
+    With ``room`` None every write is taken and the flush fails instead, as
+    when the kernel finds no blocks for data it had buffered.
+    """
+
+    def __init__(self, file, room):
+        self.file = file
+        self.room = room
+
+    def write(self, piece):
+        if self.room is not None:
+            if len(piece) > self.room:
+                raise disk_full()
+            self.room -= len(piece)
+        return self.file.write(piece)
+
+    def flush(self):
+        if self.room is None:
+            raise disk_full()
+        return self.file.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+@pytest.fixture
+def in_process(tmp_path):
+    """A minihttp HTTP server on a thread of this process, so that tests can patch it."""
+    (tmp_path / 'root').mkdir()
+    directory = tmp_path / 'uploads'
+    app = App(str(tmp_path / 'root'), str(directory))
+    listener = Listener('127.0.0.1', 0, HTTPServer(app, access_log=False), name='http')
+    listener.start()
+    yield Store(listener.address[1], directory)
+    listener.stop(0.5)
+
+
+@pytest.mark.parametrize('way, fails', [('PUT', 'write'), ('PUT', 'flush'), ('POST', 'flush')])
+def test_full_disk_gives_507_and_leaves_nothing(in_process, monkeypatch, way, fails):
+    before = store_victim(in_process, 'victim.bin')
+    content = os.urandom(200_000)
+    # The disk fills on the body's last piece, or at the flush after it: the
+    # whole body has been read by then, so the server's close cannot reset the
+    # connection under the reply.
+    room = len(content) - 1 if fails == 'write' else None
+    opened = uploads_module.Incoming.__init__
+
+    def nearly_full(self, *args):
+        opened(self, *args)
+        self.file = FullDisk(self.file, room)
+    monkeypatch.setattr(uploads_module.Incoming, '__init__', nearly_full)
+    if way == 'PUT':
+        reply = exchange(in_process.port, 'PUT', '/uploads/victim.bin', body=content)
+    else:
+        boundary = 'diskfull'
+        reply = exchange(in_process.port, 'POST', '/uploads/',
+                         [f'Content-Type: multipart/form-data; boundary={boundary}'],
+                         multipart_body(boundary, [('f', 'victim.bin', content)]))
+    assert reply.status == 507
+    assert snapshot(in_process.directory) == before
+
+
+def test_two_uploads_at_once_the_last_to_finish_wins(store):
+    size = 200_000
+    first, second = b'1' * size, b'2' * size
+    half = size // 2
+    head = request_bytes('PUT', '/uploads/raced.bin', [f'Content-Length: {size}'])
+    with RawClient(store.port) as one, RawClient(store.port) as two:
+        one.send(head, first[:half])
+        two.send(head, second[:half])
+        wait_until(lambda: len(temps(store.directory)) == 2, 'both uploads started')
+        two.send(second[half:])
+        assert two.reply('PUT').status in (200, 201)
+        assert (store.directory / 'raced.bin').read_bytes() == second
+        one.send(first[half:])                 # the first to start finishes last
+        assert one.reply('PUT').status == 200
+    assert (store.directory / 'raced.bin').read_bytes() == first
+    assert not temps(store.directory)
+
+
+def test_concurrent_uploads_never_mix(store):
+    contents = [bytes([n]) * (4 * MiB) for n in b'ab']
+    results = []
+
+    def put(content):
+        results.append(requests.put(store.url('/uploads/mixed.bin'), data=content,
+                                    timeout=WAIT).status_code)
+    threads = [threading.Thread(target=put, args=(c,)) for c in contents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert len(results) == 2 and set(results) <= {200, 201}
+    assert (store.directory / 'mixed.bin').read_bytes() in contents
+
+
+# -- who may write -----------------------------------------------------------------------
+
+TOKEN = 's3cret-token'
+
+
+@pytest.mark.parametrize('source', ['option', 'environment'])
+def test_token_guards_writes_and_not_reads(minihttp, tmp_path, source):
+    options, env = (['--token', TOKEN], None) if source == 'option' else \
+        ([], {'MINIHTTP_TOKEN': TOKEN})
+    store, process = start_store(minihttp, tmp_path, *options, env=env)
+    process.wait_for_line(r'writes \(PUT, POST, DELETE\) need "Authorization: Bearer')
+    url = store.url('/uploads/guarded.txt')
+    for headers in ({}, {'Authorization': 'Bearer wrong'}, {'Authorization': f'Basic {TOKEN}'},
+                    {'Authorization': TOKEN}):
+        for method in ('PUT', 'DELETE'):
+            response = requests.request(method, url, data=b'x', headers=headers, timeout=10)
+            assert response.status_code == 401, (method, headers)
+            assert response.headers['WWW-Authenticate'].startswith('Bearer')
+        form = requests.post(store.url('/uploads/'), files={'f': ('x.txt', b'x')},
+                             headers=headers, timeout=10)
+        assert form.status_code == 401
+    assert os.listdir(tmp_path / 'uploads') == []
+    granted = {'Authorization': f'Bearer {TOKEN}'}
+    assert requests.put(url, data=b'mine', headers=granted, timeout=10).status_code == 201
+    assert requests.get(url, timeout=10).content == b'mine'          # reads stay open
+    assert requests.get(store.url('/uploads/'), timeout=10).status_code == 200
+    assert requests.delete(url, headers=granted, timeout=10).status_code == 204
+
+
+def test_beyond_loopback_without_token_refuses_writes(minihttp, tmp_path):
+    (tmp_path / 'root').mkdir()
+    (tmp_path / 'root' / 'open.txt').write_bytes(b'reads work\n')
+    # Listening on every address; the test still only ever connects to 127.0.0.1.
+    store, process = start_store(minihttp, tmp_path, '--host', '0.0.0.0')
+    line = process.wait_for_line(r'writes \(PUT, POST, DELETE\)').string
+    assert re.search(r'\brefused\b', line), line
+    for method in ('PUT', 'DELETE'):
+        response = requests.request(method, store.url('/uploads/x.txt'), data=b'x', timeout=10)
+        assert response.status_code == 403
+    assert requests.post(store.url('/uploads/'), files={'f': ('x.txt', b'x')},
+                         timeout=10).status_code == 403
+    assert requests.get(store.url('/open.txt'), timeout=10).content == b'reads work\n'
+    assert os.listdir(tmp_path / 'uploads') == []

@@ -8,6 +8,7 @@ import argparse
 import ipaddress
 import os
 import re
+import signal
 import socket
 import sys
 
@@ -234,9 +235,15 @@ def main(argv=None):
     if not argv or argv[0] not in ('serve', 'blocks', '-h', '--help'):
         argv = ['serve', *argv]  # serve is the default command
     args = build_parser().parse_args(argv)
+    # A supervisor may send SIGTERM as soon as it reads the listening line,
+    # before run_until_signalled installs its handlers: until then SIGTERM
+    # stops us as Ctrl-C does (exit 0), instead of killing us by the signal.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if args.command == 'blocks':
             return run_blocks(args)
         return run_serve(args)
     except KeyboardInterrupt:
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

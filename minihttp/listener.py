@@ -91,7 +91,10 @@ class Listener:
                     # At the cap, leave new clients in the backlog until one leaves.
                     while len(self._active) >= self.max_connections and not self.stopping.is_set():
                         self._changed.wait()
-                if self.stopping.is_set() or not sel.select():
+                # stop() sets ``stopping`` before it wakes the selector: checked
+                # after select, so a wake-up never falls through to a blocking accept.
+                ready = sel.select()
+                if self.stopping.is_set() or not ready:
                     break
                 try:
                     sock, peer = self.sock.accept()

@@ -6,6 +6,7 @@ they are read in order, from the one StreamReader of the connection.
 """
 
 import socket
+import struct
 import time
 import traceback
 
@@ -33,6 +34,36 @@ class LogClock:
         return self._text
 
 
+def timeval(seconds):
+    """A struct timeval for SO_RCVTIMEO / SO_SNDTIMEO."""
+    whole = int(seconds)
+    return struct.pack('@ll', whole, int((seconds - whole) * 1_000_000))
+
+
+class TimedSocket:
+    """The receiving side of a connection, with a timeout that costs nothing per request.
+
+    Python's own socket timeouts poll() before every recv and send.  Here the
+    socket stays blocking and the kernel enforces the timeout (SO_RCVTIMEO),
+    set only when the wanted value changed *and* a recv is about to block:
+    a request that arrived whole in one recv changes nothing.
+    """
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.timeout = None      # what the current phase wants
+        self._applied = None     # what the kernel has
+
+    def recv_into(self, buffer):
+        if self.timeout != self._applied:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(self.timeout))
+            self._applied = self.timeout
+        try:
+            return self.sock.recv_into(buffer)
+        except BlockingIOError:   # EAGAIN: SO_RCVTIMEO expired
+            raise TimeoutError(f'nothing received for {self._applied} s') from None
+
+
 class HTTPServer:
     """The per-connection handler a Listener runs: HTTP/1.1 over one socket."""
 
@@ -51,28 +82,31 @@ class HTTPServer:
         sock = conn.sock
         # Responses go out in one write each; never wait for an ACK first.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = StreamReader(sock)
+        # A client that stops reading our response is dropped after this long.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(self.body_timeout))
+        timed = TimedSocket(sock)
+        reader = StreamReader(timed)
         try:
             while not conn.stopping:
                 conn.idle = True
-                sock.settimeout(self.keepalive_timeout)
+                timed.timeout = self.keepalive_timeout
                 try:
                     if reader.at_eof():
                         return
-                except (TimeoutError, OSError):
+                except OSError:
                     return  # an idle client went away, or stayed silent too long
                 conn.idle = False
-                if not self.exchange(conn, reader):
+                if not self.exchange(conn, reader, timed):
                     return
         except OSError:
             return  # the peer reset or stopped reading: nobody to answer
 
-    def exchange(self, conn, reader):
+    def exchange(self, conn, reader, timed):
         """Answer one request; return whether the connection may carry another."""
         sock = conn.sock
         now = time.time()
         request = body = None
-        sock.settimeout(self.head_timeout)
+        timed.timeout = self.head_timeout
         try:
             try:
                 request = read_request(reader)
@@ -80,7 +114,7 @@ class HTTPServer:
                 raise HTTPError(408, 'request head not received in time', close=True) from None
             if request is None:
                 return False
-            sock.settimeout(self.body_timeout)
+            timed.timeout = self.body_timeout
             body = request.body = open_body(request, reader, self.continuer(request, sock))
             response = self.app(request)
         except HTTPError as error:

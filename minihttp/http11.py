@@ -82,9 +82,15 @@ HOST = re.compile(r"(?:[-A-Za-z0-9._~%!$&'()*+,;=]*|\[[0-9A-Fa-f:.]+\])(?::\d*)?
 # The extensions are bounded by MAX_CHUNK_LINE and ignored, as section 7.1.1
 # requires of a recipient that does not understand them.
 CHUNK_LINE = re.compile(rf'([0-9A-Fa-f]{{1,{MAX_CHUNK_SIZE_DIGITS}}})(.*)', re.S)
+# quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE (RFC 9110 section 5.6.4):
+# no control characters inside the quotes either, so a bare CR or LF there is
+# refused (RFC 9112 section 2.2), not hidden from us while a proxy splits on it.
+QUOTED_STRING = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 # Whitespace before the CRLF is tolerated (as BWS), as h11 and most servers do.
 CHUNK_EXT = re.compile(
-    rf'(?:[ \t]*;[ \t]*{TOKEN}(?:[ \t]*=[ \t]*(?:{TOKEN}|"(?:[^"\\]|\\.)*"))?)*[ \t]*')
+    rf'(?:[ \t]*;[ \t]*{TOKEN}(?:[ \t]*=[ \t]*(?:{TOKEN}|{QUOTED_STRING}))?)*[ \t]*')
+
+LEADING_CRLFS = re.compile(rb'(?:\r\n)*')
 
 ABSOLUTE_FORM = re.compile(r'[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^#]*)')
 
@@ -140,11 +146,19 @@ def index_fields(fields):
 
 def request_path(method, target):
     """The path and query of any request-target form (RFC 9112 section 3.2)."""
+    if method == 'CONNECT':
+        # Its authority-form (section 3.2.3) asks for a tunnel (RFC 9110 section
+        # 9.3.6), and we are no proxy: 501, and close, since what follows the
+        # head would be the tunnel's bytes, not HTTP.
+        raise HTTPError(501, 'CONNECT is not implemented: this server is no proxy', close=True)
     if target[0] == '/':
         return target                            # origin-form
     match = ABSOLUTE_FORM.fullmatch(target)
     if match:
-        return match.group(1) or '/'             # absolute-form: section 3.2.2
+        # absolute-form (section 3.2.2); an empty path is "/" (RFC 9110 section 4.2.3),
+        # also when a query follows: http://host?q is /?q.
+        rest = match.group(1)
+        return rest if rest[:1] == '/' else '/' + rest
     if target == '*' and method == 'OPTIONS':
         return '*'                               # asterisk-form: section 3.2.4
     raise HTTPError(400, f'request-target {target[:40]!r} is not in origin, absolute or '
@@ -282,12 +296,13 @@ def read_request(reader):
                                  ' bytes)', close=True) from None
         # RFC 9112 section 2.2: a server SHOULD ignore at least one empty line
         # (CRLF) received before the request-line.  We ignore a few.
-        stripped = head.lstrip(CRLF)
+        # Whole CRLFs only: a bare CR or LF before the request line is not an
+        # empty line, and a bare CR MUST be treated as invalid (section 2.2),
+        # so it is left for parse_head to refuse.
+        stripped = head[LEADING_CRLFS.match(head).end():]
         if len(head) - len(stripped) > 2 * MAX_EMPTY_LINES:
             break
         if stripped:
-            if stripped[:1] in (b'\r', b'\n'):   # a lone CR or LF, not CRLF
-                break
             request = parse_head(stripped)
             request.head_size = len(head) + len(HEAD_END)
             return request

@@ -65,6 +65,10 @@ MAX_TRAILER_FIELDS = 100
 # A request body the handler did not read is read and thrown away, up to
 # this much, so the connection can be kept; a longer one closes it instead.
 MAX_DRAIN = 1 * MiB
+# After refusing a body, how long and how much of it we read and drop
+# before closing, so that our response is not destroyed by a TCP reset.
+LINGER_TIMEOUT = 2.0
+MAX_LINGER = 16 * MiB
 # Pieces in which bodies are handed to the application (and echoed).
 BODY_PIECE = 64 * KiB
 # Seconds to wait for the next request on an idle keep-alive connection.

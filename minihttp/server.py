@@ -13,7 +13,8 @@ import traceback
 from .framing import StreamReader, write_all
 from .http11 import (HTTPError, error_response, open_body, read_request,
                      write_response)
-from .limits import BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN
+from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LINGER_TIMEOUT, MAX_DRAIN,
+                     MAX_LINGER, READ_BUFFER_SIZE)
 from .report import say
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -149,7 +150,32 @@ class HTTPServer:
         self.log(conn, request, response.status, sent, now)
         if self.trace:
             self.trace_line(conn, request, body, response, framing, chunks, sent)
+        if not keep and (body is None or not body.done) and request is not None:
+            self.linger(sock, timed)
         return keep
+
+    @staticmethod
+    def linger(sock, timed):
+        """Close without destroying our own answer (RFC 9112 section 9.6).
+
+        The client may still be sending a body we refused.  Closing with its
+        bytes unread makes the kernel send a reset, which can discard our
+        response before the client reads it.  So: send FIN first, then read
+        and drop what still comes, for a bounded time and size.
+        """
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            timed.timeout = LINGER_TIMEOUT
+            deadline = time.monotonic() + LINGER_TIMEOUT
+            scratch = bytearray(READ_BUFFER_SIZE)
+            drained = 0
+            while drained < MAX_LINGER and time.monotonic() < deadline:
+                got = timed.recv_into(scratch)
+                if not got:
+                    break
+                drained += got
+        except OSError:
+            pass
 
     @staticmethod
     def continuer(request, sock):

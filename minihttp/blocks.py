@@ -160,6 +160,7 @@ class BlockServer:
         reader = StreamReader(conn.sock)
         saver = Saver(self.save_dir, conn.peer) if self.save_dir else None
         blocks = total = 0
+        problem = None
         try:
             while True:
                 conn.idle = True
@@ -173,12 +174,11 @@ class BlockServer:
                 blocks += 1
                 total += length
         except TruncatedBlock as exc:
-            say(f'{peer}: {exc}; {exc.missing} bytes missing after {blocks} whole blocks',
-                err=True)
+            problem = f'{peer}: {exc}; {exc.missing} bytes missing after {blocks} whole blocks'
         except BlockTooLarge as exc:
-            say(f'{peer}: refused: {exc}; closing without reading it', err=True)
+            problem = f'{peer}: refused: {exc}; closing without reading it'
         except OSError as exc:
-            say(f'{peer}: connection error: {exc}', err=True)
+            problem = f'{peer}: connection error: {exc}'
         else:
             line = f'{peer}: end of stream after {blocks} blocks, {total} bytes'
             if saver:
@@ -188,6 +188,10 @@ class BlockServer:
         finally:
             if saver:
                 saver.discard()
+        if problem:
+            # Reported once the temporary file is gone: whoever acts on the line
+            # (a person, a script, a test) finds no trace of the broken stream.
+            say(problem, err=True)
 
     def receive(self, reader, length, saver):
         """Read one payload: whole when small, streamed when above the threshold."""

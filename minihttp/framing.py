@@ -100,8 +100,9 @@ class StreamReader:
             return
         count = self._end - self._start
         if self._start:
-            # tobytes(): the source overlaps the destination
-            self._buf[:count] = self._view[self._start:self._end].tobytes()
+            # Through the memoryview: one memmove, safe although the source
+            # overlaps the destination (bytearray slice assignment is not).
+            self._view[:count] = self._view[self._start:self._end]
         else:
             grown = bytearray(max(need, 2 * len(self._buf)))
             grown[:count] = self._view[:count]

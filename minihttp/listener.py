@@ -146,17 +146,20 @@ class Listener:
 
 def run_until_signalled(listeners, grace=SHUTDOWN_GRACE):
     """Serve on every listener until SIGINT or SIGTERM, then stop them all."""
-    stop = threading.Event()
+    received = []
 
     def on_signal(signum, frame):
-        stop.set()
+        # No lock here: the handler runs in the main thread between two bytecodes,
+        # possibly while that thread holds a lock, and an Event.set() would then
+        # wait forever for the lock of the very Event.wait() it interrupted.
+        received.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for listener in listeners:
             listener.start()
-        while not stop.wait(1.0):
-            pass
+        while not received:
+            time.sleep(0.1)  # resumed after the handler: stops at most 0.1 s late
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

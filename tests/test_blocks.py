@@ -1,0 +1,396 @@
+"""The block transport: its functions on a fake socket, then the real server and client on loopback."""
+
+import concurrent.futures
+import hashlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import given, strategies as st
+
+import listing52
+from conftest import REPO, WAIT, FakeSocket, run_minihttp
+from minihttp.blocks import (BlockTooLarge, TruncatedBlock, describe, get_block, get_block_to,
+                             get_length, put_block, put_stream)
+from minihttp.framing import StreamReader
+
+MiB = 1 << 20
+WIRE_LINES = b''.join(listing52.LENGTH.pack(len(line)) + line for line in listing52.LINES)
+END = b'\0\0\0\0'
+SAYS = [f'Block says: {line!r}' for line in listing52.LINES]
+
+
+def frame(*payloads):
+    return b''.join(listing52.LENGTH.pack(len(p)) + p for p in payloads)
+
+
+# -- the functions, on a fake socket -------------------------------------------
+
+@given(payloads=st.lists(st.binary(max_size=70), max_size=6), max_send=st.integers(1, 50),
+       cuts=st.lists(st.integers(1, 400), max_size=30))
+def test_put_block_and_get_block_round_trip(payloads, max_send, cuts):
+    sender = FakeSocket(max_send=max_send)
+    for payload in payloads + [b'']:
+        put_block(sender, payload)
+    assert bytes(sender.sent) == frame(*payloads) + END
+    reader = StreamReader(FakeSocket(sender.sent, cuts), buffer_size=16)
+    assert [get_block(reader) for _ in payloads] == payloads
+    assert get_block(reader) == b''
+    assert reader.at_eof()
+
+
+@pytest.mark.parametrize('length, refused', [(1000, False), (1001, True), (0xFFFFFFFF, True)])
+def test_get_length_refuses_past_the_limit_without_reading_the_payload(length, refused):
+    sock = FakeSocket(listing52.LENGTH.pack(length) + b'x' * 2000, 1)
+    reader = StreamReader(sock)
+    if refused:
+        with pytest.raises(BlockTooLarge) as info:
+            get_length(reader, limit=1000)
+        assert (info.value.length, info.value.limit) == (length, 1000)
+        assert sock.delivered == 4
+    else:
+        assert get_length(reader, limit=1000) == 1000
+
+
+def test_get_block_cut_at_every_position_says_what_is_missing():
+    stream = frame(b'0123456789')
+    for cut in range(len(stream)):
+        reader = StreamReader(FakeSocket(stream[:cut], 1))
+        with pytest.raises(TruncatedBlock) as info:
+            get_block(reader)
+        part = 'header' if cut < 4 else 'payload'
+        missing = 4 - cut if cut < 4 else len(stream) - cut
+        assert (info.value.part, info.value.missing) == (part, missing)
+        assert isinstance(info.value, EOFError)
+
+
+def test_get_length_at_a_clean_end_is_none():
+    assert get_length(StreamReader(FakeSocket(b''))) is None
+
+
+def test_get_block_to_streams_a_payload_and_stops_at_its_end():
+    payload = os.urandom(200_000)
+    reader = StreamReader(FakeSocket(frame(payload, b'next'), 5000), buffer_size=4096)
+    pieces = []
+    length = get_length(reader)
+    assert get_block_to(reader, lambda piece: pieces.append(bytes(piece)), length) == length
+    assert b''.join(pieces) == payload and max(map(len, pieces)) <= 4096
+    assert get_block(reader) == b'next'
+
+
+def test_get_block_to_cut_short_is_a_truncated_payload():
+    reader = StreamReader(FakeSocket(frame(b'x' * 100)[:54], 7))
+    with pytest.raises(TruncatedBlock) as info:
+        get_block_to(reader, lambda piece: None, get_length(reader))
+    assert (info.value.part, info.value.missing) == ('payload', 50)
+
+
+@pytest.mark.parametrize('size, block_size', [(0, 10), (10, 10), (25, 10), (100_000, 65536)])
+def test_put_stream_sends_a_file_in_blocks_then_the_empty_block(size, block_size):
+    data = os.urandom(size)
+    sock = FakeSocket(max_send=3000)
+    assert put_stream(sock, io.BytesIO(data), block_size) == size
+    reader = StreamReader(FakeSocket(sock.sent))
+    blocks = iter(lambda: get_block(reader), b'')
+    received = list(blocks)
+    assert b''.join(received) == data
+    assert all(len(block) == block_size for block in received[:-1])
+    assert reader.at_eof()
+
+
+def test_describe_shows_short_blocks_whole_and_long_ones_by_size():
+    assert describe(b'Simple.') == "b'Simple.'"
+    text = describe(b'a' * 100)
+    assert text.startswith('100 bytes ') and text.endswith('...') and len(text) < 60
+
+
+# -- loopback helpers ---------------------------------------------------------
+
+def connect(port):
+    return socket.create_connection(('127.0.0.1', port), timeout=WAIT)
+
+
+def random_file(path, size):
+    """Write ``size`` random bytes to ``path``; return their sha256."""
+    digest = hashlib.sha256()
+    with open(path, 'wb') as out:
+        for start in range(0, size, MiB):
+            chunk = os.urandom(min(MiB, size - start))
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(MiB), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def saved_path(server, blocks, size):
+    line = server.wait_for_line(
+        rf'end of stream after {blocks} blocks, {size} bytes; saved to (?P<path>.+)$',
+        stream='stdout')
+    return line['path']
+
+
+def assert_one_line_error(result, *words):
+    """A failed client: exit status 2, one line on stderr naming the problem, no traceback."""
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert stderr.count('\n') == 1 and stderr.startswith('minihttp: '), stderr
+    assert 'Traceback' not in stderr
+    for word in words:
+        assert word in stderr
+    assert result.stdout == b''
+
+
+@pytest.fixture
+def pool():
+    """Threads for the book's side of a conversation; waited for with a timeout."""
+    with concurrent.futures.ThreadPoolExecutor(4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def listening():
+    """A loopback socket listening on a free port, for a server written in the test."""
+    with socket.create_server(('127.0.0.1', 0)) as sock:
+        sock.settimeout(WAIT)
+        yield sock
+
+
+# -- our client and our server ------------------------------------------------
+
+def test_the_books_three_lines(minihttp):
+    server = minihttp('blocks', '-p', 0)
+    result = run_minihttp('blocks', '-c', '-p', server.port)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == (f'Sent 93 bytes and the empty block to 127.0.0.1 port '
+                                      f'{server.port}\n')
+    server.wait_for_line(r'^Accepted connection from 127\.0\.0\.1:\d+$')
+    for says in SAYS:
+        assert server.wait_for_line(r'^Block says: ', stream='stdout').string == says
+    server.wait_for_line(r': end of stream after 3 blocks, 93 bytes$', stream='stdout')
+    assert server.output('stderr') == ''
+
+
+@pytest.mark.timeout(300)
+def test_a_100_mib_file_is_saved_whole_and_never_held_in_memory(minihttp, tmp_path):
+    block_size = 64 * MiB  # exactly --max-block, far above the 1 MiB streaming threshold
+    size = 100 * MiB
+    source, saved = tmp_path / 'random.bin', tmp_path / 'saved'
+    saved.mkdir()
+    digest = random_file(source, size)
+    server = minihttp('blocks', '-p', 0, '--save', saved, '--max-block', '64M')
+    baseline = server.peak_rss()
+
+    result = run_minihttp('blocks', '-c', '-p', server.port, '--file', source,
+                          '--block-size', '64M', timeout=240)
+    assert result.returncode == 0, result.stderr
+    path = saved_path(server, 2, size)
+    peak = server.peak_rss()
+
+    assert sha256_of(path) == digest
+    assert os.listdir(saved) == [os.path.basename(path)]  # no temporary file left
+    # Had it held one block, its peak would have grown by 64 MiB.
+    assert peak < block_size / 2, (baseline, peak)
+    assert peak - baseline < 4 * MiB, (baseline, peak)
+
+
+def test_a_file_from_standard_input(minihttp, tmp_path):
+    data = os.urandom(3 * MiB + 5)
+    server = minihttp('blocks', '-p', 0, '--save', tmp_path, '--quiet')
+    result = run_minihttp('blocks', '-c', '-p', server.port, '--file', '-', input=data)
+    assert result.returncode == 0, result.stderr
+    assert f'Sent {len(data)} bytes'.encode() in result.stdout
+    path = server.wait_for_line(rf'{len(data)} bytes; saved to (?P<path>.+)$')['path']
+    with open(path, 'rb') as f:
+        assert f.read() == data
+
+
+@pytest.mark.parametrize('tail, part, missing', [
+    (frame(b'x' * 1000)[:504], 'payload', 500),   # a header and half a payload
+    (b'\0\0', 'header', 2),                      # half a header
+    (b'', 'header', 4),                          # closed without the empty block
+])
+def test_a_truncated_stream_leaves_no_file_and_says_what_is_missing(minihttp, tmp_path,
+                                                                    tail, part, missing):
+    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
+    with connect(server.port) as steady:
+        put_block(steady, b'steady')
+        server.wait_for_line(r"Block says: b'steady'")
+        with connect(server.port) as broken:
+            broken.sendall(frame(b'whole block') + tail)
+        problem = server.wait_for_line(rf'stream cut inside a block {part}\b.*', stream='stderr')
+        assert f'{missing} bytes missing' in problem.string
+        assert 'after 1 whole blocks' in problem.string
+        # Only the steady stream's temporary file: the broken one's is gone.
+        assert [name[:10] for name in os.listdir(tmp_path)] == ['.incoming-']
+        # The other client goes on undisturbed.
+        put_block(steady, b'')
+    path = saved_path(server, 1, 6)
+    assert os.listdir(tmp_path) == [os.path.basename(path)]
+    assert 'Traceback' not in server.output()
+
+
+def test_an_enormous_block_is_refused_without_reading_it(minihttp, tmp_path):
+    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
+    with connect(server.port) as sock:
+        sock.sendall(b'\xff\xff\xff\xff')
+        server.wait_for_line(r'refused: block of 4294967295 bytes announced, the limit is 67108864',
+                             stream='stderr')
+        # Closed at once: the server did not wait for 4 GiB of payload.
+        try:
+            assert sock.recv(1) == b''
+        except ConnectionResetError:
+            pass
+    assert os.listdir(tmp_path) == []
+    result = run_minihttp('blocks', '-c', '-p', server.port)  # and it serves the next client
+    assert result.returncode == 0
+    server.wait_for_line(r'end of stream after 3 blocks, 93 bytes')
+
+
+def test_twenty_streams_are_served_at_once(minihttp):
+    server = minihttp('blocks', '-p', 0)
+    socks = []
+    try:
+        for i in range(20):
+            socks.append(connect(server.port))
+            put_block(socks[-1], b'client %02d' % i)
+        # Every stream is still open: a server taking them one at a time would
+        # be waiting for the first one's next header and print one line only.
+        said = server.wait_for_lines(r"Block says: b'client (\d\d)'", 20)
+        assert sorted(int(m[1]) for m in said) == list(range(20))
+        for sock in socks:
+            put_block(sock, b'')
+    finally:
+        for sock in socks:
+            sock.close()
+    server.wait_for_lines(r'end of stream after 1 blocks, 9 bytes$', 20)
+
+
+def test_twenty_clients_sending_files_at_once(minihttp, tmp_path):
+    saved = tmp_path / 'saved'
+    saved.mkdir()
+    digests = {random_file(tmp_path / f'{i}.bin', MiB + i * 1000) for i in range(20)}
+    server = minihttp('blocks', '-p', 0, '--save', saved, '--quiet')
+    command = [sys.executable, '-m', 'minihttp', 'blocks', '-c', '-p', str(server.port)]
+    clients = []
+    try:
+        for i in range(20):
+            clients.append(subprocess.Popen([*command, '--file', tmp_path / f'{i}.bin'],
+                                            cwd=REPO, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE))
+        statuses = [client.wait(WAIT * 4) for client in clients]
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+            client.stderr.close()
+    assert statuses == [0] * 20
+    paths = [m['path'] for m in server.wait_for_lines(r'saved to (?P<path>.+)$', 20)]
+    assert {sha256_of(path) for path in paths} == digests
+
+
+# -- what goes wrong ---------------------------------------------------------
+
+def test_client_connection_refused():
+    with socket.socket() as closed:  # bound, not listening: connecting is refused
+        closed.bind(('127.0.0.1', 0))
+        result = run_minihttp('blocks', '-c', '-p', closed.getsockname()[1])
+    assert_one_line_error(result, 'cannot connect', 'refused')
+
+
+def test_client_host_not_found():
+    result = run_minihttp('blocks', '-c', 'nosuchhost.invalid')
+    assert_one_line_error(result, 'cannot resolve', 'nosuchhost.invalid')
+
+
+def test_client_file_missing(tmp_path):
+    result = run_minihttp('blocks', '-c', '--file', tmp_path / 'absent.bin')
+    assert_one_line_error(result, 'cannot read', 'absent.bin')
+
+
+def test_server_port_in_use():
+    with socket.create_server(('127.0.0.1', 0)) as taken:
+        result = run_minihttp('blocks', '-p', taken.getsockname()[1])
+    assert_one_line_error(result, 'cannot listen')
+
+
+def test_server_save_directory_missing(tmp_path):
+    result = run_minihttp('blocks', '-p', 0, '--save', tmp_path / 'absent')
+    assert_one_line_error(result, '--save')
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_server_with_status_0(minihttp, sig):
+    server = minihttp('blocks', '-p', 0)
+    assert server.stop(sig) == 0
+
+
+def test_a_signal_cuts_open_streams_and_discards_their_files(minihttp, tmp_path):
+    server = minihttp('blocks', '-p', 0, '--save', tmp_path, '--grace', '0.5')
+    with connect(server.port) as idle, connect(server.port) as busy:
+        put_block(idle, b'then nothing')
+        busy.sendall(listing52.LENGTH.pack(1000) + b'only ten b')  # stuck inside a payload
+        server.wait_for_line(r"Block says: b'then nothing'")
+        server.wait_for_lines(r'Accepted connection', 2)
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 0.5 + 5  # the grace, not a hang
+    assert os.listdir(tmp_path) == []
+    assert 'Traceback' not in server.output()
+
+
+# -- interoperability with Listing 5-2, byte for byte ------------------------
+
+def test_our_client_against_the_books_server(listening, pool):
+    blocks = pool.submit(listing52.serve_once, listening)
+    result = run_minihttp('blocks', '-c', '-p', listening.getsockname()[1])
+    assert result.returncode == 0, result.stderr
+    assert blocks.result(WAIT) == list(listing52.LINES)
+
+
+def test_our_client_puts_the_books_bytes_on_the_wire(listening, pool):
+    def capture():
+        conn, _ = listening.accept()
+        with conn:
+            conn.settimeout(WAIT)
+            return b''.join(iter(lambda: conn.recv(65536), b''))
+
+    wire = pool.submit(capture)
+    result = run_minihttp('blocks', '-c', '-p', listening.getsockname()[1])
+    assert result.returncode == 0, result.stderr
+    assert wire.result(WAIT) == WIRE_LINES + END
+
+
+def test_our_file_client_against_the_books_server(listening, pool, tmp_path):
+    data = os.urandom(300_000)
+    (tmp_path / 'data').write_bytes(data)
+    blocks = pool.submit(listing52.serve_once, listening)
+    result = run_minihttp('blocks', '-c', '-p', listening.getsockname()[1],
+                          '--file', tmp_path / 'data', '--block-size', '1000')
+    assert result.returncode == 0, result.stderr
+    received = blocks.result(WAIT)
+    assert b''.join(received) == data
+    assert {len(block) for block in received} == {1000}
+
+
+def test_the_books_client_against_our_server(minihttp, tmp_path):
+    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
+    listing52.send_lines(('127.0.0.1', server.port))
+    for says in SAYS:
+        assert server.wait_for_line(r'^Block says: ').string == says
+    path = saved_path(server, 3, 93)
+    with open(path, 'rb') as f:
+        assert f.read() == b''.join(listing52.LINES)
+    assert server.output('stderr') == ''

@@ -1,0 +1,1 @@
+"""Benchmarks of minihttp, run by `make bench` (`python -m bench`); not tests."""

@@ -125,6 +125,7 @@ class Saver:
         self.directory = directory
         self.name = f'blocks-{time.strftime("%Y%m%dT%H%M%S")}-{peer[0]}-{peer[1]}.bin'
         fd, self.temp_path = tempfile.mkstemp(prefix='.incoming-', dir=directory)
+        os.fchmod(fd, 0o644)   # mkstemp makes it private; the saved file is not secret
         self.file = os.fdopen(fd, 'wb')
         self.write = self.file.write
         self.size = 0
@@ -158,40 +159,44 @@ class BlockServer:
         peer = f'{conn.peer[0]}:{conn.peer[1]}'
         say(f'Accepted connection from {peer}')
         reader = StreamReader(conn.sock)
-        saver = Saver(self.save_dir, conn.peer) if self.save_dir else None
+        saver = None
         blocks = total = 0
-        problem = None
         try:
+            saver = Saver(self.save_dir, conn.peer) if self.save_dir else None
             while True:
                 conn.idle = True
                 length = get_length(reader, self.max_block)
                 conn.idle = False
                 if length is None:
-                    raise TruncatedBlock('header', IncompleteRead(HEADER.size, 0))
+                    why = 'the server is stopping' if conn.stopping else 'the peer closed'
+                    problem = (f'{peer}: stream ended without the empty block after {blocks} '
+                               f'blocks ({why})')
+                    break
                 if not length:
+                    line = f'{peer}: end of stream after {blocks} blocks, {total} bytes'
+                    if saver:
+                        line += f'; saved to {saver.commit()}'
+                        saver = None
+                    problem = None
                     break
                 self.receive(reader, length, saver)
                 blocks += 1
                 total += length
         except TruncatedBlock as exc:
-            problem = f'{peer}: {exc}; {exc.missing} bytes missing after {blocks} whole blocks'
+            problem = f'{peer}: {exc}, after {blocks} whole blocks'
         except BlockTooLarge as exc:
             problem = f'{peer}: refused: {exc}; closing without reading it'
         except OSError as exc:
-            problem = f'{peer}: connection error: {exc}'
-        else:
-            line = f'{peer}: end of stream after {blocks} blocks, {total} bytes'
-            if saver:
-                line += f'; saved to {saver.commit()}'
-                saver = None
-            say(line)
+            problem = f'{peer}: {"saving" if saver else "connection"} failed: {exc}'
         finally:
             if saver:
                 saver.discard()
+        # Reported once the temporary file is gone: whoever acts on the line
+        # (a person, a script, a test) finds no trace of the broken stream.
         if problem:
-            # Reported once the temporary file is gone: whoever acts on the line
-            # (a person, a script, a test) finds no trace of the broken stream.
             say(problem, err=True)
+        else:
+            say(line)
 
     def receive(self, reader, length, saver):
         """Read one payload: whole when small, streamed when above the threshold."""

@@ -216,22 +216,24 @@ def test_a_file_from_standard_input(minihttp, tmp_path):
         assert f.read() == data
 
 
-@pytest.mark.parametrize('tail, part, missing', [
-    (frame(b'x' * 1000)[:504], 'payload', 500),   # a header and half a payload
-    (b'\0\0', 'header', 2),                      # half a header
-    (b'', 'header', 4),                          # closed without the empty block
+@pytest.mark.parametrize('tail, report', [
+    # a header and half a payload
+    (frame(b'x' * 1000)[:504], r'stream cut inside a block payload\b.*\(500 bytes missing\)'),
+    # half a header
+    (b'\0\0', r'stream cut inside a block header\b.*\(2 bytes missing\)'),
+    # closed cleanly between blocks, but without the empty block
+    (b'', r'stream ended without the empty block after 1 blocks \(the peer closed\)'),
 ])
 def test_a_truncated_stream_leaves_no_file_and_says_what_is_missing(minihttp, tmp_path,
-                                                                    tail, part, missing):
+                                                                    tail, report):
     server = minihttp('blocks', '-p', 0, '--save', tmp_path)
     with connect(server.port) as steady:
         put_block(steady, b'steady')
         server.wait_for_line(r"Block says: b'steady'")
         with connect(server.port) as broken:
             broken.sendall(frame(b'whole block') + tail)
-        problem = server.wait_for_line(rf'stream cut inside a block {part}\b.*', stream='stderr')
-        assert f'{missing} bytes missing' in problem.string
-        assert 'after 1 whole blocks' in problem.string
+        problem = server.wait_for_line(report + '.*', stream='stderr')
+        assert 'after 1 ' in problem.string
         # Only the steady stream's temporary file: the broken one's is gone.
         assert [name[:10] for name in os.listdir(tmp_path)] == ['.incoming-']
         # The other client goes on undisturbed.

@@ -237,14 +237,22 @@ def write_all(sock, *pieces):
     One ``sendmsg`` gathers a header and a payload without concatenating them
     (no copy of the payload, and no Nagle delay between two small writes).
     """
-    pieces = [p for p in pieces if len(p)]
-    if len(pieces) == 1:
-        sock.sendall(pieces[0])
+    if not all(pieces):
+        pieces = [p for p in pieces if p]
+    if len(pieces) <= 1:
+        if pieces:
+            sock.sendall(pieces[0])
         return
-    while pieces:
-        sent = sock.sendmsg(pieces)
+    sent = sock.sendmsg(pieces)
+    if sent == sum(map(len, pieces)):   # the usual case: the kernel took it all
+        return
+    pieces = list(pieces)
+    while True:
         while pieces and sent >= len(pieces[0]):
             sent -= len(pieces[0])
             pieces.pop(0)
+        if not pieces:
+            return
         if sent:
             pieces[0] = memoryview(pieces[0])[sent:]
+        sent = sock.sendmsg(pieces)

@@ -14,6 +14,7 @@ it maps to; the server turns it into a response in one place.
 """
 
 import re
+import socket
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -25,6 +26,8 @@ from .limits import (BODY_PIECE, MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS,
 CRLF = b'\r\n'
 HEAD_END = b'\r\n\r\n'
 SERVER = 'minihttp/0.1'
+# Linux's "more data follows" send flag; elsewhere a file's head goes out alone.
+MSG_MORE = getattr(socket, 'MSG_MORE', 0)
 
 # Methods this server knows (RFC 9110 section 9).  Anything else is 501.
 KNOWN_METHODS = frozenset(
@@ -70,8 +73,13 @@ HTTP_VERSION = re.compile(r'HTTP/\d\.\d')
 # 400).  field-vchar is VCHAR or obs-text; CR, LF and NUL MUST be rejected
 # or replaced (RFC 9110 section 5.5) and we reject them, along with the other
 # control characters, which that section lets a recipient refuse.
-FIELD_LINE = re.compile(
-    rf'({TOKEN}):[ \t]*((?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)[ \t]*')
+FIELD = (rf'({TOKEN}):[ \t]*'
+         r'((?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)[ \t]*')
+FIELD_LINE = re.compile(FIELD)
+# The same grammar for a whole field section after the request line: one
+# fullmatch checks every line in C, one findall takes them apart.
+FIELD_SECTION = re.compile(rf'(?:\r\n{FIELD})*')
+FIELD_LINES = re.compile(rf'\r\n{FIELD}')
 
 # Host = uri-host [ ":" port ] (RFC 9110 section 7.2): a reg-name or an IPv4
 # address, or an IPv6 literal in brackets.
@@ -230,8 +238,8 @@ def parse_head(head):
     by ``body_framing``.
     """
     text = head.decode('latin-1')
-    lines = text.split('\r\n')
-    line = lines[0]
+    end = text.find('\r\n')
+    line = text if end < 0 else text[:end]
     if len(line) > MAX_REQUEST_LINE:
         raise HTTPError(414, f'request line longer than {MAX_REQUEST_LINE} bytes', close=True)
     match = REQUEST_LINE.fullmatch(line)
@@ -242,9 +250,15 @@ def parse_head(head):
         # Section 2.3 and RFC 9110 section 15.6.6.
         raise HTTPError(505, f'{version} is not supported; use HTTP/1.1 or HTTP/1.0',
                         close=True)
-    if len(lines) - 1 > MAX_FIELDS:
+    if end < 0:
+        fields = []
+    elif text.count('\r\n', end) > MAX_FIELDS:
         raise HTTPError(431, f'more than {MAX_FIELDS} header fields', close=True)
-    fields = parse_fields(lines[1:])
+    elif FIELD_SECTION.fullmatch(text, end):
+        fields = FIELD_LINES.findall(text, end)
+    else:
+        parse_fields(text[end + 2:].split('\r\n'))   # raises, naming the bad line
+        raise HTTPError(400, 'invalid header section', close=True)
     request = Request(method, target, version, fields, len(head) + len(HEAD_END))
     hosts = request.get_all('host')
     # RFC 9112 section 3.2: a server MUST respond 400 to an HTTP/1.1 request
@@ -299,7 +313,7 @@ def read_request(reader):
         # Whole CRLFs only: a bare CR or LF before the request line is not an
         # empty line, and a bare CR MUST be treated as invalid (section 2.2),
         # so it is left for parse_head to refuse.
-        stripped = head[LEADING_CRLFS.match(head).end():]
+        stripped = head[LEADING_CRLFS.match(head).end():] if head[:2] == CRLF else head
         if len(head) - len(stripped) > 2 * MAX_EMPTY_LINES:
             break
         if stripped:
@@ -317,9 +331,12 @@ def body_framing(request):
     Every ambiguity is an HTTPError that closes the connection: the server
     cannot know where this message ends, so it cannot read the next one.
     """
+    index = request._index
+    if 'transfer-encoding' not in index and 'content-length' not in index:
+        return 'none', 0                     # section 6.3 item 7, for requests
     codings = request.tokens('transfer-encoding')
     lengths = request.get_all('content-length')
-    if 'transfer-encoding' in request._index:
+    if 'transfer-encoding' in index:
         if request.version == 'HTTP/1.0':
             # Section 6.1: Transfer-Encoding in an HTTP/1.0 message MUST be
             # treated as faulty framing.
@@ -568,17 +585,19 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 class DateCache:
-    """The Date field, formatted at most once a second (RFC 9110 section 6.6.1)."""
+    """The Date field, formatted at most once a second (RFC 9110 section 6.6.1),
+    with the constant Server field."""
 
     def __init__(self):
         self._second = None
         self._value = ''
 
     def __call__(self, now):
+        """The Date and Server field lines, ready to join into a head."""
         second = int(now)
         if second != self._second:
             self._second = second
-            self._value = formatdate(second, usegmt=True)
+            self._value = f'Date: {formatdate(second, usegmt=True)}\r\nServer: {SERVER}\r\n'
         return self._value
 
 
@@ -612,12 +631,21 @@ def bodiless(method, status):
     return method == 'HEAD' or status < 200 or status in (204, 304)
 
 
+_STATUS_LINES = {}
+
+
+def status_line(status):
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f'HTTP/1.1 {status} {_REASONS.get(status, "")}\r\n'
+    return line
+
+
 def head_bytes(status, headers, now):
-    lines = [f'HTTP/1.1 {status} {_REASONS.get(status, "")}',
-             f'Date: {http_date(now)}', f'Server: {SERVER}']
-    lines.extend(f'{name}: {value}' for name, value in headers)
-    lines.append('\r\n')
-    return '\r\n'.join(lines).encode('latin-1')
+    parts = [status_line(status), http_date(now)]
+    parts.extend([f'{name}: {value}\r\n' for name, value in headers])
+    parts.append('\r\n')
+    return ''.join(parts).encode('latin-1')
 
 
 def write_response(sock, method, response, *, chunked_ok, keep_alive, now,
@@ -659,7 +687,9 @@ def write_response(sock, method, response, *, chunked_ok, keep_alive, now,
         write_all(sock, head, body)
         sent = len(body)
     elif hasattr(body, 'sendfile'):
-        write_all(sock, head)
+        # MSG_MORE: the head waits for the file's first bytes, so that a small
+        # file goes out in one segment with it (sendfile pushes at its end).
+        sock.sendall(head, MSG_MORE if length else 0)
         sent = body.sendfile(sock)
     elif framing == 'chunked':
         write_all(sock, head)

@@ -17,7 +17,7 @@ from .app import App
 from .limits import (BLOCK_PORT, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT, HEAD_TIMEOUT,
                      HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_CONNECTIONS, MAX_UPLOAD,
                      SHUTDOWN_GRACE)
-from .listener import Listener, StartupError, run_until_signalled
+from .listener import Listener, StartupError, run_until_signalled, run_workers
 from .report import say
 from .server import HTTPServer
 
@@ -114,8 +114,11 @@ def add_serve_options(parser):
     limits.add_argument('--max-upload', type=size, default=MAX_UPLOAD, metavar='SIZE',
                         help='largest upload, 413 beyond it (default: 1G)')
     limits.add_argument('--max-connections', type=int, default=MAX_CONNECTIONS, metavar='N',
-                        help='connections served at once, per server; more wait '
+                        help='connections served at once, per server and worker; more wait '
                              '(default: %(default)s)')
+    limits.add_argument('--workers', type=int, default=1, metavar='N',
+                        help='processes serving HTTP, each with a thread per connection; '
+                             f'{os.cpu_count()} uses every core here (default: %(default)s)')
     limits.add_argument('--keepalive-timeout', type=float, default=KEEPALIVE_TIMEOUT,
                         metavar='SECONDS', help='close a connection idle this long '
                                                 '(default: %(default)s)')
@@ -191,6 +194,8 @@ def run_serve(args):
         return fail(f'--root: no such directory: {args.root}')
     if args.max_connections < 1:
         return fail('--max-connections must be at least 1')
+    if args.workers < 1:
+        return fail('--workers must be at least 1')
     loopback = is_loopback(args.host)
     writes = bool(args.token) or loopback
     try:
@@ -225,7 +230,10 @@ def run_serve(args):
     else:
         say(f'writes (PUT, POST, DELETE) are refused: {args.host} is reachable beyond '
             'loopback and no --token was given')
-    run_until_signalled(listeners, args.grace)
+    if args.workers > 1:
+        run_workers(listeners[0], listeners[1:], args.workers, args.grace)
+    else:
+        run_until_signalled(listeners, args.grace)
     say('stopped')
     return 0
 

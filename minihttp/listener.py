@@ -5,13 +5,17 @@ Both servers (HTTP and the block transport) are a Listener with a different
 the backlog, the connection cap, and shutting down within a deadline.
 """
 
+import os
 import selectors
 import signal
 import socket
+import sys
 import threading
 import time
+import traceback
 
 from .limits import LISTEN_BACKLOG, MAX_CONNECTIONS, SHUTDOWN_GRACE
+from .report import say
 
 
 class StartupError(Exception):
@@ -68,6 +72,9 @@ class Listener:
     def __init__(self, host, port, handle, *, name, max_connections=MAX_CONNECTIONS,
                  backlog=LISTEN_BACKLOG):
         self.sock = bind(host, port, backlog)
+        # Non-blocking: when worker processes share this socket, the ones that
+        # lose the race for a connection get EAGAIN instead of hanging in accept.
+        self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.name = name
         self.handle = handle
@@ -75,10 +82,13 @@ class Listener:
         self.stopping = threading.Event()
         self._active = set()
         self._changed = threading.Condition()
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r = self._wake_w = None
         self._thread = None
 
     def start(self):
+        # Made here, not in __init__: worker processes forked after the bind
+        # share the listening socket but must each have a wake-up of their own.
+        self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self.serve_forever, name=self.name, daemon=True)
         self._thread.start()
 
@@ -102,6 +112,7 @@ class Listener:
                     continue
                 except OSError:  # the listening socket was closed under us
                     break
+                sock.setblocking(True)   # connection threads do blocking I/O
                 conn = Connection(sock, peer, self)
                 with self._changed:
                     self._active.add(conn)
@@ -123,7 +134,8 @@ class Listener:
     def stop(self, grace=SHUTDOWN_GRACE):
         """Stop accepting, let busy connections finish for ``grace`` seconds, then cut them."""
         self.stopping.set()
-        self._wake_w.send(b'x')
+        if self._wake_w is not None:
+            self._wake_w.send(b'x')
         with self._changed:
             self._changed.notify_all()
             for conn in list(self._active):
@@ -140,8 +152,10 @@ class Listener:
             self._changed.wait_for(lambda: not self._active, timeout=1.0)
         if self._thread is not None:
             self._thread.join(1.0)
-        self._wake_r.close()
-        self._wake_w.close()
+            self._wake_r.close()
+            self._wake_w.close()
+        else:
+            self.sock.close()
 
 
 def run_until_signalled(listeners, grace=SHUTDOWN_GRACE):
@@ -151,20 +165,70 @@ def run_until_signalled(listeners, grace=SHUTDOWN_GRACE):
     def on_signal(signum, frame):
         # No lock here: the handler runs in the main thread between two bytecodes,
         # possibly while that thread holds a lock, and an Event.set() would then
-        # wait forever for the lock of the very Event.wait() it interrupted.
+        # wait forever for the lock of the very wait it interrupted.
         received.append(signum)
 
+    # The main thread sleeps in recv on a socket that the C-level signal
+    # handler writes to (set_wakeup_fd): woken by the signal itself, no polling.
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(wake_w.fileno())
     try:
         for listener in listeners:
             listener.start()
         while not received:
-            time.sleep(0.1)  # resumed after the handler: stops at most 0.1 s late
+            wake_r.recv(64)
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        wake_r.close()
+        wake_w.close()
         stoppers = [threading.Thread(target=l.stop, args=(grace,)) for l in listeners]
         for t in stoppers:
             t.start()
         for t in stoppers:
             t.join()
+
+
+def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE):
+    """Serve ``shared`` from ``workers`` forked processes until SIGINT or SIGTERM.
+
+    The workers share one listening socket (one accept queue) and each runs
+    its own threads: Python runs one thread at a time per process, so under
+    many small requests the threads of one process mostly wait for each
+    other; processes do not.  This process serves ``others`` meanwhile, and
+    on a signal stops the workers and waits for them.
+    """
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:                      # a worker
+            code = 1
+            try:
+                for listener in others:
+                    listener.sock.close()
+                run_until_signalled([shared], grace)
+                code = 0
+            except KeyboardInterrupt:     # stopped before its handlers were in place
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.append(pid)
+    say(f'{shared.name} served by {workers} worker processes: {" ".join(map(str, children))}')
+    shared.sock.close()
+    try:
+        run_until_signalled(others, grace)
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in children:
+            os.waitpid(pid, 0)

@@ -8,8 +8,10 @@ process exit, each with a deadline.
 """
 
 import concurrent.futures
+import contextlib
 import email.utils
 import http.client
+import os
 import re
 import signal
 import socket
@@ -594,3 +596,36 @@ def test_fifty_concurrent_keep_alive_clients_all_succeed(serve):
         results = list(pool.map(client, range(clients), timeout=2 * WAIT))
     assert all(bodies == [(200, True)] * (rounds + 1) for bodies, _ in results)
     assert all(sockets == 1 for _, sockets in results)
+
+
+def children_of(pid):
+    """PIDs whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as stat:
+                    fields = stat.read().rpartition(')')[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_workers_share_the_port_and_all_stop_on_sigterm(serve):
+    server = serve('--workers', '2', '--trace')
+    line = server.wait_for_line(r'^http served by 2 worker processes: (?P<pids>\d+ \d+)$')
+    workers = sorted(map(int, line['pids'].split()))
+    assert sorted(children_of(server.proc.pid)) == workers
+    # Many connections at once: the kernel hands them to the workers.
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(Client(server.port)) for _ in range(16)]
+        for client in clients:
+            reply = client.exchange(get('/headers'))
+            assert reply.status == 200 and not reply.closes
+    assert len(server.wait_for_lines(r'^trace ', 16, stream='stderr')) == 16
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(WAIT) == 0
+    # The parent reaped its workers before it exited: none is left running.
+    assert not [pid for pid in workers if os.path.exists(f'/proc/{pid}')]

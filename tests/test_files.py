@@ -6,17 +6,21 @@ ranges.  Next to the root lies a secret file that no request may ever reach,
 however its path is spelled.
 """
 
+import errno
 import http.client
 import os
 import random
 import re
 import secrets
+import socket
+import threading
 
 import pytest
 import requests
 from hypothesis import given, settings, strategies as st
 
 from fileserver import RawClient, Served, exchange, request_bytes
+from minihttp.files import FileBody
 
 # 2020-01-02 03:04:05 UTC: the modification time of hello.txt, as Last-Modified shows it.
 HELLO_MTIME = 1577934245
@@ -115,6 +119,86 @@ def test_etag_changes_with_the_file(site):
     assert response.status_code == 200
     assert response.content == b'second version, longer\n'
     assert response.headers['ETag'] != first
+
+
+@pytest.mark.parametrize('spec', [None, 'bytes=1000-', 'bytes=-3000000'])
+def test_a_file_larger_than_the_socket_buffers_arrives_whole(site, spec):
+    data = content_of(site, 5_000_000)
+    with RawClient(site.port) as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        fields = ['Connection: close'] + ([f'Range: {spec}'] if spec else [])
+        client.send(request_bytes('GET', '/ranges/5000000.bin', fields))
+        reply = client.reply()
+    if spec is None:
+        assert (reply.status, reply.body) == (200, data)
+    else:
+        first = int(spec[6:-1]) if spec.endswith('-') else len(data) - int(spec[7:])
+        assert (reply.status, reply.body) == (206, data[first:])
+
+
+# -- FileBody against a socket pair: partial sends, a full buffer, a shrunk file -------
+
+def choppy_sendfile(monkeypatch):
+    """os.sendfile as a busy socket behaves: every other call finds it full, the rest
+    take at most 7000 bytes."""
+    real, calls = os.sendfile, []
+
+    def sendfile(out, fd, offset, count):
+        calls.append(count)
+        if len(calls) % 2:
+            raise BlockingIOError(errno.EAGAIN, 'full')
+        return real(out, fd, offset, min(count, 7000))
+    monkeypatch.setattr(os, 'sendfile', sendfile)
+    return calls
+
+
+def received_by_thread(sock, size):
+    got = bytearray()
+
+    def read():
+        while len(got) < size and (piece := sock.recv(65536)):
+            got.extend(piece)
+    thread = threading.Thread(target=read)
+    thread.start()
+    return got, thread
+
+
+@pytest.mark.parametrize('offset', [0, 1000])
+def test_file_body_resumes_after_partial_and_refused_sends(tmp_path, monkeypatch, offset):
+    data = random.Random(2).randbytes(100_000)
+    (tmp_path / 'f').write_bytes(data)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(10)
+        calls = choppy_sendfile(monkeypatch)
+        got, reader = received_by_thread(theirs, len(data) - offset)
+        body = FileBody(open(tmp_path / 'f', 'rb', buffering=0), offset, len(data) - offset)
+        assert body.sendfile(ours) == len(data) - offset
+        reader.join(10)
+    assert bytes(got) == data[offset:]
+    assert len(calls) > 20
+
+
+def test_file_body_gives_up_on_a_client_that_stops_reading(tmp_path):
+    (tmp_path / 'f').write_bytes(bytes(20 * 2**20))      # more than any socket buffer
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(0.2)                             # the server's body timeout
+        body = FileBody(open(tmp_path / 'f', 'rb', buffering=0), 0, 20 * 2**20)
+        with pytest.raises(TimeoutError):
+            body.sendfile(ours)
+        assert body.file.closed
+
+
+def test_file_body_that_shrank_aborts(tmp_path):
+    (tmp_path / 'f').write_bytes(b'x' * 1000)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(10)
+        body = FileBody(open(tmp_path / 'f', 'rb', buffering=0), 0, 5000)   # stat said 5000
+        with pytest.raises(ConnectionAbortedError, match='1000 of 5000'):
+            body.sendfile(ours)
+        assert theirs.recv(5000) == b'x' * 1000
 
 
 def test_head_has_the_headers_and_no_body(site):

@@ -1,0 +1,350 @@
+"""Files benchmark: minihttp serve against http.server on the same directory, and uploads.
+
+    python -m bench files [--duration SECONDS] [--connections N] [--size SIZE]
+
+In one run, each server in a process of its own, serving one temporary
+directory (removed at the end, 1 GiB files included):
+
+1. Small-file GET requests per second with keep-alive, by ``wrk`` (else by
+   load processes of our own), ``minihttp serve`` against the standard
+   library's ThreadingHTTPServer with SimpleHTTPRequestHandler, given every
+   fair chance: HTTP/1.1 keep-alive, TCP_NODELAY, no access log (as
+   ``--quiet``).  Target: 5x.
+2. Download MB/s of a 1 GiB file with ``curl -o /dev/null``.  Target: 1.2x.
+3. Upload MB/s of 1 GiB with ``curl -T`` to ``PUT /uploads/...``, with
+   Content-Length and chunked (http.server cannot take uploads), against a
+   ceiling measured in the same run with the same curl command: a raw-socket
+   sink that writes what it receives to a file, fsyncs it (as minihttp does)
+   and answers.  Target: 0.6 of the sink.
+4. minihttp's peak resident memory (VmHWM) after all that.  Target: under 64 MiB.
+
+Each figure comes with the server CPU it cost (from /proc/PID/stat).  On a
+small machine a 1 GiB download runs at the loopback's and curl's speed with
+either server, so the CPU column is where they differ; and minihttp's upload
+costs the sink's work plus a sha256 of every byte, which the sink skips.
+"""
+
+import argparse
+import functools
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from bench.http import ServerProcess, child, size_arg, start_minihttp
+
+MiB = 1 << 20
+GiB = 1 << 30
+MB = 1e6
+SMALL_SIZE = 2048          # bytes of the small file
+RPS_TARGET = 5.0
+DOWNLOAD_TARGET = 1.2
+UPLOAD_TARGET = 0.6
+MEMORY_TARGET = 64 * MiB
+# Transfers per server, taken in turns so that both meet the same page cache and
+# the same neighbours; the best of each counts.
+RUNS = 3
+SINK_BUFFER = 256 * 1024
+CURL_TIMEOUT = 300
+CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+
+
+# -- the ceiling for uploads: a raw-socket sink ------------------------------------------
+
+CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
+CREATED = b'HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+# The end of a chunked body with no trailers: the CRLF after the last data, the
+# last chunk, the empty trailer section.  Random data ending a recv with these
+# seven bytes is a 1 in 2**56 chance per recv: good enough for a ceiling.
+CHUNKED_END = b'\r\n0\r\n\r\n'
+
+
+def sink_one(conn, directory):
+    """Take one PUT: its head, then every byte of the body written to a file."""
+    buf = bytearray(SINK_BUFFER)
+    view = memoryview(buf)
+    head = b''
+    while b'\r\n\r\n' not in head:
+        got = conn.recv(65536)
+        if not got:
+            return
+        head += got
+    head, _, first = head.partition(b'\r\n\r\n')
+    fields = head.lower()
+    length = re.search(rb'\r\ncontent-length: *(\d+)', fields)
+    if b'\r\nexpect: 100-continue' in fields:
+        conn.sendall(CONTINUE)
+    path = os.path.join(directory, 'sink.bin')
+    with open(path, 'wb', buffering=0) as file:
+        file.write(first)
+        if length:
+            left = int(length[1]) - len(first)
+            while left > 0:
+                got = conn.recv_into(view)
+                if not got:
+                    return
+                file.write(view[:got])
+                left -= got
+        else:
+            tail = first[-len(CHUNKED_END):]
+            while tail != CHUNKED_END:
+                got = conn.recv_into(view)
+                if not got:
+                    return
+                file.write(view[:got])
+                tail = (tail + view[max(0, got - len(CHUNKED_END)):got])[-len(CHUNKED_END):]
+        os.fsync(file.fileno())
+    conn.sendall(CREATED)
+
+
+def serve_sink(directory):
+    """The sink's process: one connection at a time, forever."""
+    with socket.create_server(('127.0.0.1', 0)) as listener:
+        print(f'sink server listening on http://127.0.0.1:{listener.getsockname()[1]}/',
+              flush=True)
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                sink_one(conn, directory)
+
+
+# -- measurements -----------------------------------------------------------------------
+
+def curl_transfer(*args):
+    """(status, bytes uploaded, bytes downloaded, seconds, body) of one curl command."""
+    done = subprocess.run(
+        ['curl', '-sS', '--noproxy', '*', '--max-time', str(CURL_TIMEOUT),
+         '-w', '\n%{http_code} %{size_upload} %{size_download} %{time_total}', *map(str, args)],
+        capture_output=True, timeout=CURL_TIMEOUT + 10)
+    body, _, figures = done.stdout.rpartition(b'\n')
+    if done.returncode:
+        raise SystemExit(f'curl {" ".join(map(str, args))} failed: {done.stderr.decode()}')
+    status, up, down, seconds = figures.decode().split()
+    return int(status), int(float(up)), int(float(down)), float(seconds), body
+
+
+def download(port, path, size):
+    """Seconds curl took to download ``path`` (all ``size`` bytes of it)."""
+    status, _, down, seconds, _ = curl_transfer('-o', os.devnull, f'http://127.0.0.1:{port}{path}')
+    if status != 200 or down != size:
+        raise SystemExit(f'download from port {port}: {status}, {down} of {size} bytes')
+    return seconds
+
+
+def upload(url, path, size, framing, sha256=None):
+    """Seconds curl -T took; with ``sha256``, the answer (minihttp's) is checked too."""
+    extra = ['-H', 'Transfer-Encoding: chunked'] if framing == 'chunked' else []
+    status, up, _, seconds, body = curl_transfer('-T', path, *extra, url)
+    if status not in (200, 201) or up < size:
+        raise SystemExit(f'upload to {url}: {status}, {up} of {size} bytes sent')
+    if sha256 is not None:
+        answer = json.loads(body)
+        if (answer['bytes'], answer['sha256'], answer['framing']) != (size, sha256, framing):
+            raise SystemExit(f'upload to {url} was stored wrong: {answer}')
+    return seconds
+
+
+def fastest(transfers):
+    """{name: (seconds, server CPU seconds) of its fastest run}, in RUNS turns.
+
+    ``transfers`` maps a name to (the server's pid, a function doing one
+    transfer and returning the seconds it took).
+    """
+    runs = {name: [] for name in transfers}
+    for _ in range(RUNS):
+        for name, (pid, transfer) in transfers.items():
+            before = cpu_seconds(pid)
+            seconds = transfer()
+            runs[name].append((seconds, cpu_seconds(pid) - before))
+    return {name: min(times) for name, times in runs.items()}
+
+
+def wrk_requests(url, duration, connections):
+    """Keep-alive GETs of one URL made by wrk in ``duration`` s; non-2xx answers are an error."""
+    done = subprocess.run(['wrk', '-t1', f'-c{connections}', f'-d{duration}s', url],
+                          capture_output=True, text=True, timeout=duration + 60)
+    count = re.search(r'(\d+) requests in', done.stdout)
+    if done.returncode or not count or 'Non-2xx' in done.stdout:
+        raise SystemExit(f'wrk {url} failed:\n{done.stdout}{done.stderr}')
+    return int(count[1])
+
+
+def get_loop(port, path, deadline, counts):
+    """One keep-alive connection GETting ``path`` until ``deadline`` (the fallback load)."""
+    connection = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    done = 0
+    while time.monotonic() < deadline:
+        connection.request('GET', path)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f'GET {path}: {response.status}')
+        done += 1
+    connection.close()
+    counts.append(done)
+
+
+def load_process(port, path, connections, duration):
+    """A load process of the fallback: ``connections`` threads, prints its request count."""
+    counts = []
+    deadline = time.monotonic() + duration
+    threads = [threading.Thread(target=get_loop, args=(port, path, deadline, counts))
+               for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(sum(counts), flush=True)
+
+
+def own_load_requests(url, duration, connections):
+    """GETs made by two load processes of http.client threads (when wrk is missing)."""
+    port, path = re.fullmatch(r'http://127\.0\.0\.1:(\d+)(/.*)', url).groups()
+    share = [connections // 2, connections - connections // 2]
+    procs = [subprocess.Popen([sys.executable, '-m', 'bench.files', '--load', port, path,
+                               str(n), str(duration)], stdout=subprocess.PIPE, text=True)
+             for n in share if n]
+    return sum(int(p.communicate(timeout=duration + 60)[0]) for p in procs)
+
+
+def cpu_seconds(pid):
+    """User and system CPU time a process has used so far (/proc/PID/stat)."""
+    with open(f'/proc/{pid}/stat') as stat:
+        fields = stat.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_memory(pid):
+    """VmHWM of a process, in bytes."""
+    with open(f'/proc/{pid}/status') as status:
+        return next(int(line.split()[1]) * 1024 for line in status
+                    if line.startswith('VmHWM:'))
+
+
+def verdict(ratio, target, above=True):
+    met = ratio >= target if above else ratio < target
+    return 'met' if met else 'NOT met'
+
+
+# -- the run ----------------------------------------------------------------------------
+
+def make_files(root, size):
+    """The small file and a ``size``-byte random one; returns the big one's sha256."""
+    with open(os.path.join(root, 'small.html'), 'wb') as file:
+        file.write((b'<p>a small file</p>\n' * SMALL_SIZE)[:SMALL_SIZE])
+    digest = hashlib.sha256()
+    with open(os.path.join(root, 'big.bin'), 'wb') as file:
+        block = os.urandom(4 * MiB)
+        for offset in range(0, size, len(block)):
+            # Each block differs from the last, so nothing is deduplicated away.
+            piece = (offset.to_bytes(8, 'big') + block[8:])[:size - offset]
+            digest.update(piece)
+            file.write(piece)
+    return digest.hexdigest()
+
+
+def run(duration, connections, size):
+    if not shutil.which('curl'):
+        raise SystemExit('the files benchmark needs curl')
+    load, tool = (wrk_requests, 'wrk -t1') if shutil.which('wrk') else \
+        (own_load_requests, 'http.client load processes (install wrk for a faster load)')
+    work = tempfile.mkdtemp(prefix='minihttp-bench-files-')
+    root, uploads, sink_dir = (os.path.join(work, name) for name in ('root', 'uploads', 'sink'))
+    for directory in (root, uploads, sink_dir):
+        os.mkdir(directory)
+    servers = []
+    try:
+        started = time.monotonic()
+        sha256 = make_files(root, size)
+        big = os.path.join(root, 'big.bin')
+        stdlib = child('stdlib files', '--stdlib-files', root)
+        servers.append(stdlib)
+        minihttp = start_minihttp('--root', root, '--uploads', uploads)
+        servers.append(minihttp)
+        sink = ServerProcess('sink', [sys.executable, '-m', 'bench.files', '--sink', sink_dir])
+        servers.append(sink)
+        pid = minihttp.proc.pid
+        print(f'files: minihttp serve against http.server (ThreadingHTTPServer, '
+              f'SimpleHTTPRequestHandler, HTTP/1.1, TCP_NODELAY, no log), same directory; '
+              f'minihttp VmHWM at start {peak_memory(pid) / MiB:.1f} MiB')
+
+        print(f'small-file GET /small.html ({SMALL_SIZE} B), keep-alive, {connections} '
+              f'connections, {duration} s per server, by {tool}')
+        rates = {}
+        for name, server in (('http.server', stdlib), ('minihttp', minihttp)):
+            before = cpu_seconds(server.proc.pid)
+            count = load(f'http://127.0.0.1:{server.port}/small.html', duration, connections)
+            cpu = cpu_seconds(server.proc.pid) - before
+            rates[name] = count / duration
+            print(f'  {name:12} {rates[name]:10.0f} requests/s, {cpu / count * 1e6:4.0f} us '
+                  'of server CPU each')
+        ratio = rates['minihttp'] / rates['http.server']
+        print(f'  ratio {ratio:.2f}x (target {RPS_TARGET:g}x: {verdict(ratio, RPS_TARGET)})')
+
+        print(f'download of {size / GiB:g} GiB with curl -o /dev/null, best of {RUNS}')
+        times = fastest({name: (server.proc.pid,
+                                functools.partial(download, server.port, '/big.bin', size))
+                         for name, server in (('http.server', stdlib), ('minihttp', minihttp))})
+        for name, (seconds, cpu) in times.items():
+            print(f'  {name:12} {size / seconds / MB:10.0f} MB/s, server CPU {cpu:.2f} s')
+        ratio = times['http.server'][0] / times['minihttp'][0]
+        print(f'  ratio {ratio:.2f}x (target {DOWNLOAD_TARGET:g}x: '
+              f'{verdict(ratio, DOWNLOAD_TARGET)})')
+
+        for framing in ('content-length', 'chunked'):
+            print(f'upload of {size / GiB:g} GiB with curl -T ({framing}), best of {RUNS}; '
+                  'http.server cannot take uploads')
+            times = fastest({
+                'raw-socket sink (ceiling)': (sink.proc.pid, functools.partial(
+                    upload, f'http://127.0.0.1:{sink.port}/big.bin', big, size, framing)),
+                'minihttp, sha256 checked': (minihttp.proc.pid, functools.partial(
+                    upload, f'http://127.0.0.1:{minihttp.port}/uploads/big.bin', big, size,
+                    framing, sha256))})
+            for name, (seconds, cpu) in times.items():
+                print(f'  {name:26} {size / seconds / MB:6.0f} MB/s, server CPU {cpu:.2f} s')
+            (ceiling, _), (seconds, _) = times.values()
+            print(f'  ratio {ceiling / seconds:.2f} of the ceiling (target {UPLOAD_TARGET:g}: '
+                  f'{verdict(ceiling / seconds, UPLOAD_TARGET)})')
+
+        peak = peak_memory(pid)
+        print(f'peak memory of minihttp (VmHWM) after all of it: {peak / MiB:.1f} MiB '
+              f'(target under {MEMORY_TARGET // MiB} MiB: '
+              f'{verdict(peak, MEMORY_TARGET, above=False)})')
+        print(f'files benchmark took {time.monotonic() - started:.0f} s')
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m bench files', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--duration', type=int, default=5, help='seconds of GET load per server')
+    parser.add_argument('--connections', type=int, default=32, help='keep-alive connections')
+    parser.add_argument('--size', type=size_arg, default=GiB,
+                        help='size of the file downloaded and uploaded (default: 1G)')
+    # Internal: the child processes this benchmark starts.
+    roles = parser.add_mutually_exclusive_group()
+    roles.add_argument('--sink', help=argparse.SUPPRESS)
+    roles.add_argument('--load', nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.sink:
+        return serve_sink(args.sink)
+    if args.load:
+        port, path, connections, duration = args.load
+        return load_process(int(port), path, int(connections), float(duration))
+    return run(args.duration, args.connections, args.size)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

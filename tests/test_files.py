@@ -379,6 +379,7 @@ def test_listing_is_chunked_escaped_and_linked(site):
     assert 'href="%3Cb%3E%26%22x.txt"' in page
     assert '&lt;b&gt;&amp;&quot;x.txt' in page
     assert 'href="a%20b.txt"' in page and '>a b.txt<' in page
+    assert re.search(r'>a b\.txt</a>[^\n]*>7<', page), 'the size of a b.txt (7 bytes)'
     assert 'href="sub/"' in page
     assert '.dotfile' not in page
     # The links lead to the files.

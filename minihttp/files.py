@@ -57,11 +57,15 @@ class FileBody:
 
 
 def wait_writable(sock):
-    """Wait until a socket with a timeout (non-blocking inside) takes more data."""
+    """Wait until a socket with a timeout (non-blocking inside) takes more data.
+
+    A blocking socket (the server's: its send timeout is the kernel's
+    SO_SNDTIMEO) only says EAGAIN once that timeout expired.
+    """
+    timeout = sock.gettimeout()
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
-    timeout = sock.gettimeout()
-    if not poller.poll(None if timeout is None else timeout * 1000):
+    if timeout is None or not poller.poll(timeout * 1000):
         raise TimeoutError('the client stopped reading the response')
 
 

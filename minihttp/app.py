@@ -124,16 +124,11 @@ class App:
     # -- files --------------------------------------------------------------------
 
     def get_file(self, request):
-        path = files.resolve(self.root, request.path)
-        if path is None:
-            raise HTTPError(404, f'no file at {request.path[:80]}')
-        return files.serve_path(request, path, request.path)
+        return files.serve_path(request, self.root, request.path)
 
     def get_upload(self, request):
-        path = files.resolve(self.store.directory, '/' + request.path[len(UPLOADS):])
-        if path is None:
-            raise HTTPError(404, f'no file at {request.path[:80]}')
-        return files.serve_path(request, path, request.path)
+        return files.serve_path(request, self.store.directory,
+                                '/' + request.path[len(UPLOADS):])
 
     # -- uploads ------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ RFC 9110 sections 8.8 (validators), 13 (conditional requests) and 14 (range
 requests) decide what is sent; ``os.sendfile`` sends it.
 """
 
+import errno
+import functools
 import html
 import mimetypes
 import os
@@ -27,15 +29,15 @@ class FileBody:
     socket's buffer is full.
     """
 
-    def __init__(self, file, offset, length):
-        self.file = file
+    def __init__(self, fd, offset, length):
+        self.fd = fd
         self.offset = offset
         self.length = length
 
     def sendfile(self, sock):
         try:
             offset, left = self.offset, self.length
-            out, fd = sock.fileno(), self.file.fileno()
+            out, fd = sock.fileno(), self.fd
             while left:
                 try:
                     sent = os.sendfile(out, fd, offset, left)
@@ -50,10 +52,12 @@ class FileBody:
                 left -= sent
             return self.length
         finally:
-            self.file.close()
+            self.close()
 
     def close(self):
-        self.file.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def wait_writable(sock):
@@ -71,13 +75,12 @@ def wait_writable(sock):
 
 # -- paths --------------------------------------------------------------------
 
-def resolve(root, url_path):
-    """The file system path for a URL path under ``root``, or None.
+def url_segments(url_path):
+    """The path segments of a URL path, or None when it tries to leave its root.
 
     Percent-decoding happens once, then every spelling of escape is refused:
     '..' segments, backslashes, NUL, and names starting with a dot (which
-    also hides the upload directory's temporary files).  Finally the real
-    path (symlinks followed) must still lie inside the real root.
+    also hides the upload directory's temporary files).
     """
     try:
         decoded = unquote(url_path, errors='strict')
@@ -88,11 +91,47 @@ def resolve(root, url_path):
     parts = [p for p in decoded.split('/') if p]
     if any(p.startswith('.') for p in parts):
         return None
-    real_root = os.path.realpath(root)
-    path = os.path.realpath(os.path.join(real_root, *parts))
-    if path != real_root and not path.startswith(real_root + os.sep):
+    return parts
+
+
+@functools.lru_cache(maxsize=16)
+def real_root(root):
+    """The root with every symlink resolved, computed once."""
+    return os.path.realpath(root)
+
+
+def where(fd, path):
+    """Where an open file really is: the kernel's answer, or realpath without /proc."""
+    try:
+        return os.readlink(f'/proc/self/fd/{fd}')
+    except OSError:
+        return os.path.realpath(path)
+
+
+def open_inside(root, parts):
+    """Open ``root/parts...`` and return (fd, stat), or None when it is not there.
+
+    The file is opened first, following symlinks, and then the kernel is
+    asked where the open file really is: a path whose real place is outside
+    the root is closed unread, as if it did not exist (there is no window in
+    which a symlink swapped after the check could be followed).  O_NONBLOCK:
+    a FIFO placed under the root cannot stall the thread in open().
+    """
+    top = real_root(root)
+    path = os.path.join(top, *parts)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
-    return path
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise HTTPError(403, 'not readable') from None
+    real = where(fd, path)
+    if real != top and not real.startswith(top + os.sep):
+        os.close(fd)
+        return None
+    return fd, os.fstat(fd)
 
 
 # -- validators (RFC 9110 section 8.8) --------------------------------------------
@@ -120,6 +159,10 @@ def http_time(header):
         return None
 
 
+CONDITIONAL_FIELDS = frozenset(
+    ['if-match', 'if-unmodified-since', 'if-none-match', 'if-modified-since'])
+
+
 def precondition(request, st, etag):
     """The status a conditional request gets instead of the file, or None.
 
@@ -127,6 +170,8 @@ def precondition(request, st, etag):
     If-None-Match, If-Modified-Since (the date fields only when the ETag field
     of the pair is absent).
     """
+    if not request.has_any(CONDITIONAL_FIELDS):
+        return None
     mtime = int(st.st_mtime)
     if_match = request.get('if-match')
     if if_match is not None:
@@ -191,13 +236,14 @@ def range_applies(request, etag, st):
     if_range = if_range.strip()
     if if_range.startswith('"') or if_range.startswith('W/'):
         return if_range == etag                 # strong comparison
-    return if_range == formatdate(int(st.st_mtime), usegmt=True)
+    return if_range == last_modified(int(st.st_mtime))
 
 
 # -- responses --------------------------------------------------------------------
 
-def content_type(path):
-    kind, encoding = mimetypes.guess_type(path)
+@functools.lru_cache(maxsize=256)
+def content_type(extension):
+    kind, encoding = mimetypes.guess_type('x' + extension)
     if kind is None or encoding is not None:
         return 'application/octet-stream'
     if kind.startswith('text/') or kind in ('application/javascript', 'application/json'):
@@ -205,39 +251,65 @@ def content_type(path):
     return kind
 
 
-def serve_path(request, path, url_path):
-    """A file, a directory (index.html or a listing), or 404."""
+@functools.lru_cache(maxsize=1024)
+def last_modified(mtime):
+    return formatdate(mtime, usegmt=True)
+
+
+def serve_path(request, root, url_path):
+    """The file at ``url_path`` under ``root``: a file, a directory (its index.html
+    or a listing), or 404."""
+    parts = url_segments(url_path)
+    opened = None if parts is None else open_inside(root, parts)
+    if opened is None:
+        raise HTTPError(404, f'no file at {request.path[:80]}')
+    fd, st = opened
+    if stat.S_ISREG(st.st_mode):
+        return serve_file(request, fd, st, parts[-1] if parts else '')
+    os.close(fd)
+    if not stat.S_ISDIR(st.st_mode):
+        raise HTTPError(404, f'not a regular file: {request.path[:80]}')
+    if not request.path.endswith('/'):
+        location = quote(request.path + '/', safe="/%:@!$&'()*+,;=~-._")
+        if request.query:
+            location += '?' + request.query
+        return Response(301, [('Location', location),
+                              ('Content-Type', 'text/plain; charset=utf-8')],
+                        f'moved to {location}\n'.encode())
+    index = open_inside(root, [*parts, 'index.html'])
+    if index is not None:
+        fd, st = index
+        if stat.S_ISREG(st.st_mode):
+            return serve_file(request, fd, st, 'index.html')
+        os.close(fd)
+    return listing(request, os.path.join(real_root(root), *parts))
+
+
+def serve_file(request, fd, st, name):
+    """A regular file already open as ``fd``: 200, 206, 304, 412 or 416."""
     try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise HTTPError(404, f'no file at {url_path[:80]}') from None
-    except PermissionError:
-        raise HTTPError(403, f'not readable: {url_path[:80]}') from None
-    if stat.S_ISDIR(st.st_mode):
-        if not request.path.endswith('/'):
-            location = quote(request.path + '/', safe="/%:@!$&'()*+,;=~-._")
-            if request.query:
-                location += '?' + request.query
-            return Response(301, [('Location', location),
-                                  ('Content-Type', 'text/plain; charset=utf-8')],
-                            f'moved to {location}\n'.encode())
-        index = os.path.join(path, 'index.html')
-        if os.path.isfile(index):
-            return serve_file(request, index, os.stat(index))
-        return listing(request, path)
-    if not stat.S_ISREG(st.st_mode):
-        raise HTTPError(404, f'not a regular file: {url_path[:80]}')
-    return serve_file(request, path, st)
+        response = file_response(request, st, os.path.splitext(name)[1].lower())
+    except BaseException:
+        os.close(fd)
+        raise
+    if response.body is None:           # 304: no body, nothing to send
+        os.close(fd)
+        response.body = b''
+    else:
+        first, length = response.body
+        response.body = FileBody(fd, first, length)
+    return response
 
 
-def serve_file(request, path, st):
+def file_response(request, st, extension):
+    """The response for a file, with (offset, length) as a placeholder body."""
     etag = etag_of(st)
-    headers = [('Content-Type', content_type(path)),
-               ('Last-Modified', formatdate(int(st.st_mtime), usegmt=True)),
+    headers = [('Content-Type', content_type(extension)),
+               ('Last-Modified', last_modified(int(st.st_mtime))),
                ('ETag', etag), ('Accept-Ranges', 'bytes')]
     status = precondition(request, st, etag)
     if status == 304:
-        return Response(304, headers[1:3])
+        return Response(304, headers[1:3], None, length=0)
     if status == 412:
         raise HTTPError(412, 'precondition failed', headers=headers[2:3])
     size = st.st_size
@@ -255,11 +327,7 @@ def serve_file(request, path, st):
             length = last - first + 1
             status = 206
             headers.append(('Content-Range', f'bytes {first}-{last}/{size}'))
-    try:
-        file = open(path, 'rb', buffering=0)   # only its descriptor is used
-    except OSError:
-        raise HTTPError(403, 'not readable') from None
-    return Response(status, headers, FileBody(file, first, length), length=length)
+    return Response(status, headers, (first, length), length=length)
 
 
 def listing(request, path):

@@ -130,6 +130,10 @@ class Request:
     def get_all(self, name):
         return self._index.get(name.lower(), [])
 
+    def has_any(self, names):
+        """Whether any of these lower-case field names is present."""
+        return not self._index.keys().isdisjoint(names)
+
     def tokens(self, name):
         """A comma-separated list field as lower-case members (RFC 9110 section 5.6.1)."""
         return [t.strip().lower() for v in self.get_all(name) for t in v.split(',') if t.strip()]

@@ -21,6 +21,7 @@ from hypothesis import given, settings, strategies as st
 
 from fileserver import RawClient, Served, exchange, request_bytes
 from minihttp.files import FileBody
+from minihttp.server import timeval
 
 # 2020-01-02 03:04:05 UTC: the modification time of hello.txt, as Last-Modified shows it.
 HELLO_MTIME = 1577934245
@@ -172,22 +173,26 @@ def test_file_body_resumes_after_partial_and_refused_sends(tmp_path, monkeypatch
         ours.settimeout(10)
         calls = choppy_sendfile(monkeypatch)
         got, reader = received_by_thread(theirs, len(data) - offset)
-        body = FileBody(open(tmp_path / 'f', 'rb', buffering=0), offset, len(data) - offset)
+        body = FileBody(os.open(tmp_path / 'f', os.O_RDONLY), offset, len(data) - offset)
         assert body.sendfile(ours) == len(data) - offset
         reader.join(10)
     assert bytes(got) == data[offset:]
     assert len(calls) > 20
 
 
-def test_file_body_gives_up_on_a_client_that_stops_reading(tmp_path):
+@pytest.mark.parametrize('how', ['python timeout', 'kernel send timeout'])
+def test_file_body_gives_up_on_a_client_that_stops_reading(tmp_path, how):
     (tmp_path / 'f').write_bytes(bytes(20 * 2**20))      # more than any socket buffer
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        ours.settimeout(0.2)                             # the server's body timeout
-        body = FileBody(open(tmp_path / 'f', 'rb', buffering=0), 0, 20 * 2**20)
+        if how == 'python timeout':
+            ours.settimeout(0.2)
+        else:   # the server's own sockets: blocking, with SO_SNDTIMEO
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(0.2))
+        body = FileBody(os.open(tmp_path / 'f', os.O_RDONLY), 0, 20 * 2**20)
         with pytest.raises(TimeoutError):
             body.sendfile(ours)
-        assert body.file.closed
+        assert body.fd == -1                             # closed
 
 
 def test_file_body_that_shrank_aborts(tmp_path):
@@ -195,7 +200,7 @@ def test_file_body_that_shrank_aborts(tmp_path):
     ours, theirs = socket.socketpair()
     with ours, theirs:
         ours.settimeout(10)
-        body = FileBody(open(tmp_path / 'f', 'rb', buffering=0), 0, 5000)   # stat said 5000
+        body = FileBody(os.open(tmp_path / 'f', os.O_RDONLY), 0, 5000)   # stat said 5000
         with pytest.raises(ConnectionAbortedError, match='1000 of 5000'):
             body.sendfile(ours)
         assert theirs.recv(5000) == b'x' * 1000

@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,8 +51,9 @@ DOWNLOAD_TARGET = 1.2
 UPLOAD_TARGET = 0.6
 MEMORY_TARGET = 64 * MiB
 # Transfers per server, taken in turns so that both meet the same page cache and
-# the same neighbours; the best of each counts.
-RUNS = 3
+# the same neighbours; the median of each counts (the best would favour whichever
+# server varies most: http.server's downloads run at 1.2 to 3.4 GB/s here).
+RUNS = 5
 SINK_BUFFER = 256 * 1024
 CURL_TIMEOUT = 300
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
@@ -152,8 +154,8 @@ def upload(url, path, size, framing, sha256=None):
     return seconds
 
 
-def fastest(transfers):
-    """{name: (seconds, server CPU seconds) of its fastest run}, in RUNS turns.
+def typical(transfers):
+    """{name: (seconds, server CPU seconds) of its median run}, in RUNS turns.
 
     ``transfers`` maps a name to (the server's pid, a function doing one
     transfer and returning the seconds it took).
@@ -164,7 +166,7 @@ def fastest(transfers):
             before = cpu_seconds(pid)
             seconds = transfer()
             runs[name].append((seconds, cpu_seconds(pid) - before))
-    return {name: min(times) for name, times in runs.items()}
+    return {name: statistics.median_low(times) for name, times in runs.items()}
 
 
 def wrk_requests(url, duration, connections):
@@ -302,8 +304,8 @@ def run(duration, connections, size):
                 print(f'  ratio {ratio:.2f}x for {name} (target {RPS_TARGET:g}x: '
                       f'{verdict(ratio, RPS_TARGET)})')
 
-        print(f'download of {size / GiB:g} GiB with curl -o /dev/null, best of {RUNS}')
-        times = fastest({name: (server.proc.pid,
+        print(f'download of {size / GiB:g} GiB with curl -o /dev/null, median of {RUNS}')
+        times = typical({name: (server.proc.pid,
                                 functools.partial(download, server.port, '/big.bin', size))
                          for name, server in (('http.server', stdlib), ('minihttp', minihttp))})
         for name, (seconds, cpu) in times.items():
@@ -313,9 +315,9 @@ def run(duration, connections, size):
               f'{verdict(ratio, DOWNLOAD_TARGET)})')
 
         for framing in ('content-length', 'chunked'):
-            print(f'upload of {size / GiB:g} GiB with curl -T ({framing}), best of {RUNS}; '
+            print(f'upload of {size / GiB:g} GiB with curl -T ({framing}), median of {RUNS}; '
                   'http.server cannot take uploads')
-            times = fastest({
+            times = typical({
                 'raw-socket sink (ceiling)': (sink.proc.pid, functools.partial(
                     upload, f'http://127.0.0.1:{sink.port}/big.bin', big, size, framing)),
                 'minihttp, sha256 checked': (minihttp.proc.pid, functools.partial(

@@ -169,9 +169,11 @@ class App:
             return upload.write
 
         try:
-            multipart.read_parts(body, boundary, on_part)
-            for _, upload in incoming:
+            multipart.read_parts(body, boundary, on_part, self.store.max_upload)
+            for name, upload in incoming:
                 upload.finish()
+                if os.path.isdir(self.store.path(name)):
+                    raise HTTPError(409, f'{name!r} is a directory')
             for name, upload in incoming:
                 upload.commit(self.store.path(name))
         finally:

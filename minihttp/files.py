@@ -94,10 +94,20 @@ def url_segments(url_path):
     return parts
 
 
-@functools.lru_cache(maxsize=16)
+_REAL_ROOTS = {}
+
+
 def real_root(root):
-    """The root with every symlink resolved, computed once."""
-    return os.path.realpath(root)
+    """The root with every symlink resolved, recomputed only when it changes.
+
+    One stat per request notices a root symlink re-pointed to a new release
+    (the directory it reaches has another inode); realpath runs only then.
+    """
+    identity = os.stat(root).st_ino
+    known = _REAL_ROOTS.get(root)
+    if known is None or known[0] != identity:
+        known = _REAL_ROOTS[root] = (identity, os.path.realpath(root))
+    return known[1]
 
 
 def where(fd, path):
@@ -127,11 +137,14 @@ def open_inside(root, parts):
         if exc.errno == errno.ELOOP:
             return None
         raise HTTPError(403, 'not readable') from None
-    real = where(fd, path)
-    if real != top and not real.startswith(top + os.sep):
+    if not inside(where(fd, path), top):
         os.close(fd)
         return None
     return fd, os.fstat(fd)
+
+
+def inside(real, top):
+    return real == top or real.startswith(top + os.sep)
 
 
 # -- validators (RFC 9110 section 8.8) --------------------------------------------
@@ -282,7 +295,7 @@ def serve_path(request, root, url_path):
         if stat.S_ISREG(st.st_mode):
             return serve_file(request, fd, st, 'index.html')
         os.close(fd)
-    return listing(request, os.path.join(real_root(root), *parts))
+    return listing(request, root, os.path.join(real_root(root), *parts))
 
 
 def serve_file(request, fd, st, name):
@@ -330,7 +343,7 @@ def file_response(request, st, extension):
     return Response(status, headers, (first, length), length=length)
 
 
-def listing(request, path):
+def listing(request, root, path):
     """An HTML directory listing, streamed in chunks since its length is not known."""
     try:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
@@ -344,10 +357,13 @@ def listing(request, path):
                '<table>\n<tr><th>Name</th><th>Size</th></tr>\n'
                '<tr><td><a href="../">../</a></td><td></td></tr>\n').encode()
         rows = []
+        top = real_root(root)
         for entry in entries:
             if entry.name.startswith('.'):
                 continue
             try:
+                if entry.is_symlink() and not inside(os.path.realpath(entry.path), top):
+                    continue    # never served, so not listed: not even its size
                 is_dir = entry.is_dir()
                 size = '' if is_dir else str(entry.stat().st_size)
             except OSError:

@@ -45,9 +45,11 @@ def boundary_of(content_type):
 class BodyStream:
     """A request Body seen as a socket: ``recv_into`` hands out its pieces."""
 
-    def __init__(self, body):
+    def __init__(self, body, limit=None):
         self._pieces = body.pieces()
         self._piece = memoryview(b'')
+        self._limit = limit
+        self._seen = 0
 
     def recv_into(self, buf):
         while not self._piece:
@@ -55,6 +57,9 @@ class BodyStream:
             if piece is None:
                 return 0
             self._piece = memoryview(piece)
+            self._seen += len(piece)
+            if self._limit is not None and self._seen > self._limit:
+                raise HTTPError(413, f'form larger than {self._limit} bytes', close=True)
         n = min(len(buf), len(self._piece))
         buf[:n] = self._piece[:n]
         self._piece = self._piece[n:]
@@ -79,12 +84,13 @@ class Part:
             self.filename = re.split(r'[\\/]', self.filename)[-1]
 
 
-def read_parts(body, boundary, on_part):
+def read_parts(body, boundary, on_part, limit=None):
     """Read every part of a multipart body; ``on_part(part)`` returns the sink for its content.
 
-    Raises HTTPError 400 when the body is not well-formed multipart.
+    Raises HTTPError 400 when the body is not well-formed multipart, and 413
+    once more than ``limit`` bytes of it arrived.
     """
-    stream = BodyStream(body)
+    stream = BodyStream(body, limit)
     reader = StreamReader(stream)
     delimiter = CRLF + b'--' + boundary
     try:

@@ -19,7 +19,7 @@ import pytest
 import requests
 from hypothesis import given, settings, strategies as st
 
-from fileserver import RawClient, Served, exchange, request_bytes
+from fileserver import HTTP_LISTENING, RawClient, Served, exchange, request_bytes, serve_args
 from minihttp.files import FileBody
 from minihttp.server import timeval
 
@@ -442,4 +442,24 @@ def test_listing_of_the_root_never_lists_outside(site):
     assert 'secret.txt' not in page
     assert site.secret.decode() not in page
     assert get(site, '/linkdir/').status_code == 404
+    # Symlinks that lead outside are not served, so not listed (not even their
+    # size); one that stays inside is.
+    for outside in ('link', 'linkdir', 'abslink'):
+        assert f'href="{outside}' not in page
+    assert 'href="inside"' in page
+
+
+def test_a_root_symlink_repointed_serves_the_new_target(tmp_path, minihttp):
+    for release in ('v1', 'v2'):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / 'version.txt').write_text(release)
+    (tmp_path / 'uploads').mkdir()
+    os.symlink('v1', tmp_path / 'current')
+    server = minihttp(*serve_args(tmp_path / 'current', tmp_path / 'uploads'),
+                      listening=HTTP_LISTENING)
+    url = f'http://127.0.0.1:{server.port}/version.txt'
+    assert requests.get(url, timeout=10).text == 'v1'
+    os.symlink('v2', tmp_path / 'next')
+    os.replace(tmp_path / 'next', tmp_path / 'current')   # an atomic deploy
+    assert requests.get(url, timeout=10).text == 'v2'
 

@@ -362,6 +362,19 @@ def test_multipart_stores_all_or_nothing(store, parts, close):
     assert snapshot(store.directory) == before
 
 
+def test_multipart_naming_a_directory_stores_nothing(store):
+    os.mkdir(os.path.join(store.directory, 'adir'))
+    before = snapshot(store.directory)
+    boundary = 'xyzzy'
+    reply = exchange(store.port, 'POST', '/uploads/',
+                     [f'Content-Type: multipart/form-data; boundary={boundary}'],
+                     multipart_body(boundary, [('a', 'first.txt', b'one'),
+                                               ('b', 'adir', b'two')]))
+    assert reply.status == 409
+    assert snapshot(store.directory) == before    # not even first.txt
+    os.rmdir(os.path.join(store.directory, 'adir'))
+
+
 # -- limits -----------------------------------------------------------------------------
 
 @pytest.fixture
@@ -407,6 +420,21 @@ def test_chunked_body_passing_the_limit_is_refused(small_store, path):
         reply = client.reply('PUT')
         assert reply.status == 413
         assert reply.headers['connection'] == 'close'
+        assert client.at_eof()
+    assert snapshot(small_store.directory) == before
+
+
+def test_chunked_form_whose_files_each_fit_but_not_together_is_refused(small_store):
+    before = snapshot(small_store.directory)
+    boundary = 'limit'
+    parts = [('f', f'part-{n}.bin', b'a' * 400) for n in range(3)]   # 3 x 400 > 1000
+    body = chunked(multipart_body(boundary, parts))
+    with RawClient(small_store.port) as client:
+        client.send(request_bytes('POST', '/uploads/', [
+            'Transfer-Encoding: chunked',
+            f'Content-Type: multipart/form-data; boundary={boundary}'], body))
+        reply = client.reply('POST')
+        assert reply.status == 413
         assert client.at_eof()
     assert snapshot(small_store.directory) == before
 

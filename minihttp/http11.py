@@ -588,24 +588,26 @@ def open_body(request, reader, send_continue=None):
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
-class DateCache:
-    """The Date field, formatted at most once a second (RFC 9110 section 6.6.1),
-    with the constant Server field."""
+class PerSecond:
+    """A text that depends only on the current second, made at most once a second."""
 
-    def __init__(self):
+    def __init__(self, make):
+        self._make = make
         self._second = None
-        self._value = ''
+        self._text = ''
 
     def __call__(self, now):
-        """The Date and Server field lines, ready to join into a head."""
         second = int(now)
         if second != self._second:
             self._second = second
-            self._value = f'Date: {formatdate(second, usegmt=True)}\r\nServer: {SERVER}\r\n'
-        return self._value
+            self._text = self._make(second)
+        return self._text
 
 
-http_date = DateCache()
+# The Date field (RFC 9110 section 6.6.1) and the constant Server field,
+# ready to join into a response head.
+http_date = PerSecond(
+    lambda second: f'Date: {formatdate(second, usegmt=True)}\r\nServer: {SERVER}\r\n')
 
 
 class Response:

@@ -11,28 +11,13 @@ import time
 import traceback
 
 from .framing import StreamReader, write_all
-from .http11 import (HTTPError, error_response, open_body, read_request,
+from .http11 import (HTTPError, PerSecond, error_response, open_body, read_request,
                      write_response)
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LINGER_TIMEOUT, MAX_DRAIN,
                      MAX_LINGER, READ_BUFFER_SIZE)
 from .report import say
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
-
-
-class LogClock:
-    """Common Log Format timestamps, formatted at most once a second."""
-
-    def __init__(self):
-        self._second = None
-        self._text = ''
-
-    def __call__(self, now):
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._text = time.strftime('%d/%b/%Y:%H:%M:%S +0000', time.gmtime(second))
-        return self._text
 
 
 def timeval(seconds):
@@ -77,7 +62,9 @@ class HTTPServer:
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
-        self._clock = LogClock()
+        # Common Log Format timestamps.
+        self._clock = PerSecond(
+            lambda second: time.strftime('%d/%b/%Y:%H:%M:%S +0000', time.gmtime(second)))
 
     def __call__(self, conn):
         sock = conn.sock

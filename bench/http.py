@@ -40,7 +40,7 @@ from pathlib import Path
 
 from minihttp.http11 import Response
 from minihttp.limits import DOCUMENT_ROOT, LISTEN_BACKLOG, READ_BUFFER_SIZE
-from minihttp.listener import Listener, run_until_signalled
+from minihttp.listener import Listener, run_until_signalled, run_workers
 from minihttp.server import HTTPServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,14 +145,17 @@ def run_stdlib(handler):
         server.serve_forever()
 
 
-def serve_minihttp_fixed(body_path, content_type):
+def serve_minihttp_fixed(body_path, content_type, workers='1'):
     """minihttp's HTTP server (head parsing, framing, keep-alive) with one body from memory."""
     body, content_type = fixed_body(body_path, content_type)
     answer = Response(200, [('Content-Type', content_type)], body)
     listener = Listener('127.0.0.1', 0, HTTPServer(lambda request: answer, access_log=False),
                         name='http')
     print(f'minihttp server listening on http://127.0.0.1:{listener.address[1]}/', flush=True)
-    run_until_signalled([listener])
+    if int(workers) > 1:
+        run_workers(listener, [], int(workers))
+    else:
+        run_until_signalled([listener])
 
 
 def fetch(port, path='/'):
@@ -241,14 +244,28 @@ def load_tool():
     return own_load, 'bench.http load workers'
 
 
+def proc_stat(pid):
+    with open(f'/proc/{pid}/stat') as stat:
+        return stat.read().rsplit(')', 1)[1].split()
+
+
 def cpu_seconds(pid):
-    """User and system CPU time a process has used (Linux /proc), or None elsewhere."""
+    """User and system CPU time a process and its children (workers) have used
+    (Linux /proc), or None elsewhere."""
     try:
-        with open(f'/proc/{pid}/stat') as stat:
-            fields = stat.read().rsplit(')', 1)[1].split()
+        fields = proc_stat(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    ticks = int(fields[11]) + int(fields[12])
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                child_fields = proc_stat(entry)
+            except OSError:
+                continue
+            if int(child_fields[1]) == pid:
+                ticks += int(child_fields[11]) + int(child_fields[12])
+    return ticks / os.sysconf('SC_CLK_TCK')
 
 
 def load_round(server, duration, connections):
@@ -312,6 +329,12 @@ def requests_per_second(duration, connections, rounds):
     compare('HTTP/1.1 core, one body from memory (the issue 3 comparison)',
             lambda: child('ThreadingHTTPServer', '--stdlib-fixed', page, HTML),
             lambda: child('minihttp HTTPServer', '--minihttp-fixed', page, HTML),
+            duration, connections, rounds, TARGET_RATIO)
+    workers = os.cpu_count()
+    compare(f'the same, minihttp with --workers {workers} (one process per CPU)',
+            lambda: child('ThreadingHTTPServer', '--stdlib-fixed', page, HTML),
+            lambda: child(f'minihttp {workers} workers', '--minihttp-fixed', page, HTML,
+                          workers),
             duration, connections, rounds, TARGET_RATIO)
     print('  (GET / as a file, minihttp serve against SimpleHTTPRequestHandler: '
           'python -m bench files)')
@@ -416,7 +439,7 @@ def main(argv=None):
     # Internal: the child processes this benchmark starts.
     roles = parser.add_mutually_exclusive_group()
     roles.add_argument('--stdlib-fixed', nargs=2, help=argparse.SUPPRESS)
-    roles.add_argument('--minihttp-fixed', nargs=2, help=argparse.SUPPRESS)
+    roles.add_argument('--minihttp-fixed', nargs='+', help=argparse.SUPPRESS)
     roles.add_argument('--stdlib-files', help=argparse.SUPPRESS)
     roles.add_argument('--load-worker', nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

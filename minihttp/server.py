@@ -109,7 +109,7 @@ class HTTPServer:
             response = error_response(error)
         except TimeoutError:
             response = error_response(HTTPError(408, 'request body stalled', close=True))
-        except OSError:
+        except ConnectionError:
             raise      # the connection failed: nobody to answer
         except Exception:
             # A bug of ours: the client gets a 500, the log gets the traceback.

@@ -629,3 +629,19 @@ def test_workers_share_the_port_and_all_stop_on_sigterm(serve):
     assert server.proc.wait(WAIT) == 0
     # The parent reaped its workers before it exited: none is left running.
     assert not [pid for pid in workers if os.path.exists(f'/proc/{pid}')]
+
+
+def test_an_error_of_ours_gets_500_and_the_server_goes_on(serve, tmp_path):
+    root = tmp_path / 'root'
+    root.mkdir()
+    (root / 'a.txt').write_text('a')
+    server = serve('--root', root, '--uploads', tmp_path / 'uploads')
+    root.rename(tmp_path / 'gone')            # the document root vanishes under the server
+    with Client(server.port) as client:
+        reply = client.exchange(get('/a.txt'))
+        assert reply.status == 500
+        client.assert_closed_after(reply)
+    assert 'Traceback' in server.output('stderr')   # the cause is logged for the operator
+    (tmp_path / 'gone').rename(root)
+    with Client(server.port) as client:
+        assert client.exchange(get('/a.txt')).status == 200

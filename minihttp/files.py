@@ -16,6 +16,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
 from .http11 import HTTPError, Response
+from .limits import SMALL_FILE, SMALL_FILES_BUDGET
 
 LISTING_BATCH = 64   # directory entries per chunk of a listing
 
@@ -97,17 +98,13 @@ def url_segments(url_path):
 _REAL_ROOTS = {}
 
 
-def real_root(root):
-    """The root with every symlink resolved, recomputed only when it changes.
-
-    One stat per request notices a root symlink re-pointed to a new release
-    (the directory it reaches has another inode); realpath runs only then.
-    """
-    identity = os.stat(root).st_ino
+def real_root(root, refresh=False):
+    """The root with every symlink resolved: computed once, and again on request
+    (when a file seems to lie outside it, the root may have been re-pointed)."""
     known = _REAL_ROOTS.get(root)
-    if known is None or known[0] != identity:
-        known = _REAL_ROOTS[root] = (identity, os.path.realpath(root))
-    return known[1]
+    if known is None or refresh:
+        known = _REAL_ROOTS[root] = os.path.realpath(root)
+    return known
 
 
 def where(fd, path):
@@ -127,8 +124,9 @@ def open_inside(root, parts):
     which a symlink swapped after the check could be followed).  O_NONBLOCK:
     a FIFO placed under the root cannot stall the thread in open().
     """
-    top = real_root(root)
-    path = os.path.join(top, *parts)
+    # Through the root as given, so that a root symlink re-pointed to a new
+    # release (a common deploy) is followed at once.
+    path = os.path.join(root, *parts)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -137,7 +135,8 @@ def open_inside(root, parts):
         if exc.errno == errno.ELOOP:
             return None
         raise HTTPError(403, 'not readable') from None
-    if not inside(where(fd, path), top):
+    real = where(fd, path)
+    if not inside(real, real_root(root)) and not inside(real, real_root(root, refresh=True)):
         os.close(fd)
         return None
     return fd, os.fstat(fd)
@@ -269,16 +268,73 @@ def last_modified(mtime):
     return formatdate(mtime, usegmt=True)
 
 
+class SmallFiles:
+    """Small files kept in memory after their first read, checked by one stat per use.
+
+    A small file costs more in system calls than in bytes: open, the kernel's
+    word on where it is, fstat, sendfile and close, each of which lets other
+    threads take the interpreter.  A file of at most SMALL_FILE bytes is read
+    once (after the same safety checks as any other) and then served from
+    memory while a stat of its path shows the same file unchanged (device,
+    inode, size, mtime and ctime, which no one can set back by hand).
+    Anything else, or anything larger, goes by sendfile.
+    """
+
+    def __init__(self, budget=SMALL_FILES_BUDGET):
+        self.budget = budget
+        self._entries = {}      # path -> (identity, bytes)
+        self._size = 0
+
+    @staticmethod
+    def identity(st):
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    def get(self, path):
+        """(stat, bytes) of an unchanged cached file, or None."""
+        entry = self._entries.get(path)
+        if entry is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is None or self.identity(st) != entry[0]:
+            self._entries.pop(path, None)
+            return None
+        return st, entry[1]
+
+    def put(self, path, st, data):
+        if self._size + len(data) > self.budget:
+            self._entries.clear()          # crude, and rare: start again
+            self._size = 0
+        self._entries[path] = (self.identity(st), data)
+        self._size += len(data)
+
+
+small_files = SmallFiles()
+
+
 def serve_path(request, root, url_path):
     """The file at ``url_path`` under ``root``: a file, a directory (its index.html
     or a listing), or 404."""
     parts = url_segments(url_path)
-    opened = None if parts is None else open_inside(root, parts)
+    if parts is None:
+        raise HTTPError(404, f'no file at {request.path[:80]}')
+    path = os.path.join(root, *parts)
+    if request.path.endswith('/'):
+        hit = small_files.get(os.path.join(path, 'index.html'))
+        name = 'index.html'
+    else:
+        hit = small_files.get(path)
+        name = parts[-1] if parts else ''
+    if hit is not None:
+        return cached_file(request, *hit, name)
+    opened = open_inside(root, parts)
     if opened is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
     fd, st = opened
     if stat.S_ISREG(st.st_mode):
-        return serve_file(request, fd, st, parts[-1] if parts else '')
+        return serve_file(request, fd, st, path)
     os.close(fd)
     if not stat.S_ISDIR(st.st_mode):
         raise HTTPError(404, f'not a regular file: {request.path[:80]}')
@@ -293,15 +349,28 @@ def serve_path(request, root, url_path):
     if index is not None:
         fd, st = index
         if stat.S_ISREG(st.st_mode):
-            return serve_file(request, fd, st, 'index.html')
+            return serve_file(request, fd, st, os.path.join(path, 'index.html'))
         os.close(fd)
     return listing(request, root, os.path.join(real_root(root), *parts))
 
 
-def serve_file(request, fd, st, name):
+def extension(name):
+    return os.path.splitext(name)[1].lower()
+
+
+def serve_file(request, fd, st, path):
     """A regular file already open as ``fd``: 200, 206, 304, 412 or 416."""
+    if st.st_size <= SMALL_FILE:
+        try:
+            data = os.pread(fd, st.st_size, 0)
+        finally:
+            os.close(fd)
+        if len(data) != st.st_size:
+            raise HTTPError(503, 'the file changed while it was read; try again')
+        small_files.put(path, st, data)
+        return cached_file(request, st, data, path)
     try:
-        response = file_response(request, st, os.path.splitext(name)[1].lower())
+        response = file_response(request, st, extension(path))
     except BaseException:
         os.close(fd)
         raise
@@ -311,6 +380,17 @@ def serve_file(request, fd, st, name):
     else:
         first, length = response.body
         response.body = FileBody(fd, first, length)
+    return response
+
+
+def cached_file(request, st, data, name):
+    """The response for a small file held in memory."""
+    response = file_response(request, st, extension(name))
+    if response.body is None:
+        response.body = b''
+    else:
+        first, length = response.body
+        response.body = data if length == len(data) else data[first:first + length]
     return response
 
 

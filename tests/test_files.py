@@ -463,3 +463,32 @@ def test_a_root_symlink_repointed_serves_the_new_target(tmp_path, minihttp):
     os.replace(tmp_path / 'next', tmp_path / 'current')   # an atomic deploy
     assert requests.get(url, timeout=10).text == 'v2'
 
+
+
+def test_a_small_file_served_from_memory_follows_every_change(tmp_path, minihttp):
+    root = tmp_path / 'root'
+    root.mkdir()
+    path = root / 'page.txt'
+    path.write_bytes(b'first version')
+    server = minihttp(*serve_args(root, tmp_path / 'uploads'), listening=HTTP_LISTENING)
+    url = f'http://127.0.0.1:{server.port}/page.txt'
+
+    def fetch():
+        return requests.get(url, timeout=10)
+
+    assert fetch().content == b'first version'
+    assert fetch().content == b'first version'          # now from memory
+    before = path.stat()
+    with open(path, 'r+b') as f:                         # same size, same mtime: in place
+        f.write(b'FIRST')
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert fetch().content == b'FIRST version'           # ctime moved: seen
+    (root / 'new.txt').write_bytes(b'replaced')
+    os.replace(root / 'new.txt', path)                   # another inode under the name
+    assert fetch().content == b'replaced'
+    big = os.urandom(200_000)                            # grown past SMALL_FILE: sendfile
+    path.write_bytes(big)
+    assert fetch().content == big
+    path.unlink()
+    assert fetch().status_code == 404

@@ -11,7 +11,7 @@ import time
 import traceback
 
 from .framing import StreamReader, write_all
-from .http11 import (HTTPError, PerSecond, error_response, open_body, read_request,
+from .http11 import (HTTPError, PerSecond, bounded, error_response, open_body, read_request,
                      write_response)
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LINGER_TIMEOUT, MAX_DRAIN,
                      MAX_LINGER, READ_BUFFER_SIZE)
@@ -201,15 +201,8 @@ class HTTPServer:
     @staticmethod
     def drain(body):
         """Read and discard what the handler left of the body, within MAX_DRAIN."""
-        drained = 0
-
-        def discard(piece):
-            nonlocal drained
-            drained += len(piece)
-            if drained > MAX_DRAIN:
-                raise HTTPError(413, 'too much left to drain', close=True)
         try:
-            body.read_to(discard)
+            body.read_to(bounded(lambda piece: None, MAX_DRAIN))
         except (HTTPError, OSError):
             return False
         return True

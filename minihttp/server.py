@@ -37,13 +37,21 @@ class TimedSocket:
 
     def __init__(self, sock):
         self.sock = sock
-        self.timeout = None      # what the current phase wants
+        self.timeout = None      # what the current phase wants for each recv
+        self.deadline = None     # or a time.monotonic() by which the phase must end
         self._applied = None     # what the kernel has
 
     def recv_into(self, buffer):
-        if self.timeout != self._applied:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(self.timeout))
-            self._applied = self.timeout
+        timeout = self.timeout
+        if self.deadline is not None:
+            # A whole-phase deadline (the head): a client dripping a byte now
+            # and then cannot hold the connection longer than it allows.
+            timeout = self.deadline - time.monotonic()
+            if timeout <= 0:
+                raise TimeoutError('the deadline passed')
+        if timeout != self._applied:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
+            self._applied = timeout
         try:
             return self.sock.recv_into(buffer)
         except BlockingIOError:   # EAGAIN: SO_RCVTIMEO expired
@@ -94,12 +102,15 @@ class HTTPServer:
         sock = conn.sock
         now = time.time()
         request = body = None
-        timed.timeout = self.head_timeout
+        # The head must be complete within head_timeout of its first byte.
+        timed.deadline = time.monotonic() + self.head_timeout
         try:
             try:
                 request = read_request(reader)
             except TimeoutError:
                 raise HTTPError(408, 'request head not received in time', close=True) from None
+            finally:
+                timed.deadline = None
             if request is None:
                 return False
             timed.timeout = self.body_timeout

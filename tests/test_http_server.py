@@ -14,6 +14,7 @@ import email.utils
 import http.client
 import os
 import re
+import select
 import signal
 import socket
 import threading
@@ -311,6 +312,30 @@ def test_a_stalled_head_gets_408_and_the_connection_closes(serve):
         reply = client.exchange(b'GET / HTTP/1.1\r\nHost: test\r\n')   # the blank line never comes
         assert reply.status == 408
         client.assert_closed_after(reply)
+
+
+def test_a_head_dripping_in_slower_than_its_deadline_gets_408(serve):
+    # Every gap is shorter than the head timeout, the whole head is not: the
+    # deadline is for the head, not for each byte.
+    server = serve('--head-timeout', '1')
+    with Client(server.port) as client:
+        started = time.monotonic()
+        client.send(b'GET / HTTP/1.1\r\n')
+        for n in range(100):
+            try:
+                client.send(b'X-Drip-%d: y\r\n' % n)
+            except OSError:
+                break                          # the server gave up and closed
+            if wait_readable(client, 0.3):     # the 408, once it comes
+                break
+        reply = client.reply()
+        assert reply.status == 408
+        assert time.monotonic() - started < 5  # not 100 x 0.3 s
+        client.assert_closed_after(reply)
+
+
+def wait_readable(client, seconds):
+    return bool(select.select([client.sock], [], [], seconds)[0])
 
 
 def test_an_idle_keep_alive_connection_is_closed(serve):

@@ -123,8 +123,8 @@ def add_serve_options(parser):
                         metavar='SECONDS', help='close a connection idle this long '
                                                 '(default: %(default)s)')
     limits.add_argument('--head-timeout', type=float, default=HEAD_TIMEOUT, metavar='SECONDS',
-                        help='408 for a request head not complete this long after its first byte '
-                             '(default: %(default)s)')
+                        help='408 for a request head not complete this long after its '
+                             'first byte (default: %(default)s)')
     limits.add_argument('--body-timeout', type=float, default=BODY_TIMEOUT, metavar='SECONDS',
                         help='drop a connection whose body stalls this long '
                              '(default: %(default)s)')

@@ -10,13 +10,16 @@ import html
 import mimetypes
 import os
 import re
+import secrets
 import select
 import stat
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
-from .http11 import HTTPError, Response
-from .limits import SMALL_FILE, SMALL_FILES_BUDGET
+from .http11 import MSG_MORE, HTTPError, Response
+from .limits import MAX_RANGES, SMALL_FILE, SMALL_FILES_BUDGET
+
+CRLF = '\r\n'
 
 LISTING_BATCH = 64   # directory entries per chunk of a listing
 
@@ -37,20 +40,7 @@ class FileBody:
 
     def sendfile(self, sock):
         try:
-            offset, left = self.offset, self.length
-            out, fd = sock.fileno(), self.fd
-            while left:
-                try:
-                    sent = os.sendfile(out, fd, offset, left)
-                except BlockingIOError:
-                    wait_writable(sock)
-                    continue
-                if not sent:
-                    # The file shrank under us: the client cannot find the end.
-                    raise ConnectionAbortedError(
-                        f'file ended after {self.length - left} of {self.length} bytes')
-                offset += sent
-                left -= sent
+            send_range(sock, self.fd, self.offset, self.length)
             return self.length
         finally:
             self.close()
@@ -59,6 +49,42 @@ class FileBody:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class MultiRangeBody(FileBody):
+    """Several ranges of one file as multipart/byteranges (RFC 9110 section 14.6):
+    each part's head written, its bytes sent with sendfile."""
+
+    def __init__(self, fd, parts, closing, length):
+        super().__init__(fd, 0, length)
+        self.parts = parts          # [(part head, offset, length)]
+        self.closing = closing
+
+    def sendfile(self, sock):
+        try:
+            for head, offset, length in self.parts:
+                sock.sendall(head, MSG_MORE)
+                send_range(sock, self.fd, offset, length)
+            sock.sendall(self.closing)
+            return self.length
+        finally:
+            self.close()
+
+
+def send_range(sock, fd, offset, length):
+    """``length`` bytes of ``fd`` from ``offset``, page cache to socket."""
+    out, end = sock.fileno(), offset + length
+    while offset < end:
+        try:
+            sent = os.sendfile(out, fd, offset, end - offset)
+        except BlockingIOError:
+            wait_writable(sock)
+            continue
+        if not sent:
+            # The file shrank under us: the client cannot find the end.
+            raise ConnectionAbortedError(
+                f'file ended after {length - (end - offset)} of {length} bytes')
+        offset += sent
 
 
 def wait_writable(sock):
@@ -374,30 +400,47 @@ def serve_file(request, fd, st, path):
     except BaseException:
         os.close(fd)
         raise
-    if response.body is None:           # 304: no body, nothing to send
+    plan = response.body
+    if plan is None:                    # 304: no body, nothing to send
         os.close(fd)
         response.body = b''
-    else:
-        first, length = response.body
+    elif plan.closing is None:
+        (_, first, length), = plan.parts
         response.body = FileBody(fd, first, length)
+    else:
+        response.body = MultiRangeBody(fd, plan.parts, plan.closing, response.length)
     return response
 
 
 def cached_file(request, st, data, name):
     """The response for a small file held in memory."""
     response = file_response(request, st, extension(name))
-    if response.body is None:
+    plan = response.body
+    if plan is None:
         response.body = b''
+    elif plan.closing is None and response.length == len(data):
+        response.body = data
     else:
-        first, length = response.body
-        response.body = data if length == len(data) else data[first:first + length]
+        pieces = [piece for head, first, length in plan.parts
+                  for piece in (head, data[first:first + length])]
+        response.body = b''.join([*pieces, plan.closing or b''])
     return response
 
 
+class Plan:
+    """What of a file a response carries: [(part head, offset, length)], and the
+    closing delimiter of multipart/byteranges (None for a single range)."""
+
+    def __init__(self, parts, closing=None):
+        self.parts = parts
+        self.closing = closing
+
+
 def file_response(request, st, extension):
-    """The response for a file, with (offset, length) as a placeholder body."""
+    """The response for a file, with a Plan of its bytes as a placeholder body."""
+    kind = content_type(extension)
     etag = etag_of(st)
-    headers = [('Content-Type', content_type(extension)),
+    headers = [('Content-Type', kind),
                ('Last-Modified', last_modified(int(st.st_mtime))),
                ('ETag', etag), ('Accept-Ranges', 'bytes')]
     status = precondition(request, st, etag)
@@ -406,21 +449,43 @@ def file_response(request, st, extension):
     if status == 412:
         raise HTTPError(412, 'precondition failed', headers=headers[2:3])
     size = st.st_size
-    first, length = 0, size
-    status = 200
     range_header = request.get('range')
+    ranges = None
     if range_header is not None and request.method == 'GET' and range_applies(request, etag, st):
         ranges = parse_range(range_header, size)
         if ranges == []:
             raise HTTPError(416, f'no satisfiable range in {range_header[:60]!r} for '
                                  f'{size} bytes', headers=[('Content-Range', f'bytes */{size}')])
-        if ranges is not None and len(ranges) == 1:
-            # Several ranges get the whole file, 200, as section 14.2 allows.
-            (first, last), = ranges
-            length = last - first + 1
-            status = 206
-            headers.append(('Content-Range', f'bytes {first}-{last}/{size}'))
-    return Response(status, headers, (first, length), length=length)
+    if ranges is None or not worth_parts(ranges):
+        return Response(200, headers, Plan([(b'', 0, size)]), length=size)
+    if len(ranges) == 1:
+        (first, last), = ranges
+        headers.append(('Content-Range', f'bytes {first}-{last}/{size}'))
+        return Response(206, headers, Plan([(b'', first, last - first + 1)]),
+                        length=last - first + 1)
+    # Several ranges: multipart/byteranges, the parts in the order asked for.
+    boundary = secrets.token_hex(16)
+    parts = [((f'{"" if n == 0 else CRLF}--{boundary}{CRLF}Content-Type: {kind}{CRLF}'
+               f'Content-Range: bytes {first}-{last}/{size}{CRLF}{CRLF}').encode(),
+              first, last - first + 1)
+             for n, (first, last) in enumerate(ranges)]
+    closing = f'{CRLF}--{boundary}--{CRLF}'.encode()
+    length = sum(len(head) + part for head, _, part in parts) + len(closing)
+    headers[0] = ('Content-Type', f'multipart/byteranges; boundary={boundary}')
+    return Response(206, headers, Plan(parts, closing), length=length)
+
+
+def worth_parts(ranges):
+    """Serve these ranges as asked, or (False) ignore them and send the whole file.
+
+    RFC 9110 section 14.2 lets a server ignore a Range field, and section 15.3.7.2
+    warns of many small or overlapping ranges as a denial of service: more than
+    MAX_RANGES, or any two that overlap, get the whole file instead.
+    """
+    if len(ranges) > MAX_RANGES:
+        return False
+    ordered = sorted(ranges)
+    return all(ordered[i][1] < ordered[i + 1][0] for i in range(len(ordered) - 1))
 
 
 def listing(request, root, path):

@@ -85,6 +85,9 @@ BODY_TIMEOUT = 30.0
 SMALL_FILE = 64 * KiB
 # Memory all such files may take together, per process.
 SMALL_FILES_BUDGET = 32 * MiB
+# Most ranges one request may ask for before it gets the whole file instead
+# (many tiny ranges cost far more to send than the bytes they carry).
+MAX_RANGES = 16
 # Default --max-upload: the largest body one upload may store (413 beyond),
 # so that one client cannot fill the disk in one request.
 MAX_UPLOAD = 1 * GiB

@@ -12,7 +12,9 @@ import os
 import random
 import re
 import secrets
+import shutil
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -309,10 +311,64 @@ def test_range_matches_python_slicing(site, keepalive, case):
     assert response.getheader('Accept-Ranges') == 'bytes'
 
 
+def byteranges(response):
+    """The parts of a multipart/byteranges body: [(Content-Range, Content-Type, bytes)]."""
+    kind, _, boundary = response.headers['Content-Type'].partition('; boundary=')
+    assert kind == 'multipart/byteranges' and boundary
+    body = response.content
+    # RFC 2046 section 5.1.1: the first delimiter needs no CRLF before it; the
+    # last one ends with '--'.
+    assert body.startswith(f'--{boundary}\r\n'.encode())
+    assert body.endswith(f'\r\n--{boundary}--\r\n'.encode())
+    inner = body[len(boundary) + 4:-(len(boundary) + 8)]
+    parts = []
+    for raw in inner.split(f'\r\n--{boundary}\r\n'.encode()):
+        head, _, data = raw.partition(b'\r\n\r\n')
+        fields = dict(line.split(': ', 1) for line in head.decode().split('\r\n'))
+        parts.append((fields['Content-Range'], fields['Content-Type'], data))
+    return parts
+
+
+@settings(max_examples=100)
+@given(size=st.sampled_from([40, 300_000]),          # from memory, and by sendfile
+       cuts=st.lists(st.integers(0, 299_999), min_size=4, max_size=12, unique=True))
+def test_several_ranges_come_as_multipart_byteranges(site, keepalive, size, cuts):
+    data = content_of(site, size)
+    points = sorted({c % size for c in cuts})          # distinct: the ranges cannot overlap
+    pairs = [(a, b) for a, b in zip(points[::2], points[1::2]) if a < b]
+    if len(pairs) < 2:
+        return
+    pairs = pairs[1:] + pairs[:1]                    # not in file order: kept as asked
+    keepalive.request('GET', f'/ranges/{size}.bin',
+                      headers={'Range': 'bytes=' + ','.join(f'{a}-{b}' for a, b in pairs)})
+    response = keepalive.getresponse()
+    body = response.read()
+    assert response.status == 206
+    assert int(response.getheader('Content-Length')) == len(body)
+    fake = requests.models.Response()
+    fake.headers['Content-Type'], fake._content = response.getheader('Content-Type'), body
+    assert byteranges(fake) == [(f'bytes {a}-{b}/{size}', 'application/octet-stream',
+                                 data[a:b + 1]) for a, b in pairs]
+
+
+def test_curl_asks_for_two_ranges(site, tmp_path):
+    if shutil.which('curl') is None:
+        pytest.skip('curl is not installed')
+    out = tmp_path / 'parts'
+    done = subprocess.run(['curl', '-s', '-D', '-', '-o', out, '-r', '0-1,5-6',
+                           site.url('/hello.txt')], capture_output=True, timeout=30)
+    assert b' 206 ' in done.stdout.split(b'\r\n', 1)[0]
+    boundary = re.search(rb'boundary=(\w+)', done.stdout)[1].decode()
+    fake = requests.models.Response()
+    fake.headers['Content-Type'] = f'multipart/byteranges; boundary={boundary}'
+    fake._content = out.read_bytes()
+    assert [part[2] for part in byteranges(fake)] == [HELLO[0:2], HELLO[5:7]]
+
+
 @pytest.mark.parametrize('spec', [
-    'bytes=0-1,5-6',            # several ranges: the whole file, 200 (see the README)
-    'bytes=0-5,3-8',
-    'bytes=-2,0-1',
+    'bytes=0-5,3-8',            # overlapping ranges: the whole file, 200 (see the README)
+    'bytes=0-1,1-2',
+    ','.join(['bytes=0-0'] + [f'{n}-{n}' for n in range(2, 40, 2)]),   # over MAX_RANGES
     'bytes=8-2',                # last before first: invalid, so ignored
     'bytes=x-y',
     'items=0-5',                # a unit we do not know

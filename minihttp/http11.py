@@ -728,7 +728,3 @@ def error_response(error):
         'utf-8', 'replace')
     return Response(error.status, [('Content-Type', 'text/plain; charset=utf-8'),
                                    *error.headers], text, close=error.close)
-
-
-def reason_phrase(status):
-    return _REASONS.get(status, '')

@@ -21,7 +21,7 @@ from http import HTTPStatus
 from .framing import IncompleteRead, LimitExceeded, write_all
 from .limits import (BODY_PIECE, MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS,
                      MAX_CONTENT_LENGTH_DIGITS, MAX_EMPTY_LINES, MAX_FIELDS, MAX_HEAD,
-                     MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS)
+                     MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS, STREAM_BUFFER_SIZE)
 
 CRLF = b'\r\n'
 HEAD_END = b'\r\n\r\n'
@@ -463,6 +463,8 @@ class ContentLengthBody(Body):
     def read_to(self, sink):
         self.start()
         remaining = self.length - self.received
+        if remaining >= STREAM_BUFFER_SIZE:
+            self.reader.reserve(STREAM_BUFFER_SIZE)
         try:
             self.reader.read_exact_to(remaining, self._count(sink))
         except IncompleteRead as exc:
@@ -533,6 +535,7 @@ class ChunkedBody(Body):
 
     def read_to(self, sink):
         self.start()
+        self.reader.reserve(STREAM_BUFFER_SIZE)
         read_exact_to = self.reader.read_exact_to
         while not self.done:
             size = self._next_size()

@@ -12,6 +12,10 @@ GiB = 1024 * MiB
 # Size of the reused receive buffer of every StreamReader: one recv_into per
 # fill, so it bounds both the syscall count and the memory of a connection.
 READ_BUFFER_SIZE = 64 * KiB
+# The buffer of a connection that streams a large body (an upload) grows to
+# this once: a quarter of the receives, and chunks of 64 KiB seldom straddle
+# two fills.  Bounds the memory of such a connection.
+STREAM_BUFFER_SIZE = 256 * KiB
 
 # --- the block transport (Listing 5-2) --------------------------------------
 # Default port of the block server, as in the book.

@@ -302,3 +302,18 @@ def test_write_all_single_piece_uses_sendall():
     sock = FakeSocket(max_send=1)
     write_all(sock, b'', b'only')
     assert (bytes(sock.sent), sock.sendmsg_calls) == (b'only', 0)
+
+
+@given(data=st.binary(min_size=1, max_size=3000), consumed=st.integers(0, 3000),
+       pieces=st.lists(st.integers(0, 3000), max_size=8))
+def test_reserve_grows_the_buffer_and_keeps_what_was_buffered(data, consumed, pieces):
+    consumed = min(consumed, len(data) - 1)
+    reader = StreamReader(FakeSocket(data, pieces), buffer_size=64)
+    head = reader.read_exact(consumed)
+    reader.reserve(4096)
+    reader.reserve(100)                    # never shrinks
+    got = bytearray()
+    assert reader.read_exact_to(len(data) - consumed, got.extend) == len(data) - consumed
+    assert head + bytes(got) == data
+    assert reader.at_eof()
+    assert len(reader._buf) == 4096

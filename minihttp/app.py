@@ -155,9 +155,7 @@ class App:
         """Store every file part of a multipart/form-data body, all or nothing."""
         boundary = multipart.boundary_of(request.get('content-type', ''))
         body = request.body
-        if body.length is not None and body.length > self.store.max_upload:
-            raise HTTPError(413, f'form of {body.length} bytes is larger than '
-                                 f'{self.store.max_upload}', close=True)
+        self.store.refuse_oversize(body)
         incoming, fields = [], []
 
         def on_part(part):

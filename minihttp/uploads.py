@@ -111,13 +111,17 @@ class UploadStore:
         except OSError as exc:
             raise storage_error(exc) from None
 
+    def refuse_oversize(self, body):
+        """413 for a body announced larger than --max-upload, before a byte is
+        read (and so before 100 Continue is sent)."""
+        if body.length is not None and body.length > self.max_upload:
+            raise HTTPError(413, f'upload of {body.length} bytes is larger than '
+                                 f'{self.max_upload}', close=True)
+
     def put(self, name, body):
         """Store a request body under ``name``; return (summary, replaced)."""
         path = self.path(name)
-        if body.length is not None and body.length > self.max_upload:
-            # Refused before a byte is read (and before 100 Continue is sent).
-            raise HTTPError(413, f'upload of {body.length} bytes is larger than '
-                                 f'{self.max_upload}', close=True)
+        self.refuse_oversize(body)
         incoming = self.incoming()
         try:
             body.read_to(incoming.write)

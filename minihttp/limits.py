@@ -95,6 +95,10 @@ MAX_RANGES = 16
 # Default --max-upload: the largest body one upload may store (413 beyond),
 # so that one client cannot fill the disk in one request.
 MAX_UPLOAD = 1 * GiB
+# A large upload is flushed to disk in the background after every this many
+# bytes, so that the fsync after its last byte waits for one step, not for
+# all of it (the kernel alone would start only at 10% of RAM in dirty pages).
+WRITEBACK_STEP = 64 * MiB
 # A multipart part's head (Content-Disposition and friends): bytes and lines.
 MAX_PART_HEAD = 16 * KiB
 MAX_PART_FIELDS = 32

@@ -13,8 +13,10 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 
 from .http11 import HTTPError
+from .limits import WRITEBACK_STEP
 
 TEMP_PREFIX = '.upload-'
 FILE_MODE = 0o644
@@ -45,6 +47,7 @@ class Incoming:
         self.hash = hashlib.sha256()
         self.size = 0
         self.limit = limit
+        self.writeback = Writeback(self.file, WRITEBACK_STEP)
 
     def write(self, piece):
         self.size += len(piece)
@@ -53,6 +56,7 @@ class Incoming:
         self.hash.update(piece)
         try:
             self.file.write(piece)
+            self.writeback.wrote(self.size)
         except OSError as exc:
             raise storage_error(exc) from None
 
@@ -60,6 +64,7 @@ class Incoming:
         """Flush to disk; the caller renames afterwards."""
         try:
             self.file.flush()
+            self.writeback.wait()
             os.fsync(self.file.fileno())
             self.file.close()
         except OSError as exc:
@@ -70,6 +75,10 @@ class Incoming:
         self.temp_path = None
 
     def discard(self):
+        try:
+            self.writeback.wait()
+        except OSError:
+            pass          # the upload is being thrown away anyway
         self.file.close()
         if self.temp_path is not None:
             try:
@@ -80,6 +89,53 @@ class Incoming:
 
     def summary(self, name):
         return {'name': name, 'bytes': self.size, 'sha256': self.hash.hexdigest()}
+
+
+class Writeback:
+    """Flushes a growing file to disk in the background, a step behind the writer.
+
+    Left to itself, the kernel starts writing an upload's pages out only when
+    dirty pages reach a share of memory, so the final fsync would wait for
+    the whole body to reach the disk after its last byte arrived.  Here an
+    fdatasync runs on a thread of its own after every WRITEBACK_STEP bytes
+    (it lets go of the interpreter while the disk works, and the receiving
+    goes on meanwhile), so the final fsync waits for about one step's worth
+    when the disk keeps up with the network.
+    An error it meets is kept and raised by ``wait``: Linux reports a failed
+    writeback to one fsync only, and that one may be ours in the background.
+    """
+
+    def __init__(self, file, step):
+        self.file = file
+        self.step = step
+        self.flushed = 0      # bytes written when the last flush started
+        self.thread = None
+        self.error = None
+
+    def wrote(self, size):
+        """The file now holds ``size`` bytes: start a flush if a step has passed
+        since the last one and it is done.  A flush that failed stops the upload."""
+        if self.error is not None:
+            raise self.error
+        if size - self.flushed < self.step or (self.thread and self.thread.is_alive()):
+            return
+        self.file.flush()     # the few bytes Python still buffers
+        self.flushed = size
+        self.thread = threading.Thread(target=self._sync, name='writeback', daemon=True)
+        self.thread.start()
+
+    def _sync(self):
+        try:
+            os.fdatasync(self.file.fileno())
+        except OSError as exc:
+            self.error = exc
+
+    def wait(self):
+        """Wait for the flush in progress; raise the error any flush met."""
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def storage_error(exc):

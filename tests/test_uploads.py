@@ -581,6 +581,74 @@ def test_full_disk_gives_507_and_leaves_nothing(in_process, monkeypatch, way, fa
     assert snapshot(in_process.directory) == before
 
 
+class Flushes:
+    """os.fdatasync stood in for: records the size of the file at each call,
+    and fails with ``error`` from the ``fail_at``-th call on."""
+
+    def __init__(self, error=None, fail_at=1):
+        self.sizes = []
+        self.error = error
+        self.fail_at = fail_at
+
+    def __call__(self, fd):
+        self.sizes.append(os.fstat(fd).st_size)
+        if self.error is not None and len(self.sizes) >= self.fail_at:
+            raise self.error
+
+
+def test_writeback_flushes_a_step_behind_the_writer(tmp_path, monkeypatch):
+    flushes = Flushes()
+    monkeypatch.setattr(uploads_module.os, 'fdatasync', flushes)
+    with open(tmp_path / 'growing', 'wb') as file:
+        writeback = uploads_module.Writeback(file, step=1000)
+        for size in range(300, 3001, 300):
+            file.write(b'x' * 300)
+            writeback.wrote(size)
+            writeback.wait()     # one flush at a time: let each finish here
+    # A flush started at the first size a step past the previous one, and it
+    # saw every byte written so far (Python's buffer was flushed first).
+    assert flushes.sizes == [1200, 2400]
+
+
+def test_writeback_error_is_raised_by_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr(uploads_module.os, 'fdatasync', Flushes(disk_full()))
+    with open(tmp_path / 'growing', 'wb') as file:
+        writeback = uploads_module.Writeback(file, step=10)
+        file.write(b'x' * 10)
+        writeback.wrote(10)
+        with pytest.raises(OSError) as caught:
+            writeback.wait()
+    assert caught.value.errno == errno.ENOSPC
+
+
+@pytest.mark.parametrize('framing', ['length', 'chunked'])
+def test_upload_flushed_in_steps_round_trips(in_process, monkeypatch, framing):
+    flushes = Flushes()
+    monkeypatch.setattr(uploads_module.os, 'fdatasync', flushes)
+    monkeypatch.setattr(uploads_module, 'WRITEBACK_STEP', 64 * 1024)
+    content = os.urandom(1 << 20)
+    body = content if framing == 'length' else chunked(*[content[i:i + 50_000]
+                                                        for i in range(0, len(content), 50_000)])
+    reply = exchange(in_process.port, 'PUT', '/uploads/stepped.bin',
+                     [] if framing == 'length' else ['Transfer-Encoding: chunked'], body)
+    assert reply.status == 201
+    assert json.loads(reply.body)['sha256'] == hashlib.sha256(content).hexdigest()
+    assert (in_process.directory / 'stepped.bin').read_bytes() == content
+    assert flushes.sizes and all(0 < size <= len(content) for size in flushes.sizes)
+
+
+def test_a_failed_background_flush_gives_507_and_leaves_nothing(in_process, monkeypatch):
+    # The disk fails during a flush in the background, mid-body: the final
+    # fsync might then report nothing (Linux reports a writeback error once),
+    # so the answer must come from the error kept by the background flush.
+    before = store_victim(in_process, 'victim.bin')
+    monkeypatch.setattr(uploads_module.os, 'fdatasync', Flushes(disk_full()))
+    monkeypatch.setattr(uploads_module, 'WRITEBACK_STEP', 64 * 1024)
+    reply = exchange(in_process.port, 'PUT', '/uploads/victim.bin', body=os.urandom(1 << 20))
+    assert reply.status == 507
+    assert snapshot(in_process.directory) == before
+
+
 def test_two_uploads_at_once_the_last_to_finish_wins(store):
     size = 200_000
     first, second = b'1' * size, b'2' * size

@@ -21,7 +21,7 @@ Writers need no buffering: ``write_all`` sends several pieces with one
 gather-write syscall and loops until the kernel has taken them all.
 """
 
-from .limits import READ_BUFFER_SIZE
+from .limits import LARGE_READ, READ_BUFFER_SIZE, STREAM_BUFFER_SIZE
 
 
 class FramingError(Exception):
@@ -143,6 +143,11 @@ class StreamReader:
         if self._end - start >= n:  # the common case: already buffered
             self._start = start + n
             return bytes(self._view[start:start + n])
+        if n >= LARGE_READ:
+            # Messages about as large as the buffer (64 KiB blocks, body pieces)
+            # would each take several receives and a compaction: grow it once,
+            # so that one receive holds several of them.
+            self.reserve(STREAM_BUFFER_SIZE)
         if n > len(self._buf):
             return self._read_large(n)
         while self._end - self._start < n:

@@ -12,10 +12,12 @@ GiB = 1024 * MiB
 # Size of the reused receive buffer of every StreamReader: one recv_into per
 # fill, so it bounds both the syscall count and the memory of a connection.
 READ_BUFFER_SIZE = 64 * KiB
-# The buffer of a connection that streams a large body (an upload) grows to
+# The buffer of a connection that streams a large body (an upload), or reads
+# exact messages of LARGE_READ bytes or more (blocks, body pieces), grows to
 # this once: a quarter of the receives, and chunks of 64 KiB seldom straddle
 # two fills.  Bounds the memory of such a connection.
 STREAM_BUFFER_SIZE = 256 * KiB
+LARGE_READ = READ_BUFFER_SIZE // 2
 
 # --- the block transport (Listing 5-2) --------------------------------------
 # Default port of the block server, as in the book.
@@ -96,8 +98,8 @@ MAX_RANGES = 16
 # so that one client cannot fill the disk in one request.
 MAX_UPLOAD = 1 * GiB
 # A large upload is flushed to disk in the background after every this many
-# bytes, so that the fsync after its last byte waits for one step, not for
-# all of it (the kernel alone would start only at 10% of RAM in dirty pages).
+# bytes, so that the fsync after its last byte waits for about one step, not
+# for all of it (by default the kernel starts writing at 10% of memory dirty).
 WRITEBACK_STEP = 64 * MiB
 # A multipart part's head (Content-Disposition and friends): bytes and lines.
 MAX_PART_HEAD = 16 * KiB

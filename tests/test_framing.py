@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from conftest import FakeSocket
+from minihttp.limits import STREAM_BUFFER_SIZE
 from minihttp.framing import (FramingError, IncompleteRead, LimitExceeded, StreamReader,
                               write_all)
 
@@ -317,3 +318,20 @@ def test_reserve_grows_the_buffer_and_keeps_what_was_buffered(data, consumed, pi
     assert head + bytes(got) == data
     assert reader.at_eof()
     assert len(reader._buf) == 4096
+
+
+def test_large_exact_reads_grow_the_buffer_once():
+    # Back-to-back 64 KiB messages with a 4-byte header each, as blocks come.
+    messages = [bytes([n]) * (64 * 1024) for n in range(8)]
+    data = b''.join(len(m).to_bytes(4, 'big') + m for m in messages)
+    sock = FakeSocket(data)            # everything available at once, as on a fast link
+    reader = StreamReader(sock)
+    for message in messages:
+        assert int.from_bytes(reader.read_exact(4), 'big') == len(message)
+        assert reader.read_exact(len(message)) == message
+    assert reader.at_eof()
+    # A 64 KiB buffer needs two receives per message (it cannot hold a header
+    # and its message): 17 here, with the one that finds the end.  Grown to
+    # STREAM_BUFFER_SIZE, one receive holds about four messages.
+    assert len(reader._buf) == STREAM_BUFFER_SIZE
+    assert sock.recv_calls <= len(data) // STREAM_BUFFER_SIZE + 3

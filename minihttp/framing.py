@@ -65,8 +65,10 @@ class StreamReader:
 
     The buffer is allocated once per connection and reused: ``recv_into`` fills
     its free tail, reads hand out slices of it, and it is compacted (not
-    reallocated) when the tail runs out.  It only grows when a delimiter read
-    is allowed to look further than the buffer is long.
+    reallocated) when the tail runs out.  It grows only when a delimiter read
+    is allowed to look further than the buffer is long, and once (to
+    STREAM_BUFFER_SIZE) for a connection that streams a body or reads exact
+    messages of LARGE_READ bytes or more.
     """
 
     def __init__(self, sock, buffer_size=READ_BUFFER_SIZE):

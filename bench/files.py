@@ -18,10 +18,12 @@ directory (removed at the end, 1 GiB files included):
    and answers.  Target: 0.6 of the sink.
 4. minihttp's peak resident memory (VmHWM) after all that.  Target: under 64 MiB.
 
-Each figure comes with the server CPU it cost (from /proc/PID/stat).  On a
-small machine a 1 GiB download runs at the loopback's and curl's speed with
-either server, so the CPU column is where they differ; and minihttp's upload
-costs the sink's work plus a sha256 of every byte, which the sink skips.
+Each figure comes with the server CPU it cost (from /proc/PID/stat).  A 1 GiB
+download is bounded by curl and the loopback as much as by the server, and
+varies from run to run, so the CPU column says what each server spent.
+minihttp's upload costs the sink's work plus a sha256 of every byte, which
+the sink skips; it also flushes to disk every 64 MiB on the way, while the
+sink flushes everything at the end, as a minimal server would.
 """
 
 import argparse

@@ -583,16 +583,15 @@ def test_full_disk_gives_507_and_leaves_nothing(in_process, monkeypatch, way, fa
 
 class Flushes:
     """os.fdatasync stood in for: records the size of the file at each call,
-    and fails with ``error`` from the ``fail_at``-th call on."""
+    and fails with ``error`` when one is given."""
 
-    def __init__(self, error=None, fail_at=1):
+    def __init__(self, error=None):
         self.sizes = []
         self.error = error
-        self.fail_at = fail_at
 
     def __call__(self, fd):
         self.sizes.append(os.fstat(fd).st_size)
-        if self.error is not None and len(self.sizes) >= self.fail_at:
+        if self.error is not None:
             raise self.error
 
 

@@ -105,6 +105,15 @@ class App:
         return handler(request)
 
     @staticmethod
+    def inline(request):
+        """Whether a request without a body may be answered in the event loop.
+
+        Reads are: a stat, an open, a small pread at most.  Writes are not:
+        they fsync and rename, which may wait for the disk.
+        """
+        return request.method not in WRITE
+
+    @staticmethod
     def options(allowed):
         return Response(204, [('Allow', allowed)])
 

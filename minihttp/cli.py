@@ -8,6 +8,7 @@ import argparse
 import ipaddress
 import os
 import re
+import resource
 import signal
 import socket
 import sys
@@ -15,8 +16,10 @@ import sys
 from . import blocks
 from .app import App
 from .limits import (BLOCK_PORT, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT, HEAD_TIMEOUT,
-                     HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_CONNECTIONS, MAX_UPLOAD,
-                     SHUTDOWN_GRACE)
+                     HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS,
+                     MAX_CONNECTIONS, MAX_UPLOAD, POOL_THREADS, SHUTDOWN_GRACE,
+                     SPARE_DESCRIPTORS)
+from .eventloop import EventLoop
 from .listener import Listener, StartupError, run_until_signalled, run_workers
 from .report import say
 from .server import HTTPServer
@@ -40,6 +43,17 @@ def port(text):
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f'not a port number: {text!r} (0-65535)')
     return value
+
+
+def workers(text):
+    """A number of worker processes, or 'auto': one per CPU."""
+    if text == 'auto':
+        return os.cpu_count() or 1
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a number of processes: {text!r} '
+                                         '(a number, or auto)') from None
 
 
 def positive_size(text):
@@ -114,11 +128,15 @@ def add_serve_options(parser):
     limits.add_argument('--max-upload', type=size, default=MAX_UPLOAD, metavar='SIZE',
                         help='largest upload, 413 beyond it (default: 1G)')
     limits.add_argument('--max-connections', type=int, default=MAX_CONNECTIONS, metavar='N',
-                        help='connections served at once, per server and worker; more wait '
+                        help='HTTP connections held at once, per process; beyond them a new '
+                             'one gets 503 and is closed (default: %(default)s)')
+    limits.add_argument('--threads', type=int, default=POOL_THREADS, metavar='N',
+                        help='threads per process for request bodies, uploads and large files; '
+                             'more such requests wait their turn (default: %(default)s)')
+    limits.add_argument('--workers', type=workers, default=1, metavar='N',
+                        help='processes serving HTTP, each with its event loop and threads; '
+                             f'"auto" is one per CPU ({os.cpu_count()} here) '
                              '(default: %(default)s)')
-    limits.add_argument('--workers', type=int, default=1, metavar='N',
-                        help='processes serving HTTP, each with a thread per connection; '
-                             f'{os.cpu_count()} uses every core here (default: %(default)s)')
     limits.add_argument('--keepalive-timeout', type=float, default=KEEPALIVE_TIMEOUT,
                         metavar='SECONDS', help='close a connection idle this long '
                                                 '(default: %(default)s)')
@@ -140,6 +158,19 @@ def is_loopback(host):
     except socket.gaierror:
         return False
     return all(ipaddress.ip_address(info[4][0].split('%')[0]).is_loopback for info in infos)
+
+
+def raise_descriptor_limit(wanted):
+    """Raise this process's open-file limit towards ``wanted``; return the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return wanted
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
 
 
 def fail(message):
@@ -196,6 +227,15 @@ def run_serve(args):
         return fail('--max-connections must be at least 1')
     if args.workers < 1:
         return fail('--workers must be at least 1')
+    if args.threads < 1:
+        return fail('--threads must be at least 1')
+    held = args.max_connections + args.threads + (MAX_BLOCK_CONNECTIONS if args.block_port else 0)
+    room = raise_descriptor_limit(held + SPARE_DESCRIPTORS)
+    if room < held + SPARE_DESCRIPTORS:
+        fitted = max(1, room - SPARE_DESCRIPTORS - (held - args.max_connections))
+        say(f'minihttp: this process may open {room} files (RLIMIT_NOFILE): serving at most '
+            f'{fitted} connections, not {args.max_connections}', err=True)
+        args.max_connections = fitted
     loopback = is_loopback(args.host)
     writes = bool(args.token) or loopback
     try:
@@ -208,12 +248,11 @@ def run_serve(args):
                       head_timeout=args.head_timeout, body_timeout=args.body_timeout)
     listeners = []
     try:
-        listeners.append(Listener(args.host, args.port, http, name='http',
-                                  max_connections=args.max_connections))
+        listeners.append(EventLoop(args.host, args.port, http, name='http', threads=args.threads,
+                                   max_connections=args.max_connections))
         if args.block_port:
             listeners.append(Listener(args.host, args.block_port,
-                                      blocks.BlockServer(quiet=args.quiet), name='blocks',
-                                      max_connections=args.max_connections))
+                                      blocks.BlockServer(quiet=args.quiet), name='blocks'))
     except StartupError as exc:
         for listener in listeners:
             listener.sock.close()

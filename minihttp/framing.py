@@ -17,11 +17,19 @@ All three stand on one reused buffer filled with ``recv_into``: bytes that
 arrive beyond the current message stay buffered for the next read, which is
 what makes pipelined HTTP requests and back-to-back blocks work.
 
+The same reader serves blocking and non-blocking sockets.  On a non-blocking
+one (the event loop's) a read that must wait raises BlockingIOError and keeps
+every byte it had: the caller asks again once the socket is readable, and a
+delimiter read goes on scanning where it stopped.
+
 Writers need no buffering: ``write_all`` sends several pieces with one
 gather-write syscall and loops until the kernel has taken them all.
 """
 
 from .limits import LARGE_READ, READ_BUFFER_SIZE, STREAM_BUFFER_SIZE
+
+# What a released reader holds: nothing, shared by every idle connection.
+_NOTHING = bytearray()
 
 
 class FramingError(Exception):
@@ -68,15 +76,41 @@ class StreamReader:
     reallocated) when the tail runs out.  It grows only when a delimiter read
     is allowed to look further than the buffer is long, and once (to
     STREAM_BUFFER_SIZE) for a connection that streams a body or reads exact
-    messages of LARGE_READ bytes or more.
+    messages of LARGE_READ bytes or more.  ``release`` gives it up while
+    nothing is buffered (an idle connection costs no buffer); the next
+    receive allocates it again.
     """
+
+    __slots__ = ('_recv_into', '_size', '_buf', '_view', '_start', '_end', '_scanned')
 
     def __init__(self, sock, buffer_size=READ_BUFFER_SIZE):
         self._recv_into = sock.recv_into
+        self._size = buffer_size
         self._buf = bytearray(buffer_size)
         self._view = memoryview(self._buf)
         self._start = 0  # first unread byte
         self._end = 0    # one past the last received byte
+        # A delimiter read that had to wait: (delimiter, bytes after _start
+        # known to hold no delimiter start), so that asking again does not
+        # scan the same bytes again (a head dripped a byte at a time).
+        self._scanned = None
+
+    def receive_from(self, sock):
+        """Receive through ``sock.recv_into`` from now on, keeping what is buffered.
+
+        The event loop reads a connection's socket non-blocking; a pool thread
+        reads the same bytes through a blocking socket with a timeout.
+        """
+        self._recv_into = sock.recv_into
+
+    def release(self):
+        """Give the buffer up if nothing is buffered; True when it was given up."""
+        if self._start != self._end or self._buf is _NOTHING:
+            return False
+        self._buf = _NOTHING
+        self._view = memoryview(_NOTHING)
+        self._start = self._end = 0
+        return True
 
     # -- the buffer ----------------------------------------------------------
 
@@ -105,6 +139,10 @@ class StreamReader:
         """
         if len(self._buf) >= size:
             return
+        if self._buf is _NOTHING:
+            self._buf = bytearray(size)
+            self._view = memoryview(self._buf)
+            return
         count = self._end - self._start
         grown = bytearray(size)
         grown[:count] = self._view[self._start:self._end]
@@ -122,7 +160,8 @@ class StreamReader:
             # overlaps the destination (bytearray slice assignment is not).
             self._view[:count] = self._view[self._start:self._end]
         else:
-            grown = bytearray(max(need, 2 * len(self._buf)))
+            # Twice as long, or the first buffer of a released reader.
+            grown = bytearray(max(need, 2 * len(self._buf), self._size))
             grown[:count] = self._view[:count]
             self._view.release()
             self._buf, self._view = grown, memoryview(grown)
@@ -150,7 +189,7 @@ class StreamReader:
             # would each take several receives and a compaction: grow it once,
             # so that one receive holds several of them.
             self.reserve(STREAM_BUFFER_SIZE)
-        if n > len(self._buf):
+        if n > max(len(self._buf), self._size):
             return self._read_large(n)
         while self._end - self._start < n:
             if not self._fill():
@@ -184,6 +223,8 @@ class StreamReader:
         stay buffered for the next read.
         """
         remaining = n
+        if self._buf is _NOTHING and n:
+            self._make_room()
         view = self._view
         while remaining:
             start = self._start
@@ -211,6 +252,10 @@ class StreamReader:
         """
         size = len(delimiter)
         scanned = 0  # bytes after _start already known to hold no delimiter start
+        if self._scanned is not None:
+            if self._scanned[0] == delimiter:
+                scanned = self._scanned[1]
+            self._scanned = None
         while True:
             start = self._start
             found = self._buf.find(delimiter, start + scanned, self._end)
@@ -224,7 +269,12 @@ class StreamReader:
                 raise LimitExceeded(delimiter, limit)
             scanned = max(0, have - size + 1)
             self._make_room(limit + size)
-            if not self._fill():
+            try:
+                got = self._fill()
+            except BlockingIOError:
+                self._scanned = (delimiter, scanned)
+                raise
+            if not got:
                 raise IncompleteRead(None, self._end - self._start)
 
     def read_until_to(self, delimiter, sink):

@@ -657,19 +657,15 @@ def head_bytes(status, headers, now):
     return ''.join(parts).encode('latin-1')
 
 
-def write_response(sock, method, response, *, chunked_ok, keep_alive, now,
-                   announce_keep_alive=False):
-    """Send a response, choosing its framing; return (framing, chunks, body bytes, kept).
+def frame_response(response, *, chunked_ok, keep_alive, now, announce_keep_alive=False):
+    """Choose a response's framing; return (head bytes, framing, kept).
 
     Content-Length when the length is known; chunked when it is not and the
     client speaks HTTP/1.1; otherwise the body runs until we close
     (RFC 9112 section 6.3 item 8) and the connection is not kept.
     """
     status = response.status
-    headers = response.headers
-    body = response.body
     length = response.length
-    no_body = bodiless(method, status)
     if status < 200 or status in (204, 304):
         # No body, so no framing fields: 1xx and 204 never carry a length (RFC 9110
         # section 8.6), and a 304's would have to be the full representation's.
@@ -687,9 +683,19 @@ def write_response(sock, method, response, *, chunked_ok, keep_alive, now,
     elif announce_keep_alive:
         # An HTTP/1.0 client keeps the connection only when told (RFC 9112 section 9.3).
         fields.append(('Connection', 'keep-alive'))
-    head = head_bytes(status, headers + fields, now)
+    return head_bytes(status, response.headers + fields, now), framing, keep_alive
+
+
+def write_response(sock, method, response, **framing_options):
+    """Send a response on a blocking socket; return (framing, chunks, body bytes, kept).
+
+    ``framing_options`` are frame_response's.
+    """
+    head, framing, keep_alive = frame_response(response, **framing_options)
+    body = response.body
+    length = response.length
     chunks = sent = 0
-    if no_body:
+    if bodiless(method, response.status):
         write_all(sock, head)
         close_unsent(body)
     elif isinstance(body, (bytes, bytearray, memoryview)):

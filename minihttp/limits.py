@@ -37,9 +37,32 @@ BLOCK_PREVIEW = 64
 # listen() backlog: the standard library's 5 makes clients retransmit their
 # SYNs during a burst of connects (a 1 s or 3 s stall each).
 LISTEN_BACKLOG = 1024
-# Default --max-connections: threads are the unit of concurrency, so this
-# caps the threads (and their buffers) a flood of clients can make us hold.
-MAX_CONNECTIONS = 512
+# Default --max-connections of the HTTP server, per process: the event loop
+# holds a waiting connection for a few hundred bytes (its buffer is given up
+# while it idles), so this bounds descriptors more than memory.  Beyond it a
+# new connection gets 503 with Retry-After and is closed.
+MAX_CONNECTIONS = 10_000
+# Default --threads: the pool that runs blocking work (request bodies,
+# uploads, large files), per process.  Uploads each hold one while they run;
+# more requests than threads wait in the loop, not in the kernel's backlog.
+POOL_THREADS = 32
+# The block server keeps a thread per connection (a block stream is one long
+# pull-style read): this caps its threads.  Beyond it a connection is closed
+# at once, with a line in the log.
+MAX_BLOCK_CONNECTIONS = 512
+# Connections accepted per wake-up of the loop, so that a burst of connects
+# cannot starve the connections already held.
+ACCEPT_BATCH = 64
+# Refused connections (beyond --max-connections) linger this long at most,
+# reading what the client still sends so that it gets our 503, not a reset;
+# at most this many at once, the rest are closed at once.
+REFUSAL_TIMEOUT = 1.0
+MAX_REFUSING = 256
+# The Retry-After of that 503, in seconds.
+RETRY_AFTER = 1
+# Descriptors beyond --max-connections that the process needs (listening
+# sockets, the wake-up pair, files being sent or uploaded, log files).
+SPARE_DESCRIPTORS = 256
 # Default --grace: after Ctrl-C or SIGTERM, how long in-flight work may take
 # before its connections are cut.
 SHUTDOWN_GRACE = 5.0

@@ -1,8 +1,11 @@
-"""Listening sockets with a thread per connection, and a clean stop.
+"""Listening sockets, a thread per connection for the block server, and a clean stop.
 
-Both servers (HTTP and the block transport) are a Listener with a different
-``handle`` function.  The Listener owns what is the same for both: binding,
-the backlog, the connection cap, and shutting down within a deadline.
+``bind`` makes every listening socket.  The block server is a Listener: a
+block stream is one long pull-style read from its first block to the empty
+one, so a thread per connection is what it needs, capped (a connection
+beyond the cap is closed at once, with a line in the log).  The HTTP server
+waits in an event loop instead (minihttp.eventloop), which has the same
+face, so that ``run_until_signalled`` and ``run_workers`` drive both.
 """
 
 import os
@@ -14,7 +17,7 @@ import threading
 import time
 import traceback
 
-from .limits import LISTEN_BACKLOG, MAX_CONNECTIONS, SHUTDOWN_GRACE
+from .limits import LISTEN_BACKLOG, MAX_BLOCK_CONNECTIONS, SHUTDOWN_GRACE
 from .report import say
 
 
@@ -69,7 +72,7 @@ class Connection:
 class Listener:
     """Accepts connections and runs ``handle(connection)`` in a thread for each."""
 
-    def __init__(self, host, port, handle, *, name, max_connections=MAX_CONNECTIONS,
+    def __init__(self, host, port, handle, *, name, max_connections=MAX_BLOCK_CONNECTIONS,
                  backlog=LISTEN_BACKLOG):
         self.sock = bind(host, port, backlog)
         # Non-blocking: when worker processes share this socket, the ones that
@@ -97,10 +100,6 @@ class Listener:
             sel.register(self.sock, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
             while not self.stopping.is_set():
-                with self._changed:
-                    # At the cap, leave new clients in the backlog until one leaves.
-                    while len(self._active) >= self.max_connections and not self.stopping.is_set():
-                        self._changed.wait()
                 # stop() sets ``stopping`` before it wakes the selector: checked
                 # after select, so a wake-up never falls through to a blocking accept.
                 ready = sel.select()
@@ -112,6 +111,15 @@ class Listener:
                     continue
                 except OSError:  # the listening socket was closed under us
                     break
+                with self._changed:
+                    full = len(self._active) >= self.max_connections
+                if full:
+                    # A refusal the client sees at once (its connection closes),
+                    # rather than a wait in the backlog with no end it can see.
+                    sock.close()
+                    say(f'{self.name}: refused {peer[0]}:{peer[1]}: '
+                        f'{self.max_connections} connections are open', err=True)
+                    continue
                 sock.setblocking(True)   # connection threads do blocking I/O
                 conn = Connection(sock, peer, self)
                 with self._changed:

@@ -1,65 +1,38 @@
-"""The HTTP/1.1 connection loop: read a request, let the application answer, repeat.
+"""The HTTP/1.1 protocol: heads in the event loop, bodies on the pool, one StreamReader.
 
-One thread owns one connection (the Listener starts it), so everything here
-is plain sequential code: pipelined requests are answered in order because
-they are read in order, from the one StreamReader of the connection.
+The event loop (minihttp.eventloop) calls ``advance`` when a connection has
+bytes.  ``advance`` reads request heads with the framing core's delimiter
+read, exactly as a blocking server would, and answers inline every request
+that needs no body read and whose answer is small: pipelined requests already
+buffered are answered in order in the same pass.  A request with a body (or
+a 100-continue to send), or an answer that must stream (a large file, a
+listing), is handed to a pool thread as ``exchange`` or ``respond``: the
+plain sequential code of a thread-per-connection server, pulling the body off
+the same StreamReader.  Either way one access log line and one trace line
+describe the exchange.
 """
 
-import socket
-import struct
+import functools
 import time
 import traceback
 
-from .framing import StreamReader, write_all
-from .http11 import (HTTPError, PerSecond, bounded, error_response, open_body, read_request,
-                     write_response)
-from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LINGER_TIMEOUT, MAX_DRAIN,
-                     MAX_LINGER, READ_BUFFER_SIZE)
+from .eventloop import CLOSE, LINGER, POOL, READ
+from .framing import write_all
+from .http11 import (Body, HTTPError, PerSecond, bodiless, body_framing, bounded, close_unsent,
+                     error_response, frame_response, open_body, read_request, write_response)
+from .limits import BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, RETRY_AFTER
 from .report import say
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
 
 
-def timeval(seconds):
-    """A struct timeval for SO_RCVTIMEO / SO_SNDTIMEO."""
-    whole = int(seconds)
-    return struct.pack('@ll', whole, int((seconds - whole) * 1_000_000))
-
-
-class TimedSocket:
-    """The receiving side of a connection, with a timeout that costs nothing per request.
-
-    Python's own socket timeouts poll() before every recv and send.  Here the
-    socket stays blocking and the kernel enforces the timeout (SO_RCVTIMEO),
-    set only when the wanted value changed *and* a recv is about to block:
-    a request that arrived whole in one recv changes nothing.
-    """
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.timeout = None      # what the current phase wants for each recv
-        self.deadline = None     # or a time.monotonic() by which the phase must end
-        self._applied = None     # what the kernel has
-
-    def recv_into(self, buffer):
-        timeout = self.timeout
-        if self.deadline is not None:
-            # A whole-phase deadline (the head): a client dripping a byte now
-            # and then cannot hold the connection longer than it allows.
-            timeout = self.deadline - time.monotonic()
-            if timeout <= 0:
-                raise TimeoutError('the deadline passed')
-        if timeout != self._applied:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
-            self._applied = timeout
-        try:
-            return self.sock.recv_into(buffer)
-        except BlockingIOError:   # EAGAIN: SO_RCVTIMEO expired
-            raise TimeoutError(f'nothing received for {self._applied} s') from None
-
-
 class HTTPServer:
-    """The per-connection handler a Listener runs: HTTP/1.1 over one socket."""
+    """The protocol an EventLoop runs: HTTP/1.1 over each of its connections.
+
+    ``app(request) -> Response``; when the app has ``inline(request)``, a
+    request it answers False for (a write, say) goes to the pool even without
+    a body.
+    """
 
     def __init__(self, app, *, trace=False, access_log=True,
                  keepalive_timeout=KEEPALIVE_TIMEOUT, head_timeout=HEAD_TIMEOUT,
@@ -70,51 +43,101 @@ class HTTPServer:
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
+        self._inline = getattr(app, 'inline', None)
         # Common Log Format timestamps.
         self._clock = PerSecond(
             lambda second: time.strftime('%d/%b/%Y:%H:%M:%S +0000', time.gmtime(second)))
 
-    def __call__(self, conn):
-        sock = conn.sock
-        # Responses go out in one write each; never wait for an ACK first.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # A client that stops reading our response is dropped after this long.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(self.body_timeout))
-        timed = TimedSocket(sock)
-        reader = StreamReader(timed)
-        try:
-            while not conn.stopping:
-                conn.idle = True
-                timed.timeout = self.keepalive_timeout
-                try:
-                    if reader.at_eof():
-                        return
-                except OSError:
-                    return  # an idle client went away, or stayed silent too long
-                conn.idle = False
-                if not self.exchange(conn, reader, timed):
-                    return
-        except OSError:
-            return  # the peer reset or stopped reading: nobody to answer
+    # -- in the event loop --------------------------------------------------------------
 
-    def exchange(self, conn, reader, timed):
-        """Answer one request; return whether the connection may carry another."""
-        sock = conn.sock
-        now = time.time()
-        request = body = None
-        # The head must be complete within head_timeout of its first byte.
-        timed.deadline = time.monotonic() + self.head_timeout
-        try:
+    def advance(self, conn):
+        """Answer every whole request buffered that can be answered without blocking.
+
+        Returns what the connection waits for next (eventloop.READ, POOL with
+        conn.job set, LINGER or CLOSE).  BlockingIOError from the reader means
+        the head is not all here yet: the loop waits for more.
+        """
+        reader = conn.reader
+        while True:
             try:
                 request = read_request(reader)
-            except TimeoutError:
-                raise HTTPError(408, 'request head not received in time', close=True) from None
-            finally:
-                timed.deadline = None
+            except BlockingIOError:
+                return READ
+            except HTTPError as error:
+                return self.answer(conn, None, None, error_response(error), time.time())
             if request is None:
-                return False
-            timed.timeout = self.body_timeout
-            body = request.body = open_body(request, reader, self.continuer(request, sock))
+                return CLOSE            # the client closed between requests
+            conn.head_since = None
+            now = time.time()
+            body = None
+            try:
+                if body_framing(request)[0] != 'none' or not self.inline(request):
+                    conn.job = functools.partial(self.exchange, conn, request, now)
+                    return POOL
+                body = request.body = Body(reader)
+                response = self.app(request)
+            except HTTPError as error:
+                response = error_response(error)
+            except Exception:
+                response = self.failed(conn)
+            if not isinstance(response.body, (bytes, bytearray)) and not bodiless(
+                    request.method, response.status):
+                conn.job = functools.partial(self.respond, conn, request, body, response, now)
+                return POOL
+            outcome = self.answer(conn, request, body, response, now)
+            if outcome is not READ or conn.outgoing or not reader.buffered:
+                return outcome
+
+    def inline(self, request):
+        """Whether a request without a body may be answered in the loop."""
+        if request.get('expect') is not None:
+            return False      # 100-continue, or 417: the pool's exchange decides
+        return self._inline is None or self._inline(request)
+
+    def answer(self, conn, request, body, response, now):
+        """Send a response whose body is bytes (or none) without blocking."""
+        keep = (request is not None and request.keep_alive and not conn.stopping
+                and self.can_keep(body, response))
+        method = request.method if request is not None else 'GET'
+        head, framing, keep = frame_response(
+            response, chunked_ok=request is not None and request.version == 'HTTP/1.1',
+            keep_alive=keep, now=now,
+            announce_keep_alive=request is not None and request.version == 'HTTP/1.0')
+        if bodiless(method, response.status):
+            close_unsent(response.body)
+            conn.send([head])
+            sent = 0
+        else:
+            conn.send([head, response.body])
+            sent = len(response.body)
+        self.log(conn.peer, request, response.status, sent, now)
+        if self.trace:
+            self.trace_line(conn, request, body, response, framing, 0, sent)
+        return self.after(request, body, keep)
+
+    def expired(self, conn):
+        """A request head that did not arrive whole within head_timeout: 408."""
+        error = HTTPError(408, 'request head not received in time', close=True)
+        self.answer(conn, None, None, error_response(error), time.time())
+
+    def refusal(self, now, peer):
+        """The whole answer to a connection beyond --max-connections: 503, and close."""
+        error = HTTPError(503, 'too many connections; try again shortly', close=True,
+                          headers=[('Retry-After', str(RETRY_AFTER))])
+        response = error_response(error)
+        head, _, _ = frame_response(response, chunked_ok=False, keep_alive=False, now=now)
+        self.log(peer, None, 503, len(response.body), now)
+        return head + response.body
+
+    # -- on a pool thread ---------------------------------------------------------------
+
+    def exchange(self, conn, request, now):
+        """The rest of an exchange whose head the loop read: the body, the answer."""
+        conn.timed.timeout = self.body_timeout
+        body = None
+        try:
+            body = request.body = open_body(request, conn.reader,
+                                            self.continuer(request, conn.sock))
             response = self.app(request)
         except HTTPError as error:
             response = error_response(error)
@@ -123,57 +146,51 @@ class HTTPServer:
         except ConnectionError:
             raise      # the connection failed: nobody to answer
         except Exception:
-            # A bug of ours: the client gets a 500, the log gets the traceback.
-            say(f'error answering {self.peer(conn)}:\n{traceback.format_exc().rstrip()}',
-                err=True)
-            response = error_response(HTTPError(500, 'internal server error', close=True))
-        keep = (request is not None and request.keep_alive and not conn.stopping
-                and self.can_keep(body, response))
+            response = self.failed(conn)
+        return self.respond(conn, request, body, response, now)
+
+    def respond(self, conn, request, body, response, now):
+        """Send a response that may block (a stream, a file, an echo), then finish the body."""
+        keep = request.keep_alive and not conn.stopping and self.can_keep(body, response)
         try:
             framing, chunks, sent, keep = write_response(
-                sock, request.method if request else 'GET', response,
-                chunked_ok=request is not None and request.version == 'HTTP/1.1',
-                keep_alive=keep, now=now,
-                announce_keep_alive=request is not None and request.version == 'HTTP/1.0')
+                conn.sock, request.method, response,
+                chunked_ok=request.version == 'HTTP/1.1', keep_alive=keep, now=now,
+                announce_keep_alive=request.version == 'HTTP/1.0')
         except HTTPError as error:
             # The request body failed while its echo was being streamed: the
             # response head is gone already, so the only honest signal left
             # is to cut the connection before the response's end.
-            self.log(conn, request, error.status, 0, now)
+            self.log(conn.peer, request, error.status, 0, now)
             if self.trace:
                 say(f'trace {self.peer(conn)}: aborted mid-response: {error.reason}', err=True)
-            return False
+            return CLOSE
         if keep and body is not None and not body.done:
             keep = self.drain(body)
-        self.log(conn, request, response.status, sent, now)
+        self.log(conn.peer, request, response.status, sent, now)
         if self.trace:
             self.trace_line(conn, request, body, response, framing, chunks, sent)
-        if not keep and (body is None or not body.done) and request is not None:
-            self.linger(sock, timed)
-        return keep
+        return self.after(request, body, keep)
+
+    # -- either side ----------------------------------------------------------------------
+
+    def failed(self, conn):
+        """A bug of ours: the client gets a 500, the log gets the traceback."""
+        say(f'error answering {self.peer(conn)}:\n{traceback.format_exc().rstrip()}', err=True)
+        return error_response(HTTPError(500, 'internal server error', close=True))
 
     @staticmethod
-    def linger(sock, timed):
-        """Close without destroying our own answer (RFC 9112 section 9.6).
+    def after(request, body, keep):
+        """What the connection does next: the next request, or a close.
 
-        The client may still be sending a body we refused.  Closing with its
-        bytes unread makes the kernel send a reset, which can discard our
-        response before the client reads it.  So: send FIN first, then read
-        and drop what still comes, for a bounded time and size.
+        A close with a request body left unread lingers (RFC 9112 section 9.6),
+        so that the client reads our answer rather than a reset.
         """
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            timed.timeout = LINGER_TIMEOUT
-            deadline = time.monotonic() + LINGER_TIMEOUT
-            scratch = bytearray(READ_BUFFER_SIZE)
-            drained = 0
-            while drained < MAX_LINGER and time.monotonic() < deadline:
-                got = timed.recv_into(scratch)
-                if not got:
-                    break
-                drained += got
-        except OSError:
-            pass
+        if keep:
+            return READ
+        if request is not None and (body is None or not body.done):
+            return LINGER
+        return CLOSE
 
     @staticmethod
     def continuer(request, sock):
@@ -222,13 +239,13 @@ class HTTPServer:
     def peer(conn):
         return f'{conn.peer[0]}:{conn.peer[1]}'
 
-    def log(self, conn, request, status, sent, now):
+    def log(self, peer, request, status, sent, now):
         """One Common Log Format line per request, to stderr."""
         if not self.access_log:
             return
         line = (f'{request.method} {request.target} {request.version}'
                 if request is not None else '-')
-        say(f'{conn.peer[0]} - - [{self._clock(now)}] "{line}" {status} {sent or "-"}', err=True)
+        say(f'{peer[0]} - - [{self._clock(now)}] "{line}" {status} {sent or "-"}', err=True)
 
     def trace_line(self, conn, request, body, response, framing, chunks, sent):
         """How this exchange was framed, in the words of chapter 5."""

@@ -23,7 +23,7 @@ from hypothesis import given, settings, strategies as st
 
 from fileserver import HTTP_LISTENING, RawClient, Served, exchange, request_bytes, serve_args
 from minihttp.files import FileBody
-from minihttp.server import timeval
+from minihttp.eventloop import timeval
 
 # 2020-01-02 03:04:05 UTC: the modification time of hello.txt, as Last-Modified shows it.
 HELLO_MTIME = 1577934245

@@ -22,7 +22,7 @@ from conftest import FakeSocket
 from minihttp.app import App
 from minihttp.http11 import HTTPError, Response, error_response, write_response
 from minihttp.limits import MAX_FIELDS, MAX_HEAD, MAX_REQUEST_LINE
-from minihttp.listener import Listener
+from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
 
 # Seconds a test waits for any one answer from the server.
@@ -220,7 +220,7 @@ def server(tmp_path_factory):
     (root / 'index.html').write_bytes(INDEX)
     handler = HTTPServer(App(root=str(root)), access_log=False, head_timeout=5.0,
                          body_timeout=5.0, keepalive_timeout=5.0)
-    listener = Listener('127.0.0.1', 0, handler, name='http')
+    listener = EventLoop('127.0.0.1', 0, handler)
     listener.start()
     yield listener.address
     listener.stop(1.0)

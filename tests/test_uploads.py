@@ -27,7 +27,7 @@ from fileserver import (HTTP_LISTENING, RawClient, Served, chunked, curl, exchan
                         request_bytes, serve_args, sha256_file, snapshot, wait_until)
 from minihttp import uploads as uploads_module
 from minihttp.app import App
-from minihttp.listener import Listener
+from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
 from minihttp.uploads import TEMP_PREFIX
 
@@ -550,7 +550,7 @@ def in_process(tmp_path):
     (tmp_path / 'root').mkdir()
     directory = tmp_path / 'uploads'
     app = App(str(tmp_path / 'root'), str(directory))
-    listener = Listener('127.0.0.1', 0, HTTPServer(app, access_log=False), name='http')
+    listener = EventLoop('127.0.0.1', 0, HTTPServer(app, access_log=False))
     listener.start()
     yield Store(listener.address[1], directory)
     listener.stop(0.5)

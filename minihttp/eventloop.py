@@ -1,0 +1,567 @@
+"""One event loop per process for waiting; a bounded pool of threads for blocking work.
+
+A thread per connection spends a thread on every client that is doing
+nothing: idle between requests, or sending its head slowly.  Here one loop
+(``selectors``, epoll on Linux) owns every connection while it waits:
+
+* it accepts, and refuses politely beyond ``max_connections``;
+* it receives into the connection's own StreamReader without blocking, and
+  asks the protocol to ``advance``: the protocol finds the head with the
+  framing core's delimiter read, answers what it can at once (a small answer
+  is one non-blocking send), and says what the connection waits for next;
+* it keeps the deadlines (idle, a message on its way, a stalled send) in one
+  heap, not in a timer or a thread per connection.
+
+Whatever must block (reading a body, sending a large file) runs on a pool
+thread with the socket switched to blocking, through the same StreamReader:
+the pull-style framing code reads top to bottom as before.  When the
+exchange is over the connection comes back to the loop, its buffered bytes
+(a pipelined request, say) intact.
+
+The protocol (minihttp.server.HTTPServer) provides ``advance(conn)``,
+``expired(conn)`` and ``refusal(now)``, and the timeouts ``keepalive_timeout``
+(idle), ``head_timeout`` (a message begun) and ``body_timeout`` (a stalled
+send, or receive on a pool thread).  ``advance`` returns one of the outcomes
+below; for POOL it leaves the work in ``conn.job``.
+"""
+
+import collections
+import heapq
+import itertools
+import queue
+import selectors
+import socket
+import struct
+import threading
+import time
+import traceback
+
+from .framing import StreamReader
+from .limits import (LINGER_TIMEOUT, MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS,
+                     READ_BUFFER_SIZE, REFUSAL_TIMEOUT, SHUTDOWN_GRACE, ACCEPT_BATCH)
+from .listener import bind
+from .report import say
+
+# What a connection waits for next, as the protocol's advance (or a pool job) says.
+READ = 'read'        # the next message: wait until readable (or answer what is buffered)
+POOL = 'pool'        # blocking work in conn.job: run it on a pool thread
+LINGER = 'linger'    # close politely: send FIN, read and drop what still comes, then close
+CLOSE = 'close'      # close at once
+
+# Where a connection is.
+WAITING, SENDING, BUSY, LINGERING, CLOSED = 'waiting', 'sending', 'busy', 'lingering', 'closed'
+
+_ACCEPT = object()   # selector data of the listening socket
+_WAKE = object()     # and of the wake-up socket
+
+
+def timeval(seconds):
+    """A struct timeval for SO_RCVTIMEO / SO_SNDTIMEO."""
+    whole = int(seconds)
+    return struct.pack('@ll', whole, int((seconds - whole) * 1_000_000))
+
+
+class TimedSocket:
+    """The receiving side of a connection on a pool thread, with a timeout that costs
+    nothing per request.
+
+    Python's own socket timeouts poll() before every recv and send.  Here the
+    socket is blocking and the kernel enforces the timeout (SO_RCVTIMEO), set
+    only when the wanted value changed *and* a recv is about to block.
+    """
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.timeout = None      # what the current phase wants for each recv
+        self.deadline = None     # or a time.monotonic() by which the phase must end
+        self._applied = None     # what the kernel has
+
+    def recv_into(self, buffer):
+        timeout = self.timeout
+        if self.deadline is not None:
+            timeout = self.deadline - time.monotonic()
+            if timeout <= 0:
+                raise TimeoutError('the deadline passed')
+        if timeout != self._applied:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
+            self._applied = timeout
+        try:
+            return self.sock.recv_into(buffer)
+        except BlockingIOError:   # EAGAIN: SO_RCVTIMEO expired
+            raise TimeoutError(f'nothing received for {self._applied} s') from None
+
+
+class Connection:
+    """One accepted socket and its one StreamReader, wherever it is (loop or pool)."""
+
+    __slots__ = ('sock', 'peer', 'reader', 'loop', 'state', 'events', 'deadline', 'timer',
+                 'head_since', 'outgoing', 'then', 'job', 'timed', 'lingered', 'cut')
+
+    def __init__(self, sock, peer, loop):
+        self.sock = sock
+        self.peer = peer
+        self.loop = loop
+        reader = self.reader = StreamReader(sock)
+        reader.release()      # no buffer until the first bytes arrive
+        self.state = WAITING
+        self.events = 0       # what the selector watches for (0: not registered)
+        self.deadline = None  # when the current wait ends (time.monotonic())
+        self.timer = None     # this connection's live entry in the loop's heap
+        # When the first byte of the message on its way came; the protocol
+        # clears it when the message is complete.
+        self.head_since = None
+        self.outgoing = None  # bytes the socket did not take yet: [memoryview]
+        self.then = None      # what to do once they are sent
+        self.job = None       # the pool's work, for POOL
+        self.timed = None     # a TimedSocket, made on the first trip to the pool
+        self.lingered = 0
+        self.cut = False      # shut down by a stopping server
+
+    @property
+    def stopping(self):
+        return self.loop.stopping.is_set()
+
+    def send(self, pieces):
+        """Send without blocking; what the socket does not take waits for writability.
+
+        Returns the bytes handed to the kernel so far.  Order is kept: once
+        something waits, later pieces queue behind it.
+        """
+        if self.outgoing:
+            self.outgoing.extend(memoryview(p) for p in pieces if p)
+            return 0
+        try:
+            sent = self.sock.sendmsg(pieces)
+        except BlockingIOError:
+            sent = 0
+        left = []
+        for piece in pieces:
+            size = len(piece)
+            if sent >= size:
+                sent -= size
+            else:
+                left.append(memoryview(piece)[sent:])
+                sent = 0
+        if left:
+            self.outgoing = left
+        return sent
+
+    def flush(self):
+        """Send what waits; True once nothing does."""
+        pieces = self.outgoing
+        while pieces:
+            try:
+                sent = self.sock.sendmsg(pieces[:64])
+            except BlockingIOError:
+                return False
+            while pieces and sent >= len(pieces[0]):
+                sent -= len(pieces.pop(0))
+            if sent:
+                pieces[0] = pieces[0][sent:]
+                return False
+        self.outgoing = None
+        return True
+
+    def to_pool(self, send_timeout):
+        """Blocking socket, receives through a TimedSocket: for pull-style code."""
+        sock = self.sock
+        sock.setblocking(True)
+        if self.timed is None:
+            # A client that stops reading our response is dropped after this long.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(send_timeout))
+            self.timed = TimedSocket(sock)
+        self.reader.receive_from(self.timed)
+
+    def to_loop(self):
+        self.sock.setblocking(False)
+        self.reader.receive_from(self.sock)
+
+
+class EventLoop:
+    """Accepts on (host, port) and serves every connection with ``protocol``.
+
+    The same face as a Listener: ``address``, ``name``, ``start()``,
+    ``stop(grace)``, so that run_until_signalled and run_workers drive both.
+    """
+
+    def __init__(self, host, port, protocol, *, name='http', threads=POOL_THREADS,
+                 max_connections=MAX_CONNECTIONS):
+        self.sock = bind(host, port)
+        self.sock.setblocking(False)
+        self.address = self.sock.getsockname()[:2]
+        self.name = name
+        self.protocol = protocol
+        self.threads = threads
+        self.max_connections = max_connections
+        self.stopping = threading.Event()
+        self.connections = set()     # every open connection (in the loop or the pool)
+        self._refusing = set()       # refused ones, lingering before they close
+        self._timers = []            # heap of (deadline, n, connection)
+        self._count = itertools.count()
+        self._returned = collections.deque()   # (connection, outcome) from the pool
+        self._jobs = queue.SimpleQueue()
+        self._workers = []
+        self._scratch = memoryview(bytearray(READ_BUFFER_SIZE))   # what lingering drops
+        self._grace = SHUTDOWN_GRACE
+        self._thread = self._selector = self._wake_r = self._wake_w = None
+
+    # -- running ---------------------------------------------------------------------
+
+    def start(self):
+        # Made here, not in __init__: worker processes forked after the bind
+        # share the listening socket but must each have a loop of their own.
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._workers = [threading.Thread(target=self._work, daemon=True,
+                                          name=f'{self.name} pool {n}')
+                         for n in range(self.threads)]
+        for worker in self._workers:
+            worker.start()
+        self._thread = threading.Thread(target=self.serve_forever, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, grace=SHUTDOWN_GRACE):
+        """Stop accepting, close idle connections, let busy ones finish for ``grace``
+        seconds, then cut them."""
+        self._grace = grace
+        self.stopping.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(grace + 2.0)
+        for _ in self._workers:
+            self._jobs.put(None)
+        deadline = time.monotonic() + 1.0
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        if self._wake_r is not None:
+            self._wake_r.close()
+            self._wake_w.close()
+        self.sock.close()
+
+    def serve_forever(self):
+        select = self._selector.select
+        self._selector.register(self.sock, selectors.EVENT_READ, _ACCEPT)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        stop_at = None
+        try:
+            while True:
+                timeout = None
+                if self._timers:
+                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                if stop_at is not None:
+                    timeout = 0.05 if timeout is None else min(timeout, 0.05)
+                for key, mask in select(timeout):
+                    conn = key.data
+                    if conn is _ACCEPT:
+                        self._accept()
+                    elif conn is _WAKE:
+                        self._take_returns()
+                    elif mask & selectors.EVENT_WRITE:
+                        self._on_writable(conn)
+                    elif conn.state is LINGERING:
+                        self._drain(conn)
+                    else:
+                        self._on_readable(conn)
+                now = time.monotonic()
+                if self._timers and self._timers[0][0] <= now:
+                    self._expire(now)
+                if self.stopping.is_set():
+                    if stop_at is None:
+                        stop_at = self._begin_stop(now)
+                    if self._stopped(now, stop_at):
+                        break
+        finally:
+            for conn in list(self.connections) + list(self._refusing):
+                self._close(conn)
+            self._selector.close()
+
+    # -- accepting --------------------------------------------------------------------
+
+    def _accept(self):
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                # Out of descriptors (EMFILE) or the like: the client stays in
+                # the backlog until a connection closes.
+                say(f'{self.name}: cannot accept: {exc.strerror}', err=True)
+                return
+            sock.setblocking(False)
+            if len(self.connections) >= self.max_connections:
+                self._refuse(sock, peer)
+                continue
+            # Responses go out in one write each; never wait for an ACK first.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(sock, peer, self)
+            self.connections.add(conn)
+            self._wait_read(conn, time.monotonic())
+
+    def _refuse(self, sock, peer):
+        """Answer a connection beyond the cap with the protocol's refusal, and close."""
+        conn = Connection(sock, peer, self)
+        try:
+            conn.send([self.protocol.refusal(time.time(), peer)])
+        except OSError:
+            sock.close()
+            return
+        if len(self._refusing) >= MAX_REFUSING or conn.outgoing:
+            sock.close()
+            return
+        self._refusing.add(conn)
+        conn.deadline = time.monotonic() + REFUSAL_TIMEOUT
+        self._linger(conn)
+
+    # -- waiting for bytes ------------------------------------------------------------
+
+    def _wait_read(self, conn, now):
+        """Park a connection until it is readable, with the deadline its state asks for."""
+        if conn.reader.buffered:
+            if conn.head_since is None:
+                conn.head_since = now
+            deadline = conn.head_since + self.protocol.head_timeout
+        else:
+            if self.stopping.is_set():
+                self._close(conn)     # idle while stopping: nothing is lost
+                return
+            conn.head_since = None
+            conn.reader.release()
+            deadline = now + self.protocol.keepalive_timeout
+        conn.state = WAITING
+        self._watch(conn, selectors.EVENT_READ)
+        self._set_deadline(conn, deadline)
+
+    def _on_readable(self, conn):
+        self._proceed(conn, self._advance(conn))
+
+    def _advance(self, conn):
+        try:
+            return self.protocol.advance(conn)
+        except OSError:
+            return CLOSE   # the peer reset or went away: nobody to answer
+        except Exception:
+            say(f'{self.name}: error serving {conn.peer[0]}:{conn.peer[1]}:\n'
+                f'{traceback.format_exc().rstrip()}', err=True)
+            return CLOSE
+
+    def _proceed(self, conn, outcome):
+        """Do what the protocol said, once whatever it sent has left."""
+        if conn.outgoing:
+            conn.then = outcome
+            conn.state = SENDING
+            self._watch(conn, selectors.EVENT_WRITE)
+            self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+        elif outcome is READ:
+            self._wait_read(conn, time.monotonic())
+        elif outcome is POOL:
+            self._submit(conn)
+        elif outcome is LINGER:
+            conn.deadline = time.monotonic() + LINGER_TIMEOUT
+            self._linger(conn)
+        else:
+            self._close(conn)
+
+    def _on_writable(self, conn):
+        try:
+            done = conn.flush()
+        except OSError:
+            self._close(conn)
+            return
+        if not done:
+            self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+            return
+        outcome, conn.then = conn.then, None
+        if outcome is READ and conn.reader.buffered:
+            outcome = self._advance(conn)   # pipelined requests waited for the send
+        self._proceed(conn, outcome)
+
+    # -- the pool ---------------------------------------------------------------------
+
+    def _submit(self, conn):
+        self._watch(conn, 0)
+        conn.state = BUSY
+        conn.deadline = None     # the pool thread's socket timeouts take over
+        try:
+            conn.to_pool(self.protocol.body_timeout)
+        except OSError:
+            self._close(conn)
+            return
+        self._jobs.put(conn)
+
+    def _work(self):
+        """A pool thread: run connections' blocking work, give them back to the loop."""
+        while True:
+            conn = self._jobs.get()
+            if conn is None:
+                return
+            job, conn.job = conn.job, None
+            try:
+                outcome = job()
+            except OSError:
+                outcome = CLOSE
+            except Exception:
+                say(f'{self.name}: error serving {conn.peer[0]}:{conn.peer[1]}:\n'
+                    f'{traceback.format_exc().rstrip()}', err=True)
+                outcome = CLOSE
+            if outcome is not CLOSE:
+                try:
+                    conn.to_loop()
+                except OSError:
+                    outcome = CLOSE
+            self._returned.append((conn, outcome))
+            self._wake()
+
+    def _wake(self):
+        try:
+            self._wake_w.send(b'\0')
+        except (BlockingIOError, AttributeError, OSError):
+            pass     # already awake (its buffer is full), or not started
+
+    def _take_returns(self):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        now = time.monotonic()
+        while self._returned:
+            conn, outcome = self._returned.popleft()
+            if conn.cut:
+                outcome = CLOSE
+            elif outcome is READ and conn.reader.buffered:
+                outcome = self._advance(conn)    # the next request came with this one
+            conn.state = WAITING
+            if outcome is READ:
+                self._wait_read(conn, now)
+            else:
+                self._proceed(conn, outcome)
+
+    # -- closing ----------------------------------------------------------------------
+
+    def _linger(self, conn):
+        """Close without destroying our own answer (RFC 9112 section 9.6).
+
+        The client may still be sending what we refused; closing with its bytes
+        unread makes the kernel send a reset, which can discard our response
+        before the client reads it.  So: FIN first, then read and drop what
+        still comes, within conn.deadline and MAX_LINGER bytes.
+        """
+        conn.state = LINGERING
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        self._watch(conn, selectors.EVENT_READ)
+        self._set_deadline(conn, conn.deadline)
+
+    def _drain(self, conn):
+        recv_into, scratch = conn.sock.recv_into, self._scratch
+        try:
+            while True:
+                got = recv_into(scratch)
+                conn.lingered += got
+                if not got or conn.lingered > MAX_LINGER:
+                    break
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._close(conn)
+
+    def _close(self, conn):
+        if conn.state is CLOSED:
+            return
+        self._watch(conn, 0)
+        conn.state = CLOSED
+        conn.deadline = conn.timer = None
+        self.connections.discard(conn)
+        self._refusing.discard(conn)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    # -- selector and deadlines ---------------------------------------------------------
+
+    def _watch(self, conn, events):
+        if events == conn.events:
+            return
+        if not conn.events:
+            self._selector.register(conn.sock, events, conn)
+        elif not events:
+            self._selector.unregister(conn.sock)
+        else:
+            self._selector.modify(conn.sock, events, conn)
+        conn.events = events
+
+    def _set_deadline(self, conn, deadline):
+        """One heap entry per connection at most, except when a deadline moves earlier.
+
+        A later deadline (a keep-alive connection that answered another request)
+        only changes conn.deadline: the old entry, when it comes up, finds the
+        deadline moved and re-queues itself once.  So the heap does not grow
+        with the request rate, and needs no removal.
+        """
+        conn.deadline = deadline
+        timer = conn.timer
+        if timer is None or timer[0] > deadline:
+            conn.timer = timer = (deadline, next(self._count), conn)
+            heapq.heappush(self._timers, timer)
+
+    def _expire(self, now):
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)
+            conn = timer[2]
+            if conn.timer is not timer:
+                continue                  # a stale entry: an earlier one replaced it
+            conn.timer = None
+            if conn.deadline is None or conn.state is CLOSED or conn.state is BUSY:
+                continue
+            if conn.deadline > now:
+                self._set_deadline(conn, conn.deadline)
+                continue
+            if conn.state is WAITING and conn.reader.buffered:
+                # A message begun and not finished in time: the protocol answers.
+                try:
+                    self.protocol.expired(conn)
+                except OSError:
+                    pass
+            self._close(conn)
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def _begin_stop(self, now):
+        try:
+            self._selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+        for conn in list(self.connections):
+            if conn.state is WAITING and not conn.reader.buffered:
+                self._close(conn)
+        for conn in list(self._refusing):
+            self._close(conn)
+        return now + self._grace
+
+    def _stopped(self, now, stop_at):
+        """Whether the loop may end: nothing left, or the grace (and a second) is over."""
+        if not self.connections:
+            return True
+        if now < stop_at:
+            return False
+        for conn in list(self.connections):
+            if conn.state is BUSY:
+                if not conn.cut:
+                    conn.cut = True
+                    try:
+                        conn.sock.shutdown(socket.SHUT_RDWR)   # its blocked recv returns
+                    except OSError:
+                        pass
+            else:
+                self._close(conn)
+        return now >= stop_at + 1.0

@@ -51,6 +51,9 @@ CLOSE = 'close'      # close at once
 # Where a connection is.
 WAITING, SENDING, BUSY, LINGERING, CLOSED = 'waiting', 'sending', 'busy', 'lingering', 'closed'
 
+# Pieces one sendmsg may gather (Linux's IOV_MAX is 1024).
+IOV_MAX = 512
+
 _ACCEPT = object()   # selector data of the listening socket
 _WAKE = object()     # and of the wake-up socket
 
@@ -95,13 +98,13 @@ class Connection:
     """One accepted socket and its one StreamReader, wherever it is (loop or pool)."""
 
     __slots__ = ('sock', 'peer', 'reader', 'loop', 'state', 'events', 'deadline', 'timer',
-                 'head_since', 'outgoing', 'then', 'job', 'timed', 'lingered', 'cut')
+                 'head_since', 'outgoing', 'queued', 'then', 'job', 'timed', 'lingered', 'cut')
 
     def __init__(self, sock, peer, loop):
         self.sock = sock
         self.peer = peer
         self.loop = loop
-        reader = self.reader = StreamReader(sock)
+        reader = self.reader = StreamReader(sock, spares=loop.spare_buffers)
         reader.release()      # no buffer until the first bytes arrive
         self.state = WAITING
         self.events = 0       # what the selector watches for (0: not registered)
@@ -110,7 +113,8 @@ class Connection:
         # When the first byte of the message on its way came; the protocol
         # clears it when the message is complete.
         self.head_since = None
-        self.outgoing = None  # bytes the socket did not take yet: [memoryview]
+        self.outgoing = None  # bytes queued for the socket: [bytes-like]
+        self.queued = 0       # how many
         self.then = None      # what to do once they are sent
         self.job = None       # the pool's work, for POOL
         self.timed = None     # a TimedSocket, made on the first trip to the pool
@@ -122,42 +126,33 @@ class Connection:
         return self.loop.stopping.is_set()
 
     def send(self, pieces):
-        """Send without blocking; what the socket does not take waits for writability.
+        """Queue bytes to send; the loop sends every connection's queue once per pass.
 
-        Returns the bytes handed to the kernel so far.  Order is kept: once
-        something waits, later pieces queue behind it.
+        Answers to all the requests one pass of the loop read leave together:
+        pipelined answers in one sendmsg, and one wake-up of a client reading
+        many connections, not one per answer.
         """
-        if self.outgoing:
-            self.outgoing.extend(memoryview(p) for p in pieces if p)
-            return 0
-        try:
-            sent = self.sock.sendmsg(pieces)
-        except BlockingIOError:
-            sent = 0
-        left = []
+        outgoing = self.outgoing
+        if outgoing is None:
+            outgoing = self.outgoing = []
         for piece in pieces:
-            size = len(piece)
-            if sent >= size:
-                sent -= size
-            else:
-                left.append(memoryview(piece)[sent:])
-                sent = 0
-        if left:
-            self.outgoing = left
-        return sent
+            if piece:
+                outgoing.append(piece)
+                self.queued += len(piece)
 
     def flush(self):
-        """Send what waits; True once nothing does."""
+        """Send what is queued without blocking; True once nothing is left."""
         pieces = self.outgoing
         while pieces:
             try:
-                sent = self.sock.sendmsg(pieces[:64])
+                sent = self.sock.sendmsg(pieces[:IOV_MAX])
             except BlockingIOError:
                 return False
+            self.queued -= sent
             while pieces and sent >= len(pieces[0]):
                 sent -= len(pieces.pop(0))
             if sent:
-                pieces[0] = pieces[0][sent:]
+                pieces[0] = memoryview(pieces[0])[sent:]
                 return False
         self.outgoing = None
         return True
@@ -202,6 +197,9 @@ class EventLoop:
         self._jobs = queue.SimpleQueue()
         self._workers = []
         self._scratch = memoryview(bytearray(READ_BUFFER_SIZE))   # what lingering drops
+        # Buffers that idle connections gave up, for the next that receives.
+        self.spare_buffers = []
+        self._unsent = []            # connections with answers queued in this pass
         self._grace = SHUTDOWN_GRACE
         self._thread = self._selector = self._wake_r = self._wake_w = None
 
@@ -264,6 +262,7 @@ class EventLoop:
                         self._drain(conn)
                     else:
                         self._on_readable(conn)
+                self._send_queued()
                 now = time.monotonic()
                 if self._timers and self._timers[0][0] <= now:
                     self._expire(now)
@@ -302,15 +301,15 @@ class EventLoop:
 
     def _refuse(self, sock, peer):
         """Answer a connection beyond the cap with the protocol's refusal, and close."""
-        conn = Connection(sock, peer, self)
+        answer = self.protocol.refusal(time.time(), peer)
         try:
-            conn.send([self.protocol.refusal(time.time(), peer)])
+            sent = sock.send(answer)
         except OSError:
+            sent = 0
+        if len(self._refusing) >= MAX_REFUSING or sent < len(answer):
             sock.close()
             return
-        if len(self._refusing) >= MAX_REFUSING or conn.outgoing:
-            sock.close()
-            return
+        conn = Connection(sock, peer, self)
         self._refusing.add(conn)
         conn.deadline = time.monotonic() + REFUSAL_TIMEOUT
         self._linger(conn)
@@ -348,12 +347,12 @@ class EventLoop:
             return CLOSE
 
     def _proceed(self, conn, outcome):
-        """Do what the protocol said, once whatever it sent has left."""
+        """Do what the protocol said, once whatever it queued has left."""
         if conn.outgoing:
             conn.then = outcome
-            conn.state = SENDING
-            self._watch(conn, selectors.EVENT_WRITE)
-            self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+            if conn.state is not SENDING:
+                conn.state = SENDING
+                self._unsent.append(conn)
         elif outcome is READ:
             self._wait_read(conn, time.monotonic())
         elif outcome is POOL:
@@ -364,15 +363,26 @@ class EventLoop:
         else:
             self._close(conn)
 
+    def _send_queued(self):
+        """At the end of a pass: send every connection's queued answers."""
+        unsent = self._unsent
+        while unsent:
+            self._on_writable(unsent.pop())
+
     def _on_writable(self, conn):
+        if conn.state is not SENDING:
+            return                       # closed meanwhile
         try:
             done = conn.flush()
         except OSError:
             self._close(conn)
             return
         if not done:
+            # The client is not reading: wait until it does, or for body_timeout.
+            self._watch(conn, selectors.EVENT_WRITE)
             self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
             return
+        conn.state = WAITING
         outcome, conn.then = conn.then, None
         if outcome is READ and conn.reader.buffered:
             outcome = self._advance(conn)   # pipelined requests waited for the send
@@ -426,18 +436,14 @@ class EventLoop:
                 pass
         except BlockingIOError:
             pass
-        now = time.monotonic()
         while self._returned:
             conn, outcome = self._returned.popleft()
+            conn.state = WAITING
             if conn.cut:
                 outcome = CLOSE
             elif outcome is READ and conn.reader.buffered:
                 outcome = self._advance(conn)    # the next request came with this one
-            conn.state = WAITING
-            if outcome is READ:
-                self._wait_read(conn, now)
-            else:
-                self._proceed(conn, outcome)
+            self._proceed(conn, outcome)
 
     # -- closing ----------------------------------------------------------------------
 
@@ -526,9 +532,11 @@ class EventLoop:
                 self._set_deadline(conn, conn.deadline)
                 continue
             if conn.state is WAITING and conn.reader.buffered:
-                # A message begun and not finished in time: the protocol answers.
+                # A message begun and not finished in time: the protocol answers,
+                # once, as far as the socket takes it.
                 try:
                     self.protocol.expired(conn)
+                    conn.flush()
                 except OSError:
                     pass
             self._close(conn)

@@ -26,7 +26,7 @@ Writers need no buffering: ``write_all`` sends several pieces with one
 gather-write syscall and loops until the kernel has taken them all.
 """
 
-from .limits import LARGE_READ, READ_BUFFER_SIZE, STREAM_BUFFER_SIZE
+from .limits import LARGE_READ, MAX_SPARE_BUFFERS, READ_BUFFER_SIZE, STREAM_BUFFER_SIZE
 
 # What a released reader holds: nothing, shared by every idle connection.
 _NOTHING = bytearray()
@@ -78,14 +78,17 @@ class StreamReader:
     STREAM_BUFFER_SIZE) for a connection that streams a body or reads exact
     messages of LARGE_READ bytes or more.  ``release`` gives it up while
     nothing is buffered (an idle connection costs no buffer); the next
-    receive allocates it again.
+    receive takes one again, from ``spares`` (a list that readers of many
+    connections share, to which ``release`` returns buffers) when it can.
     """
 
-    __slots__ = ('_recv_into', '_size', '_buf', '_view', '_start', '_end', '_scanned')
+    __slots__ = ('_recv_into', '_size', '_spares', '_buf', '_view', '_start', '_end',
+                 '_scanned')
 
-    def __init__(self, sock, buffer_size=READ_BUFFER_SIZE):
+    def __init__(self, sock, buffer_size=READ_BUFFER_SIZE, spares=None):
         self._recv_into = sock.recv_into
         self._size = buffer_size
+        self._spares = spares
         self._buf = bytearray(buffer_size)
         self._view = memoryview(self._buf)
         self._start = 0  # first unread byte
@@ -107,6 +110,10 @@ class StreamReader:
         """Give the buffer up if nothing is buffered; True when it was given up."""
         if self._start != self._end or self._buf is _NOTHING:
             return False
+        spares = self._spares
+        if spares is not None and len(spares) < MAX_SPARE_BUFFERS and \
+                len(self._buf) == self._size:
+            spares.append(self._buf)
         self._buf = _NOTHING
         self._view = memoryview(_NOTHING)
         self._start = self._end = 0
@@ -160,9 +167,12 @@ class StreamReader:
             # overlaps the destination (bytearray slice assignment is not).
             self._view[:count] = self._view[self._start:self._end]
         else:
-            # Twice as long, or the first buffer of a released reader.
-            grown = bytearray(max(need, 2 * len(self._buf), self._size))
-            grown[:count] = self._view[:count]
+            if self._buf is _NOTHING and self._spares and need <= self._size:
+                grown = self._spares.pop()      # a released reader's next buffer
+            else:
+                # Twice as long, or the first buffer of a released reader.
+                grown = bytearray(max(need, 2 * len(self._buf), self._size))
+                grown[:count] = self._view[:count]
             self._view.release()
             self._buf, self._view = grown, memoryview(grown)
         self._start, self._end = 0, count

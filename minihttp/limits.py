@@ -18,6 +18,10 @@ READ_BUFFER_SIZE = 64 * KiB
 # two fills.  Bounds the memory of such a connection.
 STREAM_BUFFER_SIZE = 256 * KiB
 LARGE_READ = READ_BUFFER_SIZE // 2
+# Buffers kept for reuse after idle connections gave them up (the event loop
+# releases a connection's buffer while it idles): saves an allocation per
+# request under load, and holds at most this many (4 MiB).
+MAX_SPARE_BUFFERS = 64
 
 # --- the block transport (Listing 5-2) --------------------------------------
 # Default port of the block server, as in the book.
@@ -53,6 +57,10 @@ MAX_BLOCK_CONNECTIONS = 512
 # Connections accepted per wake-up of the loop, so that a burst of connects
 # cannot starve the connections already held.
 ACCEPT_BATCH = 64
+# Answers to pipelined requests queued on one connection before the loop
+# stops reading its requests until the client has taken them: bounds the
+# memory a client that pipelines and never reads can make us hold.
+PIPELINE_QUEUE = 256 * KiB
 # Refused connections (beyond --max-connections) linger this long at most,
 # reading what the client still sends so that it gets our 503, not a reset;
 # at most this many at once, the rest are closed at once.

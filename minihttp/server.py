@@ -20,7 +20,8 @@ from .eventloop import CLOSE, LINGER, POOL, READ
 from .framing import write_all
 from .http11 import (Body, HTTPError, PerSecond, bodiless, body_framing, bounded, close_unsent,
                      error_response, frame_response, open_body, read_request, write_response)
-from .limits import BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, RETRY_AFTER
+from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, PIPELINE_QUEUE,
+                     RETRY_AFTER)
 from .report import say
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -85,7 +86,7 @@ class HTTPServer:
                 conn.job = functools.partial(self.respond, conn, request, body, response, now)
                 return POOL
             outcome = self.answer(conn, request, body, response, now)
-            if outcome is not READ or conn.outgoing or not reader.buffered:
+            if outcome is not READ or not reader.buffered or conn.queued >= PIPELINE_QUEUE:
                 return outcome
 
     def inline(self, request):
@@ -95,7 +96,7 @@ class HTTPServer:
         return self._inline is None or self._inline(request)
 
     def answer(self, conn, request, body, response, now):
-        """Send a response whose body is bytes (or none) without blocking."""
+        """Queue a response whose body is bytes (or none); the loop sends it."""
         keep = (request is not None and request.keep_alive and not conn.stopping
                 and self.can_keep(body, response))
         method = request.method if request is not None else 'GET'

@@ -98,6 +98,9 @@ def build_parser():
                         help="save each connection's payload to a file in DIR, "
                              'complete streams only')
     server.add_argument('--quiet', action='store_true', help="don't print each block")
+    server.add_argument('--max-connections', type=int, default=MAX_BLOCK_CONNECTIONS,
+                        metavar='N', help='streams received at once, a thread each; beyond '
+                                          'them a connection is closed (default: %(default)s)')
     server.add_argument('--grace', type=float, default=SHUTDOWN_GRACE, metavar='SECONDS',
                         help='on Ctrl-C or SIGTERM, how long open streams may go on '
                              '(default: %(default)s)')
@@ -184,9 +187,12 @@ def run_blocks(args):
     if args.save:
         if not os.path.isdir(args.save):
             return fail(f'--save: no such directory: {args.save}')
+    if args.max_connections < 1:
+        return fail('--max-connections must be at least 1')
     handler = blocks.BlockServer(max_block=args.max_block, save_dir=args.save, quiet=args.quiet)
     try:
-        listener = Listener(args.hostname, args.p, handler, name='blocks')
+        listener = Listener(args.hostname, args.p, handler, name='blocks',
+                            max_connections=args.max_connections)
     except StartupError as exc:
         return fail(str(exc))
     say(f'Listening at {listener.address}')

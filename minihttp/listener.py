@@ -132,12 +132,12 @@ class Listener:
         try:
             self.handle(conn)
         finally:
-            try:
-                conn.sock.close()
-            finally:
-                with self._changed:
-                    self._active.discard(conn)
-                    self._changed.notify_all()
+            # Counted out before the close: a client that saw this connection
+            # end finds its place free.
+            with self._changed:
+                self._active.discard(conn)
+                self._changed.notify_all()
+            conn.sock.close()
 
     def stop(self, grace=SHUTDOWN_GRACE):
         """Stop accepting, let busy connections finish for ``grace`` seconds, then cut them."""

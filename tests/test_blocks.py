@@ -353,6 +353,23 @@ def test_a_signal_cuts_open_streams_and_discards_their_files(minihttp, tmp_path)
     assert 'Traceback' not in server.output()
 
 
+def test_beyond_max_connections_a_stream_is_closed_with_a_log_line(minihttp):
+    server = minihttp('blocks', '-p', 0, '--max-connections', '1')
+    with connect(server.port) as first:
+        put_block(first, b'holding the only place')
+        server.wait_for_line(r"Block says: b'holding the only place'")
+        with connect(server.port) as second:
+            second.settimeout(WAIT)
+            assert second.recv(1) == b''          # closed at once, nothing read
+        refused = server.wait_for_line(r'^blocks: refused 127\.0\.0\.1:\d+: 1 connections are '
+                                       r'open$', stream='stderr')
+        assert refused
+        put_block(first, b'')
+        assert first.recv(1) == b''              # the server closed, and counted it out
+    listing52.send_lines(('127.0.0.1', server.port))   # the place is free again
+    assert len(server.wait_for_lines(r'^Block says: ', 3)) == 3
+
+
 # -- interoperability with Listing 5-2, byte for byte ------------------------
 
 def test_our_client_against_the_books_server(listening, pool):

@@ -1,0 +1,204 @@
+"""The event loop's parts without a server: non-blocking heads, released buffers, deadlines, queued sends.
+
+The loop reads a head with the same delimiter read as a blocking server, on a
+non-blocking socket: each receive that finds nothing raises BlockingIOError
+and the loop asks again later.  These tests drive that with a scripted socket
+that says "nothing yet" between every piece, so that every split of a head is
+met, and check the loop's own bookkeeping (buffers given up while idle, one
+heap entry per connection, answers that wait for a full socket) directly.
+"""
+
+import collections
+import socket
+
+import pytest
+from hypothesis import given, strategies as st
+
+from conftest import FakeSocket
+from minihttp.eventloop import Connection, EventLoop
+from minihttp.framing import StreamReader
+from minihttp.http11 import read_request
+from minihttp.limits import MAX_SPARE_BUFFERS, READ_BUFFER_SIZE
+
+
+class NonBlockingSocket(FakeSocket):
+    """FakeSocket that has nothing to give (BlockingIOError) before every piece.
+
+    At the end it keeps saying "nothing yet" unless ``closes``, then EOF.
+    """
+
+    def __init__(self, data, pieces=None, closes=False):
+        super().__init__(data, pieces)
+        self.closes = closes
+        self.waits = 0
+        self._ready = False
+
+    def recv_into(self, buffer, nbytes=0):
+        if not self._ready:
+            if self._pieces or not self.closes:
+                self._ready = True
+                self.waits += 1
+                raise BlockingIOError('nothing yet')
+        self._ready = False
+        return super().recv_into(buffer, nbytes)
+
+
+def read_requests_nonblocking(reader, count):
+    """``count`` request heads, asking again after every BlockingIOError, as the loop does."""
+    found = []
+    asked = 0
+    while len(found) < count:
+        asked += 1
+        assert asked < 100_000, 'no progress'
+        try:
+            request = read_request(reader)
+        except BlockingIOError:
+            continue
+        found.append((request.method, request.target, request.fields))
+    return found
+
+
+HEAD = b'GET /a/b?c=d HTTP/1.1\r\nHost: example\r\nAccept: */*\r\nX-Long: ' + b'v' * 40 + b'\r\n\r\n'
+EXPECTED = ('GET', '/a/b?c=d', [('Host', 'example'), ('Accept', '*/*'), ('X-Long', 'v' * 40)])
+
+
+@pytest.mark.parametrize('cut', range(1, len(HEAD)))
+def test_a_head_split_at_any_byte_is_read_after_the_wait(cut):
+    sock = NonBlockingSocket(HEAD, [cut])
+    reader = StreamReader(sock)
+    assert read_requests_nonblocking(reader, 1) == [EXPECTED]
+    assert sock.waits == 2 and reader.buffered == 0
+
+
+def test_a_head_dripped_a_byte_per_receive_is_read_whole():
+    sock = NonBlockingSocket(HEAD, 1)
+    reader = StreamReader(sock)
+    assert read_requests_nonblocking(reader, 1) == [EXPECTED]
+    assert sock.recv_calls == sock.waits == len(HEAD)   # each byte after a "nothing yet"
+
+
+def test_a_dripped_head_is_scanned_once_not_once_per_byte():
+    # A head of n bytes dripped one at a time: each wait resumes the search
+    # where it stopped, so the delimiter search looks at O(n) bytes in all,
+    # not O(n**2).  Measured on the reader's record of where it stopped.
+    head = b'GET / HTTP/1.1\r\nHost: h\r\nX: ' + b'x' * 3000 + b'\r\n\r\n'
+    reader = StreamReader(NonBlockingSocket(head, 1))
+    resumed_from = []
+    while True:
+        try:
+            read_request(reader)
+            break
+        except BlockingIOError:
+            if reader._scanned is not None:
+                resumed_from.append(reader._scanned[1])
+    assert resumed_from == sorted(resumed_from)
+    assert resumed_from[-1] >= len(head) - 8
+
+
+@given(heads=st.lists(st.sampled_from([
+           b'GET / HTTP/1.1\r\nHost: a\r\n\r\n',
+           b'HEAD /x HTTP/1.1\r\nHost: b\r\nX-Y: z\r\n\r\n',
+           b'\r\nOPTIONS * HTTP/1.1\r\nHost: c\r\n\r\n',
+           b'GET /' + b'p' * 300 + b' HTTP/1.0\r\n\r\n']), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(1, 1500), max_size=30),
+       buffer_size=st.sampled_from([64, 128, 65536]))
+def test_pipelined_heads_in_any_pieces_match_reading_them_whole(heads, cuts, buffer_size):
+    raw = b''.join(heads)
+    whole = StreamReader(FakeSocket(raw))
+    expected = [(r.method, r.target, r.fields)
+                for r in iter(lambda: read_request(whole), None)]
+    reader = StreamReader(NonBlockingSocket(raw, cuts, closes=True), buffer_size)
+    assert read_requests_nonblocking(reader, len(heads)) == expected
+    assert read_request(reader) is None
+
+
+# -- buffers --------------------------------------------------------------------------
+
+def test_a_released_reader_holds_no_buffer_and_takes_one_when_bytes_come():
+    spares = []
+    sock = NonBlockingSocket(HEAD + HEAD, [len(HEAD) + 5], closes=True)
+    reader = StreamReader(sock, spares=spares)
+    assert reader.release()                  # nothing buffered: given up
+    assert spares and len(spares[0]) == READ_BUFFER_SIZE
+    assert read_requests_nonblocking(reader, 1) == [EXPECTED]
+    assert not spares                        # the next receive took it back
+    assert reader.buffered == 5
+    assert not reader.release()              # five bytes of the next head: kept
+    assert read_requests_nonblocking(reader, 1) == [EXPECTED]
+    assert reader.release() and read_request(reader) is None
+
+
+def test_spare_buffers_are_bounded():
+    spares = []
+    readers = [StreamReader(FakeSocket(b''), spares=spares)
+               for _ in range(MAX_SPARE_BUFFERS + 10)]
+    for reader in readers:
+        reader.release()
+    assert len(spares) == MAX_SPARE_BUFFERS
+
+
+def test_a_grown_buffer_is_not_kept_as_a_spare():
+    spares = []
+    reader = StreamReader(FakeSocket(b''), spares=spares)
+    reader.reserve(4 * READ_BUFFER_SIZE)
+    assert reader.release() and spares == []
+
+
+# -- the loop's bookkeeping, on a loop that is not running ------------------------------
+
+@pytest.fixture
+def loop():
+    class Protocol:
+        keepalive_timeout = head_timeout = body_timeout = 1.0
+    loop = EventLoop('127.0.0.1', 0, Protocol(), threads=1)
+    yield loop
+    loop.sock.close()
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_later_deadlines_do_not_grow_the_heap(loop, pair):
+    conn = Connection(pair[0], ('local', 0), loop)
+    for n in range(1000):                     # a keep-alive client's many requests
+        loop._set_deadline(conn, 100.0 + n)
+    assert len(loop._timers) == 1 and conn.deadline == 1099.0
+    loop._set_deadline(conn, 50.0)            # earlier: a second entry, the live one
+    assert len(loop._timers) == 2 and conn.timer[0] == 50.0
+
+
+def test_an_entry_that_comes_up_early_requeues_itself_once(loop, pair):
+    closed = []
+    loop._close = closed.append
+    conn = Connection(pair[0], ('local', 0), loop)
+    loop._set_deadline(conn, 10.0)
+    loop._set_deadline(conn, 20.0)            # moved later: same entry
+    loop._expire(15.0)
+    assert closed == [] and [t[0] for t in loop._timers] == [20.0]
+    loop._expire(20.0)
+    assert closed == [conn] and not loop._timers
+
+
+def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):
+    ours, theirs = pair
+    ours.setblocking(False)
+    conn = Connection(ours, ('local', 0), loop)
+    answers = [bytes([n]) * 100_000 for n in range(1, 9)]     # 800 kB: more than fits
+    for answer in answers:
+        conn.send([answer[:10], answer[10:]])
+    assert conn.queued == 800_000
+    received = bytearray()
+    while not conn.flush():
+        received += theirs.recv(1 << 20)     # the client reads a little
+    theirs.setblocking(False)
+    while True:
+        try:
+            received += theirs.recv(1 << 20)
+        except BlockingIOError:
+            break
+    assert received == b''.join(answers) and conn.queued == 0 and conn.outgoing is None

@@ -40,7 +40,7 @@ from .framing import StreamReader
 from .limits import (LINGER_TIMEOUT, MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS,
                      READ_BUFFER_SIZE, REFUSAL_TIMEOUT, SHUTDOWN_GRACE, ACCEPT_BATCH)
 from .listener import bind
-from .report import say
+from .report import flush_soon, say
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
 READ = 'read'        # the next message: wait until readable (or answer what is buffered)
@@ -249,7 +249,10 @@ class EventLoop:
                 if self._timers:
                     timeout = max(0.0, self._timers[0][0] - time.monotonic())
                 if stop_at is not None:
-                    timeout = 0.05 if timeout is None else min(timeout, 0.05)
+                    # Wake at the end of the grace, and a second later to give up.
+                    now = time.monotonic()
+                    until = max(0.0, (stop_at if now < stop_at else stop_at + 1.0) - now)
+                    timeout = until if timeout is None else min(timeout, until)
                 for key, mask in select(timeout):
                     conn = key.data
                     if conn is _ACCEPT:
@@ -266,6 +269,7 @@ class EventLoop:
                 now = time.monotonic()
                 if self._timers and self._timers[0][0] <= now:
                     self._expire(now)
+                flush_soon()            # the pass's log lines, in one write
                 if self.stopping.is_set():
                     if stop_at is None:
                         stop_at = self._begin_stop(now)
@@ -275,6 +279,7 @@ class EventLoop:
             for conn in list(self.connections) + list(self._refusing):
                 self._close(conn)
             self._selector.close()
+            flush_soon()
 
     # -- accepting --------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from .http11 import (Body, HTTPError, PerSecond, bodiless, body_framing, bounded
                      error_response, frame_response, open_body, read_request, write_response)
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, PIPELINE_QUEUE,
                      RETRY_AFTER)
-from .report import say
+from .report import say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
 
@@ -111,9 +111,9 @@ class HTTPServer:
         else:
             conn.send([head, response.body])
             sent = len(response.body)
-        self.log(conn.peer, request, response.status, sent, now)
+        self.log(conn.peer, request, response.status, sent, now, say_soon)
         if self.trace:
-            self.trace_line(conn, request, body, response, framing, 0, sent)
+            self.trace_line(conn, request, body, response, framing, 0, sent, say_soon)
         return self.after(request, body, keep)
 
     def expired(self, conn):
@@ -127,7 +127,7 @@ class HTTPServer:
                           headers=[('Retry-After', str(RETRY_AFTER))])
         response = error_response(error)
         head, _, _ = frame_response(response, chunked_ok=False, keep_alive=False, now=now)
-        self.log(peer, None, 503, len(response.body), now)
+        self.log(peer, None, 503, len(response.body), now, say_soon)
         return head + response.body
 
     # -- on a pool thread ---------------------------------------------------------------
@@ -240,15 +240,15 @@ class HTTPServer:
     def peer(conn):
         return f'{conn.peer[0]}:{conn.peer[1]}'
 
-    def log(self, peer, request, status, sent, now):
-        """One Common Log Format line per request, to stderr."""
+    def log(self, peer, request, status, sent, now, say=say):
+        """One Common Log Format line per request, to stderr (said soon, from the loop)."""
         if not self.access_log:
             return
         line = (f'{request.method} {request.target} {request.version}'
                 if request is not None else '-')
         say(f'{peer[0]} - - [{self._clock(now)}] "{line}" {status} {sent or "-"}', err=True)
 
-    def trace_line(self, conn, request, body, response, framing, chunks, sent):
+    def trace_line(self, conn, request, body, response, framing, chunks, sent, say=say):
         """How this exchange was framed, in the words of chapter 5."""
         parts = []
         if request is not None:

@@ -3,7 +3,9 @@
 ``FakeSocket`` drives any reader with no network: the bytes arrive in the
 pieces a test chooses (a byte at a time, or at hypothesis-chosen split points).
 ``minihttp`` starts ``python -m minihttp ...`` and finds its port in a
-listening line given as a regular expression, so the HTTP tests reuse it as is.
+listening line given as a regular expression, so the HTTP tests reuse it as is;
+``serve`` is the HTTP server on free ports that test_http_server.py and
+test_connections.py both start.
 Every process a test starts is stopped at teardown, by its PID.
 """
 
@@ -30,6 +32,8 @@ settings.load_profile('minihttp')
 # What a server prints once it accepts connections: `Listening at ('127.0.0.1', 1060)`
 # from the block server, `blocks server listening at (...)` from `serve`.
 LISTENING = r"[Ll]istening at \('(?P<host>[^']*)', (?P<port>\d+)"
+# What `serve` prints once the HTTP listener accepts: the host as bound ([::1] for IPv6).
+HTTP_LISTENING = r'http server listening on http://(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)/'
 
 # How long a test waits for a line, or for a process to end, unless it says otherwise.
 WAIT = 15.0
@@ -246,6 +250,13 @@ def minihttp():
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def serve(minihttp):
+    """Start `minihttp serve --port 0 --block-port 0 ARGS...`; the process, its port parsed."""
+    return lambda *args: minihttp('serve', '--port', 0, '--block-port', 0, *args,
+                                  listening=HTTP_LISTENING)
 
 
 def run_minihttp(*args, timeout=60.0, **options):

@@ -23,27 +23,17 @@ from typing import NamedTuple
 
 import pytest
 
-from conftest import WAIT, run_minihttp
+from conftest import HTTP_LISTENING, WAIT, run_minihttp
 from minihttp.cli import build_parser
 from minihttp.http11 import Response
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
-
-# What `serve` prints once the HTTP listener accepts: the host as bound ([::1] for IPv6).
-HTTP_LISTENING = r'http server listening on http://(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)/'
 
 # One access log line, Common Log Format: host ident authuser [date] "request" status bytes.
 CLF = (r'^(?P<host>\S+) - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
        r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-)$')
 
 STATUS_LINE = re.compile(rb'(HTTP/1\.[01]) (\d{3}) ([^\r\n]*)\r\n')
-
-
-@pytest.fixture
-def serve(minihttp):
-    """Start `minihttp serve --port 0 --block-port 0 ARGS...`; the process, its port parsed."""
-    return lambda *args: minihttp('serve', '--port', 0, '--block-port', 0, *args,
-                                  listening=HTTP_LISTENING)
 
 
 # -- a strict little HTTP client ---------------------------------------------------

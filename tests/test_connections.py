@@ -1,0 +1,506 @@
+"""The connection model of issue 8, end to end: one event loop waits, a bounded pool of threads reads bodies.
+
+Per process, one loop holds every connection while it waits (accepting, idle
+keep-alive, a head on its way) and answers small requests inline; anything
+with a body, or a large answer, goes with its socket and buffer to a pool of
+``--threads`` threads and comes back to the loop afterwards.  These tests
+drive `python -m minihttp serve` processes over loopback and see only bytes,
+exit statuses and /proc, never the server's internals.  Nothing waits by
+sleeping: a test waits for a byte, EOF, a line or a process exit, or polls
+/proc or a directory with a deadline.
+
+What each test pins:
+
+- ``test_a_head_arriving_a_byte_at_a_time_is_answered``: a head (and then a
+  body) sent one byte per segment is parsed whole; the head is found on the
+  connection's own buffer across many receives, the body is read in the pool.
+- ``test_a_request_split_at_every_byte_boundary_is_answered``: two pipelined
+  requests in two sends, cut at every offset, on one keep-alive connection.
+- ``test_pipelined_requests_cross_between_the_loop_and_the_pool_in_order``:
+  GET, chunked PUT, GET /headers, Content-Length PUT, GET in one write are
+  answered in order on one connection, to /echo and to an upload that the last
+  GET reads back.
+- ``test_bytes_buffered_behind_a_body_survive_the_trips_between_loop_and_pool``:
+  loop -> pool -> loop -> pool keeps the bytes read ahead, a later request's
+  head and half its body, when the rest comes after the first answers.
+- ``test_idle_silent_and_stalled_connections_each_meet_their_deadline``: the
+  keep-alive deadline closes an idle and a never-used connection without a
+  word; a started head runs on the head deadline and gets 408.
+- ``test_a_client_that_does_not_read_holds_up_no_one_else``: an inline answer
+  meeting a full send buffer waits for writability in the loop instead of
+  blocking it; the stuck client later gets every answer whole, in order.
+- ``test_2000_idle_connections_are_held_while_fresh_ones_are_served``,
+  ``test_300_dripping_heads_get_408_while_other_requests_are_served``,
+  ``test_beyond_max_connections_a_new_connection_gets_503_and_is_closed``:
+  load with small counts; descriptors and threads go back to their baseline.
+  The last replaces test_http_server.py's
+  ``test_max_connections_makes_the_next_client_wait_until_one_leaves``.
+- ``test_the_server_raises_its_descriptor_limit_to_hold_its_connections``: a
+  server started with a soft RLIMIT_NOFILE of 256 still holds 400 connections.
+- ``test_sigterm_closes_idle_connections_and_lets_an_upload_finish``: on
+  SIGTERM the listener closes, idle connections are closed, an upload in
+  flight finishes within --grace and is stored, the exit status is 0.
+- ``test_two_workers_both_serve_and_stop_on_sigterm_with_connections_open``
+  and ``test_workers_auto_starts_one_worker_per_cpu``: --workers on the loop.
+- ``test_a_pool_of_one_thread_queues_the_second_upload_and_still_answers_gets``:
+  --threads 1: a second upload waits in the loop (not refused), a GET meanwhile
+  is answered without a pool thread, then both uploads are stored.
+- ``test_the_defaults_are_32_threads_and_10000_connections_per_process``.
+"""
+
+import contextlib
+import email.utils
+import fcntl
+import hashlib
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import termios
+import time
+
+import pytest
+
+from conftest import REPO, WAIT
+from fileserver import wait_until
+from minihttp.cli import build_parser
+from minihttp.limits import SMALL_FILE
+from test_http_server import Client, chunked, get, post, read_reply, wait_until_refused
+from test_uploads import temps
+
+INDEX = (REPO / 'www' / 'index.html').read_bytes()
+
+# Descriptors this test process keeps for itself beyond the connections it
+# opens: pytest, the server's pipes, a connection or two made on the side.
+SPARE_DESCRIPTORS = 200
+
+
+def chunked_put(path, *pieces):
+    """A PUT announcing a chunked body, then ``pieces`` as that body, one chunk each.
+
+    With no pieces, the head alone: the test sends the chunks itself.
+    """
+    head = get(path, 'HTTP/1.1', 'Transfer-Encoding: chunked', method='PUT')
+    return head + chunked(*pieces) if pieces else head
+
+
+def nodelay(client):
+    """Each send goes out as its own segment (no Nagle coalescing)."""
+    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client
+
+
+# -- the loop: heads in pieces, pipelining across the loop and the pool -------------
+
+def test_a_head_arriving_a_byte_at_a_time_is_answered(serve):
+    fields = [f'X-Drip-{n}: value {n}' for n in range(8)]
+    body = b'a body dripped after its head'
+    with nodelay(Client(serve().port)) as client:
+        for byte in get('/headers', 'HTTP/1.1', *fields):
+            client.send(bytes([byte]))
+        reply = client.reply()
+        assert reply.status == 200 and not reply.closes
+        assert reply.body.decode() == 'Host: test\n' + ''.join(f'{f}\n' for f in fields)
+        # The same with a body: the head comes together in the loop, the body
+        # is read a byte at a time in a pool thread.
+        for byte in post('/echo', body, method='PUT'):
+            client.send(bytes([byte]))
+        assert client.reply('PUT').body == body
+        assert client.exchange(get('/')).body == INDEX
+
+
+def test_a_request_split_at_every_byte_boundary_is_answered(serve):
+    stream = get('/headers', 'HTTP/1.1', 'X-Split: yes') + get('/', method='HEAD')
+    with nodelay(Client(serve().port)) as client:
+        for cut in range(1, len(stream)):
+            client.send(stream[:cut])
+            client.send(stream[cut:])
+            headers, head = client.reply(), client.reply('HEAD')
+            assert (headers.status, headers.body) == (200, b'Host: test\nX-Split: yes\n'), cut
+            assert (head.status, head.get('content-length')) == (200, str(len(INDEX))), cut
+            assert not headers.closes and not head.closes, cut
+
+
+@pytest.mark.parametrize('target', ['/echo', '/uploads/piped.bin'])
+def test_pipelined_requests_cross_between_the_loop_and_the_pool_in_order(
+        serve, tmp_path, target):
+    # The last chunk is larger than a receive buffer, so the requests behind
+    # it arrive in a later fill than their predecessors.
+    pieces = [b'one ', b'two ', b'three ', os.urandom(100_000)]
+    content = b''.join(pieces)
+    body = b'a Content-Length body'
+    last = target if target.startswith('/uploads/') else '/'
+    server = serve('--uploads', tmp_path)
+    with Client(server.port) as client:
+        client.send(get('/') + chunked_put(target, *pieces)
+                    + get('/headers', 'HTTP/1.1', 'X-N: 3')
+                    + post('/echo', body, method='PUT') + get(last))
+        replies = [client.reply(method) for method in ['GET', 'PUT', 'GET', 'PUT', 'GET']]
+    assert not any(reply.closes for reply in replies)
+    assert [reply.status for reply in replies] == [
+        200, 201 if target.startswith('/uploads/') else 200, 200, 200, 200]
+    assert replies[0].body == INDEX
+    if target == '/echo':
+        assert replies[1].get('x-request-framing') == 'chunked'
+        assert replies[1].body == content
+        assert replies[4].body == INDEX
+    else:
+        stored = json.loads(replies[1].body)
+        assert (stored['bytes'], stored['sha256'], stored['framing'], stored['chunks']) == (
+            len(content), hashlib.sha256(content).hexdigest(), 'chunked', len(pieces))
+        assert replies[4].body == content
+    assert replies[2].body == b'Host: test\nX-N: 3\n'
+    assert replies[3].body == body
+
+
+@pytest.mark.parametrize('framing', ['length', 'chunked'])
+def test_bytes_buffered_behind_a_body_survive_the_trips_between_loop_and_pool(serve, framing):
+    # The first body looks like a request: it must be echoed, not parsed.
+    first = b'GET / HTTP/1.1\r\nHost: not-a-request\r\n\r\n'
+    second = b'0123456789' * 2000
+    if framing == 'length':
+        third = post('/echo', second, method='PUT')
+    else:
+        third = chunked_put('/echo', second[:7000], second[7000:])
+    stream = post('/echo', first, method='PUT') + get('/headers', 'HTTP/1.1', 'X-N: 2') + third
+    # Cut inside the third request's body: its head and half of it come in
+    # the first write, behind a body (pool) and a GET (loop).
+    cut = len(stream) - len(third) // 3
+    with Client(serve().port) as client:
+        client.send(stream[:cut])
+        assert client.reply('PUT').body == first
+        assert client.reply().body == b'Host: test\nX-N: 2\n'
+        client.send(stream[cut:])
+        reply = client.reply('PUT')
+        assert (reply.status, reply.body) == (200, second)
+        assert not reply.closes
+        assert client.exchange(get('/')).body == INDEX
+
+
+# -- deadlines and a full send buffer --------------------------------------------------
+
+def test_idle_silent_and_stalled_connections_each_meet_their_deadline(serve):
+    # The head timeout is the longer: a head that started is held to it, not
+    # cut silently at the keep-alive deadline.
+    port = serve('--keepalive-timeout', '0.5', '--head-timeout', '1').port
+    with Client(port) as idle, Client(port) as silent, Client(port) as stalled:
+        assert not idle.exchange(get('/')).closes
+        stalled.send(b'GET / HTTP/1.1\r\nHost: test\r\n')   # the blank line never comes
+        assert idle.file.read() == b'', 'an idle connection is closed without a response'
+        assert silent.file.read() == b'', 'a connection that never spoke is closed unanswered'
+        reply = stalled.reply()
+        assert reply.status == 408
+        stalled.assert_closed_after(reply)
+
+
+def tcp_send_buffer_ceiling():
+    """The most a TCP socket's send buffer grows to here (tcp_wmem's maximum)."""
+    try:
+        with open('/proc/sys/net/ipv4/tcp_wmem') as wmem:
+            return int(wmem.read().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 4 << 20
+
+
+def unread_bytes(sock):
+    """Bytes waiting in a socket's receive queue (FIONREAD)."""
+    return int.from_bytes(fcntl.ioctl(sock, termios.FIONREAD, bytes(4)), 'little', signed=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_client_that_does_not_read_holds_up_no_one_else(serve, tmp_path):
+    content = os.urandom(SMALL_FILE)          # the largest file answered from memory, inline
+    (tmp_path / 'small.bin').write_bytes(content)
+    server = serve('--root', tmp_path, '--quiet')
+    # More answers than the server's send buffer and ours can hold together.
+    count = tcp_send_buffer_ceiling() // len(content) + 32
+    with socket.socket() as stuck:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # before the handshake
+        stuck.settimeout(WAIT)
+        stuck.connect(('127.0.0.1', server.port))
+        stuck.sendall(get('/small.bin') * count)
+        wait_until(lambda: unread_bytes(stuck) > 0, 'the answers to the stuck client began')
+        with Client(server.port, timeout=5) as other:   # generous: a blocked loop never answers
+            reply = other.exchange(get('/small.bin'))
+            assert (reply.status, reply.body) == (200, content)
+        with stuck.makefile('rb') as answers:
+            for n in range(count):
+                reply = read_reply(answers)
+                assert (reply.status, len(reply.body)) == (200, len(content)), n
+                assert reply.body == content, n
+
+
+# -- load with small counts; descriptors and threads back to baseline ------------------
+
+def resources(pid):
+    """(open descriptors, threads) of a process, from /proc."""
+    return len(os.listdir(f'/proc/{pid}/fd')), len(os.listdir(f'/proc/{pid}/task'))
+
+
+def baseline(server):
+    """The server's resources once started and past one request, its connection closed."""
+    with Client(server.port) as client:
+        client.assert_closed_after(client.exchange(get('/', 'HTTP/1.1', 'Connection: close')))
+    return resources(server.pid)
+
+
+def assert_back_to_baseline(server, base, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while not all(now <= then for now, then in zip(resources(server.pid), base)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f'(descriptors, threads) {resources(server.pid)} still above '
+                                 f'the baseline {base} after {timeout} s')
+        time.sleep(0.02)   # a poll interval, not a synchronisation
+
+
+@pytest.fixture
+def room_for():
+    """``room_for(n)``: raise this process's soft RLIMIT_NOFILE to fit n more descriptors.
+
+    Raised to the hard limit (a server started afterwards inherits it), or the
+    test is skipped when even that is too few; restored at teardown.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def make_room(count):
+        needed = len(os.listdir('/proc/self/fd')) + count + SPARE_DESCRIPTORS
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f'RLIMIT_NOFILE hard limit {hard} cannot hold {needed} descriptors')
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (needed if hard == resource.RLIM_INFINITY else hard, hard))
+    yield make_room
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def measured(serve, room_for):
+    """``measured(connections, *args)``: a server with room for ``connections``, and its baseline."""
+    def start(connections, *args):
+        room_for(connections)
+        server = serve(*args)
+        return server, baseline(server)
+    return start
+
+
+def ask_each(clients, requests, method='GET'):
+    """Send each client its request, all before any answer is read; their replies, in order."""
+    for client, request in zip(clients, requests, strict=True):
+        client.send(request)
+    return [client.reply(method) for client in clients]
+
+
+def open_served(port, count, stack, batch=100):
+    """``count`` keep-alive connections, each answered once, held open in ``stack``.
+
+    In batches, so that a server that stops answering fails the batch it is
+    in, rather than leaving connects to pile up in the backlog.
+    """
+    clients = []
+    for first in range(0, count, batch):
+        group = [stack.enter_context(Client(port)) for _ in range(min(batch, count - first))]
+        for reply in ask_each(group, [get('/')] * len(group)):
+            assert reply.status == 200 and not reply.closes, reply
+        clients += group
+    return clients
+
+
+def assert_fresh_requests_served(port, count):
+    """``count`` new connections, all opened and asked before any answer is read."""
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(Client(port)) for _ in range(count)]
+        asked = [f'X-Fresh: {n}' for n in range(count)]
+        replies = ask_each(clients, [get('/headers', 'HTTP/1.1', field, 'Connection: close')
+                                     for field in asked])
+        for client, field, reply in zip(clients, asked, replies):
+            assert (reply.status, reply.body) == (
+                200, f'Host: test\n{field}\nConnection: close\n'.encode())
+            client.assert_closed_after(reply)
+
+
+@pytest.mark.timeout(90)
+def test_2000_idle_connections_are_held_while_fresh_ones_are_served(measured):
+    # No keep-alive deadline may pass during the test: the connections are idle, not expired.
+    server, base = measured(2000 + 50, '--quiet', '--keepalive-timeout', '120')
+    with contextlib.ExitStack() as stack:
+        idle = open_served(server.port, 2000, stack)
+        assert_fresh_requests_served(server.port, 50)
+        # They were held, not dropped: each answers a second request.
+        for reply in ask_each(idle, [get('/', method='HEAD')] * len(idle), 'HEAD'):
+            assert reply.status == 200 and not reply.closes
+    assert_back_to_baseline(server, base)
+
+
+@pytest.mark.timeout(60)
+def test_300_dripping_heads_get_408_while_other_requests_are_served(measured):
+    server, base = measured(300 + 50, '--quiet', '--head-timeout', '2')
+    with contextlib.ExitStack() as stack:
+        drippers = [stack.enter_context(Client(server.port)) for _ in range(300)]
+        for client in drippers:
+            client.send(b'G')         # a head begins, and nothing more comes
+        assert_fresh_requests_served(server.port, 50)
+        # Every one is closed by its head deadline, with a 408.
+        for client in drippers:
+            reply = client.reply()
+            assert reply.status == 408
+            client.assert_closed_after(reply)
+    assert_back_to_baseline(server, base)
+
+
+def assert_retry_after(reply):
+    """RFC 9110 section 10.2.3: Retry-After is an HTTP-date or a number of seconds."""
+    value = reply.get('retry-after')
+    assert value is not None, reply.fields
+    assert re.fullmatch(r'\d+', value) or email.utils.parsedate_to_datetime(value), value
+
+
+def served_once_there_is_room(port, timeout=WAIT):
+    """A new connection's GET, retried while the answer is 503, until one is served."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with Client(port) as client:
+            reply = client.exchange(get('/'))
+        if reply.status != 503:
+            return reply
+        assert time.monotonic() < deadline, f'still 503 after {timeout} s'
+        time.sleep(0.02)   # a poll interval, not a synchronisation
+
+
+def test_beyond_max_connections_a_new_connection_gets_503_and_is_closed(measured):
+    server, base = measured(10, '--max-connections', '5')
+    with contextlib.ExitStack() as stack:
+        held = open_served(server.port, 5, stack)
+        for _ in range(2):   # refused connections take no place: see the end
+            # It asks at once, as a real client does: the 503 must reach it
+            # whether or not the server reads the request.  (5 s: a server
+            # that parks it in the backlog fails sooner.)
+            with Client(server.port, timeout=5) as sixth:
+                sixth.send(get('/'))
+                reply = sixth.reply()
+                assert reply.status == 503
+                assert_retry_after(reply)
+                sixth.assert_closed_after(reply)
+        leaving = held.pop()
+        leaving.assert_closed_after(leaving.exchange(get('/', 'HTTP/1.1', 'Connection: close')))
+        # Served once the server has seen the close: refused ones did not count.
+        assert served_once_there_is_room(server.port).status == 200
+        for client in held:           # the four that stayed are still served
+            assert client.exchange(get('/')).status == 200
+    assert_back_to_baseline(server, base)
+
+
+@pytest.mark.timeout(60)
+def test_the_server_raises_its_descriptor_limit_to_hold_its_connections(serve, room_for):
+    room_for(400)             # skips unless the hard limit is far above 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The server inherits a soft limit of 256 and the far higher hard limit.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        server = serve('--quiet')
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with contextlib.ExitStack() as stack:
+        open_served(server.port, 400, stack)
+        assert_fresh_requests_served(server.port, 10)
+
+
+# -- stopping, workers, the pool -------------------------------------------------------
+
+def test_sigterm_closes_idle_connections_and_lets_an_upload_finish(serve, tmp_path):
+    server = serve('--uploads', tmp_path, '--grace', str(WAIT))
+    with contextlib.ExitStack() as stack:
+        idle = open_served(server.port, 3, stack)
+        upload = stack.enter_context(Client(server.port))
+        upload.send(chunked_put('/uploads/late.bin') + b'5\r\nfirst\r\n')
+        wait_until(lambda: temps(tmp_path), 'the upload started')
+        server.proc.send_signal(signal.SIGTERM)
+        wait_until_refused(server.port)           # no longer accepting ...
+        for client in idle:
+            assert client.file.read() == b''      # ... idle ones closed without a word ...
+        assert server.proc.poll() is None         # ... and the upload may go on
+        upload.send(b'6\r\nsecond\r\n0\r\n\r\n')
+        reply = upload.reply('PUT')
+        assert reply.status == 201 and json.loads(reply.body)['bytes'] == 11
+        upload.assert_closed_after(reply)
+    assert server.proc.wait(WAIT) == 0
+    assert (tmp_path / 'late.bin').read_bytes() == b'firstsecond'
+
+
+def connections_held(pid, port):
+    """How many established TCP connections on local ``port`` process ``pid`` holds.
+
+    Matches the socket inodes of /proc/PID/fd against /proc/net/tcp (IPv4):
+    which worker accepted a connection is visible nowhere else.
+    """
+    inodes = set()
+    for fd in os.listdir(f'/proc/{pid}/fd'):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f'/proc/{pid}/fd/{fd}')
+            if link.startswith('socket:['):
+                inodes.add(link[len('socket:['):-1])
+    with open('/proc/net/tcp') as table:
+        rows = [line.split() for line in table][1:]
+    # Columns: sl local_address rem_address st ... inode (the tenth); 01 is ESTABLISHED.
+    return sum(1 for row in rows
+               if row[9] in inodes and row[3] == '01' and int(row[1].split(':')[1], 16) == port)
+
+
+@pytest.mark.timeout(60)
+def test_two_workers_both_serve_and_stop_on_sigterm_with_connections_open(serve):
+    server = serve('--workers', '2', '--quiet')
+    line = server.wait_for_line(r'^http served by 2 worker processes: (?P<pids>\d+ \d+)$')
+    workers = [int(pid) for pid in line['pids'].split()]
+    with contextlib.ExitStack() as stack:
+        clients = []
+        # Connections held open until each worker holds at least one: the
+        # kernel chooses the worker, so this takes a few rounds at most.
+        for _ in range(16):
+            clients += open_served(server.port, 16, stack)
+            held = [connections_held(pid, server.port) for pid in workers]
+            if all(held):
+                break
+        assert all(held), f'after {len(clients)} connections, the workers hold {held}'
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(WAIT) == 0
+        for client in clients:
+            assert client.at_eof()
+    assert not [pid for pid in workers if os.path.exists(f'/proc/{pid}')]
+
+
+def test_workers_auto_starts_one_worker_per_cpu(serve):
+    counts = {os.cpu_count(), len(os.sched_getaffinity(0))}
+    if max(counts) < 2:
+        pytest.skip('one CPU: --workers auto runs a single process, nothing to count')
+    server = serve('--workers', 'auto', '--quiet')
+    line = server.wait_for_line(r'^http served by (?P<count>\d+) worker processes: ')
+    assert int(line['count']) in counts
+    with Client(server.port) as client:
+        assert client.exchange(get('/')).status == 200
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(WAIT) == 0
+
+
+def test_a_pool_of_one_thread_queues_the_second_upload_and_still_answers_gets(serve, tmp_path):
+    server = serve('--threads', '1', '--uploads', tmp_path)
+    with Client(server.port) as first, Client(server.port) as second:
+        first.send(chunked_put('/uploads/first.txt') + b'6\r\nfirst \r\n')
+        wait_until(lambda: temps(tmp_path), 'the first upload started')
+        second.send(chunked_put('/uploads/second.txt') + b'7\r\nsecond \r\n')
+        # The one thread reads the first body; the loop still answers a GET.
+        with Client(server.port) as other:
+            assert other.exchange(get('/')).body == INDEX
+        assert len(temps(tmp_path)) == 1, 'a second upload started in a pool of one thread'
+        first.send(b'4\r\nbody\r\n0\r\n\r\n')
+        assert first.reply('PUT').status == 201
+        second.send(b'4\r\nbody\r\n0\r\n\r\n')      # waited in the loop, not refused
+        assert second.reply('PUT').status == 201
+        for name, content in [('first.txt', b'first body'), ('second.txt', b'second body')]:
+            reply = first.exchange(get(f'/uploads/{name}'))
+            assert (reply.status, reply.body) == (200, content)
+
+
+def test_the_defaults_are_32_threads_and_10000_connections_per_process():
+    args = build_parser().parse_args(['serve'])
+    assert (args.threads, args.max_connections) == (32, 10000)

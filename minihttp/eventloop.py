@@ -22,7 +22,13 @@ The protocol (minihttp.server.HTTPServer) provides ``advance(conn)``,
 ``expired(conn)`` and ``refusal(now)``, and the timeouts ``keepalive_timeout``
 (idle), ``head_timeout`` (a message begun) and ``body_timeout`` (a stalled
 send, or receive on a pool thread).  ``advance`` returns one of the outcomes
-below; for POOL it leaves the work in ``conn.job``.
+below; for POOL and BODY it leaves the work in ``conn.job``, and may keep what
+it is in the middle of in ``conn.message``.
+
+A request whose body has not begun to arrive (a head, then nothing) does not
+take a thread: it waits in the loop, on body_timeout, until its first bytes
+come.  A body that stalls once it has begun holds its thread for up to
+body_timeout between bytes: ``threads`` bounds how many can.
 """
 
 import collections
@@ -45,11 +51,13 @@ from .report import flush_soon, say
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
 READ = 'read'        # the next message: wait until readable (or answer what is buffered)
 POOL = 'pool'        # blocking work in conn.job: run it on a pool thread
+BODY = 'body'        # the same, for a body not begun: wait in the loop until bytes come
 LINGER = 'linger'    # close politely: send FIN, read and drop what still comes, then close
 CLOSE = 'close'      # close at once
 
 # Where a connection is.
-WAITING, SENDING, BUSY, LINGERING, CLOSED = 'waiting', 'sending', 'busy', 'lingering', 'closed'
+WAITING, AWAITING_BODY, SENDING, BUSY, LINGERING, CLOSED = (
+    'waiting', 'awaiting body', 'sending', 'busy', 'lingering', 'closed')
 
 # Pieces one sendmsg may gather (Linux's IOV_MAX is 1024).
 IOV_MAX = 512
@@ -98,7 +106,8 @@ class Connection:
     """One accepted socket and its one StreamReader, wherever it is (loop or pool)."""
 
     __slots__ = ('sock', 'peer', 'reader', 'loop', 'state', 'events', 'deadline', 'timer',
-                 'head_since', 'outgoing', 'queued', 'then', 'job', 'timed', 'lingered', 'cut')
+                 'head_since', 'outgoing', 'queued', 'then', 'job', 'message', 'timed',
+                 'lingered', 'cut')
 
     def __init__(self, sock, peer, loop):
         self.sock = sock
@@ -116,7 +125,8 @@ class Connection:
         self.outgoing = None  # bytes queued for the socket: [bytes-like]
         self.queued = 0       # how many
         self.then = None      # what to do once they are sent
-        self.job = None       # the pool's work, for POOL
+        self.job = None       # the pool's work, for POOL and BODY
+        self.message = None   # the protocol's own: the request being served, say
         self.timed = None     # a TimedSocket, made on the first trip to the pool
         self.lingered = 0
         self.cut = False      # shut down by a stopping server
@@ -339,6 +349,9 @@ class EventLoop:
         self._set_deadline(conn, deadline)
 
     def _on_readable(self, conn):
+        if conn.state is AWAITING_BODY:
+            self._submit(conn)            # the body has begun: now a thread reads it
+            return
         self._proceed(conn, self._advance(conn))
 
     def _advance(self, conn):
@@ -362,6 +375,10 @@ class EventLoop:
             self._wait_read(conn, time.monotonic())
         elif outcome is POOL:
             self._submit(conn)
+        elif outcome is BODY:
+            conn.state = AWAITING_BODY
+            self._watch(conn, selectors.EVENT_READ)
+            self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
         elif outcome is LINGER:
             conn.deadline = time.monotonic() + LINGER_TIMEOUT
             self._linger(conn)
@@ -536,7 +553,7 @@ class EventLoop:
             if conn.deadline > now:
                 self._set_deadline(conn, conn.deadline)
                 continue
-            if conn.state is WAITING and conn.reader.buffered:
+            if conn.state is AWAITING_BODY or conn.state is WAITING and conn.reader.buffered:
                 # A message begun and not finished in time: the protocol answers,
                 # once, as far as the socket takes it.
                 try:

@@ -16,7 +16,7 @@ import functools
 import time
 import traceback
 
-from .eventloop import CLOSE, LINGER, POOL, READ
+from .eventloop import BODY, CLOSE, LINGER, POOL, READ
 from .framing import write_all
 from .http11 import (Body, HTTPError, PerSecond, bodiless, body_framing, bounded, close_unsent,
                      error_response, frame_response, open_body, read_request, write_response)
@@ -54,8 +54,8 @@ class HTTPServer:
     def advance(self, conn):
         """Answer every whole request buffered that can be answered without blocking.
 
-        Returns what the connection waits for next (eventloop.READ, POOL with
-        conn.job set, LINGER or CLOSE).  BlockingIOError from the reader means
+        Returns what the connection waits for next (eventloop.READ; POOL, or
+        BODY for a body not yet begun, with conn.job set; LINGER or CLOSE).  BlockingIOError from the reader means
         the head is not all here yet: the loop waits for more.
         """
         reader = conn.reader
@@ -72,9 +72,13 @@ class HTTPServer:
             now = time.time()
             body = None
             try:
-                if body_framing(request)[0] != 'none' or not self.inline(request):
+                framing, length = body_framing(request)
+                if framing != 'none' or not self.inline(request):
                     conn.job = functools.partial(self.exchange, conn, request, now)
-                    return POOL
+                    conn.message = request
+                    if (reader.buffered or length == 0 or request.get('expect') is not None):
+                        return POOL
+                    return BODY     # no thread until the body's first bytes come
                 body = request.body = Body(reader)
                 response = self.app(request)
             except HTTPError as error:
@@ -117,7 +121,13 @@ class HTTPServer:
         return self.after(request, body, keep)
 
     def expired(self, conn):
-        """A request head that did not arrive whole within head_timeout: 408."""
+        """A head not whole within head_timeout, or a body not begun within
+        body_timeout: 408."""
+        if conn.job is not None:
+            conn.job = None
+            error = HTTPError(408, 'request body not received in time', close=True)
+            self.answer(conn, conn.message, None, error_response(error), time.time())
+            return
         error = HTTPError(408, 'request head not received in time', close=True)
         self.answer(conn, None, None, error_response(error), time.time())
 
@@ -134,6 +144,7 @@ class HTTPServer:
 
     def exchange(self, conn, request, now):
         """The rest of an exchange whose head the loop read: the body, the answer."""
+        conn.message = None
         conn.timed.timeout = self.body_timeout
         body = None
         try:

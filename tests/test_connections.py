@@ -504,3 +504,27 @@ def test_a_pool_of_one_thread_queues_the_second_upload_and_still_answers_gets(se
 def test_the_defaults_are_32_threads_and_10000_connections_per_process():
     args = build_parser().parse_args(['serve'])
     assert (args.threads, args.max_connections) == (32, 10000)
+
+
+def test_a_head_whose_body_has_not_begun_holds_no_thread(serve):
+    server = serve('--threads', '1')
+    with Client(server.port) as waiting, Client(server.port) as other:
+        # A head announcing a body, then nothing: it waits in the loop ...
+        waiting.send(get('/echo', 'HTTP/1.1', 'Content-Length: 5', method='PUT'))
+        # ... so the pool's only thread is free for another body meanwhile.
+        for n in range(3):
+            reply = other.exchange(post('/echo', b'mine %d' % n))
+            assert (reply.status, reply.body) == (200, b'mine %d' % n)
+        waiting.send(b'later')
+        reply = waiting.reply('PUT')
+        assert (reply.status, reply.body) == (200, b'later')
+
+
+def test_a_body_not_begun_within_the_body_timeout_gets_408(serve):
+    server = serve('--body-timeout', '0.5')
+    with Client(server.port) as client:
+        client.send(get('/uploads/never.bin', 'HTTP/1.1', 'Content-Length: 10', method='PUT'))
+        reply = client.reply('PUT')
+        assert reply.status == 408 and b'request body not received in time' in reply.body
+        client.assert_closed_after(reply)
+    assert server.wait_for_line(r'"PUT /uploads/never.bin HTTP/1.1" 408 ', stream='stderr')

@@ -28,8 +28,10 @@ gather-write syscall and loops until the kernel has taken them all.
 
 from .limits import LARGE_READ, MAX_SPARE_BUFFERS, READ_BUFFER_SIZE, STREAM_BUFFER_SIZE
 
-# What a released reader holds: nothing, shared by every idle connection.
+# What a released reader holds: nothing, shared by every idle connection
+# (never released itself).
 _NOTHING = bytearray()
+_NOTHING_VIEW = memoryview(_NOTHING)
 
 
 class FramingError(Exception):
@@ -115,7 +117,7 @@ class StreamReader:
                 len(self._buf) == self._size:
             spares.append(self._buf)
         self._buf = _NOTHING
-        self._view = memoryview(_NOTHING)
+        self._view = _NOTHING_VIEW
         self._start = self._end = 0
         return True
 
@@ -173,7 +175,8 @@ class StreamReader:
                 # Twice as long, or the first buffer of a released reader.
                 grown = bytearray(max(need, 2 * len(self._buf), self._size))
                 grown[:count] = self._view[:count]
-            self._view.release()
+            if self._view is not _NOTHING_VIEW:
+                self._view.release()
             self._buf, self._view = grown, memoryview(grown)
         self._start, self._end = 0, count
 

@@ -128,6 +128,16 @@ def test_a_released_reader_holds_no_buffer_and_takes_one_when_bytes_come():
     assert reader.release() and read_request(reader) is None
 
 
+def test_released_readers_share_nothing_that_one_of_them_can_break():
+    readers = [StreamReader(FakeSocket(HEAD + HEAD, len(HEAD)), buffer_size=32)
+               for _ in range(2)]
+    for reader in readers:
+        assert reader.release()
+    for reader in readers:                   # each grows out of the shared empty buffer
+        assert [read_request(reader).target for _ in range(2)] == ['/a/b?c=d'] * 2
+        assert read_request(reader) is None and reader.release()
+
+
 def test_spare_buffers_are_bounded():
     spares = []
     readers = [StreamReader(FakeSocket(b''), spares=spares)

@@ -121,6 +121,16 @@ def url_segments(url_path):
     return parts
 
 
+@functools.lru_cache(maxsize=4096)
+def local_path(root, url_path):
+    """(segments, path under root) of a URL path, or None: url_segments, remembered
+    for the paths asked for most (it depends on nothing but its arguments)."""
+    parts = url_segments(url_path)
+    if parts is None:
+        return None
+    return tuple(parts), os.path.join(root, *parts)
+
+
 _REAL_ROOTS = {}
 
 
@@ -308,7 +318,7 @@ class SmallFiles:
 
     def __init__(self, budget=SMALL_FILES_BUDGET):
         self.budget = budget
-        self._entries = {}      # path -> (identity, bytes)
+        self._entries = {}      # path -> (identity, bytes, header fields)
         self._size = 0
 
     @staticmethod
@@ -316,7 +326,7 @@ class SmallFiles:
         return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     def get(self, path):
-        """(stat, bytes) of an unchanged cached file, or None."""
+        """(stat, bytes, header fields) of an unchanged cached file, or None."""
         entry = self._entries.get(path)
         if entry is None:
             return None
@@ -327,13 +337,13 @@ class SmallFiles:
         if st is None or self.identity(st) != entry[0]:
             self._entries.pop(path, None)
             return None
-        return st, entry[1]
+        return st, entry[1], entry[2]
 
-    def put(self, path, st, data):
+    def put(self, path, st, data, headers):
         if self._size + len(data) > self.budget:
             self._entries.clear()          # crude, and rare: start again
             self._size = 0
-        self._entries[path] = (self.identity(st), data)
+        self._entries[path] = (self.identity(st), data, headers)
         self._size += len(data)
 
 
@@ -343,18 +353,16 @@ small_files = SmallFiles()
 def serve_path(request, root, url_path):
     """The file at ``url_path`` under ``root``: a file, a directory (its index.html
     or a listing), or 404."""
-    parts = url_segments(url_path)
-    if parts is None:
+    local = local_path(root, url_path)
+    if local is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
-    path = os.path.join(root, *parts)
+    parts, path = local
     if request.path.endswith('/'):
         hit = small_files.get(os.path.join(path, 'index.html'))
-        name = 'index.html'
     else:
         hit = small_files.get(path)
-        name = parts[-1] if parts else ''
     if hit is not None:
-        return cached_file(request, *hit, name)
+        return cached_file(request, *hit)
     opened = open_inside(root, parts)
     if opened is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
@@ -393,10 +401,11 @@ def serve_file(request, fd, st, path):
             os.close(fd)
         if len(data) != st.st_size:
             raise HTTPError(503, 'the file changed while it was read; try again')
-        small_files.put(path, st, data)
-        return cached_file(request, st, data, path)
+        headers = representation_headers(st, extension(path))
+        small_files.put(path, st, data, headers)
+        return cached_file(request, st, data, headers)
     try:
-        response = file_response(request, st, extension(path))
+        response = file_response(request, st, representation_headers(st, extension(path)))
     except BaseException:
         os.close(fd)
         raise
@@ -412,9 +421,15 @@ def serve_file(request, fd, st, path):
     return response
 
 
-def cached_file(request, st, data, name):
+# Fields that can make a file's answer other than 200 with the whole file.
+SELECTING_FIELDS = CONDITIONAL_FIELDS | {'range'}
+
+
+def cached_file(request, st, data, headers):
     """The response for a small file held in memory."""
-    response = file_response(request, st, extension(name))
+    if not request.has_any(SELECTING_FIELDS):
+        return Response(200, headers, data)           # the common case, at once
+    response = file_response(request, st, headers)
     plan = response.body
     if plan is None:
         response.body = b''
@@ -436,13 +451,21 @@ class Plan:
         self.closing = closing
 
 
-def file_response(request, st, extension):
-    """The response for a file, with a Plan of its bytes as a placeholder body."""
-    kind = content_type(extension)
-    etag = etag_of(st)
-    headers = [('Content-Type', kind),
-               ('Last-Modified', last_modified(int(st.st_mtime))),
-               ('ETag', etag), ('Accept-Ranges', 'bytes')]
+def representation_headers(st, extension):
+    """The fields that describe a file, whatever part of it is sent (RFC 9110 section 8)."""
+    return [('Content-Type', content_type(extension)),
+            ('Last-Modified', last_modified(int(st.st_mtime))),
+            ('ETag', etag_of(st)), ('Accept-Ranges', 'bytes')]
+
+
+def file_response(request, st, headers):
+    """The response for a file, with a Plan of its bytes as a placeholder body.
+
+    ``headers`` are representation_headers(st, ...), not changed here.
+    """
+    headers = list(headers)
+    kind = headers[0][1]
+    etag = headers[2][1]
     status = precondition(request, st, etag)
     if status == 304:
         return Response(304, headers[1:3], None, length=0)

@@ -62,6 +62,9 @@ WAITING, AWAITING_BODY, SENDING, BUSY, LINGERING, CLOSED = (
 # Pieces one sendmsg may gather (Linux's IOV_MAX is 1024).
 IOV_MAX = 512
 
+# Stale entries the deadline heap may hold before it is rebuilt without them.
+STALE_TIMERS = 1024
+
 _ACCEPT = object()   # selector data of the listening socket
 _WAKE = object()     # and of the wake-up socket
 
@@ -202,6 +205,7 @@ class EventLoop:
         self.connections = set()     # every open connection (in the loop or the pool)
         self._refusing = set()       # refused ones, lingering before they close
         self._timers = []            # heap of (deadline, n, connection)
+        self._stale = 0              # entries in it that no longer count
         self._count = itertools.count()
         self._returned = collections.deque()   # (connection, outcome) from the pool
         self._jobs = queue.SimpleQueue()
@@ -505,6 +509,8 @@ class EventLoop:
             return
         self._watch(conn, 0)
         conn.state = CLOSED
+        if conn.timer is not None:
+            self._forget(conn.timer)
         conn.deadline = conn.timer = None
         self.connections.discard(conn)
         self._refusing.discard(conn)
@@ -537,16 +543,30 @@ class EventLoop:
         conn.deadline = deadline
         timer = conn.timer
         if timer is None or timer[0] > deadline:
+            if timer is not None:
+                self._forget(timer)
             conn.timer = timer = (deadline, next(self._count), conn)
             heapq.heappush(self._timers, timer)
 
+    def _forget(self, timer):
+        """An entry no longer counts; when most of the heap is such, rebuild it.
+
+        A closed connection's entry would otherwise keep it in memory until its
+        deadline: under many short connections, far more than are open.
+        """
+        self._stale += 1
+        if self._stale > STALE_TIMERS and self._stale > len(self._timers) // 2:
+            self._timers = [t for t in self._timers if t[2].timer is t and t is not timer]
+            heapq.heapify(self._timers)
+            self._stale = 0
+
     def _expire(self, now):
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            timer = heapq.heappop(timers)
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)   # (closing may rebuild the heap)
             conn = timer[2]
             if conn.timer is not timer:
-                continue                  # a stale entry: an earlier one replaced it
+                self._stale -= 1
+                continue                  # a stale entry: replaced, or its connection closed
             conn.timer = None
             if conn.deadline is None or conn.state is CLOSED or conn.state is BUSY:
                 continue

@@ -194,6 +194,25 @@ def test_an_entry_that_comes_up_early_requeues_itself_once(loop, pair):
     assert closed == [conn] and not loop._timers
 
 
+class Closable(FakeSocket):
+    def close(self):
+        pass
+
+
+def test_closed_connections_do_not_stay_in_the_heap(loop):
+    loop._watch = lambda conn, events: None
+    live = Connection(Closable(), ('local', 0), loop)
+    loop._set_deadline(live, 5.0)
+    for n in range(5000):                     # many short connections, each closed
+        conn = Connection(Closable(), ('local', n), loop)
+        loop._set_deadline(conn, 10.0 + n)
+        loop._close(conn)
+    assert len(loop._timers) <= 1 + 2 * 1024
+    assert live.timer in loop._timers
+    loop._expire(5.0)
+    assert live.state == 'closed'
+
+
 def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):
     ours, theirs = pair
     ours.setblocking(False)

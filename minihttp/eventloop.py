@@ -43,8 +43,9 @@ import time
 import traceback
 
 from .framing import StreamReader
-from .limits import (LINGER_TIMEOUT, MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS,
-                     READ_BUFFER_SIZE, REFUSAL_TIMEOUT, SHUTDOWN_GRACE, ACCEPT_BATCH)
+from .limits import (ACCEPT_BATCH, LINGER_TIMEOUT, MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING,
+                     POOL_THREADS, READ_BUFFER_SIZE, REFUSAL_TIMEOUT, SHUTDOWN_GRACE,
+                     STALE_TIMERS)
 from .listener import bind
 from .report import flush_soon, say
 
@@ -61,9 +62,6 @@ WAITING, AWAITING_BODY, SENDING, BUSY, LINGERING, CLOSED = (
 
 # Pieces one sendmsg may gather (Linux's IOV_MAX is 1024).
 IOV_MAX = 512
-
-# Stale entries the deadline heap may hold before it is rebuilt without them.
-STALE_TIMERS = 1024
 
 _ACCEPT = object()   # selector data of the listening socket
 _WAKE = object()     # and of the wake-up socket

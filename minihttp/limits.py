@@ -61,6 +61,10 @@ ACCEPT_BATCH = 64
 # stops reading its requests until the client has taken them: bounds the
 # memory a client that pipelines and never reads can make us hold.
 PIPELINE_QUEUE = 256 * KiB
+# Entries of closed (or rescheduled) connections the loop's deadline heap may
+# hold before it is rebuilt without them: bounds the memory that many short
+# connections leave behind until their deadlines.
+STALE_TIMERS = 1024
 # Refused connections (beyond --max-connections) linger this long at most,
 # reading what the client still sends so that it gets our 503, not a reset;
 # at most this many at once, the rest are closed at once.

@@ -213,6 +213,7 @@ class EventLoop:
         self.spare_buffers = []
         self._unsent = []            # connections with answers queued in this pass
         self._grace = SHUTDOWN_GRACE
+        self._paused = False         # accepting stopped for want of descriptors
         self._thread = self._selector = self._wake_r = self._wake_w = None
 
     # -- running ---------------------------------------------------------------------
@@ -302,9 +303,13 @@ class EventLoop:
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
-                # Out of descriptors (EMFILE) or the like: the client stays in
-                # the backlog until a connection closes.
-                say(f'{self.name}: cannot accept: {exc.strerror}', err=True)
+                # Out of descriptors (EMFILE) or memory: stop watching the
+                # listening socket (it would wake the loop again at once) until
+                # a connection closes; the client waits in the backlog.
+                say(f'{self.name}: cannot accept: {exc.strerror}; waiting for a '
+                    'connection to close', err=True)
+                self._selector.unregister(self.sock)
+                self._paused = True
                 return
             sock.setblocking(False)
             if len(self.connections) >= self.max_connections:
@@ -516,6 +521,9 @@ class EventLoop:
             conn.sock.close()
         except OSError:
             pass
+        if self._paused and not self.stopping.is_set():
+            self._paused = False
+            self._selector.register(self.sock, selectors.EVENT_READ, _ACCEPT)
 
     # -- selector and deadlines ---------------------------------------------------------
 
@@ -584,10 +592,8 @@ class EventLoop:
     # -- stopping ---------------------------------------------------------------------
 
     def _begin_stop(self, now):
-        try:
+        if not self._paused:
             self._selector.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
         self.sock.close()
         for conn in list(self.connections):
             if conn.state is WAITING and not conn.reader.buffered:

@@ -50,6 +50,7 @@ What each test pins:
 
 import contextlib
 import email.utils
+import errno
 import fcntl
 import hashlib
 import json
@@ -66,7 +67,10 @@ import pytest
 from conftest import REPO, WAIT
 from fileserver import wait_until
 from minihttp.cli import build_parser
+from minihttp.eventloop import EventLoop
+from minihttp.http11 import Response
 from minihttp.limits import SMALL_FILE
+from minihttp.server import HTTPServer
 from test_http_server import Client, chunked, get, post, read_reply, wait_until_refused
 from test_uploads import temps
 
@@ -528,3 +532,44 @@ def test_a_body_not_begun_within_the_body_timeout_gets_408(serve):
         assert reply.status == 408 and b'request body not received in time' in reply.body
         client.assert_closed_after(reply)
     assert server.wait_for_line(r'"PUT /uploads/never.bin HTTP/1.1" 408 ', stream='stderr')
+
+
+class OutOfDescriptors:
+    """A listening socket whose accept fails for want of descriptors while ``full``."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.accepts = 0
+        self.full = False
+
+    def accept(self):
+        self.accepts += 1
+        if self.full:
+            raise OSError(errno.EMFILE, 'Too many open files')
+        return self.sock.accept()
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_out_of_descriptors_the_loop_waits_for_a_close_instead_of_spinning(capsys):
+    loop = EventLoop('127.0.0.1', 0, HTTPServer(lambda request: Response(200, [], b'fine'),
+                                                access_log=False))
+    listening = loop.sock = OutOfDescriptors(loop.sock)
+    loop.start()
+    try:
+        with Client(loop.address[1]) as first:
+            assert first.exchange(get('/')).status == 200
+            listening.full = True
+            second = Client(loop.address[1])
+            second.send(get('/'))              # it cannot be accepted: it waits
+            wait_until(lambda: 'cannot accept' in capsys.readouterr().err, 'the EMFILE line')
+            listening.full = False             # as when the first one closes
+            first.send(get('/', 'HTTP/1.1', 'Connection: close'))
+            first.assert_closed_after(first.reply())
+            with second:
+                assert second.reply().status == 200   # accepted once the first one closed
+    finally:
+        loop.stop(0)
+    # One failed accept, not a loop spinning on a listener it cannot empty.
+    assert listening.accepts <= 5

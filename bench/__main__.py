@@ -54,7 +54,7 @@ def main(argv):
         for name in names:
             status = run(name, []) or status
             print()
-    if _results.ROWS:
+    if _results.ROWS or _results.NOTES:
         _results.write(HERE / 'results.md', HERE / 'results.png', argv)
     return status
 

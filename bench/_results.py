@@ -7,6 +7,7 @@ Benchmarks ``record`` rows (and ``bars`` for the chart) as they go; at the end
 
 import dataclasses
 import datetime
+import math
 import os
 import platform
 import textwrap
@@ -92,6 +93,8 @@ def reset():
 def number(value):
     if value is None:
         return ''
+    if not math.isfinite(value):
+        return str(value)
     if value == int(value) or abs(value) >= 100:
         return f'{value:,.0f}'
     if abs(value) >= 10:
@@ -149,17 +152,19 @@ def draw(path):
     import matplotlib.pyplot as plt
 
     targets = [row for row in ROWS if row.score is not None]
-    panels = len(BARS)
-    height_bars = 4.2 if panels else 0
+    height_bars = 4.4 if BARS else 0
     height_targets = 0.9 + 0.34 * len(targets) if targets else 0
-    figure = plt.figure(figsize=(13, height_bars + height_targets + 0.6), layout='constrained')
-    grid = figure.add_gridspec(2 if panels and targets else 1, max(1, panels),
-                               height_ratios=[height_bars, height_targets]
-                               if panels and targets else None)
-    for index, (title, unit, series, log) in enumerate(BARS):
-        draw_bars(figure.add_subplot(grid[0, index]), title, unit, series, log)
+    figure = plt.figure(figsize=(13, height_bars + height_targets + 0.4), layout='constrained')
+    # Two sub-figures, so that the long labels of the targets do not narrow the bars.
+    parts = [height for height in (height_bars, height_targets) if height]
+    subfigures = figure.subfigures(len(parts), 1, height_ratios=parts) if len(parts) > 1 \
+        else [figure]
+    if BARS:
+        panels = subfigures[0].subplots(1, len(BARS), squeeze=False)[0]
+        for axes, (title, unit, series, log) in zip(panels, BARS):
+            draw_bars(axes, title, unit, series, log)
     if targets:
-        draw_targets(figure.add_subplot(grid[-1, :]), targets)
+        draw_targets(subfigures[-1].subplots(), targets)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench bench-deps clean
 
 # The servers need the standard library only: no virtual environment.
 run:
@@ -20,6 +20,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# The peers make bench compares minihttp with: nginx, wrk and curl from Debian (as
+# root), uvicorn, httptools and matplotlib into the virtual environment.  make bench
+# runs without them, saying what it skipped.
+bench-deps: $(STAMP)
+	apt-get update
+	apt-get install -y nginx wrk curl
+	$(VENV)/bin/python -m pip install --quiet -e '.[bench]'
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

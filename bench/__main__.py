@@ -1,7 +1,9 @@
 """`python -m bench [NAME [OPTIONS...]]`: every benchmark in turn, or the one named with its options.
 
 A benchmark is any module of this package with ``main(argv) -> exit status``;
-``python -m bench NAME --help`` shows its options.
+``python -m bench NAME --help`` shows its options.  The figures it records go to
+bench/results.md and bench/results.png (the chart needs matplotlib: make bench-deps),
+which a run overwrites with its own.
 """
 
 import importlib
@@ -9,8 +11,11 @@ import pkgutil
 import sys
 from pathlib import Path
 
-# First the framing core, then what stands on it; any other benchmark after these, by name.
-ORDER = ('blocks', 'http', 'files')
+from bench import _results
+
+# First the framing core, then what stands on it, then the peers; any other after these.
+ORDER = ('blocks', 'http', 'files', 'peers')
+HERE = Path(__file__).parent
 
 
 def benchmarks():
@@ -18,6 +23,18 @@ def benchmarks():
              if not module.name.startswith('_')}
     return sorted(names, key=lambda name: (ORDER.index(name) if name in ORDER else len(ORDER),
                                            name))
+
+
+def run(name, argv):
+    """Run one benchmark; one that gives up says why, and the figures so far are kept."""
+    try:
+        return importlib.import_module(f'bench.{name}').main(argv)
+    except SystemExit as stop:
+        if stop.code in (None, 0) or isinstance(stop.code, int):
+            raise          # --help, or an argument error: argparse has said it
+        print(f'{name}: {stop.code}', file=sys.stderr)
+        _results.note(f'{name} stopped early: {str(stop.code).splitlines()[0]}')
+        return 1
 
 
 def main(argv):
@@ -29,12 +46,16 @@ def main(argv):
         print(f'python -m bench: no benchmark {argv[0]!r} (try: {", ".join(names)})',
               file=sys.stderr)
         return 2
+    _results.reset()
     if argv:
-        return importlib.import_module(f'bench.{argv[0]}').main(argv[1:])
-    status = 0
-    for name in names:
-        status = importlib.import_module(f'bench.{name}').main([]) or status
-        print()
+        status = run(argv[0], argv[1:])
+    else:
+        status = 0
+        for name in names:
+            status = run(name, []) or status
+            print()
+    if _results.ROWS or _results.NOTES:
+        _results.write(HERE / 'results.md', HERE / 'results.png', argv)
     return status
 
 

@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import _results
 from minihttp.blocks import get_block, get_block_to, get_length, put_block
 from minihttp.cli import size
 from minihttp.framing import StreamReader
@@ -181,6 +182,11 @@ def run(total, block, rounds, names):
         print(f'  {VARIANTS[name][0]:<40} {best:7.0f} MB/s {statistics.median(rates[name]):8.0f}'
               f' {ratio:6.2f}  {" " * 10}{min(c[0] for c in cpus[name]):8.2f}'
               f' {min(c[1] for c in cpus[name]):6.2f}')
+        if ceiling and name != 'ceiling':
+            _results.record(f'block transport, {total / GiB:g} GiB as {block // KiB} KiB blocks',
+                            VARIANTS[name][0], best, 'MB/s', peer='loopback ceiling',
+                            peer_value=ceiling,
+                            target=TARGET if name.startswith('get_block') else None)
     if ceiling:
         print(f'  target: minihttp at least {TARGET} of the ceiling: '
               + (f'below it: {", ".join(below)}' if below else 'met'))

@@ -28,25 +28,24 @@ sink flushes everything at the end, as a minimal server would.
 
 import argparse
 import functools
-import hashlib
 import http.client
-import json
 import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from bench.http import ServerProcess, child, size_arg, start_minihttp
+from bench import _results
+from bench._support import (MB, GiB, MiB, ServerProcess, cpu_seconds, download, memory,
+                            start_minihttp, stored_by_minihttp, typical, upload, write_random,
+                            wrk)
+from bench.http import child
+from minihttp.cli import size
 
-MiB = 1 << 20
-GiB = 1 << 30
-MB = 1e6
 SMALL_SIZE = 2048          # bytes of the small file
 RPS_TARGET = 5.0
 DOWNLOAD_TARGET = 1.2
@@ -57,8 +56,6 @@ MEMORY_TARGET = 64 * MiB
 # server varies most: http.server's downloads run at 1.2 to 3.4 GB/s here).
 RUNS = 5
 SINK_BUFFER = 256 * 1024
-CURL_TIMEOUT = 300
-CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 
 
 # -- the ceiling for uploads: a raw-socket sink ------------------------------------------
@@ -122,63 +119,12 @@ def serve_sink(directory):
 
 # -- measurements -----------------------------------------------------------------------
 
-def curl_transfer(*args):
-    """(status, bytes uploaded, bytes downloaded, seconds, body) of one curl command."""
-    done = subprocess.run(
-        ['curl', '-sS', '--noproxy', '*', '--max-time', str(CURL_TIMEOUT),
-         '-w', '\n%{http_code} %{size_upload} %{size_download} %{time_total}', *map(str, args)],
-        capture_output=True, timeout=CURL_TIMEOUT + 10)
-    body, _, figures = done.stdout.rpartition(b'\n')
-    if done.returncode:
-        raise SystemExit(f'curl {" ".join(map(str, args))} failed: {done.stderr.decode()}')
-    status, up, down, seconds = figures.decode().split()
-    return int(status), int(float(up)), int(float(down)), float(seconds), body
-
-
-def download(port, path, size):
-    """Seconds curl took to download ``path`` (all ``size`` bytes of it)."""
-    status, _, down, seconds, _ = curl_transfer('-o', os.devnull, f'http://127.0.0.1:{port}{path}')
-    if status != 200 or down != size:
-        raise SystemExit(f'download from port {port}: {status}, {down} of {size} bytes')
-    return seconds
-
-
-def upload(url, path, size, framing, sha256=None):
-    """Seconds curl -T took; with ``sha256``, the answer (minihttp's) is checked too."""
-    extra = ['-H', 'Transfer-Encoding: chunked'] if framing == 'chunked' else []
-    status, up, _, seconds, body = curl_transfer('-T', path, *extra, url)
-    if status not in (200, 201) or up < size:
-        raise SystemExit(f'upload to {url}: {status}, {up} of {size} bytes sent')
-    if sha256 is not None:
-        answer = json.loads(body)
-        if (answer['bytes'], answer['sha256'], answer['framing']) != (size, sha256, framing):
-            raise SystemExit(f'upload to {url} was stored wrong: {answer}')
-    return seconds
-
-
-def typical(transfers):
-    """{name: (seconds, server CPU seconds) of its median run}, in RUNS turns.
-
-    ``transfers`` maps a name to (the server's pid, a function doing one
-    transfer and returning the seconds it took).
-    """
-    runs = {name: [] for name in transfers}
-    for _ in range(RUNS):
-        for name, (pid, transfer) in transfers.items():
-            before = cpu_seconds(pid)
-            seconds = transfer()
-            runs[name].append((seconds, cpu_seconds(pid) - before))
-    return {name: statistics.median_low(times) for name, times in runs.items()}
-
-
 def wrk_requests(url, duration, connections):
     """Keep-alive GETs of one URL made by wrk in ``duration`` s; non-2xx answers are an error."""
-    done = subprocess.run(['wrk', '-t1', f'-c{connections}', f'-d{duration}s', url],
-                          capture_output=True, text=True, timeout=duration + 60)
-    count = re.search(r'(\d+) requests in', done.stdout)
-    if done.returncode or not count or 'Non-2xx' in done.stdout:
-        raise SystemExit(f'wrk {url} failed:\n{done.stdout}{done.stderr}')
-    return int(count[1])
+    load = wrk(url, duration, connections)
+    if any(error.startswith('Non-2xx') for error in load.errors):
+        raise SystemExit(f'wrk {url}: {load.errors}')
+    return load.requests
 
 
 def get_loop(port, path, deadline, counts):
@@ -219,40 +165,13 @@ def own_load_requests(url, duration, connections):
     return sum(int(p.communicate(timeout=duration + 60)[0]) for p in procs)
 
 
-def cpu_seconds(pid):
-    """User and system CPU time a process has used so far (/proc/PID/stat)."""
-    with open(f'/proc/{pid}/stat') as stat:
-        fields = stat.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def peak_memory(pid):
-    """VmHWM of a process, in bytes."""
-    with open(f'/proc/{pid}/status') as status:
-        return next(int(line.split()[1]) * 1024 for line in status
-                    if line.startswith('VmHWM:'))
-
-
-def verdict(ratio, target, above=True):
-    met = ratio >= target if above else ratio < target
-    return 'met' if met else 'NOT met'
-
-
 # -- the run ----------------------------------------------------------------------------
 
 def make_files(root, size):
     """The small file and a ``size``-byte random one; returns the big one's sha256."""
     with open(os.path.join(root, 'small.html'), 'wb') as file:
         file.write((b'<p>a small file</p>\n' * SMALL_SIZE)[:SMALL_SIZE])
-    digest = hashlib.sha256()
-    with open(os.path.join(root, 'big.bin'), 'wb') as file:
-        block = os.urandom(4 * MiB)
-        for offset in range(0, size, len(block)):
-            # Each block differs from the last, so nothing is deduplicated away.
-            piece = (offset.to_bytes(8, 'big') + block[8:])[:size - offset]
-            digest.update(piece)
-            file.write(piece)
-    return digest.hexdigest()
+    return write_random(os.path.join(root, 'big.bin'), size)
 
 
 def run(duration, connections, size):
@@ -275,18 +194,19 @@ def run(duration, connections, size):
         servers.append(minihttp)
         sink = ServerProcess('sink', [sys.executable, '-m', 'bench.files', '--sink', sink_dir])
         servers.append(sink)
-        pid = minihttp.proc.pid
+        pid = minihttp.pid
         print(f'files: minihttp serve against http.server (ThreadingHTTPServer, '
               f'SimpleHTTPRequestHandler, HTTP/1.1, TCP_NODELAY, no log), same directory; '
-              f'minihttp VmHWM at start {peak_memory(pid) / MiB:.1f} MiB')
+              f'minihttp VmHWM at start {memory(pid, "VmHWM") / MiB:.1f} MiB')
 
+        scenario = f'files: small GET {SMALL_SIZE} B, -c{connections}, no access logs'
         print(f'small-file GET /small.html ({SMALL_SIZE} B), keep-alive, {connections} '
               f'connections, {duration} s per server, by {tool}')
         rates = {}
         for name, server in (('http.server', stdlib), ('minihttp', minihttp)):
-            before = cpu_seconds(server.proc.pid)
+            before = cpu_seconds(server.pid)
             count = load(f'http://127.0.0.1:{server.port}/small.html', duration, connections)
-            cpu = cpu_seconds(server.proc.pid) - before
+            cpu = cpu_seconds(server.pid) - before
             rates[name] = count / duration
             print(f'  {name:22} {rates[name]:8.0f} requests/s, {cpu / count * 1e6:4.0f} us '
                   'of server CPU each')
@@ -302,39 +222,47 @@ def run(duration, connections, size):
             print(f'  {name:22} {rates[name]:8.0f} requests/s')
         for name, rate in rates.items():
             if name != 'http.server':
-                ratio = rate / rates['http.server']
-                print(f'  ratio {ratio:.2f}x for {name} (target {RPS_TARGET:g}x: '
-                      f'{verdict(ratio, RPS_TARGET)})')
+                row = _results.record(scenario, name, rate, 'req/s', peer='http.server',
+                                      peer_value=rates['http.server'], target=RPS_TARGET)
+                print(f'  ratio {row.ratio:.2f}x for {name} (target {RPS_TARGET:g}x: '
+                      f'{row.verdict})')
 
         print(f'download of {size / GiB:g} GiB with curl -o /dev/null, median of {RUNS}')
-        times = typical({name: (server.proc.pid,
+        times = typical({name: (server.pid,
                                 functools.partial(download, server.port, '/big.bin', size))
-                         for name, server in (('http.server', stdlib), ('minihttp', minihttp))})
+                         for name, server in (('http.server', stdlib), ('minihttp', minihttp))},
+                        RUNS)
         for name, (seconds, cpu) in times.items():
             print(f'  {name:12} {size / seconds / MB:10.0f} MB/s, server CPU {cpu:.2f} s')
-        ratio = times['http.server'][0] / times['minihttp'][0]
-        print(f'  ratio {ratio:.2f}x (target {DOWNLOAD_TARGET:g}x: '
-              f'{verdict(ratio, DOWNLOAD_TARGET)})')
+        row = _results.record(f'files: download {size / GiB:g} GiB', 'minihttp',
+                              size / times['minihttp'][0] / MB, 'MB/s', peer='http.server',
+                              peer_value=size / times['http.server'][0] / MB,
+                              target=DOWNLOAD_TARGET)
+        print(f'  ratio {row.ratio:.2f}x (target {DOWNLOAD_TARGET:g}x: {row.verdict})')
 
         for framing in ('content-length', 'chunked'):
             print(f'upload of {size / GiB:g} GiB with curl -T ({framing}), median of {RUNS}; '
                   'http.server cannot take uploads')
             times = typical({
-                'raw-socket sink (ceiling)': (sink.proc.pid, functools.partial(
+                'raw-socket sink (ceiling)': (sink.pid, functools.partial(
                     upload, f'http://127.0.0.1:{sink.port}/big.bin', big, size, framing)),
-                'minihttp, sha256 checked': (minihttp.proc.pid, functools.partial(
+                'minihttp, sha256 checked': (minihttp.pid, functools.partial(
                     upload, f'http://127.0.0.1:{minihttp.port}/uploads/big.bin', big, size,
-                    framing, sha256))})
+                    framing, stored_by_minihttp(size, sha256, framing)))}, RUNS)
             for name, (seconds, cpu) in times.items():
                 print(f'  {name:26} {size / seconds / MB:6.0f} MB/s, server CPU {cpu:.2f} s')
             (ceiling, _), (seconds, _) = times.values()
-            print(f'  ratio {ceiling / seconds:.2f} of the ceiling (target {UPLOAD_TARGET:g}: '
-                  f'{verdict(ceiling / seconds, UPLOAD_TARGET)})')
+            row = _results.record(f'files: upload {size / GiB:g} GiB, {framing}', 'minihttp',
+                                  size / seconds / MB, 'MB/s', peer='raw-socket sink',
+                                  peer_value=size / ceiling / MB, target=UPLOAD_TARGET)
+            print(f'  ratio {row.ratio:.2f} of the ceiling (target {UPLOAD_TARGET:g}: '
+                  f'{row.verdict})')
 
-        peak = peak_memory(pid)
-        print(f'peak memory of minihttp (VmHWM) after all of it: {peak / MiB:.1f} MiB '
-              f'(target under {MEMORY_TARGET // MiB} MiB: '
-              f'{verdict(peak, MEMORY_TARGET, above=False)})')
+        row = _results.record('files: after all of it', 'minihttp peak RSS (VmHWM)',
+                              memory(pid, 'VmHWM') / MiB, 'MiB', target=MEMORY_TARGET / MiB,
+                              lower_is_better=True)
+        print(f'peak memory of minihttp (VmHWM) after all of it: {row.value:.1f} MiB '
+              f'(target under {MEMORY_TARGET // MiB} MiB: {row.verdict})')
         print(f'files benchmark took {time.monotonic() - started:.0f} s')
     finally:
         for server in servers:
@@ -348,7 +276,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--duration', type=int, default=5, help='seconds of GET load per server')
     parser.add_argument('--connections', type=int, default=32, help='keep-alive connections')
-    parser.add_argument('--size', type=size_arg, default=GiB,
+    parser.add_argument('--size', type=size, default=GiB,
                         help='size of the file downloaded and uploaded (default: 1G)')
     # Internal: the child processes this benchmark starts.
     roles = parser.add_mutually_exclusive_group()

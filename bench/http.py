@@ -21,11 +21,8 @@
 
 import argparse
 import functools
-import http.client
 import http.server
 import os
-import queue
-import re
 import selectors
 import shutil
 import signal
@@ -37,60 +34,20 @@ import threading
 import time
 from pathlib import Path
 
+from bench import _results
+from bench._support import (MB, REPO, GiB, ServerProcess, cpu_seconds, fetch, response_length,
+                            start_minihttp, wrk)
+from minihttp.cli import size
 from minihttp.http11 import Response
 from minihttp.limits import DOCUMENT_ROOT, LISTEN_BACKLOG, READ_BUFFER_SIZE
 from minihttp.listener import Listener, run_until_signalled, run_workers
 from minihttp.server import HTTPServer
 
-REPO = Path(__file__).resolve().parent.parent
-# Both servers print this once they accept connections.
-LISTENING = re.compile(r'listening on http://[^ ]*:(\d+)/')
-START_TIMEOUT = 15.0
 TARGET_RATIO = 5.0
-GiB = 1 << 30
-MB = 1e6
 HTML = 'text/html; charset=utf-8'
 
 
 # -- the two servers, each in its own process -----------------------------------------
-
-class ServerProcess:
-    """A server started as a child process, its port read from its listening line."""
-
-    def __init__(self, name, args):
-        self.name = name
-        self.proc = subprocess.Popen(
-            args, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
-        lines = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stdout],
-                         daemon=True).start()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.stop()
-                raise SystemExit(f'{name}: no listening line within {START_TIMEOUT} s') from None
-            match = LISTENING.search(line.decode('utf-8', 'replace'))
-            if match:
-                self.port = int(match[1])
-                return
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_minihttp(*args):
-    return ServerProcess('minihttp serve', [sys.executable, '-m', 'minihttp', 'serve', '--port', '0',
-                                            '--block-port', '0', '--quiet', *args])
-
 
 def child(name, *args):
     """One of this module's own server roles, in a process of its own."""
@@ -157,36 +114,12 @@ def serve_minihttp_fixed(body_path, content_type, workers='1'):
         run_until_signalled([listener])
 
 
-def fetch(port, path='/'):
-    """(status, body, response size in bytes) of one GET."""
-    connection = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
-    try:
-        connection.request('GET', path)
-        response = connection.getresponse()
-        body = response.read()
-        head = len(str(response.msg)) + len('HTTP/1.1 200 OK\r\n\r\n')
-        return response.status, body, head + len(body)
-    finally:
-        connection.close()
-
-
 # -- load ------------------------------------------------------------------------------
 
-def wrk(port, duration, connections):
+def wrk_load(port, duration, connections):
     """Requests/s from wrk, and any errors it saw."""
-    result = subprocess.run(
-        ['wrk', '-t1', f'-c{connections}', f'-d{duration}s', f'http://127.0.0.1:{port}/'],
-        capture_output=True, text=True, timeout=duration + 60)
-    out = result.stdout
-    rate = re.search(r'Requests/sec:\s+([\d.]+)', out)
-    if result.returncode or not rate:
-        raise SystemExit(f'wrk failed:\n{out}{result.stderr}')
-    errors = re.findall(r'(Socket errors: .*|Non-2xx or 3xx responses: \d+)', out)
-    return float(rate[1]), errors
-
-
-RESPONSE_HEAD_END = b'\r\n\r\n'
-CONTENT_LENGTH = re.compile(rb'\r\ncontent-length: *(\d+)', re.I)
+    load = wrk(f'http://127.0.0.1:{port}/', duration, connections)
+    return load.rate, load.errors
 
 
 def load_worker(port, connections, duration):
@@ -211,10 +144,7 @@ def load_worker(port, connections, duration):
             if not data:
                 raise SystemExit('server closed a keep-alive connection')
             buf += data
-            while (end := buf.find(RESPONSE_HEAD_END)) >= 0:
-                total = end + 4 + int(CONTENT_LENGTH.search(buf, 0, end + 2)[1])
-                if len(buf) < total:
-                    break
+            while (total := response_length(buf)) is not None and len(buf) >= total:
                 if buf.startswith(b'HTTP/1.1 200 '):
                     done += 1
                 else:
@@ -239,32 +169,8 @@ def own_load(port, duration, connections):
 
 def load_tool():
     if shutil.which('wrk'):
-        return wrk, 'wrk -t1'
+        return wrk_load, 'wrk -t1'
     return own_load, 'bench.http load workers'
-
-
-def proc_stat(pid):
-    with open(f'/proc/{pid}/stat') as stat:
-        return stat.read().rsplit(')', 1)[1].split()
-
-
-def cpu_seconds(pid):
-    """User and system CPU time a process and its children (workers) have used
-    (Linux /proc), or None elsewhere."""
-    try:
-        fields = proc_stat(pid)
-    except OSError:
-        return None
-    ticks = int(fields[11]) + int(fields[12])
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                child_fields = proc_stat(entry)
-            except OSError:
-                continue
-            if int(child_fields[1]) == pid:
-                ticks += int(child_fields[11]) + int(child_fields[12])
-    return ticks / os.sysconf('SC_CLK_TCK')
 
 
 def load_round(server, duration, connections):
@@ -312,7 +218,9 @@ def compare(title, baseline, contender, duration, connections, rounds, target=No
         per_request = f'; {cpu:5.1f} us CPU per request' if cpu is not None else ''
         print(f'  {name:20s} {rate:8.0f} requests/s (rounds: {each}){per_request} '
               f'{" ".join(errors)}')
-    (base_rate, base_cpu), (rate, cpu) = medians.values()
+    (base_name, (base_rate, base_cpu)), (name, (rate, cpu)) = medians.items()
+    _results.record(title, name, rate, 'req/s', peer=base_name, peer_value=base_rate,
+                    target=target)
     ratio = rate / base_rate
     verdict = '' if target is None else (
         f'; target {target:g}x {"met" if ratio >= target else "NOT met"}')
@@ -416,16 +324,11 @@ def echo_throughput(size):
     print(f'  ceiling (sendall/recv_into pair, one way): {ceiling:8.0f} MB/s')
     print(f'  minihttp chunked echo (payload):           {echo:8.0f} MB/s '
           f'({echo / ceiling:.0%} of the ceiling)')
+    _results.record(f'PUT /echo {size / GiB:g} GiB chunked', 'minihttp chunked echo', echo,
+                    'MB/s', peer='loopback ceiling', peer_value=ceiling)
 
 
 # -- command line ----------------------------------------------------------------------
-
-def size_arg(text):
-    match = re.fullmatch(r'(\d+)([KMG]?)', text.upper())
-    if not match:
-        raise argparse.ArgumentTypeError(f'not a size: {text!r} (try 1G or 256M)')
-    return int(match[1]) << {'': 0, 'K': 10, 'M': 20, 'G': 30}[match[2]]
-
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m bench http', description=__doc__,
@@ -434,7 +337,7 @@ def main(argv=None):
                         help='seconds of load per server per round')
     parser.add_argument('--rounds', type=int, default=3, help='rounds of load per server')
     parser.add_argument('--connections', type=int, default=32, help='keep-alive connections')
-    parser.add_argument('--echo-size', type=size_arg, default=GiB, help='bytes to echo')
+    parser.add_argument('--echo-size', type=size, default=GiB, help='bytes to echo')
     # Internal: the child processes this benchmark starts.
     roles = parser.add_mutually_exclusive_group()
     roles.add_argument('--stdlib-fixed', nargs=2, help=argparse.SUPPRESS)

@@ -40,7 +40,8 @@ from bench._support import (MB, REPO, GiB, ServerProcess, cpu_seconds, fetch, re
 from minihttp.cli import size
 from minihttp.http11 import Response
 from minihttp.limits import DOCUMENT_ROOT, LISTEN_BACKLOG, READ_BUFFER_SIZE
-from minihttp.listener import Listener, run_until_signalled, run_workers
+from minihttp.eventloop import EventLoop
+from minihttp.listener import run_until_signalled, run_workers
 from minihttp.server import HTTPServer
 
 TARGET_RATIO = 5.0
@@ -105,8 +106,7 @@ def serve_minihttp_fixed(body_path, content_type, workers='1'):
     """minihttp's HTTP server (head parsing, framing, keep-alive) with one body from memory."""
     body, content_type = fixed_body(body_path, content_type)
     answer = Response(200, [('Content-Type', content_type)], body)
-    listener = Listener('127.0.0.1', 0, HTTPServer(lambda request: answer, access_log=False),
-                        name='http')
+    listener = EventLoop('127.0.0.1', 0, HTTPServer(lambda request: answer, access_log=False))
     print(f'minihttp server listening on http://127.0.0.1:{listener.address[1]}/', flush=True)
     if int(workers) > 1:
         run_workers(listener, [], int(workers))

@@ -19,15 +19,23 @@ exchange is over the connection comes back to the loop, its buffered bytes
 (a pipelined request, say) intact.
 
 The protocol (minihttp.server.HTTPServer) provides ``advance(conn)``,
-``expired(conn)`` and ``refusal(now)``, and the timeouts ``keepalive_timeout``
-(idle), ``head_timeout`` (a message begun) and ``body_timeout`` (a stalled
-send, or receive on a pool thread).  ``advance`` returns one of the outcomes
-below; for POOL and BODY it leaves the work in ``conn.job``, and may keep what
-it is in the middle of in ``conn.message``.
+``expired(conn)``, ``needs_more(conn)`` and ``refusal(now, peer)``, and the
+timeouts ``keepalive_timeout`` (idle), ``head_timeout`` (a message begun) and
+``body_timeout`` (a body not begun, a stalled send, or a receive on a pool
+thread).  ``advance`` returns one of the outcomes below; for POOL and BODY it
+leaves the work in ``conn.job``, and may keep what it is in the middle of in
+``conn.message``.
 
-A request whose body has not begun to arrive (a head, then nothing) does not
-take a thread: it waits in the loop, on body_timeout, until its first bytes
-come.  A body that stalls once it has begun holds its thread for up to
+Work waits in the loop, not on a thread, while it cannot go on:
+
+* a body that has not begun to arrive (a head, then nothing) waits until its
+  first bytes come, on body_timeout;
+* when every thread is busy, work waits its turn in order.  Body work waiting
+  so is checked at body_timeout: a client that sent nothing more although the
+  protocol ``needs_more`` of its body has stalled, and is answered (408) and
+  closed; one still sending, or done, waits on.
+
+A body that stalls once a thread reads it holds the thread for up to
 body_timeout between bytes: ``threads`` bounds how many can.
 """
 
@@ -52,13 +60,13 @@ from .report import flush_soon, say
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
 READ = 'read'        # the next message: wait until readable (or answer what is buffered)
 POOL = 'pool'        # blocking work in conn.job: run it on a pool thread
-BODY = 'body'        # the same, for a body not begun: wait in the loop until bytes come
+BODY = 'body'        # the same, work that reads a body from the client
 LINGER = 'linger'    # close politely: send FIN, read and drop what still comes, then close
 CLOSE = 'close'      # close at once
 
 # Where a connection is.
-WAITING, AWAITING_BODY, SENDING, BUSY, LINGERING, CLOSED = (
-    'waiting', 'awaiting body', 'sending', 'busy', 'lingering', 'closed')
+WAITING, AWAITING_BODY, QUEUED, SENDING, BUSY, LINGERING, CLOSED = (
+    'waiting', 'awaiting body', 'queued', 'sending', 'busy', 'lingering', 'closed')
 
 # Pieces one sendmsg may gather (Linux's IOV_MAX is 1024).
 IOV_MAX = 512
@@ -107,8 +115,8 @@ class Connection:
     """One accepted socket and its one StreamReader, wherever it is (loop or pool)."""
 
     __slots__ = ('sock', 'peer', 'reader', 'loop', 'state', 'events', 'deadline', 'timer',
-                 'head_since', 'outgoing', 'queued', 'then', 'job', 'message', 'timed',
-                 'lingered', 'cut')
+                 'head_since', 'outgoing', 'queued', 'then', 'job', 'reads_body', 'message',
+                 'timed', 'lingered', 'cut')
 
     def __init__(self, sock, peer, loop):
         self.sock = sock
@@ -127,6 +135,7 @@ class Connection:
         self.queued = 0       # how many
         self.then = None      # what to do once they are sent
         self.job = None       # the pool's work, for POOL and BODY
+        self.reads_body = False   # whether it is BODY work
         self.message = None   # the protocol's own: the request being served, say
         self.timed = None     # a TimedSocket, made on the first trip to the pool
         self.lingered = 0
@@ -208,6 +217,8 @@ class EventLoop:
         self._returned = collections.deque()   # (connection, outcome) from the pool
         self._jobs = queue.SimpleQueue()
         self._workers = []
+        self._free = 0               # threads not running a job
+        self._turns = collections.deque()   # connections waiting for a free thread
         self._scratch = memoryview(bytearray(READ_BUFFER_SIZE))   # what lingering drops
         # Buffers that idle connections gave up, for the next that receives.
         self.spare_buffers = []
@@ -230,6 +241,7 @@ class EventLoop:
                          for n in range(self.threads)]
         for worker in self._workers:
             worker.start()
+        self._free = self.threads
         self._thread = threading.Thread(target=self.serve_forever, name=self.name, daemon=True)
         self._thread.start()
 
@@ -357,7 +369,7 @@ class EventLoop:
 
     def _on_readable(self, conn):
         if conn.state is AWAITING_BODY:
-            self._submit(conn)            # the body has begun: now a thread reads it
+            self._submit(conn)            # the body has begun: a thread may read it
             return
         self._proceed(conn, self._advance(conn))
 
@@ -381,11 +393,16 @@ class EventLoop:
         elif outcome is READ:
             self._wait_read(conn, time.monotonic())
         elif outcome is POOL:
+            conn.reads_body = False
             self._submit(conn)
         elif outcome is BODY:
-            conn.state = AWAITING_BODY
-            self._watch(conn, selectors.EVENT_READ)
-            self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+            conn.reads_body = True
+            if conn.reader.buffered:
+                self._submit(conn)
+            else:   # no thread until the body's first bytes come
+                conn.state = AWAITING_BODY
+                self._watch(conn, selectors.EVENT_READ)
+                self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
         elif outcome is LINGER:
             conn.deadline = time.monotonic() + LINGER_TIMEOUT
             self._linger(conn)
@@ -420,7 +437,16 @@ class EventLoop:
     # -- the pool ---------------------------------------------------------------------
 
     def _submit(self, conn):
+        """Give the connection's work to a free thread, or queue it for one."""
         self._watch(conn, 0)
+        if not self._free:
+            conn.state = QUEUED
+            self._turns.append(conn)
+            if conn.reads_body:
+                self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+            else:
+                conn.deadline = None     # the client waits for us: no deadline
+            return
         conn.state = BUSY
         conn.deadline = None     # the pool thread's socket timeouts take over
         try:
@@ -428,7 +454,26 @@ class EventLoop:
         except OSError:
             self._close(conn)
             return
+        self._free -= 1
         self._jobs.put(conn)
+
+    def _next_turns(self):
+        """Give freed threads to the connections waiting longest."""
+        while self._free and self._turns:
+            conn = self._turns.popleft()
+            if conn.state is QUEUED:
+                self._submit(conn)
+
+    @staticmethod
+    def _still_sending(conn):
+        """Whether a client whose body work waits for a thread has bytes on their way:
+        a client stalling has none waiting to be read (what it sent is in our buffer)."""
+        try:
+            return bool(conn.sock.recv(1, socket.MSG_PEEK))   # b'': it closed
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False
 
     def _work(self):
         """A pool thread: run connections' blocking work, give them back to the loop."""
@@ -467,12 +512,14 @@ class EventLoop:
             pass
         while self._returned:
             conn, outcome = self._returned.popleft()
+            self._free += 1
             conn.state = WAITING
             if conn.cut:
                 outcome = CLOSE
             elif outcome is READ and conn.reader.buffered:
                 outcome = self._advance(conn)    # the next request came with this one
             self._proceed(conn, outcome)
+        self._next_turns()
 
     # -- closing ----------------------------------------------------------------------
 
@@ -579,7 +626,12 @@ class EventLoop:
             if conn.deadline > now:
                 self._set_deadline(conn, conn.deadline)
                 continue
-            if conn.state is AWAITING_BODY or conn.state is WAITING and conn.reader.buffered:
+            if conn.state is QUEUED and (self._still_sending(conn)
+                                         or not self.protocol.needs_more(conn)):
+                self._set_deadline(conn, now + self.protocol.body_timeout)
+                continue
+            if (conn.state is AWAITING_BODY or conn.state is QUEUED
+                    or conn.state is WAITING and conn.reader.buffered):
                 # A message begun and not finished in time: the protocol answers,
                 # once, as far as the socket takes it.
                 try:

@@ -25,6 +25,7 @@ from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, P
 from .report import say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
+LAST_CHUNK = b'0\r\n\r\n'
 
 
 class HTTPServer:
@@ -54,8 +55,9 @@ class HTTPServer:
     def advance(self, conn):
         """Answer every whole request buffered that can be answered without blocking.
 
-        Returns what the connection waits for next (eventloop.READ; POOL, or
-        BODY for a body not yet begun, with conn.job set; LINGER or CLOSE).  BlockingIOError from the reader means
+        Returns what the connection waits for next (eventloop.READ; BODY for
+        work that reads a body, POOL for other blocking work, with conn.job
+        set; LINGER or CLOSE).  BlockingIOError from the reader means
         the head is not all here yet: the loop waits for more.
         """
         reader = conn.reader
@@ -76,9 +78,9 @@ class HTTPServer:
                 if framing != 'none' or not self.inline(request):
                     conn.job = functools.partial(self.exchange, conn, request, now)
                     conn.message = request
-                    if (reader.buffered or length == 0 or request.get('expect') is not None):
-                        return POOL
-                    return BODY     # no thread until the body's first bytes come
+                    if framing == 'none' or length == 0 or request.get('expect') is not None:
+                        return POOL     # nothing to wait for from the client first
+                    return BODY
                 body = request.body = Body(reader)
                 response = self.app(request)
             except HTTPError as error:
@@ -120,9 +122,22 @@ class HTTPServer:
             self.trace_line(conn, request, body, response, framing, 0, sent, say_soon)
         return self.after(request, body, keep)
 
+    def needs_more(self, conn):
+        """Whether body work waiting for a thread still needs bytes from the client.
+
+        The loop asks when such a client has sent nothing for body_timeout: one
+        whose whole body is already buffered is waiting for us, not stalling.
+        A chunked body counts as whole when the buffer ends with the last chunk
+        and an empty trailer section (RFC 9112 section 7.1).
+        """
+        framing, length = body_framing(conn.message)
+        if framing == 'length':
+            return conn.reader.buffered < length
+        return not conn.reader.peek().endswith(LAST_CHUNK)
+
     def expired(self, conn):
-        """A head not whole within head_timeout, or a body not begun within
-        body_timeout: 408."""
+        """A head not whole within head_timeout, or a body not begun (or stalled
+        while it waited for a thread) within body_timeout: 408."""
         if conn.job is not None:
             conn.job = None
             error = HTTPError(408, 'request body not received in time', close=True)

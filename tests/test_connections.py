@@ -573,3 +573,23 @@ def test_out_of_descriptors_the_loop_waits_for_a_close_instead_of_spinning(capsy
         loop.stop(0)
     # One failed accept, not a loop spinning on a listener it cannot empty.
     assert listening.accepts <= 5
+
+
+def test_a_stalled_body_waiting_for_a_thread_is_closed_one_already_sent_waits_its_turn(
+        serve, tmp_path):
+    server = serve('--threads', '1', '--body-timeout', '1', '--uploads', tmp_path)
+    stalling = get('/uploads/stalled.bin', 'HTTP/1.1', 'Content-Length: 100',
+                   method='PUT') + b'first'
+    with Client(server.port) as a, Client(server.port) as b, Client(server.port) as done:
+        a.send(stalling)          # one of these two takes the only thread ...
+        b.send(stalling)          # ... the other waits for it, and neither sends more
+        done.send(post('/echo', b'whole'))   # sent whole: it waits for the thread too
+        replies = [a.reply('PUT'), b.reply('PUT')]
+        assert [reply.status for reply in replies] == [408, 408]
+        reasons = sorted(reply.body.decode().split(': ', 1)[1].strip() for reply in replies)
+        # The thread's read timed out; the waiting one was closed by the loop at
+        # its deadline, without waiting for the thread first.
+        assert reasons == ['request body not received in time', 'request body stalled']
+        reply = done.reply('PUT')
+        assert (reply.status, reply.body) == (200, b'whole')
+    assert os.listdir(tmp_path) == []          # neither stalled upload left anything

@@ -19,6 +19,7 @@ from minihttp.eventloop import Connection, EventLoop
 from minihttp.framing import StreamReader
 from minihttp.http11 import read_request
 from minihttp.limits import MAX_SPARE_BUFFERS, READ_BUFFER_SIZE
+from minihttp.server import HTTPServer
 
 
 class NonBlockingSocket(FakeSocket):
@@ -231,3 +232,22 @@ def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):
         except BlockingIOError:
             break
     assert received == b''.join(answers) and conn.queued == 0 and conn.outgoing is None
+
+
+@pytest.mark.parametrize('fields, buffered, needs_more', [
+    ('Content-Length: 10', b'hello', True),
+    ('Content-Length: 10', b'helloworld', False),
+    ('Content-Length: 3', b'abcGET / HTTP/1.1\r\n', False),      # a pipelined head follows
+    ('Transfer-Encoding: chunked', b'5\r\nhello\r\n', True),
+    ('Transfer-Encoding: chunked', b'5\r\nhello\r\n0\r\n\r\n', False),
+    ('Transfer-Encoding: chunked', b'0\r\n\r\n', False),
+])
+def test_body_work_needs_more_until_its_body_is_buffered_whole(fields, buffered, needs_more):
+    raw = f'PUT /x HTTP/1.1\r\nHost: h\r\n{fields}\r\n\r\n'.encode() + buffered
+
+    class Waiting:
+        reader = StreamReader(FakeSocket(raw))
+        message = read_request(reader)
+
+    assert Waiting.reader.at_eof() is False
+    assert HTTPServer(None).needs_more(Waiting) is needs_more

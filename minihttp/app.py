@@ -70,6 +70,13 @@ class App:
         self.writes = writes
         self.routes = {'/echo': {'POST': self.echo, 'PUT': self.echo},
                        '/headers': None}     # None: any method
+        # What each method does to the other paths: a file under the root, an
+        # upload, the upload directory.
+        self.files = {'GET': self.get_file, 'HEAD': self.get_file}
+        self.upload_file = {'GET': self.get_upload, 'HEAD': self.get_upload,
+                            'PUT': self.put_upload, 'DELETE': self.delete_upload}
+        self.upload_directory = {'GET': self.get_upload, 'HEAD': self.get_upload,
+                                 'POST': self.post_form}
 
     def __call__(self, request):
         method = request.method
@@ -84,15 +91,9 @@ class App:
             if handlers is None:
                 return self.headers(request)
         elif path.startswith(UPLOADS):
-            name = path[len(UPLOADS):]
-            if name:
-                handlers = {'GET': self.get_upload, 'HEAD': self.get_upload,
-                            'PUT': self.put_upload, 'DELETE': self.delete_upload}
-            else:
-                handlers = {'GET': self.get_upload, 'HEAD': self.get_upload,
-                            'POST': self.post_form}
+            handlers = self.upload_file if len(path) > len(UPLOADS) else self.upload_directory
         else:
-            handlers = {'GET': self.get_file, 'HEAD': self.get_file}
+            handlers = self.files
         handler = handlers.get(method)
         if handler is None:
             allowed = ', '.join(sorted({*handlers, 'OPTIONS'}))

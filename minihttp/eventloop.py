@@ -165,11 +165,13 @@ class Connection:
         pieces = self.outgoing
         while pieces:
             try:
-                sent = self.sock.sendmsg(pieces[:IOV_MAX])
+                sent = self.sock.sendmsg(pieces if len(pieces) <= IOV_MAX else pieces[:IOV_MAX])
             except BlockingIOError:
                 return False
             self.queued -= sent
-            while pieces and sent >= len(pieces[0]):
+            if not self.queued:
+                break                     # the usual case: the kernel took it all
+            while sent >= len(pieces[0]):
                 sent -= len(pieces.pop(0))
             if sent:
                 pieces[0] = memoryview(pieces[0])[sent:]

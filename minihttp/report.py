@@ -13,7 +13,7 @@ import sys
 import threading
 
 _lock = threading.Lock()
-_soon = []      # (err, line) said during the event loop's current pass
+_soon = ([], [])   # lines said during the event loop's pass: (stdout's, stderr's)
 
 
 def say(line, *, err=False):
@@ -26,18 +26,18 @@ def say(line, *, err=False):
 
 def say_soon(line, *, err=False):
     """``say``, from the event loop's thread: written by the next ``flush_soon``."""
-    _soon.append((err, line))
+    _soon[err].append(line)
 
 
 def flush_soon():
     """Write the lines said soon, in order, one write per stream."""
-    if not _soon:
+    out, err = _soon
+    if not out and not err:
         return
-    lines = _soon[:]
-    del _soon[:len(lines)]
     with _lock:
-        for err, stream in ((False, sys.stdout), (True, sys.stderr)):
-            text = ''.join(line + '\n' for is_err, line in lines if is_err is err)
-            if text:
-                stream.write(text)
+        for lines, stream in ((out, sys.stdout), (err, sys.stderr)):
+            if lines:
+                lines.append('')           # the last line's newline
+                stream.write('\n'.join(lines))
                 stream.flush()
+                lines.clear()

@@ -2,6 +2,7 @@
 
 * ``/echo``     the request body, framed the way it came (POST, PUT);
 * ``/headers``  the request's fields as received (any method);
+* ``/_framing`` the server's recent framing records, as JSON;
 * ``/uploads/`` the upload directory: GET a file or the listing, PUT and
   DELETE ``/uploads/<name>``, POST a multipart/form-data form;
 * anything else: a file or directory under the document root.
@@ -15,11 +16,12 @@ import hmac
 import html
 import json
 import os
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 from . import files, multipart
 from .http11 import KNOWN_METHODS, HTTPError, Response
 from .limits import MAX_UPLOAD
+from .records import FramingLog
 from .uploads import UploadStore, check_name
 
 TEXT = 'text/plain; charset=utf-8'
@@ -62,14 +64,17 @@ class App:
     """
 
     def __init__(self, root='www', uploads=None, max_upload=MAX_UPLOAD, token=None,
-                 writes=True):
+                 writes=True, records=None):
         self.root = root
+        # The server's framing records, served by GET /_framing.
+        self.records = FramingLog() if records is None else records
         self.store = UploadStore(uploads or os.path.join(root, 'uploads'), max_upload)
         self.store.prepare()
         self.token = token
         self.writes = writes
         self.routes = {'/echo': {'POST': self.echo, 'PUT': self.echo},
-                       '/headers': None}     # None: any method
+                       '/headers': None,     # None: any method
+                       '/_framing': {'GET': self.framing, 'HEAD': self.framing}}
         # What each method does to the other paths: a file under the root, an
         # upload, the upload directory.
         self.files = {'GET': self.get_file, 'HEAD': self.get_file}
@@ -207,6 +212,14 @@ class App:
             return Response(200, fields, b'')
         body.start()   # 100 Continue, if asked for, before the response head
         return Response(200, fields, body.pieces(), length=body.length)
+
+    def framing(self, request):
+        """The recent framing records as JSON, oldest first; ?after=N: those numbered above N."""
+        after = parse_qs(request.query).get('after', ['0'])[0]
+        if not after.isdigit():
+            raise HTTPError(400, f'after={after[:20]!r} is not a record number')
+        return json_response(200, {'records': self.records.recent(int(after))},
+                             [('Cache-Control', 'no-store')])
 
     @staticmethod
     def headers(request):

@@ -13,6 +13,7 @@ import time
 
 from .framing import IncompleteRead, StreamReader, write_all
 from .limits import BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, CLIENT_BLOCK_SIZE, MAX_BLOCK
+from .records import block_record, keep_size
 from .report import say
 
 # The length prefix: 4 bytes, network (big-endian) order, unsigned, so one
@@ -150,10 +151,11 @@ class Saver:
 class BlockServer:
     """The handler a Listener runs for each block connection."""
 
-    def __init__(self, max_block=MAX_BLOCK, save_dir=None, quiet=False):
+    def __init__(self, max_block=MAX_BLOCK, save_dir=None, quiet=False, records=None):
         self.max_block = max_block
         self.save_dir = save_dir
         self.quiet = quiet
+        self.records = records    # a FramingLog that keeps each stream's record, or None
 
     def __call__(self, conn):
         peer = f'{conn.peer[0]}:{conn.peer[1]}'
@@ -161,6 +163,7 @@ class BlockServer:
         reader = StreamReader(conn.sock)
         saver = None
         blocks = total = 0
+        lengths = []        # the first blocks' sizes, for the framing record
         try:
             saver = Saver(self.save_dir, conn.peer) if self.save_dir else None
             while True:
@@ -182,6 +185,7 @@ class BlockServer:
                 self.receive(reader, length, saver)
                 blocks += 1
                 total += length
+                keep_size(lengths, length)
         except TruncatedBlock as exc:
             problem = f'{peer}: {exc}, after {blocks} whole blocks'
         except BlockTooLarge as exc:
@@ -197,6 +201,9 @@ class BlockServer:
             say(problem, err=True)
         else:
             say(line)
+        if self.records is not None:
+            ended = problem.partition(': ')[2] if problem else 'ended by the empty block'
+            self.records.add(block_record(conn.peer, time.time(), blocks, total, lengths, ended))
 
     def receive(self, reader, length, saver):
         """Read one payload: whole when small, streamed when above the threshold."""

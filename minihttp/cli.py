@@ -21,6 +21,7 @@ from .limits import (BLOCK_PORT, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
                      SPARE_DESCRIPTORS)
 from .eventloop import EventLoop
 from .listener import Listener, StartupError, run_until_signalled, run_workers
+from .records import FramingLog
 from .report import say
 from .server import HTTPServer
 
@@ -244,21 +245,24 @@ def run_serve(args):
         args.max_connections = fitted
     loopback = is_loopback(args.host)
     writes = bool(args.token) or loopback
+    records = FramingLog()    # how each message was framed: --trace and GET /_framing
     try:
         app = App(args.root, args.uploads, args.max_upload, token=args.token or None,
-                  writes=writes)
+                  writes=writes, records=records)
     except OSError as exc:
         return fail(f'--uploads: cannot use {exc.filename}: {exc.strerror}')
     http = HTTPServer(app, trace=args.trace, access_log=not args.quiet,
                       keepalive_timeout=args.keepalive_timeout,
-                      head_timeout=args.head_timeout, body_timeout=args.body_timeout)
+                      head_timeout=args.head_timeout, body_timeout=args.body_timeout,
+                      records=records)
     listeners = []
     try:
         listeners.append(EventLoop(args.host, args.port, http, name='http', threads=args.threads,
                                    max_connections=args.max_connections))
         if args.block_port:
             listeners.append(Listener(args.host, args.block_port,
-                                      blocks.BlockServer(quiet=args.quiet), name='blocks'))
+                                      blocks.BlockServer(quiet=args.quiet, records=records),
+                                      name='blocks'))
     except StartupError as exc:
         for listener in listeners:
             listener.sock.close()

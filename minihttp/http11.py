@@ -21,7 +21,8 @@ from http import HTTPStatus
 from .framing import IncompleteRead, LimitExceeded, write_all
 from .limits import (BODY_PIECE, MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS,
                      MAX_CONTENT_LENGTH_DIGITS, MAX_EMPTY_LINES, MAX_FIELDS, MAX_HEAD,
-                     MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS, STREAM_BUFFER_SIZE)
+                     MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS, RECORDED_CHUNKS,
+                     STREAM_BUFFER_SIZE)
 
 CRLF = b'\r\n'
 HEAD_END = b'\r\n\r\n'
@@ -397,6 +398,7 @@ class Body:
         self.received = 0
         self.done = self.framing == 'none'
         self.chunks = 0
+        self.sizes = []      # the first RECORDED_CHUNKS chunk sizes, for the framing record
         self.trailers = []
         self._send_continue = send_continue
 
@@ -423,9 +425,6 @@ class Body:
         out = bytearray()
         self.read_to(bounded(out.extend, limit))
         return bytes(out)
-
-    def describe(self):
-        return 'none'
 
 
 def bounded(sink, limit):
@@ -484,9 +483,6 @@ class ContentLengthBody(Body):
             yield piece
         self.done = True
 
-    def describe(self):
-        return f'Content-Length {self.length}'
-
 
 class ChunkedBody(Body):
     """A chunked body (RFC 9112 section 7.1), read by pulling, not by state machine.
@@ -515,6 +511,8 @@ class ChunkedBody(Body):
         if size == 0:
             self._read_trailers()
             self.done = True
+        elif len(self.sizes) < RECORDED_CHUNKS:
+            self.sizes.append(size)
         return size
 
     def _end_chunk(self):
@@ -566,10 +564,6 @@ class ChunkedBody(Body):
                 self.received += len(piece)
                 yield piece
             self._end_chunk()
-
-    def describe(self):
-        return (f'chunked: {self.chunks} chunks, {self.received} B, '
-                f'{len(self.trailers)} trailers')
 
 
 def truncated_body(exc):

@@ -123,6 +123,13 @@ HEAD_TIMEOUT = 10.0
 # connection is dropped.
 BODY_TIMEOUT = 30.0
 
+# --- framing made visible ---------------------------------------------------
+# Framing records kept per process for GET /_framing (the most recent; each
+# is a few hundred bytes of facts, never a body).
+RECORDS_KEPT = 200
+# Chunk or block sizes one record lists; beyond them it says how many more.
+RECORDED_CHUNKS = 64
+
 # --- files and uploads ------------------------------------------------------
 # Files up to this size are served from memory once read (each use checked
 # by a stat): fewer system calls, each of which lets other threads run.

@@ -22,6 +22,7 @@ from .http11 import (Body, HTTPError, PerSecond, bodiless, body_framing, bounded
                      error_response, frame_response, open_body, read_request, write_response)
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, PIPELINE_QUEUE,
                      RETRY_AFTER)
+from .records import FramingLog, describe, http_record
 from .report import say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -38,9 +39,11 @@ class HTTPServer:
 
     def __init__(self, app, *, trace=False, access_log=True,
                  keepalive_timeout=KEEPALIVE_TIMEOUT, head_timeout=HEAD_TIMEOUT,
-                 body_timeout=BODY_TIMEOUT):
+                 body_timeout=BODY_TIMEOUT, records=None):
         self.app = app
         self.trace = trace
+        # How each exchange was framed: --trace says it, GET /_framing serves it.
+        self.records = FramingLog() if records is None else records
         self.access_log = access_log
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
@@ -118,8 +121,7 @@ class HTTPServer:
             conn.send([head, response.body])
             sent = len(response.body)
         self.log(conn.peer, request, response.status, sent, now, say_soon)
-        if self.trace:
-            self.trace_line(conn, request, body, response, framing, 0, sent, say_soon)
+        self.record(conn, request, body, response, framing, 0, sent, now, say_soon)
         return self.after(request, body, keep)
 
     def needs_more(self, conn):
@@ -195,8 +197,7 @@ class HTTPServer:
         if keep and body is not None and not body.done:
             keep = self.drain(body)
         self.log(conn.peer, request, response.status, sent, now)
-        if self.trace:
-            self.trace_line(conn, request, body, response, framing, chunks, sent)
+        self.record(conn, request, body, response, framing, chunks, sent, now)
         return self.after(request, body, keep)
 
     # -- either side ----------------------------------------------------------------------
@@ -274,22 +275,9 @@ class HTTPServer:
                 if request is not None else '-')
         say(f'{peer[0]} - - [{self._clock(now)}] "{line}" {status} {sent or "-"}', err=True)
 
-    def trace_line(self, conn, request, body, response, framing, chunks, sent, say=say):
-        """How this exchange was framed, in the words of chapter 5."""
-        parts = []
-        if request is not None:
-            parts.append(f'head {request.head_size} B by CRLFCRLF')
-            parts.append(f'body {body.describe()}' if body is not None else 'body unread')
-        else:
-            parts.append('head unreadable')
-        if framing == 'chunked':
-            how = f'chunked ({chunks} chunks, {sent} B)'
-        elif framing == 'Content-Length':
-            how = f'Content-Length ({sent} B)'
-        elif framing == 'close':
-            how = f'closing the connection ({sent} B)'
-        else:
-            how = 'no body'
-        parts.append(f'response {response.status} by {how}')
-        say(f'trace {self.peer(conn)}: ' + '; '.join(parts), err=True)
-
+    def record(self, conn, request, body, response, framing, chunks, sent, now, say=say):
+        """Keep how this exchange was framed; with --trace, say it in the words of chapter 5."""
+        record = self.records.add(http_record(conn.peer, now, request, body, response.status,
+                                              framing, chunks, sent))
+        if self.trace:
+            say(f'trace {record["peer"]}: {describe(record)}', err=True)

@@ -1,0 +1,122 @@
+"""Framing records: how each message was cut from the stream, in the words of chapter 5.
+
+One record per HTTP exchange (the request's head and body, the response) and
+per block stream.  The same record makes the ``--trace`` line and the JSON
+that ``GET /_framing`` serves, so that the log and the page say the same
+thing.  A record holds facts (numbers and short strings), never a body; a
+bounded ring keeps the most recent ones.
+"""
+
+import collections
+import itertools
+import threading
+
+from .limits import RECORDED_CHUNKS, RECORDS_KEPT
+
+
+class FramingLog:
+    """The most recent framing records of this process, each numbered in order."""
+
+    def __init__(self, size=RECORDS_KEPT):
+        self._records = collections.deque(maxlen=size)
+        self._numbers = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def add(self, record):
+        """Number the record and keep it (the oldest goes when the ring is full)."""
+        with self._lock:
+            record['id'] = next(self._numbers)
+            self._records.append(record)
+        return record
+
+    def recent(self, after=0):
+        """The records kept whose number is above ``after``, oldest first."""
+        with self._lock:
+            return [record for record in self._records if record['id'] > after]
+
+
+def sizes(recorded, count):
+    """The chunk or block sizes a record lists: the first RECORDED_CHUNKS, and how many more."""
+    return {'sizes': recorded, 'more': count - len(recorded)}
+
+
+def http_record(peer, now, request, body, response_status, framing, chunks, sent):
+    """The record of one HTTP exchange; ``body`` is the request's Body reader, or None."""
+    record = {'kind': 'http', 'time': now, 'peer': f'{peer[0]}:{peer[1]}', 'request': None,
+              'response': {'status': response_status, 'framing': framing, 'chunks': chunks,
+                           'bytes': sent}}
+    if request is not None:
+        record['request'] = {
+            'method': request.method, 'target': request.target[:200],
+            'version': request.version, 'head': request.head_size, 'delimiter': 'CRLFCRLF',
+            'body': body_record(body)}
+    return record
+
+
+def body_record(body):
+    if body is None:
+        return {'framing': 'unread'}
+    if body.framing == 'chunked':
+        return {'framing': 'chunked', 'bytes': body.received, 'chunks': body.chunks,
+                **sizes(body.sizes, body.chunks), 'trailers': len(body.trailers),
+                'done': body.done}
+    if body.framing == 'length':
+        return {'framing': 'length', 'length': body.length, 'bytes': body.received,
+                'done': body.done}
+    return {'framing': 'none'}
+
+
+def describe(record):
+    """The --trace line of a record (without its peer)."""
+    if record['kind'] == 'http':
+        return describe_http(record)
+    return describe_blocks(record)
+
+
+def describe_http(record):
+    parts = []
+    request = record['request']
+    if request is None:
+        parts.append('head unreadable')
+    else:
+        parts.append(f'head {request["head"]} B by CRLFCRLF')
+        body = request['body']
+        framing = body['framing']
+        if framing == 'unread':
+            parts.append('body unread')
+        elif framing == 'chunked':
+            parts.append(f'body chunked: {body["chunks"]} chunks, {body["bytes"]} B, '
+                         f'{body["trailers"]} trailers')
+        elif framing == 'length':
+            parts.append(f'body Content-Length {body["length"]}')
+        else:
+            parts.append('body none')
+    response = record['response']
+    framing, sent = response['framing'], response['bytes']
+    if framing == 'chunked':
+        how = f'chunked ({response["chunks"]} chunks, {sent} B)'
+    elif framing == 'Content-Length':
+        how = f'Content-Length ({sent} B)'
+    elif framing == 'close':
+        how = f'closing the connection ({sent} B)'
+    else:
+        how = 'no body'
+    parts.append(f'response {response["status"]} by {how}')
+    return '; '.join(parts)
+
+
+def block_record(peer, now, blocks, total, recorded, ended):
+    """The record of one block stream: its blocks' sizes and how it ended."""
+    return {'kind': 'blocks', 'time': now, 'peer': f'{peer[0]}:{peer[1]}', 'blocks': blocks,
+            'bytes': total, **sizes(recorded, blocks), 'ended': ended}
+
+
+def describe_blocks(record):
+    return (f'{record["blocks"]} blocks by 4-byte length prefix, {record["bytes"]} B; '
+            f'{record["ended"]}')
+
+
+def keep_size(recorded, size):
+    """Add a chunk or block size to a record's list, up to RECORDED_CHUNKS of them."""
+    if len(recorded) < RECORDED_CHUNKS:
+        recorded.append(size)

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import email.utils
 import http.client
+import json
 import os
 import re
 import select
@@ -26,6 +27,7 @@ import pytest
 from conftest import HTTP_LISTENING, WAIT, run_minihttp
 from minihttp.cli import build_parser
 from minihttp.http11 import Response
+from minihttp.records import describe
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
 
@@ -461,6 +463,22 @@ def test_trace_says_how_each_message_was_framed(serve):
         'response 200 by Content-Length (5 B)',
         f'head {len(get("/"))} B by CRLFCRLF; body none; '
         f'response 200 by Content-Length ({len(page)} B)']
+    # GET /_framing serves the records those lines were made from.
+    records = [r for r in framing_records(server.port) if r['peer'].endswith(f':{local_port}')]
+    assert [describe(r) for r in records] == [m[1] for m in traces]
+    assert records[0]['request']['body'] == {
+        'framing': 'chunked', 'bytes': 311, 'chunks': 3, 'sizes': [10, 300, 1], 'more': 0,
+        'trailers': 1, 'done': True}
+    assert records[0]['response'] == {'status': 200, 'framing': 'chunked', 'chunks': 3,
+                                      'bytes': 311}
+
+
+def framing_records(port, after=0):
+    """The records GET /_framing serves."""
+    with Client(port) as client:
+        reply = client.exchange(get(f'/_framing?after={after}'))
+    assert reply.status == 200 and reply.get('cache-control') == 'no-store'
+    return json.loads(reply.body)['records']
 
 
 # -- the server process ----------------------------------------------------------------

@@ -5,40 +5,12 @@ framed; the page draws them, --trace prints them.  These tests make messages
 of known framing and read the records back.
 """
 
-import json
 import socket
 
 from conftest import HTTP_LISTENING, run_minihttp
 from minihttp.limits import RECORDED_CHUNKS
 from minihttp.records import FramingLog, block_record, describe
-from test_http_server import Client, chunked, get, post
-
-
-def framing_records(port, after=0):
-    with Client(port) as client:
-        reply = client.exchange(get(f'/_framing?after={after}'))
-    assert reply.status == 200 and reply.get('cache-control') == 'no-store'
-    return json.loads(reply.body)['records']
-
-
-def test_a_chunked_upload_is_recorded_chunk_by_chunk_and_traced_in_the_same_words(serve):
-    server = serve('--trace')
-    pieces = [b'a' * 10, b'b' * 300, b'c']
-    head = get('/echo', 'HTTP/1.1', 'Transfer-Encoding: chunked', method='PUT')
-    with Client(server.port) as client:
-        client.send(head + chunked(*pieces, trailers=['X-Sum: 311']))
-        assert client.reply('PUT').body == b''.join(pieces)
-        port = client.sock.getsockname()[1]
-    trace = server.wait_for_line(rf'^trace 127\.0\.0\.1:{port}: (.*)$', stream='stderr')
-    record, = [r for r in framing_records(server.port) if r['peer'] == f'127.0.0.1:{port}']
-    assert record['request'] == {
-        'method': 'PUT', 'target': '/echo', 'version': 'HTTP/1.1', 'head': len(head),
-        'delimiter': 'CRLFCRLF',
-        'body': {'framing': 'chunked', 'bytes': 311, 'chunks': 3, 'sizes': [10, 300, 1],
-                 'more': 0, 'trailers': 1, 'done': True}}
-    assert record['response'] == {'status': 200, 'framing': 'chunked', 'chunks': 3,
-                                  'bytes': 311}
-    assert trace[1] == describe(record)
+from test_http_server import Client, framing_records, get, post
 
 
 def test_records_are_numbered_and_after_gives_only_newer_ones(serve):

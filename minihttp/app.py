@@ -2,7 +2,8 @@
 
 * ``/echo``     the request body, framed the way it came (POST, PUT);
 * ``/headers``  the request's fields as received (any method);
-* ``/_framing`` the server's recent framing records, as JSON;
+* ``/_framing`` the server's recent framing records, as JSON, and
+  ``/_framing/stream`` the same as they come (server-sent events);
 * ``/uploads/`` the upload directory: GET a file or the listing, PUT and
   DELETE ``/uploads/<name>``, POST a multipart/form-data form;
 * anything else: a file or directory under the document root.
@@ -21,7 +22,7 @@ from urllib.parse import parse_qs, quote, unquote
 from . import files, multipart
 from .http11 import KNOWN_METHODS, HTTPError, Response
 from .limits import MAX_UPLOAD
-from .records import FramingLog
+from .records import EventStream, FramingLog
 from .uploads import UploadStore, check_name
 
 TEXT = 'text/plain; charset=utf-8'
@@ -74,7 +75,9 @@ class App:
         self.writes = writes
         self.routes = {'/echo': {'POST': self.echo, 'PUT': self.echo},
                        '/headers': None,     # None: any method
-                       '/_framing': {'GET': self.framing, 'HEAD': self.framing}}
+                       '/_framing': {'GET': self.framing, 'HEAD': self.framing},
+                       '/_framing/stream': {'GET': self.framing_stream,
+                                            'HEAD': self.framing_stream}}
         # What each method does to the other paths: a file under the root, an
         # upload, the upload directory.
         self.files = {'GET': self.get_file, 'HEAD': self.get_file}
@@ -215,11 +218,15 @@ class App:
 
     def framing(self, request):
         """The recent framing records as JSON, oldest first; ?after=N: those numbered above N."""
-        after = parse_qs(request.query).get('after', ['0'])[0]
-        if not after.isdigit():
-            raise HTTPError(400, f'after={after[:20]!r} is not a record number')
-        return json_response(200, {'records': self.records.recent(int(after))},
+        return json_response(200, {'records': self.records.recent(after(request))},
                              [('Cache-Control', 'no-store')])
+
+    @staticmethod
+    def framing_stream(request):
+        """The records as they come, as server-sent events, after those kept numbered
+        above ?after=N (or a reconnecting browser's Last-Event-ID)."""
+        return Response(200, [('Content-Type', 'text/event-stream'),
+                              ('Cache-Control', 'no-store')], EventStream(after(request)))
 
     @staticmethod
     def headers(request):
@@ -228,6 +235,14 @@ class App:
         text = ''.join(f'{name}: {value}\n' for name, value in request.fields)
         return Response(200, [('Content-Type', 'text/plain; charset=latin-1')],
                         text.encode('latin-1'))
+
+
+def after(request):
+    """The record number a client has seen: ?after=N, else Last-Event-ID, else 0."""
+    value = parse_qs(request.query).get('after', [request.get('last-event-id', '0')])[0]
+    if not value.strip().isdigit():
+        raise HTTPError(400, f'{value[:20]!r} is not a record number')
+    return int(value)
 
 
 def stored_page(stored):

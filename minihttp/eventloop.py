@@ -19,8 +19,8 @@ exchange is over the connection comes back to the loop, its buffered bytes
 (a pipelined request, say) intact.
 
 The protocol (minihttp.server.HTTPServer) provides ``advance(conn)``,
-``expired(conn)``, ``needs_more(conn)`` and ``refusal(now, peer)``, and the
-timeouts ``keepalive_timeout`` (idle), ``head_timeout`` (a message begun) and
+``expired(conn)``, ``needs_more(conn)``, ``refusal(now, peer)``, and for
+STREAM ``pump(conn)`` and ``closed(conn)``, and the timeouts ``keepalive_timeout`` (idle), ``head_timeout`` (a message begun) and
 ``body_timeout`` (a body not begun, a stalled send, or a receive on a pool
 thread).  ``advance`` returns one of the outcomes below; for POOL and BODY it
 leaves the work in ``conn.job``, and may keep what it is in the middle of in
@@ -62,11 +62,12 @@ READ = 'read'        # the next message: wait until readable (or answer what is 
 POOL = 'pool'        # blocking work in conn.job: run it on a pool thread
 BODY = 'body'        # the same, work that reads a body from the client
 LINGER = 'linger'    # close politely: send FIN, read and drop what still comes, then close
+STREAM = 'stream'    # a response that stays open: the protocol's pump(conn) sends more
 CLOSE = 'close'      # close at once
 
 # Where a connection is.
-WAITING, AWAITING_BODY, QUEUED, SENDING, BUSY, LINGERING, CLOSED = (
-    'waiting', 'awaiting body', 'queued', 'sending', 'busy', 'lingering', 'closed')
+WAITING, AWAITING_BODY, QUEUED, SENDING, BUSY, STREAMING, LINGERING, CLOSED = (
+    'waiting', 'awaiting body', 'queued', 'sending', 'busy', 'streaming', 'lingering', 'closed')
 
 # Pieces one sendmsg may gather (Linux's IOV_MAX is 1024).
 IOV_MAX = 512
@@ -217,6 +218,7 @@ class EventLoop:
         self._stale = 0              # entries in it that no longer count
         self._count = itertools.count()
         self._returned = collections.deque()   # (connection, outcome) from the pool
+        self._calls = collections.deque()      # (function, args) to run in the loop
         self._jobs = queue.SimpleQueue()
         self._workers = []
         self._free = 0               # threads not running a job
@@ -228,6 +230,7 @@ class EventLoop:
         self._grace = SHUTDOWN_GRACE
         self._paused = False         # accepting stopped for want of descriptors
         self._thread = self._selector = self._wake_r = self._wake_w = None
+        self._ident = None
 
     # -- running ---------------------------------------------------------------------
 
@@ -246,6 +249,7 @@ class EventLoop:
         self._free = self.threads
         self._thread = threading.Thread(target=self.serve_forever, name=self.name, daemon=True)
         self._thread.start()
+        self._ident = self._thread.ident
 
     def stop(self, grace=SHUTDOWN_GRACE):
         """Stop accepting, close idle connections, let busy ones finish for ``grace``
@@ -288,10 +292,13 @@ class EventLoop:
                         self._take_returns()
                     elif mask & selectors.EVENT_WRITE:
                         self._on_writable(conn)
-                    elif conn.state is LINGERING:
+                    elif conn.state is LINGERING or conn.state is STREAMING:
                         self._drain(conn)
                     else:
                         self._on_readable(conn)
+                while self._calls:
+                    function, args = self._calls.popleft()
+                    function(*args)
                 self._send_queued()
                 now = time.monotonic()
                 if self._timers and self._timers[0][0] <= now:
@@ -405,11 +412,30 @@ class EventLoop:
                 conn.state = AWAITING_BODY
                 self._watch(conn, selectors.EVENT_READ)
                 self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+        elif outcome is STREAM:
+            # Open until the client goes: watched for its close, with no deadline
+            # (a client that stops reading meets body_timeout while sending).
+            conn.state = STREAMING
+            conn.deadline = None
+            self._watch(conn, selectors.EVENT_READ)
+            if self.protocol.pump(conn):
+                self._proceed(conn, STREAM)
         elif outcome is LINGER:
             conn.deadline = time.monotonic() + LINGER_TIMEOUT
             self._linger(conn)
         else:
             self._close(conn)
+
+    def call_soon(self, function, *args):
+        """Run ``function(*args)`` in the loop's thread, in this pass or the next; from any thread."""
+        self._calls.append((function, args))
+        if threading.get_ident() != self._ident:
+            self._wake()
+
+    def resume(self, conn, outcome):
+        """Go on with a connection the protocol has more for (a stream it queued to)."""
+        if conn.state is STREAMING:
+            self._proceed(conn, outcome)
 
     def _send_queued(self):
         """At the end of a pass: send every connection's queued answers."""
@@ -559,6 +585,8 @@ class EventLoop:
     def _close(self, conn):
         if conn.state is CLOSED:
             return
+        if conn.state is STREAMING or conn.then is STREAM:
+            self.protocol.closed(conn)
         self._watch(conn, 0)
         conn.state = CLOSED
         if conn.timer is not None:
@@ -650,7 +678,7 @@ class EventLoop:
             self._selector.unregister(self.sock)
         self.sock.close()
         for conn in list(self.connections):
-            if conn.state is WAITING and not conn.reader.buffered:
+            if conn.state is WAITING and not conn.reader.buffered or conn.state is STREAMING:
                 self._close(conn)
         for conn in list(self._refusing):
             self._close(conn)

@@ -129,6 +129,10 @@ BODY_TIMEOUT = 30.0
 RECORDS_KEPT = 200
 # Chunk or block sizes one record lists; beyond them it says how many more.
 RECORDED_CHUNKS = 64
+# Records waiting to be sent on one GET /_framing/stream whose client reads
+# slowly: beyond them the oldest are dropped (and the stream says how many),
+# so a stuck reader costs bounded memory.
+STREAM_QUEUE = 256
 
 # --- files and uploads ------------------------------------------------------
 # Files up to this size are served from memory once read (each use checked

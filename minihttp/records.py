@@ -9,6 +9,7 @@ bounded ring keeps the most recent ones.
 
 import collections
 import itertools
+import json
 import threading
 
 from .limits import RECORDED_CHUNKS, RECORDS_KEPT
@@ -21,18 +22,48 @@ class FramingLog:
         self._records = collections.deque(maxlen=size)
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
+        self._listeners = []
+
+    def listen(self, listener):
+        """Call ``listener(record)`` for every record added from now on (in the adding thread)."""
+        self._listeners.append(listener)
 
     def add(self, record):
         """Number the record and keep it (the oldest goes when the ring is full)."""
         with self._lock:
             record['id'] = next(self._numbers)
             self._records.append(record)
+        for listener in self._listeners:
+            listener(record)
         return record
 
     def recent(self, after=0):
         """The records kept whose number is above ``after``, oldest first."""
         with self._lock:
             return [record for record in self._records if record['id'] > after]
+
+
+class EventStream:
+    """The body of a response that is the live feed of records (``text/event-stream``).
+
+    Not bytes the application produces: the server holds the connection open
+    in its event loop and sends each record as it is added, after the kept
+    ones numbered above ``after``.
+    """
+
+    def __init__(self, after=0):
+        self.after = after
+
+
+def event_bytes(record):
+    """A record as one server-sent event (the HTML standard's text/event-stream)."""
+    data = json.dumps(record, separators=(',', ':'))
+    return f'id: {record["id"]}\nevent: record\ndata: {data}\n\n'.encode()
+
+
+def dropped_event(count):
+    """The event that tells a slow reader how many records it missed."""
+    return f'event: dropped\ndata: {{"dropped": {count}}}\n\n'.encode()
 
 
 def sizes(recorded, count):

@@ -12,21 +12,35 @@ the same StreamReader.  Either way one access log line and one trace line
 describe the exchange.
 """
 
+import collections
 import functools
 import time
 import traceback
 
-from .eventloop import BODY, CLOSE, LINGER, POOL, READ
+from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM
 from .framing import write_all
 from .http11 import (Body, HTTPError, PerSecond, bodiless, body_framing, bounded, close_unsent,
                      error_response, frame_response, open_body, read_request, write_response)
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, PIPELINE_QUEUE,
-                     RETRY_AFTER)
-from .records import FramingLog, describe, http_record
+                     RETRY_AFTER, STREAM_QUEUE)
+from .records import (EventStream, FramingLog, describe, dropped_event, event_bytes,
+                      http_record)
 from .report import say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
 LAST_CHUNK = b'0\r\n\r\n'
+CRLF = b'\r\n'
+
+
+class Stream:
+    """One open feed of records: the events waiting for its client, at most STREAM_QUEUE."""
+
+    __slots__ = ('chunked', 'events', 'dropped')
+
+    def __init__(self, chunked):
+        self.chunked = chunked
+        self.events = collections.deque(maxlen=STREAM_QUEUE)
+        self.dropped = 0          # records that went unsent since the last send
 
 
 class HTTPServer:
@@ -42,8 +56,12 @@ class HTTPServer:
                  body_timeout=BODY_TIMEOUT, records=None):
         self.app = app
         self.trace = trace
-        # How each exchange was framed: --trace says it, GET /_framing serves it.
+        # How each exchange was framed: --trace says it, GET /_framing serves it,
+        # and every open GET /_framing/stream is sent it.
         self.records = FramingLog() if records is None else records
+        self.records.listen(self.published)
+        self._streams = {}       # connection -> Stream, touched only in the loop's thread
+        self._loop = None
         self.access_log = access_log
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
@@ -90,6 +108,8 @@ class HTTPServer:
                 response = error_response(error)
             except Exception:
                 response = self.failed(conn)
+            if isinstance(response.body, EventStream) and request.method == 'GET':
+                return self.open_stream(conn, request, response, now)
             if not isinstance(response.body, (bytes, bytearray)) and not bodiless(
                     request.method, response.status):
                 conn.job = functools.partial(self.respond, conn, request, body, response, now)
@@ -123,6 +143,57 @@ class HTTPServer:
         self.log(conn.peer, request, response.status, sent, now, say_soon)
         self.record(conn, request, body, response, framing, 0, sent, now, say_soon)
         return self.after(request, body, keep)
+
+    # -- the live feed of framing records, held by the loop ------------------------------
+
+    def open_stream(self, conn, request, response, now):
+        """Answer GET /_framing/stream: a head, then each record as it comes, never an end.
+
+        Chunked to an HTTP/1.1 client, close-delimited to HTTP/1.0 (RFC 9112
+        section 6.3 item 8).  The connection waits in the loop, with no thread.
+        """
+        chunked = request.version == 'HTTP/1.1'
+        head, framing, _ = frame_response(response, chunked_ok=chunked, keep_alive=False,
+                                          now=now)
+        conn.send([head])
+        self.log(conn.peer, request, response.status, 0, now, say_soon)
+        self.record(conn, request, request.body, response, framing, 0, 0, now, say_soon)
+        stream = self._streams[conn] = Stream(chunked)
+        for record in self.records.recent(response.body.after)[-STREAM_QUEUE:]:
+            stream.events.append(event_bytes(record))
+        self._loop = conn.loop
+        return STREAM
+
+    def published(self, record):
+        """A record was added (in any thread): the loop sends it to every stream."""
+        if self._streams:
+            self._loop.call_soon(self.fan_out, record)
+
+    def fan_out(self, record):
+        """In the loop: queue the record on every stream, dropping a slow one's oldest."""
+        event = event_bytes(record)
+        for conn, stream in list(self._streams.items()):
+            if len(stream.events) == STREAM_QUEUE:
+                stream.dropped += 1
+            stream.events.append(event)
+            conn.loop.resume(conn, STREAM)
+
+    def pump(self, conn):
+        """Queue what a stream has waiting on its connection; whether there was any."""
+        stream = self._streams.get(conn)
+        if stream is None or not stream.events:
+            return False
+        pieces = [dropped_event(stream.dropped)] if stream.dropped else []
+        pieces.extend(stream.events)
+        stream.events.clear()
+        stream.dropped = 0
+        data = b''.join(pieces)
+        conn.send([b'%x\r\n' % len(data), data, CRLF] if stream.chunked else [data])
+        return True
+
+    def closed(self, conn):
+        """The loop closed a stream's connection: forget it."""
+        self._streams.pop(conn, None)
 
     def needs_more(self, conn):
         """Whether body work waiting for a thread still needs bytes from the client.

@@ -5,11 +5,15 @@ framed; the page draws them, --trace prints them.  These tests make messages
 of known framing and read the records back.
 """
 
+import json
 import socket
+
+import pytest
 
 from conftest import HTTP_LISTENING, run_minihttp
 from minihttp.limits import RECORDED_CHUNKS
 from minihttp.records import FramingLog, block_record, describe
+from test_connections import assert_back_to_baseline, measured, resources, room_for  # noqa: F401
 from test_http_server import Client, framing_records, get, post
 
 
@@ -58,3 +62,109 @@ def test_the_ring_keeps_the_newest_records_and_a_record_lists_a_bounded_number_o
     many = RECORDED_CHUNKS + 10
     record = block_record(('h', 0), 0.0, many, many, list(range(RECORDED_CHUNKS)), 'ended')
     assert len(record['sizes']) == RECORDED_CHUNKS and record['more'] == 10
+
+
+# -- GET /_framing/stream: the records as they come, held by the event loop ------------
+
+class Feed:
+    """A client of GET /_framing/stream: its head, then server-sent events out of its chunks."""
+
+    def __init__(self, port, after=0):
+        self.client = Client(port)
+        self.client.send(get(f'/_framing/stream?after={after}'))
+        file = self.file = self.client.file
+        assert file.readline().startswith(b'HTTP/1.1 200 ')
+        fields = {}
+        while (line := file.readline()) != b'\r\n':
+            name, _, value = line.decode('latin-1').partition(':')
+            fields[name.lower()] = value.strip()
+        assert fields['content-type'] == 'text/event-stream'
+        assert fields['transfer-encoding'] == 'chunked'
+        self.pending = b''
+
+    def events(self, count):
+        """The next ``count`` events, each a dict of its fields (data parsed as JSON)."""
+        found = []
+        while len(found) < count:
+            while b'\n\n' not in self.pending:
+                size = int(self.file.readline().split(b';')[0], 16)
+                assert size, 'the stream ended'
+                self.pending += self.file.read(size)
+                assert self.file.read(2) == b'\r\n'
+            raw, self.pending = self.pending.split(b'\n\n', 1)
+            event = dict(line.split(': ', 1) for line in raw.decode().split('\n'))
+            event['data'] = json.loads(event['data'])
+            found.append(event)
+        return found
+
+    def close(self):
+        self.client.__exit__(None, None, None)
+
+
+def test_a_stream_sends_the_kept_records_then_each_new_one_as_it_comes(serve):
+    server = serve()
+    with Client(server.port) as client:
+        assert client.exchange(get('/nothing')).status == 404
+    feed = Feed(server.port)
+    try:
+        first, itself = feed.events(2)     # the kept records: the 404 and the stream's own
+        assert first['event'] == 'record' and first['data']['response']['status'] == 404
+        assert itself['data']['request']['target'] == '/_framing/stream?after=0'
+        with Client(server.port) as client:   # a body read on a pool thread: sent all the same
+            assert client.exchange(post('/echo', b'hello')).body == b'hello'
+        event, = feed.events(1)
+        assert int(event['id']) == event['data']['id'] == int(itself['id']) + 1
+        assert event['data']['request']['body']['length'] == 5
+    finally:
+        feed.close()
+    later = Feed(server.port, after=event['data']['id'])
+    try:
+        assert later.events(1)[0]['data']['request']['target'].startswith('/_framing/stream')
+    finally:
+        later.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_thousand_open_streams_hold_no_thread_and_each_gets_every_record(measured):
+    server, base = measured(1000)
+    feeds = []
+    try:
+        for n in range(1000):
+            feeds.append(Feed(server.port, after=10**9))    # nothing kept: only new records
+        assert resources(server.pid)[1] == base[1]         # not one thread more
+        with Client(server.port) as client:
+            assert client.exchange(get('/nothing', 'HTTP/1.1', 'X-Mark: 1')).status == 404
+        for feed in feeds:
+            event, = feed.events(1)
+            assert event['data']['request']['target'].startswith('/_framing/stream')
+    finally:
+        for feed in feeds:
+            feed.close()
+    assert_back_to_baseline(server, base)
+
+
+def test_a_stream_that_is_not_read_drops_its_oldest_records_and_says_how_many(serve):
+    server = serve('--quiet')
+    feed = Feed(server.port, after=10**9)
+    try:
+        feed.client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        count = 5000   # far more than STREAM_QUEUE and what the sockets' buffers hold
+        with Client(server.port) as client:
+            client.send(get('/nothing') * count)
+            for _ in range(count):
+                assert client.reply().status == 404
+            assert client.exchange(get('/last-one')).status == 404
+        seen = dropped = 0
+        while True:
+            event, = feed.events(1)
+            if event['event'] == 'dropped':
+                dropped += event['data']['dropped']
+                continue
+            seen += 1
+            if event['data']['request']['target'] == '/last-one':
+                break
+        # Every record is either sent or counted as dropped; most were dropped:
+        # the stream held STREAM_QUEUE of them, the sockets' buffers a few more.
+        assert seen + dropped == count + 1 and seen < count // 4
+    finally:
+        feed.close()

@@ -20,6 +20,7 @@ from .limits import (BLOCK_PORT, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
                      MAX_CONNECTIONS, MAX_UPLOAD, POOL_THREADS, SHUTDOWN_GRACE,
                      SPARE_DESCRIPTORS)
 from .eventloop import EventLoop
+from .hub import Hub
 from .listener import Listener, StartupError, run_until_signalled, run_workers
 from .records import FramingLog
 from .report import say
@@ -280,7 +281,8 @@ def run_serve(args):
         say(f'writes (PUT, POST, DELETE) are refused: {args.host} is reachable beyond '
             'loopback and no --token was given')
     if args.workers > 1:
-        run_workers(listeners[0], listeners[1:], args.workers, args.grace)
+        run_workers(listeners[0], listeners[1:], args.workers, args.grace,
+                    hub=Hub(records, args.workers))
     else:
         run_until_signalled(listeners, args.grace)
     say('stopped')

@@ -200,23 +200,26 @@ def run_until_signalled(listeners, grace=SHUTDOWN_GRACE):
             t.join()
 
 
-def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE):
+def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE, hub=None):
     """Serve ``shared`` from ``workers`` forked processes until SIGINT or SIGTERM.
 
     The workers share one listening socket (one accept queue) and each runs
     its own threads: Python runs one thread at a time per process, so under
     many small requests the threads of one process mostly wait for each
     other; processes do not.  This process serves ``others`` meanwhile, and
-    on a signal stops the workers and waits for them.
+    on a signal stops the workers and waits for them.  ``hub`` (a
+    minihttp.hub.Hub) connects the workers' records to this process.
     """
     children = []
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:                      # a worker
             code = 1
             try:
                 for listener in others:
                     listener.sock.close()
+                if hub is not None:
+                    hub.in_worker(index)
                 run_until_signalled([shared], grace)
                 code = 0
             except KeyboardInterrupt:     # stopped before its handlers were in place
@@ -230,6 +233,8 @@ def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE):
         children.append(pid)
     say(f'{shared.name} served by {workers} worker processes: {" ".join(map(str, children))}')
     shared.sock.close()
+    if hub is not None:
+        hub.in_parent()
     try:
         run_until_signalled(others, grace)
     finally:

@@ -10,6 +10,7 @@ bounded ring keeps the most recent ones.
 import collections
 import itertools
 import json
+import os
 import threading
 
 from .limits import RECORDED_CHUNKS, RECORDS_KEPT
@@ -23,6 +24,9 @@ class FramingLog:
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._listeners = []
+        # In a worker process: where its records go to be numbered with every
+        # other worker's (minihttp.hub); they come back through keep().
+        self.forward = None
 
     def listen(self, listener):
         """Call ``listener(record)`` for every record added from now on (in the adding thread)."""
@@ -30,8 +34,16 @@ class FramingLog:
 
     def add(self, record):
         """Number the record and keep it (the oldest goes when the ring is full)."""
+        if self.forward is not None:
+            self.forward(record)
+            return record
         with self._lock:
             record['id'] = next(self._numbers)
+        return self.keep(record)
+
+    def keep(self, record):
+        """Keep a numbered record, and tell the listeners."""
+        with self._lock:
             self._records.append(record)
         for listener in self._listeners:
             listener(record)
@@ -73,7 +85,8 @@ def sizes(recorded, count):
 
 def http_record(peer, now, request, body, response_status, framing, chunks, sent):
     """The record of one HTTP exchange; ``body`` is the request's Body reader, or None."""
-    record = {'kind': 'http', 'time': now, 'peer': f'{peer[0]}:{peer[1]}', 'request': None,
+    record = {'kind': 'http', 'time': now, 'process': os.getpid(),
+              'peer': f'{peer[0]}:{peer[1]}', 'request': None,
               'response': {'status': response_status, 'framing': framing, 'chunks': chunks,
                            'bytes': sent}}
     if request is not None:

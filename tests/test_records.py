@@ -7,10 +7,11 @@ of known framing and read the records back.
 
 import json
 import socket
+import time
 
 import pytest
 
-from conftest import HTTP_LISTENING, run_minihttp
+from conftest import HTTP_LISTENING, WAIT, run_minihttp
 from minihttp.limits import RECORDED_CHUNKS
 from minihttp.records import FramingLog, block_record, describe
 from test_connections import assert_back_to_baseline, measured, resources, room_for  # noqa: F401
@@ -168,3 +169,42 @@ def test_a_stream_that_is_not_read_drops_its_oldest_records_and_says_how_many(se
         assert seen + dropped == count + 1 and seen < count // 4
     finally:
         feed.close()
+
+
+def test_with_workers_every_worker_serves_every_process_s_records_in_one_order(minihttp):
+    blocks_port = free_port()
+    server = minihttp('serve', '--port', 0, '--block-port', blocks_port, '--workers', '2',
+                      '--quiet', listening=HTTP_LISTENING)
+    line = server.wait_for_line(r'^http served by 2 worker processes: (?P<pids>\d+ \d+)$')
+    workers = {int(pid) for pid in line['pids'].split()}
+    assert run_minihttp('blocks', '-c', '-p', blocks_port).returncode == 0   # the parent's
+    targets = set()
+    for round_ in range(16):      # until both workers have served: the kernel chooses
+        for n in range(8):
+            target = f'/r{round_}-{n}'
+            with Client(server.port) as client:
+                assert client.exchange(get(target)).status == 404
+            targets.add(target)
+        records = wait_for_records(server.port, targets)
+        if {r['process'] for r in records if r['kind'] == 'http'} >= workers:
+            break
+    assert {r['process'] for r in records if r['kind'] == 'http'} >= workers
+    assert [r for r in records if r['kind'] == 'blocks'][0]['blocks'] == 3
+    ids = [r['id'] for r in records]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    for _ in range(8):            # whichever worker answers, it tells the same story
+        again = wait_for_records(server.port, targets)
+        assert [r['id'] for r in again][:len(ids)] == ids
+
+
+def wait_for_records(port, targets, timeout=WAIT):
+    """GET /_framing until its records name every target (they travel between processes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = framing_records(port)
+        named = {r['request']['target'] for r in records if r['kind'] == 'http'}
+        if targets <= named:
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f'{sorted(targets - named)} not among the records')
+        time.sleep(0.01)   # a poll interval, not a synchronisation

@@ -90,8 +90,11 @@ def put_block(sock, payload):
     write_all(sock, HEADER.pack(len(payload)), payload)
 
 
-def put_stream(sock, source, block_size=CLIENT_BLOCK_SIZE):
-    """Send a binary file as blocks of ``block_size``, then the empty block; return bytes sent."""
+def put_stream(sock, source, block_size=CLIENT_BLOCK_SIZE, progress=None):
+    """Send a binary file as blocks of ``block_size``, then the empty block; return bytes sent.
+
+    ``progress(total)`` is told the bytes sent so far after each block.
+    """
     total = 0
     buf = bytearray(block_size)
     view = memoryview(buf)
@@ -101,6 +104,8 @@ def put_stream(sock, source, block_size=CLIENT_BLOCK_SIZE):
             break
         put_block(sock, view[:got])
         total += got
+        if progress is not None:
+            progress(total)
     put_block(sock, b'')
     return total
 
@@ -232,14 +237,14 @@ class BlockServer:
 
 # -- the client ---------------------------------------------------------------
 
-def client(sock, source=None, block_size=CLIENT_BLOCK_SIZE):
+def client(sock, source=None, block_size=CLIENT_BLOCK_SIZE, progress=None):
     """Send the book's three lines, or a file, then the empty block."""
     if source is None:
         for line in ZEN:
             put_block(sock, line)
         put_block(sock, b'')
         return sum(map(len, ZEN))
-    return put_stream(sock, source, block_size)
+    return put_stream(sock, source, block_size, progress)
 
 
 def open_source(path):

@@ -11,6 +11,7 @@ import re
 import resource
 import signal
 import socket
+import stat
 import sys
 
 from . import blocks
@@ -23,7 +24,7 @@ from .eventloop import EventLoop
 from .hub import Hub
 from .listener import Listener, StartupError, run_until_signalled, run_workers
 from .records import FramingLog
-from .report import say
+from .report import Progress, say
 from .server import HTTPServer
 
 _UNITS = {'': 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30}
@@ -215,17 +216,32 @@ def run_block_client(args):
     except OSError as exc:
         return fail(f'cannot connect to {args.hostname} port {args.p}: '
                     f'{exc.strerror or exc}')
+    # A progress bar for a person watching a file go; nothing for a pipe or a log.
+    progress = None
+    if source is not None and sys.stderr.isatty():
+        progress = Progress(file_size(source))
     try:
         with sock:
             sock.shutdown(socket.SHUT_RD)
-            sent = blocks.client(sock, source, args.block_size)
+            sent = blocks.client(sock, source, args.block_size, progress)
     except OSError as exc:
         return fail(f'connection to {args.hostname} port {args.p} broke: {exc.strerror or exc}')
     finally:
+        if progress is not None:
+            progress.done()
         if source is not None and source is not sys.stdin.buffer:
             source.close()
     say(f'Sent {sent} bytes and the empty block to {args.hostname} port {args.p}')
     return 0
+
+
+def file_size(source):
+    """The size of a regular file being sent, or None (a pipe, a terminal)."""
+    try:
+        st = os.fstat(source.fileno())
+    except (OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def run_serve(args):

@@ -4,6 +4,8 @@ import concurrent.futures
 import hashlib
 import io
 import os
+import pty
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ from conftest import REPO, WAIT, FakeSocket, run_minihttp
 from minihttp.blocks import (BlockTooLarge, TruncatedBlock, describe, get_block, get_block_to,
                              get_length, put_block, put_stream)
 from minihttp.framing import StreamReader
+from minihttp.report import Progress, amount, clock
 
 MiB = 1 << 20
 WIRE_LINES = b''.join(listing52.LENGTH.pack(len(line)) + line for line in listing52.LINES)
@@ -413,3 +416,48 @@ def test_the_books_client_against_our_server(minihttp, tmp_path):
     with open(path, 'rb') as f:
         assert f.read() == b''.join(listing52.LINES)
     assert server.output('stderr') == ''
+
+
+def test_the_file_client_draws_progress_on_a_terminal_and_nothing_into_a_pipe(minihttp, tmp_path):
+    server = minihttp('blocks', '-p', 0, '--quiet')
+    data = tmp_path / 'data'
+    data.write_bytes(os.urandom(3 * MiB))
+    command = [sys.executable, '-m', 'minihttp', 'blocks', '-c', '-p', str(server.port),
+               '--file', str(data), '--block-size', '4096']
+    terminal, its_end = pty.openpty()
+    try:
+        result = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=its_end,
+                                timeout=60)
+        os.close(its_end)
+        its_end = None
+        shown = b''
+        while True:
+            try:
+                piece = os.read(terminal, 4096)
+            except OSError:          # EIO: the other end is closed and all was read
+                break
+            if not piece:
+                break
+            shown += piece
+    finally:
+        os.close(terminal)
+        if its_end is not None:
+            os.close(its_end)
+    assert result.returncode == 0
+    # Redrawn in place: the last drawing (the terminal turned the final newline into CRLF).
+    last = [drawn for drawn in shown.split(b'\r') if drawn.strip()][-1]
+    assert re.search(rb'\[#{24}\] 100% 3\.0 MiB of 3\.0 MiB, [\d.]+ [KMG]?i?B/s, 0:00 left', last)
+    # Into a pipe (a script, a log): the one closing line, no bar.
+    piped = run_minihttp('blocks', '-c', '-p', server.port, '--file', data)
+    assert piped.returncode == 0 and piped.stderr == b''
+    assert piped.stdout.decode().startswith(f'Sent {3 * MiB} bytes and the empty block')
+
+
+def test_progress_without_a_total_shows_what_went_and_how_fast():
+    shown = io.StringIO()
+    progress = Progress(None, shown)
+    progress(1536)
+    progress.done()
+    assert re.fullmatch(r'(\r1\.5 KiB, [\d.]+ [KMG]?i?B/s\x1b\[K)+\n', shown.getvalue())
+    assert (amount(512), amount(3 * MiB), clock(59.6), clock(3725)) == (
+        '512 B', '3.0 MiB', '1:00', '1:02:05')

@@ -65,8 +65,9 @@ class App:
     """
 
     def __init__(self, root='www', uploads=None, max_upload=MAX_UPLOAD, token=None,
-                 writes=True, records=None):
+                 writes=True, records=None, block_port=None):
         self.root = root
+        self.block_port = block_port
         # The server's framing records, served by GET /_framing.
         self.records = FramingLog() if records is None else records
         self.store = UploadStore(uploads or os.path.join(root, 'uploads'), max_upload)
@@ -145,6 +146,9 @@ class App:
         return files.serve_path(request, self.root, request.path)
 
     def get_upload(self, request):
+        if request.path == UPLOADS and 'application/json' in request.get('accept', ''):
+            return json_response(200, {'files': self.store.stored()},
+                                 [('Cache-Control', 'no-store')])
         return files.serve_path(request, self.store.directory,
                                 '/' + request.path[len(UPLOADS):])
 
@@ -217,8 +221,12 @@ class App:
         return Response(200, fields, body.pieces(), length=body.length)
 
     def framing(self, request):
-        """The recent framing records as JSON, oldest first; ?after=N: those numbered above N."""
-        return json_response(200, {'records': self.records.recent(after(request))},
+        """The recent framing records as JSON, oldest first; ?after=N: those numbered above N.
+
+        With them, the block server's port (None when it is off), for the page's commands.
+        """
+        return json_response(200, {'records': self.records.recent(after(request)),
+                                   'block_port': self.block_port},
                              [('Cache-Control', 'no-store')])
 
     @staticmethod

@@ -265,7 +265,7 @@ def run_serve(args):
     records = FramingLog()    # how each message was framed: --trace and GET /_framing
     try:
         app = App(args.root, args.uploads, args.max_upload, token=args.token or None,
-                  writes=writes, records=records)
+                  writes=writes, records=records, block_port=args.block_port or None)
     except OSError as exc:
         return fail(f'--uploads: cannot use {exc.filename}: {exc.strerror}')
     http = HTTPServer(app, trace=args.trace, access_log=not args.quiet,

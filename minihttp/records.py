@@ -143,6 +143,8 @@ def describe_http(record):
         how = f'Content-Length ({sent} B)'
     elif framing == 'close':
         how = f'closing the connection ({sent} B)'
+    elif framing == 'stream':
+        how = 'an event stream, kept open'
     else:
         how = 'no body'
     parts.append(f'response {response["status"]} by {how}')

@@ -157,7 +157,7 @@ class HTTPServer:
                                           now=now)
         conn.send([head])
         self.log(conn.peer, request, response.status, 0, now, say_soon)
-        self.record(conn, request, request.body, response, framing, 0, 0, now, say_soon)
+        self.record(conn, request, request.body, response, 'stream', 0, 0, now, say_soon)
         stream = self._streams[conn] = Stream(chunked)
         for record in self.records.recent(response.body.after)[-STREAM_QUEUE:]:
             stream.events.append(event_bytes(record))
@@ -348,7 +348,9 @@ class HTTPServer:
 
     def record(self, conn, request, body, response, framing, chunks, sent, now, say=say):
         """Keep how this exchange was framed; with --trace, say it in the words of chapter 5."""
-        record = self.records.add(http_record(conn.peer, now, request, body, response.status,
-                                              framing, chunks, sent))
+        record = http_record(conn.peer, now, request, body, response.status, framing, chunks,
+                             sent)
+        record['words'] = describe(record)    # the page says what --trace says
+        self.records.add(record)
         if self.trace:
-            say(f'trace {record["peer"]}: {describe(record)}', err=True)
+            say(f'trace {record["peer"]}: {record["words"]}', err=True)

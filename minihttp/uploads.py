@@ -161,6 +161,17 @@ class UploadStore:
     def path(self, name):
         return os.path.join(self.directory, check_name(name))
 
+    def stored(self):
+        """The stored files, by name: [{name, bytes, modified}] (temporaries and
+        directories left out)."""
+        found = []
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith('.') or not entry.is_file(follow_symlinks=False):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            found.append({'name': entry.name, 'bytes': st.st_size, 'modified': st.st_mtime})
+        return sorted(found, key=lambda item: item['name'])
+
     def incoming(self):
         try:
             return Incoming(self.directory, self.max_upload)

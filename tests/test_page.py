@@ -77,6 +77,9 @@ def test_the_page_uploads_lists_downloads_deletes_and_draws_live_framing(page, s
     page.wait_for_selector('.record')                 # the live log, fed by the event stream
     assert page.locator('#commands').inner_text().count(base[len('http://'):]) >= 4
     assert page.errors == [], page.errors
+    # The body idea: an echo sent from the page, drawn with its Content-Length.
+    page.click('#send')
+    assert page.locator('#idea-body .length').first.inner_text() == 'Content-Length 30'
 
     # Upload through the page: a file picked, a progress bar, then listed.
     data = os.urandom(300_000)

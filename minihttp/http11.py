@@ -21,6 +21,7 @@ from http import HTTPStatus
 from .framing import IncompleteRead, LimitExceeded, write_all
 from .limits import (BODY_PIECE, MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS,
                      MAX_CONTENT_LENGTH_DIGITS, MAX_EMPTY_LINES, MAX_FIELDS, MAX_HEAD,
+                     MAX_METHOD,
                      MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS, RECORDED_CHUNKS,
                      STREAM_BUFFER_SIZE)
 
@@ -95,9 +96,11 @@ CHUNK_LINE = re.compile(rf'([0-9A-Fa-f]{{1,{MAX_CHUNK_SIZE_DIGITS}}})(.*)', re.S
 # no control characters inside the quotes either, so a bare CR or LF there is
 # refused (RFC 9112 section 2.2), not hidden from us while a proxy splits on it.
 QUOTED_STRING = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
-# Whitespace before the CRLF is tolerated (as BWS), as h11 and most servers do.
+# Whitespace (BWS) only where the grammar puts it: around ";" and "=".  After
+# the size or an extension, right before the CRLF, it is not chunk-ext, and a
+# size line that a proxy might read differently is refused.
 CHUNK_EXT = re.compile(
-    rf'(?:[ \t]*;[ \t]*{TOKEN}(?:[ \t]*=[ \t]*(?:{TOKEN}|{QUOTED_STRING}))?)*[ \t]*')
+    rf'(?:[ \t]*;[ \t]*{TOKEN}(?:[ \t]*=[ \t]*(?:{TOKEN}|{QUOTED_STRING}))?)*')
 
 LEADING_CRLFS = re.compile(rb'(?:\r\n)*')
 
@@ -165,6 +168,10 @@ def request_path(method, target):
         # head would be the tunnel's bytes, not HTTP.
         raise HTTPError(501, 'CONNECT is not implemented: this server is no proxy', close=True)
     if target[0] == '/':
+        if '#' in target:
+            # origin-form = absolute-path [ "?" query ] (section 3.2.1): a fragment
+            # is the client's own, never sent; one that arrives is a malformed target.
+            raise HTTPError(400, f'request-target {target[:40]!r} has a fragment (#)')
         return target                            # origin-form
     match = ABSOLUTE_FORM.fullmatch(target)
     if match:
@@ -191,6 +198,20 @@ def parse_fields(lines, what='header'):
     return fields
 
 
+def read_line(reader, limit, what):
+    """One line of at most ``limit`` bytes, without its CRLF: a delimiter read.
+
+    Read up to LF and then required to end in CR, so that a bare LF (which
+    RFC 9112 section 2.2 lets a recipient refuse, and which this server never
+    takes as a line end) is refused as soon as it arrives, instead of waiting
+    for a CRLF that may never come.  Raises LimitExceeded beyond ``limit``.
+    """
+    line = reader.read_until(b'\n', limit + 1)
+    if line[-1:] != b'\r':
+        raise framing_error(f'bare LF ending a {what} line')
+    return line[:-1]
+
+
 def read_field_lines(reader, max_bytes, max_fields, what):
     """Field lines up to an empty line, one delimiter read each, within limits.
 
@@ -201,7 +222,7 @@ def read_field_lines(reader, max_bytes, max_fields, what):
     total = 0
     while True:
         try:
-            line = reader.read_until(CRLF, max_bytes - total)
+            line = read_line(reader, max_bytes - total, what)
         except LimitExceeded:
             raise HTTPError(431, f'{what} section longer than {max_bytes} bytes',
                             close=True) from None
@@ -246,7 +267,7 @@ def parse_head(head):
     end = text.find('\r\n')
     line = text if end < 0 else text[:end]
     if len(line) > MAX_REQUEST_LINE:
-        raise HTTPError(414, f'request line longer than {MAX_REQUEST_LINE} bytes', close=True)
+        raise too_long_request_line(line)
     match = REQUEST_LINE.fullmatch(line)
     if match is None:
         raise HTTPError(400, bad_request_line_reason(line), close=True)
@@ -274,7 +295,25 @@ def parse_head(head):
         raise HTTPError(400, 'HTTP/1.1 request without a Host field', close=True)
     if hosts and not HOST.fullmatch(hosts[0]):
         raise HTTPError(400, f'invalid Host {hosts[0][:40]!r}', close=True)
+    if hosts and not hosts[0].partition(':')[0] and not hosts[0].startswith('['):
+        # An http URI has a host (RFC 9110 section 4.2.1: one with an empty host
+        # identifier MUST be rejected as invalid), so an empty Host is invalid here.
+        raise HTTPError(400, 'empty Host', close=True)
     return request
+
+
+def too_long_request_line(line):
+    """414 when the target makes the request line too long, 501 when the method does.
+
+    RFC 9112 section 3: a server that receives a method longer than any it
+    implements SHOULD answer 501; a target longer than it wishes to parse
+    MUST get 414.  Blaming the target for a long method would mislead.
+    """
+    method_end = line.find(' ')
+    if method_end < 0 or method_end > MAX_METHOD:
+        return HTTPError(501, f'method longer than any this server implements ({MAX_METHOD} '
+                              'characters)', close=True)
+    return HTTPError(414, f'request line longer than {MAX_REQUEST_LINE} bytes', close=True)
 
 
 def bad_request_line_reason(line):
@@ -304,10 +343,9 @@ def read_request(reader):
             head = reader.read_until(HEAD_END, MAX_HEAD)
         except LimitExceeded:
             # Was it the request line alone that was too long?
-            first_line_end = reader.peek().find(CRLF, 0, MAX_REQUEST_LINE + 2)
-            if first_line_end < 0:
-                raise HTTPError(414, f'request line longer than {MAX_REQUEST_LINE} bytes',
-                                close=True) from None
+            start = reader.peek()[:MAX_REQUEST_LINE + 2]
+            if start.find(CRLF) < 0:
+                raise too_long_request_line(start.decode('latin-1')) from None
             raise HTTPError(431, f'request head longer than {MAX_HEAD} bytes',
                             close=True) from None
         except IncompleteRead as exc:
@@ -498,7 +536,7 @@ class ChunkedBody(Body):
     def _next_size(self):
         """Read a chunk-size line; at the last chunk, read the trailers and return 0."""
         try:
-            line = self.reader.read_until(CRLF, MAX_CHUNK_LINE)
+            line = read_line(self.reader, MAX_CHUNK_LINE, 'chunk-size')
         except LimitExceeded:
             raise framing_error(f'chunk-size line longer than {MAX_CHUNK_LINE} bytes') from None
         except IncompleteRead as exc:

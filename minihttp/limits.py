@@ -89,6 +89,9 @@ DOCUMENT_ROOT = 'www'
 # Longest request line (method, target, version): beyond it, 414.  Bounds
 # the memory a client can make us hold before we know what it wants.
 MAX_REQUEST_LINE = 8 * KiB
+# The longest method this server implements (OPTIONS, CONNECT): a longer one
+# makes an over-long request line 501, not 414 (RFC 9112 section 3).
+MAX_METHOD = 7
 # Longest head (request line and fields) and most field lines: beyond them,
 # 431.  Bound the memory and the parsing work of one request head.
 MAX_HEAD = 64 * KiB

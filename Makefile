@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench bench-deps clean
+.PHONY: run test bench bench-deps fuzz clean
 
 # The servers need the standard library only: no virtual environment.
 run:
@@ -28,6 +28,13 @@ bench-deps: $(STAMP)
 	apt-get update
 	apt-get install -y nginx wrk curl
 	$(VENV)/bin/python -m pip install --quiet -e '.[bench]'
+
+# Coverage-guided fuzzing (atheris) of every parser, FUZZ_SECONDS each; crashing inputs
+# land in fuzz/crashes/, which make test replays.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e '.[fuzz]'
+	$(VENV)/bin/python -m fuzz $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Fuzzing minihttp's parsers: the entry points (targets) and `make fuzz`'s coverage-guided runs."""

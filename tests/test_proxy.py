@@ -1,0 +1,186 @@
+"""A real nginx in front of two minihttp processes: the way past one machine.
+
+nginx from Debian, started by the test with a config of its own in a
+temporary directory (loopback only): HTTP/1.1 and keep-alive to the
+upstreams, request bodies passed on as they arrive (no buffering).  Through
+it, chunked uploads, ranges and downloads give the same bytes as minihttp
+gives directly; stopping one upstream under load loses no request that nginx
+can retry.  Without nginx the tests skip, saying why (.ci/run installs it).
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import HTTP_LISTENING, WAIT
+
+NGINX = shutil.which('nginx') or ('/usr/sbin/nginx' if os.path.exists('/usr/sbin/nginx')
+                                  else None)
+pytestmark = pytest.mark.skipif(NGINX is None, reason='nginx is not installed '
+                                                      '(apt-get install nginx)')
+
+# The configuration the README shows, with this test's ports and paths.
+CONFIG = '''\
+{user}
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    upstream minihttp {{
+        server 127.0.0.1:{first};
+        server 127.0.0.1:{second};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://minihttp;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_request_buffering off;
+            proxy_buffering off;
+        }}
+    }}
+}}
+'''
+
+
+def free_port():
+    with socket.create_server(('127.0.0.1', 0)) as probe:
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=timeout).close()
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f'nothing listens on port {port} after {timeout} s')
+            time.sleep(0.02)    # a poll interval, not a synchronisation
+
+
+@pytest.fixture
+def proxied(minihttp, tmp_path):
+    """Two minihttp upstreams sharing a root and an upload directory, nginx in front.
+
+    Returns (nginx's base URL, the upstream processes, the root, the uploads).
+    """
+    root, uploads, prefix = tmp_path / 'root', tmp_path / 'uploads', tmp_path / 'nginx'
+    for directory in (root, uploads, prefix, prefix / 'body', prefix / 'proxy'):
+        directory.mkdir()
+    upstreams = [minihttp('serve', '--port', 0, '--block-port', 0, '--root', root,
+                          '--uploads', uploads, '--quiet', listening=HTTP_LISTENING)
+                 for _ in range(2)]
+    port = free_port()
+    (prefix / 'nginx.conf').write_text(CONFIG.format(
+        user='user root;' if os.geteuid() == 0 else '', prefix=prefix, port=port,
+        first=upstreams[0].port, second=upstreams[1].port))
+    nginx = subprocess.Popen([NGINX, '-p', str(prefix), '-c', str(prefix / 'nginx.conf'),
+                              '-e', str(prefix / 'error.log'), '-g', 'daemon off;'],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield f'http://127.0.0.1:{port}', upstreams, root, uploads
+    finally:
+        nginx.send_signal(signal.SIGTERM)
+        try:
+            nginx.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            nginx.kill()
+            nginx.wait(WAIT)
+
+
+def curl(*args):
+    return subprocess.run(['curl', '-sS', '--noproxy', '*', *map(str, args)], check=True,
+                          capture_output=True, timeout=60).stdout
+
+
+@pytest.mark.timeout(120)
+def test_through_nginx_uploads_ranges_and_downloads_give_the_same_bytes(proxied, tmp_path):
+    base, upstreams, root, uploads = proxied
+    data = os.urandom(3 << 20)
+    source = tmp_path / 'source.bin'
+    source.write_bytes(data)
+    # A chunked upload, passed on by nginx as it arrives.
+    curl('-T', source, '-H', 'Transfer-Encoding: chunked', f'{base}/uploads/up.bin')
+    assert hashlib.sha256((uploads / 'up.bin').read_bytes()).digest() == \
+        hashlib.sha256(data).digest()
+    (root / 'big.bin').write_bytes(data)
+    direct = f'http://127.0.0.1:{upstreams[0].port}'
+    for path in ('/big.bin', '/uploads/up.bin'):
+        assert curl(f'{base}{path}') == data
+        for ranges in ('0-99', '1000-', '-500', '0-9,100-109'):
+            assert same_parts(curl('-r', ranges, f'{base}{path}'),
+                              curl('-r', ranges, f'{direct}{path}'))
+    assert curl('-r', '-500', f'{base}/big.bin') == data[-500:]
+
+
+def served(upstream):
+    """How many GETs of /page.html an upstream has answered, by its own records."""
+    records = requests.get(f'http://127.0.0.1:{upstream.port}/_framing', timeout=WAIT).json()
+    return sum(1 for record in records['records'] if record['kind'] == 'http'
+               and record['request']['target'] == '/page.html')
+
+
+def same_parts(one, other):
+    """Equal bodies, multipart/byteranges ones compared without their random boundaries."""
+    boundary = re.compile(rb'--[0-9a-f]{32}')
+    return boundary.sub(b'--', one) == boundary.sub(b'--', other)
+
+
+@pytest.mark.timeout(120)
+def test_stopping_one_upstream_under_load_loses_no_retried_request(proxied):
+    base, upstreams, root, _ = proxied
+    (root / 'page.html').write_bytes(b'<p>the same page from either upstream</p>\n' * 50)
+    expected = (root / 'page.html').read_bytes()
+    results, stop = [], threading.Event()
+
+    def load():
+        with requests.Session() as session:
+            while not stop.is_set() and len(results) < 5000:
+                try:
+                    response = session.get(f'{base}/page.html', timeout=WAIT)
+                except requests.RequestException as error:
+                    results.append(('failed', repr(error)))
+                    continue
+                results.append((response.status_code, response.content == expected))
+
+    clients = [threading.Thread(target=load) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        # Both upstreams take their share before one goes.
+        while min(served(upstream) for upstream in upstreams) < 50:
+            assert time.monotonic() < deadline, [served(upstream) for upstream in upstreams]
+            time.sleep(0.01)    # a poll interval, not a synchronisation
+        assert upstreams[0].stop() == 0            # SIGTERM, in-flight requests finish
+        before = len(results)
+        while len(results) < before + 200 and time.monotonic() < deadline + WAIT:
+            time.sleep(0.01)    # a poll interval, not a synchronisation
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(WAIT)
+    assert len(results) >= before + 200        # served on by the other upstream
+    assert all(result == (200, True) for result in results), \
+        [result for result in results if result != (200, True)][:5]

@@ -196,6 +196,8 @@ class BlockServer:
             problem = f'{peer}: {exc}, after {blocks} whole blocks'
         except BlockTooLarge as exc:
             problem = f'{peer}: refused: {exc}; closing without reading it'
+        except ConnectionError as exc:
+            problem = f'{peer}: connection failed: {exc}, after {blocks} whole blocks'
         except OSError as exc:
             problem = f'{peer}: {"saving" if saver else "connection"} failed: {exc}'
         finally:

@@ -1,0 +1,233 @@
+"""Faults: clients that vanish, drip, say nothing or never read; a stop mid-upload; a full disk.
+
+Each test runs a real server and makes one kind of trouble, while a
+well-behaved client is answered; afterwards the server's descriptors and
+threads are back to their baseline and no temporary or partial file is
+visible.  Timeouts are short (a second) so that every deadline passes within
+the test's own bound.
+"""
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import HTTP_LISTENING, WAIT
+from test_connections import assert_back_to_baseline, baseline
+from test_http_server import Client, get
+from test_uploads import TEMP_PREFIX, multipart_body
+
+SHORT = ('--head-timeout', '1', '--body-timeout', '1', '--keepalive-timeout', '2')
+
+
+@pytest.fixture
+def troubled(minihttp, tmp_path):
+    """A server with short timeouts and an upload directory; (process, uploads, baseline)."""
+    uploads = tmp_path / 'uploads'
+    root = tmp_path / 'root'
+    root.mkdir()
+    (root / 'big.bin').write_bytes(os.urandom(16 << 20))
+    server = minihttp('serve', '--port', 0, '--block-port', 0, '--root', root,
+                      '--uploads', uploads, '--quiet', *SHORT, listening=HTTP_LISTENING)
+    return server, uploads, baseline(server)
+
+
+def put_head(path, *fields):
+    return get(path, 'HTTP/1.1', *fields, method='PUT')
+
+
+BOUNDARY = 'vanish'
+FORM = multipart_body(BOUNDARY, [('f', 'form.bin', os.urandom(5000))])
+
+# What a vanishing client had sent: a head, a body, a chunk-size line, a
+# trailer, a multipart part, each cut short.
+CUT_SHORT = {
+    'mid-head': b'GET / HTTP/1.1\r\nHo',
+    'mid-body': put_head('/uploads/v.bin', 'Content-Length: 100000') + b'x' * 5000,
+    'mid-chunk-size': put_head('/uploads/v.bin', 'Transfer-Encoding: chunked')
+    + b'5\r\nhello\r\n1',
+    'mid-trailer': put_head('/uploads/v.bin', 'Transfer-Encoding: chunked')
+    + b'5\r\nhello\r\n0\r\nX-Sum: 1',
+    'mid-multipart': get('/uploads/', 'HTTP/1.1',
+                         f'Content-Type: multipart/form-data; boundary={BOUNDARY}',
+                         f'Content-Length: {len(FORM)}', method='POST') + FORM[:3000],
+}
+
+
+def vanish(port, data, reset):
+    """Send ``data``, then go: with a FIN, or with a reset (SO_LINGER 0)."""
+    sock = socket.create_connection(('127.0.0.1', port))
+    sock.sendall(data)
+    if reset:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    sock.close()
+
+
+def answered(port):
+    with Client(port) as client:
+        return client.exchange(get('/')).status == 200
+
+
+def nothing_left(uploads):
+    return [name for name in os.listdir(uploads)
+            if name.startswith(TEMP_PREFIX) or name in ('v.bin', 'form.bin')] == []
+
+
+@pytest.mark.parametrize('reset', [False, True], ids=['closed', 'reset'])
+@pytest.mark.parametrize('where', CUT_SHORT)
+def test_a_client_that_vanishes_leaves_nothing_and_no_one_waits(troubled, where, reset):
+    server, uploads, base = troubled
+    vanish(server.port, CUT_SHORT[where], reset)
+    assert answered(server.port)
+    assert_back_to_baseline(server, base)
+    assert nothing_left(uploads)
+
+
+def test_a_block_stream_cut_mid_block_leaves_no_file(minihttp, tmp_path):
+    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
+    vanish(server.port, struct.pack('!I', 1000) + b'only part of it', reset=False)
+    server.wait_for_line(r': stream cut inside a block payload: ', stream='stderr')
+    vanish(server.port, struct.pack('!I', 1000) + b'only part of it', reset=True)
+    server.wait_for_line(r': (connection failed: .*reset|stream cut inside a block payload)',
+                         stream='stderr')
+    assert os.listdir(tmp_path) == []
+
+
+def drip(port, data, gap=0.3, first=b''):
+    """Send ``first`` whole, then ``data`` a byte at a time, ``gap`` seconds apart: a slow
+    or hostile client.  Returns what the server answered."""
+    sock = socket.create_connection(('127.0.0.1', port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.sendall(first)
+        for byte in data:
+            if select.select([sock], [], [], 0)[0]:
+                break           # the server has answered (or closed): stop sending
+            sock.sendall(bytes([byte]))
+            time.sleep(gap)     # the client's pace, not a synchronisation
+        sock.settimeout(WAIT)
+        return sock.recv(65536)
+    except OSError:
+        return b''
+    finally:
+        sock.close()
+
+
+@pytest.mark.timeout(60)
+def test_dripping_heads_and_bodies_meet_their_deadlines_while_others_are_served(troubled):
+    server, uploads, base = troubled
+    results = {}
+    dripping = {
+        # A head a byte every 0.3 s: its whole head is due within 1 s of its first byte.
+        'head': lambda: drip(server.port, get('/')),
+        # A whole head, then a body a byte every 1.5 s: each byte is due within 1 s.
+        'body': lambda: drip(server.port, b'0123456789', gap=1.5,
+                             first=put_head('/uploads/v.bin', 'Content-Length: 10'))}
+    with contextlib.ExitStack() as stack:
+        for name, client in dripping.items():
+            thread = threading.Thread(target=lambda n=name, c=client: results.__setitem__(n, c()))
+            thread.start()
+            stack.callback(thread.join, WAIT * 2)
+        for _ in range(5):
+            assert answered(server.port)     # served meanwhile
+    assert results['head'].startswith(b'HTTP/1.1 408 ')
+    assert b'request head not received in time' in results['head']
+    assert results['body'].startswith(b'HTTP/1.1 408 ')
+    assert b'request body stalled' in results['body']
+    assert_back_to_baseline(server, base)
+    assert nothing_left(uploads)
+
+
+def test_a_silent_connection_is_closed_by_its_deadline(troubled):
+    server, _, base = troubled
+    with socket.create_connection(('127.0.0.1', server.port)) as silent:
+        silent.settimeout(WAIT)
+        assert silent.recv(1) == b''         # closed, without a word
+    assert_back_to_baseline(server, base)
+
+
+@pytest.mark.timeout(60)
+def test_a_client_that_never_reads_a_large_response_is_dropped(troubled):
+    server, _, base = troubled
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(('127.0.0.1', server.port))
+    try:
+        stuck.sendall(get('/big.bin'))       # 16 MiB by sendfile, never read
+        for _ in range(5):
+            assert answered(server.port)
+        # The send stalls; after --body-timeout the server gives up on it.
+        assert_back_to_baseline(server, base)
+    finally:
+        stuck.close()
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_during_twenty_uploads_each_completes_or_leaves_nothing(minihttp, tmp_path):
+    uploads = tmp_path / 'uploads'
+    server = minihttp('serve', '--port', 0, '--block-port', 0, '--uploads', uploads, '--quiet',
+                      '--grace', '3', listening=HTTP_LISTENING)
+    size = 1 << 20
+    contents = [os.urandom(size) for _ in range(20)]
+    clients = [Client(server.port) for _ in contents]
+    try:
+        for n, (client, content) in enumerate(zip(clients, contents)):
+            client.send(put_head(f'/uploads/u{n}.bin', f'Content-Length: {size}')
+                        + content[:size // 2])
+        deadline = time.monotonic() + WAIT
+        while len([name for name in os.listdir(uploads) if name.startswith(TEMP_PREFIX)]) < 20:
+            assert time.monotonic() < deadline, 'the uploads did not all start'
+            time.sleep(0.01)     # a poll interval, not a synchronisation
+        server.proc.send_signal(signal.SIGTERM)
+        for client, content in zip(clients[:10], contents[:10]):   # these finish in time
+            client.send(content[size // 2:])
+        for client in clients[:10]:
+            reply = client.reply('PUT')
+            assert reply.status == 201 and reply.closes
+        assert server.proc.wait(WAIT) == 0      # the other ten were cut at the grace
+    finally:
+        for client in clients:
+            client.__exit__(None, None, None)
+    stored = sorted(os.listdir(uploads))
+    assert stored == sorted(f'u{n}.bin' for n in range(10))
+    for n in range(10):
+        assert (uploads / f'u{n}.bin').read_bytes() == contents[n]
+
+
+@contextlib.contextmanager
+def mounted(directory, options):
+    """A tmpfs mounted at ``directory`` with ``options``, or a skip where this machine cannot."""
+    directory.mkdir(exist_ok=True)
+    made = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(directory)],
+                          capture_output=True)
+    if made.returncode:
+        pytest.skip(f'cannot mount a tmpfs here: {made.stderr.decode().strip()} '
+                    '(test_uploads.py injects ENOSPC instead)')
+    try:
+        yield directory
+    finally:
+        subprocess.run(['umount', '-l', str(directory)], check=False)
+
+
+@pytest.mark.parametrize('options, status', [('size=1m', 507), ('ro,size=1m', 500)],
+                         ids=['full', 'read-only'])
+def test_a_full_or_read_only_upload_directory_answers_in_words_and_keeps_nothing(
+        minihttp, tmp_path, options, status):
+    with mounted(tmp_path / 'uploads', options) as uploads:
+        server = minihttp('serve', '--port', 0, '--block-port', 0, '--uploads', uploads,
+                          '--quiet', listening=HTTP_LISTENING)
+        with Client(server.port) as client:
+            content = os.urandom(2 << 20)            # more than the 1 MiB disk holds
+            reply = client.exchange(put_head('/uploads/x.bin', f'Content-Length: {len(content)}')
+                                    + content, 'PUT')
+        assert reply.status == status, reply.body
+        assert reply.body.count(b'\n') == 1
+        assert os.listdir(uploads) == []
+        server.stop()

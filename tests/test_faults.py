@@ -8,6 +8,7 @@ the test's own bound.
 """
 
 import contextlib
+import errno
 import os
 import select
 import signal
@@ -22,7 +23,8 @@ import pytest
 from conftest import HTTP_LISTENING, WAIT
 from test_connections import assert_back_to_baseline, baseline
 from test_http_server import Client, get
-from test_uploads import TEMP_PREFIX, multipart_body
+from minihttp import uploads as uploads_module
+from test_uploads import TEMP_PREFIX, in_process, multipart_body  # noqa: F401
 
 SHORT = ('--head-timeout', '1', '--body-timeout', '1', '--keepalive-timeout', '2')
 
@@ -231,3 +233,16 @@ def test_a_full_or_read_only_upload_directory_answers_in_words_and_keeps_nothing
         assert reply.body.count(b'\n') == 1
         assert os.listdir(uploads) == []
         server.stop()
+
+
+def test_a_read_only_upload_directory_injected_gives_500_and_keeps_nothing(in_process,
+                                                                             monkeypatch):
+    # Where no tmpfs can be mounted, the same refusal by an injected error.
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(uploads_module.tempfile, 'mkstemp', read_only)
+    with Client(in_process.port) as client:
+        reply = client.exchange(put_head('/uploads/x.bin', 'Content-Length: 5') + b'hello',
+                                'PUT')
+    assert reply.status == 500 and b'Read-only file system' in reply.body
+    assert os.listdir(in_process.directory) == []

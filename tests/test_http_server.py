@@ -473,6 +473,24 @@ def test_trace_says_how_each_message_was_framed(serve):
                                       'bytes': 311}
 
 
+def test_an_echo_whose_body_turns_out_malformed_is_cut_and_traced(serve):
+    server = serve('--trace')
+    head = get('/echo', 'HTTP/1.1', 'Transfer-Encoding: chunked', method='PUT')
+    with Client(server.port) as client:
+        port = client.sock.getsockname()[1]
+        client.send(head + b'5\r\nhello\r\n')
+        assert client.file.readline().startswith(b'HTTP/1.1 200 ')   # the head has gone
+        while client.file.readline() != b'\r\n':
+            pass
+        assert client.file.readline() == b'5\r\n'                   # the echo began
+        client.send(b'zz\r\nmore\r\n0\r\n\r\n')                # not a chunk size
+        client.sock.settimeout(WAIT)
+        rest = client.file.read()
+        assert not rest.endswith(b'0\r\n\r\n')    # cut before the response's end
+    server.wait_for_line(rf"^trace 127\.0\.0\.1:{port}: aborted mid-response: bad chunk-size "
+                         r"line 'zz'", stream='stderr')
+
+
 def framing_records(port, after=0):
     """The records GET /_framing serves."""
     with Client(port) as client:

@@ -5,11 +5,13 @@ lowest layer first:
 
     limits     every limit and default, each saying what it protects
     framing    the framing core: exact reads, streamed exact reads, delimiter reads
+    records    framing records: the --trace lines, GET /_framing and its live stream
     blocks     Listing 5-2's length-prefixed blocks, on the framing core
     listener   listening sockets, a thread per block connection, a clean stop
     eventloop  one loop per process for waiting connections, a thread pool for blocking work
     http11     HTTP/1.1 messages: the head, body framing, readers, writers
     server     the HTTP protocol on the loop: heads and small answers inline, bodies on the pool
+    hub        every worker's records in every worker, as blocks over socket pairs
     cli        the command line
 """
 

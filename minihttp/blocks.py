@@ -14,7 +14,6 @@ import time
 from .framing import IncompleteRead, StreamReader, write_all
 from .limits import BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, CLIENT_BLOCK_SIZE, MAX_BLOCK
 from .records import block_record, keep_size
-from .records import describe as describe_record
 from .report import say
 
 # The length prefix: 4 bytes, network (big-endian) order, unsigned, so one
@@ -211,9 +210,7 @@ class BlockServer:
             say(line)
         if self.records is not None:
             ended = problem.partition(': ')[2] if problem else 'ended by the empty block'
-            record = block_record(conn.peer, time.time(), blocks, total, lengths, ended)
-            record['words'] = describe_record(record)
-            self.records.add(record)
+            self.records.add(block_record(conn.peer, time.time(), blocks, total, lengths, ended))
 
     def receive(self, reader, length, saver):
         """Read one payload: whole when small, streamed when above the threshold."""

@@ -17,7 +17,12 @@ from .limits import RECORDED_CHUNKS, RECORDS_KEPT
 
 
 class FramingLog:
-    """The most recent framing records of this process, each numbered in order."""
+    """The most recent framing records of this process, each numbered in order.
+
+    A record is kept as a short list of facts, made for every request and so
+    cheap; ``public`` turns it into the dict that the JSON, the page and
+    --trace read, only when someone reads it.
+    """
 
     def __init__(self, size=RECORDS_KEPT):
         self._records = collections.deque(maxlen=size)
@@ -38,11 +43,14 @@ class FramingLog:
             self.forward(record)
             return record
         with self._lock:
-            record['id'] = next(self._numbers)
-        return self.keep(record)
+            record[NUMBER] = next(self._numbers)
+            self._records.append(record)
+        for listener in self._listeners:
+            listener(record)
+        return record
 
     def keep(self, record):
-        """Keep a numbered record, and tell the listeners."""
+        """Keep a record numbered elsewhere (by the parent of workers), and tell the listeners."""
         with self._lock:
             self._records.append(record)
         for listener in self._listeners:
@@ -50,9 +58,10 @@ class FramingLog:
         return record
 
     def recent(self, after=0):
-        """The records kept whose number is above ``after``, oldest first."""
+        """The records kept whose number is above ``after``, oldest first, as dicts."""
         with self._lock:
-            return [record for record in self._records if record['id'] > after]
+            kept = [record for record in self._records if record[NUMBER] > after]
+        return [public(record) for record in kept]
 
 
 class EventStream:
@@ -68,7 +77,7 @@ class EventStream:
 
 
 def event_bytes(record):
-    """A record as one server-sent event (the HTML standard's text/event-stream)."""
+    """A record (as ``public`` makes it) as one server-sent event (text/event-stream)."""
     data = json.dumps(record, separators=(',', ':'))
     return f'id: {record["id"]}\nevent: record\ndata: {data}\n\n'.encode()
 
@@ -78,36 +87,74 @@ def dropped_event(count):
     return f'event: dropped\ndata: {{"dropped": {count}}}\n\n'.encode()
 
 
+# Where a record keeps its number: its last item (0 until a FramingLog numbers it).
+NUMBER = -1
+# This process's id for its records: read once, and again in a forked worker.
+_process = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
+
+
+def http_record(peer, now, request, body, status, framing, chunks, sent):
+    """The facts of one HTTP exchange; ``body`` is the request's Body reader, or None."""
+    if request is None:
+        head = None
+    else:
+        head = (request.method, request.target[:200], request.version, request.head_size,
+                body_facts(body))
+    return ['http', now, _process[0], peer, head, (status, framing, chunks, sent), 0]
+
+
+def body_facts(body):
+    if body is None:
+        return ('unread',)
+    if body.framing == 'chunked':
+        return ('chunked', body.received, body.chunks, body.sizes, len(body.trailers),
+                body.done)
+    if body.framing == 'length':
+        return ('length', body.length, body.received, body.done)
+    return ('none',)
+
+
+def block_record(peer, now, blocks, total, recorded, ended):
+    """The facts of one block stream: its blocks' sizes and how it ended."""
+    return ['blocks', now, _process[0], peer, blocks, total, recorded, ended, 0]
+
+
+def public(record):
+    """A record as the JSON, the page and --trace read it; ``words`` is what --trace says."""
+    kind, now, process, peer = record[:4]
+    out = {'id': record[NUMBER], 'kind': kind, 'time': now, 'process': process,
+           'peer': f'{peer[0]}:{peer[1]}'}
+    if kind == 'blocks':
+        blocks, total, recorded, ended = record[4:8]
+        out.update({'blocks': blocks, 'bytes': total, **sizes(recorded, blocks),
+                    'ended': ended})
+    else:
+        head, (status, framing, chunks, sent) = record[4:6]
+        out['request'] = None if head is None else {
+            'method': head[0], 'target': head[1], 'version': head[2], 'head': head[3],
+            'delimiter': 'CRLFCRLF', 'body': body_dict(head[4])}
+        out['response'] = {'status': status, 'framing': framing, 'chunks': chunks,
+                           'bytes': sent}
+    out['words'] = describe(out)
+    return out
+
+
+def body_dict(facts):
+    framing = facts[0]
+    if framing == 'chunked':
+        _, received, chunks, recorded, trailers, done = facts
+        return {'framing': 'chunked', 'bytes': received, 'chunks': chunks,
+                **sizes(recorded, chunks), 'trailers': trailers, 'done': done}
+    if framing == 'length':
+        _, length, received, done = facts
+        return {'framing': 'length', 'length': length, 'bytes': received, 'done': done}
+    return {'framing': framing}
+
+
 def sizes(recorded, count):
     """The chunk or block sizes a record lists: the first RECORDED_CHUNKS, and how many more."""
-    return {'sizes': recorded, 'more': count - len(recorded)}
-
-
-def http_record(peer, now, request, body, response_status, framing, chunks, sent):
-    """The record of one HTTP exchange; ``body`` is the request's Body reader, or None."""
-    record = {'kind': 'http', 'time': now, 'process': os.getpid(),
-              'peer': f'{peer[0]}:{peer[1]}', 'request': None,
-              'response': {'status': response_status, 'framing': framing, 'chunks': chunks,
-                           'bytes': sent}}
-    if request is not None:
-        record['request'] = {
-            'method': request.method, 'target': request.target[:200],
-            'version': request.version, 'head': request.head_size, 'delimiter': 'CRLFCRLF',
-            'body': body_record(body)}
-    return record
-
-
-def body_record(body):
-    if body is None:
-        return {'framing': 'unread'}
-    if body.framing == 'chunked':
-        return {'framing': 'chunked', 'bytes': body.received, 'chunks': body.chunks,
-                **sizes(body.sizes, body.chunks), 'trailers': len(body.trailers),
-                'done': body.done}
-    if body.framing == 'length':
-        return {'framing': 'length', 'length': body.length, 'bytes': body.received,
-                'done': body.done}
-    return {'framing': 'none'}
+    return {'sizes': list(recorded), 'more': count - len(recorded)}
 
 
 def describe(record):
@@ -149,12 +196,6 @@ def describe_http(record):
         how = 'no body'
     parts.append(f'response {response["status"]} by {how}')
     return '; '.join(parts)
-
-
-def block_record(peer, now, blocks, total, recorded, ended):
-    """The record of one block stream: its blocks' sizes and how it ended."""
-    return {'kind': 'blocks', 'time': now, 'peer': f'{peer[0]}:{peer[1]}', 'blocks': blocks,
-            'bytes': total, **sizes(recorded, blocks), 'ended': ended}
 
 
 def describe_blocks(record):

@@ -23,8 +23,7 @@ from .http11 import (Body, HTTPError, PerSecond, bodiless, body_framing, bounded
                      error_response, frame_response, open_body, read_request, write_response)
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, PIPELINE_QUEUE,
                      RETRY_AFTER, STREAM_QUEUE)
-from .records import (EventStream, FramingLog, describe, dropped_event, event_bytes,
-                      http_record)
+from .records import EventStream, FramingLog, dropped_event, event_bytes, http_record, public
 from .report import say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -171,7 +170,7 @@ class HTTPServer:
 
     def fan_out(self, record):
         """In the loop: queue the record on every stream, dropping a slow one's oldest."""
-        event = event_bytes(record)
+        event = event_bytes(public(record))
         for conn, stream in list(self._streams.items()):
             if len(stream.events) == STREAM_QUEUE:
                 stream.dropped += 1
@@ -348,9 +347,7 @@ class HTTPServer:
 
     def record(self, conn, request, body, response, framing, chunks, sent, now, say=say):
         """Keep how this exchange was framed; with --trace, say it in the words of chapter 5."""
-        record = http_record(conn.peer, now, request, body, response.status, framing, chunks,
-                             sent)
-        record['words'] = describe(record)    # the page says what --trace says
-        self.records.add(record)
+        record = self.records.add(http_record(conn.peer, now, request, body, response.status,
+                                              framing, chunks, sent))
         if self.trace:
-            say(f'trace {record["peer"]}: {record["words"]}', err=True)
+            say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import HTTP_LISTENING, WAIT, run_minihttp
 from minihttp.limits import RECORDED_CHUNKS
-from minihttp.records import FramingLog, block_record, describe
+from minihttp.records import FramingLog, block_record, describe, public
 from test_connections import assert_back_to_baseline, measured, resources, room_for  # noqa: F401
 from test_http_server import Client, framing_records, get, post
 
@@ -61,7 +61,8 @@ def test_the_ring_keeps_the_newest_records_and_a_record_lists_a_bounded_number_o
     assert [r['id'] for r in log.recent()] == [3, 4, 5]
     assert [r['id'] for r in log.recent(after=4)] == [5]
     many = RECORDED_CHUNKS + 10
-    record = block_record(('h', 0), 0.0, many, many, list(range(RECORDED_CHUNKS)), 'ended')
+    record = public(block_record(('h', 0), 0.0, many, many, list(range(RECORDED_CHUNKS)),
+                                 'ended'))
     assert len(record['sizes']) == RECORDED_CHUNKS and record['more'] == 10
 
 

@@ -132,6 +132,10 @@ BODY_TIMEOUT = 30.0
 RECORDS_KEPT = 200
 # Chunk or block sizes one record lists; beyond them it says how many more.
 RECORDED_CHUNKS = 64
+# With --workers, how long records gather before they travel to the parent,
+# and back to every worker, in one block: bounds those sends to a few a second
+# per process, whatever the request rate.
+HUB_BATCH_INTERVAL = 0.1
 # Records waiting to be sent on one GET /_framing/stream whose client reads
 # slowly: beyond them the oldest are dropped (and the stream says how many),
 # so a stuck reader costs bounded memory.

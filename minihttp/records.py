@@ -29,28 +29,32 @@ class FramingLog:
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._listeners = []
-        # In a worker process: where its records go to be numbered with every
-        # other worker's (minihttp.hub); they come back through keep().
-        self.forward = None
+        self._own_listeners = []
 
-    def listen(self, listener):
-        """Call ``listener(record)`` for every record added from now on (in the adding thread)."""
-        self._listeners.append(listener)
+    def listen(self, listener, own=False):
+        """Call ``listener(record)`` for every record from now on (in the adding thread);
+        with ``own``, for this process's records only (those it sends to others)."""
+        (self._own_listeners if own else self._listeners).append(listener)
+
+    def number_in_series(self, series, count):
+        """Number this process's records series, series + count, ...: with --workers, each
+        process has a series of its own, so that no two records share a number."""
+        self._numbers = itertools.count(series + count, count)
 
     def add(self, record):
         """Number the record and keep it (the oldest goes when the ring is full)."""
-        if self.forward is not None:
-            self.forward(record)
-            return record
         with self._lock:
             record[NUMBER] = next(self._numbers)
             self._records.append(record)
+        for listener in self._own_listeners:
+            listener(record)
         for listener in self._listeners:
             listener(record)
         return record
 
     def keep(self, record):
-        """Keep a record numbered elsewhere (by the parent of workers), and tell the listeners."""
+        """Keep a record another process numbered and sent (minihttp.hub), and tell the
+        listeners (not the own-record ones: it is not ours to send on)."""
         with self._lock:
             self._records.append(record)
         for listener in self._listeners:

@@ -84,32 +84,23 @@ def timeval(seconds):
 
 class TimedSocket:
     """The receiving side of a connection on a pool thread, with a timeout that costs
-    nothing per request.
+    nothing per receive.
 
     Python's own socket timeouts poll() before every recv and send.  Here the
-    socket is blocking and the kernel enforces the timeout (SO_RCVTIMEO), set
-    only when the wanted value changed *and* a recv is about to block.
+    socket is blocking and the kernel enforces the timeout (SO_RCVTIMEO, set
+    once); a receive that runs out of it raises TimeoutError.
     """
 
-    def __init__(self, sock):
+    def __init__(self, sock, timeout):
         self.sock = sock
-        self.timeout = None      # what the current phase wants for each recv
-        self.deadline = None     # or a time.monotonic() by which the phase must end
-        self._applied = None     # what the kernel has
+        self.timeout = timeout
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
 
     def recv_into(self, buffer):
-        timeout = self.timeout
-        if self.deadline is not None:
-            timeout = self.deadline - time.monotonic()
-            if timeout <= 0:
-                raise TimeoutError('the deadline passed')
-        if timeout != self._applied:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
-            self._applied = timeout
         try:
             return self.sock.recv_into(buffer)
         except BlockingIOError:   # EAGAIN: SO_RCVTIMEO expired
-            raise TimeoutError(f'nothing received for {self._applied} s') from None
+            raise TimeoutError(f'nothing received for {self.timeout} s') from None
 
 
 class Connection:
@@ -180,14 +171,17 @@ class Connection:
         self.outgoing = None
         return True
 
-    def to_pool(self, send_timeout):
-        """Blocking socket, receives through a TimedSocket: for pull-style code."""
+    def to_pool(self, timeout):
+        """Blocking socket, receives through a TimedSocket: for pull-style code.
+
+        A client whose body stalls, or that stops reading our response, is
+        dropped after ``timeout``; both are set once per connection.
+        """
         sock = self.sock
         sock.setblocking(True)
         if self.timed is None:
-            # A client that stops reading our response is dropped after this long.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(send_timeout))
-            self.timed = TimedSocket(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(timeout))
+            self.timed = TimedSocket(sock, timeout)
         self.reader.receive_from(self.timed)
 
     def to_loop(self):

@@ -21,11 +21,13 @@ from http import HTTPStatus
 from .framing import IncompleteRead, LimitExceeded, write_all
 from .limits import (BODY_PIECE, MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS,
                      MAX_CONTENT_LENGTH_DIGITS, MAX_EMPTY_LINES, MAX_FIELDS, MAX_HEAD,
-                     MAX_METHOD,
-                     MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS, RECORDED_CHUNKS,
+                     MAX_METHOD, MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS,
                      STREAM_BUFFER_SIZE)
+from .records import keep_size
 
 CRLF = b'\r\n'
+# The last chunk with an empty trailer section: the end of a chunked body (section 7.1).
+LAST_CHUNK = b'0\r\n\r\n'
 HEAD_END = b'\r\n\r\n'
 SERVER = 'minihttp/0.1'
 # Linux's "more data follows" send flag; elsewhere a file's head goes out alone.
@@ -549,8 +551,8 @@ class ChunkedBody(Body):
         if size == 0:
             self._read_trailers()
             self.done = True
-        elif len(self.sizes) < RECORDED_CHUNKS:
-            self.sizes.append(size)
+        else:
+            keep_size(self.sizes, size)
         return size
 
     def _end_chunk(self):
@@ -745,7 +747,7 @@ def write_response(sock, method, response, **framing_options):
                 write_all(sock, b'%x\r\n' % len(piece), piece, CRLF)
                 chunks += 1
                 sent += len(piece)
-        write_all(sock, b'0\r\n\r\n')          # last-chunk, no trailers
+        write_all(sock, LAST_CHUNK)            # no trailers
     else:
         write_all(sock, head)
         for piece in body:

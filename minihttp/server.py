@@ -19,16 +19,15 @@ import traceback
 
 from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM
 from .framing import write_all
-from .http11 import (Body, HTTPError, PerSecond, bodiless, body_framing, bounded, close_unsent,
-                     error_response, frame_response, open_body, read_request, write_response)
+from .http11 import (CRLF, LAST_CHUNK, Body, HTTPError, PerSecond, bodiless, body_framing,
+                     bounded, close_unsent, error_response, frame_response, open_body,
+                     read_request, write_response)
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, PIPELINE_QUEUE,
                      RETRY_AFTER, STREAM_QUEUE)
 from .records import EventStream, FramingLog, dropped_event, event_bytes, http_record, public
 from .report import say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
-LAST_CHUNK = b'0\r\n\r\n'
-CRLF = b'\r\n'
 
 
 class Stream:
@@ -232,7 +231,6 @@ class HTTPServer:
     def exchange(self, conn, request, now):
         """The rest of an exchange whose head the loop read: the body, the answer."""
         conn.message = None
-        conn.timed.timeout = self.body_timeout
         body = None
         try:
             body = request.body = open_body(request, conn.reader,

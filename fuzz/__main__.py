@@ -57,7 +57,7 @@ def main(argv):
     if argv[:1] == ['--one']:
         return fuzz_one(argv[1], int(argv[2]))
     names = list(SEEDS)
-    if argv and not argv[0].isdigit():
+    if argv and not (argv[0].isdigit() and argv[0].isascii()):   # '²' is a digit int() refuses
         names, argv = [argv[0]], argv[1:]
         if names[0] not in SEEDS:
             print(f'python -m fuzz: no target {names[0]!r} (try: {", ".join(SEEDS)})',

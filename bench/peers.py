@@ -86,7 +86,7 @@ def skipped(what, tool):
 def show(row):
     """Print a recorded row as a line, with its verdict."""
     value = f'{_results.number(row.value)} {row.unit}'
-    compared = f' = {row.ratio:.2f}x {row.peer} ({_results.number(row.peer_value)})' \
+    compared = f' = {row.ratio_text} {row.peer} ({_results.number(row.peer_value)})' \
         if row.peer is not None else ''
     target = f'; target {row.target_text}: {row.verdict}' if row.target is not None else ''
     print(f'  {row.subject}: {value}{compared}{target}')
@@ -105,7 +105,8 @@ worker_processes 2;
 {user}
 pid {prefix}/nginx.pid;
 error_log stderr notice;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {connections}; }}
 http {{
     types {{ text/html html; application/octet-stream bin; }}
     access_log {prefix}/access.log;
@@ -133,8 +134,11 @@ http {{
 NGINX_READY = re.compile(r'start worker process')
 
 
-def start_nginx(work, root):
-    """nginx in the foreground, 2 workers, its prefix, logs and temporary files under ``work``."""
+def start_nginx(work, root, connections=4096):
+    """nginx in the foreground, 2 workers, its prefix, logs and temporary files under ``work``.
+
+    ``connections`` is each worker's worker_connections.
+    """
     prefix = os.path.join(work, 'nginx')
     uploads = os.path.join(work, 'nginx-uploads')
     os.makedirs(prefix, exist_ok=True)
@@ -144,6 +148,7 @@ def start_nginx(work, root):
     with open(conf, 'w') as file:
         # As root, nginx would run its workers as nobody, who cannot reach our 0700 directory.
         file.write(NGINX_CONF.format(prefix=prefix, port=port, root=root, uploads=uploads,
+                                     connections=connections, nofile=2 * connections + 100,
                                      user='user root;' if os.geteuid() == 0 else ''))
     return ServerProcess(NGINX, ['nginx', '-p', prefix, '-c', conf, '-e', 'stderr',
                                  '-g', 'daemon off;'],

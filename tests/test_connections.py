@@ -57,9 +57,11 @@ import json
 import os
 import re
 import resource
+import selectors
 import signal
 import socket
 import termios
+import threading
 import time
 
 import pytest
@@ -350,6 +352,71 @@ def test_300_dripping_heads_get_408_while_other_requests_are_served(measured):
             reply = client.reply()
             assert reply.status == 408
             client.assert_closed_after(reply)
+    assert_back_to_baseline(server, base)
+
+
+class Busy:
+    """``count`` keep-alive clients, each asking GET /headers again as soon as answered.
+
+    A thread drives them until the block ends, counting each client's
+    answers: the load of busy connections that makes every pass of the loop
+    long.
+    """
+
+    ANSWER_END = b'\r\n\r\nHost: test\n'   # the end of every answer to get('/headers')
+
+    def __init__(self, port, count):
+        self.socks = [socket.create_connection(('127.0.0.1', port), timeout=WAIT)
+                      for _ in range(count)]
+        self.answers = [0] * count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        request = get('/headers')
+        tails = [b''] * len(self.socks)
+        with selectors.DefaultSelector() as sel:
+            for index, sock in enumerate(self.socks):
+                sock.sendall(request)
+                sel.register(sock, selectors.EVENT_READ, index)
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.1):
+                    index = key.data
+                    data = tails[index] + key.fileobj.recv(65536)
+                    assert data != tails[index], 'a busy connection was closed'
+                    answered = data.count(self.ANSWER_END)
+                    if answered:
+                        self.answers[index] += answered
+                        key.fileobj.sendall(request)
+                        data = data[data.rindex(self.ANSWER_END) + len(self.ANSWER_END):]
+                    tails[index] = data[-len(self.ANSWER_END):]
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(WAIT)
+        for sock in self.socks:
+            sock.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_burst_of_connects_under_busy_connections_is_answered_promptly(measured):
+    # The loop once accepted one connection per pass, and a pass serves every
+    # busy connection: 500 newcomers under 100 busy ones waited seconds.
+    server, base = measured(100 + 500, '--quiet')
+    with Busy(server.port, 100) as busy:
+        wait_until(lambda: all(busy.answers), 'every busy connection answered')
+        started = time.monotonic()
+        assert_fresh_requests_served(server.port, 500)
+        took = time.monotonic() - started
+        after = list(busy.answers)
+        # Still served, none dropped or starved by the newcomers.
+        wait_until(lambda: all(now > then for now, then in zip(busy.answers, after)),
+                   'every busy connection answered again after the burst')
+    assert took < 5.0, f'a burst of 500 connects took {took:.1f} s to be answered'
     assert_back_to_baseline(server, base)
 
 

@@ -18,7 +18,7 @@ from conftest import FakeSocket
 from minihttp.eventloop import Connection, EventLoop
 from minihttp.framing import StreamReader
 from minihttp.http11 import read_request
-from minihttp.limits import MAX_SPARE_BUFFERS, READ_BUFFER_SIZE
+from minihttp.limits import CONNECTION_BUFFER_SIZE, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
 from minihttp.server import HTTPServer
 
 
@@ -139,13 +139,14 @@ def test_released_readers_share_nothing_that_one_of_them_can_break():
         assert read_request(reader) is None and reader.release()
 
 
-def test_spare_buffers_are_bounded():
+@pytest.mark.parametrize('size', [CONNECTION_BUFFER_SIZE, READ_BUFFER_SIZE])
+def test_spare_buffers_are_bounded_in_bytes(size):
     spares = []
-    readers = [StreamReader(FakeSocket(b''), spares=spares)
-               for _ in range(MAX_SPARE_BUFFERS + 10)]
+    readers = [StreamReader(FakeSocket(b''), size, spares=spares)
+               for _ in range(SPARE_BUFFER_BYTES // size + 10)]
     for reader in readers:
         reader.release()
-    assert len(spares) == MAX_SPARE_BUFFERS
+    assert len(spares) == SPARE_BUFFER_BYTES // size
 
 
 def test_a_grown_buffer_is_not_kept_as_a_spare():

@@ -614,6 +614,16 @@ def show_times(times, size):
 SCENARIOS = ('small', 'idle', 'hostile', 'transfers')
 
 
+def make_root(work):
+    """The document root under ``work``, holding the small file, beside an uploads directory."""
+    root = os.path.join(work, 'root')
+    os.makedirs(os.path.join(work, 'uploads'))
+    os.mkdir(root)
+    with open(os.path.join(root, SMALL[1:]), 'wb') as file:
+        file.write((b'<p>a small file of one KiB</p>\n' * 64)[:SMALL_SIZE])
+    return root
+
+
 def run(args):
     started = time.monotonic()
     extra = ('--threads', args.threads) if args.threads else ()
@@ -625,11 +635,7 @@ def run(args):
     _results.note(f'minihttp measured: it serves with {model}.')
     work = tempfile.mkdtemp(prefix='minihttp-bench-peers-')
     try:
-        root = os.path.join(work, 'root')
-        os.makedirs(os.path.join(work, 'uploads'))
-        os.mkdir(root)
-        with open(os.path.join(root, SMALL[1:]), 'wb') as file:
-            file.write((b'<p>a small file of one KiB</p>\n' * 64)[:SMALL_SIZE])
+        root = make_root(work)
         if 'transfers' in args.only:
             write_random(os.path.join(root, BIG[1:]), args.download_size)
         if 'small' in args.only:

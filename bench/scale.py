@@ -35,7 +35,8 @@ import time
 from bench import _results
 from bench._support import (MiB, START_TIMEOUT, children, fetch, get_many, memory, percentile,
                             raise_open_files, wrk)
-from bench.peers import NGINX, SMALL, SMALL_SIZE, WORKERS, record, start_nginx, start_ours
+from bench.peers import (NGINX, SMALL, SMALL_SIZE, WORKERS, make_root, record, skipped,
+                         start_nginx, start_ours)
 
 MINIHTTP = 'minihttp'
 STEPS = (1, 64, 1000, 5000)
@@ -88,22 +89,23 @@ def timeouts(load):
     return 0
 
 
-def starters(work, root):
-    found = {}
+def start_servers(stack, work, root, connections):
+    """{name: server} of every server there is, each entered in ``stack``, checked once."""
+    starters = {}
     if shutil.which('nginx'):
-        # Room for every connection of the largest step in either worker.
-        found[NGINX] = lambda: start_nginx(work, root, connections=2 * max(STEPS) + 1000)
-    found[WORKERS] = lambda: start_ours(work, root, '--workers', 2, label=WORKERS)
-    found[MINIHTTP] = lambda: start_ours(work, root)
-    return found
-
-
-def check_answers(servers, root):
+        # Room in either worker for every connection, however the kernel spreads them.
+        starters[NGINX] = lambda: start_nginx(work, root, connections=connections + 1000)
+    else:
+        skipped(NGINX, 'nginx')
+    starters[WORKERS] = lambda: start_ours(work, root, '--workers', 2, label=WORKERS)
+    starters[MINIHTTP] = lambda: start_ours(work, root)
+    servers = {name: stack.enter_context(start()) for name, start in starters.items()}
     expected = open(os.path.join(root, SMALL[1:]), 'rb').read()
     for name, server in servers.items():
         status, body, _ = fetch(server.port, SMALL)
         if status != 200 or body != expected:
             raise SystemExit(f'{name} answered GET {SMALL} with {status}, {len(body)} B')
+    return servers
 
 
 # -- the curve -----------------------------------------------------------------------------
@@ -112,15 +114,9 @@ def curve(work, root, steps, duration):
     print(f'small GET {SMALL} ({SMALL_SIZE} B), keep-alive, wrk -t1 --latency --timeout '
           f'{WRK_TIMEOUT:g}s -d{duration}s at {", ".join(f"-c{c}" for c in steps)}; '
           'servers in turn at each step; access logs on')
-    if not shutil.which('wrk'):
-        print('  skipped: wrk not installed, run make bench-deps')
-        _results.note('scaling curve: skipped, wrk not installed')
-        return
     results = {}
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(start())
-                   for name, start in starters(work, root).items()}
-        check_answers(servers, root)
+        servers = start_servers(stack, work, root, max(steps))
         for connections in steps:
             for name, server in servers.items():
                 with RssPeak(server.pid) as peak:
@@ -209,15 +205,9 @@ def burst(work, root, count, busy, rounds):
     print(f'a burst of {count} new connections (one GET each) under {busy} busy keep-alive '
           f'connections (wrk -t1), {rounds} rounds per server in turn; p99 from connect to '
           'the whole answer')
-    if not shutil.which('wrk'):
-        print('  skipped: wrk not installed, run make bench-deps')
-        _results.note('burst: skipped, wrk not installed')
-        return
     latencies = {}
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(start())
-                   for name, start in starters(work, root).items()}
-        check_answers(servers, root)
+        servers = start_servers(stack, work, root, count + busy)
         for _ in range(rounds):
             for name, server in servers.items():
                 with busy_load(server.port, busy, 60 + BURST_TIMEOUT):
@@ -262,15 +252,14 @@ def main(argv=None):
     parser.add_argument('--busy', type=int, default=200, help='busy connections (200)')
     parser.add_argument('--rounds', type=int, default=3, help='bursts per server (3)')
     args = parser.parse_args(argv)
+    if not shutil.which('wrk'):
+        skipped('the scaling curve and the burst', 'wrk')
+        return 0
     started = time.monotonic()
     raise_open_files()         # wrk -c5000 and the burst inherit it
     work = tempfile.mkdtemp(prefix='minihttp-bench-scale-')
     try:
-        root = os.path.join(work, 'root')
-        os.makedirs(os.path.join(work, 'uploads'))
-        os.mkdir(root)
-        with open(os.path.join(root, SMALL[1:]), 'wb') as file:
-            file.write((b'<p>a small file of one KiB</p>\n' * 64)[:SMALL_SIZE])
+        root = make_root(work)
         if 'curve' in args.only:
             curve(work, root, sorted(args.steps), args.duration)
         if 'burst' in args.only:

@@ -4,7 +4,8 @@ A thread per connection spends a thread on every client that is doing
 nothing: idle between requests, or sending its head slowly.  Here one loop
 (``selectors``, epoll on Linux) owns every connection while it waits:
 
-* it accepts, and refuses politely beyond ``max_connections``;
+* it accepts, as many a pass as it serves, and refuses politely beyond
+  ``max_connections``;
 * it receives into the connection's own StreamReader without blocking, and
   asks the protocol to ``advance``: the protocol finds the head with the
   framing core's delimiter read, answers what it can at once (a small answer

@@ -162,8 +162,9 @@ class StreamReader:
         self._start, self._end = 0, count
 
     def _make_room(self, limit=None):
-        """Ensure the tail has space: compact first, else grow, doubling (never past
-        ``limit`` bytes, when given, unless the first buffer is longer already)."""
+        """Ensure the tail has space: compact first; a released reader takes a first
+        buffer (a spare if there is one); a full one doubles, never past ``limit``
+        bytes when given (what a delimiter read may have to hold)."""
         if self._end < len(self._buf):
             return
         count = self._end - self._start

@@ -4,8 +4,9 @@ The loop reads a head with the same delimiter read as a blocking server, on a
 non-blocking socket: each receive that finds nothing raises BlockingIOError
 and the loop asks again later.  These tests drive that with a scripted socket
 that says "nothing yet" between every piece, so that every split of a head is
-met, and check the loop's own bookkeeping (buffers given up while idle, one
-heap entry per connection, answers that wait for a full socket) directly.
+met, and check the loop's own bookkeeping (buffers small at first, grown to
+about a long head's size, given up once a request is read; one heap entry
+per connection; answers that wait for a full socket) directly.
 """
 
 import collections

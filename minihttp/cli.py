@@ -275,7 +275,8 @@ def run_serve(args):
     listeners = []
     try:
         listeners.append(EventLoop(args.host, args.port, http, name='http', threads=args.threads,
-                                   max_connections=args.max_connections))
+                                   max_connections=args.max_connections,
+                                   reuse_port=args.workers > 1))
         if args.block_port:
             listeners.append(Listener(args.host, args.block_port,
                                       blocks.BlockServer(quiet=args.quiet, records=records),

@@ -4,7 +4,8 @@ A thread per connection spends a thread on every client that is doing
 nothing: idle between requests, or sending its head slowly.  Here one loop
 (``selectors``, epoll on Linux) owns every connection while it waits:
 
-* it accepts, and refuses politely beyond ``max_connections``;
+* it accepts, as many a pass as it serves, and refuses politely beyond
+  ``max_connections``;
 * it receives into the connection's own StreamReader without blocking, and
   asks the protocol to ``advance``: the protocol finds the head with the
   framing core's delimiter read, answers what it can at once (a small answer
@@ -51,10 +52,10 @@ import time
 import traceback
 
 from .framing import StreamReader
-from .limits import (ACCEPT_BATCH, LINGER_TIMEOUT, MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING,
-                     POOL_THREADS, READ_BUFFER_SIZE, REFUSAL_TIMEOUT, SHUTDOWN_GRACE,
-                     STALE_TIMERS)
-from .listener import bind
+from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIMEOUT,
+                     MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS, READ_BUFFER_SIZE,
+                     REFUSAL_TIMEOUT, SHUTDOWN_GRACE, STALE_TIMERS)
+from .listener import StartupError, bind
 from .report import flush_soon, say
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
@@ -114,7 +115,8 @@ class Connection:
         self.sock = sock
         self.peer = peer
         self.loop = loop
-        reader = self.reader = StreamReader(sock, spares=loop.spare_buffers)
+        reader = self.reader = StreamReader(sock, CONNECTION_BUFFER_SIZE,
+                                            spares=loop.spare_buffers)
         reader.release()      # no buffer until the first bytes arrive
         self.state = WAITING
         self.events = 0       # what the selector watches for (0: not registered)
@@ -197,8 +199,11 @@ class EventLoop:
     """
 
     def __init__(self, host, port, protocol, *, name='http', threads=POOL_THREADS,
-                 max_connections=MAX_CONNECTIONS):
-        self.sock = bind(host, port)
+                 max_connections=MAX_CONNECTIONS, reuse_port=False):
+        self._host = host
+        # reuse_port: worker processes will share the port, each with a
+        # listening socket of its own (listen_apart).
+        self.sock = bind(host, port, reuse_port=reuse_port)
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.name = name
@@ -227,6 +232,28 @@ class EventLoop:
         self._ident = None
 
     # -- running ---------------------------------------------------------------------
+
+    def listen_apart(self):
+        """In a worker process: accept from a listening socket of its own on the same port.
+
+        Worker processes that shared one listening socket took turns by luck:
+        whichever woke first took every connection waiting, so with batched
+        accepts one of them would serve a burst alone.  With a socket each
+        (SO_REUSEPORT), the kernel spreads new connections evenly over them.
+        The first worker keeps the socket the parent bound (connections that
+        came before the others listen wait there); each other worker calls
+        this before it starts.  Where the port cannot be shared so (no
+        SO_REUSEPORT, or the socket was bound without it), the worker goes on
+        with the shared socket, and says so.
+        """
+        try:
+            own = bind(self._host, self.address[1], reuse_port=True)
+        except StartupError as exc:
+            say(f'{self.name}: {exc}; this worker accepts from the shared socket', err=True)
+            return
+        own.setblocking(False)
+        self.sock.close()
+        self.sock = own
 
     def start(self):
         # Made here, not in __init__: worker processes forked after the bind
@@ -278,10 +305,11 @@ class EventLoop:
                     now = time.monotonic()
                     until = max(0.0, (stop_at if now < stop_at else stop_at + 1.0) - now)
                     timeout = until if timeout is None else min(timeout, until)
-                for key, mask in select(timeout):
+                ready = select(timeout)
+                for key, mask in ready:
                     conn = key.data
                     if conn is _ACCEPT:
-                        self._accept()
+                        self._accept(len(ready))
                     elif conn is _WAKE:
                         self._take_returns()
                     elif mask & selectors.EVENT_WRITE:
@@ -311,8 +339,10 @@ class EventLoop:
 
     # -- accepting --------------------------------------------------------------------
 
-    def _accept(self):
-        for _ in range(ACCEPT_BATCH):
+    def _accept(self, served):
+        """Accept the connections waiting, as many as the ``served`` events of this pass
+        (within ACCEPT_MIN and ACCEPT_MAX): newcomers get in as fast as the loop serves."""
+        for _ in range(min(max(served, ACCEPT_MIN), ACCEPT_MAX)):
             try:
                 sock, peer = self.sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -392,6 +422,9 @@ class EventLoop:
             conn.then = outcome
             if conn.state is not SENDING:
                 conn.state = SENDING
+                # The request is read: its buffer serves the next connection of
+                # this pass, not this one while its answer waits for the send.
+                conn.reader.release()
                 self._unsent.append(conn)
         elif outcome is READ:
             self._wait_read(conn, time.monotonic())

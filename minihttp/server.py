@@ -23,7 +23,7 @@ from .http11 import (CRLF, LAST_CHUNK, Body, HTTPError, PerSecond, bodiless, bod
                      bounded, close_unsent, error_response, frame_response, open_body,
                      read_request, write_response)
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, PIPELINE_QUEUE,
-                     RETRY_AFTER, STREAM_QUEUE)
+                     READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
 from .records import EventStream, FramingLog, dropped_event, event_bytes, http_record, public
 from .report import say, say_soon
 
@@ -235,6 +235,10 @@ class HTTPServer:
         try:
             body = request.body = open_body(request, conn.reader,
                                             self.continuer(request, conn.sock))
+            if body.framing != 'none':
+                # The loop's buffer is sized for heads: a body is received in
+                # pieces as large as before (a large one's reader grows further).
+                conn.reader.reserve(READ_BUFFER_SIZE)
             response = self.app(request)
         except HTTPError as error:
             response = error_response(error)

@@ -27,6 +27,15 @@ thread).  ``advance`` returns one of the outcomes below; for POOL and BODY it
 leaves the work in ``conn.job``, and may keep what it is in the middle of in
 ``conn.message``.
 
+Every resource has one owner at a time.  A job (callable, with ``close()``)
+may hold what its answer needs, an open file say: the connection owns it
+until a pool thread takes it, and the thread then closes it once it has run,
+however the run ended; a connection that closes with its job unrun (a reset
+while earlier answers were sent, work dropped from the queue at shutdown, a
+408) closes it in ``_close``.  A connection on a pool thread (BUSY) is the
+thread's: the loop only shuts it down, and closes it once the thread gives
+it back (or, at the very end of ``stop``, when the thread never did).
+
 Work waits in the loop, not on a thread, while it cannot go on:
 
 * a body that has not begun to arrive (a head, then nothing) waits until its
@@ -128,7 +137,7 @@ class Connection:
         self.outgoing = None  # bytes queued for the socket: [bytes-like]
         self.queued = 0       # how many
         self.then = None      # what to do once they are sent
-        self.job = None       # the pool's work, for POOL and BODY
+        self.job = None       # the pool's work, for POOL and BODY; closed by its last owner
         self.reads_body = False   # whether it is BODY work
         self.message = None   # the protocol's own: the request being served, say
         self.timed = None     # a TimedSocket, made on the first trip to the pool
@@ -285,6 +294,11 @@ class EventLoop:
         deadline = time.monotonic() + 1.0
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None and not self._thread.is_alive():
+            # The loop has ended: what the pool gave back since, or still holds past
+            # every deadline (its socket shut down long ago), has no other owner.
+            for conn in list(self.connections):
+                self._close(conn)
         if self._wake_r is not None:
             self._wake_r.close()
             self._wake_w.close()
@@ -333,7 +347,8 @@ class EventLoop:
                         break
         finally:
             for conn in list(self.connections) + list(self._refusing):
-                self._close(conn)
+                if conn.state is not BUSY:    # a pool thread's: closed once given back
+                    self._close(conn)
             self._selector.close()
             flush_soon()
 
@@ -538,7 +553,10 @@ class EventLoop:
                 return
             job, conn.job = conn.job, None
             try:
-                outcome = job()
+                try:
+                    outcome = job()
+                finally:
+                    job.close()     # sent or not, what it held is let go of here
             except OSError:
                 outcome = CLOSE
             except Exception:
@@ -614,6 +632,9 @@ class EventLoop:
             return
         if conn.state is STREAMING or conn.then is STREAM:
             self.protocol.closed(conn)
+        job, conn.job = conn.job, None
+        if job is not None:
+            job.close()        # never run: what it held for its answer goes with it
         self._watch(conn, 0)
         conn.state = CLOSED
         if conn.timer is not None:

@@ -174,24 +174,34 @@ class App:
         return Response(204)
 
     def post_form(self, request):
-        """Store every file part of a multipart/form-data body, all or nothing."""
+        """Store every file part of a multipart/form-data body, all or nothing.
+
+        Each file part goes to a temporary file that is finished (flushed to
+        disk and closed) as the part ends, so that one at most is open at a
+        time; all are renamed into place only once the whole form arrived.
+        """
         boundary = multipart.boundary_of(request.get('content-type', ''))
         body = request.body
         self.store.refuse_oversize(body)
-        incoming, fields = [], []
+        incoming, fields = [], multipart.FormFields()
+        receiving = []          # the upload whose part is being read, if any
 
         def on_part(part):
             if part.filename is None:
-                return multipart.form_field_sink(fields, part.name)
-            name = check_name(part.filename)
+                return fields.sink(part.name)
+            name = check_name(form_file_name(part.filename))
             upload = self.store.incoming()
             incoming.append((name, upload))
+            receiving.append(upload)
             return upload.write
 
+        def on_end():
+            if receiving:
+                receiving.pop().finish()
+
         try:
-            multipart.read_parts(body, boundary, on_part, self.store.max_upload)
-            for name, upload in incoming:
-                upload.finish()
+            multipart.read_parts(body, boundary, on_part, self.store.max_upload, on_end)
+            for name, _ in incoming:
                 if os.path.isdir(self.store.path(name)):
                     raise HTTPError(409, f'{name!r} is a directory')
             for name, upload in incoming:
@@ -204,7 +214,7 @@ class App:
             return Response(200, [('Content-Type', HTML)], stored_page(stored).encode())
         answer = {'stored': stored, **framing_summary(body),
                   'fields': {name: bytes(value).decode('utf-8', 'replace')
-                             for name, value in fields if name is not None}}
+                             for name, value in fields.items if name is not None}}
         return json_response(200, answer)
 
     # -- diagnostics --------------------------------------------------------------
@@ -243,6 +253,15 @@ class App:
         text = ''.join(f'{name}: {value}\n' for name, value in request.fields)
         return Response(200, [('Content-Type', 'text/plain; charset=latin-1')],
                         text.encode('latin-1'))
+
+
+def form_file_name(filename):
+    """A form's file name as the browser meant it: HTML sends it in UTF-8, which the
+    part's head (read as latin-1, like every field) holds byte for byte."""
+    try:
+        return filename.encode('latin-1').decode('utf-8')
+    except UnicodeError:
+        raise HTTPError(400, 'upload name is not UTF-8') from None
 
 
 def after(request):

@@ -13,11 +13,13 @@ import re
 import secrets
 import select
 import stat
+import sys
+import threading
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
 from .http11 import MSG_MORE, HTTPError, Response
-from .limits import MAX_RANGES, SMALL_FILE, SMALL_FILES_BUDGET
+from .limits import MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE, SMALL_FILES_BUDGET
 
 CRLF = '\r\n'
 
@@ -121,14 +123,65 @@ def url_segments(url_path):
     return parts
 
 
-@functools.lru_cache(maxsize=4096)
+_UNKNOWN = object()
+
+
+class Remembered:
+    """A dict bounded in bytes: each entry is charged what it holds, and when the
+    next one would pass the budget, all are forgotten at once.
+
+    Crude, and rare: it happens under an attack (many large, distinct keys),
+    when forgetting is what we want; the entries asked for most come back at
+    their next use.  An entry costing more than an eighth of the budget is
+    never kept (one such would empty the rest).
+    """
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.entries = {}       # read by anyone; changed under the lock, so counted exactly
+        self.size = 0
+        self._lock = threading.Lock()
+
+    def put(self, key, value, cost):
+        if cost > self.budget // 8:
+            return
+        with self._lock:
+            if key in self.entries:
+                return        # put by another thread meanwhile: counted once
+            if self.size + cost > self.budget:
+                self.entries.clear()
+                self.size = 0
+            self.entries[key] = value
+            self.size += cost
+
+    def pop(self, key, cost):
+        with self._lock:
+            if self.entries.pop(key, _UNKNOWN) is not _UNKNOWN:
+                self.size -= cost
+
+
+# What one remembered entry holds besides its strings: the dict's slot, the
+# key and value tuples.
+ENTRY_COST = 256
+_LOCAL_PATHS = Remembered(PATH_CACHE_BUDGET)
+
+
 def local_path(root, url_path):
     """(segments, path under root) of a URL path, or None: url_segments, remembered
-    for the paths asked for most (it depends on nothing but its arguments)."""
-    parts = url_segments(url_path)
-    if parts is None:
-        return None
-    return tuple(parts), os.path.join(root, *parts)
+    within PATH_CACHE_BUDGET for the paths asked for most (it depends on
+    nothing but its arguments)."""
+    key = (root, url_path)
+    local = _LOCAL_PATHS.entries.get(key, _UNKNOWN)
+    if local is _UNKNOWN:
+        parts = url_segments(url_path)
+        cost = ENTRY_COST + sys.getsizeof(url_path)
+        if parts is None:
+            local = None
+        else:
+            local = tuple(parts), os.path.join(root, *parts)
+            cost += sys.getsizeof(local[1]) + sum(map(sys.getsizeof, parts)) + 8 * len(parts)
+        _LOCAL_PATHS.put(key, local, cost)
+    return local
 
 
 _REAL_ROOTS = {}
@@ -168,8 +221,8 @@ def open_inside(root, parts):
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None
+        if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
+            return None       # a loop, or longer than any path there can be: not there
         raise HTTPError(403, 'not readable') from None
     real = where(fd, path)
     if not inside(real, real_root(root)) and not inside(real, real_root(root, refresh=True)):
@@ -317,17 +370,20 @@ class SmallFiles:
     """
 
     def __init__(self, budget=SMALL_FILES_BUDGET):
-        self.budget = budget
-        self._entries = {}      # path -> (identity, bytes, header fields)
-        self._size = 0
+        self._entries = Remembered(budget)    # path -> (identity, bytes, header fields)
 
     @staticmethod
     def identity(st):
         return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
+    @staticmethod
+    def cost(path, data):
+        """What an entry holds: the bytes, the path, and about 1 KiB of fields and tuples."""
+        return len(data) + sys.getsizeof(path) + 4 * ENTRY_COST
+
     def get(self, path):
         """(stat, bytes, header fields) of an unchanged cached file, or None."""
-        entry = self._entries.get(path)
+        entry = self._entries.entries.get(path)
         if entry is None:
             return None
         try:
@@ -335,16 +391,12 @@ class SmallFiles:
         except OSError:
             st = None
         if st is None or self.identity(st) != entry[0]:
-            self._entries.pop(path, None)
+            self._entries.pop(path, self.cost(path, entry[1]))
             return None
         return st, entry[1], entry[2]
 
     def put(self, path, st, data, headers):
-        if self._size + len(data) > self.budget:
-            self._entries.clear()          # crude, and rare: start again
-            self._size = 0
-        self._entries[path] = (self.identity(st), data, headers)
-        self._size += len(data)
+        self._entries.put(path, (self.identity(st), data, headers), self.cost(path, data))
 
 
 small_files = SmallFiles()

@@ -147,8 +147,10 @@ class App:
 
     def get_upload(self, request):
         if request.path == UPLOADS and 'application/json' in request.get('accept', ''):
-            return json_response(200, {'files': self.store.stored()},
-                                 [('Cache-Control', 'no-store')])
+            # Read on a pool thread, as the answer is sent: a large directory
+            # takes long to read, and the loop serves everyone meanwhile.
+            return Response(200, [('Content-Type', JSON), ('Cache-Control', 'no-store')],
+                            json_pieces(lambda: {'files': self.store.stored()}))
         return files.serve_path(request, self.store.directory,
                                 '/' + request.path[len(UPLOADS):])
 
@@ -233,11 +235,15 @@ class App:
     def framing(self, request):
         """The recent framing records as JSON, oldest first; ?after=N: those numbered above N.
 
-        With them, the block server's port (None when it is off), for the page's commands.
+        With them, the block server's port (None when it is off), for the page's
+        commands.  Each record is made JSON once (records.FramingLog.as_json);
+        the answer only joins them.
         """
-        return json_response(200, {'records': self.records.recent(after(request)),
-                                   'block_port': self.block_port},
-                             [('Cache-Control', 'no-store')])
+        log = self.records
+        records = b','.join([log.as_json(record) for record in log.kept(after(request))])
+        return Response(200, [('Content-Type', JSON), ('Cache-Control', 'no-store')],
+                        b'{"records":[%s],"block_port":%s}\n' % (
+                            records, json.dumps(self.block_port).encode()))
 
     @staticmethod
     def framing_stream(request):
@@ -262,6 +268,11 @@ def form_file_name(filename):
         return filename.encode('latin-1').decode('utf-8')
     except UnicodeError:
         raise HTTPError(400, 'upload name is not UTF-8') from None
+
+
+def json_pieces(make):
+    """A body that is ``make()`` as JSON, made when the body is sent (on a pool thread)."""
+    yield (json.dumps(make(), indent=1) + '\n').encode()
 
 
 def after(request):

@@ -564,9 +564,14 @@ def worth_parts(ranges):
 
 
 def listing(request, root, path):
-    """An HTML directory listing, streamed in chunks since its length is not known."""
+    """An HTML directory listing, streamed in chunks since its length is not known.
+
+    Only the directory's opening is tried here (403 if it cannot be): reading,
+    sorting and describing its entries, long for a large directory, is the
+    body's work, which the server does on a pool thread, not in its loop.
+    """
     try:
-        entries = sorted(os.scandir(path), key=lambda e: e.name)
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
     except OSError:
         raise HTTPError(403, 'directory not readable') from None
     title = html.escape(unquote(request.path))
@@ -578,6 +583,11 @@ def listing(request, root, path):
                '<tr><td><a href="../">../</a></td><td></td></tr>\n').encode()
         rows = []
         top = real_root(root)
+        try:
+            with os.scandir(path) as found:
+                entries = sorted(found, key=lambda e: e.name)
+        except OSError:
+            entries = []      # gone or closed to us since it was opened: an empty listing
         for entry in entries:
             if entry.name.startswith('.'):
                 continue

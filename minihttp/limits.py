@@ -132,6 +132,10 @@ BODY_TIMEOUT = 30.0
 RECORDS_KEPT = 200
 # Chunk or block sizes one record lists; beyond them it says how many more.
 RECORDED_CHUNKS = 64
+# The first characters of a request-target a record keeps (its query values
+# shown as *): with the above, what bounds the bytes of one record, and so of
+# the ring (a few hundred bytes each, and as much again as JSON once read).
+RECORDED_TARGET = 200
 # With --workers, how long records gather before they travel to the parent,
 # and back to every worker, in one block: bounds those sends to a few a second
 # per process, whatever the request rate.

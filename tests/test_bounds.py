@@ -15,6 +15,8 @@ from conftest import WAIT, peak_rss
 from fileserver import (HTTP_LISTENING, RawClient, exchange, request_bytes, serve_args,
                         snapshot, wait_until)
 from minihttp import files
+from minihttp.app import App
+from minihttp.http11 import Request
 from minihttp.limits import (BODY_PIECE, MAX_FORM_FIELD, MAX_FORM_FIELDS, MAX_FORM_PARTS,
                              MAX_UPLOAD_NAME)
 from minihttp.uploads import TEMP_PREFIX
@@ -200,3 +202,21 @@ def test_a_form_s_file_name_is_read_as_the_utf_8_browsers_send(server):
                      file_part('x').replace(b'"x"', b'"\xff.txt"') + CLOSE)
     assert reply.status == 400 and b'not UTF-8' in reply.body
 
+
+# -- work kept out of the event loop ----------------------------------------------------------
+
+def test_a_listing_reads_its_directory_only_as_it_is_sent(tmp_path, monkeypatch):
+    """The loop builds the answer; a pool thread sends its body: a directory of
+    many entries is read and sorted there, while the loop serves everyone."""
+    for n in range(3):
+        (tmp_path / f'f{n}.txt').write_bytes(b'x')
+    (tmp_path / 'uploads').mkdir()
+    app = App(str(tmp_path), str(tmp_path / 'uploads'))
+    read = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, 'scandir', lambda path: read.append(path) or scandir(path))
+    for target, accept in (('/', '*/*'), ('/uploads/', 'application/json')):
+        response = app(Request('GET', target, 'HTTP/1.1', [('Host', 'h'), ('Accept', accept)]))
+        assert not isinstance(response.body, bytes) and read == [], target
+        assert b''.join(response.body) and len(read) == 1, target
+        read.clear()

@@ -20,6 +20,7 @@ import os
 from urllib.parse import parse_qs, quote, unquote
 
 from . import files, multipart
+from .browsers import upload_fields
 from .http11 import KNOWN_METHODS, HTTPError, Response
 from .limits import MAX_UPLOAD
 from .records import EventStream, FramingLog
@@ -61,17 +62,27 @@ class App:
 
     ``token``: when set, PUT, POST and DELETE need ``Authorization: Bearer
     <token>``.  ``writes``: False refuses them all (403), for a server
-    reachable beyond loopback without a token.
+    reachable beyond loopback without a token.  ``browsers``: the
+    browsers.Browsers that checks each request's Host and Origin (the command
+    line always gives one; None checks neither).
     """
 
     def __init__(self, root='www', uploads=None, max_upload=MAX_UPLOAD, token=None,
-                 writes=True, records=None, block_port=None):
+                 writes=True, records=None, block_port=None, browsers=None):
         self.root = root
         self.block_port = block_port
+        self.browsers = browsers
         # The server's framing records, served by GET /_framing.
         self.records = FramingLog() if records is None else records
         self.store = UploadStore(uploads or os.path.join(root, 'uploads'), max_upload)
         self.store.prepare()
+        # Files under the root that are uploads (the upload directory inside the
+        # root, as by default) are served as uploads whichever URL reaches them.
+        within = os.path.relpath(os.path.realpath(self.store.directory), os.path.realpath(root))
+        self.root_fields = None
+        if within != os.pardir and not within.startswith(os.pardir + os.sep):
+            self.uploads_in_root = os.path.join(root, '' if within == os.curdir else within, '')
+            self.root_fields = self.fields_if_upload
         self.token = token
         self.writes = writes
         self.routes = {'/echo': {'POST': self.echo, 'PUT': self.echo},
@@ -88,6 +99,8 @@ class App:
                                  'POST': self.post_form}
 
     def __call__(self, request):
+        if self.browsers is not None:
+            self.browsers.check(request)
         method = request.method
         if method not in KNOWN_METHODS or method == 'CONNECT':
             # RFC 9110 section 9.3.6: CONNECT asks for a tunnel; we are no proxy.
@@ -143,7 +156,7 @@ class App:
     # -- files --------------------------------------------------------------------
 
     def get_file(self, request):
-        return files.serve_path(request, self.root, request.path)
+        return files.serve_path(request, self.root, request.path, self.root_fields)
 
     def get_upload(self, request):
         if request.path == UPLOADS and 'application/json' in request.get('accept', ''):
@@ -152,7 +165,16 @@ class App:
             return Response(200, [('Content-Type', JSON), ('Cache-Control', 'no-store')],
                             json_pieces(lambda: {'files': self.store.stored()}))
         return files.serve_path(request, self.store.directory,
-                                '/' + request.path[len(UPLOADS):])
+                                '/' + request.path[len(UPLOADS):], self.fields_of_upload)
+
+    @staticmethod
+    def fields_of_upload(path):
+        """What an upload is served with: never sniffed, sandboxed, active types as
+        downloads (browsers.upload_fields), so that it cannot script this origin."""
+        return upload_fields(files.content_type(files.extension(path)))
+
+    def fields_if_upload(self, path):
+        return self.fields_of_upload(path) if path.startswith(self.uploads_in_root) else ()
 
     # -- uploads ------------------------------------------------------------------
 

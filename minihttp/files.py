@@ -402,17 +402,20 @@ class SmallFiles:
 small_files = SmallFiles()
 
 
-def serve_path(request, root, url_path):
+def serve_path(request, root, url_path, fields=None):
     """The file at ``url_path`` under ``root``: a file, a directory (its index.html
-    or a listing), or 404."""
+    or a listing), or 404.
+
+    ``fields(path)``, when given, names more fields for the answer of a file
+    (never of a listing or a redirect): what uploads are served with.  They
+    depend on the file's path alone, and are remembered with a small file.
+    """
     local = local_path(root, url_path)
     if local is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
     parts, path = local
-    if request.path.endswith('/'):
-        hit = small_files.get(os.path.join(path, 'index.html'))
-    else:
-        hit = small_files.get(path)
+    wanted = os.path.join(path, 'index.html') if request.path.endswith('/') else path
+    hit = small_files.get(wanted)
     if hit is not None:
         return cached_file(request, *hit)
     opened = open_inside(root, parts)
@@ -420,7 +423,7 @@ def serve_path(request, root, url_path):
         raise HTTPError(404, f'no file at {request.path[:80]}')
     fd, st = opened
     if stat.S_ISREG(st.st_mode):
-        return serve_file(request, fd, st, path)
+        return serve_file(request, fd, st, path, fields)
     os.close(fd)
     if not stat.S_ISDIR(st.st_mode):
         raise HTTPError(404, f'not a regular file: {request.path[:80]}')
@@ -435,7 +438,7 @@ def serve_path(request, root, url_path):
     if index is not None:
         fd, st = index
         if stat.S_ISREG(st.st_mode):
-            return serve_file(request, fd, st, os.path.join(path, 'index.html'))
+            return serve_file(request, fd, st, wanted, fields)
         os.close(fd)
     return listing(request, root, os.path.join(real_root(root), *parts))
 
@@ -444,7 +447,7 @@ def extension(name):
     return os.path.splitext(name)[1].lower()
 
 
-def serve_file(request, fd, st, path):
+def serve_file(request, fd, st, path, fields=None):
     """A regular file already open as ``fd``: 200, 206, 304, 412 or 416."""
     if st.st_size <= SMALL_FILE:
         try:
@@ -453,11 +456,11 @@ def serve_file(request, fd, st, path):
             os.close(fd)
         if len(data) != st.st_size:
             raise HTTPError(503, 'the file changed while it was read; try again')
-        headers = representation_headers(st, extension(path))
+        headers = file_headers(st, path, fields)
         small_files.put(path, st, data, headers)
         return cached_file(request, st, data, headers)
     try:
-        response = file_response(request, st, representation_headers(st, extension(path)))
+        response = file_response(request, st, file_headers(st, path, fields))
     except BaseException:
         os.close(fd)
         raise
@@ -471,6 +474,14 @@ def serve_file(request, fd, st, path):
     else:
         response.body = MultiRangeBody(fd, plan.parts, plan.closing, response.length)
     return response
+
+
+def file_headers(st, path, fields):
+    """representation_headers, and then what ``fields(path)`` adds (serve_path)."""
+    headers = representation_headers(st, extension(path))
+    if fields is not None:
+        headers.extend(fields(path))
+    return headers
 
 
 # Fields that can make a file's answer other than 200 with the whole file.

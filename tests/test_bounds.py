@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from conftest import WAIT, peak_rss
+from conftest import peak_rss
 from fileserver import (HTTP_LISTENING, RawClient, exchange, request_bytes, serve_args,
                         snapshot, wait_until)
 from minihttp import files
@@ -118,8 +118,8 @@ def test_a_form_holds_one_temporary_file_open_at_a_time_and_stores_all_at_the_en
     padding = b'0' * ((-len(parts) - len(file_part('part-0.txt', b''))) % BODY_PIECE)
     parts = file_part('part-0.txt', padding) + parts
     with RawClient(process.port) as client:
-        client.send(request_bytes('POST', '/uploads/', [*FORM, 'Connection: close',
-                                                        f'Content-Length: {len(parts) + len(CLOSE)}'],
+        length = f'Content-Length: {len(parts) + len(CLOSE)}'
+        client.send(request_bytes('POST', '/uploads/', [*FORM, 'Connection: close', length],
                                   parts))
         # Every part has arrived, the closing boundary not yet: each part's file is
         # written and closed (one held open at most), none is visible.

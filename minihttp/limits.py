@@ -145,6 +145,10 @@ BODY_TIMEOUT = 30.0
 RECORDS_KEPT = 200
 # Chunk or block sizes one record lists; beyond them it says how many more.
 RECORDED_CHUNKS = 64
+# The first characters of a request-target a record keeps (its query values
+# shown as *): with the above, what bounds the bytes of one record, and so of
+# the ring (a few hundred bytes each, and as much again as JSON once read).
+RECORDED_TARGET = 200
 # With --workers, how long records gather before they travel to the parent,
 # and back to every worker, in one block: bounds those sends to a few a second
 # per process, whatever the request rate.
@@ -158,8 +162,14 @@ STREAM_QUEUE = 256
 # Files up to this size are served from memory once read (each use checked
 # by a stat): fewer system calls, each of which lets other threads run.
 SMALL_FILE = 64 * KiB
-# Memory all such files may take together, per process.
+# Memory all such files may take together, per process: their bytes, paths
+# and fields (an empty file costs its bookkeeping, not nothing).
 SMALL_FILES_BUDGET = 32 * MiB
+# The URL paths of recent requests, remembered with the segments and local
+# path they decode to (a few hundred bytes for a short path, up to hundreds of
+# KB for 8 KiB of short segments): memory for all of them, per process.  A
+# path that would take more than an eighth of it is never remembered.
+PATH_CACHE_BUDGET = 2 * MiB
 # Most ranges one request may ask for before it gets the whole file instead
 # (many tiny ranges cost far more to send than the bytes they carry).
 MAX_RANGES = 16
@@ -175,3 +185,13 @@ MAX_PART_HEAD = 16 * KiB
 MAX_PART_FIELDS = 32
 # A non-file multipart field is kept in memory to report it: at most this.
 MAX_FORM_FIELD = 64 * KiB
+# All of a form's non-file fields together (names and values), all kept in
+# memory until the form is complete: the memory one form can take (413 beyond).
+MAX_FORM_FIELDS = 256 * KiB
+# Parts of one multipart form (413 beyond): each file part is a temporary file
+# kept (closed) until the whole form is verified, and some bookkeeping; bounds
+# the files and inodes one request can take.
+MAX_FORM_PARTS = 1000
+# The longest upload name, in bytes of UTF-8: what Linux file systems store
+# in one name (NAME_MAX); a longer one gets 400, not an error from the disk.
+MAX_UPLOAD_NAME = 255

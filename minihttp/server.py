@@ -189,8 +189,8 @@ class HTTPServer:
         self.log(conn.peer, request, response.status, 0, now, say_soon)
         self.record(conn, request, request.body, response, 'stream', 0, 0, now, say_soon)
         stream = self._streams[conn] = Stream(chunked)
-        for record in self.records.recent(response.body.after)[-STREAM_QUEUE:]:
-            stream.events.append(event_bytes(record))
+        for record in self.records.kept(response.body.after)[-STREAM_QUEUE:]:
+            stream.events.append(event_bytes(record, self.records.as_json(record)))
         self._loop = conn.loop
         return STREAM
 
@@ -201,7 +201,7 @@ class HTTPServer:
 
     def fan_out(self, record):
         """In the loop: queue the record on every stream, dropping a slow one's oldest."""
-        event = event_bytes(public(record))
+        event = event_bytes(record, self.records.as_json(record))
         for conn, stream in list(self._streams.items()):
             if len(stream.events) == STREAM_QUEUE:
                 stream.dropped += 1

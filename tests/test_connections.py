@@ -114,7 +114,7 @@ def test_a_head_arriving_a_byte_at_a_time_is_answered(serve):
             client.send(bytes([byte]))
         reply = client.reply()
         assert reply.status == 200 and not reply.closes
-        assert reply.body.decode() == 'Host: test\n' + ''.join(f'{f}\n' for f in fields)
+        assert reply.body.decode() == 'Host: localhost\n' + ''.join(f'{f}\n' for f in fields)
         # The same with a body: the head comes together in the loop, the body
         # is read a byte at a time in a pool thread.
         for byte in post('/echo', body, method='PUT'):
@@ -130,7 +130,7 @@ def test_a_request_split_at_every_byte_boundary_is_answered(serve):
             client.send(stream[:cut])
             client.send(stream[cut:])
             headers, head = client.reply(), client.reply('HEAD')
-            assert (headers.status, headers.body) == (200, b'Host: test\nX-Split: yes\n'), cut
+            assert (headers.status, headers.body) == (200, b'Host: localhost\nX-Split: yes\n'), cut
             assert (head.status, head.get('content-length')) == (200, str(len(INDEX))), cut
             assert not headers.closes and not head.closes, cut
 
@@ -163,7 +163,7 @@ def test_pipelined_requests_cross_between_the_loop_and_the_pool_in_order(
         assert (stored['bytes'], stored['sha256'], stored['framing'], stored['chunks']) == (
             len(content), hashlib.sha256(content).hexdigest(), 'chunked', len(pieces))
         assert replies[4].body == content
-    assert replies[2].body == b'Host: test\nX-N: 3\n'
+    assert replies[2].body == b'Host: localhost\nX-N: 3\n'
     assert replies[3].body == body
 
 
@@ -183,7 +183,7 @@ def test_bytes_buffered_behind_a_body_survive_the_trips_between_loop_and_pool(se
     with Client(serve().port) as client:
         client.send(stream[:cut])
         assert client.reply('PUT').body == first
-        assert client.reply().body == b'Host: test\nX-N: 2\n'
+        assert client.reply().body == b'Host: localhost\nX-N: 2\n'
         client.send(stream[cut:])
         reply = client.reply('PUT')
         assert (reply.status, reply.body) == (200, second)
@@ -199,7 +199,7 @@ def test_idle_silent_and_stalled_connections_each_meet_their_deadline(serve):
     port = serve('--keepalive-timeout', '0.5', '--head-timeout', '1').port
     with Client(port) as idle, Client(port) as silent, Client(port) as stalled:
         assert not idle.exchange(get('/')).closes
-        stalled.send(b'GET / HTTP/1.1\r\nHost: test\r\n')   # the blank line never comes
+        stalled.send(b'GET / HTTP/1.1\r\nHost: localhost\r\n')   # the blank line never comes
         assert idle.file.read() == b'', 'an idle connection is closed without a response'
         assert silent.file.read() == b'', 'a connection that never spoke is closed unanswered'
         reply = stalled.reply()
@@ -328,7 +328,7 @@ def assert_fresh_requests_served(port, count):
                                      for field in asked])
         for client, field, reply in zip(clients, asked, replies):
             assert (reply.status, reply.body) == (
-                200, f'Host: test\n{field}\nConnection: close\n'.encode())
+                200, f'Host: localhost\n{field}\nConnection: close\n'.encode())
             client.assert_closed_after(reply)
 
 

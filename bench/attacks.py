@@ -105,17 +105,17 @@ def repeat(port, data, expected, count):
 
 
 def backtracking_head(server):
-    head = b'GET / HTTP/1.1\r\nHost: x\r\n' + HOSTILE_LINES + b'\r\n'
+    head = b'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n' + HOSTILE_LINES + b'\r\n'
     return repeat(server.port, head, {400}, 10)
 
 
 def long_whitespace(server):
-    head = b'GET / HTTP/1.1\r\nHost: x\r\nX: ' + b' ' * 60_000 + b'\x01\r\n\r\n'
+    head = b'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: ' + b' ' * 60_000 + b'\x01\r\n\r\n'
     return repeat(server.port, head, {400}, 5)
 
 
 def backtracking_trailer(server):
-    data = (b'POST /headers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n'
+    data = (b'POST /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n'
             b'5\r\nhello\r\n0\r\n' + HOSTILE_LINES + b'\r\n')
     return repeat(server.port, data, {400}, 10)
 
@@ -144,14 +144,14 @@ def many_parts(server):
 
 
 def resets_after_large_get(server):
-    request = b'GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n'
+    request = b'GET /large.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
     count = 300
     for _ in range(count):
         sock = connect(server.port)
         sock.sendall(request)
         reset(sock)
     # Answered right if an uncached file is still served afterwards.
-    right = status_of(server.port, b'GET /other.bin HTTP/1.1\r\nHost: x\r\n'
+    right = status_of(server.port, b'GET /other.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n'
                                    b'Connection: close\r\n\r\n') == 200
     return count, count if right else 0
 
@@ -163,7 +163,7 @@ def long_paths(server):
         reader = sock.makefile('rb')
         for i in range(count):
             path = f'/{i:06d}' + 'a' * 8000
-            sock.sendall(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+            sock.sendall(f'GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.encode())
             status = int(reader.readline().split()[1])
             length = 0
             while (line := reader.readline()) not in (b'\r\n', b''):
@@ -233,13 +233,13 @@ def cross_site(server):
 def huge_numbers(server):
     digits = b'9' * 5000
     tries = [
-        (b'GET /other.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=' + digits + b'-\r\n\r\n',
+        (b'GET /other.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=' + digits + b'-\r\n\r\n',
          {200, 416}),
-        (b'GET /other.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-' + digits + b'\r\n\r\n',
+        (b'GET /other.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=0-' + digits + b'\r\n\r\n',
          {200, 206, 416}),
-        (b'GET /_framing?after=' + digits + b' HTTP/1.1\r\nHost: x\r\n\r\n', {400}),
-        (b'POST /headers HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2\r\n\r\n', {400}),
-        (b'GET /other.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=\xd9\xa1-\r\n\r\n', {200, 416}),
+        (b'GET /_framing?after=' + digits + b' HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', {400}),
+        (b'POST /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \xc2\xb2\r\n\r\n', {400}),
+        (b'GET /other.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=\xd9\xa1-\r\n\r\n', {200, 416}),
     ]
     right = sum(status_of(server.port, data) in expected for data, expected in tries)
     return len(tries), right
@@ -249,7 +249,7 @@ def framing_log(server):
     with connect(server.port) as sock:
         reader = sock.makefile('rb')
         for _ in range(250):          # fill the ring of records
-            sock.sendall(b'GET /small.txt?api_key=secret HTTP/1.1\r\nHost: x\r\n\r\n')
+            sock.sendall(b'GET /small.txt?api_key=secret HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
             while reader.readline() not in (b'\r\n', b''):
                 pass
             reader.read(len(SMALL))
@@ -257,7 +257,7 @@ def framing_log(server):
     count = 20
     right = 0
     for _ in range(count):
-        status = status_of(server.port, b'GET /_framing HTTP/1.1\r\nHost: x\r\n'
+        status = status_of(server.port, b'GET /_framing HTTP/1.1\r\nHost: 127.0.0.1\r\n'
                                         b'Connection: close\r\n\r\n')
         right += status == 200
     server.cpu_base = before      # only the /_framing calls count, not filling the ring
@@ -310,7 +310,7 @@ def run_attack(work, root, title, attack):
                              '--block-port', block_port)
     server = Server(process, block_port)
     try:
-        status_of(server.port, b'GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n')   # warm
+        status_of(server.port, b'GET /small.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')   # warm
         server.baseline_fds = steady(lambda: fd_count(server.pid), 3.0)
         rss_before = steady(lambda: memory(server.pid), 3.0)
         prober = Prober(server.port)

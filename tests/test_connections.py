@@ -368,7 +368,7 @@ class Busy:
     and counting them: busy connections that make every pass of the loop long.
     """
 
-    ANSWER_END = b'\r\n\r\nHost: test\n'   # the end of every answer to get('/headers')
+    ANSWER_END = b'\r\n\r\nHost: localhost\n'   # the end of every answer to get('/headers')
 
     def __init__(self, port, count, depth=16):
         self.depth = depth

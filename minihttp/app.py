@@ -21,8 +21,8 @@ from urllib.parse import parse_qs, quote, unquote
 
 from . import files, multipart
 from .browsers import upload_fields
-from .http11 import KNOWN_METHODS, HTTPError, Response
-from .limits import MAX_UPLOAD
+from .http11 import KNOWN_METHODS, HTTPError, Response, decimal
+from .limits import MAX_RECORD_DIGITS, MAX_UPLOAD
 from .records import EventStream, FramingLog
 from .uploads import UploadStore, check_name
 
@@ -300,9 +300,10 @@ def json_pieces(make):
 def after(request):
     """The record number a client has seen: ?after=N, else Last-Event-ID, else 0."""
     value = parse_qs(request.query).get('after', [request.get('last-event-id', '0')])[0]
-    if not value.strip().isdigit():
+    number = decimal(value.strip(), MAX_RECORD_DIGITS)
+    if number is None:
         raise HTTPError(400, f'{value[:20]!r} is not a record number')
-    return int(value)
+    return number
 
 
 def stored_page(stored):

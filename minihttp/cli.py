@@ -33,7 +33,7 @@ _UNITS = {'': 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30}
 
 def size(text):
     """A byte count: 65536, 64K, 64KiB, 1M, 1G (binary units)."""
-    match = re.fullmatch(r'\s*(\d+)\s*([kmg]?)(?:i?b)?\s*', text, re.IGNORECASE)
+    match = re.fullmatch(r'\s*+([0-9]++)\s*+([kmg]?+)(?:i?b)?+\s*+', text, re.IGNORECASE)
     if not match:
         raise argparse.ArgumentTypeError(f'not a size: {text!r} (try 65536, 64K or 1M)')
     return int(match.group(1)) * _UNITS[match.group(2).lower()]

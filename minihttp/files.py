@@ -18,8 +18,9 @@ import threading
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
-from .http11 import MSG_MORE, HTTPError, Response
-from .limits import MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE, SMALL_FILES_BUDGET
+from .http11 import MSG_MORE, HTTPError, Response, decimal
+from .limits import (MAX_HTTP_DATE, MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
+                     SMALL_FILES_BUDGET)
 
 CRLF = '\r\n'
 
@@ -242,18 +243,30 @@ def etag_of(st):
     return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
 
 
+# entity-tag = [ weak ] opaque-tag; opaque-tag = DQUOTE *etagc DQUOTE (RFC 9110
+# section 8.8.3), found anywhere in the list; possessive, so that an unclosed
+# quote is scanned once.
+ENTITY_TAG = re.compile(r'(W/)?+("[^"]*+")')
+
+
 def etag_matches(header, etag, weak):
     """Does an If-Match / If-None-Match list name this ETag (RFC 9110 section 8.8.3.2)?"""
     if header.strip() == '*':
         return True
-    for candidate in re.findall(r'(W/)?("[^"]*")', header):
+    for candidate in ENTITY_TAG.findall(header):
         if candidate[1] == etag and (weak or not candidate[0]):
             return True
     return False
 
 
 def http_time(header):
-    """An HTTP-date as a POSIX timestamp, or None when it is not one (RFC 9110 section 5.6.7)."""
+    """An HTTP-date as a POSIX timestamp, or None when it is not one (RFC 9110 section 5.6.7).
+
+    A value longer than any HTTP-date is none, and is not parsed: the parser
+    would convert its numbers, however long (int() is quadratic in digits).
+    """
+    if len(header) > MAX_HTTP_DATE:
+        return None
     try:
         return parsedate_to_datetime(header).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -297,13 +310,17 @@ def precondition(request, st, etag):
 
 # -- ranges (RFC 9110 section 14) ---------------------------------------------------
 
-RANGE_SPEC = re.compile(r'\s*(\d*)\s*-\s*(\d*)\s*')
+# range-spec = int-range / suffix-range (section 14.1.1), with optional whitespace
+# around its parts.  The runs are possessive: whitespace and digits never
+# overlap, and without them a long run of blanks would be split every way.
+RANGE_SPEC = re.compile(r'\s*+([0-9]*+)\s*+-\s*+([0-9]*+)\s*+')
 
 
 def parse_range(header, size):
     """[(first, last)] satisfiable ranges, [] when none is, None to ignore the field.
 
-    A field we cannot parse is ignored, as section 14.2 allows.
+    A field we cannot parse is ignored, as section 14.2 allows; so is one with
+    a numeral longer than MAX_RANGE_DIGITS, which no file's size needs.
     """
     unit, eq, specs = header.partition('=')
     if not eq or unit.strip().lower() != 'bytes':
@@ -313,17 +330,18 @@ def parse_range(header, size):
         match = RANGE_SPEC.fullmatch(spec)
         if match is None or match.groups() == ('', ''):
             return None
-        first, last = match.groups()
+        first, last = [decimal(digits, MAX_RANGE_DIGITS) if digits else ''
+                       for digits in match.groups()]
+        if None in (first, last):
+            return None                       # a numeral longer than any byte position
         if first == '':                       # suffix: the last n bytes
-            n = int(last)
-            if n and size:
-                ranges.append((max(0, size - n), size - 1))
+            if last and size:
+                ranges.append((max(0, size - last), size - 1))
             continue
-        first = int(first)
-        if last != '' and int(last) < first:
+        if last != '' and last < first:
             return None                       # invalid (section 14.1.1): ignore the field
         # 'first-' from at or past the end is unsatisfiable, not invalid (416).
-        last = size - 1 if last == '' else int(last)
+        last = size - 1 if last == '' else last
         if first < size:
             ranges.append((first, min(last, size - 1)))
     return ranges

@@ -157,6 +157,10 @@ HUB_BATCH_INTERVAL = 0.1
 # slowly: beyond them the oldest are dropped (and the stream says how many),
 # so a stuck reader costs bounded memory.
 STREAM_QUEUE = 256
+# A record number a client sends (?after=N, Last-Event-ID) longer than this
+# many digits is refused with 400 before it is converted (int() refuses more
+# than 4300 digits and is quadratic below); no process numbers that many.
+MAX_RECORD_DIGITS = 18
 
 # --- files and uploads ------------------------------------------------------
 # Files up to this size are served from memory once read (each use checked
@@ -173,6 +177,13 @@ PATH_CACHE_BUDGET = 2 * MiB
 # Most ranges one request may ask for before it gets the whole file instead
 # (many tiny ranges cost far more to send than the bytes they carry).
 MAX_RANGES = 16
+# A Range numeral longer than this many digits (10**18 bytes, beyond any
+# file) makes the field ignored (RFC 9110 section 14.2) before it is converted.
+MAX_RANGE_DIGITS = 18
+# An If-Modified-Since or If-Unmodified-Since value longer than this is no
+# HTTP-date (the longest form, rfc850-date, has 33 characters): it is ignored
+# unparsed, so its numbers, however long, are never converted.
+MAX_HTTP_DATE = 40
 # Default --max-upload: the largest body one upload may store (413 beyond),
 # so that one client cannot fill the disk in one request.
 MAX_UPLOAD = 1 * GiB

@@ -18,7 +18,10 @@ CRLF = b'\r\n'
 
 # boundary := 0*69<bchars> bcharsnospace (RFC 2046 section 5.1.1)
 BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+# parameter = ";" OWS name "=" ( token / quoted-string ) (RFC 9110 section 5.6.6),
+# read leniently.  Every run is possessive: none can give back a character the
+# next part of the pattern would take, and an unclosed quote is scanned once.
+PARAM = re.compile(r';\s*+([^\s=;]++)\s*+=\s*+("(?:[^"\\]|\\.)*+"|[^;]*+)')
 
 
 def parameters(value):

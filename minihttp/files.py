@@ -13,11 +13,14 @@ import re
 import secrets
 import select
 import stat
+import sys
+import threading
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
 from .http11 import MSG_MORE, HTTPError, Response, decimal
-from .limits import MAX_HTTP_DATE, MAX_RANGE_DIGITS, MAX_RANGES, SMALL_FILE, SMALL_FILES_BUDGET
+from .limits import (MAX_HTTP_DATE, MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
+                     SMALL_FILES_BUDGET)
 
 CRLF = '\r\n'
 
@@ -121,17 +124,68 @@ def url_segments(url_path):
     return parts
 
 
-@functools.lru_cache(maxsize=4096)
+_UNKNOWN = object()
+
+
+class Remembered:
+    """A dict bounded in bytes: each entry is charged what it holds, and when the
+    next one would pass the budget, all are forgotten at once.
+
+    Crude, and rare: it happens under an attack (many large, distinct keys),
+    when forgetting is what we want; the entries asked for most come back at
+    their next use.  An entry costing more than an eighth of the budget is
+    never kept (one such would empty the rest).
+    """
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.entries = {}       # read by anyone; changed under the lock, so counted exactly
+        self.size = 0
+        self._lock = threading.Lock()
+
+    def put(self, key, value, cost):
+        if cost > self.budget // 8:
+            return
+        with self._lock:
+            if key in self.entries:
+                return        # put by another thread meanwhile: counted once
+            if self.size + cost > self.budget:
+                self.entries.clear()
+                self.size = 0
+            self.entries[key] = value
+            self.size += cost
+
+    def pop(self, key, cost):
+        with self._lock:
+            if self.entries.pop(key, _UNKNOWN) is not _UNKNOWN:
+                self.size -= cost
+
+
+# What one remembered entry holds besides its strings: the dict's slot, the
+# key and value tuples.
+ENTRY_COST = 256
+_LOCAL_PATHS = Remembered(PATH_CACHE_BUDGET)
+
+
 def local_path(root, url_path):
     """(segments, path under root) of a URL path, or None: url_segments, remembered
-    for the paths asked for most (it depends on nothing but its arguments)."""
-    parts = url_segments(url_path)
-    if parts is None:
-        return None
-    return tuple(parts), os.path.join(root, *parts)
+    within PATH_CACHE_BUDGET for the paths asked for most (it depends on
+    nothing but its arguments)."""
+    key = (root, url_path)
+    local = _LOCAL_PATHS.entries.get(key, _UNKNOWN)
+    if local is _UNKNOWN:
+        parts = url_segments(url_path)
+        cost = ENTRY_COST + sys.getsizeof(url_path)
+        if parts is None:
+            local = None
+        else:
+            local = tuple(parts), os.path.join(root, *parts)
+            cost += sys.getsizeof(local[1]) + sum(map(sys.getsizeof, parts)) + 8 * len(parts)
+        _LOCAL_PATHS.put(key, local, cost)
+    return local
 
 
-_REAL_ROOTS = {}
+_REAL_ROOTS = {}     # keyed by the roots the application serves (two), never by a client
 
 
 def real_root(root, refresh=False):
@@ -168,8 +222,8 @@ def open_inside(root, parts):
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None
+        if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
+            return None       # a loop, or longer than any path there can be: not there
         raise HTTPError(403, 'not readable') from None
     real = where(fd, path)
     if not inside(real, real_root(root)) and not inside(real, real_root(root, refresh=True)):
@@ -306,6 +360,9 @@ def range_applies(request, etag, st):
 
 # -- responses --------------------------------------------------------------------
 
+# Remembered by count, and bounded in bytes all the same: only the extensions of
+# files that exist come here (at most NAME_MAX bytes each: under 300 KB for all),
+# and only mtimes (integers) for the dates (about 150 KB).
 @functools.lru_cache(maxsize=256)
 def content_type(extension):
     kind, encoding = mimetypes.guess_type('x' + extension)
@@ -334,17 +391,20 @@ class SmallFiles:
     """
 
     def __init__(self, budget=SMALL_FILES_BUDGET):
-        self.budget = budget
-        self._entries = {}      # path -> (identity, bytes, header fields)
-        self._size = 0
+        self._entries = Remembered(budget)    # path -> (identity, bytes, header fields)
 
     @staticmethod
     def identity(st):
         return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
+    @staticmethod
+    def cost(path, data):
+        """What an entry holds: the bytes, the path, and about 1 KiB of fields and tuples."""
+        return len(data) + sys.getsizeof(path) + 4 * ENTRY_COST
+
     def get(self, path):
         """(stat, bytes, header fields) of an unchanged cached file, or None."""
-        entry = self._entries.get(path)
+        entry = self._entries.entries.get(path)
         if entry is None:
             return None
         try:
@@ -352,32 +412,31 @@ class SmallFiles:
         except OSError:
             st = None
         if st is None or self.identity(st) != entry[0]:
-            self._entries.pop(path, None)
+            self._entries.pop(path, self.cost(path, entry[1]))
             return None
         return st, entry[1], entry[2]
 
     def put(self, path, st, data, headers):
-        if self._size + len(data) > self.budget:
-            self._entries.clear()          # crude, and rare: start again
-            self._size = 0
-        self._entries[path] = (self.identity(st), data, headers)
-        self._size += len(data)
+        self._entries.put(path, (self.identity(st), data, headers), self.cost(path, data))
 
 
 small_files = SmallFiles()
 
 
-def serve_path(request, root, url_path):
+def serve_path(request, root, url_path, fields=None):
     """The file at ``url_path`` under ``root``: a file, a directory (its index.html
-    or a listing), or 404."""
+    or a listing), or 404.
+
+    ``fields(path)``, when given, names more fields for the answer of a file
+    (never of a listing or a redirect): what uploads are served with.  They
+    depend on the file's path alone, and are remembered with a small file.
+    """
     local = local_path(root, url_path)
     if local is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
     parts, path = local
-    if request.path.endswith('/'):
-        hit = small_files.get(os.path.join(path, 'index.html'))
-    else:
-        hit = small_files.get(path)
+    wanted = os.path.join(path, 'index.html') if request.path.endswith('/') else path
+    hit = small_files.get(wanted)
     if hit is not None:
         return cached_file(request, *hit)
     opened = open_inside(root, parts)
@@ -385,7 +444,7 @@ def serve_path(request, root, url_path):
         raise HTTPError(404, f'no file at {request.path[:80]}')
     fd, st = opened
     if stat.S_ISREG(st.st_mode):
-        return serve_file(request, fd, st, path)
+        return serve_file(request, fd, st, path, fields)
     os.close(fd)
     if not stat.S_ISDIR(st.st_mode):
         raise HTTPError(404, f'not a regular file: {request.path[:80]}')
@@ -400,7 +459,7 @@ def serve_path(request, root, url_path):
     if index is not None:
         fd, st = index
         if stat.S_ISREG(st.st_mode):
-            return serve_file(request, fd, st, os.path.join(path, 'index.html'))
+            return serve_file(request, fd, st, wanted, fields)
         os.close(fd)
     return listing(request, root, os.path.join(real_root(root), *parts))
 
@@ -409,7 +468,7 @@ def extension(name):
     return os.path.splitext(name)[1].lower()
 
 
-def serve_file(request, fd, st, path):
+def serve_file(request, fd, st, path, fields=None):
     """A regular file already open as ``fd``: 200, 206, 304, 412 or 416."""
     if st.st_size <= SMALL_FILE:
         try:
@@ -418,11 +477,11 @@ def serve_file(request, fd, st, path):
             os.close(fd)
         if len(data) != st.st_size:
             raise HTTPError(503, 'the file changed while it was read; try again')
-        headers = representation_headers(st, extension(path))
+        headers = file_headers(st, path, fields)
         small_files.put(path, st, data, headers)
         return cached_file(request, st, data, headers)
     try:
-        response = file_response(request, st, representation_headers(st, extension(path)))
+        response = file_response(request, st, file_headers(st, path, fields))
     except BaseException:
         os.close(fd)
         raise
@@ -436,6 +495,14 @@ def serve_file(request, fd, st, path):
     else:
         response.body = MultiRangeBody(fd, plan.parts, plan.closing, response.length)
     return response
+
+
+def file_headers(st, path, fields):
+    """representation_headers, and then what ``fields(path)`` adds (serve_path)."""
+    headers = representation_headers(st, extension(path))
+    if fields is not None:
+        headers.extend(fields(path))
+    return headers
 
 
 # Fields that can make a file's answer other than 200 with the whole file.
@@ -529,9 +596,14 @@ def worth_parts(ranges):
 
 
 def listing(request, root, path):
-    """An HTML directory listing, streamed in chunks since its length is not known."""
+    """An HTML directory listing, streamed in chunks since its length is not known.
+
+    Only the directory's opening is tried here (403 if it cannot be): reading,
+    sorting and describing its entries, long for a large directory, is the
+    body's work, which the server does on a pool thread, not in its loop.
+    """
     try:
-        entries = sorted(os.scandir(path), key=lambda e: e.name)
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
     except OSError:
         raise HTTPError(403, 'directory not readable') from None
     title = html.escape(unquote(request.path))
@@ -543,6 +615,11 @@ def listing(request, root, path):
                '<tr><td><a href="../">../</a></td><td></td></tr>\n').encode()
         rows = []
         top = real_root(root)
+        try:
+            with os.scandir(path) as found:
+                entries = sorted(found, key=lambda e: e.name)
+        except OSError:
+            entries = []      # gone or closed to us since it was opened: an empty listing
         for entry in entries:
             if entry.name.startswith('.'):
                 continue

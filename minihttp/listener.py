@@ -25,8 +25,12 @@ class StartupError(Exception):
     """A server could not start; the message is one line for the user."""
 
 
-def bind(host, port, backlog=LISTEN_BACKLOG):
-    """A listening socket on (host, port); host may be IPv4, IPv6 or a name."""
+def bind(host, port, backlog=LISTEN_BACKLOG, reuse_port=False):
+    """A listening socket on (host, port); host may be IPv4, IPv6 or a name.
+
+    With ``reuse_port``, other sockets with it may listen on the same port
+    (SO_REUSEPORT, Linux): the kernel spreads new connections over them.
+    """
     try:
         infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
                                    0, socket.AI_PASSIVE)
@@ -38,6 +42,8 @@ def bind(host, port, backlog=LISTEN_BACKLOG):
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port and hasattr(socket, 'SO_REUSEPORT'):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(backlog)
     except OSError as exc:
@@ -203,7 +209,8 @@ def run_until_signalled(listeners, grace=SHUTDOWN_GRACE):
 def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE, hub=None):
     """Serve ``shared`` from ``workers`` forked processes until SIGINT or SIGTERM.
 
-    The workers share one listening socket (one accept queue) and each runs
+    Each worker accepts from a listening socket of its own on the one port
+    (the first keeps the one bound here; see EventLoop.listen_apart) and runs
     its own threads: Python runs one thread at a time per process, so under
     many small requests the threads of one process mostly wait for each
     other; processes do not.  This process serves ``others`` meanwhile, and
@@ -220,6 +227,8 @@ def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE, hub=None):
                     listener.sock.close()
                 if hub is not None:
                     hub.in_worker(index)
+                if index:
+                    shared.listen_apart()     # the first keeps the parent's socket
                 run_until_signalled([shared], grace)
                 code = 0
             except KeyboardInterrupt:     # stopped before its handlers were in place

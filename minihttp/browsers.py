@@ -35,10 +35,10 @@ DEFAULT_PORT = ':80'
 # (RFC 6761 section 6.3), 127.0.0.0/8 and ::1.  The common ones are matched
 # as they are; the rest by loopback_name.
 LOOPBACK_NAMES = frozenset(['localhost', '127.0.0.1', '[::1]'])
-IPV4_LOOPBACK = re.compile(r'127(?:\.\d{1,3}){3}')
+IPV4_LOOPBACK = re.compile(r'127(?:\.[0-9]{1,3}){3}')
 # An origin as --allow-origin takes it: scheme://host[:port], nothing after.
 ORIGIN = re.compile(r'([A-Za-z][A-Za-z0-9+.-]*)://(\[[0-9A-Fa-f:.]+\]|[^/?#@:\[\]\s]+)'
-                    r'(?::(\d{1,5}))?/?')
+                    r'(?::([0-9]{1,5}))?/?')
 
 
 def host_name(authority):

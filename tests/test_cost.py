@@ -31,9 +31,10 @@ import pytest
 
 from conftest import WAIT, FakeSocket
 from fileserver import RawClient, Served, request_bytes
-from minihttp import cli, files, multipart
+from minihttp import cli, files, multipart, records
 from minihttp.app import App, after
 from minihttp.blocks import get_block
+from minihttp.browsers import Browsers
 from minihttp.framing import StreamReader
 from minihttp.http11 import (ChunkedBody, ContentLengthBody, HTTPError, body_framing,
                              parse_head)
@@ -162,6 +163,16 @@ COSTS = [
          MAX_HEAD // 16 - 16, 400),
     Cost('Host: an unclosed IPv6 literal', parse_head,
          lambda n: head([], host=b'Host: [' + b':' * n), MAX_HEAD // 8 - 16, 400),
+    # Where the request was sent and from which page (RFC 9110 section 7.2, RFC 6454).
+    Cost('Host: a long name not ours', lambda data: Browsers().check(parse_head(data)),
+         lambda n: head([], host=b'Host: ' + b'a.' * n + b'example'), MAX_HEAD // 16 - 16, 421),
+    Cost('absolute-form: userinfo and a long authority',
+         lambda data: Browsers().check(parse_head(data)),
+         lambda n: head([], b'GET http://' + b'a@' * n + b'x/ HTTP/1.1'),
+         MAX_REQUEST_LINE // 16 - 8, 421),
+    Cost('Origin: a long origin of another site', lambda data: Browsers().check(parse_head(data)),
+         lambda n: head([b'Origin: http://' + b'a:' * n + b'x', b'Content-Length: 0'],
+                        b'POST /echo HTTP/1.1', b'Host: localhost'), MAX_HEAD // 16 - 16, 403),
     # Lists (RFC 9110 section 5.6.1) that decide framing and persistence.
     Cost('Connection: a list of empty members', lambda data: parse_head(data).keep_alive,
          lambda n: head([b'Connection: ' + b' ,' * n + b'close']), MAX_HEAD // 16 - 16, False),
@@ -236,13 +247,16 @@ COSTS = [
          MAX_REQUEST_LINE // 8 - 16, 400),
     Cost('Last-Event-ID: a long number', lambda data: after(parse_head(data)),
          lambda n: head([b'Last-Event-ID: ' + b'9' * n]), MAX_HEAD // 8 - 16, 400),
-    # Paths and upload names.
+    # Paths, upload names, and targets as the framing log shows them.
     Cost('path: percent-escapes that are not UTF-8', files.url_segments,
          lambda n: '/' + '%C3' * n, MAX_REQUEST_LINE // 24, None),
     Cost('upload name: a long name with a control character',
          lambda data: App.upload_name(parse_head(data)),
          lambda n: head([], b'PUT /uploads/' + b'a' * n + b'%01 HTTP/1.1'),
          MAX_REQUEST_LINE // 8 - 32, 400),
+    Cost('framing record: userinfo and a query of empty items',
+         lambda text: records.redact(text).startswith('http://x/?&=*'),
+         lambda n: 'http://' + 'a@' * n + 'x/?' + '&=' * n, MAX_REQUEST_LINE // 32 - 4, True),
     # The command line: sizes.
     Cost('--max-upload: a number, whitespace, then junk', size_option,
          lambda n: '1' + ' ' * n + 'x', 1000, 'refused'),

@@ -18,8 +18,8 @@ from . import blocks
 from .app import App
 from .limits import (BLOCK_PORT, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT, HEAD_TIMEOUT,
                      HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS,
-                     MAX_CONNECTIONS, MAX_UPLOAD, POOL_THREADS, SHUTDOWN_GRACE,
-                     SPARE_DESCRIPTORS)
+                     MAX_CONNECTIONS, MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW,
+                     SHUTDOWN_GRACE, SPARE_DESCRIPTORS)
 from .eventloop import EventLoop
 from .hub import Hub
 from .listener import Listener, StartupError, run_until_signalled, run_workers
@@ -63,6 +63,16 @@ def positive_size(text):
     value = size(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f'must be more than 0: {text!r}')
+    return value
+
+
+def positive_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float('inf'):
+        raise argparse.ArgumentTypeError(f'not a number of seconds above 0: {text!r}')
     return value
 
 
@@ -152,9 +162,21 @@ def add_serve_options(parser):
     limits.add_argument('--body-timeout', type=float, default=BODY_TIMEOUT, metavar='SECONDS',
                         help='drop a connection whose body stalls this long '
                              '(default: %(default)s)')
+    add_pace_options(limits)
     limits.add_argument('--grace', type=float, default=SHUTDOWN_GRACE, metavar='SECONDS',
                         help='on Ctrl-C or SIGTERM, how long in-flight requests may go on '
                              '(default: %(default)s)')
+
+
+def add_pace_options(group):
+    """The minimum transfer rate of a pool thread's peer, for `serve` and `blocks` alike."""
+    group.add_argument('--min-rate', type=size, default=MIN_RATE, metavar='BYTES',
+                       help='cut a request body, a response or a block payload on a pool '
+                            'thread that moves fewer bytes a second than this, averaged over '
+                            '--rate-window; 0 turns the rule off (default: 1K)')
+    group.add_argument('--rate-window', type=positive_seconds, default=RATE_WINDOW,
+                       metavar='SECONDS', help='the window over which --min-rate is judged '
+                                               '(default: %(default)s)')
 
 
 def is_loopback(host):
@@ -271,7 +293,7 @@ def run_serve(args):
     http = HTTPServer(app, trace=args.trace, access_log=not args.quiet,
                       keepalive_timeout=args.keepalive_timeout,
                       head_timeout=args.head_timeout, body_timeout=args.body_timeout,
-                      records=records)
+                      min_rate=args.min_rate, rate_window=args.rate_window, records=records)
     listeners = []
     try:
         listeners.append(EventLoop(args.host, args.port, http, name='http', threads=args.threads,

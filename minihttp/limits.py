@@ -125,6 +125,16 @@ HEAD_TIMEOUT = 10.0
 # Seconds a body (or a response being sent) may stall before the
 # connection is dropped.
 BODY_TIMEOUT = 30.0
+# Default --min-rate and --rate-window: a request body read on the pool, or
+# a response sent from it (a file, ranges, a listing, an echo), must move at
+# least MIN_RATE bytes a second, averaged over each RATE_WINDOW seconds that
+# the pool thread waits on the peer; slower, it is cut (408 for a body, a
+# logged close for a response).  BODY_TIMEOUT stays the bound between bytes.
+# Protects the pool: without it one byte every 29 s holds a thread for ever,
+# and --threads such clients hold them all.  The same holds for a block
+# stream's payloads.
+MIN_RATE = 1 * KiB
+RATE_WINDOW = 10.0
 
 # --- framing made visible ---------------------------------------------------
 # Framing records kept per process for GET /_framing (the most recent; each

@@ -22,8 +22,8 @@ from .framing import write_all
 from .http11 import (CRLF, LAST_CHUNK, Body, HTTPError, PerSecond, bodiless, body_framing,
                      bounded, close_unsent, error_response, frame_response, open_body,
                      read_request, write_response)
-from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, PIPELINE_QUEUE,
-                     RETRY_AFTER, STREAM_QUEUE)
+from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
+                     PIPELINE_QUEUE, RATE_WINDOW, RETRY_AFTER, STREAM_QUEUE)
 from .records import EventStream, FramingLog, dropped_event, event_bytes, http_record, public
 from .report import say, say_soon
 
@@ -51,7 +51,8 @@ class HTTPServer:
 
     def __init__(self, app, *, trace=False, access_log=True,
                  keepalive_timeout=KEEPALIVE_TIMEOUT, head_timeout=HEAD_TIMEOUT,
-                 body_timeout=BODY_TIMEOUT, records=None):
+                 body_timeout=BODY_TIMEOUT, min_rate=MIN_RATE, rate_window=RATE_WINDOW,
+                 records=None):
         self.app = app
         self.trace = trace
         # How each exchange was framed: --trace says it, GET /_framing serves it,
@@ -64,6 +65,8 @@ class HTTPServer:
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
+        self.min_rate = min_rate          # bytes a second, judged per rate_window (0: none)
+        self.rate_window = rate_window
         self._inline = getattr(app, 'inline', None)
         # Common Log Format timestamps.
         self._clock = PerSecond(
@@ -234,12 +237,12 @@ class HTTPServer:
         body = None
         try:
             body = request.body = open_body(request, conn.reader,
-                                            self.continuer(request, conn.sock))
+                                            self.continuer(request, conn.timed))
             response = self.app(request)
         except HTTPError as error:
             response = error_response(error)
-        except TimeoutError:
-            response = error_response(HTTPError(408, 'request body stalled', close=True))
+        except TimeoutError as exc:     # stalled, or too slow: the Pace says which
+            response = error_response(HTTPError(408, f'request body {exc}', close=True))
         except ConnectionError:
             raise      # the connection failed: nobody to answer
         except Exception:
@@ -251,9 +254,15 @@ class HTTPServer:
         keep = request.keep_alive and not conn.stopping and self.can_keep(body, response)
         try:
             framing, chunks, sent, keep = write_response(
-                conn.sock, request.method, response,
+                conn.timed, request.method, response,
                 chunked_ok=request.version == 'HTTP/1.1', keep_alive=keep, now=now,
                 announce_keep_alive=request.version == 'HTTP/1.0')
+        except TimeoutError as exc:
+            # The client reads too slowly (or an echo's body comes too slowly):
+            # nothing can be said to it any more, so the log says it.
+            say(f'{self.peer(conn)}: closed mid-response to {request.method} {request.path}: '
+                f'{exc}', err=True)
+            return CLOSE
         except HTTPError as error:
             # The request body failed while its echo was being streamed: the
             # response head is gone already, so the only honest signal left

@@ -18,13 +18,16 @@ the pull-style framing code reads top to bottom as before.  When the
 exchange is over the connection comes back to the loop, its buffered bytes
 (a pipelined request, say) intact.
 
-The protocol (minihttp.server.HTTPServer) provides ``advance(conn)``,
-``expired(conn)``, ``needs_more(conn)``, ``refusal(now, peer)``, and for
-STREAM ``pump(conn)`` and ``closed(conn)``, and the timeouts ``keepalive_timeout`` (idle), ``head_timeout`` (a message begun) and
-``body_timeout`` (a body not begun, a stalled send, or a receive on a pool
-thread), with ``min_rate`` and ``rate_window`` for the pool.  ``advance`` returns one of the outcomes below; for POOL and BODY it
-leaves the work in ``conn.job``, and may keep what it is in the middle of in
-``conn.message``.
+The protocol (minihttp.server.HTTPServer, minihttp.blocks.BlockServer)
+provides ``advance(conn)``, ``expired(conn)`` (a wait ran out: idle, a
+message begun, a body not begun), ``needs_more(conn)``, ``refusal(now,
+peer)``, ``closed(conn)`` (any connection, as the loop closes it), for
+STREAM ``pump(conn)``, and the timeouts ``keepalive_timeout`` (idle),
+``head_timeout`` (a message begun) and ``body_timeout`` (a body not begun,
+a stalled send, or a receive on a pool thread), with ``min_rate`` and
+``rate_window`` for the pool.  ``advance`` returns one of the outcomes
+below; for POOL and BODY it leaves the work in ``conn.job``, and may keep
+what it is in the middle of in ``conn.message``.
 
 Work waits in the loop, not on a thread, while it cannot go on:
 
@@ -717,8 +720,7 @@ class EventLoop:
     def _close(self, conn):
         if conn.state is CLOSED:
             return
-        if conn.state is STREAMING or conn.then is STREAM:
-            self.protocol.closed(conn)
+        self.protocol.closed(conn)
         self._watch(conn, 0)
         conn.state = CLOSED
         if conn.timer is not None:
@@ -792,10 +794,9 @@ class EventLoop:
                                          or not self.protocol.needs_more(conn)):
                 self._set_deadline(conn, now + self.protocol.body_timeout)
                 continue
-            if (conn.state is AWAITING_BODY or conn.state is QUEUED
-                    or conn.state is WAITING and conn.reader.buffered):
-                # A message begun and not finished in time: the protocol answers,
-                # once, as far as the socket takes it.
+            if conn.state is AWAITING_BODY or conn.state is QUEUED or conn.state is WAITING:
+                # A message begun and not finished in time, or an idle connection:
+                # the protocol answers (or logs), once, as far as the socket takes it.
                 try:
                     self.protocol.expired(conn)
                     conn.flush()

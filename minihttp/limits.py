@@ -50,10 +50,15 @@ MAX_CONNECTIONS = 10_000
 # uploads, large files), per process.  Uploads each hold one while they run;
 # more requests than threads wait in the loop, not in the kernel's backlog.
 POOL_THREADS = 32
-# The block server keeps a thread per connection (a block stream is one long
-# pull-style read): this caps its threads.  Beyond it a connection is closed
-# at once, with a line in the log.
-MAX_BLOCK_CONNECTIONS = 512
+# Default --max-connections of the block server: streams held at once.  It
+# waits in an event loop as HTTP does (a silent connection costs a descriptor,
+# no thread, and goes at its deadline), so this bounds descriptors.  Beyond it
+# a connection is closed at once, with a line in the log.
+MAX_BLOCK_CONNECTIONS = 1024
+# Threads reading block payloads, per process: streams whose blocks are on
+# their way (a quiet stream waits in the loop).  More such streams wait their
+# turn.
+BLOCK_THREADS = 8
 # Connections accepted per wake-up of the loop: one, so that worker processes
 # sharing a listening socket each take their share of a burst of connects (one
 # that accepted the whole burst would serve it alone), and so that a burst

@@ -193,7 +193,7 @@ class HTTPServer:
         return True
 
     def closed(self, conn):
-        """The loop closed a stream's connection: forget it."""
+        """The loop closed a connection: forget its stream, if it was one."""
         self._streams.pop(conn, None)
 
     def needs_more(self, conn):
@@ -211,7 +211,10 @@ class HTTPServer:
 
     def expired(self, conn):
         """A head not whole within head_timeout, or a body not begun (or stalled
-        while it waited for a thread) within body_timeout: 408."""
+        while it waited for a thread) within body_timeout: 408.  An idle
+        connection is closed without a word."""
+        if conn.job is None and not conn.reader.buffered:
+            return
         if conn.job is not None:
             conn.job = None
             error = HTTPError(408, 'request body not received in time', close=True)

@@ -161,6 +161,12 @@ def test_a_grown_buffer_is_not_kept_as_a_spare():
 def loop():
     class Protocol:
         keepalive_timeout = head_timeout = body_timeout = 1.0
+
+        def expired(self, conn):
+            pass
+
+        def closed(self, conn):
+            pass
     loop = EventLoop('127.0.0.1', 0, Protocol(), threads=1)
     yield loop
     loop.sock.close()

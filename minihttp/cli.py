@@ -17,13 +17,13 @@ import sys
 from . import blocks
 from .app import App
 from .browsers import Browsers, normal_host, normal_origin
-from .limits import (BLOCK_PORT, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT, HEAD_TIMEOUT,
-                     HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS,
-                     MAX_CONNECTIONS, MAX_UPLOAD, POOL_THREADS, SHUTDOWN_GRACE,
-                     SPARE_DESCRIPTORS)
+from .limits import (BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
+                     HEAD_TIMEOUT, HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS,
+                     MAX_CONNECTIONS, MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW,
+                     SHUTDOWN_GRACE, SPARE_DESCRIPTORS)
 from .eventloop import EventLoop
 from .hub import Hub
-from .listener import Listener, StartupError, run_until_signalled, run_workers
+from .listener import StartupError, run_until_signalled, run_workers
 from .records import FramingLog
 from .report import Progress, say
 from .server import HTTPServer
@@ -83,6 +83,16 @@ def positive_size(text):
     return value
 
 
+def positive_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float('inf'):
+        raise argparse.ArgumentTypeError(f'not a number of seconds above 0: {text!r}')
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='minihttp',
@@ -119,8 +129,19 @@ def build_parser():
                              'complete streams only')
     server.add_argument('--quiet', action='store_true', help="don't print each block")
     server.add_argument('--max-connections', type=int, default=MAX_BLOCK_CONNECTIONS,
-                        metavar='N', help='streams received at once, a thread each; beyond '
-                                          'them a connection is closed (default: %(default)s)')
+                        metavar='N', help='streams held at once; beyond them a connection is '
+                                          'closed (default: %(default)s)')
+    server.add_argument('--idle-timeout', type=positive_seconds, default=KEEPALIVE_TIMEOUT,
+                        metavar='SECONDS', help='close a stream that begins no block for this '
+                                                'long (default: %(default)s)')
+    server.add_argument('--head-timeout', type=positive_seconds, default=HEAD_TIMEOUT,
+                        metavar='SECONDS', help='close a stream whose block header is not '
+                                                'complete this long after its first byte '
+                                                '(default: %(default)s)')
+    server.add_argument('--body-timeout', type=positive_seconds, default=BODY_TIMEOUT,
+                        metavar='SECONDS', help='close a stream whose payload stalls this long '
+                                                '(default: %(default)s)')
+    add_pace_options(server)
     server.add_argument('--grace', type=float, default=SHUTDOWN_GRACE, metavar='SECONDS',
                         help='on Ctrl-C or SIGTERM, how long open streams may go on '
                              '(default: %(default)s)')
@@ -178,9 +199,21 @@ def add_serve_options(parser):
     limits.add_argument('--body-timeout', type=float, default=BODY_TIMEOUT, metavar='SECONDS',
                         help='drop a connection whose body stalls this long '
                              '(default: %(default)s)')
+    add_pace_options(limits)
     limits.add_argument('--grace', type=float, default=SHUTDOWN_GRACE, metavar='SECONDS',
                         help='on Ctrl-C or SIGTERM, how long in-flight requests may go on '
                              '(default: %(default)s)')
+
+
+def add_pace_options(group):
+    """The minimum transfer rate of a pool thread's peer, for `serve` and `blocks` alike."""
+    group.add_argument('--min-rate', type=size, default=MIN_RATE, metavar='BYTES',
+                       help='cut a request body, a response or a block payload on a pool '
+                            'thread that moves fewer bytes a second than this, averaged over '
+                            '--rate-window; 0 turns the rule off (default: 1K)')
+    group.add_argument('--rate-window', type=positive_seconds, default=RATE_WINDOW,
+                       metavar='SECONDS', help='the window over which --min-rate is judged '
+                                               '(default: %(default)s)')
 
 
 def is_loopback(host):
@@ -205,6 +238,18 @@ def raise_descriptor_limit(wanted):
     return target
 
 
+def fit_descriptors(held, connections):
+    """Raise the open-file limit to hold ``held`` descriptors (and spares); the number of
+    ``connections`` (part of ``held``) that fit, said in the log when fewer."""
+    room = raise_descriptor_limit(held + SPARE_DESCRIPTORS)
+    if room >= held + SPARE_DESCRIPTORS:
+        return connections
+    fitted = max(1, room - SPARE_DESCRIPTORS - (held - connections))
+    say(f'minihttp: this process may open {room} files (RLIMIT_NOFILE): serving at most '
+        f'{fitted} connections, not {connections}', err=True)
+    return fitted
+
+
 def fail(message):
     say(f'minihttp: {message}', err=True)
     return 2
@@ -218,10 +263,16 @@ def run_blocks(args):
             return fail(f'--save: no such directory: {args.save}')
     if args.max_connections < 1:
         return fail('--max-connections must be at least 1')
-    handler = blocks.BlockServer(max_block=args.max_block, save_dir=args.save, quiet=args.quiet)
+    held = args.max_connections + BLOCK_THREADS     # streams, and a file for each saving one
+    args.max_connections = fit_descriptors(held, args.max_connections)
+    handler = blocks.BlockServer(
+        max_block=args.max_block, save_dir=args.save, quiet=args.quiet,
+        keepalive_timeout=args.idle_timeout, head_timeout=args.head_timeout,
+        body_timeout=args.body_timeout, min_rate=args.min_rate, rate_window=args.rate_window,
+        max_connections=args.max_connections)
     try:
-        listener = Listener(args.hostname, args.p, handler, name='blocks',
-                            max_connections=args.max_connections)
+        listener = EventLoop(args.hostname, args.p, handler, name='blocks',
+                             threads=BLOCK_THREADS, max_connections=args.max_connections)
     except StartupError as exc:
         return fail(str(exc))
     say(f'Listening at {listener.address}')
@@ -279,13 +330,9 @@ def run_serve(args):
         return fail('--workers must be at least 1')
     if args.threads < 1:
         return fail('--threads must be at least 1')
-    held = args.max_connections + args.threads + (MAX_BLOCK_CONNECTIONS if args.block_port else 0)
-    room = raise_descriptor_limit(held + SPARE_DESCRIPTORS)
-    if room < held + SPARE_DESCRIPTORS:
-        fitted = max(1, room - SPARE_DESCRIPTORS - (held - args.max_connections))
-        say(f'minihttp: this process may open {room} files (RLIMIT_NOFILE): serving at most '
-            f'{fitted} connections, not {args.max_connections}', err=True)
-        args.max_connections = fitted
+    held = args.max_connections + args.threads + (
+        MAX_BLOCK_CONNECTIONS + BLOCK_THREADS if args.block_port else 0)
+    args.max_connections = fit_descriptors(held, args.max_connections)
     loopback = is_loopback(args.host)
     writes = bool(args.token) or loopback
     records = FramingLog()    # how each message was framed: --trace and GET /_framing
@@ -300,16 +347,21 @@ def run_serve(args):
     http = HTTPServer(app, trace=args.trace, access_log=not args.quiet,
                       keepalive_timeout=args.keepalive_timeout,
                       head_timeout=args.head_timeout, body_timeout=args.body_timeout,
-                      records=records)
+                      min_rate=args.min_rate, rate_window=args.rate_window, records=records)
     listeners = []
     try:
         listeners.append(EventLoop(args.host, args.port, http, name='http', threads=args.threads,
                                    max_connections=args.max_connections,
                                    reuse_port=args.workers > 1))
         if args.block_port:
-            listeners.append(Listener(args.host, args.block_port,
-                                      blocks.BlockServer(quiet=args.quiet, records=records),
-                                      name='blocks'))
+            # The same deadlines and minimum rate as HTTP's.
+            block_server = blocks.BlockServer(
+                quiet=args.quiet, records=records, keepalive_timeout=args.keepalive_timeout,
+                head_timeout=args.head_timeout, body_timeout=args.body_timeout,
+                min_rate=args.min_rate, rate_window=args.rate_window)
+            listeners.append(EventLoop(args.host, args.block_port, block_server, name='blocks',
+                                       threads=BLOCK_THREADS,
+                                       max_connections=MAX_BLOCK_CONNECTIONS))
     except StartupError as exc:
         for listener in listeners:
             listener.sock.close()

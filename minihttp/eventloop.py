@@ -19,13 +19,16 @@ the pull-style framing code reads top to bottom as before.  When the
 exchange is over the connection comes back to the loop, its buffered bytes
 (a pipelined request, say) intact.
 
-The protocol (minihttp.server.HTTPServer) provides ``advance(conn)``,
-``expired(conn)``, ``needs_more(conn)``, ``refusal(now, peer)``, and for
-STREAM ``pump(conn)`` and ``closed(conn)``, and the timeouts ``keepalive_timeout`` (idle), ``head_timeout`` (a message begun) and
-``body_timeout`` (a body not begun, a stalled send, or a receive on a pool
-thread).  ``advance`` returns one of the outcomes below; for POOL and BODY it
-leaves the work in ``conn.job``, and may keep what it is in the middle of in
-``conn.message``.
+The protocol (minihttp.server.HTTPServer, minihttp.blocks.BlockServer)
+provides ``advance(conn)``, ``expired(conn)`` (a wait ran out: idle, a
+message begun, a body not begun), ``needs_more(conn)``, ``refusal(now,
+peer)``, ``closed(conn)`` (any connection, as the loop closes it), for
+STREAM ``pump(conn)``, and the timeouts ``keepalive_timeout`` (idle),
+``head_timeout`` (a message begun) and ``body_timeout`` (a body not begun,
+a stalled send, or a receive on a pool thread), with ``min_rate`` and
+``rate_window`` for the pool.  ``advance`` returns one of the outcomes
+below; for POOL and BODY it leaves the work in ``conn.job``, and may keep
+what it is in the middle of in ``conn.message``.
 
 Every resource has one owner at a time.  A job (callable, with ``close()``)
 may hold what its answer needs, an open file say: the connection owns it
@@ -45,17 +48,23 @@ Work waits in the loop, not on a thread, while it cannot go on:
   protocol ``needs_more`` of its body has stalled, and is answered (408) and
   closed; one still sending, or done, waits on.
 
-A body that stalls once a thread reads it holds the thread for up to
-body_timeout between bytes: ``threads`` bounds how many can.
+On a pool thread the connection's socket is a TimedSocket: a peer that
+sends its body, or reads our answer, with a gap of body_timeout, or slower
+than the protocol's ``min_rate`` bytes a second over each ``rate_window``
+seconds, is cut (a Pace says why).  So a thread is held by a slow peer for
+a window or so, not for as long as the peer likes.
 """
 
 import collections
+import fcntl
 import heapq
 import itertools
+import os
 import queue
 import selectors
 import socket
 import struct
+import termios
 import threading
 import time
 import traceback
@@ -82,6 +91,8 @@ WAITING, AWAITING_BODY, QUEUED, SENDING, BUSY, STREAMING, LINGERING, CLOSED = (
 # Pieces one sendmsg may gather (Linux's IOV_MAX is 1024).
 IOV_MAX = 512
 
+_clock = time.monotonic
+
 _ACCEPT = object()   # selector data of the listening socket
 _WAKE = object()     # and of the wake-up socket
 
@@ -92,25 +103,174 @@ def timeval(seconds):
     return struct.pack('@ll', whole, int((seconds - whole) * 1_000_000))
 
 
-class TimedSocket:
-    """The receiving side of a connection on a pool thread, with a timeout that costs
-    nothing per receive.
+class Pace:
+    """Whether a peer keeps up: what it moved, against the time a pool thread waited for it.
 
-    Python's own socket timeouts poll() before every recv and send.  Here the
-    socket is blocking and the kernel enforces the timeout (SO_RCVTIMEO, set
-    once); a receive that runs out of it raises TimeoutError.
+    Two rules, checked each time a receive or send returns (``moved``) and
+    each time the kernel's timeout, a tick, runs out with nothing moved
+    (``waited``); either raises TimeoutError, whose text is the reason:
+
+    * nothing moved for ``stall`` seconds: the between-bytes timeout, the
+      outer bound;
+    * fewer than ``min_rate`` bytes a second over a window of ``window``
+      seconds, judged once each window is over (0: no such rule).
+
+    Only waiting counts: the time a thread spends on the server's own work
+    (writing an upload to disk) is not the peer's, nor is the time the
+    connection spends in the loop between two trips to the pool (its windows
+    go on where they were).  ``progress()`` says how many bytes the peer has
+    moved in all: for a send, what left the socket's queue, not what we
+    handed it (a slow reader makes the kernel take nothing until a third of
+    its buffer is free, which at a legitimate slow rate can take longer than
+    a window).
     """
 
-    def __init__(self, sock, timeout):
+    __slots__ = ('stall', 'min_rate', 'window', 'words', 'progress', 'idle', 'spent', 'mark',
+                 'seen')
+
+    def __init__(self, stall, min_rate, window, words, progress):
+        self.stall = stall
+        self.min_rate = min_rate
+        self.window = window
+        self.words = words          # what the peer's bytes did: 'received', 'read by the peer'
+        self.progress = progress
+        self.idle = self.spent = 0.0      # waited with nothing moved; waited in this window
+        self.mark = progress()      # progress at the window's start
+        self.seen = None            # at the last tick, if no call moved bytes since
+
+    def moved(self, seconds):
+        """A call returned after ``seconds``, having moved bytes (the usual case: cheap)."""
+        self.idle = 0.0
+        self.seen = None
+        if self.min_rate:
+            self._spend(seconds)
+
+    def waited(self, seconds):
+        """A tick ran out after ``seconds`` with nothing moved by the call."""
+        # A send's queue may have drained meanwhile (the peer read): that is
+        # progress too, seen from the second tick after a call that moved bytes.
+        seen = self.progress()
+        if self.seen is not None and seen > self.seen:
+            self.idle = 0.0
+        else:
+            self.idle += seconds
+        self.seen = seen
+        if self.idle >= self.stall:
+            raise TimeoutError(f'stalled: nothing {self.words} for {self.stall:g} s')
+        if self.min_rate:
+            self._spend(seconds)
+
+    def _spend(self, seconds):
+        """Count waiting against the window; once it is over, judge the rate."""
+        self.spent += seconds
+        if self.spent < self.window:
+            return
+        now = self.progress()
+        moved = now - self.mark
+        if moved < self.min_rate * self.spent:
+            raise TimeoutError(f'too slow: {moved} bytes {self.words} in {self.spent:.1f} s, '
+                               f'below the minimum of {self.min_rate} bytes/s')
+        self.mark, self.spent = now, 0.0
+
+
+def unsent(sock):
+    """Bytes a socket still queues: not yet acknowledged by the peer (TCP), not yet read (Unix)."""
+    try:
+        return struct.unpack('i', fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0]
+    except OSError:
+        return 0
+
+
+class Job:
+    """Blocking work for a pool thread, ``work(*args)``, run at most once.
+
+    ``close()`` lets go of what the work holds for its answer (nothing here; an
+    HTTP job closes its response's body).  The loop calls it once the work has
+    run, however it ended, or with the connection when it never ran.
+    """
+
+    __slots__ = ('work', 'args')
+
+    def __init__(self, work, *args):
+        self.work = work
+        self.args = args
+
+    def __call__(self):
+        return self.work(*self.args)
+
+    def close(self):
+        pass
+
+
+class TimedSocket:
+    """A connection's socket as the pool uses it: blocking, each call paced, at the cost of a
+    clock reading or two per call.
+
+    Python's own socket timeouts poll() before every recv and send.  Here the
+    socket is blocking and the kernel times each call out (SO_RCVTIMEO and
+    SO_SNDTIMEO, set once) after a tick: the between-bytes timeout, or the
+    rate window when that is shorter.  Each call's wait is told to a Pace,
+    one for each direction, which raises TimeoutError with its reason when
+    the peer has stalled or is too slow; a tick that passes within the rules
+    just waits again.  Receives (``recv_into``), sends (``sendall``,
+    ``sendmsg``) and the kernel's file copies (``send_file``) all go through it.
+    """
+
+    def __init__(self, sock, stall, min_rate=0, window=0.0):
         self.sock = sock
-        self.timeout = timeout
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
+        # EAGAIN from a blocking socket means a whole tick passed (by the
+        # kernel's clock, which ours may read as a hair less).
+        self.tick = min(stall, window) if min_rate else stall
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(self.tick))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(self.tick))
+        self.received = 0      # bytes received on the pool
+        self.handed = 0        # bytes handed to the kernel to send
+        self.receiving = Pace(stall, min_rate, window, 'received', lambda: self.received)
+        self.sending = Pace(stall, min_rate, window, 'read by the peer',
+                            lambda: max(0, self.handed - unsent(sock)))
 
     def recv_into(self, buffer):
-        try:
-            return self.sock.recv_into(buffer)
-        except BlockingIOError:   # EAGAIN: SO_RCVTIMEO expired
-            raise TimeoutError(f'nothing received for {self.timeout} s') from None
+        pace, recv_into = self.receiving, self.sock.recv_into
+        while True:
+            start = _clock()
+            try:
+                got = recv_into(buffer)
+            except BlockingIOError:   # EAGAIN: a tick ran out with nothing received
+                pace.waited(self.tick)
+                continue
+            if got:
+                self.received += got
+                pace.moved(_clock() - start)
+            return got
+
+    def _send(self, send, *args):
+        pace = self.sending
+        while True:
+            start = _clock()
+            try:
+                sent = send(*args)
+            except BlockingIOError:   # a tick ran out with nothing taken
+                pace.waited(self.tick)
+                continue
+            self.handed += sent
+            if sent:
+                pace.moved(_clock() - start)
+            return sent
+
+    def sendmsg(self, buffers):
+        return self._send(self.sock.sendmsg, buffers)
+
+    def sendall(self, data, flags=0):
+        sent = self._send(self.sock.send, data, flags)
+        if sent < len(data):       # the kernel took part of it before a tick ran out
+            view = memoryview(data).cast('B')
+            while sent < len(view):
+                sent += self._send(self.sock.send, view[sent:], flags)
+
+    def send_file(self, fd, offset, count):
+        """os.sendfile from ``fd`` to this socket: how many bytes the kernel took (0: the
+        file ended)."""
+        return self._send(os.sendfile, self.sock.fileno(), fd, offset, count)
 
 
 class Connection:
@@ -182,17 +342,19 @@ class Connection:
         self.outgoing = None
         return True
 
-    def to_pool(self, timeout):
-        """Blocking socket, receives through a TimedSocket: for pull-style code.
+    def to_pool(self, protocol):
+        """Blocking socket, used through a TimedSocket: for pull-style code.
 
-        A client whose body stalls, or that stops reading our response, is
-        dropped after ``timeout``; both are set once per connection.
+        A client whose body stalls or drips, or that stops reading our response
+        or reads it too slowly, is cut by the protocol's ``body_timeout`` (between
+        bytes), ``min_rate`` and ``rate_window``; the timed socket is made once per
+        connection.
         """
         sock = self.sock
         sock.setblocking(True)
         if self.timed is None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(timeout))
-            self.timed = TimedSocket(sock, timeout)
+            self.timed = TimedSocket(sock, protocol.body_timeout, protocol.min_rate,
+                                     protocol.rate_window)
         self.reader.receive_from(self.timed)
 
     def to_loop(self):
@@ -520,7 +682,7 @@ class EventLoop:
         conn.state = BUSY
         conn.deadline = None     # the pool thread's socket timeouts take over
         try:
-            conn.to_pool(self.protocol.body_timeout)
+            conn.to_pool(self.protocol)
         except OSError:
             self._close(conn)
             return
@@ -630,8 +792,7 @@ class EventLoop:
     def _close(self, conn):
         if conn.state is CLOSED:
             return
-        if conn.state is STREAMING or conn.then is STREAM:
-            self.protocol.closed(conn)
+        self.protocol.closed(conn)
         job, conn.job = conn.job, None
         if job is not None:
             job.close()        # never run: what it held for its answer goes with it
@@ -708,10 +869,9 @@ class EventLoop:
                                          or not self.protocol.needs_more(conn)):
                 self._set_deadline(conn, now + self.protocol.body_timeout)
                 continue
-            if (conn.state is AWAITING_BODY or conn.state is QUEUED
-                    or conn.state is WAITING and conn.reader.buffered):
-                # A message begun and not finished in time: the protocol answers,
-                # once, as far as the socket takes it.
+            if conn.state is AWAITING_BODY or conn.state is QUEUED or conn.state is WAITING:
+                # A message begun and not finished in time, or an idle connection:
+                # the protocol answers (or logs), once, as far as the socket takes it.
                 try:
                     self.protocol.expired(conn)
                     conn.flush()

@@ -11,7 +11,6 @@ import mimetypes
 import os
 import re
 import secrets
-import select
 import stat
 import sys
 import threading
@@ -32,8 +31,8 @@ class FileBody:
 
     Not ``socket.sendfile``: on a socket with a timeout it polls before every
     call and also fstats and seeks the file, which for a small file costs more
-    than the copy.  Here the kernel is asked first, and we wait only when the
-    socket's buffer is full.
+    than the copy.  Here the kernel is asked at once, on a blocking socket whose
+    kernel timeouts bound the wait.
     """
 
     def __init__(self, fd, offset, length):
@@ -75,32 +74,20 @@ class MultiRangeBody(FileBody):
 
 
 def send_range(sock, fd, offset, length):
-    """``length`` bytes of ``fd`` from ``offset``, page cache to socket."""
-    out, end = sock.fileno(), offset + length
+    """``length`` bytes of ``fd`` from ``offset``, page cache to socket.
+
+    ``sock`` is the pool's TimedSocket (minihttp.eventloop): its ``send_file``
+    waits for room in the socket's buffer, and cuts a client that stopped
+    reading or reads too slowly.
+    """
+    end = offset + length
     while offset < end:
-        try:
-            sent = os.sendfile(out, fd, offset, end - offset)
-        except BlockingIOError:
-            wait_writable(sock)
-            continue
+        sent = sock.send_file(fd, offset, end - offset)
         if not sent:
             # The file shrank under us: the client cannot find the end.
             raise ConnectionAbortedError(
                 f'file ended after {length - (end - offset)} of {length} bytes')
         offset += sent
-
-
-def wait_writable(sock):
-    """Wait until a socket with a timeout (non-blocking inside) takes more data.
-
-    A blocking socket (the server's: its send timeout is the kernel's
-    SO_SNDTIMEO) only says EAGAIN once that timeout expired.
-    """
-    timeout = sock.gettimeout()
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    if timeout is None or not poller.poll(timeout * 1000):
-        raise TimeoutError('the client stopped reading the response')
 
 
 # -- paths --------------------------------------------------------------------

@@ -218,20 +218,24 @@ class StreamReader:
         return bytes(self._view[start:start + n])
 
     def _read_large(self, n):
-        """read_exact for more than a buffer: receive straight into the result."""
-        out = bytearray(n)
-        have = self._end - self._start
-        out[:have] = self._view[self._start:self._end]
-        self._start = self._end = 0
-        view = memoryview(out)
-        recv_into = self._recv_into
-        while have < n:
-            got = recv_into(view[have:])
-            if not got:
-                raise IncompleteRead(n, have)
-            have += got
-        view.release()
-        return bytes(out)
+        """read_exact for more than a buffer: the result grows as bytes arrive.
+
+        Nothing is allocated for the announced length before its bytes come: a
+        peer that announces a megabyte and sends a byte costs a byte (and the
+        buffer).  Bytes received beyond ``n`` stay buffered for the next read.
+        For a blocking socket only: a receive that must wait would lose what
+        was gathered.
+        """
+        out = bytearray()
+        while True:
+            start = self._start
+            take = min(self._end - start, n - len(out))
+            out += self._view[start:start + take]
+            self._start = start + take
+            if len(out) == n:
+                return bytes(out)
+            if not self._fill():
+                raise IncompleteRead(n, len(out))
 
     def read_exact_to(self, n, sink):
         """Deliver exactly ``n`` bytes to ``sink`` in pieces; return n.

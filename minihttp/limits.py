@@ -58,10 +58,15 @@ MAX_CONNECTIONS = 10_000
 # uploads, large files), per process.  Uploads each hold one while they run;
 # more requests than threads wait in the loop, not in the kernel's backlog.
 POOL_THREADS = 32
-# The block server keeps a thread per connection (a block stream is one long
-# pull-style read): this caps its threads.  Beyond it a connection is closed
-# at once, with a line in the log.
-MAX_BLOCK_CONNECTIONS = 512
+# Default --max-connections of the block server: streams held at once.  It
+# waits in an event loop as HTTP does (a silent connection costs a descriptor,
+# no thread, and goes at its deadline), so this bounds descriptors.  Beyond it
+# a connection is closed at once, with a line in the log.
+MAX_BLOCK_CONNECTIONS = 1024
+# Threads reading block payloads, per process: streams whose blocks are on
+# their way (a quiet stream waits in the loop).  More such streams wait their
+# turn.
+BLOCK_THREADS = 8
 # Connections the loop accepts in one pass: as many as the events it serves in
 # that pass, at least ACCEPT_MIN (an idle loop lets a burst in at once) and at
 # most ACCEPT_MAX.  A burst of N newcomers so takes a few passes, not N (one
@@ -138,6 +143,16 @@ HEAD_TIMEOUT = 10.0
 # Seconds a body (or a response being sent) may stall before the
 # connection is dropped.
 BODY_TIMEOUT = 30.0
+# Default --min-rate and --rate-window: a request body read on the pool, or
+# a response sent from it (a file, ranges, a listing, an echo), must move at
+# least MIN_RATE bytes a second, averaged over each RATE_WINDOW seconds that
+# the pool thread waits on the peer; slower, it is cut (408 for a body, a
+# logged close for a response).  BODY_TIMEOUT stays the bound between bytes.
+# Protects the pool: without it one byte every 29 s holds a thread for ever,
+# and --threads such clients hold them all.  The same holds for a block
+# stream's payloads.
+MIN_RATE = 1 * KiB
+RATE_WINDOW = 10.0
 
 # --- framing made visible ---------------------------------------------------
 # Framing records kept per process for GET /_framing (the most recent; each

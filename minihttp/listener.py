@@ -1,23 +1,19 @@
-"""Listening sockets, a thread per connection for the block server, and a clean stop.
+"""Listening sockets, and running servers until a signal: in one process, or in workers.
 
-``bind`` makes every listening socket.  The block server is a Listener: a
-block stream is one long pull-style read from its first block to the empty
-one, so a thread per connection is what it needs, capped (a connection
-beyond the cap is closed at once, with a line in the log).  The HTTP server
-waits in an event loop instead (minihttp.eventloop), which has the same
-face, so that ``run_until_signalled`` and ``run_workers`` drive both.
+``bind`` makes every listening socket.  The HTTP server and the block server
+each wait in an event loop (minihttp.eventloop), whose face (``address``,
+``name``, ``start()``, ``stop(grace)``) is all that ``run_until_signalled``
+and ``run_workers`` need.
 """
 
 import os
-import selectors
 import signal
 import socket
 import sys
 import threading
-import time
 import traceback
 
-from .limits import LISTEN_BACKLOG, MAX_BLOCK_CONNECTIONS, SHUTDOWN_GRACE
+from .limits import LISTEN_BACKLOG, SHUTDOWN_GRACE
 from .report import say
 
 
@@ -50,126 +46,6 @@ def bind(host, port, backlog=LISTEN_BACKLOG, reuse_port=False):
         sock.close()
         raise StartupError(f'cannot listen on {host} port {port}: {exc.strerror}') from None
     return sock
-
-
-class Connection:
-    """An accepted socket, with what the Listener needs to stop it politely."""
-
-    def __init__(self, sock, peer, listener):
-        self.sock = sock
-        self.peer = peer
-        self.listener = listener
-        # True while the handler waits for the peer to start a new message:
-        # a stopping server may cut such a connection at once, losing nothing.
-        self.idle = False
-
-    @property
-    def stopping(self):
-        return self.listener.stopping.is_set()
-
-    def cut(self):
-        """Shut the socket down so that a blocked recv returns at once."""
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-class Listener:
-    """Accepts connections and runs ``handle(connection)`` in a thread for each."""
-
-    def __init__(self, host, port, handle, *, name, max_connections=MAX_BLOCK_CONNECTIONS,
-                 backlog=LISTEN_BACKLOG):
-        self.sock = bind(host, port, backlog)
-        # Non-blocking: when worker processes share this socket, the ones that
-        # lose the race for a connection get EAGAIN instead of hanging in accept.
-        self.sock.setblocking(False)
-        self.address = self.sock.getsockname()[:2]
-        self.name = name
-        self.handle = handle
-        self.max_connections = max_connections
-        self.stopping = threading.Event()
-        self._active = set()
-        self._changed = threading.Condition()
-        self._wake_r = self._wake_w = None
-        self._thread = None
-
-    def start(self):
-        # Made here, not in __init__: worker processes forked after the bind
-        # share the listening socket but must each have a wake-up of their own.
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._thread = threading.Thread(target=self.serve_forever, name=self.name, daemon=True)
-        self._thread.start()
-
-    def serve_forever(self):
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.sock, selectors.EVENT_READ)
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            while not self.stopping.is_set():
-                # stop() sets ``stopping`` before it wakes the selector: checked
-                # after select, so a wake-up never falls through to a blocking accept.
-                ready = sel.select()
-                if self.stopping.is_set() or not ready:
-                    break
-                try:
-                    sock, peer = self.sock.accept()
-                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                    continue
-                except OSError:  # the listening socket was closed under us
-                    break
-                with self._changed:
-                    full = len(self._active) >= self.max_connections
-                if full:
-                    # A refusal the client sees at once (its connection closes),
-                    # rather than a wait in the backlog with no end it can see.
-                    sock.close()
-                    say(f'{self.name}: refused {peer[0]}:{peer[1]}: '
-                        f'{self.max_connections} connections are open', err=True)
-                    continue
-                sock.setblocking(True)   # connection threads do blocking I/O
-                conn = Connection(sock, peer, self)
-                with self._changed:
-                    self._active.add(conn)
-                threading.Thread(target=self._run, args=(conn,), daemon=True,
-                                 name=f'{self.name} {peer[0]}:{peer[1]}').start()
-        self.sock.close()
-
-    def _run(self, conn):
-        try:
-            self.handle(conn)
-        finally:
-            # Counted out before the close: a client that saw this connection
-            # end finds its place free.
-            with self._changed:
-                self._active.discard(conn)
-                self._changed.notify_all()
-            conn.sock.close()
-
-    def stop(self, grace=SHUTDOWN_GRACE):
-        """Stop accepting, let busy connections finish for ``grace`` seconds, then cut them."""
-        self.stopping.set()
-        if self._wake_w is not None:
-            self._wake_w.send(b'x')
-        with self._changed:
-            self._changed.notify_all()
-            for conn in list(self._active):
-                if conn.idle:
-                    conn.cut()
-            deadline = time.monotonic() + grace
-            while self._active and self._changed.wait(max(0.0, deadline - time.monotonic())):
-                for conn in list(self._active):
-                    if conn.idle:
-                        conn.cut()
-            for conn in list(self._active):
-                conn.cut()
-            # Cut connections end promptly; do not wait forever for a stuck one.
-            self._changed.wait_for(lambda: not self._active, timeout=1.0)
-        if self._thread is not None:
-            self._thread.join(1.0)
-            self._wake_r.close()
-            self._wake_w.close()
-        else:
-            self.sock.close()
 
 
 def run_until_signalled(listeners, grace=SHUTDOWN_GRACE):

@@ -16,13 +16,13 @@ import collections
 import time
 import traceback
 
-from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM
+from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob
 from .framing import write_all
 from .http11 import (CRLF, LAST_CHUNK, Body, HTTPError, PerSecond, bodiless, body_framing,
                      bounded, close_unsent, error_response, frame_response, open_body,
                      read_request, write_response)
-from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, PIPELINE_QUEUE,
-                     READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
+from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
+                     PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
 from .records import EventStream, FramingLog, dropped_event, event_bytes, http_record, public
 from .report import say, say_soon
 
@@ -40,7 +40,7 @@ class Stream:
         self.dropped = 0          # records that went unsent since the last send
 
 
-class Job:
+class Job(PoolJob):
     """Blocking work for a pool thread, and the response it sends, which it owns.
 
     ``work(job, *args)`` runs on the thread and leaves the response it makes
@@ -50,11 +50,10 @@ class Job:
     body still holds, an open file say, sent or not.
     """
 
-    __slots__ = ('work', 'args', 'response')
+    __slots__ = ('response',)
 
     def __init__(self, work, *args, response=None):
-        self.work = work
-        self.args = args
+        super().__init__(work, *args)
         self.response = response
 
     def __call__(self):
@@ -76,7 +75,8 @@ class HTTPServer:
 
     def __init__(self, app, *, trace=False, access_log=True,
                  keepalive_timeout=KEEPALIVE_TIMEOUT, head_timeout=HEAD_TIMEOUT,
-                 body_timeout=BODY_TIMEOUT, records=None):
+                 body_timeout=BODY_TIMEOUT, min_rate=MIN_RATE, rate_window=RATE_WINDOW,
+                 records=None):
         self.app = app
         self.trace = trace
         # How each exchange was framed: --trace says it, GET /_framing serves it,
@@ -89,6 +89,8 @@ class HTTPServer:
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
+        self.min_rate = min_rate          # bytes a second, judged per rate_window (0: none)
+        self.rate_window = rate_window
         self._inline = getattr(app, 'inline', None)
         # Common Log Format timestamps.
         self._clock = PerSecond(
@@ -222,7 +224,7 @@ class HTTPServer:
         return True
 
     def closed(self, conn):
-        """The loop closed a stream's connection: forget it."""
+        """The loop closed a connection: forget its stream, if it was one."""
         self._streams.pop(conn, None)
 
     def needs_more(self, conn):
@@ -240,7 +242,10 @@ class HTTPServer:
 
     def expired(self, conn):
         """A head not whole within head_timeout, or a body not begun (or stalled
-        while it waited for a thread) within body_timeout: 408."""
+        while it waited for a thread) within body_timeout: 408.  An idle
+        connection is closed without a word."""
+        if conn.job is None and not conn.reader.buffered:
+            return
         if conn.job is not None:     # closed with the connection, right after
             error = HTTPError(408, 'request body not received in time', close=True)
             self.answer(conn, conn.message, None, error_response(error), time.time())
@@ -265,7 +270,7 @@ class HTTPServer:
         body = None
         try:
             body = request.body = open_body(request, conn.reader,
-                                            self.continuer(request, conn.sock))
+                                            self.continuer(request, conn.timed))
             if body.framing != 'none':
                 # The loop's buffer is sized for heads: a body is received in
                 # pieces as large as before (a large one's reader grows further).
@@ -280,8 +285,8 @@ class HTTPServer:
                                      'no body (no Content-Length or Transfer-Encoding)')
         except HTTPError as error:
             response = error_response(error)
-        except TimeoutError:
-            response = error_response(HTTPError(408, 'request body stalled', close=True))
+        except TimeoutError as exc:     # stalled, or too slow: the Pace says which
+            response = error_response(HTTPError(408, f'request body {exc}', close=True))
         except ConnectionError:
             raise      # the connection failed: nobody to answer
         except Exception:
@@ -298,9 +303,15 @@ class HTTPServer:
         keep = request.keep_alive and not conn.stopping and self.can_keep(body, response)
         try:
             framing, chunks, sent, keep = write_response(
-                conn.sock, request.method, response,
+                conn.timed, request.method, response,
                 chunked_ok=request.version == 'HTTP/1.1', keep_alive=keep, now=now,
                 announce_keep_alive=request.version == 'HTTP/1.0')
+        except TimeoutError as exc:
+            # The client reads too slowly (or an echo's body comes too slowly):
+            # nothing can be said to it any more, so the log says it.
+            say(f'{self.peer(conn)}: closed mid-response to {request.method} {request.path}: '
+                f'{exc}', err=True)
+            return CLOSE
         except HTTPError as error:
             # The request body failed while its echo was being streamed: the
             # response head is gone already, so the only honest signal left

@@ -1,11 +1,13 @@
 """The block transport: its functions on a fake socket, then the real server and client on loopback."""
 
 import concurrent.futures
+import contextlib
 import hashlib
 import io
 import os
 import pty
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from hypothesis import given, strategies as st
 
 import listing52
 from conftest import REPO, WAIT, FakeSocket, run_minihttp
+from test_connections import room_for  # noqa: F401 (a fixture)
 from minihttp.blocks import (BlockTooLarge, TruncatedBlock, describe, get_block, get_block_to,
                              get_length, put_block, put_stream)
 from minihttp.framing import StreamReader
@@ -461,3 +464,82 @@ def test_progress_without_a_total_shows_what_went_and_how_fast():
     assert re.fullmatch(r'(\r1\.5 KiB, [\d.]+ [KMG]?i?B/s\x1b\[K)+\n', shown.getvalue())
     assert (amount(512), amount(3 * MiB), clock(59.6), clock(3725)) == (
         '512 B', '3.0 MiB', '1:00', '1:02:05')
+
+
+# -- what a stream may cost: deadlines, memory, threads --------------------------------
+
+SHORT = ('--idle-timeout', '1', '--head-timeout', '1', '--body-timeout', '1')
+
+
+@pytest.mark.parametrize('sent, reason', [
+    (b'', r'closed: nothing received within 1 s of connecting$'),
+    (frame(b'one'), r'closed: no block begun within 1 s, after 1 whole blocks$'),
+    (b'\0\0', r'closed: block header not complete within 1 s, after 0 whole blocks$'),
+    (frame(b'0123456789')[:4], r'closed: block payload stalled: nothing received for 1 s, '
+                               r'after 0 whole blocks$'),
+    (frame(b'0123456789')[:9], r'closed: stream stalled: nothing received for 1 s, '
+                               r'after 0 whole blocks$'),
+], ids=['idle before the first block', 'idle between blocks', 'header', 'payload not begun',
+        'payload stalled'])
+def test_each_deadline_closes_a_stream_with_its_reason(minihttp, tmp_path, sent, reason):
+    server = minihttp('blocks', '-p', 0, '--save', tmp_path, *SHORT)
+    with connect(server.port) as sock:
+        sock.sendall(sent)
+        line = server.wait_for_line(r'^127\.0\.0\.1:\d+: ' + reason, stream='stderr')
+        assert sock.recv(1) == b''               # and closed
+    assert os.listdir(tmp_path) == []            # nothing saved, nothing left behind
+    result = run_minihttp('blocks', '-c', '-p', server.port)   # the next client is served
+    assert result.returncode == 0, result.stderr
+    saved_path(server, 3, 93)
+
+
+def test_a_payload_dripping_below_the_minimum_rate_is_cut(minihttp):
+    server = minihttp('blocks', '-p', 0, '--min-rate', '1000', '--rate-window', '1',
+                      '--body-timeout', '30')
+    with connect(server.port) as sock:
+        sock.sendall(listing52.LENGTH.pack(1000))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(100):                      # 5 bytes a second: each gap is far below 30 s
+            if select.select([sock], [], [], 0.2)[0]:
+                break                             # closed by the server
+            sock.sendall(b'x')
+        server.wait_for_line(r'^127\.0\.0\.1:\d+: closed: stream too slow: \d+ bytes received '
+                             r'in 1\.\d s, below the minimum of 1000 bytes/s, after 0 whole '
+                             r'blocks$', stream='stderr')
+        assert sock.recv(1) == b''
+
+
+def test_headers_announcing_large_blocks_cost_no_memory_before_their_payload(minihttp):
+    server = minihttp('blocks', '-p', 0, '--body-timeout', '1', '--quiet')
+    listing52.send_lines(('127.0.0.1', server.port))
+    server.wait_for_line(r'end of stream after 3 blocks')
+    baseline = server.peak_rss()
+    with contextlib.ExitStack() as stack:
+        for _ in range(100):
+            # The largest block read whole: 1 MiB announced, not a byte of it sent.
+            sock = stack.enter_context(connect(server.port))
+            sock.sendall(listing52.LENGTH.pack(MiB))
+        # Every header was read (each payload's deadline passed): had each announced
+        # megabyte been allocated at its header, the peak would show 100 MiB.
+        server.wait_for_lines(r'closed: block payload stalled', 100, stream='stderr')
+    grown = server.peak_rss() - baseline
+    assert grown < 16 * MiB, grown
+
+
+@pytest.mark.timeout(60)
+def test_a_flood_of_silent_connections_holds_no_thread_and_a_client_gets_through(minihttp,
+                                                                               room_for):
+    room_for(600)
+    server = minihttp('blocks', '-p', 0)
+    listing52.send_lines(('127.0.0.1', server.port))
+    server.wait_for_line(r'end of stream after 3 blocks, 93 bytes$')
+    threads = len(os.listdir(f'/proc/{server.pid}/task'))
+    with contextlib.ExitStack() as stack:
+        silent = [stack.enter_context(connect(server.port)) for _ in range(600)]
+        result = run_minihttp('blocks', '-c', '-p', server.port)
+        assert result.returncode == 0, result.stderr
+        server.wait_for_line(r'end of stream after 3 blocks, 93 bytes$')
+        # All still held (their deadline is 15 s away), and not a thread each.
+        assert len(os.listdir(f'/proc/{server.pid}/task')) == threads
+        readable = select.select(silent, [], [], 0)[0]
+        assert readable == [], 'the server closed silent connections before their deadline'

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from conftest import FakeSocket
-from minihttp.eventloop import Connection, EventLoop
+from minihttp.eventloop import Connection, EventLoop, Pace, TimedSocket
 from minihttp.framing import StreamReader
 from minihttp.http11 import HTTPError, Response, read_request
 from minihttp.limits import CONNECTION_BUFFER_SIZE, MAX_HEAD, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
@@ -227,6 +227,12 @@ def read_reply(reader):
 def loop():
     class Protocol:
         keepalive_timeout = head_timeout = body_timeout = 1.0
+
+        def expired(self, conn):
+            pass
+
+        def closed(self, conn):
+            pass
     loop = EventLoop('127.0.0.1', 0, Protocol(), threads=1)
     yield loop
     loop.sock.close()
@@ -317,3 +323,54 @@ def test_body_work_needs_more_until_its_body_is_buffered_whole(fields, buffered,
 
     assert Waiting.reader.at_eof() is False
     assert HTTPServer(None).needs_more(Waiting) is needs_more
+
+
+# -- the pace of a peer on the pool -------------------------------------------------------
+
+def test_a_pace_cuts_a_peer_that_moves_nothing_for_the_stall_timeout():
+    received = [0]
+    pace = Pace(1.0, 0, 0.0, 'received', lambda: received[0])
+    pace.waited(0.6)
+    received[0] += 1
+    pace.moved(0.3)                            # a byte resets the gap
+    pace.waited(0.6)
+    with pytest.raises(TimeoutError, match=r'^stalled: nothing received for 1 s$'):
+        pace.waited(0.5)
+
+
+def test_a_pace_judges_the_rate_once_a_window_is_over():
+    moved = [0]
+    pace = Pace(30.0, 100, 2.0, 'received', lambda: moved[0])
+
+    def call(seconds, count):
+        moved[0] += count
+        pace.moved(seconds)
+
+    call(1.5, 10)          # 10 bytes in 1.5 s: too slow, but the window is not over
+    call(1.0, 300)         # 310 bytes in 2.5 s: fast enough; a new window begins
+    call(1.0, 100)
+    with pytest.raises(TimeoutError, match=r'^too slow: 150 bytes received in 2\.0 s, below '
+                                           r'the minimum of 100 bytes/s$'):
+        call(1.0, 50)      # 150 bytes in 2 s
+
+
+def test_a_send_whose_queue_drains_is_progress_though_the_kernel_took_nothing_new():
+    read = [0]
+    pace = Pace(1.0, 100, 2.0, 'read by the peer', lambda: read[0])
+    for _ in range(10):    # each tick: the kernel took nothing, the peer read 150 bytes
+        read[0] += 150
+        pace.waited(0.9)
+    with pytest.raises(TimeoutError, match='stalled'):
+        pace.waited(0.9)
+        pace.waited(0.9)
+
+
+def test_a_timed_socket_cuts_a_dripping_peer_by_its_rate(pair):
+    ours, theirs = pair
+    timed = TimedSocket(ours, 30.0, 1000, 0.3)
+    buffer = bytearray(100)
+    theirs.send(b'x')
+    assert timed.recv_into(buffer) == 1
+    with pytest.raises(TimeoutError, match=r'too slow: 1 bytes received in 0\.\d s'):
+        while True:        # nothing more comes: the window ends with 1 byte
+            timed.recv_into(buffer)

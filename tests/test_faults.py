@@ -10,6 +10,7 @@ the test's own bound.
 import contextlib
 import errno
 import os
+import re
 import select
 import signal
 import socket
@@ -21,10 +22,11 @@ import time
 import pytest
 
 from conftest import HTTP_LISTENING, WAIT
+from fileserver import wait_until
 from test_connections import assert_back_to_baseline, baseline
 from test_http_server import Client, get
 from minihttp import uploads as uploads_module
-from test_uploads import TEMP_PREFIX, in_process, multipart_body  # noqa: F401
+from test_uploads import TEMP_PREFIX, in_process, multipart_body, temps  # noqa: F401
 
 SHORT = ('--head-timeout', '1', '--body-timeout', '1', '--keepalive-timeout', '2')
 
@@ -169,6 +171,70 @@ def test_a_client_that_never_reads_a_large_response_is_dropped(troubled):
         assert_back_to_baseline(server, base)
     finally:
         stuck.close()
+
+
+# A rate rule judged every second, and a between-bytes timeout far away: what cuts
+# the slow clients below is their rate, not a gap.
+PACED = ('--min-rate', '1000', '--rate-window', '1', '--body-timeout', '30')
+
+
+@pytest.mark.timeout(60)
+def test_bodies_dripping_below_the_minimum_rate_get_408_and_free_the_pool(minihttp, tmp_path):
+    uploads = tmp_path / 'uploads'
+    server = minihttp('serve', '--port', 0, '--block-port', 0, '--uploads', uploads,
+                      '--threads', '2', *PACED, listening=HTTP_LISTENING)
+    results = {}
+    with contextlib.ExitStack() as stack:
+        for name in ('first', 'second'):
+            # A byte every 0.2 s (5 bytes/s): each gap is far inside --body-timeout.
+            head = put_head(f'/uploads/{name}.bin', 'Content-Length: 100000')
+            thread = threading.Thread(target=lambda n=name, h=head: results.__setitem__(
+                n, drip(server.port, b'x' * 200, gap=0.2, first=h)))
+            thread.start()
+            stack.callback(thread.join, WAIT * 2)
+        # Both bodies have begun on the pool's two threads.
+        wait_until(lambda: len(temps(uploads)) == 2, 'both dripping uploads started')
+        assert answered(server.port)          # a GET is answered in the loop meanwhile
+        with Client(server.port) as client:   # and an upload waits for a thread, and gets one
+            content = os.urandom(100_000)
+            reply = client.exchange(put_head('/uploads/fast.bin',
+                                             f'Content-Length: {len(content)}') + content, 'PUT')
+            assert reply.status == 201, reply.body
+    for name in ('first', 'second'):
+        assert results[name].startswith(b'HTTP/1.1 408 '), results[name]
+        assert re.search(rb'request body too slow: \d+ bytes received in 1\.\d s, below the '
+                         rb'minimum of 1000 bytes/s\n$', results[name]), results[name]
+    assert (uploads / 'fast.bin').read_bytes() == content
+    assert sorted(os.listdir(uploads)) == ['fast.bin']
+
+
+@pytest.mark.timeout(60)
+def test_a_client_that_never_reads_a_response_from_the_pool_is_cut_by_the_rate_and_logged(
+        troubled_paced):
+    server, base = troubled_paced
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(('127.0.0.1', server.port))
+    try:
+        stuck.sendall(get('/big.bin'))       # 16 MiB by sendfile, never read
+        # Cut by the rate within a window or two, long before --body-timeout's 30 s.
+        server.wait_for_line(r'127\.0\.0\.1:\d+: closed mid-response to GET /big\.bin: too slow: '
+                             r'\d+ bytes read by the peer in 1\.\d s, below the minimum of 1000 '
+                             r'bytes/s$', stream='stderr')
+        assert answered(server.port)
+        assert_back_to_baseline(server, base)
+    finally:
+        stuck.close()
+
+
+@pytest.fixture
+def troubled_paced(minihttp, tmp_path):
+    root = tmp_path / 'root'
+    root.mkdir()
+    (root / 'big.bin').write_bytes(os.urandom(16 << 20))
+    server = minihttp('serve', '--port', 0, '--block-port', 0, '--root', root, '--quiet',
+                      *PACED, listening=HTTP_LISTENING)
+    return server, baseline(server)
 
 
 @pytest.mark.timeout(90)

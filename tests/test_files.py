@@ -23,7 +23,8 @@ from hypothesis import given, settings, strategies as st
 
 from fileserver import HTTP_LISTENING, RawClient, Served, exchange, request_bytes, serve_args
 from minihttp.files import FileBody
-from minihttp.eventloop import timeval
+from minihttp import eventloop
+from minihttp.eventloop import TimedSocket
 
 # 2020-01-02 03:04:05 UTC: the modification time of hello.txt, as Last-Modified shows it.
 HELLO_MTIME = 1577934245
@@ -142,16 +143,18 @@ def test_a_file_larger_than_the_socket_buffers_arrives_whole(site, spec):
 # -- FileBody against a socket pair: partial sends, a full buffer, a shrunk file -------
 
 def choppy_sendfile(monkeypatch):
-    """os.sendfile as a busy socket behaves: every other call finds it full, the rest
-    take at most 7000 bytes."""
+    """os.sendfile as a busy socket behaves: every other call finds it full (on the
+    server's blocking sockets: a tick of the kernel's timeout passed), the rest take
+    at most 7000 bytes, and the peer reads them at once."""
     real, calls = os.sendfile, []
 
     def sendfile(out, fd, offset, count):
         calls.append(count)
-        if len(calls) % 2:
+        if not len(calls) % 2:
             raise BlockingIOError(errno.EAGAIN, 'full')
         return real(out, fd, offset, min(count, 7000))
     monkeypatch.setattr(os, 'sendfile', sendfile)
+    monkeypatch.setattr(eventloop, 'unsent', lambda sock: 0)
     return calls
 
 
@@ -172,28 +175,30 @@ def test_file_body_resumes_after_partial_and_refused_sends(tmp_path, monkeypatch
     (tmp_path / 'f').write_bytes(data)
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        ours.settimeout(10)
         calls = choppy_sendfile(monkeypatch)
         got, reader = received_by_thread(theirs, len(data) - offset)
         body = FileBody(os.open(tmp_path / 'f', os.O_RDONLY), offset, len(data) - offset)
-        assert body.sendfile(ours) == len(data) - offset
+        # Each refusal is a tick (10 s) of a 30 s between-bytes timeout; the bytes
+        # between refusals keep the rate.
+        assert body.sendfile(TimedSocket(ours, 30.0, 1, 10.0)) == len(data) - offset
         reader.join(10)
     assert bytes(got) == data[offset:]
     assert len(calls) > 20
 
 
-@pytest.mark.parametrize('how', ['python timeout', 'kernel send timeout'])
-def test_file_body_gives_up_on_a_client_that_stops_reading(tmp_path, how):
+@pytest.mark.parametrize('rule, pace, reason', [
+    ('between bytes', (0.2,), 'stalled: nothing read by the peer for 0.2 s'),
+    ('minimum rate', (30.0, 1024, 0.2), r'too slow: \d+ bytes read by the peer in 0\.\d s, '
+                                        'below the minimum of 1024 bytes/s'),
+])
+def test_file_body_gives_up_on_a_client_that_stops_reading(tmp_path, rule, pace, reason):
     (tmp_path / 'f').write_bytes(bytes(20 * 2**20))      # more than any socket buffer
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        if how == 'python timeout':
-            ours.settimeout(0.2)
-        else:   # the server's own sockets: blocking, with SO_SNDTIMEO
-            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(0.2))
+        # The server's own sockets on the pool: blocking, with kernel timeouts.
         body = FileBody(os.open(tmp_path / 'f', os.O_RDONLY), 0, 20 * 2**20)
-        with pytest.raises(TimeoutError):
-            body.sendfile(ours)
+        with pytest.raises(TimeoutError, match=reason):
+            body.sendfile(TimedSocket(ours, *pace))
         assert body.fd == -1                             # closed
 
 
@@ -201,10 +206,9 @@ def test_file_body_that_shrank_aborts(tmp_path):
     (tmp_path / 'f').write_bytes(b'x' * 1000)
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        ours.settimeout(10)
         body = FileBody(os.open(tmp_path / 'f', os.O_RDONLY), 0, 5000)   # stat said 5000
         with pytest.raises(ConnectionAbortedError, match='1000 of 5000'):
-            body.sendfile(ours)
+            body.sendfile(TimedSocket(ours, 10.0))
         assert theirs.recv(5000) == b'x' * 1000
 
 

@@ -1,5 +1,7 @@
 """The framing core against a fake socket: every helper, every split, every place EOF can fall."""
 
+import tracemalloc
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -72,6 +74,22 @@ def test_read_exact_larger_than_the_buffer_keeps_what_follows():
     assert reader.at_eof()
     # The large read asks only for what it needs: it never swallows the next message.
     assert sock.delivered == len(data) + 4
+
+
+@pytest.mark.parametrize('arrives', [0, 10, 300_000])
+def test_read_exact_allocates_as_bytes_arrive_not_for_the_length_asked(arrives):
+    # A peer that announces a megabyte and sends a few bytes costs a few bytes.
+    reader = StreamReader(FakeSocket(b'x' * arrives, 1000))
+    reader.reserve(STREAM_BUFFER_SIZE)        # what any large read does first
+    tracemalloc.start()
+    try:
+        with pytest.raises(IncompleteRead) as info:
+            reader.read_exact(1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (info.value.expected, info.value.received) == (1 << 20, arrives)
+    assert peak < 2 * arrives + 64 * 1024, peak
 
 
 def test_read_exact_of_nothing_reads_nothing():

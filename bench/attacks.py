@@ -216,6 +216,54 @@ def silent_block_flood(server):
     return 1, int(ok)
 
 
+def slow_senders(server):
+    """Eight uploads dripping a byte every 0.2 s (--threads 4, --rate-window 2): each is
+    cut by the minimum rate, and a real upload sent meanwhile is stored."""
+    count, drip, give_up = 8, 0.2, 12.0
+    head = (b'PUT /uploads/slow%d HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+            b'Content-Length: 100000\r\n\r\n')
+    socks = []
+    for i in range(count):
+        sock = connect(server.port)
+        sock.sendall(head % i)
+        socks.append(sock)
+    stored = []
+    body = os.urandom(64 * 1024)
+    upload = threading.Thread(target=lambda: stored.append(status_of(
+        server.port, b'PUT /uploads/real HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                     b'Content-Length: %d\r\n\r\n' % len(body) + body, timeout=give_up)))
+    upload.start()
+    answers = {}
+    deadline = time.monotonic() + give_up
+    try:
+        while len(answers) < count and time.monotonic() < deadline:
+            for i, sock in enumerate(socks):
+                if i in answers:
+                    continue
+                try:
+                    sock.send(b'x')
+                    sock.setblocking(False)
+                    try:
+                        got = sock.recv(4096)
+                    except BlockingIOError:
+                        got = None
+                    finally:
+                        sock.setblocking(True)
+                except OSError:
+                    got = b''
+                if got is not None:
+                    parts = got.split(b' ', 2)
+                    answers[i] = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            time.sleep(drip)      # the drip's pace itself, not a wait for the server
+    finally:
+        for sock in socks:
+            sock.close()
+        upload.join(give_up)
+    right = sum(status == 408 for status in answers.values())
+    right += bool(stored) and stored[0] in (200, 201)
+    return count + 1, right
+
+
 def cross_site(server):
     body = multipart_body([b'Content-Disposition: form-data; name="f"; filename="x.html"\r\n'
                            b'\r\n<script>alert(1)</script>\r\n'])
@@ -266,6 +314,8 @@ def framing_log(server):
 
 ATTACKS = [
     ('backtracking head (131 bytes)', backtracking_head),
+    ('eight uploads dripping a byte every 0.2 s, four threads', slow_senders,
+     ('--threads', 4, '--rate-window', 2)),
     ('60,000 spaces before a control character', long_whitespace),
     ('backtracking trailer', backtracking_trailer),
     ('backtracking multipart part head', backtracking_part_head),
@@ -304,10 +354,10 @@ def prepare(work):
     return root
 
 
-def run_attack(work, root, title, attack):
+def run_attack(work, root, title, attack, extra=()):
     block_port = free_port()
     process = start_minihttp('--root', root, '--uploads', Path(work, 'uploads'),
-                             '--block-port', block_port)
+                             '--block-port', block_port, *extra)
     server = Server(process, block_port)
     try:
         status_of(server.port, b'GET /small.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')   # warm
@@ -361,8 +411,8 @@ def main(argv=None):
     print('attacks: what each hostile request costs the server')
     with tempfile.TemporaryDirectory(prefix='minihttp-attacks-') as work:
         root = prepare(work)
-        for title, attack in ATTACKS:
+        for title, attack, *extra in ATTACKS:
             if args.only and args.only not in title:
                 continue
-            run_attack(work, root, title, attack)
+            run_attack(work, root, title, attack, *extra)
     return 0

@@ -138,6 +138,7 @@ def backtracking_part_head(server):
 
 
 def many_parts(server):
+    """A form of 1,000 file parts, ten times MAX_FORM_PARTS: 413, and nothing kept."""
     parts = [b'Content-Disposition: form-data; name="f%d"; filename="p%d.txt"\r\n\r\nx\r\n'
              % (i, i) for i in range(1000)]
     return repeat(server.port, form_request(multipart_body(parts)), {413}, 3)

@@ -113,7 +113,7 @@ CLOSE = f'--{BOUNDARY}--\r\n'.encode()
 def test_a_form_holds_one_temporary_file_open_at_a_time_and_stores_all_at_the_end(server):
     process, uploads = server
     _, fds = settled(process)
-    parts = b''.join(file_part(f'part-{n}.txt', b'%d' % n) for n in range(1, 300))
+    parts = b''.join(file_part(f'part-{n}.txt', b'%d' % n) for n in range(1, MAX_FORM_PARTS))
     # The body reaches the form in BODY_PIECE pieces: the parts fill whole ones.
     padding = b'0' * ((-len(parts) - len(file_part('part-0.txt', b''))) % BODY_PIECE)
     parts = file_part('part-0.txt', padding) + parts
@@ -124,13 +124,14 @@ def test_a_form_holds_one_temporary_file_open_at_a_time_and_stores_all_at_the_en
         # Every part has arrived, the closing boundary not yet: each part's file is
         # written and closed (one held open at most), none is visible.
         wait_until(lambda: sum(name.startswith(TEMP_PREFIX) for name in os.listdir(uploads))
-                   == 300, 'every part received')
+                   == MAX_FORM_PARTS, 'every part received')
         assert descriptors(process.pid) <= fds + 2     # the connection, one file at most
         assert [name for name in os.listdir(uploads) if not name.startswith('.')] == []
         client.send(CLOSE)
         assert client.reply('POST').status == 200
-    assert sorted(os.listdir(uploads)) == sorted(f'part-{n}.txt' for n in range(300))
-    assert (uploads / 'part-299.txt').read_bytes() == b'299'
+    assert sorted(os.listdir(uploads)) == sorted(f'part-{n}.txt' for n in range(MAX_FORM_PARTS))
+    last = MAX_FORM_PARTS - 1
+    assert (uploads / f'part-{last}.txt').read_bytes() == b'%d' % last
     assert (uploads / 'part-0.txt').read_bytes() == padding
     wait_until(lambda: descriptors(process.pid) <= fds, 'descriptors back at the baseline')
 

@@ -449,7 +449,9 @@ def serve_path(request, root, url_path, fields=None):
     if not stat.S_ISDIR(st.st_mode):
         raise HTTPError(404, f'not a regular file: {request.path[:80]}')
     if not request.path.endswith('/'):
-        location = quote(request.path + '/', safe="/%:@!$&'()*+,;=~-._")
+        # One leading slash: '//name/' would be a network-path reference
+        # (RFC 3986 section 4.2), a redirect to the host 'name'.
+        location = quote('/' + request.path.lstrip('/') + '/', safe="/%:@!$&'()*+,;=~-._")
         if request.query:
             location += '?' + request.query
         return Response(301, [('Location', location),

@@ -422,6 +422,8 @@ def test_directory_serves_its_index(site):
     ('/list', '/list/'),
     ('/withindex?a=1', '/withindex/?a=1'),
     ('/list/sub', '/list/sub/'),
+    ('//list', '/list/'),        # not //list/: that would send a browser to the host "list"
+    ('///list//sub', '/list//sub/'),
 ])
 def test_directory_without_slash_redirects(site, target, location):
     reply = exchange(site.port, 'GET', target)

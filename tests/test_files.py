@@ -491,6 +491,12 @@ def test_no_byte_from_outside_the_root(site, target, method):
     assert b'root:' not in reply.raw          # /etc/passwd
 
 
+def test_a_file_is_no_directory(site):
+    # Served at 'hello.txt/', a page's relative links would resolve below it.
+    for target in ('/hello.txt/', '/list/a%20b.txt/', '/inside/'):
+        assert get(site, target).status_code == 404, target
+
+
 def test_symlink_inside_the_root_is_served(site):
     assert get(site, '/inside').content == HELLO
 

@@ -59,9 +59,13 @@ def loopback_name(name):
         return all(int(byte) < 256 for byte in name.split('.'))
     if name.startswith('['):
         try:
-            return ipaddress.IPv6Address(name[1:-1]).is_loopback
+            address = ipaddress.IPv6Address(name[1:-1])
         except ValueError:
             return False
+        # ::ffff:127.0.0.1 reaches an IPv4 loopback socket too; Python before
+        # 3.13 does not count such an address as loopback.
+        return address.is_loopback or bool(address.ipv4_mapped and
+                                           address.ipv4_mapped.is_loopback)
     return False
 
 

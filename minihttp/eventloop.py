@@ -418,7 +418,7 @@ class EventLoop:
         with the shared socket, and says so.
         """
         try:
-            own = bind(self._host, self.address[1], reuse_port=True)
+            own = bind(self._host, self.address[1], reuse_port=True, join=True)
         except StartupError as exc:
             say(f'{self.name}: {exc}; this worker accepts from the shared socket', err=True)
             return

@@ -430,13 +430,19 @@ def serve_path(request, root, url_path, fields=None):
     if opened is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
     fd, st = opened
-    if stat.S_ISREG(st.st_mode):
+    if stat.S_ISREG(st.st_mode) and not request.path.endswith('/'):
         return serve_file(request, fd, st, path, fields)
     os.close(fd)
+    if stat.S_ISREG(st.st_mode):
+        # 'file/' names a directory, and there is none (open(2) says ENOTDIR);
+        # served there, the file's relative links would resolve below it.
+        raise HTTPError(404, f'not a directory: {request.path[:80]}')
     if not stat.S_ISDIR(st.st_mode):
         raise HTTPError(404, f'not a regular file: {request.path[:80]}')
     if not request.path.endswith('/'):
-        location = quote(request.path + '/', safe="/%:@!$&'()*+,;=~-._")
+        # One leading slash: '//name/' would be a network-path reference
+        # (RFC 3986 section 4.2), a redirect to the host 'name'.
+        location = quote('/' + request.path.lstrip('/') + '/', safe="/%:@!$&'()*+,;=~-._")
         if request.query:
             location += '?' + request.query
         return Response(301, [('Location', location),

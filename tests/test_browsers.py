@@ -233,9 +233,11 @@ def status_of(browsers, req):
 def test_names_and_origins_are_compared_as_browsers_spell_them():
     assert host_name('LocalHost.:8000') == 'localhost'
     assert host_name('[::1]:80') == '[::1]'
-    assert all(map(loopback_name, ['localhost', 'a.b.localhost', '127.255.0.1', '[::1]']))
+    assert all(map(loopback_name, ['localhost', 'a.b.localhost', '127.255.0.1', '[::1]',
+                                   '[::ffff:127.0.0.1]', '[::ffff:7f00:2]']))
     assert not any(map(loopback_name, ['localhost.example', '127.0.0.1.example', '127.0.0',
-                                       '127.0.0.999', '[::2]', '[fe80::1]', '0.0.0.0']))
+                                       '127.0.0.999', '[::2]', '[fe80::1]', '0.0.0.0',
+                                       '[::ffff:10.0.0.1]', '[::ffff:zz]']))
     assert normal_origin('HTTP://Example.ORG:80') == 'http://example.org'
     assert normal_origin('https://example.org:8443/') == 'https://example.org:8443'
     browsers = Browsers('127.0.0.1', loopback=True)

@@ -571,6 +571,22 @@ def test_two_workers_share_a_burst_of_connects(serve, room_for):
     assert sum(held) == 300 and min(held) >= 300 // 3, f'the workers hold {held}'
 
 
+@pytest.mark.timeout(60)
+def test_a_second_server_with_workers_is_refused_the_port_not_given_half_of_it(serve, minihttp):
+    # Each worker listens with SO_REUSEPORT, which shares a port with any
+    # process of the same user that asks: a second server started on the
+    # same port got every other connection, silently.
+    first = serve('--workers', '2', '--quiet')
+    first.wait_for_line(r'^http served by 2 worker processes: ')
+    wait_until(lambda: listening_sockets(first.port) == 2, 'a listening socket per worker')
+    second = minihttp('serve', '--port', first.port, '--block-port', 0, '--workers', '2',
+                      '--quiet', listening=None)
+    refusal = second.wait_for_line(r'^minihttp: cannot listen on .*', stream='stderr')
+    assert 'Address already in use' in refusal[0] and 'choose another port' in refusal[0]
+    assert second.proc.wait(WAIT) == 2
+    assert listening_sockets(first.port) == 2
+
+
 def test_workers_auto_starts_one_worker_per_cpu(serve):
     counts = {os.cpu_count(), len(os.sched_getaffinity(0))}
     if max(counts) < 2:

@@ -18,7 +18,7 @@ the pull-style framing code reads top to bottom as before.  When the
 exchange is over the connection comes back to the loop, its buffered bytes
 (a pipelined request, say) intact.
 
-The protocol (minihttp.server.HTTPServer, minihttp.blocks.BlockServer)
+The protocol (minihttp.server.HTTPServer, minihttp.blockserver.BlockServer)
 provides ``advance(conn)``, ``expired(conn)`` (a wait ran out: idle, a
 message begun, a body not begun), ``needs_more(conn)``, ``refusal(now,
 peer)``, ``closed(conn)`` (any connection, as the loop closes it), for
@@ -333,8 +333,8 @@ class Connection:
 class EventLoop:
     """Accepts on (host, port) and serves every connection with ``protocol``.
 
-    The same face as a Listener: ``address``, ``name``, ``start()``,
-    ``stop(grace)``, so that run_until_signalled and run_workers drive both.
+    Its face (``address``, ``name``, ``start()``, ``stop(grace)``) is what
+    run_until_signalled and run_workers drive.
     """
 
     def __init__(self, host, port, protocol, *, name='http', threads=POOL_THREADS,

@@ -329,7 +329,8 @@ class Backoff:
 
 
 def exit_status(status):
-    """How a process ended, from its wait status: 'was killed by SIGKILL', 'exited with 3'."""
+    """How a process ended, from its wait status: 'was killed by SIGKILL', 'exited with
+    status 3'."""
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         try:

@@ -56,11 +56,21 @@ class Row:
         return self.score is not None and self.score >= 1
 
     @property
+    def ratio_text(self):
+        """The ratio as the table shows it: where lower is better (a latency), value / peer
+        value, so that 2.10x reads "twice the peer's", against a target such as <= 3x."""
+        if self.ratio is None:
+            return ''
+        if self.lower_is_better:
+            return f'{self.value / self.peer_value:.2f}x (lower is better)'
+        return f'{self.ratio:.2f}x'
+
+    @property
     def target_text(self):
         if self.target is None:
             return ''
         if self.peer is not None:
-            return f'{self.target:g}x'
+            return f'<= {1 / self.target:g}x' if self.lower_is_better else f'{self.target:g}x'
         return f'{"<=" if self.lower_is_better else ">="} {number(self.target)} {self.unit}'
 
     @property
@@ -115,7 +125,7 @@ def markdown(ran):
         '| --- | --- | ---: | --- | ---: | ---: | --- | --- |',
     ]
     for row in ROWS:
-        ratio = '' if row.ratio is None else f'{row.ratio:.2f}x'
+        ratio = row.ratio_text
         peer_value = '' if row.peer_value is None else f'{number(row.peer_value)} {row.unit}'
         lines.append(f'| {row.scenario} | {row.subject} | {number(row.value)} {row.unit} | '
                      f'{row.peer or ""} | {peer_value} | {ratio} | {row.target_text} | '
@@ -204,7 +214,7 @@ def draw_targets(axes, targets):
     labels, scores = [], []
     for row in targets:
         if row.peer is not None:
-            measured = f'{row.ratio:.2f}x {row.peer}'
+            measured = f'{row.ratio_text} {row.peer}'
         else:
             measured = f'{number(row.value)} {row.unit}'
         labels.append(f'{row.scenario}: {row.subject}\n'

@@ -274,10 +274,10 @@ def seconds_of(text):
     return float(match[1]) * TIME_UNITS[match[2]]
 
 
-def wrk(url, duration, connections, threads=1):
+def wrk(url, duration, connections, threads=1, extra=()):
     """Load ``url`` with wrk for ``duration`` s over ``connections`` keep-alive connections."""
     done = subprocess.run(['wrk', f'-t{threads}', f'-c{connections}', f'-d{duration}s',
-                           '--latency', url],
+                           '--latency', *extra, url],
                           capture_output=True, text=True, timeout=duration + 60)
     out = done.stdout
     count = re.search(r'(\d+) requests in ([\d.]+\w+)', out)

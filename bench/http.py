@@ -106,7 +106,8 @@ def serve_minihttp_fixed(body_path, content_type, workers='1'):
     """minihttp's HTTP server (head parsing, framing, keep-alive) with one body from memory."""
     body, content_type = fixed_body(body_path, content_type)
     answer = Response(200, [('Content-Type', content_type)], body)
-    listener = EventLoop('127.0.0.1', 0, HTTPServer(lambda request: answer, access_log=False))
+    listener = EventLoop('127.0.0.1', 0, HTTPServer(lambda request: answer, access_log=False),
+                         reuse_port=int(workers) > 1)
     print(f'minihttp server listening on http://127.0.0.1:{listener.address[1]}/', flush=True)
     if int(workers) > 1:
         run_workers(listener, [], int(workers))

@@ -86,7 +86,7 @@ def skipped(what, tool):
 def show(row):
     """Print a recorded row as a line, with its verdict."""
     value = f'{_results.number(row.value)} {row.unit}'
-    compared = f' = {row.ratio:.2f}x {row.peer} ({_results.number(row.peer_value)})' \
+    compared = f' = {row.ratio_text} {row.peer} ({_results.number(row.peer_value)})' \
         if row.peer is not None else ''
     target = f'; target {row.target_text}: {row.verdict}' if row.target is not None else ''
     print(f'  {row.subject}: {value}{compared}{target}')
@@ -105,7 +105,8 @@ worker_processes 2;
 {user}
 pid {prefix}/nginx.pid;
 error_log stderr notice;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {connections}; }}
 http {{
     types {{ text/html html; application/octet-stream bin; }}
     access_log {prefix}/access.log;
@@ -133,8 +134,11 @@ http {{
 NGINX_READY = re.compile(r'start worker process')
 
 
-def start_nginx(work, root):
-    """nginx in the foreground, 2 workers, its prefix, logs and temporary files under ``work``."""
+def start_nginx(work, root, connections=4096):
+    """nginx in the foreground, 2 workers, its prefix, logs and temporary files under ``work``.
+
+    ``connections`` is each worker's worker_connections.
+    """
     prefix = os.path.join(work, 'nginx')
     uploads = os.path.join(work, 'nginx-uploads')
     os.makedirs(prefix, exist_ok=True)
@@ -144,6 +148,7 @@ def start_nginx(work, root):
     with open(conf, 'w') as file:
         # As root, nginx would run its workers as nobody, who cannot reach our 0700 directory.
         file.write(NGINX_CONF.format(prefix=prefix, port=port, root=root, uploads=uploads,
+                                     connections=connections, nofile=2 * connections + 100,
                                      user='user root;' if os.geteuid() == 0 else ''))
     return ServerProcess(NGINX, ['nginx', '-p', prefix, '-c', conf, '-e', 'stderr',
                                  '-g', 'daemon off;'],
@@ -609,6 +614,16 @@ def show_times(times, size):
 SCENARIOS = ('small', 'idle', 'hostile', 'transfers')
 
 
+def make_root(work):
+    """The document root under ``work``, holding the small file, beside an uploads directory."""
+    root = os.path.join(work, 'root')
+    os.makedirs(os.path.join(work, 'uploads'))
+    os.mkdir(root)
+    with open(os.path.join(root, SMALL[1:]), 'wb') as file:
+        file.write((b'<p>a small file of one KiB</p>\n' * 64)[:SMALL_SIZE])
+    return root
+
+
 def run(args):
     started = time.monotonic()
     extra = ('--threads', args.threads) if args.threads else ()
@@ -620,11 +635,7 @@ def run(args):
     _results.note(f'minihttp measured: it serves with {model}.')
     work = tempfile.mkdtemp(prefix='minihttp-bench-peers-')
     try:
-        root = os.path.join(work, 'root')
-        os.makedirs(os.path.join(work, 'uploads'))
-        os.mkdir(root)
-        with open(os.path.join(root, SMALL[1:]), 'wb') as file:
-            file.write((b'<p>a small file of one KiB</p>\n' * 64)[:SMALL_SIZE])
+        root = make_root(work)
         if 'transfers' in args.only:
             write_random(os.path.join(root, BIG[1:]), args.download_size)
         if 'small' in args.only:

@@ -4,9 +4,10 @@
     python -m fuzz TARGET [SECONDS]   one of: head, chunked, form, blocks, loop-head
 
 Each target runs in a process of its own, grows a corpus in fuzz/corpus/TARGET
-(ignored by git) from the seeds, and keeps any input that crashes it in
-fuzz/crashes/, where tests/test_fuzz.py replays it on every `make test`:
-commit it with the fix.
+(ignored by git) from the seeds, and keeps any input that crashes it, or that
+takes more than INPUT_TIMEOUT seconds (libFuzzer's -timeout: cost is part of
+correctness), in fuzz/crashes/, where tests/test_fuzz.py replays it on every
+`make test`: commit it with the fix.
 """
 
 import os
@@ -15,6 +16,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Seconds one input may take before libFuzzer stops and keeps it as TARGET-timeout-HASH
+# (whole seconds: the least it takes).  A linear parser reads any input it makes in
+# well under a millisecond.
+INPUT_TIMEOUT = 1
 SEEDS = {
     'head': b'POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n'
             b'5;a=1\r\nhello\r\n0\r\nX: 1\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n',
@@ -43,7 +48,8 @@ def fuzz_one(name, seconds):
     crashes = HERE / 'crashes'
     crashes.mkdir(exist_ok=True)
     atheris.Setup([sys.argv[0], f'-max_total_time={seconds}', '-rss_limit_mb=1024',
-                   f'-artifact_prefix={crashes}/{name}-', str(corpus)], one_input)
+                   f'-timeout={INPUT_TIMEOUT}', f'-artifact_prefix={crashes}/{name}-',
+                   str(corpus)], one_input)
     atheris.Fuzz()
 
 
@@ -51,7 +57,7 @@ def main(argv):
     if argv[:1] == ['--one']:
         return fuzz_one(argv[1], int(argv[2]))
     names = list(SEEDS)
-    if argv and not argv[0].isdigit():
+    if argv and not (argv[0].isdigit() and argv[0].isascii()):   # '²' is a digit int() refuses
         names, argv = [argv[0]], argv[1:]
         if names[0] not in SEEDS:
             print(f'python -m fuzz: no target {names[0]!r} (try: {", ".join(SEEDS)})',
@@ -64,7 +70,8 @@ def main(argv):
         run = subprocess.run([sys.executable, '-m', 'fuzz', '--one', name, str(seconds)],
                              cwd=HERE.parent)
         if run.returncode:
-            print(f'{name}: crashed; the input is in fuzz/crashes/', flush=True)
+            print(f'{name}: crashed or took longer than {INPUT_TIMEOUT} s; the input is in '
+                  'fuzz/crashes/', flush=True)
             status = 1
     return status
 

@@ -20,8 +20,9 @@ import os
 from urllib.parse import parse_qs, quote, unquote
 
 from . import files, multipart
-from .http11 import KNOWN_METHODS, HTTPError, Response
-from .limits import MAX_UPLOAD
+from .browsers import upload_fields
+from .http11 import KNOWN_METHODS, HTTPError, Response, decimal
+from .limits import MAX_RECORD_DIGITS, MAX_UPLOAD
 from .records import EventStream, FramingLog
 from .uploads import UploadStore, check_name
 
@@ -61,17 +62,27 @@ class App:
 
     ``token``: when set, PUT, POST and DELETE need ``Authorization: Bearer
     <token>``.  ``writes``: False refuses them all (403), for a server
-    reachable beyond loopback without a token.
+    reachable beyond loopback without a token.  ``browsers``: the
+    browsers.Browsers that checks each request's Host and Origin (the command
+    line always gives one; None checks neither).
     """
 
     def __init__(self, root='www', uploads=None, max_upload=MAX_UPLOAD, token=None,
-                 writes=True, records=None, block_port=None):
+                 writes=True, records=None, block_port=None, browsers=None):
         self.root = root
         self.block_port = block_port
+        self.browsers = browsers
         # The server's framing records, served by GET /_framing.
         self.records = FramingLog() if records is None else records
         self.store = UploadStore(uploads or os.path.join(root, 'uploads'), max_upload)
         self.store.prepare()
+        # Files under the root that are uploads (the upload directory inside the
+        # root, as by default) are served as uploads whichever URL reaches them.
+        within = os.path.relpath(os.path.realpath(self.store.directory), os.path.realpath(root))
+        self.root_fields = None
+        if within != os.pardir and not within.startswith(os.pardir + os.sep):
+            self.uploads_in_root = os.path.join(root, '' if within == os.curdir else within, '')
+            self.root_fields = self.fields_if_upload
         self.token = token
         self.writes = writes
         self.routes = {'/echo': {'POST': self.echo, 'PUT': self.echo},
@@ -88,6 +99,8 @@ class App:
                                  'POST': self.post_form}
 
     def __call__(self, request):
+        if self.browsers is not None:
+            self.browsers.check(request)
         method = request.method
         if method not in KNOWN_METHODS or method == 'CONNECT':
             # RFC 9110 section 9.3.6: CONNECT asks for a tunnel; we are no proxy.
@@ -143,14 +156,25 @@ class App:
     # -- files --------------------------------------------------------------------
 
     def get_file(self, request):
-        return files.serve_path(request, self.root, request.path)
+        return files.serve_path(request, self.root, request.path, self.root_fields)
 
     def get_upload(self, request):
         if request.path == UPLOADS and 'application/json' in request.get('accept', ''):
-            return json_response(200, {'files': self.store.stored()},
-                                 [('Cache-Control', 'no-store')])
+            # Read on a pool thread, as the answer is sent: a large directory
+            # takes long to read, and the loop serves everyone meanwhile.
+            return Response(200, [('Content-Type', JSON), ('Cache-Control', 'no-store')],
+                            json_pieces(lambda: {'files': self.store.stored()}))
         return files.serve_path(request, self.store.directory,
-                                '/' + request.path[len(UPLOADS):])
+                                '/' + request.path[len(UPLOADS):], self.fields_of_upload)
+
+    @staticmethod
+    def fields_of_upload(path):
+        """What an upload is served with: never sniffed, sandboxed, active types as
+        downloads (browsers.upload_fields), so that it cannot script this origin."""
+        return upload_fields(files.content_type(files.extension(path)))
+
+    def fields_if_upload(self, path):
+        return self.fields_of_upload(path) if path.startswith(self.uploads_in_root) else ()
 
     # -- uploads ------------------------------------------------------------------
 
@@ -174,24 +198,34 @@ class App:
         return Response(204)
 
     def post_form(self, request):
-        """Store every file part of a multipart/form-data body, all or nothing."""
+        """Store every file part of a multipart/form-data body, all or nothing.
+
+        Each file part goes to a temporary file that is finished (flushed to
+        disk and closed) as the part ends, so that one at most is open at a
+        time; all are renamed into place only once the whole form arrived.
+        """
         boundary = multipart.boundary_of(request.get('content-type', ''))
         body = request.body
         self.store.refuse_oversize(body)
-        incoming, fields = [], []
+        incoming, fields = [], multipart.FormFields()
+        receiving = []          # the upload whose part is being read, if any
 
         def on_part(part):
             if part.filename is None:
-                return multipart.form_field_sink(fields, part.name)
-            name = check_name(part.filename)
+                return fields.sink(part.name)
+            name = check_name(form_file_name(part.filename))
             upload = self.store.incoming()
             incoming.append((name, upload))
+            receiving.append(upload)
             return upload.write
 
+        def on_end():
+            if receiving:
+                receiving.pop().finish()
+
         try:
-            multipart.read_parts(body, boundary, on_part, self.store.max_upload)
-            for name, upload in incoming:
-                upload.finish()
+            multipart.read_parts(body, boundary, on_part, self.store.max_upload, on_end)
+            for name, _ in incoming:
                 if os.path.isdir(self.store.path(name)):
                     raise HTTPError(409, f'{name!r} is a directory')
             for name, upload in incoming:
@@ -204,7 +238,7 @@ class App:
             return Response(200, [('Content-Type', HTML)], stored_page(stored).encode())
         answer = {'stored': stored, **framing_summary(body),
                   'fields': {name: bytes(value).decode('utf-8', 'replace')
-                             for name, value in fields if name is not None}}
+                             for name, value in fields.items if name is not None}}
         return json_response(200, answer)
 
     # -- diagnostics --------------------------------------------------------------
@@ -223,11 +257,15 @@ class App:
     def framing(self, request):
         """The recent framing records as JSON, oldest first; ?after=N: those numbered above N.
 
-        With them, the block server's port (None when it is off), for the page's commands.
+        With them, the block server's port (None when it is off), for the page's
+        commands.  Each record is made JSON once (records.FramingLog.as_json);
+        the answer only joins them.
         """
-        return json_response(200, {'records': self.records.recent(after(request)),
-                                   'block_port': self.block_port},
-                             [('Cache-Control', 'no-store')])
+        log = self.records
+        records = b','.join([log.as_json(record) for record in log.kept(after(request))])
+        return Response(200, [('Content-Type', JSON), ('Cache-Control', 'no-store')],
+                        b'{"records":[%s],"block_port":%s}\n' % (
+                            records, json.dumps(self.block_port).encode()))
 
     @staticmethod
     def framing_stream(request):
@@ -245,12 +283,27 @@ class App:
                         text.encode('latin-1'))
 
 
+def form_file_name(filename):
+    """A form's file name as the browser meant it: HTML sends it in UTF-8, which the
+    part's head (read as latin-1, like every field) holds byte for byte."""
+    try:
+        return filename.encode('latin-1').decode('utf-8')
+    except UnicodeError:
+        raise HTTPError(400, 'upload name is not UTF-8') from None
+
+
+def json_pieces(make):
+    """A body that is ``make()`` as JSON, made when the body is sent (on a pool thread)."""
+    yield (json.dumps(make(), indent=1) + '\n').encode()
+
+
 def after(request):
     """The record number a client has seen: ?after=N, else Last-Event-ID, else 0."""
     value = parse_qs(request.query).get('after', [request.get('last-event-id', '0')])[0]
-    if not value.strip().isdigit():
+    number = decimal(value.strip(), MAX_RECORD_DIGITS)
+    if number is None:
         raise HTTPError(400, f'{value[:20]!r} is not a record number')
-    return int(value)
+    return number
 
 
 def stored_page(stored):

@@ -6,7 +6,6 @@ receives HTTP requests: the loop (minihttp.eventloop) holds every stream
 while it waits, and a pool thread reads what must be pulled.
 """
 
-import functools
 import os
 import socket
 import tempfile
@@ -14,7 +13,7 @@ import time
 
 from .blocks import (HEADER, BlockTooLarge, TruncatedBlock, describe, get_block_to,
                      get_length)
-from .eventloop import BODY, BUSY, CLOSE, POOL, READ
+from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job
 from .framing import IncompleteRead
 from .limits import (BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, BODY_TIMEOUT, HEAD_TIMEOUT,
                      KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MIN_RATE, RATE_WINDOW)
@@ -126,7 +125,7 @@ class BlockServer:
             return self.end(conn, self.cut_short(conn))
         conn.head_since = None            # the header is whole: its deadline is over
         stream.length = length
-        conn.job = functools.partial(self.receive, conn)
+        conn.job = Job(self.receive, conn)
         if not length:
             return POOL                   # the end: saving it waits for the disk
         conn.reader.release()             # no buffer while the payload has not begun

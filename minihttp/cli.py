@@ -17,6 +17,7 @@ import sys
 from . import blocks
 from .blockserver import BlockServer
 from .app import App
+from .browsers import Browsers, normal_host, normal_origin
 from .limits import (BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
                      HEAD_TIMEOUT, HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS,
                      MAX_CONNECTIONS, MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW,
@@ -33,7 +34,7 @@ _UNITS = {'': 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30}
 
 def size(text):
     """A byte count: 65536, 64K, 64KiB, 1M, 1G (binary units)."""
-    match = re.fullmatch(r'\s*(\d+)\s*([kmg]?)(?:i?b)?\s*', text, re.IGNORECASE)
+    match = re.fullmatch(r'\s*+([0-9]++)\s*+([kmg]?+)(?:i?b)?+\s*+', text, re.IGNORECASE)
     if not match:
         raise argparse.ArgumentTypeError(f'not a size: {text!r} (try 65536, 64K or 1M)')
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
@@ -58,6 +59,22 @@ def workers(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f'not a number of processes: {text!r} '
                                          '(a number, or auto)') from None
+
+
+def allowed_origin(text):
+    """A page's origin for --allow-origin: scheme://host[:port]."""
+    try:
+        return normal_origin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def allowed_host(text):
+    """A host name or address for --allow-host, without a port."""
+    try:
+        return normal_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_size(text):
@@ -148,6 +165,15 @@ def add_serve_options(parser):
                         help='require "Authorization: Bearer TOKEN" for PUT, POST and DELETE '
                              '(default: $MINIHTTP_TOKEN; without one, writes are open on '
                              'loopback and refused beyond it)')
+    parser.add_argument('--allow-origin', type=allowed_origin, action='append', default=[],
+                        metavar='URL',
+                        help='a page of this origin (scheme://host[:port]) may also PUT, POST '
+                             "and DELETE; other pages' are refused with 403 (repeatable)")
+    parser.add_argument('--allow-host', type=allowed_host, action='append', default=[],
+                        metavar='NAME',
+                        help='answer requests for this host name too; others get 421. On '
+                             'loopback the loopback names and --host are always answered; '
+                             'beyond it, any name unless this is given (repeatable)')
     parser.add_argument('--trace', action='store_true',
                         help='print how each message was framed')
     parser.add_argument('--quiet', action='store_true',
@@ -311,9 +337,12 @@ def run_serve(args):
     loopback = is_loopback(args.host)
     writes = bool(args.token) or loopback
     records = FramingLog()    # how each message was framed: --trace and GET /_framing
+    # Which Host and Origin browsers may send: against DNS rebinding and foreign pages.
+    browsers = Browsers(args.host, loopback, hosts=args.allow_host, origins=args.allow_origin)
     try:
         app = App(args.root, args.uploads, args.max_upload, token=args.token or None,
-                  writes=writes, records=records, block_port=args.block_port or None)
+                  writes=writes, records=records, block_port=args.block_port or None,
+                  browsers=browsers)
     except OSError as exc:
         return fail(f'--uploads: cannot use {exc.filename}: {exc.strerror}')
     http = HTTPServer(app, trace=args.trace, access_log=not args.quiet,
@@ -323,7 +352,8 @@ def run_serve(args):
     listeners = []
     try:
         listeners.append(EventLoop(args.host, args.port, http, name='http', threads=args.threads,
-                                   max_connections=args.max_connections))
+                                   max_connections=args.max_connections,
+                                   reuse_port=args.workers > 1))
         if args.block_port:
             # The same deadlines and minimum rate as HTTP's.
             block_server = BlockServer(
@@ -337,6 +367,7 @@ def run_serve(args):
         for listener in listeners:
             listener.sock.close()
         return fail(str(exc))
+    browsers.listening(listeners[0].address[1])
     for listener in listeners:
         host, bound = listener.address
         shown = f'[{host}]' if ':' in host else host

@@ -4,7 +4,8 @@ A thread per connection spends a thread on every client that is doing
 nothing: idle between requests, or sending its head slowly.  Here one loop
 (``selectors``, epoll on Linux) owns every connection while it waits:
 
-* it accepts, and refuses politely beyond ``max_connections``;
+* it accepts, as many a pass as it serves, and refuses politely beyond
+  ``max_connections``;
 * it receives into the connection's own StreamReader without blocking, and
   asks the protocol to ``advance``: the protocol finds the head with the
   framing core's delimiter read, answers what it can at once (a small answer
@@ -28,6 +29,15 @@ a stalled send, or a receive on a pool thread), with ``min_rate`` and
 ``rate_window`` for the pool.  ``advance`` returns one of the outcomes
 below; for POOL and BODY it leaves the work in ``conn.job``, and may keep
 what it is in the middle of in ``conn.message``.
+
+Every resource has one owner at a time.  A job (callable, with ``close()``)
+may hold what its answer needs, an open file say: the connection owns it
+until a pool thread takes it, and the thread then closes it once it has run,
+however the run ended; a connection that closes with its job unrun (a reset
+while earlier answers were sent, work dropped from the queue at shutdown, a
+408) closes it in ``_close``.  A connection on a pool thread (BUSY) is the
+thread's: the loop only shuts it down, and closes it once the thread gives
+it back (or, at the very end of ``stop``, when the thread never did).
 
 Work waits in the loop, not on a thread, while it cannot go on:
 
@@ -61,10 +71,10 @@ import time
 import traceback
 
 from .framing import StreamReader
-from .limits import (ACCEPT_BATCH, LINGER_TIMEOUT, MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING,
-                     POOL_THREADS, READ_BUFFER_SIZE, REFUSAL_TIMEOUT, SHUTDOWN_GRACE,
-                     STALE_TIMERS)
-from .listener import bind
+from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIMEOUT,
+                     MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS, READ_BUFFER_SIZE,
+                     REFUSAL_TIMEOUT, SHUTDOWN_GRACE, STALE_TIMERS)
+from .listener import StartupError, bind
 from .report import flush_soon, say
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
@@ -170,6 +180,27 @@ def unsent(sock):
         return 0
 
 
+class Job:
+    """Blocking work for a pool thread, ``work(*args)``, run at most once.
+
+    ``close()`` lets go of what the work holds for its answer (nothing here; an
+    HTTP job closes its response's body).  The loop calls it once the work has
+    run, however it ended, or with the connection when it never ran.
+    """
+
+    __slots__ = ('work', 'args')
+
+    def __init__(self, work, *args):
+        self.work = work
+        self.args = args
+
+    def __call__(self):
+        return self.work(*self.args)
+
+    def close(self):
+        pass
+
+
 class TimedSocket:
     """A connection's socket as the pool uses it: blocking, each call paced, at the cost of a
     clock reading or two per call.
@@ -252,7 +283,8 @@ class Connection:
         self.sock = sock
         self.peer = peer
         self.loop = loop
-        reader = self.reader = StreamReader(sock, spares=loop.spare_buffers)
+        reader = self.reader = StreamReader(sock, CONNECTION_BUFFER_SIZE,
+                                            spares=loop.spare_buffers)
         reader.release()      # no buffer until the first bytes arrive
         self.state = WAITING
         self.events = 0       # what the selector watches for (0: not registered)
@@ -264,7 +296,7 @@ class Connection:
         self.outgoing = None  # bytes queued for the socket: [bytes-like]
         self.queued = 0       # how many
         self.then = None      # what to do once they are sent
-        self.job = None       # the pool's work, for POOL and BODY
+        self.job = None       # the pool's work, for POOL and BODY; closed by its last owner
         self.reads_body = False   # whether it is BODY work
         self.message = None   # the protocol's own: the request being served, say
         self.timed = None     # a TimedSocket, made on the first trip to the pool
@@ -337,8 +369,11 @@ class EventLoop:
     """
 
     def __init__(self, host, port, protocol, *, name='http', threads=POOL_THREADS,
-                 max_connections=MAX_CONNECTIONS):
-        self.sock = bind(host, port)
+                 max_connections=MAX_CONNECTIONS, reuse_port=False):
+        self._host = host
+        # reuse_port: worker processes will share the port, each with a
+        # listening socket of its own (listen_apart).
+        self.sock = bind(host, port, reuse_port=reuse_port)
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.name = name
@@ -367,6 +402,28 @@ class EventLoop:
         self._ident = None
 
     # -- running ---------------------------------------------------------------------
+
+    def listen_apart(self):
+        """In a worker process: accept from a listening socket of its own on the same port.
+
+        Worker processes that shared one listening socket took turns by luck:
+        whichever woke first took every connection waiting, so with batched
+        accepts one of them would serve a burst alone.  With a socket each
+        (SO_REUSEPORT), the kernel spreads new connections evenly over them.
+        The first worker keeps the socket the parent bound (connections that
+        came before the others listen wait there); each other worker calls
+        this before it starts.  Where the port cannot be shared so (no
+        SO_REUSEPORT, or the socket was bound without it), the worker goes on
+        with the shared socket, and says so.
+        """
+        try:
+            own = bind(self._host, self.address[1], reuse_port=True, join=True)
+        except StartupError as exc:
+            say(f'{self.name}: {exc}; this worker accepts from the shared socket', err=True)
+            return
+        own.setblocking(False)
+        self.sock.close()
+        self.sock = own
 
     def start(self):
         # Made here, not in __init__: worker processes forked after the bind
@@ -398,6 +455,11 @@ class EventLoop:
         deadline = time.monotonic() + 1.0
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None and not self._thread.is_alive():
+            # The loop has ended: what the pool gave back since, or still holds past
+            # every deadline (its socket shut down long ago), has no other owner.
+            for conn in list(self.connections):
+                self._close(conn)
         if self._wake_r is not None:
             self._wake_r.close()
             self._wake_w.close()
@@ -418,10 +480,11 @@ class EventLoop:
                     now = time.monotonic()
                     until = max(0.0, (stop_at if now < stop_at else stop_at + 1.0) - now)
                     timeout = until if timeout is None else min(timeout, until)
-                for key, mask in select(timeout):
+                ready = select(timeout)
+                for key, mask in ready:
                     conn = key.data
                     if conn is _ACCEPT:
-                        self._accept()
+                        self._accept(len(ready))
                     elif conn is _WAKE:
                         self._take_returns()
                     elif mask & selectors.EVENT_WRITE:
@@ -445,14 +508,17 @@ class EventLoop:
                         break
         finally:
             for conn in list(self.connections) + list(self._refusing):
-                self._close(conn)
+                if conn.state is not BUSY:    # a pool thread's: closed once given back
+                    self._close(conn)
             self._selector.close()
             flush_soon()
 
     # -- accepting --------------------------------------------------------------------
 
-    def _accept(self):
-        for _ in range(ACCEPT_BATCH):
+    def _accept(self, served):
+        """Accept the connections waiting, as many as the ``served`` events of this pass
+        (within ACCEPT_MIN and ACCEPT_MAX): newcomers get in as fast as the loop serves."""
+        for _ in range(min(max(served, ACCEPT_MIN), ACCEPT_MAX)):
             try:
                 sock, peer = self.sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -532,6 +598,9 @@ class EventLoop:
             conn.then = outcome
             if conn.state is not SENDING:
                 conn.state = SENDING
+                # The request is read: its buffer serves the next connection of
+                # this pass, not this one while its answer waits for the send.
+                conn.reader.release()
                 self._unsent.append(conn)
         elif outcome is READ:
             self._wait_read(conn, time.monotonic())
@@ -645,7 +714,10 @@ class EventLoop:
                 return
             job, conn.job = conn.job, None
             try:
-                outcome = job()
+                try:
+                    outcome = job()
+                finally:
+                    job.close()     # sent or not, what it held is let go of here
             except OSError:
                 outcome = CLOSE
             except Exception:
@@ -720,6 +792,9 @@ class EventLoop:
         if conn.state is CLOSED:
             return
         self.protocol.closed(conn)
+        job, conn.job = conn.job, None
+        if job is not None:
+            job.close()        # never run: what it held for its answer goes with it
         self._watch(conn, 0)
         conn.state = CLOSED
         if conn.timer is not None:

@@ -12,11 +12,14 @@ import os
 import re
 import secrets
 import stat
+import sys
+import threading
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
-from .http11 import MSG_MORE, HTTPError, Response
-from .limits import MAX_RANGES, SMALL_FILE, SMALL_FILES_BUDGET
+from .http11 import MSG_MORE, HTTPError, Response, decimal
+from .limits import (MAX_HTTP_DATE, MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
+                     SMALL_FILES_BUDGET)
 
 CRLF = '\r\n'
 
@@ -108,17 +111,68 @@ def url_segments(url_path):
     return parts
 
 
-@functools.lru_cache(maxsize=4096)
+_UNKNOWN = object()
+
+
+class Remembered:
+    """A dict bounded in bytes: each entry is charged what it holds, and when the
+    next one would pass the budget, all are forgotten at once.
+
+    Crude, and rare: it happens under an attack (many large, distinct keys),
+    when forgetting is what we want; the entries asked for most come back at
+    their next use.  An entry costing more than an eighth of the budget is
+    never kept (one such would empty the rest).
+    """
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.entries = {}       # read by anyone; changed under the lock, so counted exactly
+        self.size = 0
+        self._lock = threading.Lock()
+
+    def put(self, key, value, cost):
+        if cost > self.budget // 8:
+            return
+        with self._lock:
+            if key in self.entries:
+                return        # put by another thread meanwhile: counted once
+            if self.size + cost > self.budget:
+                self.entries.clear()
+                self.size = 0
+            self.entries[key] = value
+            self.size += cost
+
+    def pop(self, key, cost):
+        with self._lock:
+            if self.entries.pop(key, _UNKNOWN) is not _UNKNOWN:
+                self.size -= cost
+
+
+# What one remembered entry holds besides its strings: the dict's slot, the
+# key and value tuples.
+ENTRY_COST = 256
+_LOCAL_PATHS = Remembered(PATH_CACHE_BUDGET)
+
+
 def local_path(root, url_path):
     """(segments, path under root) of a URL path, or None: url_segments, remembered
-    for the paths asked for most (it depends on nothing but its arguments)."""
-    parts = url_segments(url_path)
-    if parts is None:
-        return None
-    return tuple(parts), os.path.join(root, *parts)
+    within PATH_CACHE_BUDGET for the paths asked for most (it depends on
+    nothing but its arguments)."""
+    key = (root, url_path)
+    local = _LOCAL_PATHS.entries.get(key, _UNKNOWN)
+    if local is _UNKNOWN:
+        parts = url_segments(url_path)
+        cost = ENTRY_COST + sys.getsizeof(url_path)
+        if parts is None:
+            local = None
+        else:
+            local = tuple(parts), os.path.join(root, *parts)
+            cost += sys.getsizeof(local[1]) + sum(map(sys.getsizeof, parts)) + 8 * len(parts)
+        _LOCAL_PATHS.put(key, local, cost)
+    return local
 
 
-_REAL_ROOTS = {}
+_REAL_ROOTS = {}     # keyed by the roots the application serves (two), never by a client
 
 
 def real_root(root, refresh=False):
@@ -155,8 +209,8 @@ def open_inside(root, parts):
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None
+        if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
+            return None       # a loop, or longer than any path there can be: not there
         raise HTTPError(403, 'not readable') from None
     real = where(fd, path)
     if not inside(real, real_root(root)) and not inside(real, real_root(root, refresh=True)):
@@ -176,18 +230,30 @@ def etag_of(st):
     return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
 
 
+# entity-tag = [ weak ] opaque-tag; opaque-tag = DQUOTE *etagc DQUOTE (RFC 9110
+# section 8.8.3), found anywhere in the list; possessive, so that an unclosed
+# quote is scanned once.
+ENTITY_TAG = re.compile(r'(W/)?+("[^"]*+")')
+
+
 def etag_matches(header, etag, weak):
     """Does an If-Match / If-None-Match list name this ETag (RFC 9110 section 8.8.3.2)?"""
     if header.strip() == '*':
         return True
-    for candidate in re.findall(r'(W/)?("[^"]*")', header):
+    for candidate in ENTITY_TAG.findall(header):
         if candidate[1] == etag and (weak or not candidate[0]):
             return True
     return False
 
 
 def http_time(header):
-    """An HTTP-date as a POSIX timestamp, or None when it is not one (RFC 9110 section 5.6.7)."""
+    """An HTTP-date as a POSIX timestamp, or None when it is not one (RFC 9110 section 5.6.7).
+
+    A value longer than any HTTP-date is none, and is not parsed: the parser
+    would convert its numbers, however long (int() is quadratic in digits).
+    """
+    if len(header) > MAX_HTTP_DATE:
+        return None
     try:
         return parsedate_to_datetime(header).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -231,13 +297,17 @@ def precondition(request, st, etag):
 
 # -- ranges (RFC 9110 section 14) ---------------------------------------------------
 
-RANGE_SPEC = re.compile(r'\s*(\d*)\s*-\s*(\d*)\s*')
+# range-spec = int-range / suffix-range (section 14.1.1), with optional whitespace
+# around its parts.  The runs are possessive: whitespace and digits never
+# overlap, and without them a long run of blanks would be split every way.
+RANGE_SPEC = re.compile(r'\s*+([0-9]*+)\s*+-\s*+([0-9]*+)\s*+')
 
 
 def parse_range(header, size):
     """[(first, last)] satisfiable ranges, [] when none is, None to ignore the field.
 
-    A field we cannot parse is ignored, as section 14.2 allows.
+    A field we cannot parse is ignored, as section 14.2 allows; so is one with
+    a numeral longer than MAX_RANGE_DIGITS, which no file's size needs.
     """
     unit, eq, specs = header.partition('=')
     if not eq or unit.strip().lower() != 'bytes':
@@ -247,17 +317,18 @@ def parse_range(header, size):
         match = RANGE_SPEC.fullmatch(spec)
         if match is None or match.groups() == ('', ''):
             return None
-        first, last = match.groups()
+        first, last = [decimal(digits, MAX_RANGE_DIGITS) if digits else ''
+                       for digits in match.groups()]
+        if None in (first, last):
+            return None                       # a numeral longer than any byte position
         if first == '':                       # suffix: the last n bytes
-            n = int(last)
-            if n and size:
-                ranges.append((max(0, size - n), size - 1))
+            if last and size:
+                ranges.append((max(0, size - last), size - 1))
             continue
-        first = int(first)
-        if last != '' and int(last) < first:
+        if last != '' and last < first:
             return None                       # invalid (section 14.1.1): ignore the field
         # 'first-' from at or past the end is unsatisfiable, not invalid (416).
-        last = size - 1 if last == '' else int(last)
+        last = size - 1 if last == '' else last
         if first < size:
             ranges.append((first, min(last, size - 1)))
     return ranges
@@ -276,6 +347,9 @@ def range_applies(request, etag, st):
 
 # -- responses --------------------------------------------------------------------
 
+# Remembered by count, and bounded in bytes all the same: only the extensions of
+# files that exist come here (at most NAME_MAX bytes each: under 300 KB for all),
+# and only mtimes (integers) for the dates (about 150 KB).
 @functools.lru_cache(maxsize=256)
 def content_type(extension):
     kind, encoding = mimetypes.guess_type('x' + extension)
@@ -304,17 +378,20 @@ class SmallFiles:
     """
 
     def __init__(self, budget=SMALL_FILES_BUDGET):
-        self.budget = budget
-        self._entries = {}      # path -> (identity, bytes, header fields)
-        self._size = 0
+        self._entries = Remembered(budget)    # path -> (identity, bytes, header fields)
 
     @staticmethod
     def identity(st):
         return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
+    @staticmethod
+    def cost(path, data):
+        """What an entry holds: the bytes, the path, and about 1 KiB of fields and tuples."""
+        return len(data) + sys.getsizeof(path) + 4 * ENTRY_COST
+
     def get(self, path):
         """(stat, bytes, header fields) of an unchanged cached file, or None."""
-        entry = self._entries.get(path)
+        entry = self._entries.entries.get(path)
         if entry is None:
             return None
         try:
@@ -322,45 +399,50 @@ class SmallFiles:
         except OSError:
             st = None
         if st is None or self.identity(st) != entry[0]:
-            self._entries.pop(path, None)
+            self._entries.pop(path, self.cost(path, entry[1]))
             return None
         return st, entry[1], entry[2]
 
     def put(self, path, st, data, headers):
-        if self._size + len(data) > self.budget:
-            self._entries.clear()          # crude, and rare: start again
-            self._size = 0
-        self._entries[path] = (self.identity(st), data, headers)
-        self._size += len(data)
+        self._entries.put(path, (self.identity(st), data, headers), self.cost(path, data))
 
 
 small_files = SmallFiles()
 
 
-def serve_path(request, root, url_path):
+def serve_path(request, root, url_path, fields=None):
     """The file at ``url_path`` under ``root``: a file, a directory (its index.html
-    or a listing), or 404."""
+    or a listing), or 404.
+
+    ``fields(path)``, when given, names more fields for the answer of a file
+    (never of a listing or a redirect): what uploads are served with.  They
+    depend on the file's path alone, and are remembered with a small file.
+    """
     local = local_path(root, url_path)
     if local is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
     parts, path = local
-    if request.path.endswith('/'):
-        hit = small_files.get(os.path.join(path, 'index.html'))
-    else:
-        hit = small_files.get(path)
+    wanted = os.path.join(path, 'index.html') if request.path.endswith('/') else path
+    hit = small_files.get(wanted)
     if hit is not None:
         return cached_file(request, *hit)
     opened = open_inside(root, parts)
     if opened is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
     fd, st = opened
-    if stat.S_ISREG(st.st_mode):
-        return serve_file(request, fd, st, path)
+    if stat.S_ISREG(st.st_mode) and not request.path.endswith('/'):
+        return serve_file(request, fd, st, path, fields)
     os.close(fd)
+    if stat.S_ISREG(st.st_mode):
+        # 'file/' names a directory, and there is none (open(2) says ENOTDIR);
+        # served there, the file's relative links would resolve below it.
+        raise HTTPError(404, f'not a directory: {request.path[:80]}')
     if not stat.S_ISDIR(st.st_mode):
         raise HTTPError(404, f'not a regular file: {request.path[:80]}')
     if not request.path.endswith('/'):
-        location = quote(request.path + '/', safe="/%:@!$&'()*+,;=~-._")
+        # One leading slash: '//name/' would be a network-path reference
+        # (RFC 3986 section 4.2), a redirect to the host 'name'.
+        location = quote('/' + request.path.lstrip('/') + '/', safe="/%:@!$&'()*+,;=~-._")
         if request.query:
             location += '?' + request.query
         return Response(301, [('Location', location),
@@ -370,7 +452,7 @@ def serve_path(request, root, url_path):
     if index is not None:
         fd, st = index
         if stat.S_ISREG(st.st_mode):
-            return serve_file(request, fd, st, os.path.join(path, 'index.html'))
+            return serve_file(request, fd, st, wanted, fields)
         os.close(fd)
     return listing(request, root, os.path.join(real_root(root), *parts))
 
@@ -379,7 +461,7 @@ def extension(name):
     return os.path.splitext(name)[1].lower()
 
 
-def serve_file(request, fd, st, path):
+def serve_file(request, fd, st, path, fields=None):
     """A regular file already open as ``fd``: 200, 206, 304, 412 or 416."""
     if st.st_size <= SMALL_FILE:
         try:
@@ -388,11 +470,11 @@ def serve_file(request, fd, st, path):
             os.close(fd)
         if len(data) != st.st_size:
             raise HTTPError(503, 'the file changed while it was read; try again')
-        headers = representation_headers(st, extension(path))
+        headers = file_headers(st, path, fields)
         small_files.put(path, st, data, headers)
         return cached_file(request, st, data, headers)
     try:
-        response = file_response(request, st, representation_headers(st, extension(path)))
+        response = file_response(request, st, file_headers(st, path, fields))
     except BaseException:
         os.close(fd)
         raise
@@ -406,6 +488,14 @@ def serve_file(request, fd, st, path):
     else:
         response.body = MultiRangeBody(fd, plan.parts, plan.closing, response.length)
     return response
+
+
+def file_headers(st, path, fields):
+    """representation_headers, and then what ``fields(path)`` adds (serve_path)."""
+    headers = representation_headers(st, extension(path))
+    if fields is not None:
+        headers.extend(fields(path))
+    return headers
 
 
 # Fields that can make a file's answer other than 200 with the whole file.
@@ -499,9 +589,14 @@ def worth_parts(ranges):
 
 
 def listing(request, root, path):
-    """An HTML directory listing, streamed in chunks since its length is not known."""
+    """An HTML directory listing, streamed in chunks since its length is not known.
+
+    Only the directory's opening is tried here (403 if it cannot be): reading,
+    sorting and describing its entries, long for a large directory, is the
+    body's work, which the server does on a pool thread, not in its loop.
+    """
     try:
-        entries = sorted(os.scandir(path), key=lambda e: e.name)
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
     except OSError:
         raise HTTPError(403, 'directory not readable') from None
     title = html.escape(unquote(request.path))
@@ -513,6 +608,11 @@ def listing(request, root, path):
                '<tr><td><a href="../">../</a></td><td></td></tr>\n').encode()
         rows = []
         top = real_root(root)
+        try:
+            with os.scandir(path) as found:
+                entries = sorted(found, key=lambda e: e.name)
+        except OSError:
+            entries = []      # gone or closed to us since it was opened: an empty listing
         for entry in entries:
             if entry.name.startswith('.'):
                 continue

@@ -26,7 +26,7 @@ Writers need no buffering: ``write_all`` sends several pieces with one
 gather-write syscall and loops until the kernel has taken them all.
 """
 
-from .limits import LARGE_READ, MAX_SPARE_BUFFERS, READ_BUFFER_SIZE, STREAM_BUFFER_SIZE
+from .limits import LARGE_READ, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES, STREAM_BUFFER_SIZE
 
 # What a released reader holds: nothing, shared by every idle connection
 # (never released itself).
@@ -76,12 +76,14 @@ class StreamReader:
     The buffer is allocated once per connection and reused: ``recv_into`` fills
     its free tail, reads hand out slices of it, and it is compacted (not
     reallocated) when the tail runs out.  It grows only when a delimiter read
-    is allowed to look further than the buffer is long, and once (to
-    STREAM_BUFFER_SIZE) for a connection that streams a body or reads exact
-    messages of LARGE_READ bytes or more.  ``release`` gives it up while
+    is allowed to look further than the buffer is long (doubling, up to what
+    the read's limit needs, so a head is held in about its own size), and once
+    (to STREAM_BUFFER_SIZE) for a connection that streams a body or reads
+    exact messages of LARGE_READ bytes or more.  ``release`` gives it up while
     nothing is buffered (an idle connection costs no buffer); the next
     receive takes one again, from ``spares`` (a list that readers of many
-    connections share, to which ``release`` returns buffers) when it can.
+    connections share, to which ``release`` returns buffers of the first
+    size, SPARE_BUFFER_BYTES of them at most) when it can.
     """
 
     __slots__ = ('_recv_into', '_size', '_spares', '_buf', '_view', '_start', '_end',
@@ -91,7 +93,7 @@ class StreamReader:
         self._recv_into = sock.recv_into
         self._size = buffer_size
         self._spares = spares
-        self._buf = bytearray(buffer_size)
+        self._buf = spares.pop() if spares else bytearray(buffer_size)
         self._view = memoryview(self._buf)
         self._start = 0  # first unread byte
         self._end = 0    # one past the last received byte
@@ -113,8 +115,8 @@ class StreamReader:
         if self._start != self._end or self._buf is _NOTHING:
             return False
         spares = self._spares
-        if spares is not None and len(spares) < MAX_SPARE_BUFFERS and \
-                len(self._buf) == self._size:
+        if spares is not None and len(self._buf) == self._size and \
+                (len(spares) + 1) * self._size <= SPARE_BUFFER_BYTES:
             spares.append(self._buf)
         self._buf = _NOTHING
         self._view = _NOTHING_VIEW
@@ -159,8 +161,10 @@ class StreamReader:
         self._buf, self._view = grown, memoryview(grown)
         self._start, self._end = 0, count
 
-    def _make_room(self, need=1):
-        """Ensure the tail has space, compacting first and growing only to ``need`` bytes."""
+    def _make_room(self, limit=None):
+        """Ensure the tail has space: compact first; a released reader takes a first
+        buffer (a spare if there is one); a full one doubles, never past ``limit``
+        bytes when given (what a delimiter read may have to hold)."""
         if self._end < len(self._buf):
             return
         count = self._end - self._start
@@ -169,13 +173,15 @@ class StreamReader:
             # overlaps the destination (bytearray slice assignment is not).
             self._view[:count] = self._view[self._start:self._end]
         else:
-            if self._buf is _NOTHING and self._spares and need <= self._size:
-                grown = self._spares.pop()      # a released reader's next buffer
+            if self._buf is _NOTHING:
+                # A released reader's next buffer: a spare if there is one.
+                grown = self._spares.pop() if self._spares else bytearray(self._size)
             else:
-                # Twice as long, or the first buffer of a released reader.
-                grown = bytearray(max(need, 2 * len(self._buf), self._size))
+                size = 2 * count
+                if limit is not None:
+                    size = max(count + 1, min(size, limit))
+                grown = bytearray(size)
                 grown[:count] = self._view[:count]
-            if self._view is not _NOTHING_VIEW:
                 self._view.release()
             self._buf, self._view = grown, memoryview(grown)
         self._start, self._end = 0, count

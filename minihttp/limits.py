@@ -18,10 +18,18 @@ READ_BUFFER_SIZE = 64 * KiB
 # two fills.  Bounds the memory of such a connection.
 STREAM_BUFFER_SIZE = 256 * KiB
 LARGE_READ = READ_BUFFER_SIZE // 2
-# Buffers kept for reuse after idle connections gave them up (the event loop
-# releases a connection's buffer while it idles): saves an allocation per
-# request under load, and holds at most this many (4 MiB).
-MAX_SPARE_BUFFERS = 64
+# The first buffer of an HTTP connection's reader: a request head of a usual
+# size (a browser's is 0.5-2 KiB) in one receive.  A longer head grows it,
+# doubling, up to MAX_HEAD; a body read on a pool thread has READ_BUFFER_SIZE
+# (STREAM_BUFFER_SIZE for a large one); the loop gives it up as soon as
+# nothing is buffered (a request read, an answer queued).  Bounds the memory
+# of a connection reading small requests: 5,000 active ones once held 64 KiB
+# each.
+CONNECTION_BUFFER_SIZE = 4 * KiB
+# Buffers kept for reuse after connections gave them up, in bytes: saves an
+# allocation per request under load.  Only buffers of a reader's first size
+# are kept (a grown one goes back to the allocator).
+SPARE_BUFFER_BYTES = 1 * MiB
 
 # --- the block transport (Listing 5-2) --------------------------------------
 # Default port of the block server, as in the book.
@@ -59,12 +67,17 @@ MAX_BLOCK_CONNECTIONS = 1024
 # their way (a quiet stream waits in the loop).  More such streams wait their
 # turn.
 BLOCK_THREADS = 8
-# Connections accepted per wake-up of the loop: one, so that worker processes
-# sharing a listening socket each take their share of a burst of connects (one
-# that accepted the whole burst would serve it alone), and so that a burst
-# cannot starve the connections already held.  Measured with --workers 2 and
-# wrk's 64 connections: 59/27 split between the workers at 64, 45/41 at 1.
-ACCEPT_BATCH = 1
+# Connections the loop accepts in one pass: as many as the events it serves in
+# that pass, at least ACCEPT_MIN (an idle loop lets a burst in at once) and at
+# most ACCEPT_MAX.  A burst of N newcomers so takes a few passes, not N (one
+# accept a pass, each pass serving every busy connection, made N newcomers
+# cost N squared: 1,000 waited 3 to 6 s under 200 busy ones), and accepting
+# never takes much more of a pass than the connections already held get.
+# With --workers, each worker accepts from a listening socket of its own
+# (SO_REUSEPORT: the kernel spreads new connections evenly), so a batch never
+# takes another worker's share.
+ACCEPT_MIN = 64
+ACCEPT_MAX = 1024
 # Answers to pipelined requests queued on one connection before the loop
 # stops reading its requests until the client has taken them: bounds the
 # memory a client that pipelines and never reads can make us hold.
@@ -161,6 +174,10 @@ RATE_WINDOW = 10.0
 RECORDS_KEPT = 200
 # Chunk or block sizes one record lists; beyond them it says how many more.
 RECORDED_CHUNKS = 64
+# The first characters of a request-target a record keeps (its query values
+# shown as *): with the above, what bounds the bytes of one record, and so of
+# the ring (a few hundred bytes each, and as much again as JSON once read).
+RECORDED_TARGET = 200
 # With --workers, how long records gather before they travel to the parent,
 # and back to every worker, in one block: bounds those sends to a few a second
 # per process, whatever the request rate.
@@ -169,16 +186,33 @@ HUB_BATCH_INTERVAL = 0.1
 # slowly: beyond them the oldest are dropped (and the stream says how many),
 # so a stuck reader costs bounded memory.
 STREAM_QUEUE = 256
+# A record number a client sends (?after=N, Last-Event-ID) longer than this
+# many digits is refused with 400 before it is converted (int() refuses more
+# than 4300 digits and is quadratic below); no process numbers that many.
+MAX_RECORD_DIGITS = 18
 
 # --- files and uploads ------------------------------------------------------
 # Files up to this size are served from memory once read (each use checked
 # by a stat): fewer system calls, each of which lets other threads run.
 SMALL_FILE = 64 * KiB
-# Memory all such files may take together, per process.
+# Memory all such files may take together, per process: their bytes, paths
+# and fields (an empty file costs its bookkeeping, not nothing).
 SMALL_FILES_BUDGET = 32 * MiB
+# The URL paths of recent requests, remembered with the segments and local
+# path they decode to (a few hundred bytes for a short path, up to hundreds of
+# KB for 8 KiB of short segments): memory for all of them, per process.  A
+# path that would take more than an eighth of it is never remembered.
+PATH_CACHE_BUDGET = 2 * MiB
 # Most ranges one request may ask for before it gets the whole file instead
 # (many tiny ranges cost far more to send than the bytes they carry).
 MAX_RANGES = 16
+# A Range numeral longer than this many digits (10**18 bytes, beyond any
+# file) makes the field ignored (RFC 9110 section 14.2) before it is converted.
+MAX_RANGE_DIGITS = 18
+# An If-Modified-Since or If-Unmodified-Since value longer than this is no
+# HTTP-date (the longest form, rfc850-date, has 33 characters): it is ignored
+# unparsed, so its numbers, however long, are never converted.
+MAX_HTTP_DATE = 40
 # Default --max-upload: the largest body one upload may store (413 beyond),
 # so that one client cannot fill the disk in one request.
 MAX_UPLOAD = 1 * GiB
@@ -191,3 +225,16 @@ MAX_PART_HEAD = 16 * KiB
 MAX_PART_FIELDS = 32
 # A non-file multipart field is kept in memory to report it: at most this.
 MAX_FORM_FIELD = 64 * KiB
+# All of a form's non-file fields together (names and values), all kept in
+# memory until the form is complete: the memory one form can take (413 beyond).
+MAX_FORM_FIELDS = 256 * KiB
+# Parts of one multipart form (413 beyond): each file part is a temporary file
+# kept (closed) until the whole form is verified, and some bookkeeping; bounds
+# the files and inodes one request can take, and its CPU: a file costs the
+# kernel about 0.2-0.5 ms to create, sync and rename whatever its size, so
+# 1,000 empty parts took 480 ms of server CPU for a 100 KB request.  A form is
+# what curl -F or an HTML form sends; many files go by PUT, one each.
+MAX_FORM_PARTS = 100
+# The longest upload name, in bytes of UTF-8: what Linux file systems store
+# in one name (NAME_MAX); a longer one gets 400, not an error from the disk.
+MAX_UPLOAD_NAME = 255

@@ -7,6 +7,7 @@ and ``run_workers`` need.
 """
 
 import contextlib
+import errno
 import os
 import select
 import signal
@@ -28,8 +29,17 @@ class StartupError(Exception):
     """A server could not start; the message is one line for the user."""
 
 
-def bind(host, port, backlog=LISTEN_BACKLOG):
-    """A listening socket on (host, port); host may be IPv4, IPv6 or a name."""
+def bind(host, port, backlog=LISTEN_BACKLOG, reuse_port=False, join=False):
+    """A listening socket on (host, port); host may be IPv4, IPv6 or a name.
+
+    With ``reuse_port``, other sockets with it may listen on the same port
+    (SO_REUSEPORT, Linux): the kernel spreads new connections over them.
+    Such a port is shared with any process of the same user that asks, so
+    the first socket first checks that nobody listens there yet (another
+    server started with --workers would otherwise silently get half of the
+    connections); only ``join``, a worker's socket beside its parent's,
+    expects the port taken.
+    """
     try:
         infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
                                    0, socket.AI_PASSIVE)
@@ -38,15 +48,32 @@ def bind(host, port, backlog=LISTEN_BACKLOG):
     except OverflowError:
         raise StartupError(f'port {port} is out of range (0-65535)') from None
     family, kind, proto, _, address = infos[0]
+    if reuse_port and not join:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+            except OSError as exc:
+                raise StartupError(in_use(host, port, exc)) from None
+            address = probe.getsockname()    # port 0: the free port the probe was given
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port and hasattr(socket, 'SO_REUSEPORT'):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise StartupError(f'cannot listen on {host} port {port}: {exc.strerror}') from None
+        raise StartupError(in_use(host, port, exc)) from None
     return sock
+
+
+def in_use(host, port, exc):
+    """Why a port cannot be listened on, in one line, with what to do when it is taken."""
+    hint = ' (another server holds it: stop it, or choose another port)' if (
+        exc.errno == errno.EADDRINUSE) else ''
+    return f'cannot listen on {host} port {port}: {exc.strerror}{hint}'
 
 
 class Signals:
@@ -142,7 +169,8 @@ def stop_all(listeners, grace):
 def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE, hub=None):
     """Serve ``shared`` from ``workers`` forked processes until SIGINT or SIGTERM.
 
-    The workers share one listening socket (one accept queue) and each runs
+    Each worker accepts from a listening socket of its own on the one port
+    (the first keeps the one bound here; see EventLoop.listen_apart) and runs
     its own threads: Python runs one thread at a time per process, so under
     many small requests the threads of one process mostly wait for each
     other; processes do not.  This process serves ``others`` meanwhile,
@@ -269,6 +297,8 @@ class Supervisor:
             forget_descriptors(keep)
             if self.hub is not None:
                 self.hub.in_worker(index)
+            if index:
+                self.shared.listen_apart()     # the first keeps the parent's socket
             run_until_signalled([self.shared], self.grace, self.lifeline)
             code = 0
         except KeyboardInterrupt:          # stopped before its handlers were in place

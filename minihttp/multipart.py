@@ -11,13 +11,17 @@ import re
 
 from .framing import IncompleteRead, LimitExceeded, StreamReader
 from .http11 import HTTPError, read_field_lines
-from .limits import MAX_FORM_FIELD, MAX_PART_HEAD, MAX_PART_FIELDS
+from .limits import (MAX_FORM_FIELD, MAX_FORM_FIELDS, MAX_FORM_PARTS, MAX_PART_FIELDS,
+                     MAX_PART_HEAD)
 
 CRLF = b'\r\n'
 
 # boundary := 0*69<bchars> bcharsnospace (RFC 2046 section 5.1.1)
 BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+# parameter = ";" OWS name "=" ( token / quoted-string ) (RFC 9110 section 5.6.6),
+# read leniently.  Every run is possessive: none can give back a character the
+# next part of the pattern would take, and an unclosed quote is scanned once.
+PARAM = re.compile(r';\s*+([^\s=;]++)\s*+=\s*+("(?:[^"\\]|\\.)*+"|[^;]*+)')
 
 
 def parameters(value):
@@ -66,8 +70,11 @@ class BodyStream:
         return n
 
     def drain(self):
-        for _ in self._pieces:
-            pass
+        """Read the rest (the epilogue), within the same limit."""
+        for piece in self._pieces:
+            self._seen += len(piece)
+            if self._limit is not None and self._seen > self._limit:
+                raise HTTPError(413, f'form larger than {self._limit} bytes', close=True)
 
 
 class Part:
@@ -84,15 +91,18 @@ class Part:
             self.filename = re.split(r'[\\/]', self.filename)[-1]
 
 
-def read_parts(body, boundary, on_part, limit=None):
-    """Read every part of a multipart body; ``on_part(part)`` returns the sink for its content.
+def read_parts(body, boundary, on_part, limit=None, on_end=None, max_parts=MAX_FORM_PARTS):
+    """Read every part of a multipart body; ``on_part(part)`` returns the sink for its
+    content, and ``on_end()`` is called as each part's content ends.
 
     Raises HTTPError 400 when the body is not well-formed multipart, and 413
-    once more than ``limit`` bytes of it arrived.
+    once more than ``limit`` bytes of it arrived or it has more than
+    ``max_parts`` parts.
     """
     stream = BodyStream(body, limit)
     reader = StreamReader(stream)
     delimiter = CRLF + b'--' + boundary
+    parts = 0
     try:
         # The preamble before the first boundary is ignored (RFC 2046 section
         # 5.1.1); the first boundary needs no CRLF before it.
@@ -106,8 +116,13 @@ def read_parts(body, boundary, on_part, limit=None):
                 padding = after + reader.read_until(CRLF, MAX_PART_HEAD)
                 if padding.strip(b' \t'):
                     raise HTTPError(400, 'multipart boundary followed by junk', close=True)
+            parts += 1
+            if parts > max_parts:
+                raise HTTPError(413, f'form of more than {max_parts} parts', close=True)
             part = Part(read_field_lines(reader, MAX_PART_HEAD, MAX_PART_FIELDS, 'part header'))
             reader.read_until_to(delimiter, on_part(part))
+            if on_end is not None:
+                on_end()
     except IncompleteRead:
         raise HTTPError(400, 'multipart body ended before its closing boundary',
                         close=True) from None
@@ -116,14 +131,34 @@ def read_parts(body, boundary, on_part, limit=None):
     stream.drain()
 
 
-def form_field_sink(values, name):
-    """A sink collecting a small non-file field's value, at most MAX_FORM_FIELD bytes."""
-    value = bytearray()
+class FormFields:
+    """A form's non-file fields, kept in memory to report them: [(name, bytearray)].
 
-    def collect(piece):
-        if len(value) + len(piece) > MAX_FORM_FIELD:
-            raise HTTPError(413, f'form field {name!r} longer than {MAX_FORM_FIELD} bytes',
+    Each value is at most MAX_FORM_FIELD bytes, and all names and values
+    together at most ``limit`` (413 beyond either).
+    """
+
+    def __init__(self, limit=MAX_FORM_FIELDS):
+        self.items = []
+        self.size = 0
+        self.limit = limit
+
+    def sink(self, name):
+        """The sink collecting one field's value."""
+        value = bytearray()
+        self.take(len(name or ''))
+        self.items.append((name, value))
+
+        def collect(piece):
+            if len(value) + len(piece) > MAX_FORM_FIELD:
+                raise HTTPError(413, f'form field {(name or "")[:60]!r} longer than '
+                                     f'{MAX_FORM_FIELD} bytes', close=True)
+            self.take(len(piece))
+            value.extend(piece)
+        return collect
+
+    def take(self, size):
+        self.size += size
+        if self.size > self.limit:
+            raise HTTPError(413, f'form fields longer than {self.limit} bytes in all',
                             close=True)
-        value.extend(piece)
-    values.append((name, value))
-    return collect

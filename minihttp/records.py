@@ -5,6 +5,9 @@ per block stream.  The same record makes the ``--trace`` line and the JSON
 that ``GET /_framing`` serves, so that the log and the page say the same
 thing.  A record holds facts (numbers and short strings), never a body; a
 bounded ring keeps the most recent ones.
+
+Records are shown to anyone who asks, so they keep a request's path but not
+its query's values (``redact``): ``/search?q=*&key=*``.
 """
 
 import collections
@@ -13,7 +16,7 @@ import json
 import os
 import threading
 
-from .limits import RECORDED_CHUNKS, RECORDS_KEPT
+from .limits import RECORDED_CHUNKS, RECORDED_TARGET, RECORDS_KEPT
 
 
 class FramingLog:
@@ -30,6 +33,9 @@ class FramingLog:
         self._lock = threading.Lock()
         self._listeners = []
         self._own_listeners = []
+        # Record number -> the record as compact JSON (bytes), made when first read and
+        # shared by every answer and stream that sends it; pruned to the ring's records.
+        self._json = {}
 
     def listen(self, listener, own=False):
         """Call ``listener(record)`` for every record from now on (in the adding thread);
@@ -69,11 +75,26 @@ class FramingLog:
             listener(record)
         return record
 
+    def kept(self, after=0):
+        """The records kept whose number is above ``after``, oldest first."""
+        with self._lock:
+            return [record for record in self._records if record[NUMBER] > after]
+
     def recent(self, after=0):
         """The records kept whose number is above ``after``, oldest first, as dicts."""
-        with self._lock:
-            kept = [record for record in self._records if record[NUMBER] > after]
-        return [public(record) for record in kept]
+        return [public(record) for record in self.kept(after)]
+
+    def as_json(self, record):
+        """A record as ``public`` makes it, in compact JSON (bytes): made once per record."""
+        number = record[NUMBER]
+        data = self._json.get(number)
+        if data is None:
+            data = json.dumps(public(record), separators=(',', ':')).encode()
+            if len(self._json) >= 2 * self._records.maxlen:
+                ring = {kept[NUMBER] for kept in self.kept()}
+                self._json = {n: made for n, made in self._json.items() if n in ring}
+            self._json[number] = data
+        return data
 
 
 class EventStream:
@@ -88,10 +109,10 @@ class EventStream:
         self.after = after
 
 
-def event_bytes(record):
-    """A record (as ``public`` makes it) as one server-sent event (text/event-stream)."""
-    data = json.dumps(record, separators=(',', ':'))
-    return f'id: {record["id"]}\nevent: record\ndata: {data}\n\n'.encode()
+def event_bytes(record, data):
+    """A record, and its JSON as FramingLog.as_json made it, as one server-sent event
+    (text/event-stream)."""
+    return b'id: %d\nevent: record\ndata: %s\n\n' % (record[NUMBER], data)
 
 
 def dropped_event(count):
@@ -111,9 +132,32 @@ def http_record(peer, now, request, body, status, framing, chunks, sent):
     if request is None:
         head = None
     else:
-        head = (request.method, request.target[:200], request.version, request.head_size,
+        target = request.target
+        if '?' in target or target[0] != '/':
+            target = redact(target)
+        head = (request.method, target[:RECORDED_TARGET], request.version, request.head_size,
                 body_facts(body))
     return ['http', now, _process[0], peer, head, (status, framing, chunks, sent), 0]
+
+
+def redact(target):
+    """A request-target fit to show anyone, in RECORDED_TARGET characters at most: its
+    path, and the names of its query's parameters with each value shown as ``*``
+    (an item without a name is all value: ``*``); no userinfo in an absolute-form
+    target.  Cut short before the query is read, so a value cut in two is still
+    a value."""
+    if target[:1] != '/' and '@' in target:
+        scheme, sep, rest = target.partition('://')
+        end = min([i for i in (rest.find('/'), rest.find('?')) if i >= 0], default=len(rest))
+        target = scheme + sep + rest[:end].rpartition('@')[2] + rest[end:]
+    path, mark, query = target[:RECORDED_TARGET].partition('?')
+    if not mark:
+        return path
+    items = []
+    for item in query.split('&'):
+        name, equals, _ = item.partition('=')
+        items.append(name + '=*' if equals else '*' if item else '')
+    return path + '?' + '&'.join(items)
 
 
 def body_facts(body):

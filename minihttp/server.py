@@ -13,17 +13,16 @@ describe the exchange.
 """
 
 import collections
-import functools
 import time
 import traceback
 
-from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM
+from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob
 from .framing import write_all
 from .http11 import (CRLF, LAST_CHUNK, Body, HTTPError, PerSecond, bodiless, body_framing,
                      bounded, close_unsent, error_response, frame_response, open_body,
                      read_request, write_response)
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
-                     PIPELINE_QUEUE, RATE_WINDOW, RETRY_AFTER, STREAM_QUEUE)
+                     PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
 from .records import EventStream, FramingLog, dropped_event, event_bytes, http_record, public
 from .report import say, say_soon
 
@@ -39,6 +38,31 @@ class Stream:
         self.chunked = chunked
         self.events = collections.deque(maxlen=STREAM_QUEUE)
         self.dropped = 0          # records that went unsent since the last send
+
+
+class Job(PoolJob):
+    """Blocking work for a pool thread, and the response it sends, which it owns.
+
+    ``work(job, *args)`` runs on the thread and leaves the response it makes
+    (or was given) in ``job.response``.  The event loop closes the job when
+    it is done with it (eventloop.py says when: once run, or with its
+    connection when never run), and closing lets go of what the response's
+    body still holds, an open file say, sent or not.
+    """
+
+    __slots__ = ('response',)
+
+    def __init__(self, work, *args, response=None):
+        super().__init__(work, *args)
+        self.response = response
+
+    def __call__(self):
+        return self.work(self, *self.args)
+
+    def close(self):
+        response, self.response = self.response, None
+        if response is not None:
+            close_unsent(response.body)
 
 
 class HTTPServer:
@@ -98,7 +122,7 @@ class HTTPServer:
             try:
                 framing, length = body_framing(request)
                 if framing != 'none' or not self.inline(request):
-                    conn.job = functools.partial(self.exchange, conn, request, now)
+                    conn.job = Job(self.exchange, conn, request, now)
                     conn.message = request
                     if framing == 'none' or length == 0 or request.get('expect') is not None:
                         return POOL     # nothing to wait for from the client first
@@ -113,16 +137,23 @@ class HTTPServer:
                 return self.open_stream(conn, request, response, now)
             if not isinstance(response.body, (bytes, bytearray)) and not bodiless(
                     request.method, response.status):
-                conn.job = functools.partial(self.respond, conn, request, body, response, now)
+                conn.job = Job(self.respond, conn, request, body, now, response=response)
                 return POOL
             outcome = self.answer(conn, request, body, response, now)
             if outcome is not READ or not reader.buffered or conn.queued >= PIPELINE_QUEUE:
                 return outcome
 
     def inline(self, request):
-        """Whether a request without a body may be answered in the loop."""
-        if request.get('expect') is not None:
-            return False      # 100-continue, or 417: the pool's exchange decides
+        """Whether a request without a body may be answered in the loop.
+
+        A 100-continue expectation on a request without content has nothing
+        to continue: RFC 9110 section 10.1.1 lets a server omit the 100 then,
+        so it is answered as if absent.  Any other expectation goes to the
+        pool's exchange, which answers 417.
+        """
+        expect = request.get('expect')
+        if expect is not None and not continues(expect):
+            return False
         return self._inline is None or self._inline(request)
 
     def answer(self, conn, request, body, response, now):
@@ -160,8 +191,8 @@ class HTTPServer:
         self.log(conn.peer, request, response.status, 0, now, say_soon)
         self.record(conn, request, request.body, response, 'stream', 0, 0, now, say_soon)
         stream = self._streams[conn] = Stream(chunked)
-        for record in self.records.recent(response.body.after)[-STREAM_QUEUE:]:
-            stream.events.append(event_bytes(record))
+        for record in self.records.kept(response.body.after)[-STREAM_QUEUE:]:
+            stream.events.append(event_bytes(record, self.records.as_json(record)))
         self._loop = conn.loop
         return STREAM
 
@@ -172,7 +203,7 @@ class HTTPServer:
 
     def fan_out(self, record):
         """In the loop: queue the record on every stream, dropping a slow one's oldest."""
-        event = event_bytes(public(record))
+        event = event_bytes(record, self.records.as_json(record))
         for conn, stream in list(self._streams.items()):
             if len(stream.events) == STREAM_QUEUE:
                 stream.dropped += 1
@@ -215,8 +246,7 @@ class HTTPServer:
         connection is closed without a word."""
         if conn.job is None and not conn.reader.buffered:
             return
-        if conn.job is not None:
-            conn.job = None
+        if conn.job is not None:     # closed with the connection, right after
             error = HTTPError(408, 'request body not received in time', close=True)
             self.answer(conn, conn.message, None, error_response(error), time.time())
             return
@@ -234,14 +264,25 @@ class HTTPServer:
 
     # -- on a pool thread ---------------------------------------------------------------
 
-    def exchange(self, conn, request, now):
+    def exchange(self, job, conn, request, now):
         """The rest of an exchange whose head the loop read: the body, the answer."""
         conn.message = None
         body = None
         try:
             body = request.body = open_body(request, conn.reader,
                                             self.continuer(request, conn.timed))
-            response = self.app(request)
+            if body.framing != 'none':
+                # The loop's buffer is sized for heads: a body is received in
+                # pieces as large as before (a large one's reader grows further).
+                conn.reader.reserve(READ_BUFFER_SIZE)
+            response = job.response = self.app(request)
+            if isinstance(response.body, EventStream):
+                # Only the loop holds an event stream (with no thread), and this
+                # request's body needs a thread to be read; content in a GET has
+                # no meaning anyway (RFC 9110 section 9.3.1).  The body is drained
+                # (or, when the client waits for 100 Continue, never asked for).
+                raise HTTPError(400, f'{request.path[:80]} is an event stream: send it '
+                                     'no body (no Content-Length or Transfer-Encoding)')
         except HTTPError as error:
             response = error_response(error)
         except TimeoutError as exc:     # stalled, or too slow: the Pace says which
@@ -250,10 +291,15 @@ class HTTPServer:
             raise      # the connection failed: nobody to answer
         except Exception:
             response = self.failed(conn)
-        return self.respond(conn, request, body, response, now)
+        if response is not job.response:
+            job.close()                 # the app's answer, replaced by the error's
+            job.response = response
+        return self.respond(job, conn, request, body, now)
 
-    def respond(self, conn, request, body, response, now):
-        """Send a response that may block (a stream, a file, an echo), then finish the body."""
+    def respond(self, job, conn, request, body, now):
+        """Send the job's response, which may block (a stream, a file, an echo), then
+        finish the body.  The job closes the response, sent or not."""
+        response = job.response
         keep = request.keep_alive and not conn.stopping and self.can_keep(body, response)
         try:
             framing, chunks, sent, keep = write_response(
@@ -311,7 +357,7 @@ class HTTPServer:
         expect = request.get('expect')
         if expect is None:
             return None
-        if expect.strip().lower() != '100-continue':
+        if not continues(expect):
             raise HTTPError(417, f'cannot meet the expectation {expect[:40]!r}', close=True)
         if request.version != 'HTTP/1.1':
             return None
@@ -361,3 +407,8 @@ class HTTPServer:
                                               framing, chunks, sent))
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+
+
+def continues(expect):
+    """Whether an Expect field asks for 100 Continue, the one expectation there is."""
+    return expect.strip().lower() == '100-continue'

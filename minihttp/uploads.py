@@ -16,13 +16,14 @@ import tempfile
 import threading
 
 from .http11 import HTTPError
-from .limits import WRITEBACK_STEP
+from .limits import MAX_UPLOAD_NAME, WRITEBACK_STEP
 
 TEMP_PREFIX = '.upload-'
 FILE_MODE = 0o644
 
-# A stored name is one path segment of ordinary characters, not hidden.
-NAME = re.compile(r'[^/\\\x00-\x1f\x7f]{1,255}')
+# A stored name is one path segment of ordinary characters, not hidden, and at
+# most MAX_UPLOAD_NAME bytes long in UTF-8 (the file system counts bytes).
+NAME = re.compile(r'[^/\\\x00-\x1f\x7f]+')
 
 
 def check_name(name):
@@ -34,6 +35,10 @@ def check_name(name):
     if not NAME.fullmatch(name):
         raise HTTPError(400, f'upload name must be one path segment without control '
                              f'characters: {name[:60]!r}')
+    size = len(name.encode('utf-8', 'surrogatepass'))
+    if size > MAX_UPLOAD_NAME:
+        raise HTTPError(400, f'upload name is {size} bytes in UTF-8, longer than a file '
+                             f'name may be ({MAX_UPLOAD_NAME}): {name[:40]!r}...')
     return name
 
 

@@ -123,11 +123,11 @@ class MinihttpProcess:
     ``(stream, text)``, so a test can insist a message went to stderr.
     """
 
-    def __init__(self, args, *, stdin=subprocess.DEVNULL, env=None):
+    def __init__(self, args, *, stdin=subprocess.DEVNULL, env=None, preexec_fn=None):
         self.args = [str(arg) for arg in args]
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'minihttp', *self.args], cwd=REPO, stdin=stdin,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn,
             env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
         self.pid = self.proc.pid
         self.port = None

@@ -35,6 +35,9 @@ What each test pins:
   load with small counts; descriptors and threads go back to their baseline.
   The last replaces test_http_server.py's
   ``test_max_connections_makes_the_next_client_wait_until_one_leaves``.
+- ``test_a_burst_of_connects_under_busy_connections_is_answered_promptly``: 800
+  new connections under 100 busy pipelining ones are answered within 2 s (the
+  loop accepts a batch a pass; one a pass took 5 s), and the busy ones go on.
 - ``test_the_server_raises_its_descriptor_limit_to_hold_its_connections``: a
   server started with a soft RLIMIT_NOFILE of 256 still holds 400 connections.
 - ``test_sigterm_closes_idle_connections_and_lets_an_upload_finish``: on
@@ -42,6 +45,9 @@ What each test pins:
   flight finishes within --grace and is stored, the exit status is 0.
 - ``test_two_workers_both_serve_and_stop_on_sigterm_with_connections_open``
   and ``test_workers_auto_starts_one_worker_per_cpu``: --workers on the loop.
+- ``test_two_workers_share_a_burst_of_connects``: each worker listens on a
+  socket of its own, and 300 connects are spread over both (a third each at
+  least; sharing one socket, the first to wake took about 250).
 - ``test_a_pool_of_one_thread_queues_the_second_upload_and_still_answers_gets``:
   --threads 1: a second upload waits in the loop (not refused), a GET meanwhile
   is answered without a pool thread, then both uploads are stored.
@@ -57,9 +63,11 @@ import json
 import os
 import re
 import resource
+import selectors
 import signal
 import socket
 import termios
+import threading
 import time
 
 import pytest
@@ -106,7 +114,7 @@ def test_a_head_arriving_a_byte_at_a_time_is_answered(serve):
             client.send(bytes([byte]))
         reply = client.reply()
         assert reply.status == 200 and not reply.closes
-        assert reply.body.decode() == 'Host: test\n' + ''.join(f'{f}\n' for f in fields)
+        assert reply.body.decode() == 'Host: localhost\n' + ''.join(f'{f}\n' for f in fields)
         # The same with a body: the head comes together in the loop, the body
         # is read a byte at a time in a pool thread.
         for byte in post('/echo', body, method='PUT'):
@@ -122,7 +130,7 @@ def test_a_request_split_at_every_byte_boundary_is_answered(serve):
             client.send(stream[:cut])
             client.send(stream[cut:])
             headers, head = client.reply(), client.reply('HEAD')
-            assert (headers.status, headers.body) == (200, b'Host: test\nX-Split: yes\n'), cut
+            assert (headers.status, headers.body) == (200, b'Host: localhost\nX-Split: yes\n'), cut
             assert (head.status, head.get('content-length')) == (200, str(len(INDEX))), cut
             assert not headers.closes and not head.closes, cut
 
@@ -155,7 +163,7 @@ def test_pipelined_requests_cross_between_the_loop_and_the_pool_in_order(
         assert (stored['bytes'], stored['sha256'], stored['framing'], stored['chunks']) == (
             len(content), hashlib.sha256(content).hexdigest(), 'chunked', len(pieces))
         assert replies[4].body == content
-    assert replies[2].body == b'Host: test\nX-N: 3\n'
+    assert replies[2].body == b'Host: localhost\nX-N: 3\n'
     assert replies[3].body == body
 
 
@@ -175,7 +183,7 @@ def test_bytes_buffered_behind_a_body_survive_the_trips_between_loop_and_pool(se
     with Client(serve().port) as client:
         client.send(stream[:cut])
         assert client.reply('PUT').body == first
-        assert client.reply().body == b'Host: test\nX-N: 2\n'
+        assert client.reply().body == b'Host: localhost\nX-N: 2\n'
         client.send(stream[cut:])
         reply = client.reply('PUT')
         assert (reply.status, reply.body) == (200, second)
@@ -191,7 +199,7 @@ def test_idle_silent_and_stalled_connections_each_meet_their_deadline(serve):
     port = serve('--keepalive-timeout', '0.5', '--head-timeout', '1').port
     with Client(port) as idle, Client(port) as silent, Client(port) as stalled:
         assert not idle.exchange(get('/')).closes
-        stalled.send(b'GET / HTTP/1.1\r\nHost: test\r\n')   # the blank line never comes
+        stalled.send(b'GET / HTTP/1.1\r\nHost: localhost\r\n')   # the blank line never comes
         assert idle.file.read() == b'', 'an idle connection is closed without a response'
         assert silent.file.read() == b'', 'a connection that never spoke is closed unanswered'
         reply = stalled.reply()
@@ -320,7 +328,7 @@ def assert_fresh_requests_served(port, count):
                                      for field in asked])
         for client, field, reply in zip(clients, asked, replies):
             assert (reply.status, reply.body) == (
-                200, f'Host: test\n{field}\nConnection: close\n'.encode())
+                200, f'Host: localhost\n{field}\nConnection: close\n'.encode())
             client.assert_closed_after(reply)
 
 
@@ -350,6 +358,71 @@ def test_300_dripping_heads_get_408_while_other_requests_are_served(measured):
             reply = client.reply()
             assert reply.status == 408
             client.assert_closed_after(reply)
+    assert_back_to_baseline(server, base)
+
+
+class Busy:
+    """``count`` keep-alive clients, each with ``depth`` pipelined GET /headers in flight.
+
+    A thread drives them until the block ends, asking again for each answer
+    and counting them: busy connections that make every pass of the loop long.
+    """
+
+    ANSWER_END = b'\r\n\r\nHost: localhost\n'   # the end of every answer to get('/headers')
+
+    def __init__(self, port, count, depth=16):
+        self.depth = depth
+        self.socks = [socket.create_connection(('127.0.0.1', port), timeout=WAIT)
+                      for _ in range(count)]
+        self.answers = [0] * count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        request = get('/headers')
+        tails = [b''] * len(self.socks)
+        with selectors.DefaultSelector() as sel:
+            for index, sock in enumerate(self.socks):
+                sock.sendall(request * self.depth)
+                sel.register(sock, selectors.EVENT_READ, index)
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.1):
+                    index = key.data
+                    data = tails[index] + key.fileobj.recv(65536)
+                    assert data != tails[index], 'a busy connection was closed'
+                    answered = data.count(self.ANSWER_END)
+                    if answered:
+                        self.answers[index] += answered
+                        key.fileobj.sendall(request * answered)
+                        data = data[data.rindex(self.ANSWER_END) + len(self.ANSWER_END):]
+                    tails[index] = data[-len(self.ANSWER_END):]
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(WAIT)
+        for sock in self.socks:
+            sock.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_burst_of_connects_under_busy_connections_is_answered_promptly(measured):
+    # The loop once accepted one connection per pass, and a pass serves every
+    # busy connection: 800 newcomers under 100 busy ones waited seconds.
+    server, base = measured(100 + 800, '--quiet')
+    with Busy(server.port, 100) as busy:
+        wait_until(lambda: all(busy.answers), 'every busy connection answered')
+        started = time.monotonic()
+        assert_fresh_requests_served(server.port, 800)
+        took = time.monotonic() - started
+        after = list(busy.answers)
+        # Still served, none dropped or starved by the newcomers.
+        wait_until(lambda: all(now > then for now, then in zip(busy.answers, after)),
+                   'every busy connection answered again after the burst')
+    assert took < 2.0, f'a burst of 800 connects took {took:.1f} s to be answered'
     assert_back_to_baseline(server, base)
 
 
@@ -471,6 +544,47 @@ def test_two_workers_both_serve_and_stop_on_sigterm_with_connections_open(serve)
         for client in clients:
             assert client.at_eof()
     assert not [pid for pid in workers if os.path.exists(f'/proc/{pid}')]
+
+
+def listening_sockets(port):
+    """How many sockets listen on local ``port`` (IPv4), from /proc/net/tcp (0A: LISTEN)."""
+    with open('/proc/net/tcp') as table:
+        rows = [line.split() for line in table][1:]
+    return sum(1 for row in rows if row[3] == '0A' and int(row[1].split(':')[1], 16) == port)
+
+
+@pytest.mark.timeout(60)
+def test_two_workers_share_a_burst_of_connects(serve, room_for):
+    # Each accepts many connections a pass: on one shared socket, whichever
+    # woke first took most of a burst.  With a listening socket each
+    # (SO_REUSEPORT), the kernel spreads them.
+    room_for(300)
+    server = serve('--workers', '2', '--quiet')
+    line = server.wait_for_line(r'^http served by 2 worker processes: (?P<pids>\d+ \d+)$')
+    workers = [int(pid) for pid in line['pids'].split()]
+    wait_until(lambda: listening_sockets(server.port) == 2, 'a listening socket per worker')
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(Client(server.port)) for _ in range(300)]
+        for reply in ask_each(clients, [get('/')] * len(clients)):
+            assert reply.status == 200 and not reply.closes
+        held = [connections_held(pid, server.port) for pid in workers]
+    assert sum(held) == 300 and min(held) >= 300 // 3, f'the workers hold {held}'
+
+
+@pytest.mark.timeout(60)
+def test_a_second_server_with_workers_is_refused_the_port_not_given_half_of_it(serve, minihttp):
+    # Each worker listens with SO_REUSEPORT, which shares a port with any
+    # process of the same user that asks: a second server started on the
+    # same port got every other connection, silently.
+    first = serve('--workers', '2', '--quiet')
+    first.wait_for_line(r'^http served by 2 worker processes: ')
+    wait_until(lambda: listening_sockets(first.port) == 2, 'a listening socket per worker')
+    second = minihttp('serve', '--port', first.port, '--block-port', 0, '--workers', '2',
+                      '--quiet', listening=None)
+    refusal = second.wait_for_line(r'^minihttp: cannot listen on .*', stream='stderr')
+    assert 'Address already in use' in refusal[0] and 'choose another port' in refusal[0]
+    assert second.proc.wait(WAIT) == 2
+    assert listening_sockets(first.port) == 2
 
 
 def test_workers_auto_starts_one_worker_per_cpu(serve):

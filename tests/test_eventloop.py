@@ -4,11 +4,13 @@ The loop reads a head with the same delimiter read as a blocking server, on a
 non-blocking socket: each receive that finds nothing raises BlockingIOError
 and the loop asks again later.  These tests drive that with a scripted socket
 that says "nothing yet" between every piece, so that every split of a head is
-met, and check the loop's own bookkeeping (buffers given up while idle, one
-heap entry per connection, answers that wait for a full socket) directly.
+met, and check the loop's own bookkeeping (buffers small at first, grown to
+about a long head's size, given up once a request is read; one heap entry
+per connection; answers that wait for a full socket) directly.
 """
 
 import collections
+import re
 import socket
 
 import pytest
@@ -17,8 +19,8 @@ from hypothesis import given, strategies as st
 from conftest import FakeSocket
 from minihttp.eventloop import Connection, EventLoop, Pace, TimedSocket
 from minihttp.framing import StreamReader
-from minihttp.http11 import read_request
-from minihttp.limits import MAX_SPARE_BUFFERS, READ_BUFFER_SIZE
+from minihttp.http11 import HTTPError, Response, read_request
+from minihttp.limits import CONNECTION_BUFFER_SIZE, MAX_HEAD, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
 from minihttp.server import HTTPServer
 
 
@@ -139,13 +141,14 @@ def test_released_readers_share_nothing_that_one_of_them_can_break():
         assert read_request(reader) is None and reader.release()
 
 
-def test_spare_buffers_are_bounded():
+@pytest.mark.parametrize('size', [CONNECTION_BUFFER_SIZE, READ_BUFFER_SIZE])
+def test_spare_buffers_are_bounded_in_bytes(size):
     spares = []
-    readers = [StreamReader(FakeSocket(b''), spares=spares)
-               for _ in range(MAX_SPARE_BUFFERS + 10)]
+    readers = [StreamReader(FakeSocket(b''), size, spares=spares)
+               for _ in range(SPARE_BUFFER_BYTES // size + 10)]
     for reader in readers:
         reader.release()
-    assert len(spares) == MAX_SPARE_BUFFERS
+    assert len(spares) == SPARE_BUFFER_BYTES // size
 
 
 def test_a_grown_buffer_is_not_kept_as_a_spare():
@@ -153,6 +156,69 @@ def test_a_grown_buffer_is_not_kept_as_a_spare():
     reader = StreamReader(FakeSocket(b''), spares=spares)
     reader.reserve(4 * READ_BUFFER_SIZE)
     assert reader.release() and spares == []
+
+
+def long_head(size):
+    """A request head of ``size`` bytes before its blank line (one long field)."""
+    start = b'GET /long HTTP/1.1\r\nHost: h\r\nX-Pad: '
+    return start + b'p' * (size - len(start)) + b'\r\n\r\n'
+
+
+@pytest.mark.parametrize('size', [5_000, 20_000, MAX_HEAD - 1, MAX_HEAD])
+def test_a_long_head_grows_the_buffer_to_about_its_size_and_gives_it_back(size):
+    # Dripped in pieces, with waits between: the read resumes as it grows.
+    head = long_head(size) + HEAD
+    spares = []
+    reader = StreamReader(NonBlockingSocket(head, 3000, closes=True), CONNECTION_BUFFER_SIZE,
+                          spares=spares)
+    assert read_requests_nonblocking(reader, 1)[0][1] == '/long'
+    grown = len(reader._buf)
+    assert size < grown < 2 * (size + 4)        # doubling, never straight to MAX_HEAD
+    assert read_requests_nonblocking(reader, 1) == [EXPECTED]
+    assert reader.release() and reader._buf == b''
+    assert spares == []                         # a grown buffer goes back to the allocator
+
+
+def test_a_head_one_byte_past_max_head_is_refused_from_a_small_buffer():
+    reader = StreamReader(FakeSocket(long_head(MAX_HEAD + 1), 3000), CONNECTION_BUFFER_SIZE)
+    with pytest.raises(HTTPError) as refused:
+        read_request(reader)
+    assert refused.value.status == 431
+    assert len(reader._buf) <= MAX_HEAD + 4
+
+
+def test_a_small_request_leaves_the_connection_buffer_small(loop, pair):
+    ours, theirs = pair
+    ours.setblocking(False)
+    conn = Connection(ours, ('local', 0), loop)
+    theirs.sendall(HEAD)
+    assert read_requests_nonblocking(conn.reader, 1) == [EXPECTED]
+    assert len(conn.reader._buf) == CONNECTION_BUFFER_SIZE < READ_BUFFER_SIZE // 4
+
+
+def test_a_running_loop_gives_each_buffer_back_once_the_request_is_read():
+    loop = EventLoop('127.0.0.1', 0, HTTPServer(lambda request: Response(200, [], b'fine'),
+                                                access_log=False))
+    loop.start()
+    try:
+        with socket.create_connection(loop.address, timeout=10) as sock:
+            reader = StreamReader(sock)
+            for head in (HEAD, long_head(MAX_HEAD - 100), HEAD):
+                sock.sendall(head)
+                assert read_reply(reader) == b'fine'
+                # The answer was queued after the buffer went back.
+                (conn,) = list(loop.connections)
+                assert conn.reader._buf == b''
+                assert {len(spare) for spare in loop.spare_buffers} <= {CONNECTION_BUFFER_SIZE}
+    finally:
+        loop.stop(0)
+
+
+def read_reply(reader):
+    """The body of one answer with a Content-Length, read off ``reader``."""
+    head = reader.read_until(b'\r\n\r\n', 4096).decode('latin-1')
+    length = int(re.search(r'(?im)^content-length: *(\d+)', head)[1])
+    return reader.read_exact(length)
 
 
 # -- the loop's bookkeeping, on a loop that is not running ------------------------------

@@ -426,6 +426,8 @@ def test_directory_serves_its_index(site):
     ('/list', '/list/'),
     ('/withindex?a=1', '/withindex/?a=1'),
     ('/list/sub', '/list/sub/'),
+    ('//list', '/list/'),        # not //list/: that would send a browser to the host "list"
+    ('///list//sub', '/list//sub/'),
 ])
 def test_directory_without_slash_redirects(site, target, location):
     reply = exchange(site.port, 'GET', target)
@@ -491,6 +493,12 @@ def test_no_byte_from_outside_the_root(site, target, method):
     assert reply.status in (400, 404), (target, reply.status, reply.body[:200])
     assert site.secret not in reply.raw
     assert b'root:' not in reply.raw          # /etc/passwd
+
+
+def test_a_file_is_no_directory(site):
+    # Served at 'hello.txt/', a page's relative links would resolve below it.
+    for target in ('/hello.txt/', '/list/a%20b.txt/', '/inside/'):
+        assert get(site, target).status_code == 404, target
 
 
 def test_symlink_inside_the_root_is_served(site):

@@ -6,15 +6,19 @@ event loop's non-blocking head reader) with bytes it makes up, and with
 mutations of valid messages, which reach deeper, delivered in pieces of a
 size it chooses.  The only outcomes allowed are a parsed message or the
 protocol's own error; never another exception, a hang or unbounded memory
-(every read is bounded by the limits).  `make fuzz` drives the same targets
-with a coverage-guided fuzzer; what it finds crashing is kept in
-fuzz/crashes/ and replayed here.
+(every read is bounded by the limits), and never a slow answer: an example
+that takes longer than DEADLINE fails, as a crash does.  `make fuzz` drives
+the same targets with a coverage-guided fuzzer and the same kind of budget;
+what it finds crashing or too slow is kept in fuzz/crashes/ and replayed here.
 
 FUZZ_EXAMPLES=20000 make test PYTEST_ARGS=tests/test_fuzz.py runs longer; the
 suite runs 300 examples a target.
 """
 
 import os
+import re
+import signal
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,19 +27,31 @@ from hypothesis import given, settings, strategies as st
 from fuzz.__main__ import SEEDS
 from fuzz.targets import TARGETS
 
-EXAMPLES = settings(max_examples=int(os.environ.get('FUZZ_EXAMPLES', '300')))
+# An example (at most a few KiB) that takes longer than this fails: a linear parser
+# reads it in well under a millisecond, while a backtracking one can take seconds on
+# a hundred bytes.  Generous, so that a loaded machine is never mistaken for one.
+DEADLINE = timedelta(seconds=1)
+EXAMPLES = settings(max_examples=int(os.environ.get('FUZZ_EXAMPLES', '300')),
+                    deadline=DEADLINE)
 CRASHES = Path(__file__).resolve().parent.parent / 'fuzz' / 'crashes'
 
 
 @st.composite
 def mutated(draw, valid):
-    """A valid message with a few bytes replaced, inserted or removed: closer to the edge."""
+    """A valid message with a few bytes replaced, inserted or removed, a run of one byte
+    inserted, or a piece of it repeated (runs of whitespace, repeated lines and
+    separators are what make a backtracking parser slow): closer to the edge."""
     data = bytearray(valid)
     for _ in range(draw(st.integers(0, 6))):
         at = draw(st.integers(0, len(data)))
-        action = draw(st.sampled_from(['replace', 'insert', 'delete']))
+        action = draw(st.sampled_from(['replace', 'insert', 'delete', 'run', 'repeat']))
         byte = draw(st.sampled_from(b'\r\n \t:;"0F-\x00\x7f\xff'))
-        if action == 'insert' or not data:
+        if action == 'run':
+            data[at:at] = bytes([byte]) * draw(st.integers(2, 200))
+        elif action == 'repeat':
+            piece = data[at:at + draw(st.integers(1, 40))]
+            data[at:at] = piece * draw(st.integers(1, 20))
+        elif action == 'insert' or not data:
             data[at:at] = bytes([byte])
         elif action == 'replace':
             data[min(at, len(data) - 1)] = byte
@@ -59,11 +75,27 @@ def test_any_bytes_in_any_pieces_are_read_or_refused(name):
     check()
 
 
-def test_every_input_make_fuzz_found_crashing_is_now_read_or_refused():
-    found = sorted(CRASHES.glob('*-crash-*')) if CRASHES.is_dir() else []
-    for crash in found:          # named TARGET-crash-HASH by make fuzz
-        name = crash.name.partition('-crash-')[0]
-        data = crash.read_bytes()
-        if data:
-            TARGETS[name](data[1:], data[0] or 1)
-    assert all(crash.name.partition('-crash-')[0] in TARGETS for crash in found)
+class TooSlow(Exception):
+    pass
+
+
+def test_every_input_make_fuzz_found_crashing_or_slow_is_now_read_or_refused_in_time():
+    found = sorted([*CRASHES.glob('*-crash-*'), *CRASHES.glob('*-timeout-*')]
+                   if CRASHES.is_dir() else [])
+
+    def expire(signum, frame):
+        raise TooSlow(f'{crash.name}: more than {DEADLINE} of CPU time')
+    previous = signal.signal(signal.SIGPROF, expire)
+    try:
+        for crash in found:          # named TARGET-crash-HASH or TARGET-timeout-HASH
+            named = re.fullmatch(r'(.+)-(?:crash|timeout)-[0-9a-f]+', crash.name)
+            assert named and named[1] in TARGETS, crash.name
+            name = named[1]
+            data = crash.read_bytes()
+            if data:
+                signal.setitimer(signal.ITIMER_PROF, DEADLINE.total_seconds())
+                TARGETS[name](data[1:], data[0] or 1)
+                signal.setitimer(signal.ITIMER_PROF, 0)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)

@@ -141,7 +141,7 @@ def get(path='/', version='HTTP/1.1', *fields, method='GET', body=b''):
     """A request's bytes: Host first (for HTTP/1.1), then ``fields``, then ``body``."""
     lines = [f'{method} {path} {version}']
     if version == 'HTTP/1.1':
-        lines.append('Host: test')
+        lines.append('Host: localhost')
     lines.extend(fields)
     return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1') + body
 
@@ -221,7 +221,7 @@ CLOSING = {
     'Content-Length values differ': (post('/echo', b'abc', 'Content-Length: 4'), 400),
     'unknown transfer coding': (get('/echo', 'HTTP/1.1', 'Transfer-Encoding: gzip, chunked',
                                     method='POST', body=chunked(b'x')), 501),
-    'HTTP/2.0': (b'GET / HTTP/2.0\r\nHost: test\r\n\r\n', 505),
+    'HTTP/2.0': (b'GET / HTTP/2.0\r\nHost: localhost\r\n\r\n', 505),
     'bad chunk size': (get('/headers', 'HTTP/1.1', 'Transfer-Encoding: chunked', method='POST',
                            body=b'zz\r\nabc\r\n0\r\n\r\n'), 400),
     'unmet expectation': (post('/echo', b'abc', 'Expect: telepathy'), 417),
@@ -301,7 +301,7 @@ def test_accepted_expect_100_gets_continue_before_the_body_is_sent(serve):
 
 def test_a_stalled_head_gets_408_and_the_connection_closes(serve):
     with Client(serve('--head-timeout', '0.5').port) as client:
-        reply = client.exchange(b'GET / HTTP/1.1\r\nHost: test\r\n')   # the blank line never comes
+        reply = client.exchange(b'GET / HTTP/1.1\r\nHost: localhost\r\n')   # the blank line never comes
         assert reply.status == 408
         client.assert_closed_after(reply)
 
@@ -411,7 +411,7 @@ def test_headers_lists_the_fields_exactly_as_received_in_order(serve):
     assert reply.status == 200 and reply.get('content-type').startswith('text/plain')
     # Names keep their case; values lose only the optional whitespace around
     # them (RFC 9112 section 5: OWS is not part of the field value).
-    assert reply.body.decode('latin-1') == ('Host: test\nx-B: 1\nX-a: two  words\n'
+    assert reply.body.decode('latin-1') == ('Host: localhost\nx-B: 1\nX-a: two  words\n'
                                             'Host-Like: padded value\nx-b: 3\nEmpty: \n'
                                             'Latin: caf\xe9\n')
 

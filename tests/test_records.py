@@ -6,16 +6,19 @@ of known framing and read the records back.
 """
 
 import json
+import os
+import re
 import socket
 import time
 
 import pytest
 
 from conftest import HTTP_LISTENING, WAIT, run_minihttp
+from minihttp import records
 from minihttp.limits import RECORDED_CHUNKS
 from minihttp.records import FramingLog, block_record, describe, public
 from test_connections import assert_back_to_baseline, measured, resources, room_for  # noqa: F401
-from test_http_server import Client, framing_records, get, post
+from test_http_server import CLF, Client, framing_records, get, post
 
 
 def test_records_are_numbered_and_after_gives_only_newer_ones(serve):
@@ -29,7 +32,7 @@ def test_records_are_numbered_and_after_gives_only_newer_ones(serve):
                                         'done': True}
     assert (second['request']['target'], second['response']['status']) == ('/nothing-here', 404)
     newer = framing_records(server.port, after=second['id'])
-    assert [r['request']['target'] for r in newer] == ['/_framing?after=0']
+    assert [r['request']['target'] for r in newer] == ['/_framing?after=*']   # no value shown
     with Client(server.port) as client:
         reply = client.exchange(get('/_framing?after=x'))
     assert reply.status == 400 and b'not a record number' in reply.body
@@ -111,7 +114,7 @@ def test_a_stream_sends_the_kept_records_then_each_new_one_as_it_comes(serve):
     try:
         first, itself = feed.events(2)     # the kept records: the 404 and the stream's own
         assert first['event'] == 'record' and first['data']['response']['status'] == 404
-        assert itself['data']['request']['target'] == '/_framing/stream?after=0'
+        assert itself['data']['request']['target'] == '/_framing/stream?after=*'
         with Client(server.port) as client:   # a body read on a pool thread: sent all the same
             assert client.exchange(post('/echo', b'hello')).body == b'hello'
         event, = feed.events(1)
@@ -213,3 +216,64 @@ def wait_for_records(port, targets, timeout=WAIT):
         if time.monotonic() > deadline:
             raise AssertionError(f'{sorted(targets - named)} not among the records')
         time.sleep(0.01)   # a poll interval, not a synchronisation
+
+
+# -- cheap and discreet --------------------------------------------------------------------
+
+def server_cpu(pid):
+    """CPU seconds a process has used (user and system), from /proc/PID/stat."""
+    with open(f'/proc/{pid}/stat') as stat:
+        fields = stat.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def test_a_record_is_made_json_once_however_often_it_is_read(monkeypatch):
+    made = []
+    monkeypatch.setattr(records, 'public', lambda record: made.append(record) or {'n': 1})
+    log = FramingLog(size=50)
+    for n in range(120):                   # the ring turns: old records' JSON is let go
+        log.add(block_record(('h', n), 0.0, 0, 0, [], 'ended'))
+        for record in log.kept(after=max(0, n - 5)):
+            assert log.as_json(record) == b'{"n":1}'
+    assert len(made) == 120
+    assert len(log._json) <= 2 * 50
+
+
+@pytest.mark.timeout(120)
+def test_get_framing_costs_about_as_much_as_sending_its_bytes(serve):
+    server = serve('--quiet')
+    with Client(server.port) as client:
+        for n in range(300):               # a full ring of records, each read once below
+            assert client.exchange(get(f'/fill-{n}')).status == 404
+        assert len(framing_records(server.port)) == 200
+        # The same records asked for again and again: they were made JSON once; each
+        # answer only joins them.  (Made anew each time, one cost 50 times a 404's.)
+        start = server_cpu(server.pid)
+        for _ in range(200):
+            assert client.exchange(get('/_framing')).status == 200
+        framing = server_cpu(server.pid) - start
+        start = server_cpu(server.pid)
+        for _ in range(2000):
+            assert client.exchange(get('/nothing')).status == 404
+        small = server_cpu(server.pid) - start
+    assert framing / 200 < 20 * max(small, 0.01) / 2000, (framing, small)
+
+
+def test_records_and_the_stream_keep_the_path_and_the_query_s_names_not_its_values(serve):
+    server = serve('--trace')
+    feed = Feed(server.port, after=10**9)
+    try:
+        with Client(server.port) as client:
+            assert client.exchange(get('/nothing?api_key=s3cret&token&page=2')).status == 404
+            assert client.exchange(get('http://user:pa55@localhost/x?k=s3cret')).status == 404
+        shown = '/nothing?api_key=*&*&page=*'
+        kept = [r['request']['target'] for r in framing_records(server.port)]
+        assert kept[-2:] == [shown, 'http://localhost/x?k=*']
+        events = [e['data']['request']['target'] for e in feed.events(3)]
+        assert events == [shown, 'http://localhost/x?k=*', '/_framing?after=*']
+    finally:
+        feed.close()
+    assert server.stop() == 0
+    # The access log keeps the request line, as Common Log Format does; nothing else.
+    secret = [line for line in server.output().splitlines() if 's3cret' in line or 'pa55' in line]
+    assert len(secret) == 2 and all(re.search(CLF, line) for line in secret), secret

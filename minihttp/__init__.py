@@ -7,10 +7,11 @@ lowest layer first:
     framing    the framing core: exact reads, streamed exact reads, delimiter reads
     records    framing records: the --trace lines, GET /_framing and its live stream
     blocks     Listing 5-2's length-prefixed blocks, on the framing core
-    listener   listening sockets, a thread per block connection, a clean stop
+    listener   listening sockets; serving until a signal, alone or as supervised workers
     eventloop  one loop per process for waiting connections, a thread pool for blocking work
     http11     HTTP/1.1 messages: the head, body framing, readers, writers
     server     the HTTP protocol on the loop: heads and small answers inline, bodies on the pool
+    blockserver  the block protocol on the loop: headers there, payloads on the pool
     hub        every worker's records in every worker, as blocks over socket pairs
     cli        the command line
 """

@@ -2,23 +2,15 @@
 
 On the wire a block is a 4-byte big-endian length and then that many bytes of
 payload.  A block of length 0 says "no more blocks".  Reading one is two exact
-reads on the framing core: the header, then the payload.
+reads on the framing core: the header, then the payload.  The server that
+receives streams of them is minihttp.blockserver; the client is here.
 """
 
-import os
-import socket
 import struct
 import sys
-import tempfile
-import time
 
-from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job
 from .framing import IncompleteRead, write_all
-from .limits import (BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, BODY_TIMEOUT, CLIENT_BLOCK_SIZE,
-                     HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MIN_RATE,
-                     RATE_WINDOW)
-from .records import block_record, keep_size
-from .report import say
+from .limits import BLOCK_PREVIEW, CLIENT_BLOCK_SIZE, MAX_BLOCK
 
 # The length prefix: 4 bytes, network (big-endian) order, unsigned, so one
 # block carries at most 2**32 - 1 bytes.  The receiver's --max-block is what
@@ -114,7 +106,7 @@ def put_stream(sock, source, block_size=CLIENT_BLOCK_SIZE, progress=None):
     return total
 
 
-# -- the server ---------------------------------------------------------------
+# -- showing one (the server's `Block says:` lines) ------------------------------
 
 def describe(payload, size=None):
     """How `Block says:` shows a payload: its repr, or its size and a prefix when long."""
@@ -122,260 +114,6 @@ def describe(payload, size=None):
     if size <= BLOCK_PREVIEW:
         return repr(bytes(payload))
     return f'{size} bytes {bytes(payload[:BLOCK_PREVIEW // 2])!r}...'
-
-
-class Saver:
-    """Collects one connection's payload bytes in a temporary file in ``directory``.
-
-    The file gets its final name only in ``commit`` (after the empty block);
-    ``discard`` removes it, so a broken stream leaves nothing behind.
-    """
-
-    def __init__(self, directory, peer):
-        self.directory = directory
-        self.name = f'blocks-{time.strftime("%Y%m%dT%H%M%S")}-{peer[0]}-{peer[1]}.bin'
-        fd, self.temp_path = tempfile.mkstemp(prefix='.incoming-', dir=directory)
-        os.fchmod(fd, 0o644)   # mkstemp makes it private; the saved file is not secret
-        self.file = os.fdopen(fd, 'wb')
-        self.write = self.file.write
-        self.size = 0
-
-    def commit(self):
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.size = self.file.tell()
-        self.file.close()
-        path = os.path.join(self.directory, self.name)
-        os.replace(self.temp_path, path)
-        return path
-
-    def discard(self):
-        try:
-            self.file.close()
-        except OSError:
-            pass              # its last bytes could not be written: thrown away anyway
-        try:
-            os.unlink(self.temp_path)
-        except FileNotFoundError:
-            pass
-
-
-class Stream:
-    """What one connection's block stream has received so far, and where it saves it."""
-
-    __slots__ = ('peer', 'saver', 'blocks', 'total', 'lengths', 'length')
-
-    def __init__(self, peer, saver):
-        self.peer = peer
-        self.saver = saver
-        self.blocks = self.total = 0
-        self.lengths = []      # the first blocks' sizes, for the framing record
-        self.length = None     # the payload announced by the header just read
-
-    def count(self, length):
-        self.blocks += 1
-        self.total += length
-        keep_size(self.lengths, length)
-
-
-class BlockServer:
-    """The block transport as the protocol of an EventLoop (minihttp.eventloop).
-
-    The loop holds every stream while it waits, with no thread: for its first
-    block or the next one (``keepalive_timeout``), for the rest of a header
-    begun (``head_timeout``), for a payload announced by a header
-    (``body_timeout``), each in its deadline heap.  So a flood of silent
-    connections costs descriptors, not threads, and each one goes at its
-    deadline.  The loop reads a header; the payload is read on a pool thread,
-    pull-style, under the pool's between-bytes timeout and minimum rate, and
-    the thread goes on with the next blocks while they keep coming, then gives
-    the stream back to the loop.  Every way a stream ends is said in one line
-    and kept as one framing record.
-    """
-
-    def __init__(self, max_block=MAX_BLOCK, save_dir=None, quiet=False, records=None, *,
-                 keepalive_timeout=KEEPALIVE_TIMEOUT, head_timeout=HEAD_TIMEOUT,
-                 body_timeout=BODY_TIMEOUT, min_rate=MIN_RATE, rate_window=RATE_WINDOW,
-                 max_connections=MAX_BLOCK_CONNECTIONS):
-        self.max_block = max_block
-        self.save_dir = save_dir
-        self.quiet = quiet
-        self.records = records    # a FramingLog that keeps each stream's record, or None
-        self.keepalive_timeout = keepalive_timeout
-        self.head_timeout = head_timeout
-        self.body_timeout = body_timeout
-        self.min_rate = min_rate
-        self.rate_window = rate_window
-        self.max_connections = max_connections   # the loop's, for the refusal's line
-
-    # -- in the event loop ------------------------------------------------------------
-
-    def advance(self, conn):
-        """Read the next block header; its payload (or the stream's end) goes to the pool."""
-        stream = conn.message
-        try:
-            if stream is None:
-                say(f'Accepted connection from {self.peer(conn)}')
-                stream = conn.message = Stream(conn.peer, None)
-                if self.save_dir:
-                    stream.saver = Saver(self.save_dir, conn.peer)
-            length = get_length(conn.reader, self.max_block)
-        except BlockingIOError:
-            return READ                   # a header begun, or nothing yet
-        except (TruncatedBlock, BlockTooLarge, OSError) as exc:
-            return self.end(conn, self.problem(conn, exc))
-        if length is None:
-            return self.end(conn, self.cut_short(conn))
-        conn.head_since = None            # the header is whole: its deadline is over
-        stream.length = length
-        conn.job = Job(self.receive, conn)
-        if not length:
-            return POOL                   # the end: saving it waits for the disk
-        conn.reader.release()             # no buffer while the payload has not begun
-        return BODY
-
-    def expired(self, conn):
-        """A deadline of the loop passed: say which, and end the stream."""
-        stream = conn.message
-        if conn.job is not None:
-            conn.job = None
-            why = f'block payload stalled: nothing received for {self.body_timeout:g} s'
-        elif conn.reader.buffered:
-            why = f'block header not complete within {self.head_timeout:g} s'
-        elif stream is None:
-            say(f'{self.peer(conn)}: closed: nothing received within '
-                f'{self.keepalive_timeout:g} s of connecting', err=True)
-            return
-        else:
-            why = f'no block begun within {self.keepalive_timeout:g} s'
-        self.end(conn, f'{self.peer(conn)}: closed: {why}, after {stream.blocks} whole blocks')
-
-    def needs_more(self, conn):
-        """Whether a payload waiting for a thread still needs bytes from the client."""
-        return conn.reader.buffered < conn.message.length
-
-    def refusal(self, now, peer):
-        """Beyond --max-connections: a line in the log, and the connection closed."""
-        say(f'blocks: refused {peer[0]}:{peer[1]}: {self.max_connections} connections are '
-            'open', err=True)
-        return b''
-
-    def closed(self, conn):
-        """The loop closed the connection: a stream it did not end was cut short."""
-        if conn.message is not None and conn.state is not BUSY:   # a thread's is its own
-            self.end(conn, self.cut_short(conn))
-
-    # -- on a pool thread ----------------------------------------------------------------
-
-    def receive(self, conn):
-        """The payload of the header the loop read, then the next blocks while they keep
-        coming; back to the loop when the stream goes quiet.  An empty block ends it."""
-        stream = conn.message
-        reader = conn.reader
-        try:
-            while stream.length:
-                self.receive_payload(reader, stream.length, stream.saver)
-                stream.count(stream.length)
-                if not self.more_coming(conn):
-                    return READ
-                stream.length = get_length(reader, self.max_block)
-                if stream.length is None:
-                    return self.end(conn, self.cut_short(conn))
-            return self.end(conn, None)
-        except (TruncatedBlock, BlockTooLarge, OSError) as exc:
-            return self.end(conn, self.problem(conn, exc))
-
-    def receive_payload(self, reader, length, saver):
-        """Read one payload: whole when small, streamed when above the threshold."""
-        if length <= BLOCK_STREAM_THRESHOLD:
-            try:
-                payload = reader.read_exact(length)
-            except IncompleteRead as exc:
-                raise TruncatedBlock('payload', exc) from None
-            if saver:
-                saver.write(payload)
-            if not self.quiet:
-                say(f'Block says: {describe(payload)}')
-            return
-        prefix = bytearray()
-
-        def sink(piece):
-            if len(prefix) < BLOCK_PREVIEW:
-                prefix.extend(piece[:BLOCK_PREVIEW - len(prefix)])
-            if saver:
-                saver.write(piece)
-
-        get_block_to(reader, sink, length)
-        if not self.quiet:
-            say(f'Block says: {describe(prefix, length)}')
-
-    @staticmethod
-    def more_coming(conn):
-        """Whether the next header is here (or in the kernel): the thread reads it at once."""
-        need = HEADER.size - conn.reader.buffered
-        if need <= 0:
-            return True
-        try:
-            return len(conn.sock.recv(need, socket.MSG_PEEK | socket.MSG_DONTWAIT)) == need
-        except BlockingIOError:
-            return False
-
-    # -- the end of a stream, wherever it is seen -------------------------------------------
-
-    @staticmethod
-    def peer(conn):
-        return f'{conn.peer[0]}:{conn.peer[1]}'
-
-    def cut_short(self, conn):
-        why = 'the server is stopping' if conn.stopping else 'the peer closed'
-        return (f'{self.peer(conn)}: stream ended without the empty block after '
-                f'{conn.message.blocks} blocks ({why})')
-
-    def problem(self, conn, exc):
-        """The line for a stream that failed: what failed, and how far it had come."""
-        blocks = conn.message.blocks if conn.message is not None else 0
-        if isinstance(exc, TruncatedBlock):
-            return f'{self.peer(conn)}: {exc}, after {blocks} whole blocks'
-        if isinstance(exc, BlockTooLarge):
-            return f'{self.peer(conn)}: refused: {exc}; closing without reading it'
-        if isinstance(exc, TimeoutError):       # the pool's pace: stalled, or too slow
-            return f'{self.peer(conn)}: closed: stream {exc}, after {blocks} whole blocks'
-        if isinstance(exc, ConnectionError):
-            return f'{self.peer(conn)}: connection failed: {exc}, after {blocks} whole blocks'
-        return f'{self.peer(conn)}: saving failed: {exc}'
-
-    def end(self, conn, problem):
-        """Keep or discard what the stream saved, say how it ended, record it: once.
-
-        ``problem`` is the line of a stream that did not end with the empty block
-        (None for one that did).
-        """
-        stream, conn.message, conn.job = conn.message, None, None
-        if stream is None:
-            return CLOSE
-        saver = stream.saver
-        line = (f'{self.peer(conn)}: end of stream after {stream.blocks} blocks, '
-                f'{stream.total} bytes')
-        try:
-            if saver is not None and problem is None:
-                line += f'; saved to {saver.commit()}'
-                saver = None
-        except OSError as exc:
-            problem = f'{self.peer(conn)}: saving failed: {exc}'
-        finally:
-            if saver is not None:
-                saver.discard()
-        # Said once the temporary file is gone: whoever acts on the line (a
-        # person, a script, a test) finds no trace of a broken stream.
-        if problem:
-            say(problem, err=True)
-        else:
-            say(line)
-        if self.records is not None:
-            ended = problem.partition(': ')[2] if problem else 'ended by the empty block'
-            self.records.add(block_record(conn.peer, time.time(), stream.blocks, stream.total,
-                                          stream.lengths, ended))
-        return CLOSE
 
 
 # -- the client ---------------------------------------------------------------

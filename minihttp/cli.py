@@ -15,6 +15,7 @@ import stat
 import sys
 
 from . import blocks
+from .blockserver import BlockServer
 from .app import App
 from .browsers import Browsers, normal_host, normal_origin
 from .limits import (BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
@@ -265,7 +266,7 @@ def run_blocks(args):
         return fail('--max-connections must be at least 1')
     held = args.max_connections + BLOCK_THREADS     # streams, and a file for each saving one
     args.max_connections = fit_descriptors(held, args.max_connections)
-    handler = blocks.BlockServer(
+    handler = BlockServer(
         max_block=args.max_block, save_dir=args.save, quiet=args.quiet,
         keepalive_timeout=args.idle_timeout, head_timeout=args.head_timeout,
         body_timeout=args.body_timeout, min_rate=args.min_rate, rate_window=args.rate_window,
@@ -355,7 +356,7 @@ def run_serve(args):
                                    reuse_port=args.workers > 1))
         if args.block_port:
             # The same deadlines and minimum rate as HTTP's.
-            block_server = blocks.BlockServer(
+            block_server = BlockServer(
                 quiet=args.quiet, records=records, keepalive_timeout=args.keepalive_timeout,
                 head_timeout=args.head_timeout, body_timeout=args.body_timeout,
                 min_rate=args.min_rate, rate_window=args.rate_window)

@@ -19,7 +19,7 @@ the pull-style framing code reads top to bottom as before.  When the
 exchange is over the connection comes back to the loop, its buffered bytes
 (a pipelined request, say) intact.
 
-The protocol (minihttp.server.HTTPServer, minihttp.blocks.BlockServer)
+The protocol (minihttp.server.HTTPServer, minihttp.blockserver.BlockServer)
 provides ``advance(conn)``, ``expired(conn)`` (a wait ran out: idle, a
 message begun, a body not begun), ``needs_more(conn)``, ``refusal(now,
 peer)``, ``closed(conn)`` (any connection, as the loop closes it), for
@@ -59,6 +59,7 @@ import collections
 import fcntl
 import heapq
 import itertools
+import math
 import os
 import queue
 import selectors
@@ -131,7 +132,7 @@ class Pace:
     def __init__(self, stall, min_rate, window, words, progress):
         self.stall = stall
         self.min_rate = min_rate
-        self.window = window
+        self.window = window if min_rate else math.inf
         self.words = words          # what the peer's bytes did: 'received', 'read by the peer'
         self.progress = progress
         self.idle = self.spent = 0.0      # waited with nothing moved; waited in this window
@@ -140,31 +141,29 @@ class Pace:
 
     def moved(self, seconds):
         """A call returned after ``seconds``, having moved bytes (the usual case: cheap)."""
-        self.idle = 0.0
-        self.seen = None
-        if self.min_rate:
-            self._spend(seconds)
+        self.seen = None            # the gap begins again
+        self.spent += seconds
+        if self.spent >= self.window:
+            self._judge()
 
     def waited(self, seconds):
         """A tick ran out after ``seconds`` with nothing moved by the call."""
-        # A send's queue may have drained meanwhile (the peer read): that is
-        # progress too, seen from the second tick after a call that moved bytes.
         seen = self.progress()
-        if self.seen is not None and seen > self.seen:
+        if self.seen is None:       # the first tick since a call moved bytes
+            self.idle = seconds
+        elif seen > self.seen:      # a send's queue drained meanwhile: the peer read
             self.idle = 0.0
         else:
             self.idle += seconds
         self.seen = seen
         if self.idle >= self.stall:
             raise TimeoutError(f'stalled: nothing {self.words} for {self.stall:g} s')
-        if self.min_rate:
-            self._spend(seconds)
-
-    def _spend(self, seconds):
-        """Count waiting against the window; once it is over, judge the rate."""
         self.spent += seconds
-        if self.spent < self.window:
-            return
+        if self.spent >= self.window:
+            self._judge()
+
+    def _judge(self):
+        """A window is over: the rate over it, or TimeoutError."""
         now = self.progress()
         moved = now - self.mark
         if moved < self.min_rate * self.spent:
@@ -365,8 +364,8 @@ class Connection:
 class EventLoop:
     """Accepts on (host, port) and serves every connection with ``protocol``.
 
-    The same face as a Listener: ``address``, ``name``, ``start()``,
-    ``stop(grace)``, so that run_until_signalled and run_workers drive both.
+    Its face (``address``, ``name``, ``start()``, ``stop(grace)``) is what
+    run_until_signalled and run_workers drive.
     """
 
     def __init__(self, host, port, protocol, *, name='http', threads=POOL_THREADS,

@@ -18,7 +18,9 @@ other workers see the newest records of each tenth of a second.
 """
 
 import collections
+import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -29,18 +31,45 @@ from .limits import HUB_BATCH_INTERVAL, RECORDS_KEPT
 
 
 class Hub:
-    """The socket pairs between the parent and ``workers`` forked workers, and their use."""
+    """The socket pairs between the parent and ``workers`` forked workers, and their use.
+
+    A worker that dies is replaced (minihttp.listener.Supervisor): the parent
+    makes new pairs for its place before it forks the replacement (``renew``)
+    and joins them afterwards (``join``); the replacement numbers its records
+    on from the last number its predecessor sent, so that no two share one.
+    """
 
     def __init__(self, records, workers):
         self.records = records
         # For each worker: (parent's end, worker's end) of the way up, and of the way down.
-        self._pairs = [(socket.socketpair(), socket.socketpair()) for _ in range(workers)]
+        self._pairs = [self._new_pairs() for _ in range(workers)]
         self._lock = threading.Lock()
+        self._downs = []            # in the parent: the way down to each worker
+        self._last = [0] * workers  # in the parent: the last record number each worker sent
+        self._sender = None         # in the parent: what sends its own records down
         # Numbers: the parent's series is 0, worker n's is n + 1.
         records.number_in_series(0, workers + 1)
 
+    @staticmethod
+    def _new_pairs():
+        return socket.socketpair(), socket.socketpair()
+
+    def quiet(self):
+        """Hold what the parent's threads lock to pass records on: a worker forked
+        meanwhile would find a lock held by a thread it does not have, for ever."""
+        return _both(self._lock, self.records.held())
+
+    def worker_ends(self, index):
+        """The worker's ends of its pairs, each with what it is (device, inode)."""
+        ends = {}
+        for _, end in self._pairs[index]:
+            st = os.fstat(end.fileno())
+            ends[end.fileno()] = (st.st_dev, st.st_ino)
+        return ends
+
     def in_worker(self, index):
         """In worker ``index``, just forked: its records go up; what comes down is kept."""
+        self._sender = None         # the parent's, when this worker replaces another
         for n, (up, down) in enumerate(self._pairs):
             up[0].close()
             down[0].close()
@@ -48,24 +77,55 @@ class Hub:
                 up[1].close()
                 down[1].close()
         (_, up), (_, down) = self._pairs[index]
-        self.records.number_in_series(index + 1, len(self._pairs) + 1)
+        series = len(self._pairs) + 1
+        self.records.number_in_series(index + 1, series, after=self._last[index])
         self.records.listen(Sender([up], self._lock, 'records to the parent').send, own=True)
         start_receiving(down, self.records.keep, 'records from the parent')
 
     def in_parent(self):
         """In the parent, once every worker is forked: pass each worker's on to the others."""
-        downs = [down[0] for _, down in self._pairs]
-        for n, (up, down) in enumerate(self._pairs):
-            up[1].close()
-            down[1].close()
-            others = downs[:n] + downs[n + 1:]
-            start_receiving(up[0], None, 'records from a worker',
-                            relay=lambda payload, others=others: self._relay(others, payload))
-        self.records.listen(Sender(downs, self._lock, 'records to the workers').send, own=True)
+        self._downs = [down[0] for _, down in self._pairs]
+        for index in range(len(self._pairs)):
+            self.join(index)
+        self._sender = Sender(self._downs, self._lock, 'records to the workers')
+        self.records.listen(self._send_down, own=True)
 
-    def _relay(self, socks, payload):
+    def renew(self, index):
+        """In the parent, before worker ``index`` is replaced: new pairs for its place."""
+        self._pairs[index] = self._new_pairs()
+
+    def join(self, index):
+        """In the parent, once worker ``index`` is forked: its records are passed on to
+        the others, and theirs (and the parent's) to it."""
+        up, down = self._pairs[index]
+        up[1].close()
+        down[1].close()
+        with self._lock:
+            gone, self._downs[index] = self._downs[index], down[0]
+        if gone is not down[0]:
+            gone.close()            # the dead worker's way down
+        start_receiving(up[0], None, 'records from a worker',
+                        relay=lambda payload: self._relay(index, payload))
+
+    def _send_down(self, record):
+        if self._sender is not None:
+            self._sender.send(record)
+
+    def _relay(self, index, payload):
+        # The batch's last record has its highest number, last in the JSON: read from
+        # the tail, without parsing the batch.
+        try:
+            self._last[index] = int(payload[-24:-2].rpartition(b',')[2])
+        except ValueError:
+            pass
         with self._lock:            # whole blocks, never two interleaved
-            send_all(socks, payload)
+            send_all([down for n, down in enumerate(self._downs) if n != index], payload)
+
+
+@contextlib.contextmanager
+def _both(first, second):
+    with first, second:
+        yield
 
 
 def send_all(socks, payload):
@@ -110,20 +170,21 @@ class Sender:
 
 
 def start_receiving(sock, take, name, relay=None):
-    """A thread that reads batches of records, one block each, until the other end closes:
-    each record to ``take``, or each block as it came to ``relay``."""
+    """A thread that reads batches of records, one block each, until the other end closes
+    (then closes its own): each record to ``take``, or each block as it came to ``relay``."""
     def receive():
-        reader = StreamReader(sock)
-        while True:
-            try:
-                payload = get_block(reader)
-            except (TruncatedBlock, OSError):
-                return
-            if not payload:
-                return
-            if relay is not None:
-                relay(payload)
-                continue
-            for record in json.loads(payload):
-                take(record)
+        with sock:
+            reader = StreamReader(sock)
+            while True:
+                try:
+                    payload = get_block(reader)
+                except (TruncatedBlock, OSError):
+                    return
+                if not payload:
+                    return
+                if relay is not None:
+                    relay(payload)
+                    continue
+                for record in json.loads(payload):
+                    take(record)
     threading.Thread(target=receive, name=name, daemon=True).start()

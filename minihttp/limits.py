@@ -99,6 +99,20 @@ SPARE_DESCRIPTORS = 256
 # Default --grace: after Ctrl-C or SIGTERM, how long in-flight work may take
 # before its connections are cut.
 SHUTDOWN_GRACE = 5.0
+# With --workers: a worker that dies is replaced at once, unless workers keep
+# dying young (a crash at start, say).  One that ran less than WORKER_STEADY
+# seconds died young; from the second such death in a row, each doubles the
+# wait before the next replacement, from RESPAWN_DELAY up to RESPAWN_DELAY_MAX.
+# Bounds what a crash loop costs: a few forks a minute, not thousands.
+WORKER_STEADY = 10.0
+RESPAWN_DELAY = 0.5
+RESPAWN_DELAY_MAX = 30.0
+# A worker whose parent is gone (even by SIGKILL) stops, giving in-flight
+# requests this long: bounds how long orphans hold the port.
+ORPHAN_GRACE = 1.0
+# On SIGTERM the parent waits --grace and this long for its workers to stop,
+# then kills them: a stuck worker cannot keep the parent (and the port) forever.
+WORKER_STOP_SLACK = 5.0
 
 # --- HTTP/1.1 (RFC 9112) ----------------------------------------------------
 # Default ports and root of `minihttp serve`.

@@ -42,10 +42,18 @@ class FramingLog:
         with ``own``, for this process's records only (those it sends to others)."""
         (self._own_listeners if own else self._listeners).append(listener)
 
-    def number_in_series(self, series, count):
+    def number_in_series(self, series, count, after=0):
         """Number this process's records series, series + count, ...: with --workers, each
-        process has a series of its own, so that no two records share a number."""
-        self._numbers = itertools.count(series + count, count)
+        process has a series of its own, so that no two records share a number.  A
+        replaced worker's successor goes on ``after`` the last number it gave."""
+        first = series + count
+        if after >= first:
+            first = after + count
+        self._numbers = itertools.count(first, count)
+
+    def held(self):
+        """The lock that every change takes, to hold across a fork (minihttp.hub)."""
+        return self._lock
 
     def add(self, record):
         """Number the record and keep it (the oldest goes when the ring is full)."""

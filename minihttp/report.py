@@ -11,11 +11,16 @@ wait until the pass ends (``flush_soon``) and go out in one write per stream,
 a moment later and still whole.
 """
 
+import os
 import sys
 import threading
 import time
 
 _lock = threading.Lock()
+# A process forked while another thread writes a line would inherit this lock
+# (and the stream's own) held for ever: fork only between lines.
+os.register_at_fork(before=_lock.acquire, after_in_parent=_lock.release,
+                    after_in_child=_lock.release)
 _soon = ([], [])   # lines said during the event loop's pass: (stdout's, stderr's)
 
 

@@ -354,6 +354,12 @@ def test_a_pace_judges_the_rate_once_a_window_is_over():
         call(1.0, 50)      # 150 bytes in 2 s
 
 
+def test_a_minimum_rate_of_0_is_no_rule():
+    pace = Pace(30.0, 0, 2.0, 'received', lambda: 0)
+    for _ in range(100):
+        pace.moved(10.0)   # a byte every 10 s: within the between-bytes timeout
+
+
 def test_a_send_whose_queue_drains_is_progress_though_the_kernel_took_nothing_new():
     read = [0]
     pace = Pace(1.0, 100, 2.0, 'read by the peer', lambda: read[0])

@@ -62,7 +62,12 @@ def status_of(port, data, timeout=10.0):
                 got += piece
     except OSError:
         return None
-    parts = got.split(b' ', 2)
+    return status_in(got)
+
+
+def status_in(answer):
+    """The status of an answer's first bytes, or None."""
+    parts = answer.split(b' ', 2)
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
 
 
@@ -253,8 +258,7 @@ def slow_senders(server):
                 except OSError:
                     got = b''
                 if got is not None:
-                    parts = got.split(b' ', 2)
-                    answers[i] = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+                    answers[i] = status_in(got)
             time.sleep(drip)      # the drip's pace itself, not a wait for the server
     finally:
         for sock in socks:

@@ -25,7 +25,10 @@ class Saver:
     """Collects one connection's payload bytes in a temporary file in ``directory``.
 
     The file gets its final name only in ``commit`` (after the empty block);
-    ``discard`` removes it, so a broken stream leaves nothing behind.
+    ``discard`` removes it, so a broken stream leaves nothing behind.  It is
+    open only while a pool thread writes to it (``resume``, ``pause``): a
+    stream waiting in the loop holds its socket, no file (--max-connections
+    such streams would hold as many files again).
     """
 
     def __init__(self, directory, peer):
@@ -36,6 +39,17 @@ class Saver:
         self.file = os.fdopen(fd, 'wb')
         self.write = self.file.write
         self.size = 0
+
+    def resume(self):
+        """Open the file again to write on (a pool thread's next trip)."""
+        if self.file is None:
+            self.file = open(self.temp_path, 'ab')
+            self.write = self.file.write
+
+    def pause(self):
+        """Close the file while the stream waits in the loop."""
+        self.file.close()
+        self.file = self.write = None
 
     def commit(self):
         self.file.flush()
@@ -48,7 +62,8 @@ class Saver:
 
     def discard(self):
         try:
-            self.file.close()
+            if self.file is not None:
+                self.file.close()
         except OSError:
             pass              # its last bytes could not be written: thrown away anyway
         try:
@@ -113,9 +128,7 @@ class BlockServer:
         try:
             if stream is None:
                 say(f'Accepted connection from {self.peer(conn)}')
-                stream = conn.message = Stream(conn.peer, None)
-                if self.save_dir:
-                    stream.saver = Saver(self.save_dir, conn.peer)
+                stream = conn.message = Stream(conn.peer, None)   # its Saver: on the pool
             length = get_length(conn.reader, self.max_block)
         except BlockingIOError:
             return READ                   # a header begun, or nothing yet
@@ -170,10 +183,16 @@ class BlockServer:
         stream = conn.message
         reader = conn.reader
         try:
+            if stream.saver is not None:
+                stream.saver.resume()
+            elif self.save_dir:            # made here: the disk is the pool's to wait on
+                stream.saver = Saver(self.save_dir, conn.peer)
             while stream.length:
                 self.receive_payload(reader, stream.length, stream.saver)
                 stream.count(stream.length)
                 if not self.more_coming(conn):
+                    if stream.saver is not None:
+                        stream.saver.pause()
                     return READ
                 stream.length = get_length(reader, self.max_block)
                 if stream.length is None:

@@ -382,7 +382,7 @@ def run_serve(args):
             'loopback and no --token was given')
     if args.workers > 1:
         run_workers(listeners[0], listeners[1:], args.workers, args.grace,
-                    hub=Hub(records, args.workers))
+                    hub=Hub(records, args.workers), reaped=app.store.sweep)
     else:
         run_until_signalled(listeners, args.grace)
     say('stopped')

@@ -114,7 +114,11 @@ class Pace:
     * nothing moved for ``stall`` seconds: the between-bytes timeout, the
       outer bound;
     * fewer than ``min_rate`` bytes a second over a window of ``window``
-      seconds, judged once each window is over (0: no such rule).
+      seconds, judged once each window is over (0: no such rule).  Bytes
+      beyond the minimum count for the next windows, up to what the stall
+      rule lets a peer idle anyway (``min_rate * stall``): a client that
+      sends in bursts (curl --limit-rate sends 64 KiB, then waits) is judged
+      by its average, and no connection banks more than that.
 
     Only waiting counts: the time a thread spends on the server's own work
     (writing an upload to disk) is not the peer's, nor is the time the
@@ -127,7 +131,7 @@ class Pace:
     """
 
     __slots__ = ('stall', 'min_rate', 'window', 'words', 'progress', 'idle', 'spent', 'mark',
-                 'seen')
+                 'seen', 'ahead')
 
     def __init__(self, stall, min_rate, window, words, progress):
         self.stall = stall
@@ -138,6 +142,7 @@ class Pace:
         self.idle = self.spent = 0.0      # waited with nothing moved; waited in this window
         self.mark = progress()      # progress at the window's start
         self.seen = None            # at the last tick, if no call moved bytes since
+        self.ahead = 0.0            # bytes beyond the minimum in the windows before
 
     def moved(self, seconds):
         """A call returned after ``seconds``, having moved bytes (the usual case: cheap)."""
@@ -166,9 +171,11 @@ class Pace:
         """A window is over: the rate over it, or TimeoutError."""
         now = self.progress()
         moved = now - self.mark
-        if moved < self.min_rate * self.spent:
+        ahead = moved + self.ahead - self.min_rate * self.spent
+        if ahead < 0:
             raise TimeoutError(f'too slow: {moved} bytes {self.words} in {self.spent:.1f} s, '
                                f'below the minimum of {self.min_rate} bytes/s')
+        self.ahead = min(ahead, self.min_rate * self.stall)
         self.mark, self.spent = now, 0.0
 
 

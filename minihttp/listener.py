@@ -166,7 +166,7 @@ def stop_all(listeners, grace):
         t.join()
 
 
-def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE, hub=None):
+def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE, hub=None, reaped=None):
     """Serve ``shared`` from ``workers`` forked processes until SIGINT or SIGTERM.
 
     Each worker accepts from a listening socket of its own on the one port
@@ -176,9 +176,10 @@ def run_workers(shared, others, workers, grace=SHUTDOWN_GRACE, hub=None):
     other; processes do not.  This process serves ``others`` meanwhile,
     replaces a worker that dies, and on a signal stops the workers and waits
     for them.  ``hub`` (a minihttp.hub.Hub) connects the workers' records to
-    this process.
+    this process.  ``reaped(pid)`` clears what a worker that died leaves behind
+    (its uploads' temporary files).
     """
-    Supervisor(shared, others, workers, grace, hub).run()
+    Supervisor(shared, others, workers, grace, hub, reaped).run()
 
 
 class Supervisor:
@@ -197,12 +198,13 @@ class Supervisor:
     connections and files: a copy held by a worker would keep them open).
     """
 
-    def __init__(self, shared, others, count, grace, hub):
+    def __init__(self, shared, others, count, grace, hub, reaped=None):
         self.shared = shared
         self.others = others
         self.count = count
         self.grace = grace
         self.hub = hub
+        self.reaped = reaped  # called with the pid of each worker that died
         self.workers = {}     # pid -> (index, when it started)
         self.due = {}         # index -> (when its replacement is due, the pid it replaces)
         self.backoff = Backoff()
@@ -261,6 +263,12 @@ class Supervisor:
             if not done:
                 continue
             del self.workers[pid]
+            if self.reaped is not None:    # before the line: it finds nothing left
+                try:
+                    self.reaped(pid)
+                except OSError as exc:
+                    say(f'{self.shared.name} worker {pid}: could not clear what it left: '
+                        f'{exc}', err=True)
             now = time.monotonic()
             delay = self.backoff.after(now - started)
             self.due[index] = (now + delay, pid)

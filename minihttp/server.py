@@ -286,6 +286,9 @@ class HTTPServer:
         except HTTPError as error:
             response = error_response(error)
         except TimeoutError as exc:     # stalled, or too slow: the Pace says which
+            # The 408 tells the client; the log says why, as for a cut response.
+            say(f'{self.peer(conn)}: 408 to {request.method} {request.path}: request body {exc}',
+                err=True)
             response = error_response(HTTPError(408, f'request body {exc}', close=True))
         except ConnectionError:
             raise      # the connection failed: nobody to answer

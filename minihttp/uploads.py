@@ -46,7 +46,9 @@ class Incoming:
     """One upload in progress: a temporary file, a hash and a byte count."""
 
     def __init__(self, directory, limit):
-        fd, self.temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        # Named for this process, so that what a killed worker leaves is known.
+        fd, self.temp_path = tempfile.mkstemp(prefix=f'{TEMP_PREFIX}{os.getpid()}-',
+                                              dir=directory)
         os.fchmod(fd, FILE_MODE)   # mkstemp makes it private; a served file is public
         self.file = os.fdopen(fd, 'wb')
         self.hash = hashlib.sha256()
@@ -159,9 +161,18 @@ class UploadStore:
     def prepare(self):
         """Create the directory, and remove temporaries a killed server left behind."""
         os.makedirs(self.directory, exist_ok=True)
+        self.sweep()
+
+    def sweep(self, pid=None):
+        """Remove the temporaries of uploads cut by a kill: every one (at start), or
+        those of process ``pid`` (a worker that died; the others' are in progress)."""
+        prefix = TEMP_PREFIX if pid is None else f'{TEMP_PREFIX}{pid}-'
         for entry in os.scandir(self.directory):
-            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
+            if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
 
     def path(self, name):
         return os.path.join(self.directory, check_name(name))

@@ -19,6 +19,7 @@ from hypothesis import given, strategies as st
 
 import listing52
 from conftest import REPO, WAIT, FakeSocket, run_minihttp
+from fileserver import wait_until
 from test_connections import room_for  # noqa: F401 (a fixture)
 from minihttp.blocks import (BlockTooLarge, TruncatedBlock, describe, get_block, get_block_to,
                              get_length, put_block, put_stream)
@@ -247,6 +248,28 @@ def test_a_truncated_stream_leaves_no_file_and_says_what_is_missing(minihttp, tm
     path = saved_path(server, 1, 6)
     assert os.listdir(tmp_path) == [os.path.basename(path)]
     assert 'Traceback' not in server.output()
+
+
+def test_a_stream_waiting_between_blocks_holds_no_file(minihttp, tmp_path):
+    # --max-connections streams that each sent a byte, or a block, and went
+    # quiet held a socket and a file each: twice the descriptors the server
+    # fits its connections to, and new streams failed to save (EMFILE).
+    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
+
+    def files_open():
+        return [fd for fd in os.listdir(f'/proc/{server.pid}/fd')
+                if os.path.realpath(f'/proc/{server.pid}/fd/{fd}').startswith(str(tmp_path))]
+
+    with connect(server.port) as begun, connect(server.port) as quiet:
+        begun.sendall(b'\0')
+        put_block(quiet, b'one')
+        server.wait_for_line(r"Block says: b'one'")
+        wait_until(lambda: not files_open(), 'no saving file open while the streams wait')
+        put_block(quiet, b'two')
+        put_block(quiet, b'')
+    path = saved_path(server, 2, 6)
+    with open(path, 'rb') as saved:
+        assert saved.read() == b'onetwo'
 
 
 def test_an_enormous_block_is_refused_without_reading_it(minihttp, tmp_path):

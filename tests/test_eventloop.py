@@ -347,11 +347,29 @@ def test_a_pace_judges_the_rate_once_a_window_is_over():
         pace.moved(seconds)
 
     call(1.5, 10)          # 10 bytes in 1.5 s: too slow, but the window is not over
-    call(1.0, 300)         # 310 bytes in 2.5 s: fast enough; a new window begins
+    call(1.0, 240)         # 250 bytes in 2.5 s: just fast enough; a new window begins
     call(1.0, 100)
     with pytest.raises(TimeoutError, match=r'^too slow: 150 bytes received in 2\.0 s, below '
                                            r'the minimum of 100 bytes/s$'):
         call(1.0, 50)      # 150 bytes in 2 s
+
+
+def test_a_pace_counts_a_burst_for_the_windows_after_it_up_to_the_stall_timeout():
+    moved = [0]
+    pace = Pace(30.0, 1000, 10.0, 'received', lambda: moved[0])
+
+    def window(count):     # a window: ``count`` bytes at once, then nothing until its end
+        moved[0] += count
+        pace.moved(0.1)
+        pace.waited(9.9)
+
+    window(64 * 1024)      # curl --limit-rate 3k: 64 KiB at once, then 21 s of nothing
+    pace.waited(10.0)      # a window with nothing received: the burst covers it
+    window(64 * 1024)      # 30,000 bytes ahead at most (30 s at the minimum), not 55,536
+    for _ in range(3):     # a byte a window: each uses 9,999 of them
+        window(1)
+    with pytest.raises(TimeoutError, match=r'^too slow: 1 bytes received in 10\.0 s'):
+        window(1)
 
 
 def test_a_minimum_rate_of_0_is_no_rule():

@@ -204,6 +204,8 @@ def test_bodies_dripping_below_the_minimum_rate_get_408_and_free_the_pool(miniht
         assert results[name].startswith(b'HTTP/1.1 408 '), results[name]
         assert re.search(rb'request body too slow: \d+ bytes received in 1\.\d s, below the '
                          rb'minimum of 1000 bytes/s\n$', results[name]), results[name]
+        server.wait_for_line(rf'^127\.0\.0\.1:\d+: 408 to PUT /uploads/{name}\.bin: request '
+                             r'body too slow: \d+ bytes received in 1\.\d s', stream='stderr')
     assert (uploads / 'fast.bin').read_bytes() == content
     assert sorted(os.listdir(uploads)) == ['fast.bin']
 

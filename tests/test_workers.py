@@ -111,6 +111,27 @@ def test_a_worker_killed_by_sigkill_is_reaped_replaced_and_joins_the_records(ser
             assert client.exchange(get('/')).status == 200
 
 
+@pytest.mark.timeout(60)
+def test_a_worker_killed_mid_upload_leaves_no_temporary_file(serve, tmp_path):
+    server = serve('--workers', '2', '--quiet', '--uploads', tmp_path)
+    workers = workers_of(server)
+    with socket.create_connection(('127.0.0.1', server.port)) as sock:
+        sock.sendall(b'PUT /uploads/cut.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                     b'Content-Length: 1000000\r\n\r\n' + bytes(100_000))
+        wait_until(lambda: os.listdir(tmp_path), 'the upload\'s temporary file')
+        temp = os.path.join(tmp_path, os.listdir(tmp_path)[0])
+
+        def holds(pid):
+            return any(os.path.realpath(f'/proc/{pid}/fd/{fd}') == temp
+                       for fd in os.listdir(f'/proc/{pid}/fd'))
+
+        wait_until(lambda: any(map(holds, workers)), 'a worker holding it')
+        victim, = filter(holds, workers)
+        os.kill(victim, signal.SIGKILL)
+        killed(server, victim)
+        assert os.listdir(tmp_path) == []
+
+
 def test_the_back_off_grows_only_while_workers_keep_dying_young():
     backoff = Backoff()
     young = [backoff.after(0.5) for _ in range(12)]

@@ -284,7 +284,7 @@ class Connection:
 
     __slots__ = ('sock', 'peer', 'reader', 'loop', 'state', 'events', 'deadline', 'timer',
                  'head_since', 'outgoing', 'queued', 'then', 'job', 'reads_body', 'message',
-                 'timed', 'lingered', 'cut')
+                 'timed', 'lingered', 'cut', 'silent')
 
     def __init__(self, sock, peer, loop):
         self.sock = sock
@@ -293,6 +293,7 @@ class Connection:
         reader = self.reader = StreamReader(sock, CONNECTION_BUFFER_SIZE,
                                             spares=loop.spare_buffers)
         reader.release()      # no buffer until the first bytes arrive
+        self.silent = True    # nothing received since it connected: may make room at the cap
         self.state = WAITING
         self.events = 0       # what the selector watches for (0: not registered)
         self.deadline = None  # when the current wait ends (time.monotonic())
@@ -390,6 +391,10 @@ class EventLoop:
         self.stopping = threading.Event()
         self.connections = set()     # every open connection (in the loop or the pool)
         self._refusing = set()       # refused ones, lingering before they close
+        # Connections that have sent nothing since they connected, oldest first: at
+        # the cap the oldest makes room for a newcomer, so that a flood of silent
+        # connections cannot keep every other client out until their deadlines.
+        self._silent = collections.OrderedDict()
         self._timers = []            # heap of (deadline, n, connection)
         self._stale = 0              # entries in it that no longer count
         self._count = itertools.count()
@@ -540,14 +545,24 @@ class EventLoop:
                 self._paused = True
                 return
             sock.setblocking(False)
-            if len(self.connections) >= self.max_connections:
+            if len(self.connections) >= self.max_connections and not self._make_room():
                 self._refuse(sock, peer)
                 continue
             # Responses go out in one write each; never wait for an ACK first.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(sock, peer, self)
             self.connections.add(conn)
+            self._silent[conn] = None
             self._wait_read(conn, time.monotonic())
+
+    def _make_room(self):
+        """At the cap: close the connection that has been silent longest since it
+        connected, if any: it asked for nothing, so nothing is lost."""
+        if not self._silent:
+            return False
+        conn, _ = self._silent.popitem(last=False)
+        self._close(conn)
+        return True
 
     def _refuse(self, sock, peer):
         """Answer a connection beyond the cap with the protocol's refusal, and close."""
@@ -584,6 +599,9 @@ class EventLoop:
         self._set_deadline(conn, deadline)
 
     def _on_readable(self, conn):
+        if conn.silent:
+            conn.silent = False
+            self._silent.pop(conn, None)
         if conn.state is AWAITING_BODY:
             self._submit(conn)            # the body has begun: a thread may read it
             return
@@ -809,6 +827,8 @@ class EventLoop:
         conn.deadline = conn.timer = None
         self.connections.discard(conn)
         self._refusing.discard(conn)
+        if conn.silent:
+            self._silent.pop(conn, None)
         try:
             conn.sock.close()
         except OSError:

@@ -550,6 +550,24 @@ def test_headers_announcing_large_blocks_cost_no_memory_before_their_payload(min
 
 
 @pytest.mark.timeout(60)
+def test_a_flood_of_silent_connections_past_the_cap_keeps_no_client_out(minihttp):
+    # Once every place was taken by connections that never send a byte, a client was
+    # refused until their idle deadline, and a flooder reconnecting kept it so for good.
+    server = minihttp('blocks', '-p', 0, '--max-connections', '20')
+    with contextlib.ExitStack() as stack:
+        silent = [stack.enter_context(connect(server.port)) for _ in range(30)]
+        for _ in range(2):
+            result = run_minihttp('blocks', '-c', '-p', server.port)
+            assert result.returncode == 0, result.stderr
+            server.wait_for_line(r'end of stream after 3 blocks, 93 bytes$')
+        # The oldest silent ones made room (they asked for nothing); the youngest stay.
+        for sock in silent[:10]:
+            sock.settimeout(WAIT)
+            assert sock.recv(1) == b''
+        assert select.select(silent[-5:], [], [], 0)[0] == []
+    assert 'refused' not in server.output()
+
+
 def test_a_flood_of_silent_connections_holds_no_thread_and_a_client_gets_through(minihttp,
                                                                                room_for):
     room_for(600)

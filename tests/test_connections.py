@@ -468,6 +468,26 @@ def test_beyond_max_connections_a_new_connection_gets_503_and_is_closed(measured
     assert_back_to_baseline(server, base)
 
 
+def test_at_max_connections_the_connection_silent_longest_makes_room(measured):
+    # A flood of connections that never send a byte once kept every newcomer out
+    # (503) until their idle deadlines, and a flooder reconnecting kept it so.
+    server, base = measured(10, '--max-connections', '5')
+    with contextlib.ExitStack() as stack:
+        held = open_served(server.port, 2, stack)      # served, then idle: they stay
+        silent = [stack.enter_context(Client(server.port, timeout=WAIT)) for _ in range(3)]
+        wait_until(lambda: resources(server.pid)[0] >= base[0] + 5, 'five connections held')
+        for newcomer in range(2):          # each stays, so the server stays at its cap
+            client = stack.enter_context(Client(server.port, timeout=WAIT))
+            assert client.exchange(get('/')).status == 200
+            # The oldest silent connection was closed to make room.
+            assert silent[newcomer].at_eof()
+        # Nothing else was: the served ones and the youngest silent one stay open.
+        for client in held:
+            assert client.exchange(get('/')).status == 200
+        assert silent[2].exchange(get('/')).status == 200
+    assert_back_to_baseline(server, base)
+
+
 @pytest.mark.timeout(60)
 def test_the_server_raises_its_descriptor_limit_to_hold_its_connections(serve, room_for):
     room_for(400)             # skips unless the hard limit is far above 256

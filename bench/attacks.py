@@ -202,10 +202,11 @@ def block_headers_only(server):
 
 
 def silent_block_flood(server):
-    """600 silent connections to the block port; then a real client sends its blocks."""
+    """1,100 silent connections to the block port (its cap is 1,024); then a real client
+    sends its blocks."""
     socks = []
     try:
-        for _ in range(600):
+        for _ in range(1100):
             socks.append(connect(server.block_port))
         with connect(server.block_port, timeout=10.0) as sock:
             for payload in (b'Beautiful is better than ugly.', b'Explicit', b''):
@@ -328,7 +329,7 @@ ATTACKS = [
     ('300 resets right after GET of a large file', resets_after_large_get),
     ('4,096 GETs of 8 KiB paths', long_paths),
     ('100 block headers announcing 1 MiB, no payload', block_headers_only),
-    ('600 silent block connections, then a real stream', silent_block_flood),
+    ('1,100 silent block connections (cap 1,024), then a real stream', silent_block_flood),
     ('cross-site writes and a rebound Host', cross_site),
     ('numbers beyond the int-string limit, non-ASCII digits', huge_numbers),
     ('GET /_framing with 200 records kept', framing_log),

@@ -10,7 +10,6 @@ correctness), in fuzz/crashes/, where tests/test_fuzz.py replays it on every
 `make test`: commit it with the fix.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path

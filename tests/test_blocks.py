@@ -508,7 +508,7 @@ def test_each_deadline_closes_a_stream_with_its_reason(minihttp, tmp_path, sent,
     server = minihttp('blocks', '-p', 0, '--save', tmp_path, *SHORT)
     with connect(server.port) as sock:
         sock.sendall(sent)
-        line = server.wait_for_line(r'^127\.0\.0\.1:\d+: ' + reason, stream='stderr')
+        server.wait_for_line(r'^127\.0\.0\.1:\d+: ' + reason, stream='stderr')
         assert sock.recv(1) == b''               # and closed
     assert os.listdir(tmp_path) == []            # nothing saved, nothing left behind
     result = run_minihttp('blocks', '-c', '-p', server.port)   # the next client is served

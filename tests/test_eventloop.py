@@ -9,7 +9,6 @@ about a long head's size, given up once a request is read; one heap entry
 per connection; answers that wait for a full socket) directly.
 """
 
-import collections
 import re
 import socket
 

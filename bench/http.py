@@ -38,10 +38,10 @@ from bench import _results
 from bench._support import (MB, REPO, GiB, ServerProcess, cpu_seconds, fetch, response_length,
                             start_minihttp, wrk)
 from minihttp.cli import size
-from minihttp.http11 import Response
+from minihttp.responses import Response
 from minihttp.limits import DOCUMENT_ROOT, LISTEN_BACKLOG, READ_BUFFER_SIZE
 from minihttp.eventloop import EventLoop
-from minihttp.listener import run_until_signalled, run_workers
+from minihttp.processes import run_until_signalled, run_workers
 from minihttp.server import HTTPServer
 
 TARGET_RATIO = 5.0

@@ -14,7 +14,9 @@ import collections
 from minihttp import multipart
 from minihttp.blocks import BlockTooLarge, TruncatedBlock, get_block
 from minihttp.framing import StreamReader
-from minihttp.http11 import ChunkedBody, HTTPError, open_body, read_request
+from minihttp.bodies import ChunkedBody, open_body
+from minihttp.errors import HTTPError
+from minihttp.request import read_request
 
 
 class Pieces:

@@ -3,17 +3,23 @@
 The modules follow chapter 5 of Foundations of Python Network Programming,
 lowest layer first:
 
-    limits     every limit and default, each saying what it protects
-    framing    the framing core: exact reads, streamed exact reads, delimiter reads
-    records    framing records: the --trace lines, GET /_framing and its live stream
-    blocks     Listing 5-2's length-prefixed blocks, on the framing core
-    listener   listening sockets; serving until a signal, alone or as supervised workers
-    eventloop  one loop per process for waiting connections, a thread pool for blocking work
-    http11     HTTP/1.1 messages: the head, body framing, readers, writers
-    server     the HTTP protocol on the loop: heads and small answers inline, bodies on the pool
+    limits       every limit and default, each saying what it protects
+    framing      the framing core: exact reads, streamed exact reads, delimiter reads
+    grammar      the RFC 9110/9112 grammar: every pattern applied to client bytes, CRLF
+    errors       HTTPError: what a client got wrong, and the status it maps to
+    records      framing records: the --trace lines, GET /_framing and its live stream
+    blocks       Listing 5-2's length-prefixed blocks, on the framing core
+    sockets      listening sockets
+    processes    serving until a signal, alone or as supervised workers
+    eventloop    one loop per process for waiting connections, a thread pool for blocking work
+    request      the request head: one delimiter read, parsed
+    transfer     how a message is framed: one vocabulary, decided once per direction
+    bodies       request bodies: a reader per framing (Content-Length, chunked)
+    responses    responses: what a handler returns, and the writer
+    server       the HTTP protocol on the loop: heads and small answers inline, bodies on the pool
     blockserver  the block protocol on the loop: headers there, payloads on the pool
-    hub        every worker's records in every worker, as blocks over socket pairs
-    cli        the command line
+    hub          every worker's records in every worker, as blocks over socket pairs
+    cli          the command line
 """
 
 __version__ = '0.1.0'

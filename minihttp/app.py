@@ -21,9 +21,12 @@ from urllib.parse import parse_qs, quote, unquote
 
 from . import files, multipart
 from .browsers import upload_fields
-from .http11 import KNOWN_METHODS, HTTPError, Response, decimal
+from .errors import HTTPError
+from .grammar import KNOWN_METHODS, decimal
+from .responses import Response
 from .limits import MAX_RECORD_DIGITS, MAX_UPLOAD
 from .records import EventStream, FramingLog
+from .transfer import CHUNKED, NONE
 from .uploads import UploadStore, check_name
 
 TEXT = 'text/plain; charset=utf-8'
@@ -37,17 +40,13 @@ UPLOADS = '/uploads/'
 
 def request_framing(body):
     """The value of X-Request-Framing: how the request's body was delimited."""
-    if body.framing == 'chunked':
-        return 'chunked'
-    if body.framing == 'length':
-        return f'content-length {body.length}'
-    return 'none'
+    return str(body.framing)
 
 
 def framing_summary(body):
     """How an upload's body was framed, for the JSON answer."""
-    summary = {'framing': request_framing(body).split(' ')[0]}
-    if body.framing == 'chunked':
+    summary = {'framing': body.framing.kind}
+    if body.framing.kind == CHUNKED:
         summary['chunks'] = body.chunks
     return summary
 
@@ -249,7 +248,7 @@ class App:
         body = request.body
         fields = [('Content-Type', request.get('content-type', 'application/octet-stream')),
                   ('X-Request-Framing', request_framing(body))]
-        if body.framing == 'none':
+        if body.framing.kind == NONE:
             return Response(200, fields, b'')
         body.start()   # 100 Continue, if asked for, before the response head
         return Response(200, fields, body.pieces(), length=body.length)

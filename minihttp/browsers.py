@@ -21,7 +21,7 @@ Their browser can reach the server, so any page it shows can try three things:
 import ipaddress
 import re
 
-from .http11 import HTTPError
+from .errors import HTTPError
 
 # RFC 9110 section 9.2.1: the methods whose semantics are read-only.  Every
 # other method is unsafe, and a foreign page's unsafe request is refused.

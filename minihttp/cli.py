@@ -24,7 +24,8 @@ from .limits import (BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, CLIENT_BLOCK_SIZE,
                      SHUTDOWN_GRACE, SPARE_DESCRIPTORS)
 from .eventloop import EventLoop
 from .hub import Hub
-from .listener import StartupError, run_until_signalled, run_workers
+from .processes import run_until_signalled, run_workers
+from .sockets import StartupError
 from .records import FramingLog
 from .report import Progress, say
 from .server import HTTPServer

@@ -74,7 +74,7 @@ from .framing import StreamReader
 from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIMEOUT,
                      MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS, READ_BUFFER_SIZE,
                      REFUSAL_TIMEOUT, SHUTDOWN_GRACE, STALE_TIMERS)
-from .listener import StartupError, bind
+from .sockets import StartupError, bind
 from .report import flush_soon, say
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.

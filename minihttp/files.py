@@ -17,7 +17,9 @@ import threading
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
-from .http11 import MSG_MORE, HTTPError, Response, decimal
+from .errors import HTTPError
+from .grammar import decimal
+from .responses import MSG_MORE, Response
 from .limits import (MAX_HTTP_DATE, MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
                      SMALL_FILES_BUDGET)
 

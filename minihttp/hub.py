@@ -33,7 +33,7 @@ from .limits import HUB_BATCH_INTERVAL, RECORDS_KEPT
 class Hub:
     """The socket pairs between the parent and ``workers`` forked workers, and their use.
 
-    A worker that dies is replaced (minihttp.listener.Supervisor): the parent
+    A worker that dies is replaced (minihttp.processes.Supervisor): the parent
     makes new pairs for its place before it forks the replacement (``renew``)
     and joins them afterwards (``join``); the replacement numbers its records
     on from the last number its predecessor sent, so that no two share one.

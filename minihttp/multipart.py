@@ -10,7 +10,8 @@ and each part's head is read with the same field-line reader as the trailers.
 import re
 
 from .framing import IncompleteRead, LimitExceeded, StreamReader
-from .http11 import HTTPError, read_field_lines
+from .errors import HTTPError
+from .request import read_field_lines
 from .limits import (MAX_FORM_FIELD, MAX_FORM_FIELDS, MAX_FORM_PARTS, MAX_PART_FIELDS,
                      MAX_PART_HEAD)
 

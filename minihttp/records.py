@@ -163,10 +163,10 @@ def redact(target):
 def body_facts(body):
     if body is None:
         return ('unread',)
-    if body.framing == 'chunked':
+    if body.framing.kind == 'chunked':
         return ('chunked', body.received, body.chunks, body.sizes, len(body.trailers),
                 body.done)
-    if body.framing == 'length':
+    if body.framing.kind == 'content-length':
         return ('length', body.length, body.received, body.done)
     return ('none',)
 

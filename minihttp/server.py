@@ -18,9 +18,12 @@ import traceback
 
 from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob
 from .framing import write_all
-from .http11 import (CRLF, LAST_CHUNK, Body, HTTPError, PerSecond, bodiless, body_framing,
-                     bounded, close_unsent, error_response, frame_response, open_body,
-                     read_request, write_response)
+from .bodies import Body, bounded, open_body
+from .errors import HTTPError
+from .grammar import CRLF, LAST_CHUNK
+from .request import read_request
+from .responses import PerSecond, bodiless, close_unsent, error_response, frame_response, write_response
+from .transfer import LENGTH, NONE, request_framing
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
                      PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
 from .records import EventStream, FramingLog, dropped_event, event_bytes, http_record, public
@@ -120,11 +123,11 @@ class HTTPServer:
             now = time.time()
             body = None
             try:
-                framing, length = body_framing(request)
-                if framing != 'none' or not self.inline(request):
+                framing = request_framing(request)
+                if framing.kind != NONE or not self.inline(request):
                     conn.job = Job(self.exchange, conn, request, now)
                     conn.message = request
-                    if framing == 'none' or length == 0 or request.get('expect') is not None:
+                    if not framing.has_body or request.get('expect') is not None:
                         return POOL     # nothing to wait for from the client first
                     return BODY
                 body = request.body = Body(reader)
@@ -235,9 +238,9 @@ class HTTPServer:
         A chunked body counts as whole when the buffer ends with the last chunk
         and an empty trailer section (RFC 9112 section 7.1).
         """
-        framing, length = body_framing(conn.message)
-        if framing == 'length':
-            return conn.reader.buffered < length
+        framing = request_framing(conn.message)
+        if framing.kind == LENGTH:
+            return conn.reader.buffered < framing.length
         return not conn.reader.peek().endswith(LAST_CHUNK)
 
     def expired(self, conn):
@@ -271,7 +274,7 @@ class HTTPServer:
         try:
             body = request.body = open_body(request, conn.reader,
                                             self.continuer(request, conn.timed))
-            if body.framing != 'none':
+            if body.framing.kind != NONE:
                 # The loop's buffer is sized for heads: a body is received in
                 # pieces as large as before (a large one's reader grows further).
                 conn.reader.reserve(READ_BUFFER_SIZE)
@@ -381,7 +384,7 @@ class HTTPServer:
             return True
         if not body.started:
             return False
-        return body.framing == 'length' and body.length - body.received <= MAX_DRAIN
+        return body.framing.kind == LENGTH and body.length - body.received <= MAX_DRAIN
 
     @staticmethod
     def drain(body):

@@ -15,7 +15,7 @@ import re
 import tempfile
 import threading
 
-from .http11 import HTTPError
+from .errors import HTTPError
 from .limits import MAX_UPLOAD_NAME, WRITEBACK_STEP
 
 TEMP_PREFIX = '.upload-'

@@ -16,7 +16,7 @@ from fileserver import (HTTP_LISTENING, RawClient, exchange, request_bytes, serv
                         snapshot, wait_until)
 from minihttp import files
 from minihttp.app import App
-from minihttp.http11 import Request
+from minihttp.request import Request
 from minihttp.limits import (BODY_PIECE, MAX_FORM_FIELD, MAX_FORM_FIELDS, MAX_FORM_PARTS,
                              MAX_UPLOAD_NAME)
 from minihttp.uploads import TEMP_PREFIX

@@ -17,7 +17,8 @@ import requests
 from conftest import run_minihttp, WAIT
 from fileserver import HTTP_LISTENING, RawClient, serve_args
 from minihttp.browsers import Browsers, host_name, loopback_name, normal_origin, upload_fields
-from minihttp.http11 import HTTPError, Request
+from minihttp.errors import HTTPError
+from minihttp.request import Request
 
 EVIL = 'http://evil.example'
 PAGE = '<!doctype html><script>fetch("/uploads/", {method: "POST"})</script>\n'

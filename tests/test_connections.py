@@ -76,7 +76,7 @@ from conftest import REPO, WAIT
 from fileserver import wait_until
 from minihttp.cli import build_parser
 from minihttp.eventloop import EventLoop
-from minihttp.http11 import Response
+from minihttp.responses import Response
 from minihttp.limits import SMALL_FILE
 from minihttp.server import HTTPServer
 from test_http_server import Client, chunked, get, post, read_reply, wait_until_refused

@@ -36,8 +36,10 @@ from minihttp.app import App, after
 from minihttp.blocks import get_block
 from minihttp.browsers import Browsers
 from minihttp.framing import StreamReader
-from minihttp.http11 import (ChunkedBody, ContentLengthBody, HTTPError, body_framing,
-                             parse_head)
+from minihttp.bodies import ChunkedBody, ContentLengthBody
+from minihttp.errors import HTTPError
+from minihttp.request import parse_head
+from minihttp.transfer import CHUNKED_BODY, content_length, request_framing
 from minihttp.limits import (MAX_CHUNK_LINE, MAX_FIELDS, MAX_HEAD, MAX_PART_HEAD,
                              MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS)
 from minihttp.server import HTTPServer
@@ -177,14 +179,14 @@ COSTS = [
     Cost('Connection: a list of empty members', lambda data: parse_head(data).keep_alive,
          lambda n: head([b'Connection: ' + b' ,' * n + b'close']), MAX_HEAD // 16 - 16, False),
     Cost('Transfer-Encoding: a list of empty members',
-         lambda data: body_framing(parse_head(data)),
+         lambda data: request_framing(parse_head(data)),
          lambda n: head([b'Transfer-Encoding: ' + b', ' * n + b'chunked']),
-         MAX_HEAD // 16 - 16, ('chunked', None)),
+         MAX_HEAD // 16 - 16, CHUNKED_BODY),
     Cost('Content-Length: a list of one value repeated',
-         lambda data: body_framing(parse_head(data)),
+         lambda data: request_framing(parse_head(data)),
          lambda n: head([b'Content-Length: ' + b'7, ' * n + b'7']), MAX_HEAD // 24 - 16,
-         ('length', 7)),
-    Cost('Content-Length: a numeral of leading zeros', lambda data: body_framing(parse_head(data)),
+         content_length(7)),
+    Cost('Content-Length: a numeral of leading zeros', lambda data: request_framing(parse_head(data)),
          lambda n: head([b'Content-Length: ' + b'0' * n + b'7']), MAX_HEAD // 8 - 16, 400),
     Cost('Expect: a long expectation', lambda data: HTTPServer.continuer(parse_head(data), None),
          lambda n: head([b'Expect: 100-' + b'c ' * n + b'x']), MAX_HEAD // 16 - 16, 417),

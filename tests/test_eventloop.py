@@ -18,7 +18,9 @@ from hypothesis import given, strategies as st
 from conftest import FakeSocket
 from minihttp.eventloop import Connection, EventLoop, Pace, TimedSocket
 from minihttp.framing import StreamReader
-from minihttp.http11 import HTTPError, Response, read_request
+from minihttp.errors import HTTPError
+from minihttp.request import read_request
+from minihttp.responses import Response
 from minihttp.limits import CONNECTION_BUFFER_SIZE, MAX_HEAD, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
 from minihttp.server import HTTPServer
 

@@ -20,7 +20,8 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import FakeSocket
 from minihttp.app import App
-from minihttp.http11 import HTTPError, Response, error_response, write_response
+from minihttp.errors import HTTPError
+from minihttp.responses import Response, error_response, write_response
 from minihttp.limits import MAX_FIELDS, MAX_HEAD, MAX_REQUEST_LINE
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer

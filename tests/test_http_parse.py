@@ -16,7 +16,9 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import FakeSocket
 from minihttp.framing import StreamReader
-from minihttp.http11 import HTTPError, open_body, read_request
+from minihttp.bodies import open_body
+from minihttp.errors import HTTPError
+from minihttp.request import read_request
 
 # The differential runs many examples; each is a few hundred bytes of parsing.
 EXAMPLES = settings(max_examples=200, deadline=None)

@@ -26,7 +26,7 @@ import pytest
 
 from conftest import HTTP_LISTENING, WAIT, run_minihttp
 from minihttp.cli import build_parser
-from minihttp.http11 import Response
+from minihttp.responses import Response
 from minihttp.records import describe
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer

@@ -22,9 +22,9 @@ import pytest
 
 from conftest import HTTP_LISTENING, WAIT
 from fileserver import wait_until
-from minihttp import listener
+from minihttp import processes
 from minihttp.limits import RESPAWN_DELAY, RESPAWN_DELAY_MAX, WORKER_STEADY
-from minihttp.listener import Backoff
+from minihttp.processes import Backoff
 from test_http_server import Client, children_of, get, wait_until_refused
 from test_records import Feed, free_port
 
@@ -210,5 +210,5 @@ def test_sigterm_after_a_replacement_stops_all_with_status_0(serve):
 
 
 def test_exit_statuses_are_said_with_the_signal_name():
-    assert listener.exit_status(signal.SIGKILL) == 'was killed by SIGKILL'
-    assert listener.exit_status(3 << 8) == 'exited with status 3'
+    assert processes.exit_status(signal.SIGKILL) == 'was killed by SIGKILL'
+    assert processes.exit_status(3 << 8) == 'exited with status 3'

@@ -1,13 +1,11 @@
-"""Listening sockets, and running servers until a signal: in one process, or in workers.
+"""Running servers until a signal: in one process, or as supervised worker processes.
 
-``bind`` makes every listening socket.  The HTTP server and the block server
-each wait in an event loop (minihttp.eventloop), whose face (``address``,
-``name``, ``start()``, ``stop(grace)``) is all that ``run_until_signalled``
-and ``run_workers`` need.
+The HTTP server and the block server each wait in an event loop
+(minihttp.eventloop), whose face (``address``, ``name``, ``start()``,
+``stop(grace)``) is all that ``run_until_signalled`` and ``run_workers`` need.
 """
 
 import contextlib
-import errno
 import os
 import select
 import signal
@@ -17,63 +15,12 @@ import threading
 import time
 import traceback
 
-from .limits import (LISTEN_BACKLOG, ORPHAN_GRACE, RESPAWN_DELAY, RESPAWN_DELAY_MAX,
-                     SHUTDOWN_GRACE, WORKER_STEADY, WORKER_STOP_SLACK)
+from .limits import (ORPHAN_GRACE, RESPAWN_DELAY, RESPAWN_DELAY_MAX, SHUTDOWN_GRACE,
+                     WORKER_STEADY, WORKER_STOP_SLACK)
 from .report import say
 
 # prctl(2): the signal a process gets when the thread that forked it ends.
 PR_SET_PDEATHSIG = 1
-
-
-class StartupError(Exception):
-    """A server could not start; the message is one line for the user."""
-
-
-def bind(host, port, backlog=LISTEN_BACKLOG, reuse_port=False, join=False):
-    """A listening socket on (host, port); host may be IPv4, IPv6 or a name.
-
-    With ``reuse_port``, other sockets with it may listen on the same port
-    (SO_REUSEPORT, Linux): the kernel spreads new connections over them.
-    Such a port is shared with any process of the same user that asks, so
-    the first socket first checks that nobody listens there yet (another
-    server started with --workers would otherwise silently get half of the
-    connections); only ``join``, a worker's socket beside its parent's,
-    expects the port taken.
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
-                                   0, socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise StartupError(f'cannot resolve host {host!r}: {exc.strerror}') from None
-    except OverflowError:
-        raise StartupError(f'port {port} is out of range (0-65535)') from None
-    family, kind, proto, _, address = infos[0]
-    if reuse_port and not join:
-        with socket.socket(family, kind, proto) as probe:
-            try:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind(address)
-            except OSError as exc:
-                raise StartupError(in_use(host, port, exc)) from None
-            address = probe.getsockname()    # port 0: the free port the probe was given
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port and hasattr(socket, 'SO_REUSEPORT'):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise StartupError(in_use(host, port, exc)) from None
-    return sock
-
-
-def in_use(host, port, exc):
-    """Why a port cannot be listened on, in one line, with what to do when it is taken."""
-    hint = ' (another server holds it: stop it, or choose another port)' if (
-        exc.errno == errno.EADDRINUSE) else ''
-    return f'cannot listen on {host} port {port}: {exc.strerror}{hint}'
 
 
 class Signals:

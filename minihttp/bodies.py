@@ -1,0 +1,226 @@
+"""Request bodies: one reader per framing, pulling from the framing core.
+
+A body measured by Content-Length is one streamed exact read.  A chunked body
+(RFC 9112 section 7.1) is, per chunk, a delimiter-read size line, an exact
+read of the data and an exact read of the CRLF after it, up to the zero-size
+last chunk and a trailer section read line by line.  Both share one interface
+(``pieces``, ``read_to``, ``read``), so the rest of the server does not care
+how a body was framed; ``open_body`` picks the reader by the request's
+transfer.Framing.
+"""
+
+from .errors import HTTPError, framing_error
+from .framing import IncompleteRead, LimitExceeded
+from .grammar import CHUNK_EXT, CHUNK_LINE, CRLF
+from .limits import (BODY_PIECE, MAX_CHUNK_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS,
+                     STREAM_BUFFER_SIZE)
+from .records import keep_size
+from .request import read_field_lines, read_line
+from .transfer import (CHUNKED, CHUNKED_BODY, LENGTH, NO_BODY, NONE, content_length,
+                       request_framing)
+
+
+class Body:
+    """The request body, however it was framed.
+
+    ``pieces()`` yields it in pieces of at most BODY_PIECE bytes (a chunked body
+    yields each chunk whole when it fits, so chunk boundaries survive);
+    ``read_to(sink)`` streams it into a callable without copies; ``read()``
+    returns it whole, for bodies known to be small.  ``received`` counts the
+    bytes so far and ``done`` says whether the end of the body was reached.
+    Before the first byte is read, ``start`` sends ``100 Continue`` if the
+    client is waiting for it (RFC 9110 section 10.1.1).
+    """
+
+    framing = NO_BODY
+    length = 0
+
+    def __init__(self, reader, send_continue=None):
+        self.reader = reader
+        self.received = 0
+        self.done = self.framing.kind == NONE
+        self.chunks = 0
+        self.sizes = []      # the first RECORDED_CHUNKS chunk sizes, for the framing record
+        self.trailers = []
+        self._send_continue = send_continue
+
+    @property
+    def started(self):
+        return self._send_continue is None
+
+    def start(self):
+        if self._send_continue is not None:
+            send, self._send_continue = self._send_continue, None
+            send()
+
+    def pieces(self):
+        self.start()
+        self.done = True
+        return iter(())
+
+    def read_to(self, sink):
+        self.start()
+        self.done = True
+        return 0
+
+    def read(self, limit=None):
+        out = bytearray()
+        self.read_to(bounded(out.extend, limit))
+        return bytes(out)
+
+
+def bounded(sink, limit):
+    """A sink that raises 413 once more than ``limit`` bytes passed through it."""
+    if limit is None:
+        return sink
+    seen = 0
+
+    def guarded(piece):
+        nonlocal seen
+        seen += len(piece)
+        if seen > limit:
+            raise HTTPError(413, f'request body larger than {limit} bytes', close=True)
+        sink(piece)
+    return guarded
+
+
+class ContentLengthBody(Body):
+    """A body of exactly ``length`` bytes: the framing core's exact read."""
+
+    def __init__(self, reader, length, send_continue=None):
+        self.framing = content_length(length)
+        super().__init__(reader, send_continue)
+        self.length = length
+        if not length:
+            self.done = True
+
+    def _count(self, sink):
+        def counted(piece):
+            self.received += len(piece)
+            sink(piece)
+        return counted
+
+    def read_to(self, sink):
+        self.start()
+        remaining = self.length - self.received
+        if remaining >= STREAM_BUFFER_SIZE:
+            self.reader.reserve(STREAM_BUFFER_SIZE)
+        try:
+            self.reader.read_exact_to(remaining, self._count(sink))
+        except IncompleteRead as exc:
+            raise truncated_body(exc) from None
+        self.done = True
+        return self.length
+
+    def pieces(self):
+        self.start()
+        read_exact = self.reader.read_exact
+        while self.received < self.length:
+            try:
+                piece = read_exact(min(BODY_PIECE, self.length - self.received))
+            except IncompleteRead as exc:
+                raise truncated_body(exc) from None
+            self.received += len(piece)
+            yield piece
+        self.done = True
+
+
+class ChunkedBody(Body):
+    """A chunked body (RFC 9112 section 7.1), read by pulling, not by state machine.
+
+    Each chunk is a delimiter read of its size line, an exact read of its data,
+    and an exact read of the CRLF that must follow; the zero-size chunk is
+    followed by the trailer section, read line by line up to the empty line.
+    """
+
+    framing = CHUNKED_BODY
+    length = None
+
+    def _next_size(self):
+        """Read a chunk-size line; at the last chunk, read the trailers and return 0."""
+        try:
+            line = read_line(self.reader, MAX_CHUNK_LINE, 'chunk-size')
+        except LimitExceeded:
+            raise framing_error(f'chunk-size line longer than {MAX_CHUNK_LINE} bytes') from None
+        except IncompleteRead as exc:
+            raise truncated_body(exc) from None
+        text = line.decode('latin-1')
+        match = CHUNK_LINE.fullmatch(text)
+        if match is None or not CHUNK_EXT.fullmatch(match.group(2)):
+            raise framing_error(f'bad chunk-size line {text[:40]!r}')
+        size = int(match.group(1), 16)
+        if size == 0:
+            self._read_trailers()
+            self.done = True
+        else:
+            keep_size(self.sizes, size)
+        return size
+
+    def _end_chunk(self):
+        """The CRLF after chunk data, exactly (section 7.1)."""
+        try:
+            if self.reader.read_exact(2) != CRLF:
+                raise framing_error('chunk data not followed by CRLF')
+        except IncompleteRead as exc:
+            raise truncated_body(exc) from None
+        self.chunks += 1
+
+    def _read_trailers(self):
+        try:
+            self.trailers = read_field_lines(self.reader, MAX_TRAILER, MAX_TRAILER_FIELDS,
+                                             'trailer')
+        except IncompleteRead as exc:
+            raise truncated_body(exc) from None
+
+    def read_to(self, sink):
+        self.start()
+        self.reader.reserve(STREAM_BUFFER_SIZE)
+        read_exact_to = self.reader.read_exact_to
+        while not self.done:
+            size = self._next_size()
+            if not size:
+                break
+            try:
+                read_exact_to(size, sink)
+            except IncompleteRead as exc:
+                raise truncated_body(exc) from None
+            self.received += size
+            self._end_chunk()
+        return self.received
+
+    def pieces(self):
+        self.start()
+        read_exact = self.reader.read_exact
+        while not self.done:
+            size = self._next_size()
+            if not size:
+                break
+            remaining = size
+            while remaining:
+                try:
+                    piece = read_exact(min(BODY_PIECE, remaining))
+                except IncompleteRead as exc:
+                    raise truncated_body(exc) from None
+                remaining -= len(piece)
+                self.received += len(piece)
+                yield piece
+            self._end_chunk()
+
+
+def truncated_body(exc):
+    return framing_error(f'connection closed inside the body: {exc}')
+
+
+def open_body(request, reader, send_continue=None):
+    """The Body reader for a request, as ``transfer.request_framing`` decides."""
+    framing = request_framing(request)
+    return READERS[framing.kind](reader, framing, send_continue)
+
+
+# The reader for each framing a request may have, indexed by its kind.
+READERS = {
+    NONE: lambda reader, framing, send_continue: Body(reader),
+    LENGTH: lambda reader, framing, send_continue: ContentLengthBody(
+        reader, framing.length, send_continue),
+    CHUNKED: lambda reader, framing, send_continue: ChunkedBody(reader, send_continue),
+}

@@ -19,12 +19,24 @@ what makes pipelined HTTP requests and back-to-back blocks work.
 
 The same reader serves blocking and non-blocking sockets.  On a non-blocking
 one (the event loop's) a read that must wait raises BlockingIOError and keeps
-every byte it had: the caller asks again once the socket is readable, and a
-delimiter read goes on scanning where it stopped.
+every byte it had: the caller asks the same read again once the socket is
+readable, and gets what one read would have returned had every byte been
+there at once.  Bytes a read returns are kept in the buffer until the read
+is whole (an exact read larger than the buffer grows it as they arrive); a
+streaming read (``read_exact_to``, ``read_until_to``) has handed the bytes
+before the wait to its sink, and the reader remembers how far it got, so
+that asking again delivers the rest and returns the whole count.  Any other
+read in between gives that up: the stream goes on after what the sink got.
+A delimiter read goes on scanning where it stopped.
+
+``snapshot`` reads what is buffered without receiving or consuming: the body
+readers run over it to tell whether a whole body is already here.
 
 Writers need no buffering: ``write_all`` sends several pieces with one
 gather-write syscall and loops until the kernel has taken them all.
 """
+
+import errno
 
 from .limits import LARGE_READ, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES, STREAM_BUFFER_SIZE
 
@@ -75,19 +87,22 @@ class StreamReader:
 
     The buffer is allocated once per connection and reused: ``recv_into`` fills
     its free tail, reads hand out slices of it, and it is compacted (not
-    reallocated) when the tail runs out.  It grows only when a delimiter read
-    is allowed to look further than the buffer is long (doubling, up to what
-    the read's limit needs, so a head is held in about its own size), and once
-    (to STREAM_BUFFER_SIZE) for a connection that streams a body or reads
-    exact messages of LARGE_READ bytes or more.  ``release`` gives it up while
-    nothing is buffered (an idle connection costs no buffer); the next
-    receive takes one again, from ``spares`` (a list that readers of many
-    connections share, to which ``release`` returns buffers of the first
-    size, SPARE_BUFFER_BYTES of them at most) when it can.
+    reallocated) when the tail runs out.  It grows only for a read that must
+    hold more than it is long: a delimiter read allowed to look further, or an
+    exact read larger than the buffer (doubling as bytes arrive, up to what
+    the read needs, so a peer that announces much and sends little costs
+    little); and once (to STREAM_BUFFER_SIZE) for a connection that streams a
+    body or reads exact messages of LARGE_READ bytes or more.  An exact read
+    that grew it past STREAM_BUFFER_SIZE gives the growth back once whole.
+    ``release`` gives it up while nothing is buffered (an idle connection
+    costs no buffer); the next receive takes one again, from ``spares`` (a
+    list that readers of many connections share, to which ``release``
+    returns buffers of the first size, SPARE_BUFFER_BYTES of them at most)
+    when it can.
     """
 
     __slots__ = ('_recv_into', '_size', '_spares', '_buf', '_view', '_start', '_end',
-                 '_scanned')
+                 '_waiting')
 
     def __init__(self, sock, buffer_size=READ_BUFFER_SIZE, spares=None):
         self._recv_into = sock.recv_into
@@ -97,10 +112,12 @@ class StreamReader:
         self._view = memoryview(self._buf)
         self._start = 0  # first unread byte
         self._end = 0    # one past the last received byte
-        # A delimiter read that had to wait: (delimiter, bytes after _start
-        # known to hold no delimiter start), so that asking again does not
-        # scan the same bytes again (a head dripped a byte at a time).
-        self._scanned = None
+        # A read that had to wait, and how far it got, so that asking again
+        # goes on from there: (UNTIL, delimiter, bytes after _start known to
+        # hold no delimiter start: a head dripped a byte at a time is not
+        # scanned again), (EXACT_TO, n, bytes still owed to the sink) or
+        # (UNTIL_TO, delimiter, bytes delivered).  Any other read clears it.
+        self._waiting = None
 
     def receive_from(self, sock):
         """Receive through ``sock.recv_into`` from now on, keeping what is buffered.
@@ -122,6 +139,10 @@ class StreamReader:
         self._view = _NOTHING_VIEW
         self._start = self._end = 0
         return True
+
+    def snapshot(self):
+        """A reader over the bytes buffered now, for looking ahead (see Snapshot)."""
+        return Snapshot(self)
 
     # -- the buffer ----------------------------------------------------------
 
@@ -154,17 +175,22 @@ class StreamReader:
             self._buf = bytearray(size)
             self._view = memoryview(self._buf)
             return
+        self._move_to(size)
+
+    def _move_to(self, size):
+        """Put the buffered bytes at the front of a new buffer of ``size`` bytes."""
         count = self._end - self._start
-        grown = bytearray(size)
-        grown[:count] = self._view[self._start:self._end]
+        moved = bytearray(size)
+        view = memoryview(moved)
+        view[:count] = self._view[self._start:self._end]   # (a bytearray slice would copy)
         self._view.release()
-        self._buf, self._view = grown, memoryview(grown)
+        self._buf, self._view = moved, view
         self._start, self._end = 0, count
 
     def _make_room(self, limit=None):
         """Ensure the tail has space: compact first; a released reader takes a first
         buffer (a spare if there is one); a full one doubles, never past ``limit``
-        bytes when given (what a delimiter read may have to hold)."""
+        bytes when given (what the read has to hold)."""
         if self._end < len(self._buf):
             return
         count = self._end - self._start
@@ -172,25 +198,25 @@ class StreamReader:
             # Through the memoryview: one memmove, safe although the source
             # overlaps the destination (bytearray slice assignment is not).
             self._view[:count] = self._view[self._start:self._end]
+            self._start, self._end = 0, count
+        elif self._buf is _NOTHING:
+            # A released reader's next buffer: a spare if there is one.
+            self._buf = self._spares.pop() if self._spares else bytearray(self._size)
+            self._view = memoryview(self._buf)
         else:
-            if self._buf is _NOTHING:
-                # A released reader's next buffer: a spare if there is one.
-                grown = self._spares.pop() if self._spares else bytearray(self._size)
-            else:
-                size = 2 * count
-                if limit is not None:
-                    size = max(count + 1, min(size, limit))
-                grown = bytearray(size)
-                grown[:count] = self._view[:count]
-                self._view.release()
-            self._buf, self._view = grown, memoryview(grown)
-        self._start, self._end = 0, count
+            size = 2 * count
+            if limit is not None:
+                size = max(count + 1, min(size, limit))
+            self._move_to(size)
 
-    def _fill(self):
-        """One recv_into the free tail; returns how many bytes came (0 at EOF)."""
+    def _fill(self, limit=None):
+        """One recv_into the free tail; returns how many bytes came (0 at EOF).
+
+        BlockingIOError from a non-blocking socket passes through with every
+        buffered byte where it was."""
         if self._start == self._end:
             self._start = self._end = 0
-        self._make_room()
+        self._make_room(limit)
         got = self._recv_into(self._view[self._end:])
         self._end += got
         return got
@@ -202,40 +228,30 @@ class StreamReader:
         start = self._start
         if self._end - start >= n:  # the common case: already buffered
             self._start = start + n
+            if self._waiting is not None:
+                self._waiting = None
             return bytes(self._view[start:start + n])
+        self._waiting = None
         if n >= LARGE_READ:
             # Messages about as large as the buffer (64 KiB blocks, body pieces)
             # would each take several receives and a compaction: grow it once,
             # so that one receive holds several of them.
             self.reserve(STREAM_BUFFER_SIZE)
-        if n > max(len(self._buf), self._size):
-            return self._read_large(n)
+        # Every byte stays in the buffer until all n are there, so a receive
+        # that must wait loses nothing; for more than the buffer holds, it
+        # doubles as they arrive (never past n), so nothing is allocated for
+        # bytes announced and not sent.
         while self._end - self._start < n:
-            if not self._fill():
+            if not self._fill(n):
                 raise IncompleteRead(n, self._end - self._start)
         start = self._start
         self._start = start + n
-        return bytes(self._view[start:start + n])
-
-    def _read_large(self, n):
-        """read_exact for more than a buffer: the result grows as bytes arrive.
-
-        Nothing is allocated for the announced length before its bytes come: a
-        peer that announces a megabyte and sends a byte costs a byte (and the
-        buffer).  Bytes received beyond ``n`` stay buffered for the next read.
-        For a blocking socket only: a receive that must wait would lose what
-        was gathered.
-        """
-        out = bytearray()
-        while True:
-            start = self._start
-            take = min(self._end - start, n - len(out))
-            out += self._view[start:start + take]
-            self._start = start + take
-            if len(out) == n:
-                return bytes(out)
-            if not self._fill():
-                raise IncompleteRead(n, len(out))
+        data = bytes(self._view[start:start + n])
+        usual = max(self._size, STREAM_BUFFER_SIZE)
+        if len(self._buf) > usual and self._end - self._start <= usual:
+            # A read larger than the stream buffer grew it: give the growth back.
+            self._move_to(usual)
+        return data
 
     def read_exact_to(self, n, sink):
         """Deliver exactly ``n`` bytes to ``sink`` in pieces; return n.
@@ -244,18 +260,30 @@ class StreamReader:
         must consume (write, hash, copy) them before returning.  At most one
         buffer of the message is in memory at a time.  Bytes received beyond n
         stay buffered for the next read.
+
+        What a wait keeps: the bytes before it are the sink's (consumed), and
+        the reader remembers how many of the n are still owed; the same call
+        asked again (same n) delivers only those and returns n.
         """
         remaining = n
-        if self._buf is _NOTHING and n:
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            if waiting[0] is EXACT_TO and waiting[1] == n:
+                remaining = waiting[2]
+        if self._buf is _NOTHING and remaining:
             self._make_room()
         view = self._view
         while remaining:
             start = self._start
             if start == self._end:
-                start = self._start = 0
-                got = self._recv_into(view)
+                start = self._start = self._end = 0
+                try:
+                    got = self._recv_into(view)
+                except BlockingIOError:
+                    self._waiting = (EXACT_TO, n, remaining)
+                    raise
                 if not got:
-                    self._end = 0
                     raise IncompleteRead(n, n - remaining)
                 self._end = got
             take = min(self._end - start, remaining)
@@ -275,10 +303,11 @@ class StreamReader:
         """
         size = len(delimiter)
         scanned = 0  # bytes after _start already known to hold no delimiter start
-        if self._scanned is not None:
-            if self._scanned[0] == delimiter:
-                scanned = self._scanned[1]
-            self._scanned = None
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            if waiting[0] is UNTIL and waiting[1] == delimiter:
+                scanned = waiting[2]
         while True:
             start = self._start
             found = self._buf.find(delimiter, start + scanned, self._end)
@@ -291,11 +320,10 @@ class StreamReader:
             if have >= limit + size:
                 raise LimitExceeded(delimiter, limit)
             scanned = max(0, have - size + 1)
-            self._make_room(limit + size)
             try:
-                got = self._fill()
+                got = self._fill(limit + size)
             except BlockingIOError:
-                self._scanned = (delimiter, scanned)
+                self._waiting = (UNTIL, delimiter, scanned)
                 raise
             if not got:
                 raise IncompleteRead(None, self._end - self._start)
@@ -306,10 +334,17 @@ class StreamReader:
         The streaming form of read_until, for a delimited part of any length
         (a multipart body part): only the last ``len(delimiter) - 1`` bytes,
         which might begin the delimiter, are held back between receives.
-        Returns the number of bytes delivered.
+        Returns the number of bytes delivered.  A wait keeps what read_exact_to's
+        does: the sink has the bytes before it, and asking again (same
+        delimiter) delivers the rest and returns the whole count.
         """
         hold = len(delimiter) - 1
         delivered = 0
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            if waiting[0] is UNTIL_TO and waiting[1] == delimiter:
+                delivered = waiting[2]
         while True:
             start = self._start
             found = self._buf.find(delimiter, start, self._end)
@@ -323,8 +358,54 @@ class StreamReader:
                 sink(self._view[start:safe])
                 delivered += safe - start
                 self._start = safe
-            if not self._fill():
+            try:
+                got = self._fill()
+            except BlockingIOError:
+                self._waiting = (UNTIL_TO, delimiter, delivered)
+                raise
+            if not got:
                 raise IncompleteRead(None, delivered + self._end - self._start)
+
+
+# What a read that had to wait was (StreamReader._waiting).
+UNTIL, EXACT_TO, UNTIL_TO = 'read_until', 'read_exact_to', 'read_until_to'
+
+
+def _nothing_more(buffer):
+    raise BlockingIOError(errno.EAGAIN, 'nothing more is buffered')
+
+
+class Snapshot(StreamReader):
+    """A reader over the bytes another reader has buffered, that never receives.
+
+    It shares that reader's buffer (no copy) and moves only its own place in
+    it: a read that needs more than is buffered raises BlockingIOError, as a
+    non-blocking socket with nothing more to give does.  So any reader of the
+    framing core (a body reader, say) run over it answers "whole", "not yet"
+    (BlockingIOError) or its own error, in time and memory bounded by what is
+    buffered, and the reader it looks at is untouched.  Good only until that
+    reader reads again: use it at once, in the thread that owns the reader.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, reader):
+        self._recv_into = _nothing_more
+        self._size = reader._size
+        self._spares = None
+        self._buf, self._view = reader._buf, reader._view
+        self._start, self._end = reader._start, reader._end
+        self._waiting = None
+
+    # Never move, grow or give up the shared bytes.
+    def _make_room(self, limit=None):
+        pass
+
+    def reserve(self, size):
+        pass
+
+    def release(self):
+        return False
 
 
 def write_all(sock, *pieces):

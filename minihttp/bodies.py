@@ -6,7 +6,8 @@ read of the data and an exact read of the CRLF after it, up to the zero-size
 last chunk and a trailer section read line by line.  Both share one interface
 (``pieces``, ``read_to``, ``read``), so the rest of the server does not care
 how a body was framed; ``open_body`` picks the reader by the request's
-transfer.Framing.
+transfer.Framing.  ``buffered_body`` runs the same readers over what a
+connection has buffered, to tell whether a whole body is already there.
 """
 
 from .errors import HTTPError, framing_error
@@ -41,7 +42,8 @@ class Body:
         self.done = self.framing.kind == NONE
         self.chunks = 0
         self.sizes = []      # the first RECORDED_CHUNKS chunk sizes, for the framing record
-        self.trailers = []
+        self.trailers = []           # [(name, value)]: a chunked body's, once read
+        self.ignored_trailers = ()   # names of trailer fields dropped (NOT_IN_TRAILERS)
         self._send_continue = send_continue
 
     @property
@@ -125,6 +127,31 @@ class ContentLengthBody(Body):
         self.done = True
 
 
+# Fields that a trailer section must not carry, and that this server drops from
+# one (RFC 9112 section 7.1.2: a recipient MAY selectively retain or discard
+# trailer fields).  RFC 9110 section 6.5.1: a field needed before the content
+# can be processed (framing, routing, authentication, request modifiers,
+# content format) cannot be processed as a trailer, and a sender MUST NOT
+# generate a trailer field whose definition does not allow it.  Dropping them
+# rather than refusing the request: they were never going to change how it
+# is handled, and an application echoing trailers never sends them back.
+NOT_IN_TRAILERS = frozenset([
+    # framing (RFC 9112 sections 6 and 7; RFC 9110 section 6.6.2)
+    'transfer-encoding', 'content-length', 'trailer',
+    # routing and the connection (RFC 9110 sections 7.2, 7.6.1, 7.8, 10.1.4;
+    # RFC 9112 section 9.3)
+    'host', 'connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te',
+    # request modifiers: controls and conditionals (RFC 9110 sections 7.6.2, 10.1,
+    # 13.1, 14.2; RFC 9111 sections 5.2 and 5.4)
+    'expect', 'max-forwards', 'range', 'if-match', 'if-none-match', 'if-modified-since',
+    'if-unmodified-since', 'if-range', 'cache-control', 'pragma',
+    # authentication and state (RFC 9110 section 11.6; RFC 6265 section 5.4)
+    'authorization', 'proxy-authorization', 'cookie',
+    # content format (RFC 9110 sections 8.3, 8.4, 14.4)
+    'content-type', 'content-encoding', 'content-range',
+])
+
+
 class ChunkedBody(Body):
     """A chunked body (RFC 9112 section 7.1), read by pulling, not by state machine.
 
@@ -166,11 +193,19 @@ class ChunkedBody(Body):
         self.chunks += 1
 
     def _read_trailers(self):
+        """The trailer section (section 7.1.2), bounded like a head, kept apart from it.
+
+        Never merged into the request's fields (a recipient MUST NOT, unless a
+        field's definition says how); a field that must not be a trailer is
+        dropped (see NOT_IN_TRAILERS) and its name kept in ``ignored_trailers``.
+        """
         try:
-            self.trailers = read_field_lines(self.reader, MAX_TRAILER, MAX_TRAILER_FIELDS,
-                                             'trailer')
+            fields = read_field_lines(self.reader, MAX_TRAILER, MAX_TRAILER_FIELDS, 'trailer')
         except IncompleteRead as exc:
             raise truncated_body(exc) from None
+        self.trailers = [f for f in fields if f[0].lower() not in NOT_IN_TRAILERS]
+        if len(self.trailers) < len(fields):
+            self.ignored_trailers = [f[0] for f in fields if f[0].lower() in NOT_IN_TRAILERS]
 
     def read_to(self, sink):
         self.start()
@@ -205,6 +240,37 @@ class ChunkedBody(Body):
                 self.received += len(piece)
                 yield piece
             self._end_chunk()
+
+
+# What buffered_body answers.
+WHOLE, PARTIAL, MALFORMED = 'whole', 'partial', 'malformed'
+
+
+def buffered_body(framing, reader):
+    """Whether the bytes ``reader`` has buffered hold a whole body framed so.
+
+    WHOLE; PARTIAL when more must come; MALFORMED when the body's reader
+    refuses what is there (whoever reads the body answers that).  The one
+    place this is decided, and by the readers that read bodies: the body's
+    reader runs over ``reader.snapshot()``, which receives nothing, consumes
+    nothing and copies nothing but chunk-size and trailer lines, and stops
+    where the buffer ends, so the cost is bounded by what is buffered (a body
+    longer than the buffer is PARTIAL once its buffered part is passed).
+    """
+    if not framing.has_body:
+        return WHOLE
+    body = READERS[framing.kind](reader.snapshot(), framing, None)
+    try:
+        body.read_to(_discard)
+    except BlockingIOError:
+        return PARTIAL
+    except HTTPError:
+        return MALFORMED
+    return WHOLE
+
+
+def _discard(piece):
+    pass
 
 
 def truncated_body(exc):

@@ -178,6 +178,10 @@ RECORDED_CHUNKS = 64
 # shown as *): with the above, what bounds the bytes of one record, and so of
 # the ring (a few hundred bytes each, and as much again as JSON once read).
 RECORDED_TARGET = 200
+# The bytes of trailer fields (names and values) a record keeps: a value that
+# does not fit is cut (ending in '...'), and the fields after it are left out
+# (the record still counts them).  A trailer section may be MAX_TRAILER long.
+RECORDED_TRAILER = 512
 # With --workers, how long records gather before they travel to the parent,
 # and back to every worker, in one block: bounds those sends to a few a second
 # per process, whatever the request rate.

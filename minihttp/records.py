@@ -16,7 +16,7 @@ import json
 import os
 import threading
 
-from .limits import RECORDED_CHUNKS, RECORDED_TARGET, RECORDS_KEPT
+from .limits import RECORDED_CHUNKS, RECORDED_TARGET, RECORDED_TRAILER, RECORDS_KEPT
 
 
 class FramingLog:
@@ -164,11 +164,28 @@ def body_facts(body):
     if body is None:
         return ('unread',)
     if body.framing.kind == 'chunked':
-        return ('chunked', body.received, body.chunks, body.sizes, len(body.trailers),
+        return ('chunked', body.received, body.chunks, body.sizes, trailer_facts(body.trailers),
                 body.done)
     if body.framing.kind == 'content-length':
         return ('length', body.length, body.received, body.done)
     return ('none',)
+
+
+def trailer_facts(trailers):
+    """A chunked body's trailer fields as a record keeps them: (how many, the
+    fields within RECORDED_TRAILER bytes of names and values)."""
+    kept = []
+    room = RECORDED_TRAILER
+    for name, value in trailers:
+        room -= len(name)
+        if room <= 0:
+            break
+        if len(value) > room:
+            kept.append((name, value[:max(0, room - 3)] + '...'))
+            break
+        kept.append((name, value))
+        room -= len(value)
+    return len(trailers), tuple(kept)
 
 
 def block_record(peer, now, blocks, total, recorded, ended):
@@ -201,7 +218,8 @@ def body_dict(facts):
     if framing == 'chunked':
         _, received, chunks, recorded, trailers, done = facts
         return {'framing': 'chunked', 'bytes': received, 'chunks': chunks,
-                **sizes(recorded, chunks), 'trailers': trailers, 'done': done}
+                **sizes(recorded, chunks), 'trailers': trailers[0],
+                'trailer_fields': [list(field) for field in trailers[1]], 'done': done}
     if framing == 'length':
         _, length, received, done = facts
         return {'framing': 'length', 'length': length, 'bytes': received, 'done': done}

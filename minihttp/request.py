@@ -19,7 +19,7 @@ class Request:
     """One request: its head as received, and the reader of its body."""
 
     __slots__ = ('method', 'target', 'version', 'fields', 'head_size', 'path', 'query',
-                 '_index', 'body', 'trailers')
+                 '_index', 'body')
 
     def __init__(self, method, target, version, fields, head_size=0):
         self.method = method
@@ -28,11 +28,17 @@ class Request:
         self.fields = fields      # [(name, value)] as received, in order
         self.head_size = head_size
         self.body = None
-        self.trailers = []
         self._index = index_fields(fields)
         path, _, query = request_path(method, target).partition('?')
         self.path = path
         self.query = query
+
+    @property
+    def trailers(self):
+        """The trailer fields of a chunked body once it is read, [(name, value)] ([] until
+        then, and for other framings): its own list, never merged into ``fields``
+        (RFC 9112 section 7.1.2), so ``get`` never sees them."""
+        return [] if self.body is None else self.body.trailers
 
     def get(self, name, default=None):
         """The field's value (several lines joined with ', ', RFC 9110 section 5.3)."""

@@ -18,9 +18,9 @@ import traceback
 
 from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob
 from .framing import write_all
-from .bodies import Body, bounded, open_body
+from .bodies import PARTIAL, Body, bounded, buffered_body, open_body
 from .errors import HTTPError
-from .grammar import CRLF, LAST_CHUNK
+from .grammar import CRLF
 from .request import read_request
 from .responses import PerSecond, bodiless, close_unsent, error_response, frame_response, write_response
 from .transfer import LENGTH, NONE, request_framing
@@ -234,14 +234,11 @@ class HTTPServer:
         """Whether body work waiting for a thread still needs bytes from the client.
 
         The loop asks when such a client has sent nothing for body_timeout: one
-        whose whole body is already buffered is waiting for us, not stalling.
-        A chunked body counts as whole when the buffer ends with the last chunk
-        and an empty trailer section (RFC 9112 section 7.1).
+        whose whole body is already buffered is waiting for us, not stalling,
+        and so is one whose body is malformed (the thread answers 400).  The
+        body reader itself says so, run over the buffered bytes.
         """
-        framing = request_framing(conn.message)
-        if framing.kind == LENGTH:
-            return conn.reader.buffered < framing.length
-        return not conn.reader.peek().endswith(LAST_CHUNK)
+        return buffered_body(request_framing(conn.message), conn.reader) == PARTIAL
 
     def expired(self, conn):
         """A head not whole within head_timeout, or a body not begun (or stalled

@@ -1,7 +1,8 @@
 """Helpers every test file shares: a scripted fake socket, real minihttp processes, peak memory.
 
 ``FakeSocket`` drives any reader with no network: the bytes arrive in the
-pieces a test chooses (a byte at a time, or at hypothesis-chosen split points).
+pieces a test chooses (a byte at a time, or at hypothesis-chosen split points);
+``NonBlockingFakeSocket`` makes the reader wait (BlockingIOError) before each.
 ``minihttp`` starts ``python -m minihttp ...`` and finds its port in a
 listening line given as a regular expression, so the HTTP tests reuse it as is;
 ``serve`` is the HTTP server on free ports that test_http_server.py and
@@ -10,6 +11,7 @@ Every process a test starts is stopped at teardown, by its PID.
 """
 
 import collections
+import errno
 import os
 import queue
 import re
@@ -102,6 +104,28 @@ class FakeSocket:
             if taken == room:
                 break
         return taken
+
+
+class NonBlockingFakeSocket(FakeSocket):
+    """A FakeSocket on which every receive that gives bytes, and the EOF, must wait first.
+
+    Before each it raises BlockingIOError once (as a non-blocking socket with
+    nothing yet to give): a reader asked again after each wait sees every
+    place a read can be interrupted.  ``waits`` counts them.
+    """
+
+    def __init__(self, data=b'', pieces=None):
+        super().__init__(data, pieces)
+        self.ready = False
+        self.waits = 0
+
+    def recv_into(self, buffer, nbytes=0):
+        if not self.ready:
+            self.ready = True
+            self.waits += 1
+            raise BlockingIOError(errno.EAGAIN, 'Resource temporarily unavailable')
+        self.ready = False
+        return super().recv_into(buffer, nbytes)
 
 
 def peak_rss(pid):

@@ -93,8 +93,8 @@ def test_a_dripped_head_is_scanned_once_not_once_per_byte():
             read_request(reader)
             break
         except BlockingIOError:
-            if reader._scanned is not None:
-                resumed_from.append(reader._scanned[1])
+            if reader._waiting is not None:
+                resumed_from.append(reader._waiting[2])
     assert resumed_from == sorted(resumed_from)
     assert resumed_from[-1] >= len(head) - 8
 

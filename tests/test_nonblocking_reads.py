@@ -4,39 +4,20 @@ A read that must wait raises BlockingIOError; the caller (the event loop)
 asks the same read again once the socket is readable.  Asked again after
 every wait, each read must give what one read gives when every byte came at
 once: the same bytes, the same count, the same IncompleteRead or
-LimitExceeded at the same point.  ``NonBlockingSocket`` makes the waits: it
-hands out the pieces of a split chosen by hypothesis, and raises
+LimitExceeded at the same point.  ``NonBlockingFakeSocket`` (conftest) makes
+the waits: it hands out the pieces of a split chosen by hypothesis, and raises
 BlockingIOError before each one (and before the end of the stream).
 """
-
-import errno
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FakeSocket
+from conftest import FakeSocket, NonBlockingFakeSocket
 from minihttp.framing import IncompleteRead, LimitExceeded, StreamReader
 from minihttp.limits import STREAM_BUFFER_SIZE
 
 splits = st.lists(st.integers(min_value=1, max_value=300), max_size=40)
 buffer_sizes = st.sampled_from([1, 2, 3, 5, 8, 64, 65536])
-
-
-class NonBlockingSocket(FakeSocket):
-    """A FakeSocket that would block before every receive that gives bytes, and before EOF."""
-
-    def __init__(self, data, pieces):
-        super().__init__(data, pieces)
-        self.ready = False
-        self.waits = 0
-
-    def recv_into(self, buffer, nbytes=0):
-        if not self.ready:
-            self.ready = True
-            self.waits += 1
-            raise BlockingIOError(errno.EAGAIN, 'Resource temporarily unavailable')
-        self.ready = False
-        return super().recv_into(buffer, nbytes)
 
 
 def again(read, *args):
@@ -90,7 +71,7 @@ streams = st.binary(max_size=300).map(
 def test_every_read_asked_again_after_each_wait_gives_what_one_read_gives(
         data, cuts, ops, buffer_size):
     at_once = StreamReader(FakeSocket(data), buffer_size)
-    sock = NonBlockingSocket(data, cuts)
+    sock = NonBlockingFakeSocket(data, cuts)
     waiting = StreamReader(sock, buffer_size)
     for op in ops:
         expected = outcome(at_once, op, patient=False)
@@ -107,7 +88,7 @@ def test_every_read_asked_again_after_each_wait_gives_what_one_read_gives(
        size=st.sampled_from([STREAM_BUFFER_SIZE + 1, 300_000, 600_000]))
 def test_an_exact_read_larger_than_the_buffer_keeps_its_bytes_across_waits(cuts, first, size):
     data = bytes(range(251)) * 2800          # 702,800 bytes: no period of 2**k
-    reader = StreamReader(NonBlockingSocket(data, cuts))
+    reader = StreamReader(NonBlockingFakeSocket(data, cuts))
     assert again(reader.read_exact, first) == data[:first]
     assert again(reader.read_exact, size) == data[first:first + size]
     # The buffer grew as the bytes came, never past what the read needed.
@@ -117,7 +98,7 @@ def test_an_exact_read_larger_than_the_buffer_keeps_its_bytes_across_waits(cuts,
 
 
 def test_a_streamed_read_asked_again_delivers_only_the_rest_and_the_whole_count():
-    reader = StreamReader(NonBlockingSocket(b'0123456789tail', [4, 7]), 64)
+    reader = StreamReader(NonBlockingFakeSocket(b'0123456789tail', [4, 7]), 64)
     got = bytearray()
     waits = 0
     while True:
@@ -131,7 +112,7 @@ def test_a_streamed_read_asked_again_delivers_only_the_rest_and_the_whole_count(
 
 
 def test_another_read_after_a_wait_gives_up_the_streamed_read_and_goes_on_after_its_bytes():
-    reader = StreamReader(NonBlockingSocket(b'0123456789', [4]), 64)
+    reader = StreamReader(NonBlockingFakeSocket(b'0123456789', [4]), 64)
     got = bytearray()
     for _ in range(2):
         with pytest.raises(BlockingIOError):

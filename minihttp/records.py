@@ -177,14 +177,14 @@ def trailer_facts(trailers):
     kept = []
     room = RECORDED_TRAILER
     for name, value in trailers:
-        room -= len(name)
-        if room <= 0:
-            break
-        if len(value) > room:
-            kept.append((name, value[:max(0, room - 3)] + '...'))
-            break
-        kept.append((name, value))
-        room -= len(value)
+        room -= len(name) + len(value)
+        if room >= 0:
+            kept.append((name, value))
+            continue
+        fits = len(value) + room - len('...')     # of this value, with the mark
+        if fits >= 0:
+            kept.append((name, value[:fits] + '...'))
+        break
     return len(trailers), tuple(kept)
 
 

@@ -17,7 +17,7 @@ import threading
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
-from .errors import HTTPError
+from .errors import HTTPError, ResponseError
 from .grammar import decimal
 from .responses import MSG_MORE, Response
 from .limits import (MAX_HTTP_DATE, MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
@@ -87,7 +87,7 @@ def send_range(sock, fd, offset, length):
         sent = sock.send_file(fd, offset, end - offset)
         if not sent:
             # The file shrank under us: the client cannot find the end.
-            raise ConnectionAbortedError(
+            raise ResponseError(
                 f'file ended after {length - (end - offset)} of {length} bytes')
         offset += sent
 

@@ -84,54 +84,53 @@ def pieces(*parts):
     yield from parts
 
 
-# (id, request method, Response factory, chunked_ok, keep_alive, announce_keep_alive,
+# (id, request method, Response factory, request version, keep_alive,
 #  expected framing as spelled, expected body)
 WRITTEN = [
     ('bytes', 'GET', lambda: Response(200, [('Content-Type', 'text/plain')], b'hello\n'),
-     True, True, False, 'content-length 6', b'hello\n'),
+     'HTTP/1.1', True, 'content-length 6', b'hello\n'),
     ('empty-bytes', 'GET', lambda: Response(200, body=b''),
-     True, True, False, 'content-length 0', b''),
+     'HTTP/1.1', True, 'content-length 0', b''),
     ('iterator-with-length', 'GET', lambda: Response(200, body=pieces(b'ab', b'cd'), length=4),
-     True, True, False, 'content-length 4', b'abcd'),
+     'HTTP/1.1', True, 'content-length 4', b'abcd'),
     ('iterator-chunked', 'GET', lambda: Response(200, body=pieces(b'ab', b'', b'cd' * 50)),
-     True, True, False, 'chunked', b'ab' + b'cd' * 50),
+     'HTTP/1.1', True, 'chunked', b'ab' + b'cd' * 50),
     ('iterator-chunked-empty', 'GET', lambda: Response(200, body=pieces()),
-     True, True, False, 'chunked', b''),
+     'HTTP/1.1', True, 'chunked', b''),
     # An HTTP/1.0 client cannot take chunks: the body runs until the close
     # (RFC 9112 section 6.3 item 8).  h11 sends only HTTP/1.1 requests, but it
     # reads a response with neither length nor chunks the same way, to EOF.
     ('http10-close-delimited', 'GET', lambda: Response(200, body=pieces(b'one ', b'two')),
-     False, True, True, 'close', b'one two'),
+     'HTTP/1.0', True, 'close', b'one two'),
     ('http10-keep-alive-announced', 'GET', lambda: Response(200, body=b'kept'),
-     False, True, True, 'content-length 4', b'kept'),
+     'HTTP/1.0', True, 'content-length 4', b'kept'),
     ('HEAD-bytes', 'HEAD', lambda: Response(200, body=b'not sent'),
-     True, True, False, 'content-length 8', b''),
+     'HTTP/1.1', True, 'content-length 8', b''),
     ('HEAD-iterator', 'HEAD', lambda: Response(200, body=pieces(b'not sent')),
-     True, True, False, 'chunked', b''),
+     'HTTP/1.1', True, 'chunked', b''),
     ('HEAD-iterator-with-length', 'HEAD', lambda: Response(200, body=pieces(b'x'), length=9),
-     True, True, False, 'content-length 9', b''),
+     'HTTP/1.1', True, 'content-length 9', b''),
     ('204', 'OPTIONS', lambda: Response(204, [('Allow', 'GET, HEAD, OPTIONS')]),
-     True, True, False, 'none', b''),
+     'HTTP/1.1', True, 'none', b''),
     ('304', 'GET', lambda: Response(304, [('ETag', '"v1"')], b''),
-     True, True, False, 'none', b''),
+     'HTTP/1.1', True, 'none', b''),
     ('304-given-a-body', 'GET', lambda: Response(304, [('ETag', '"v1"')], b'not sent'),
-     True, True, False, 'none', b''),
+     'HTTP/1.1', True, 'none', b''),
     ('close-asked-by-handler', 'GET', lambda: Response(200, body=b'bye', close=True),
-     True, True, False, 'content-length 3', b'bye'),
+     'HTTP/1.1', True, 'content-length 3', b'bye'),
     ('close-asked-by-server', 'GET', lambda: Response(200, body=pieces(b'bye')),
-     True, False, False, 'chunked', b'bye'),
+     'HTTP/1.1', False, 'chunked', b'bye'),
 ]
 
 
 @pytest.mark.parametrize(
-    'method, make, chunked_ok, keep_alive, announce, framing, body',
+    'method, make, version, keep_alive, framing, body',
     [case[1:] for case in WRITTEN], ids=[case[0] for case in WRITTEN])
-def test_every_written_response_is_valid_for_h11(method, make, chunked_ok, keep_alive,
-                                                 announce, framing, body):
+def test_every_written_response_is_valid_for_h11(method, make, version, keep_alive, framing,
+                                                 body):
     response = make()
     sock = FakeSocket()
-    writer = ResponseWriter(response, method, chunked_ok=chunked_ok, keep_alive=keep_alive,
-                            now=NOW, announce_keep_alive=announce).write(sock)
+    writer = ResponseWriter(response, method, version, keep_alive, NOW).write(sock)
     sent, kept = writer.sent, writer.keep_alive
     answer = read_written(sock.sent, method)
     assert str(writer.framing) == framing
@@ -164,8 +163,8 @@ def test_every_written_response_is_valid_for_h11(method, make, chunked_ok, keep_
 @pytest.mark.parametrize('method', ['GET', 'HEAD'])
 def test_every_error_response_is_valid_for_h11(error, method):
     sock = FakeSocket()
-    kept = ResponseWriter(error_response(error), method, chunked_ok=True, keep_alive=True,
-                          now=NOW).write(sock).keep_alive
+    kept = ResponseWriter(error_response(error), method, 'HTTP/1.1', True, NOW).write(
+        sock).keep_alive
     answer = read_written(sock.sent, method)
     assert answer.status == error.status
     assert answer.kept == kept == (not error.close)
@@ -205,8 +204,8 @@ def test_any_iterator_body_is_framed_validly(parts, method, known, chunked_ok, k
     body = b''.join(parts)
     response = Response(200, body=pieces(*parts), length=len(body) if known else None)
     sock = BoundedSocket(max_send=max_send)
-    kept = ResponseWriter(response, method, chunked_ok=chunked_ok, keep_alive=keep_alive,
-                          now=NOW).write(sock).keep_alive
+    version = 'HTTP/1.1' if chunked_ok else 'HTTP/1.0'
+    kept = ResponseWriter(response, method, version, keep_alive, NOW).write(sock).keep_alive
     answer = read_written(sock.sent, method)
     assert answer.body == (b'' if method == 'HEAD' else body)
     assert answer.kept == kept

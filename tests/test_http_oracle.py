@@ -18,63 +18,14 @@ import h11
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FakeSocket
-from minihttp.app import App
 from minihttp.errors import HTTPError
 from minihttp.responses import Response, ResponseWriter, error_response
 from minihttp.limits import MAX_FIELDS, MAX_HEAD, MAX_REQUEST_LINE
-from minihttp.eventloop import EventLoop
-from minihttp.server import HTTPServer
+from support import (FakeSocket, SMALL_INDEX, assert_one_line_reason, closes, h11_client,
+                     h11_read, read_written, receiver)
 
-# Seconds a test waits for any one answer from the server.
-WAIT = 10.0
 NOW = 1_700_000_000.0
-INDEX = b'<!doctype html><title>oracle</title><p>the index page</p>\n'
 
-
-# -- reading responses with h11 as the client ----------------------------------------
-
-class Answer(NamedTuple):
-    status: int
-    headers: dict            # lower-case name -> value (str), the last of each name
-    body: bytes
-    informational: list      # statuses of 1xx responses before the final one
-    kept: bool               # h11's view: may the connection carry another request?
-
-
-def h11_client(method='GET', target='/', headers=()):
-    """An h11 client that has sent ``method`` (it reads a response to HEAD differently)."""
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method=method, target=target, headers=[('Host', 'oracle'), *headers]))
-    client.send(h11.EndOfMessage())
-    return client
-
-
-def h11_read(client, receive):
-    """Events from h11 until the end of one response; ``receive()`` gives more bytes (b'' at EOF)."""
-    status, headers, body, informational = None, {}, bytearray(), []
-    while True:
-        event = client.next_event()
-        if event is h11.NEED_DATA:
-            client.receive_data(receive())
-        elif isinstance(event, h11.InformationalResponse):
-            informational.append(event.status_code)
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-            headers = {k.decode().lower(): v.decode('latin-1') for k, v in event.headers}
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            kept = client.our_state is h11.DONE and client.their_state is h11.DONE
-            return Answer(status, headers, bytes(body), informational, kept)
-        else:
-            raise AssertionError(f'unexpected event {event!r}')
-
-
-def read_written(data, method='GET'):
-    """Parse bytes a server wrote (then EOF) as h11 would after sending ``method``."""
-    pending = [bytes(data), b'']
-    return h11_read(h11_client(method), lambda: pending.pop(0) if pending else b'')
 
 
 # -- every response the writer makes is valid HTTP/1.1 -------------------------------
@@ -176,14 +127,6 @@ def test_every_error_response_is_valid_for_h11(error, method):
         assert answer.body == b''
 
 
-def assert_one_line_reason(answer):
-    """An error body is one line: the status, its phrase, and why."""
-    assert answer.headers['content-type'].startswith('text/plain')
-    text = answer.body.decode('utf-8')
-    assert text.endswith('\n') and text.count('\n') == 1, text
-    assert text.startswith(f'{answer.status} ') and ': ' in text, text
-
-
 class BoundedSocket(FakeSocket):
     """A FakeSocket that fails, rather than fills memory, when a writer resends forever."""
 
@@ -212,41 +155,6 @@ def test_any_iterator_body_is_framed_validly(parts, method, known, chunked_ok, k
 
 
 # -- a real server on loopback -------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def server(tmp_path_factory):
-    """An in-process minihttp on 127.0.0.1, on a free port; stopped at teardown."""
-    root = tmp_path_factory.mktemp('www')
-    (root / 'index.html').write_bytes(INDEX)
-    handler = HTTPServer(App(root=str(root)), access_log=False, head_timeout=5.0,
-                         body_timeout=5.0, keepalive_timeout=5.0)
-    listener = EventLoop('127.0.0.1', 0, handler)
-    listener.start()
-    yield listener.address
-    listener.stop(1.0)
-
-
-@pytest.fixture
-def connect(server):
-    """Open loopback connections to the server; each is closed at teardown."""
-    opened = []
-
-    def open_one():
-        sock = socket.create_connection(server, timeout=WAIT)
-        opened.append(sock)
-        return sock
-    yield open_one
-    for sock in opened:
-        sock.close()
-
-
-def receiver(sock):
-    def receive():
-        try:
-            return sock.recv(65536)
-        except ConnectionResetError:
-            return b''   # a reset after the response is a close
-    return receive
 
 
 def h11_exchange(sock, client, events):
@@ -282,10 +190,10 @@ def test_real_responses_are_valid_for_h11_on_one_connection(connect):
         return answer
 
     index = next_request('GET', '/')
-    assert (index.status, index.body) == (200, INDEX)
+    assert (index.status, index.body) == (200, SMALL_INDEX)
     head = next_request('HEAD', '/')
     assert (head.status, head.body) == (200, b'')
-    assert head.headers['content-length'] == str(len(INDEX))
+    assert head.headers['content-length'] == str(len(SMALL_INDEX))
 
     payload = bytes(range(256)) * 40
     echoed = next_request('POST', '/echo', [('Content-Type', 'application/x-test')], body=payload)
@@ -340,7 +248,7 @@ def test_pipelined_requests_are_answered_in_order(connect):
     assert [a.body for a in answers] == [b'Host: oracle\nX-N: 1\n', b'hello', b'abc', b'',
                                          b'Host: oracle\nX-N: 5\n']
     assert answers[2].headers['transfer-encoding'] == 'chunked'
-    assert answers[3].headers['content-length'] == str(len(INDEX))
+    assert answers[3].headers['content-length'] == str(len(SMALL_INDEX))
 
 
 def test_expect_100_continue_through_h11(connect):
@@ -384,19 +292,6 @@ def test_a_body_error_mid_echo_cuts_the_response_short(connect):
     sock.sendall(post(b'Transfer-Encoding: chunked\r\n', b'5\r\nhello\r\nzz\r\n', b'/echo'))
     with pytest.raises(h11.RemoteProtocolError, match='incomplete chunked read'):
         h11_read(h11_client('POST'), receiver(sock))
-
-
-def closes(sock, timeout=WAIT):
-    """Whether the server closes the connection (EOF or reset) within ``timeout``."""
-    sock.settimeout(timeout)
-    try:
-        while True:
-            if not sock.recv(65536):
-                return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 # -- the corpus of invalid requests ---------------------------------------------------

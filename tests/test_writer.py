@@ -20,7 +20,7 @@ import socket
 import h11
 import pytest
 
-from conftest import FakeSocket
+from support import FakeSocket
 from minihttp.errors import ResponseError
 from minihttp.eventloop import EventLoop
 from minihttp.files import FileBody

@@ -15,7 +15,7 @@ import re
 import threading
 
 from .atomic import AtomicFile
-from .errors import HTTPError
+from .errors import HTTPError, SizeLimit
 from .limits import MAX_UPLOAD_NAME, WRITEBACK_STEP
 
 TEMP_PREFIX = '.upload-'
@@ -49,13 +49,11 @@ class Incoming(AtomicFile):
         super().__init__(directory, f'{TEMP_PREFIX}{os.getpid()}-')
         self.hash = hashlib.sha256()
         self.size = 0
-        self.limit = limit
+        self.room = SizeLimit('upload', limit)
         self.writeback = Writeback(self.file, WRITEBACK_STEP)
 
     def write(self, piece):
-        self.size += len(piece)
-        if self.size > self.limit:
-            raise HTTPError(413, f'upload larger than {self.limit} bytes', close=True)
+        self.size = self.room.take(len(piece))
         self.hash.update(piece)
         try:
             self.file.write(piece)
@@ -181,9 +179,7 @@ class UploadStore:
     def refuse_oversize(self, body):
         """413 for a body announced larger than --max-upload, before a byte is
         read (and so before 100 Continue is sent)."""
-        if body.length is not None and body.length > self.max_upload:
-            raise HTTPError(413, f'upload of {body.length} bytes is larger than '
-                                 f'{self.max_upload}', close=True)
+        SizeLimit('upload', self.max_upload).refuse(body.length)
 
     def put(self, name, body):
         """Store a request body under ``name``; return (summary, replaced)."""

@@ -11,11 +11,11 @@ import re
 
 from .framing import IncompleteRead, LimitExceeded, StreamReader
 from .errors import HTTPError, SizeLimit
+from .grammar import CRLF
 from .request import read_field_lines
 from .limits import (MAX_FORM_FIELD, MAX_FORM_FIELDS, MAX_FORM_PARTS, MAX_PART_FIELDS,
                      MAX_PART_HEAD)
 
-CRLF = b'\r\n'
 
 # boundary := 0*69<bchars> bcharsnospace (RFC 2046 section 5.1.1)
 BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")

@@ -8,11 +8,12 @@ import socket
 from email.utils import formatdate
 from http import HTTPStatus
 
+from . import __version__
 from .framing import write_all
 from .grammar import CRLF, LAST_CHUNK
 from .transfer import CHUNKED, CLOSE, LENGTH, response_framing
 
-SERVER = 'minihttp/0.1'
+SERVER = f'minihttp/{__version__}'
 # Linux's "more data follows" send flag; elsewhere a file's head goes out alone.
 MSG_MORE = getattr(socket, 'MSG_MORE', 0)
 

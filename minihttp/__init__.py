@@ -6,7 +6,9 @@ lowest layer first:
     limits       every limit and default, each saying what it protects
     framing      the framing core: exact reads, streamed exact reads, delimiter reads
     grammar      the RFC 9110/9112 grammar: every pattern applied to client bytes, CRLF
-    errors       HTTPError: what a client got wrong, and the status it maps to
+    errors       HTTPError: what a client got wrong, and its status; SizeLimit: every 413;
+                 ResponseError: a response of our own that cannot be sent as framed
+    atomic       files that appear whole or not at all: a temporary file, fsynced, renamed into place
     transfer     how a message is framed: one vocabulary, decided once per direction
     records      framing records: the --trace lines, GET /_framing and its live stream
     blocks       Listing 5-2's length-prefixed blocks, on the framing core

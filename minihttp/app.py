@@ -29,7 +29,6 @@ from .records import EventStream, FramingLog
 from .transfer import CHUNKED, NONE
 from .uploads import UploadStore, check_name
 
-TEXT = 'text/plain; charset=utf-8'
 HTML = 'text/html; charset=utf-8'
 JSON = 'application/json'
 

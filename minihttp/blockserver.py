@@ -8,9 +8,9 @@ while it waits, and a pool thread reads what must be pulled.
 
 import os
 import socket
-import tempfile
 import time
 
+from .atomic import AtomicFile
 from .blocks import (HEADER, BlockTooLarge, TruncatedBlock, describe, get_block_to,
                      get_length)
 from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job
@@ -21,7 +21,7 @@ from .records import block_record, keep_size
 from .report import say
 
 
-class Saver:
+class Saver(AtomicFile):
     """Collects one connection's payload bytes in a temporary file in ``directory``.
 
     The file gets its final name only in ``commit`` (after the empty block);
@@ -32,11 +32,9 @@ class Saver:
     """
 
     def __init__(self, directory, peer):
+        super().__init__(directory, '.incoming-')
         self.directory = directory
         self.name = f'blocks-{time.strftime("%Y%m%dT%H%M%S")}-{peer[0]}-{peer[1]}.bin'
-        fd, self.temp_path = tempfile.mkstemp(prefix='.incoming-', dir=directory)
-        os.fchmod(fd, 0o644)   # mkstemp makes it private; the saved file is not secret
-        self.file = os.fdopen(fd, 'wb')
         self.write = self.file.write
         self.size = 0
 
@@ -52,24 +50,12 @@ class Saver:
         self.file = self.write = None
 
     def commit(self):
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        """Finish the file and give it its name; the path it is saved at."""
         self.size = self.file.tell()
-        self.file.close()
+        self.finish()
         path = os.path.join(self.directory, self.name)
-        os.replace(self.temp_path, path)
+        super().commit(path)
         return path
-
-    def discard(self):
-        try:
-            if self.file is not None:
-                self.file.close()
-        except OSError:
-            pass              # its last bytes could not be written: thrown away anyway
-        try:
-            os.unlink(self.temp_path)
-        except FileNotFoundError:
-            pass
 
 
 class Stream:

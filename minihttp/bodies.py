@@ -9,7 +9,7 @@ how a body was framed; ``open_body`` picks the reader by the request's
 transfer.Framing.
 """
 
-from .errors import HTTPError, framing_error
+from .errors import SizeLimit, framing_error
 from .framing import IncompleteRead, LimitExceeded
 from .grammar import CHUNK_EXT, CHUNK_LINE, CRLF
 from .limits import (BODY_PIECE, MAX_CHUNK_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS,
@@ -71,17 +71,7 @@ class Body:
 
 def bounded(sink, limit):
     """A sink that raises 413 once more than ``limit`` bytes passed through it."""
-    if limit is None:
-        return sink
-    seen = 0
-
-    def guarded(piece):
-        nonlocal seen
-        seen += len(piece)
-        if seen > limit:
-            raise HTTPError(413, f'request body larger than {limit} bytes', close=True)
-        sink(piece)
-    return guarded
+    return SizeLimit('request body', limit).sink(sink)
 
 
 class ContentLengthBody(Body):

@@ -19,8 +19,8 @@ from .blockserver import BlockServer
 from .app import App
 from .browsers import Browsers, normal_host, normal_origin
 from .limits import (BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
-                     HEAD_TIMEOUT, HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS,
-                     MAX_CONNECTIONS, MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW,
+                     HEAD_TIMEOUT, HOST, HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK,
+                     MAX_BLOCK_CONNECTIONS, MAX_CONNECTIONS, MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW,
                      SHUTDOWN_GRACE, SPARE_DESCRIPTORS)
 from .eventloop import EventLoop
 from .hub import Hub
@@ -112,7 +112,7 @@ def build_parser():
         'blocks', help='the block server, or with -c the block client',
         description='Transmit and receive length-prefixed blocks over TCP (Listing 5-2): '
                     'a 4-byte big-endian length, the payload; an empty block ends the stream.')
-    blk.add_argument('hostname', nargs='?', default='127.0.0.1',
+    blk.add_argument('hostname', nargs='?', default=HOST,
                      help='IP address or hostname (default: %(default)s)')
     blk.add_argument('-c', action='store_true', help='run as the client')
     blk.add_argument('-p', type=port, metavar='PORT', default=BLOCK_PORT,
@@ -151,7 +151,7 @@ def build_parser():
 
 
 def add_serve_options(parser):
-    parser.add_argument('--host', default='127.0.0.1',
+    parser.add_argument('--host', default=HOST,
                         help='address or name to listen on, IPv4 or IPv6 (default: %(default)s)')
     parser.add_argument('--port', type=port, default=HTTP_PORT,
                         help='HTTP port, 0 for any free one (default: %(default)s)')

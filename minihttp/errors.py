@@ -33,3 +33,48 @@ class ResponseError(Exception):
     head may be gone, so the client cannot find the response's end: the
     connection is closed, never reused.
     """
+
+
+class SizeLimit:
+    """Counts what a client sends against a limit: the one place a 413 is raised.
+
+    ``what`` names the thing counted ('upload', 'form', ...), ``unit`` what is
+    counted ('bytes', 'parts').  ``take(n)`` adds n and raises HTTPError 413
+    once the total passes ``limit`` (None: no limit); ``refuse(size)`` does so
+    for a size announced before anything arrived.  413 always closes: the rest
+    of the body is not read.
+    """
+
+    __slots__ = ('what', 'limit', 'unit', 'seen')
+
+    def __init__(self, what, limit, unit='bytes'):
+        self.what = what
+        self.limit = limit
+        self.unit = unit
+        self.seen = 0
+
+    def take(self, size):
+        """Count ``size`` more; the total so far."""
+        self.seen += size
+        if self.limit is not None and self.seen > self.limit:
+            raise self.too_large()
+        return self.seen
+
+    def refuse(self, size):
+        """413 for an announced ``size`` over the limit, before a byte is read."""
+        if self.limit is not None and size is not None and size > self.limit:
+            raise self.too_large(size)
+
+    def sink(self, sink):
+        """``sink``, with every piece counted on its way in."""
+        if self.limit is None:
+            return sink
+
+        def counted(piece):
+            self.take(len(piece))
+            sink(piece)
+        return counted
+
+    def too_large(self, size=None):
+        said = f'{size} {self.unit}, more' if size is not None else 'more'
+        return HTTPError(413, f'{self.what}: {said} than {self.limit} {self.unit}', close=True)

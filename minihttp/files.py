@@ -18,12 +18,10 @@ from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
 from .errors import HTTPError, ResponseError
-from .grammar import decimal
+from .grammar import CRLF, HEAD_END, decimal
 from .responses import MSG_MORE, Response
 from .limits import (MAX_HTTP_DATE, MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
                      SMALL_FILES_BUDGET)
-
-CRLF = '\r\n'
 
 LISTING_BATCH = 64   # directory entries per chunk of a listing
 
@@ -567,11 +565,13 @@ def file_response(request, st, headers):
                         length=last - first + 1)
     # Several ranges: multipart/byteranges, the parts in the order asked for.
     boundary = secrets.token_hex(16)
-    parts = [((f'{"" if n == 0 else CRLF}--{boundary}{CRLF}Content-Type: {kind}{CRLF}'
-               f'Content-Range: bytes {first}-{last}/{size}{CRLF}{CRLF}').encode(),
+    parts = [((CRLF if n else b'') + CRLF.join([f'--{boundary}'.encode(),
+                                                 f'Content-Type: {kind}'.encode(),
+                                                 f'Content-Range: bytes {first}-{last}/{size}'
+                                                 .encode()]) + HEAD_END,
               first, last - first + 1)
              for n, (first, last) in enumerate(ranges)]
-    closing = f'{CRLF}--{boundary}--{CRLF}'.encode()
+    closing = CRLF + f'--{boundary}--'.encode() + CRLF
     length = sum(len(head) + part for head, _, part in parts) + len(closing)
     headers[0] = ('Content-Type', f'multipart/byteranges; boundary={boundary}')
     return Response(206, headers, Plan(parts, closing), length=length)

@@ -31,6 +31,10 @@ CONNECTION_BUFFER_SIZE = 4 * KiB
 # are kept (a grown one goes back to the allocator).
 SPARE_BUFFER_BYTES = 1 * MiB
 
+# Default address of both servers (and of the block client's server): loopback,
+# so that a server started without --host is reachable from this machine only.
+HOST = '127.0.0.1'
+
 # --- the block transport (Listing 5-2) --------------------------------------
 # Default port of the block server, as in the book.
 BLOCK_PORT = 1060

@@ -1,8 +1,9 @@
 """One line at a time to the console, from any thread; or a pass's lines at once.
 
-Connection threads report concurrently; each line is written whole, under a
-lock, and flushed, so that a reader (a person, a test, a log collector) never
-sees two lines spliced together or a line held back in a buffer.
+The loop thread and the pool threads report concurrently; each line is
+written whole, under a lock, and flushed, so that a reader (a person, a test,
+a log collector) never sees two lines spliced together or a line held back in
+a buffer.
 
 A ``Progress`` bar redraws one terminal line in place.
 

@@ -15,13 +15,14 @@ import socket
 from email.utils import formatdate
 from http import HTTPStatus
 
+from . import __version__
 from .errors import ResponseError
 from .framing import write_all
 from .grammar import CRLF, FIELD_LINE, FIELD_NAME, LAST_CHUNK
 from .records import EventStream
 from .transfer import CHUNKED, CLOSE, LENGTH, NO_CONTENT, NONE, STREAM, response_framing
 
-SERVER = 'minihttp/0.1'
+SERVER = f'minihttp/{__version__}'
 # Linux's "more data follows" send flag; elsewhere a file's head goes out alone.
 MSG_MORE = getattr(socket, 'MSG_MORE', 0)
 

@@ -12,14 +12,13 @@ import errno
 import hashlib
 import os
 import re
-import tempfile
 import threading
 
-from .errors import HTTPError
+from .atomic import AtomicFile
+from .errors import HTTPError, SizeLimit
 from .limits import MAX_UPLOAD_NAME, WRITEBACK_STEP
 
 TEMP_PREFIX = '.upload-'
-FILE_MODE = 0o644
 
 # A stored name is one path segment of ordinary characters, not hidden, and at
 # most MAX_UPLOAD_NAME bytes long in UTF-8 (the file system counts bytes).
@@ -42,24 +41,19 @@ def check_name(name):
     return name
 
 
-class Incoming:
+class Incoming(AtomicFile):
     """One upload in progress: a temporary file, a hash and a byte count."""
 
     def __init__(self, directory, limit):
         # Named for this process, so that what a killed worker leaves is known.
-        fd, self.temp_path = tempfile.mkstemp(prefix=f'{TEMP_PREFIX}{os.getpid()}-',
-                                              dir=directory)
-        os.fchmod(fd, FILE_MODE)   # mkstemp makes it private; a served file is public
-        self.file = os.fdopen(fd, 'wb')
+        super().__init__(directory, f'{TEMP_PREFIX}{os.getpid()}-')
         self.hash = hashlib.sha256()
         self.size = 0
-        self.limit = limit
+        self.room = SizeLimit('upload', limit)
         self.writeback = Writeback(self.file, WRITEBACK_STEP)
 
     def write(self, piece):
-        self.size += len(piece)
-        if self.size > self.limit:
-            raise HTTPError(413, f'upload larger than {self.limit} bytes', close=True)
+        self.size = self.room.take(len(piece))
         self.hash.update(piece)
         try:
             self.file.write(piece)
@@ -68,31 +62,19 @@ class Incoming:
             raise storage_error(exc) from None
 
     def finish(self):
-        """Flush to disk; the caller renames afterwards."""
+        """Flush to disk; the caller commits afterwards."""
         try:
-            self.file.flush()
             self.writeback.wait()
-            os.fsync(self.file.fileno())
-            self.file.close()
+            super().finish()
         except OSError as exc:
             raise storage_error(exc) from None
-
-    def commit(self, path):
-        os.replace(self.temp_path, path)
-        self.temp_path = None
 
     def discard(self):
         try:
             self.writeback.wait()
         except OSError:
             pass          # the upload is being thrown away anyway
-        self.file.close()
-        if self.temp_path is not None:
-            try:
-                os.unlink(self.temp_path)
-            except FileNotFoundError:
-                pass
-            self.temp_path = None
+        super().discard()
 
     def summary(self, name):
         return {'name': name, 'bytes': self.size, 'sha256': self.hash.hexdigest()}
@@ -197,9 +179,7 @@ class UploadStore:
     def refuse_oversize(self, body):
         """413 for a body announced larger than --max-upload, before a byte is
         read (and so before 100 Continue is sent)."""
-        if body.length is not None and body.length > self.max_upload:
-            raise HTTPError(413, f'upload of {body.length} bytes is larger than '
-                                 f'{self.max_upload}', close=True)
+        SizeLimit('upload', self.max_upload).refuse(body.length)
 
     def put(self, name, body):
         """Store a request body under ``name``; return (summary, replaced)."""

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from minihttp import uploads as uploads_module
+from minihttp import atomic
 from minihttp.uploads import TEMP_PREFIX
 from support import (Client, HTTP_LISTENING, WAIT, assert_back_to_baseline, baseline, get,
                      multipart_body, temps, wait_until)
@@ -303,7 +303,7 @@ def test_a_read_only_upload_directory_injected_gives_500_and_keeps_nothing(in_pr
     # Where no tmpfs can be mounted, the same refusal by an injected error.
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(uploads_module.tempfile, 'mkstemp', read_only)
+    monkeypatch.setattr(atomic.tempfile, 'mkstemp', read_only)
     with Client(in_process.port) as client:
         reply = client.exchange(put_head('/uploads/x.bin', 'Content-Length: 5') + b'hello',
                                 'PUT')

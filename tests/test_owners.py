@@ -21,6 +21,7 @@ import pytest
 
 from minihttp.app import App
 from minihttp.eventloop import EventLoop
+from minihttp.grammar import HEAD_END
 from minihttp.limits import SMALL_FILE
 from minihttp.server import HTTPServer
 from support import (Client, HTTP_LISTENING, WAIT, assert_back_to_baseline, baseline, chunked,
@@ -125,7 +126,6 @@ def assert_released(server, base, uploads):
                'no temporary upload file left')
 
 
-HEAD_END = b'\r\n\r\n'
 UPLOAD = os.urandom(300_000)
 FORM = multipart_body('owners', [('f', 'form.bin', UPLOAD)])
 ECHO_PIECE = b'e' * 16384

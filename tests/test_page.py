@@ -124,8 +124,8 @@ def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
     page.set_input_files('#pick', str(big))
     refusal = page.locator('#transfers .error')
     refusal.wait_for()
-    assert refusal.inner_text() == ('413: 413 Request Entity Too Large: upload of 2097152 '
-                                    'bytes is larger than 1048576')
+    assert refusal.inner_text() == ('413: 413 Request Entity Too Large: upload: 2097152 '
+                                    'bytes, more than 1048576 bytes')
     assert os.listdir(uploads) == []
 
     # An upload slowed to 64 KB/s (the browser's own throttle), cancelled on the way.

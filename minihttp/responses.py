@@ -20,7 +20,7 @@ from .errors import ResponseError
 from .framing import write_all
 from .grammar import CRLF, FIELD_LINE, FIELD_NAME, LAST_CHUNK
 from .records import EventStream
-from .transfer import CHUNKED, CLOSE, LENGTH, NO_CONTENT, NONE, STREAM, response_framing
+from .transfer import CHUNKED, CLOSE, LENGTH, NO_CONTENT, STREAM, response_framing
 
 SERVER = f'minihttp/{__version__}'
 # Linux's "more data follows" send flag; elsewhere a file's head goes out alone.
@@ -155,7 +155,7 @@ class ResponseWriter:
         framing = self.framing = response_framing(
             response.status, response.length, chunked_ok, type(body) is EventStream)
         kind = framing.kind
-        self.has_body = method != 'HEAD' and kind != NONE
+        self.has_body = not bodiless(method, response.status)
         self.chunked = kind == CHUNKED or (kind == STREAM and chunked_ok)
         self.sent = self.chunks = 0
         if kind == LENGTH:
@@ -167,7 +167,8 @@ class ResponseWriter:
         else:
             fields = []
         if kind == CLOSE or kind == STREAM or response.close:
-            keep_alive = False          # the body ends only when we close, or never
+            # The body ends only when we close (or never), or the handler asked.
+            keep_alive = False
         self.keep_alive = keep_alive
         if not keep_alive:
             fields.append(('Connection', 'close'))

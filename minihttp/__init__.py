@@ -7,6 +7,7 @@ lowest layer first:
     framing      the framing core: exact reads, streamed exact reads, delimiter reads
     grammar      the RFC 9110/9112 grammar: every pattern applied to client bytes, CRLF
     errors       HTTPError: what a client got wrong, and the status it maps to
+    digests      RFC 9530 integrity digests: parsed strictly, checked, made
     records      framing records: the --trace lines, GET /_framing and its live stream
     blocks       Listing 5-2's length-prefixed blocks, on the framing core
     sockets      listening sockets

@@ -17,10 +17,12 @@ import threading
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
+from .digests import ALGORITHMS, digest_of, serialize, wanted_algorithm
 from .errors import HTTPError
 from .grammar import decimal
 from .responses import MSG_MORE, Response
-from .limits import (MAX_HTTP_DATE, MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
+from .limits import (DIGEST_CACHE_BUDGET, DIGEST_PIECE, MAX_DIGEST_AHEAD, MAX_HTTP_DATE,
+                     MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
                      SMALL_FILES_BUDGET)
 
 CRLF = '\r\n'
@@ -427,7 +429,8 @@ def serve_path(request, root, url_path, fields=None):
     wanted = os.path.join(path, 'index.html') if request.path.endswith('/') else path
     hit = small_files.get(wanted)
     if hit is not None:
-        return cached_file(request, *hit)
+        st, data, _ = hit
+        return with_digest(request, cached_file(request, *hit), st, data)
     opened = open_inside(root, parts)
     if opened is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
@@ -474,9 +477,10 @@ def serve_file(request, fd, st, path, fields=None):
             raise HTTPError(503, 'the file changed while it was read; try again')
         headers = file_headers(st, path, fields)
         small_files.put(path, st, data, headers)
-        return cached_file(request, st, data, headers)
+        return with_digest(request, cached_file(request, st, data, headers), st, data)
     try:
-        response = file_response(request, st, file_headers(st, path, fields))
+        response = with_digest(request, file_response(request, st, file_headers(st, path, fields)),
+                               st, fd=fd)
     except BaseException:
         os.close(fd)
         raise
@@ -490,6 +494,61 @@ def serve_file(request, fd, st, path, fields=None):
     else:
         response.body = MultiRangeBody(fd, plan.parts, plan.closing, response.length)
     return response
+
+
+# -- Repr-Digest (RFC 9530 section 3) ----------------------------------------------------
+
+_DIGESTS = Remembered(DIGEST_CACHE_BUDGET)
+
+
+def with_digest(request, response, st, data=None, fd=-1):
+    """The response with Repr-Digest when the request asks for one (Want-Repr-Digest).
+
+    The digest is of the whole file, also in a 206 and in the answer to HEAD:
+    a representation's, whatever part of it a message carries (RFC 9530
+    section 3; appendix B.2 shows HEAD, B.3 a range).  It comes from memory
+    (a small file's bytes, or a digest remembered for this very file), or the
+    file is read once ahead of the answer, up to MAX_DIGEST_AHEAD; beyond
+    that none is sent (a preference is only a hint, section 4).
+    """
+    wanted = request.get('want-repr-digest')
+    if wanted is None or response.status not in (200, 206):
+        return response
+    algorithm = wanted_algorithm(wanted)
+    if algorithm is None:
+        return response
+    key = (*SmallFiles.identity(st), algorithm)
+    digest = _DIGESTS.entries.get(key)
+    if digest is None:
+        if data is not None:
+            digest = digest_of(algorithm, data)
+        elif st.st_size <= MAX_DIGEST_AHEAD:
+            digest = hash_file(fd, st, algorithm)
+        else:
+            return response
+        _DIGESTS.put(key, digest, ENTRY_COST + len(digest))
+    response.headers.append(('Repr-Digest', serialize({algorithm: digest})))
+    return response
+
+
+def hash_file(fd, st, algorithm):
+    """The digest of the open file ``fd`` as ``st`` describes it, read once from its start.
+
+    503 when it changed meanwhile (shorter, or another size or mtime after):
+    the digest would describe bytes no one will be sent.
+    """
+    hashing = ALGORITHMS[algorithm]()
+    buffer = memoryview(bytearray(min(DIGEST_PIECE, st.st_size) or 1))
+    offset = 0
+    while offset < st.st_size:
+        got = os.preadv(fd, [buffer[:st.st_size - offset]], offset)
+        if not got:
+            break
+        hashing.update(buffer[:got])
+        offset += got
+    if offset != st.st_size or SmallFiles.identity(os.fstat(fd)) != SmallFiles.identity(st):
+        raise HTTPError(503, 'the file changed while it was read; try again')
+    return hashing.digest()
 
 
 def file_headers(st, path, fields):

@@ -8,13 +8,13 @@ lowest layer first:
     grammar      the RFC 9110/9112 grammar: every pattern applied to client bytes, CRLF
     errors       HTTPError: what a client got wrong, and the status it maps to
     digests      RFC 9530 integrity digests: parsed strictly, checked, made
+    transfer     how a message is framed: one vocabulary, decided once per direction
     records      framing records: the --trace lines, GET /_framing and its live stream
     blocks       Listing 5-2's length-prefixed blocks, on the framing core
     sockets      listening sockets
     processes    serving until a signal, alone or as supervised workers
     eventloop    one loop per process for waiting connections, a thread pool for blocking work
     request      the request head: one delimiter read, parsed
-    transfer     how a message is framed: one vocabulary, decided once per direction
     bodies       request bodies: a reader per framing (Content-Length, chunked)
     responses    responses: what a handler returns, and the writer
     server       the HTTP protocol on the loop: heads and small answers inline, bodies on the pool

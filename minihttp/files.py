@@ -18,7 +18,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
 from .digests import ALGORITHMS, digest_of, serialize, wanted_algorithm
-from .errors import HTTPError
+from .errors import HTTPError, ResponseError
 from .grammar import decimal
 from .responses import MSG_MORE, Response
 from .limits import (DIGEST_CACHE_BUDGET, DIGEST_PIECE, MAX_DIGEST_AHEAD, MAX_HTTP_DATE,
@@ -89,7 +89,7 @@ def send_range(sock, fd, offset, length):
         sent = sock.send_file(fd, offset, end - offset)
         if not sent:
             # The file shrank under us: the client cannot find the end.
-            raise ConnectionAbortedError(
+            raise ResponseError(
                 f'file ended after {length - (end - offset)} of {length} bytes')
         offset += sent
 

@@ -20,9 +20,10 @@ from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob
 from .framing import write_all
 from .bodies import Body, bounded, open_body
 from .errors import HTTPError
-from .grammar import CRLF, LAST_CHUNK
+from .grammar import LAST_CHUNK
 from .request import read_request
-from .responses import PerSecond, bodiless, close_unsent, error_response, frame_response, write_response
+from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
+                        is_bytes)
 from .transfer import LENGTH, NONE, request_framing
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
                      PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
@@ -138,8 +139,7 @@ class HTTPServer:
                 response = self.failed(conn)
             if isinstance(response.body, EventStream) and request.method == 'GET':
                 return self.open_stream(conn, request, response, now)
-            if not isinstance(response.body, (bytes, bytearray)) and not bodiless(
-                    request.method, response.status):
+            if not is_bytes(response.body) and not bodiless(request.method, response.status):
                 conn.job = Job(self.respond, conn, request, body, now, response=response)
                 return POOL
             outcome = self.answer(conn, request, body, response, now)
@@ -160,24 +160,19 @@ class HTTPServer:
         return self._inline is None or self._inline(request)
 
     def answer(self, conn, request, body, response, now):
-        """Queue a response whose body is bytes (or none); the loop sends it."""
+        """Queue a response whose body is bytes-like (or none); the loop sends it."""
         keep = (request is not None and request.keep_alive and not conn.stopping
                 and self.can_keep(body, response))
-        method = request.method if request is not None else 'GET'
-        head, framing, keep = frame_response(
-            response, chunked_ok=request is not None and request.version == 'HTTP/1.1',
+        writer = ResponseWriter(
+            response, request.method if request is not None else 'GET',
+            chunked_ok=request is not None and request.version == 'HTTP/1.1',
             keep_alive=keep, now=now,
             announce_keep_alive=request is not None and request.version == 'HTTP/1.0')
-        if bodiless(method, response.status):
-            close_unsent(response.body)
-            conn.send([head])
-            sent = 0
-        else:
-            conn.send([head, response.body])
-            sent = len(response.body)
-        self.log(conn.peer, request, response.status, sent, now, say_soon)
-        self.record(conn, request, body, response, framing, 0, sent, now, say_soon)
-        return self.after(request, body, keep)
+        for pieces in writer.sends():
+            conn.send(pieces)
+        self.log(conn.peer, request, response.status, writer.sent, now, say_soon)
+        self.record(conn, request, body, writer, now, say_soon)
+        return self.after(request, body, writer.keep_alive)
 
     # -- the live feed of framing records, held by the loop ------------------------------
 
@@ -187,13 +182,14 @@ class HTTPServer:
         Chunked to an HTTP/1.1 client, close-delimited to HTTP/1.0 (RFC 9112
         section 6.3 item 8).  The connection waits in the loop, with no thread.
         """
-        chunked = request.version == 'HTTP/1.1'
-        head, framing, _ = frame_response(response, chunked_ok=chunked, keep_alive=False,
-                                          now=now)
-        conn.send([head])
+        writer = ResponseWriter(response, request.method,
+                                chunked_ok=request.version == 'HTTP/1.1', keep_alive=False,
+                                now=now)
+        for pieces in writer.sends():
+            conn.send(pieces)
         self.log(conn.peer, request, response.status, 0, now, say_soon)
-        self.record(conn, request, request.body, response, 'stream', 0, 0, now, say_soon)
-        stream = self._streams[conn] = Stream(chunked)
+        self.record(conn, request, request.body, writer, now, say_soon)
+        stream = self._streams[conn] = Stream(writer.chunked)
         for record in self.records.kept(response.body.after)[-STREAM_QUEUE:]:
             stream.events.append(event_bytes(record, self.records.as_json(record)))
         self._loop = conn.loop
@@ -223,7 +219,7 @@ class HTTPServer:
         stream.events.clear()
         stream.dropped = 0
         data = b''.join(pieces)
-        conn.send([b'%x\r\n' % len(data), data, CRLF] if stream.chunked else [data])
+        conn.send(chunk(data) if stream.chunked else (data,))
         return True
 
     def closed(self, conn):
@@ -260,10 +256,11 @@ class HTTPServer:
         """The whole answer to a connection beyond --max-connections: 503, and close."""
         error = HTTPError(503, 'too many connections; try again shortly', close=True,
                           headers=[('Retry-After', str(RETRY_AFTER))])
-        response = error_response(error)
-        head, _, _ = frame_response(response, chunked_ok=False, keep_alive=False, now=now)
-        self.log(peer, None, 503, len(response.body), now, say_soon)
-        return head + response.body
+        writer = ResponseWriter(error_response(error), 'GET', chunked_ok=False,
+                                keep_alive=False, now=now)
+        (pieces,) = writer.sends()
+        self.log(peer, None, 503, writer.sent, now, say_soon)
+        return b''.join(pieces)
 
     # -- on a pool thread ---------------------------------------------------------------
 
@@ -308,10 +305,10 @@ class HTTPServer:
         response = job.response
         keep = request.keep_alive and not conn.stopping and self.can_keep(body, response)
         try:
-            framing, chunks, sent, keep = write_response(
-                conn.timed, request.method, response,
-                chunked_ok=request.version == 'HTTP/1.1', keep_alive=keep, now=now,
-                announce_keep_alive=request.version == 'HTTP/1.0')
+            writer = ResponseWriter(response, request.method,
+                                    chunked_ok=request.version == 'HTTP/1.1', keep_alive=keep,
+                                    now=now, announce_keep_alive=request.version == 'HTTP/1.0')
+            writer.write(conn.timed)
         except TimeoutError as exc:
             # The client reads too slowly (or an echo's body comes too slowly):
             # nothing can be said to it any more, so the log says it.
@@ -326,10 +323,11 @@ class HTTPServer:
             if self.trace:
                 say(f'trace {self.peer(conn)}: aborted mid-response: {error.reason}', err=True)
             return CLOSE
+        keep = writer.keep_alive
         if keep and body is not None and not body.done:
             keep = self.drain(body)
-        self.log(conn.peer, request, response.status, sent, now)
-        self.record(conn, request, body, response, framing, chunks, sent, now)
+        self.log(conn.peer, request, response.status, writer.sent, now)
+        self.record(conn, request, body, writer, now)
         return self.after(request, body, keep)
 
     # -- either side ----------------------------------------------------------------------
@@ -378,8 +376,7 @@ class HTTPServer:
         unread than we are willing to drain.  A streaming response reads the
         body itself, so it is judged after it was written.
         """
-        streaming = not isinstance(response.body, (bytes, bytearray)) and not hasattr(
-            response.body, 'sendfile')
+        streaming = not is_bytes(response.body) and not hasattr(response.body, 'sendfile')
         if body is None or body.done or streaming:
             return True
         if not body.started:
@@ -407,10 +404,12 @@ class HTTPServer:
                 if request is not None else '-')
         say(f'{peer[0]} - - [{self._clock(now)}] "{line}" {status} {sent or "-"}', err=True)
 
-    def record(self, conn, request, body, response, framing, chunks, sent, now, say=say):
-        """Keep how this exchange was framed; with --trace, say it in the words of chapter 5."""
-        record = self.records.add(http_record(conn.peer, now, request, body, response.status,
-                                              framing, chunks, sent))
+    def record(self, conn, request, body, writer, now, say=say):
+        """Keep how this exchange was framed (``writer`` wrote its response); with --trace,
+        say it in the words of chapter 5."""
+        record = self.records.add(http_record(conn.peer, now, request, body,
+                                              writer.response.status, writer.framing,
+                                              writer.chunks, writer.sent))
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
 

@@ -106,17 +106,25 @@ def request_framing(request):
     return content_length(length)
 
 
-def response_framing(status, length, chunked_ok):
+def no_content(status):
+    """Whether a status never has content: 1xx, 204 and 304 (RFC 9112 section 6.3 item 1)."""
+    return status < 200 or status in (204, 304)
+
+
+def response_framing(status, length, chunked_ok, stream=False):
     """A response's Framing, in RFC 9112 section 6.3's order.
 
     None for 1xx, 204 and 304 (no body, so no framing fields: 1xx and 204
     never carry a length, RFC 9110 section 8.6, and a 304's would have to be
-    the full representation's); content-length when the length is known;
-    chunked when it is not and the client speaks HTTP/1.1; otherwise the body
-    runs until we close (item 8).
+    the full representation's); an event stream when the body is one (its
+    records go in chunks to an HTTP/1.1 client, until we close to HTTP/1.0);
+    content-length when the length is known; chunked when it is not and the
+    client speaks HTTP/1.1; otherwise the body runs until we close (item 8).
     """
-    if status < 200 or status in (204, 304):
+    if no_content(status):
         return NO_BODY
+    if stream:
+        return EVENT_STREAM
     if length is not None:
         return content_length(length)
     return CHUNKED_BODY if chunked_ok else UNTIL_CLOSE

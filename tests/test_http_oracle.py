@@ -1,6 +1,6 @@
 """minihttp's responses and refusals, with h11 as the oracle.
 
-* Every response ``write_response`` makes (Content-Length, chunked,
+* Every response the ResponseWriter makes (Content-Length, chunked,
   close-delimited, HEAD, 204, 304, errors) is read by h11 in client role:
   no protocol error, the same status and body, the same idea of whether the
   connection stays open.  The same for a real server's answers.
@@ -21,7 +21,7 @@ from hypothesis import given, settings, strategies as st
 from conftest import FakeSocket
 from minihttp.app import App
 from minihttp.errors import HTTPError
-from minihttp.responses import Response, error_response, write_response
+from minihttp.responses import Response, ResponseWriter, error_response
 from minihttp.limits import MAX_FIELDS, MAX_HEAD, MAX_REQUEST_LINE
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
@@ -77,7 +77,7 @@ def read_written(data, method='GET'):
     return h11_read(h11_client(method), lambda: pending.pop(0) if pending else b'')
 
 
-# -- every response write_response makes is valid HTTP/1.1 ---------------------------
+# -- every response the writer makes is valid HTTP/1.1 -------------------------------
 
 def pieces(*parts):
     """An iterator body (a generator, so its length is unknown to the writer)."""
@@ -85,14 +85,14 @@ def pieces(*parts):
 
 
 # (id, request method, Response factory, chunked_ok, keep_alive, announce_keep_alive,
-#  expected framing, expected body)
+#  expected framing as spelled, expected body)
 WRITTEN = [
     ('bytes', 'GET', lambda: Response(200, [('Content-Type', 'text/plain')], b'hello\n'),
-     True, True, False, 'Content-Length', b'hello\n'),
+     True, True, False, 'content-length 6', b'hello\n'),
     ('empty-bytes', 'GET', lambda: Response(200, body=b''),
-     True, True, False, 'Content-Length', b''),
+     True, True, False, 'content-length 0', b''),
     ('iterator-with-length', 'GET', lambda: Response(200, body=pieces(b'ab', b'cd'), length=4),
-     True, True, False, 'Content-Length', b'abcd'),
+     True, True, False, 'content-length 4', b'abcd'),
     ('iterator-chunked', 'GET', lambda: Response(200, body=pieces(b'ab', b'', b'cd' * 50)),
      True, True, False, 'chunked', b'ab' + b'cd' * 50),
     ('iterator-chunked-empty', 'GET', lambda: Response(200, body=pieces()),
@@ -103,13 +103,13 @@ WRITTEN = [
     ('http10-close-delimited', 'GET', lambda: Response(200, body=pieces(b'one ', b'two')),
      False, True, True, 'close', b'one two'),
     ('http10-keep-alive-announced', 'GET', lambda: Response(200, body=b'kept'),
-     False, True, True, 'Content-Length', b'kept'),
+     False, True, True, 'content-length 4', b'kept'),
     ('HEAD-bytes', 'HEAD', lambda: Response(200, body=b'not sent'),
-     True, True, False, 'Content-Length', b''),
+     True, True, False, 'content-length 8', b''),
     ('HEAD-iterator', 'HEAD', lambda: Response(200, body=pieces(b'not sent')),
      True, True, False, 'chunked', b''),
     ('HEAD-iterator-with-length', 'HEAD', lambda: Response(200, body=pieces(b'x'), length=9),
-     True, True, False, 'Content-Length', b''),
+     True, True, False, 'content-length 9', b''),
     ('204', 'OPTIONS', lambda: Response(204, [('Allow', 'GET, HEAD, OPTIONS')]),
      True, True, False, 'none', b''),
     ('304', 'GET', lambda: Response(304, [('ETag', '"v1"')], b''),
@@ -117,7 +117,7 @@ WRITTEN = [
     ('304-given-a-body', 'GET', lambda: Response(304, [('ETag', '"v1"')], b'not sent'),
      True, True, False, 'none', b''),
     ('close-asked-by-handler', 'GET', lambda: Response(200, body=b'bye', close=True),
-     True, True, False, 'Content-Length', b'bye'),
+     True, True, False, 'content-length 3', b'bye'),
     ('close-asked-by-server', 'GET', lambda: Response(200, body=pieces(b'bye')),
      True, False, False, 'chunked', b'bye'),
 ]
@@ -130,11 +130,11 @@ def test_every_written_response_is_valid_for_h11(method, make, chunked_ok, keep_
                                                  announce, framing, body):
     response = make()
     sock = FakeSocket()
-    written, _, sent, kept = write_response(sock, method, response, chunked_ok=chunked_ok,
-                                            keep_alive=keep_alive, now=NOW,
-                                            announce_keep_alive=announce)
+    writer = ResponseWriter(response, method, chunked_ok=chunked_ok, keep_alive=keep_alive,
+                            now=NOW, announce_keep_alive=announce).write(sock)
+    sent, kept = writer.sent, writer.keep_alive
     answer = read_written(sock.sent, method)
-    assert written == framing
+    assert str(writer.framing) == framing
     assert answer.status == response.status
     assert answer.body == body
     assert sent == (0 if method == 'HEAD' else len(body))
@@ -164,8 +164,8 @@ def test_every_written_response_is_valid_for_h11(method, make, chunked_ok, keep_
 @pytest.mark.parametrize('method', ['GET', 'HEAD'])
 def test_every_error_response_is_valid_for_h11(error, method):
     sock = FakeSocket()
-    *_, kept = write_response(sock, method, error_response(error), chunked_ok=True,
-                              keep_alive=True, now=NOW)
+    kept = ResponseWriter(error_response(error), method, chunked_ok=True, keep_alive=True,
+                          now=NOW).write(sock).keep_alive
     answer = read_written(sock.sent, method)
     assert answer.status == error.status
     assert answer.kept == kept == (not error.close)
@@ -205,8 +205,8 @@ def test_any_iterator_body_is_framed_validly(parts, method, known, chunked_ok, k
     body = b''.join(parts)
     response = Response(200, body=pieces(*parts), length=len(body) if known else None)
     sock = BoundedSocket(max_send=max_send)
-    *_, kept = write_response(sock, method, response, chunked_ok=chunked_ok,
-                              keep_alive=keep_alive, now=NOW)
+    kept = ResponseWriter(response, method, chunked_ok=chunked_ok, keep_alive=keep_alive,
+                          now=NOW).write(sock).keep_alive
     answer = read_written(sock.sent, method)
     assert answer.body == (b'' if method == 'HEAD' else body)
     assert answer.kept == kept

@@ -459,10 +459,10 @@ def test_trace_says_how_each_message_was_framed(serve):
     assert [m[1] for m in traces] == [
         f'head {len(chunked_put)} B by CRLFCRLF; body chunked: 3 chunks, 311 B, 1 trailers; '
         'response 200 by chunked (3 chunks, 311 B)',
-        f'head {len(post("/echo", b""))} B by CRLFCRLF; body Content-Length 5; '
-        'response 200 by Content-Length (5 B)',
+        f'head {len(post("/echo", b""))} B by CRLFCRLF; body content-length 5; '
+        'response 200 by content-length 5 (5 B)',
         f'head {len(get("/"))} B by CRLFCRLF; body none; '
-        f'response 200 by Content-Length ({len(page)} B)']
+        f'response 200 by content-length {len(page)} ({len(page)} B)']
     # GET /_framing serves the records those lines were made from.
     records = [r for r in framing_records(server.port) if r['peer'].endswith(f':{local_port}')]
     assert [describe(r) for r in records] == [m[1] for m in traces]

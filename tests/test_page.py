@@ -79,7 +79,7 @@ def test_the_page_uploads_lists_downloads_deletes_and_draws_live_framing(page, s
     assert page.errors == [], page.errors
     # The body idea: an echo sent from the page, drawn with its Content-Length.
     page.click('#send')
-    assert page.locator('#idea-body .length').first.inner_text() == 'Content-Length 30'
+    assert page.locator('#idea-body .length').first.inner_text() == 'content-length 30'
 
     # Upload through the page: a file picked, a progress bar, then listed.
     data = os.urandom(300_000)

@@ -28,7 +28,7 @@ def test_records_are_numbered_and_after_gives_only_newer_ones(serve):
         assert client.exchange(get('/nothing-here')).status == 404
     first, second = framing_records(server.port)
     assert second['id'] == first['id'] + 1
-    assert first['request']['body'] == {'framing': 'length', 'length': 5, 'bytes': 5,
+    assert first['request']['body'] == {'framing': 'content-length', 'length': 5, 'bytes': 5,
                                         'done': True}
     assert (second['request']['target'], second['response']['status']) == ('/nothing-here', 404)
     newer = framing_records(server.port, after=second['id'])

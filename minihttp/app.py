@@ -23,7 +23,7 @@ from . import digests, files, multipart
 from .browsers import upload_fields
 from .errors import HTTPError
 from .grammar import KNOWN_METHODS, decimal
-from .responses import Response
+from .responses import NOT_TRAILERS, Response
 from .limits import MAX_RECORD_DIGITS, MAX_UPLOAD
 from .records import EventStream, FramingLog
 from .transfer import CHUNKED, NONE
@@ -261,14 +261,22 @@ class App:
 
     @staticmethod
     def echo(request):
-        """The body back, framed the way it came, streamed as it is read."""
+        """The body back, framed the way it came, streamed as it is read.
+
+        A chunked body's trailer fields come back as the response's trailers:
+        known only once the last chunk is read, which is when the writer asks
+        for them.  Those a trailer section may not carry (RFC 9110 section
+        6.5.1, responses.NOT_TRAILERS) are left out.
+        """
         body = request.body
         fields = [('Content-Type', request.get('content-type', 'application/octet-stream')),
                   ('X-Request-Framing', request_framing(body))]
         if body.framing.kind == NONE:
             return Response(200, fields, b'')
         body.start()   # 100 Continue, if asked for, before the response head
-        return Response(200, fields, body.pieces(), length=body.length)
+        return Response(200, fields, body.pieces(), length=body.length,
+                        trailers=lambda: [(name, value) for name, value in body.trailers
+                                          if name.lower() not in NOT_TRAILERS])
 
     def framing(self, request):
         """The recent framing records as JSON, oldest first; ?after=N: those numbered above N.

@@ -488,6 +488,8 @@ def serve_file(request, fd, st, path, fields=None):
     if plan is None:                    # 304: no body, nothing to send
         os.close(fd)
         response.body = b''
+    elif not isinstance(plan, Plan):     # a HashedFile: with_digest gave it the fd
+        pass
     elif plan.closing is None:
         (_, first, length), = plan.parts
         response.body = FileBody(fd, first, length)
@@ -507,9 +509,11 @@ def with_digest(request, response, st, data=None, fd=-1):
     The digest is of the whole file, also in a 206 and in the answer to HEAD:
     a representation's, whatever part of it a message carries (RFC 9530
     section 3; appendix B.2 shows HEAD, B.3 a range).  It comes from memory
-    (a small file's bytes, or a digest remembered for this very file), or the
-    file is read once ahead of the answer, up to MAX_DIGEST_AHEAD; beyond
-    that none is sent (a preference is only a hint, section 4).
+    (a small file's bytes, or a digest remembered for this very file); or, to
+    a GET of the whole file from a client that reads trailers, it is computed
+    as the file is sent, chunked, and goes in the trailer section; or the file
+    is read once ahead of the answer, up to MAX_DIGEST_AHEAD; beyond that none
+    is sent (a preference is only a hint, section 4).
     """
     wanted = request.get('want-repr-digest')
     if wanted is None or response.status not in (200, 206):
@@ -522,13 +526,73 @@ def with_digest(request, response, st, data=None, fd=-1):
     if digest is None:
         if data is not None:
             digest = digest_of(algorithm, data)
+        elif response.status == 200 and accepts_trailers(request):
+            response.body = HashedFile(fd, st, algorithm, key)
+            response.length = None        # chunked, for the trailer section
+            response.trailers = response.body.trailers
+            response.trailer_names = ('Repr-Digest',)
+            return response
         elif st.st_size <= MAX_DIGEST_AHEAD:
             digest = hash_file(fd, st, algorithm)
         else:
             return response
-        _DIGESTS.put(key, digest, ENTRY_COST + len(digest))
+        remember_digest(key, digest)
     response.headers.append(('Repr-Digest', serialize({algorithm: digest})))
     return response
+
+
+def accepts_trailers(request):
+    """Whether the response may be chunked with a trailer section the client reads:
+    HTTP/1.1, and ``TE: trailers`` (RFC 9110 section 10.1.4)."""
+    return (request.method == 'GET' and request.version == 'HTTP/1.1'
+            and 'trailers' in request.tokens('te'))
+
+
+def remember_digest(key, digest):
+    _DIGESTS.put(key, digest, ENTRY_COST + len(digest))
+
+
+class HashedFile:
+    """A whole file sent as pieces read from its start, hashed on the way, its digest
+    a trailer: one pass, and no read ahead of the first byte (nor sendfile).
+
+    It owns ``fd`` from the start: iterated to the end or not, ``close`` closes it.
+    """
+
+    def __init__(self, fd, st, algorithm, key):
+        self.fd = fd
+        self.st = st
+        self.algorithm = algorithm
+        self.key = key
+        self.digest = None
+
+    def __iter__(self):
+        try:
+            hashing = ALGORITHMS[self.algorithm]()
+            size = self.st.st_size
+            offset = 0
+            while offset < size:
+                piece = os.pread(self.fd, min(DIGEST_PIECE, size - offset), offset)
+                if not piece:
+                    raise ResponseError(f'file ended after {offset} of {size} bytes')
+                hashing.update(piece)
+                offset += len(piece)
+                yield piece
+            if SmallFiles.identity(os.fstat(self.fd)) != SmallFiles.identity(self.st):
+                # The bytes sent are not the representation the head described.
+                raise ResponseError('the file changed while it was sent')
+            self.digest = hashing.digest()
+            remember_digest(self.key, self.digest)
+        finally:
+            self.close()
+
+    def trailers(self):
+        return [('Repr-Digest', serialize({self.algorithm: self.digest}))]
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def hash_file(fd, st, algorithm):

@@ -57,6 +57,7 @@ class Reply:
     body: bytes
     informational: list = field(default_factory=list)   # 1xx statuses before it
     raw: bytes = b''              # every byte of the reply as received
+    trailers: list = field(default_factory=list)   # [(lower-case name, value)] after the last chunk
 
 
 class RawClient:
@@ -106,7 +107,7 @@ class RawClient:
         if self._pending:            # (receive_data(b'') would tell h11 of EOF)
             conn.receive_data(self._pending)
         self._pending = b''
-        informational, body, response = [], bytearray(), None
+        informational, body, response, trailers = [], bytearray(), None, []
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -119,7 +120,11 @@ class RawClient:
                 response = event
             elif isinstance(event, h11.Data):
                 body += event.data
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            elif isinstance(event, h11.EndOfMessage):
+                trailers = [(name.decode('latin-1'), value.decode('latin-1'))
+                            for name, value in event.headers]
+                break
+            elif isinstance(event, h11.ConnectionClosed):
                 break
         self._pending, _ = conn.trailing_data
         if response is None:
@@ -130,7 +135,7 @@ class RawClient:
             value = value.decode('latin-1')
             headers[name] = f'{headers[name]}, {value}' if name in headers else value
         return Reply(response.status_code, headers, bytes(body), informational,
-                     bytes(raw[:len(raw) - len(self._pending)]))
+                     bytes(raw[:len(raw) - len(self._pending)]), trailers)
 
     def at_eof(self):
         """True when the server closed the connection with nothing more to say."""

@@ -97,10 +97,13 @@ def read_chunked(file):
     body = bytearray()
     while True:
         size = int(file.readline(100).split(b';')[0], 16)
+        if not size:
+            # The trailer section (an echo sends one back): up to an empty line.
+            while (line := file.readline(8192)) != b'\r\n':
+                assert line.endswith(b'\r\n'), f'trailer line not ended by CRLF: {line!r}'
+            return bytes(body)
         body += file.read(size)
         assert file.read(2) == b'\r\n', 'chunk data not followed by CRLF'
-        if not size:
-            return bytes(body)
 
 
 class Client:

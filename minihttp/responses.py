@@ -17,9 +17,9 @@ from http import HTTPStatus
 
 from .errors import ResponseError
 from .framing import write_all
-from .grammar import CRLF, FIELD_LINE, LAST_CHUNK
+from .grammar import CRLF, FIELD_LINE, FIELD_NAME, LAST_CHUNK
 from .records import EventStream
-from .transfer import CHUNKED, CLOSE, LENGTH, NONE, STREAM, no_content, response_framing
+from .transfer import CHUNKED, CLOSE, LENGTH, NO_CONTENT, NONE, STREAM, response_framing
 
 SERVER = 'minihttp/0.1'
 # Linux's "more data follows" send flag; elsewhere a file's head goes out alone.
@@ -98,7 +98,7 @@ class Response:
         self.length = length
         self.close = close
         self.trailers = trailers
-        self.trailer_names = tuple(trailer_names)
+        self.trailer_names = trailer_names
 
 
 def is_bytes(body):
@@ -108,7 +108,7 @@ def is_bytes(body):
 
 def bodiless(method, status):
     """No body for HEAD, 1xx, 204 and 304 (RFC 9112 section 6.3 item 1)."""
-    return method == 'HEAD' or no_content(status)
+    return method == 'HEAD' or status in NO_CONTENT
 
 
 _STATUS_LINES = {}
@@ -135,18 +135,21 @@ class ResponseWriter:
     (``framing``, a transfer.Framing; ``keep_alive``; ``chunked``, whether the
     body goes in chunks, as chunked framing and an event stream to HTTP/1.1
     do) and, as the body goes, what went (``sent`` body bytes, ``chunks``).
-    ``keep_alive`` is the caller's wish, kept unless the framing (close, an
-    event stream) or the handler says otherwise; an HTTP/1.0 client keeps the
-    connection only when told (RFC 9112 section 9.3), so ``announce_keep_alive``
-    says so.
+    ``version`` is the request's (None when its head was unreadable): only an
+    HTTP/1.1 client is sent chunks (RFC 9112 section 7), and an HTTP/1.0 client
+    keeps the connection only when told (RFC 9112 section 9.3).  ``keep_alive``
+    is the caller's wish, kept unless the framing (close, an event stream) or
+    the handler says otherwise.
     """
 
     __slots__ = ('response', 'framing', 'head', 'keep_alive', 'has_body', 'chunked',
                  'sent', 'chunks')
 
-    def __init__(self, response, method, *, chunked_ok, keep_alive, now,
-                 announce_keep_alive=False):
+    def __init__(self, response, method, version, keep_alive, now):
+        # Positional, and few: this runs for every response (a class called
+        # with keywords costs as much as the rest of this).
         self.response = response
+        chunked_ok = version == 'HTTP/1.1'
         body = response.body
         framing = self.framing = response_framing(
             response.status, response.length, chunked_ok, type(body) is EventStream)
@@ -167,7 +170,7 @@ class ResponseWriter:
         self.keep_alive = keep_alive
         if not keep_alive:
             fields.append(('Connection', 'close'))
-        elif announce_keep_alive:
+        elif version == 'HTTP/1.0':
             fields.append(('Connection', 'keep-alive'))
         self.head = head_bytes(response.status, response.headers + fields, now)
 
@@ -267,7 +270,7 @@ def last_chunk(trailers=()):
 
 def checked_trailer(name):
     """A field name fit for a trailer section, or ResponseError (RFC 9110 section 6.5.1)."""
-    if not isinstance(name, str) or not FIELD_LINE.fullmatch(f'{name}: x'):
+    if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
         raise ResponseError(f'trailer field name {str(name)[:40]!r} is not a token')
     if name.lower() in NOT_TRAILERS:
         raise ResponseError(f'{name} is not allowed in a trailer section (RFC 9110 '

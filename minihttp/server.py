@@ -163,11 +163,10 @@ class HTTPServer:
         """Queue a response whose body is bytes-like (or none); the loop sends it."""
         keep = (request is not None and request.keep_alive and not conn.stopping
                 and self.can_keep(body, response))
-        writer = ResponseWriter(
-            response, request.method if request is not None else 'GET',
-            chunked_ok=request is not None and request.version == 'HTTP/1.1',
-            keep_alive=keep, now=now,
-            announce_keep_alive=request is not None and request.version == 'HTTP/1.0')
+        if request is None:
+            writer = ResponseWriter(response, 'GET', None, keep, now)
+        else:
+            writer = ResponseWriter(response, request.method, request.version, keep, now)
         for pieces in writer.sends():
             conn.send(pieces)
         self.log(conn.peer, request, response.status, writer.sent, now, say_soon)
@@ -182,9 +181,7 @@ class HTTPServer:
         Chunked to an HTTP/1.1 client, close-delimited to HTTP/1.0 (RFC 9112
         section 6.3 item 8).  The connection waits in the loop, with no thread.
         """
-        writer = ResponseWriter(response, request.method,
-                                chunked_ok=request.version == 'HTTP/1.1', keep_alive=False,
-                                now=now)
+        writer = ResponseWriter(response, request.method, request.version, False, now)
         for pieces in writer.sends():
             conn.send(pieces)
         self.log(conn.peer, request, response.status, 0, now, say_soon)
@@ -256,8 +253,7 @@ class HTTPServer:
         """The whole answer to a connection beyond --max-connections: 503, and close."""
         error = HTTPError(503, 'too many connections; try again shortly', close=True,
                           headers=[('Retry-After', str(RETRY_AFTER))])
-        writer = ResponseWriter(error_response(error), 'GET', chunked_ok=False,
-                                keep_alive=False, now=now)
+        writer = ResponseWriter(error_response(error), 'GET', None, False, now)
         (pieces,) = writer.sends()
         self.log(peer, None, 503, writer.sent, now, say_soon)
         return b''.join(pieces)
@@ -305,10 +301,8 @@ class HTTPServer:
         response = job.response
         keep = request.keep_alive and not conn.stopping and self.can_keep(body, response)
         try:
-            writer = ResponseWriter(response, request.method,
-                                    chunked_ok=request.version == 'HTTP/1.1', keep_alive=keep,
-                                    now=now, announce_keep_alive=request.version == 'HTTP/1.0')
-            writer.write(conn.timed)
+            writer = ResponseWriter(response, request.method, request.version, keep,
+                                    now).write(conn.timed)
         except TimeoutError as exc:
             # The client reads too slowly (or an echo's body comes too slowly):
             # nothing can be said to it any more, so the log says it.

@@ -106,9 +106,9 @@ def request_framing(request):
     return content_length(length)
 
 
-def no_content(status):
-    """Whether a status never has content: 1xx, 204 and 304 (RFC 9112 section 6.3 item 1)."""
-    return status < 200 or status in (204, 304)
+# The statuses whose responses never have content: 1xx, 204 and 304 (RFC 9112
+# section 6.3 item 1); a set, since it is asked for every response.
+NO_CONTENT = frozenset([*range(100, 200), 204, 304])
 
 
 def response_framing(status, length, chunked_ok, stream=False):
@@ -121,7 +121,7 @@ def response_framing(status, length, chunked_ok, stream=False):
     content-length when the length is known; chunked when it is not and the
     client speaks HTTP/1.1; otherwise the body runs until we close (item 8).
     """
-    if no_content(status):
+    if status in NO_CONTENT:
         return NO_BODY
     if stream:
         return EVENT_STREAM

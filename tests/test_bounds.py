@@ -11,15 +11,14 @@ import os
 
 import pytest
 
-from conftest import peak_rss
-from fileserver import (HTTP_LISTENING, RawClient, exchange, request_bytes, serve_args,
-                        snapshot, wait_until)
 from minihttp import files
 from minihttp.app import App
 from minihttp.request import Request
 from minihttp.limits import (BODY_PIECE, MAX_FORM_FIELD, MAX_FORM_FIELDS, MAX_FORM_PARTS,
                              MAX_UPLOAD_NAME)
 from minihttp.uploads import TEMP_PREFIX
+from support import (HTTP_LISTENING, RawClient, exchange, peak_rss, request_bytes, serve_args,
+                     snapshot, wait_until)
 
 MiB = 1 << 20
 # How much a server's peak resident memory may grow under one attack: its

@@ -29,8 +29,6 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import WAIT, FakeSocket
-from fileserver import RawClient, Served, request_bytes
 from minihttp import cli, digests, files, multipart, records
 from minihttp.app import App, after
 from minihttp.blocks import get_block
@@ -43,6 +41,7 @@ from minihttp.transfer import CHUNKED_BODY, content_length, request_framing
 from minihttp.limits import (MAX_CHUNK_LINE, MAX_FIELDS, MAX_HEAD, MAX_PART_HEAD,
                              MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS)
 from minihttp.server import HTTPServer
+from support import FakeSocket, RawClient, Served, WAIT, request_bytes
 
 # CPU time at 8n over CPU time at n: about 8 for a linear parser (less where a
 # fixed cost is part of it), 64 for a quadratic one.

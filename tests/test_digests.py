@@ -12,8 +12,8 @@ import os
 import pytest
 import requests
 
-from conftest import run_minihttp
-from fileserver import RawClient, Served, chunked, curl_status, exchange, request_bytes, snapshot
+from support import (RawClient, Served, chunked, curl, exchange, request_bytes, run_minihttp,
+                     snapshot)
 from minihttp import digests, files
 from minihttp.errors import HTTPError
 from minihttp.request import parse_head
@@ -24,6 +24,13 @@ KiB = 1 << 10
 def sf(algorithm, data):
     """The RFC 9530 form of data's digest, made with hashlib alone."""
     return f'{algorithm}=:{base64.b64encode(hashlib.new(algorithm.replace("-", ""), data).digest()).decode()}:'
+
+
+def curl_status(tmp_path, *args):
+    """curl ARGS: (HTTP status, response body), the head written to tmp_path/'head'."""
+    done = curl('-o', tmp_path / 'body', '-D', tmp_path / 'head', '-w', '%{http_code}', *args)
+    assert done.returncode == 0, done.stderr.decode(errors='replace')
+    return int(done.stdout), (tmp_path / 'body').read_bytes()
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -91,8 +98,8 @@ def test_curl_upload_with_the_right_digest_is_stored_and_answered_with_it(store,
     data = os.urandom(100 * KiB)
     source = tmp_path / 'data.bin'
     source.write_bytes(data)
-    status, body, _ = curl_status('-T', source, '-H', f'Content-Digest: {sf("sha-256", data)}',
-                                  '-D', tmp_path / 'head', store.url('/uploads/right.bin'))
+    status, body = curl_status(tmp_path, '-T', source, '-H',
+                               f'Content-Digest: {sf("sha-256", data)}', store.url('/uploads/right.bin'))
     assert status in (200, 201), body
     assert (store.directory / 'right.bin').read_bytes() == data
     head = (tmp_path / 'head').read_text().lower()
@@ -100,12 +107,12 @@ def test_curl_upload_with_the_right_digest_is_stored_and_answered_with_it(store,
     assert b'"digests_checked": [\n  "content-digest sha-256"\n ]' in body
 
 
-def test_a_wrong_digest_is_400_and_the_previous_version_stays(store):
+def test_a_wrong_digest_is_400_and_the_previous_version_stays(store, tmp_path):
     assert exchange(store.port, 'PUT', '/uploads/kept.txt', body=b'previous\n').status in (200, 201)
     before = snapshot(store.directory)
-    status, body, _ = curl_status('-X', 'PUT', '--data-binary', 'changed\n', '-H',
-                                  f'Content-Digest: {sf("sha-256", b"something else")}',
-                                  store.url('/uploads/kept.txt'))
+    status, body = curl_status(tmp_path, '-X', 'PUT', '--data-binary', 'changed\n', '-H',
+                               f'Content-Digest: {sf("sha-256", b"something else")}',
+                               store.url('/uploads/kept.txt'))
     assert status == 400
     assert body == b'400 Bad Request: content-digest sha-256 does not match the content received\n'
     assert snapshot(store.directory) == before
@@ -145,11 +152,10 @@ def test_repr_digest_of_the_request_is_checked_like_content_digest(store):
 
 
 def chunked_put(port, name, trailers=(), headers=(), pieces=(b'hello ', b'world')):
-    body = chunked(*pieces)[:-2] + b''.join(f'{t}\r\n'.encode() for t in trailers) + b'\r\n'
     with RawClient(port) as client:
         client.send(request_bytes('PUT', f'/uploads/{name}',
                                   ['Transfer-Encoding: chunked', *headers, 'Connection: close'],
-                                  body))
+                                  chunked(*pieces, trailers=trailers)))
         return client.reply('PUT')
 
 
@@ -223,8 +229,8 @@ def test_a_range_and_head_carry_the_digest_of_the_whole_file(store, name):
 
 def test_curl_checks_a_downloaded_file(store, tmp_path):
     data = (store.root / 'large.bin').read_bytes()
-    status, body, _ = curl_status('-D', tmp_path / 'head', '-H', 'Want-Repr-Digest: sha-256=1',
-                                  store.url('/large.bin'))
+    status, body = curl_status(tmp_path, '-H', 'Want-Repr-Digest: sha-256=1',
+                               store.url('/large.bin'))
     assert status == 200 and body == data
     assert f'Repr-Digest: {sf("sha-256", data)}' in (tmp_path / 'head').read_text()
 

@@ -15,7 +15,6 @@ import socket
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import FakeSocket
 from minihttp.eventloop import Connection, EventLoop, Pace, TimedSocket
 from minihttp.framing import StreamReader
 from minihttp.errors import HTTPError
@@ -23,6 +22,7 @@ from minihttp.request import read_request
 from minihttp.responses import Response
 from minihttp.limits import CONNECTION_BUFFER_SIZE, MAX_HEAD, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
 from minihttp.server import HTTPServer
+from support import FakeSocket
 
 
 class NonBlockingSocket(FakeSocket):

@@ -21,12 +21,10 @@ import time
 
 import pytest
 
-from conftest import HTTP_LISTENING, WAIT
-from fileserver import wait_until
-from test_connections import assert_back_to_baseline, baseline
-from test_http_server import Client, get
 from minihttp import uploads as uploads_module
-from test_uploads import TEMP_PREFIX, in_process, multipart_body, temps  # noqa: F401
+from minihttp.uploads import TEMP_PREFIX
+from support import (Client, HTTP_LISTENING, WAIT, assert_back_to_baseline, baseline, get,
+                     multipart_body, temps, wait_until)
 
 SHORT = ('--head-timeout', '1', '--body-timeout', '1', '--keepalive-timeout', '2')
 
@@ -251,10 +249,7 @@ def test_sigterm_during_twenty_uploads_each_completes_or_leaves_nothing(minihttp
         for n, (client, content) in enumerate(zip(clients, contents)):
             client.send(put_head(f'/uploads/u{n}.bin', f'Content-Length: {size}')
                         + content[:size // 2])
-        deadline = time.monotonic() + WAIT
-        while len([name for name in os.listdir(uploads) if name.startswith(TEMP_PREFIX)]) < 20:
-            assert time.monotonic() < deadline, 'the uploads did not all start'
-            time.sleep(0.01)     # a poll interval, not a synchronisation
+        wait_until(lambda: len(temps(uploads)) >= 20, 'all the uploads started')
         server.proc.send_signal(signal.SIGTERM)
         for client, content in zip(clients[:10], contents[:10]):   # these finish in time
             client.send(content[size // 2:])

@@ -21,11 +21,11 @@ import pytest
 import requests
 from hypothesis import given, settings, strategies as st
 
-from fileserver import HTTP_LISTENING, RawClient, Served, exchange, request_bytes, serve_args
 from minihttp.errors import ResponseError
 from minihttp.files import FileBody
 from minihttp import eventloop
 from minihttp.eventloop import TimedSocket
+from support import HTTP_LISTENING, RawClient, Served, exchange, request_bytes, serve_args
 
 # 2020-01-02 03:04:05 UTC: the modification time of hello.txt, as Last-Modified shows it.
 HELLO_MTIME = 1577934245

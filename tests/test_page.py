@@ -11,15 +11,13 @@ installs it).
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 import requests
+from support import HTTP_LISTENING, REPO, WAIT, free_port, wait_until
 
-from conftest import HTTP_LISTENING, REPO, WAIT
-from fileserver import wait_until
 
 sync_api = pytest.importorskip('playwright.sync_api', reason='playwright is not installed')
 CHROMIUM = shutil.which('chromium')
@@ -50,11 +48,6 @@ def page(browser):
     page.on('pageerror', lambda error: page.errors.append(str(error)))
     yield page
     context.close()
-
-
-def free_port():
-    with socket.create_server(('127.0.0.1', 0)) as probe:
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -12,18 +12,13 @@ import os
 import h11
 import pytest
 
-from fileserver import RawClient, Served, chunked, exchange, request_bytes
+from support import RawClient, Served, chunked, exchange, request_bytes
 
 MiB = 1 << 20
 
 
 def sha(algorithm, data):
     return f'{algorithm}=:{base64.b64encode(hashlib.new(algorithm.replace("-", ""), data).digest()).decode()}:'
-
-
-def with_trailers(trailers, *pieces):
-    """A chunked body of these chunks whose trailer section holds ``trailers`` (lines)."""
-    return chunked(*pieces)[:-2] + b''.join(b'%s\r\n' % t for t in trailers) + b'\r\n'
 
 
 @pytest.fixture(scope='module')
@@ -47,7 +42,7 @@ def put_file(server, name, size):
 def test_headers_shows_the_trailer_section_after_the_head(server):
     reply = exchange(server.port, 'POST', '/headers',
                      ['Transfer-Encoding: chunked', 'Trailer: Checksum'],
-                     with_trailers([b'Checksum: abc', b'X-Note:  two words '], b'hello'))
+                     chunked(b'hello', trailers=['Checksum: abc', 'X-Note:  two words ']))
     assert reply.status == 200
     text = reply.body.decode('latin-1')
     head, _, trailers = text.partition('\n\n')
@@ -68,8 +63,8 @@ def test_headers_without_trailers_has_no_trailer_section(server, framing, body):
 
 def test_echo_sends_a_chunked_requests_trailers_back(server):
     reply = exchange(server.port, 'POST', '/echo', ['Transfer-Encoding: chunked'],
-                     with_trailers([b'Checksum: abc', b'Content-Type: text/x', b'X-Two: 2',
-                                    b'Host: elsewhere'], b'hello ', b'world'))
+                     chunked(b'hello ', b'world', trailers=[
+                         'Checksum: abc', 'Content-Type: text/x', 'X-Two: 2', 'Host: elsewhere']))
     assert reply.status == 200
     assert reply.headers['transfer-encoding'] == 'chunked'
     assert reply.body == b'hello world'
@@ -91,7 +86,7 @@ def test_echo_trailers_on_a_kept_connection(server):
     with RawClient(server.port) as client:
         for n in range(3):
             client.send(request_bytes('POST', '/echo', ['Transfer-Encoding: chunked'],
-                                      with_trailers([b'N: %d' % n], b'x' * n or b'-')))
+                                      chunked(b'x' * n or b'-', trailers=['N: %d' % n])))
             reply = client.reply('POST')
             assert reply.trailers == [('n', str(n))]
 

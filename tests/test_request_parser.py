@@ -14,11 +14,11 @@ import h11
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FakeSocket
 from minihttp.framing import StreamReader
 from minihttp.bodies import open_body
 from minihttp.errors import HTTPError
 from minihttp.request import read_request
+from support import FakeSocket
 
 # The differential runs many examples; each is a few hundred bytes of parsing.
 EXAMPLES = settings(max_examples=200, deadline=None)

@@ -568,19 +568,13 @@ class HashedFile:
 
     def __iter__(self):
         try:
-            hashing = ALGORITHMS[self.algorithm]()
-            size = self.st.st_size
-            offset = 0
-            while offset < size:
-                piece = os.pread(self.fd, min(DIGEST_PIECE, size - offset), offset)
-                if not piece:
-                    raise ResponseError(f'file ended after {offset} of {size} bytes')
-                hashing.update(piece)
-                offset += len(piece)
+            hashing = Hashing(ALGORITHMS[self.algorithm])
+            for piece in hashed_pieces(self.fd, self.st, hashing):
                 yield piece
-            if SmallFiles.identity(os.fstat(self.fd)) != SmallFiles.identity(self.st):
+            if hashing.read != self.st.st_size or not unchanged(self.fd, self.st):
                 # The bytes sent are not the representation the head described.
-                raise ResponseError('the file changed while it was sent')
+                raise ResponseError(f'the file changed while it was sent ({hashing.read} of '
+                                    f'{self.st.st_size} bytes read)')
             self.digest = hashing.digest()
             remember_digest(self.key, self.digest)
         finally:
@@ -601,18 +595,44 @@ def hash_file(fd, st, algorithm):
     503 when it changed meanwhile (shorter, or another size or mtime after):
     the digest would describe bytes no one will be sent.
     """
-    hashing = ALGORITHMS[algorithm]()
-    buffer = memoryview(bytearray(min(DIGEST_PIECE, st.st_size) or 1))
-    offset = 0
-    while offset < st.st_size:
-        got = os.preadv(fd, [buffer[:st.st_size - offset]], offset)
-        if not got:
-            break
-        hashing.update(buffer[:got])
-        offset += got
-    if offset != st.st_size or SmallFiles.identity(os.fstat(fd)) != SmallFiles.identity(st):
+    hashing = Hashing(ALGORITHMS[algorithm])
+    for _ in hashed_pieces(fd, st, hashing):
+        pass
+    if hashing.read != st.st_size or not unchanged(fd, st):
         raise HTTPError(503, 'the file changed while it was read; try again')
     return hashing.digest()
+
+
+class Hashing:
+    """A hashlib object that also counts what it was given."""
+
+    def __init__(self, make):
+        self._hash = make()
+        self.read = 0
+
+    def update(self, piece):
+        self._hash.update(piece)
+        self.read += len(piece)
+
+    def digest(self):
+        return self._hash.digest()
+
+
+def hashed_pieces(fd, st, hashing):
+    """The file's bytes from its start, at most st.st_size, in pieces of DIGEST_PIECE,
+    each given to ``hashing`` before it is yielded; fewer when the file ended sooner."""
+    size = st.st_size
+    while hashing.read < size:
+        piece = os.pread(fd, min(DIGEST_PIECE, size - hashing.read), hashing.read)
+        if not piece:
+            return
+        hashing.update(piece)
+        yield piece
+
+
+def unchanged(fd, st):
+    """Whether the open file is still the one ``st`` described (SmallFiles.identity)."""
+    return SmallFiles.identity(os.fstat(fd)) == SmallFiles.identity(st)
 
 
 def file_headers(st, path, fields):

@@ -9,6 +9,7 @@ lowest layer first:
     errors       HTTPError: what a client got wrong, and its status; SizeLimit: every 413;
                  ResponseError: a response of our own that cannot be sent as framed
     atomic       files that appear whole or not at all: a temporary file, fsynced, renamed into place
+    digests      RFC 9530 integrity digests: parsed strictly, checked, made
     transfer     how a message is framed: one vocabulary, decided once per direction
     records      framing records: the --trace lines, GET /_framing and its live stream
     blocks       Listing 5-2's length-prefixed blocks, on the framing core

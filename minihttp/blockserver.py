@@ -13,6 +13,7 @@ import time
 from .atomic import AtomicFile
 from .blocks import (HEADER, BlockTooLarge, TruncatedBlock, describe, get_block_to,
                      get_length)
+from .digests import ALGORITHMS, DEFAULT, serialize
 from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job
 from .framing import IncompleteRead
 from .limits import (BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, BODY_TIMEOUT, HEAD_TIMEOUT,
@@ -61,14 +62,15 @@ class Saver(AtomicFile):
 class Stream:
     """What one connection's block stream has received so far, and where it saves it."""
 
-    __slots__ = ('peer', 'saver', 'blocks', 'total', 'lengths', 'length')
+    __slots__ = ('peer', 'saver', 'blocks', 'total', 'lengths', 'length', 'hashing')
 
-    def __init__(self, peer, saver):
+    def __init__(self, peer, saver, hashing=None):
         self.peer = peer
         self.saver = saver
         self.blocks = self.total = 0
         self.lengths = []      # the first blocks' sizes, for the framing record
         self.length = None     # the payload announced by the header just read
+        self.hashing = hashing  # with --digest: a hash of every payload byte, in order
 
     def count(self, length):
         self.blocks += 1
@@ -94,8 +96,11 @@ class BlockServer:
     def __init__(self, max_block=MAX_BLOCK, save_dir=None, quiet=False, records=None, *,
                  keepalive_timeout=KEEPALIVE_TIMEOUT, head_timeout=HEAD_TIMEOUT,
                  body_timeout=BODY_TIMEOUT, min_rate=MIN_RATE, rate_window=RATE_WINDOW,
-                 max_connections=MAX_BLOCK_CONNECTIONS):
+                 max_connections=MAX_BLOCK_CONNECTIONS, digest=False):
         self.max_block = max_block
+        # Whether each stream's payload is hashed, and its digest said (and
+        # recorded) at its end, in the form `minihttp blocks -c --digest` prints.
+        self.digest = digest
         self.save_dir = save_dir
         self.quiet = quiet
         self.records = records    # a FramingLog that keeps each stream's record, or None
@@ -114,7 +119,8 @@ class BlockServer:
         try:
             if stream is None:
                 say(f'Accepted connection from {self.peer(conn)}')
-                stream = conn.message = Stream(conn.peer, None)   # its Saver: on the pool
+                stream = conn.message = Stream(   # its Saver: on the pool
+                    conn.peer, None, ALGORITHMS[DEFAULT]() if self.digest else None)
             length = get_length(conn.reader, self.max_block)
         except BlockingIOError:
             return READ                   # a header begun, or nothing yet
@@ -174,7 +180,7 @@ class BlockServer:
             elif self.save_dir:            # made here: the disk is the pool's to wait on
                 stream.saver = Saver(self.save_dir, conn.peer)
             while stream.length:
-                self.receive_payload(reader, stream.length, stream.saver)
+                self.receive_payload(reader, stream.length, stream.saver, stream.hashing)
                 stream.count(stream.length)
                 if not self.more_coming(conn):
                     if stream.saver is not None:
@@ -187,7 +193,7 @@ class BlockServer:
         except (TruncatedBlock, BlockTooLarge, OSError) as exc:
             return self.end(conn, self.problem(conn, exc))
 
-    def receive_payload(self, reader, length, saver):
+    def receive_payload(self, reader, length, saver, hashing=None):
         """Read one payload: whole when small, streamed when above the threshold."""
         if length <= BLOCK_STREAM_THRESHOLD:
             try:
@@ -196,6 +202,8 @@ class BlockServer:
                 raise TruncatedBlock('payload', exc) from None
             if saver:
                 saver.write(payload)
+            if hashing is not None:
+                hashing.update(payload)
             if not self.quiet:
                 say(f'Block says: {describe(payload)}')
             return
@@ -206,6 +214,8 @@ class BlockServer:
                 prefix.extend(piece[:BLOCK_PREVIEW - len(prefix)])
             if saver:
                 saver.write(piece)
+            if hashing is not None:
+                hashing.update(piece)
 
         get_block_to(reader, sink, length)
         if not self.quiet:
@@ -258,6 +268,11 @@ class BlockServer:
         saver = stream.saver
         line = (f'{self.peer(conn)}: end of stream after {stream.blocks} blocks, '
                 f'{stream.total} bytes')
+        ended = 'ended by the empty block'
+        if stream.hashing is not None and problem is None:
+            digest = serialize({DEFAULT: stream.hashing.digest()})
+            line += f', {digest}'
+            ended += f', {digest}'
         try:
             if saver is not None and problem is None:
                 line += f'; saved to {saver.commit()}'
@@ -274,7 +289,7 @@ class BlockServer:
         else:
             say(line)
         if self.records is not None:
-            ended = problem.partition(': ')[2] if problem else 'ended by the empty block'
+            ended = problem.partition(': ')[2] if problem else ended
             self.records.add(block_record(conn.peer, time.time(), stream.blocks, stream.total,
                                           stream.lengths, ended))
         return CLOSE

@@ -242,3 +242,16 @@ MAX_FORM_PARTS = 100
 # The longest upload name, in bytes of UTF-8: what Linux file systems store
 # in one name (NAME_MAX); a longer one gets 400, not an error from the disk.
 MAX_UPLOAD_NAME = 255
+
+# --- integrity digests (RFC 9530) ---------------------------------------------
+# A file's Repr-Digest is read ahead of the answer (the whole file, on a pool
+# thread) only up to this size; a larger one gets it as a trailer when the
+# client accepts trailers (TE: trailers), computed as it is sent, and
+# otherwise none (Want-Repr-Digest is a hint, RFC 9530 section 4): one
+# request cannot make a thread read gigabytes before its first byte.
+MAX_DIGEST_AHEAD = 64 * MiB
+# The digests of files computed so far, keyed by the file's identity (device,
+# inode, size, mtime, ctime) and algorithm: memory for all, per process.
+DIGEST_CACHE_BUDGET = 1 * MiB
+# Bytes of a file hashed per read (one buffer per reading thread, reused).
+DIGEST_PIECE = 256 * KiB

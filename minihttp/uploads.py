@@ -15,6 +15,7 @@ import re
 import threading
 
 from .atomic import AtomicFile
+from .digests import ALGORITHMS, DEFAULT
 from .errors import HTTPError, SizeLimit
 from .limits import MAX_UPLOAD_NAME, WRITEBACK_STEP
 
@@ -42,12 +43,17 @@ def check_name(name):
 
 
 class Incoming(AtomicFile):
-    """One upload in progress: a temporary file, a hash and a byte count."""
+    """One upload in progress: a temporary file, its hashes and a byte count.
 
-    def __init__(self, directory, limit):
+    sha-256 always; ``more`` names other algorithms (digests.ALGORITHMS) to
+    compute in the same pass, for a digest the client sent to be checked.
+    """
+
+    def __init__(self, directory, limit, more=()):
         # Named for this process, so that what a killed worker leaves is known.
         super().__init__(directory, f'{TEMP_PREFIX}{os.getpid()}-')
         self.hash = hashlib.sha256()
+        self.more = {name: ALGORITHMS[name]() for name in more if name != DEFAULT}
         self.size = 0
         self.room = SizeLimit('upload', limit)
         self.writeback = Writeback(self.file, WRITEBACK_STEP)
@@ -55,6 +61,8 @@ class Incoming(AtomicFile):
     def write(self, piece):
         self.size = self.room.take(len(piece))
         self.hash.update(piece)
+        for other in self.more.values():
+            other.update(piece)
         try:
             self.file.write(piece)
             self.writeback.wrote(self.size)
@@ -78,6 +86,11 @@ class Incoming(AtomicFile):
 
     def summary(self, name):
         return {'name': name, 'bytes': self.size, 'sha256': self.hash.hexdigest()}
+
+    def digests(self):
+        """{algorithm: digest} of every hash computed (RFC 9530 names)."""
+        return {DEFAULT: self.hash.digest(),
+                **{name: other.digest() for name, other in self.more.items()}}
 
 
 class Writeback:
@@ -170,9 +183,9 @@ class UploadStore:
             found.append({'name': entry.name, 'bytes': st.st_size, 'modified': st.st_mtime})
         return sorted(found, key=lambda item: item['name'])
 
-    def incoming(self):
+    def incoming(self, more=()):
         try:
-            return Incoming(self.directory, self.max_upload)
+            return Incoming(self.directory, self.max_upload, more)
         except OSError as exc:
             raise storage_error(exc) from None
 
@@ -181,13 +194,20 @@ class UploadStore:
         read (and so before 100 Continue is sent)."""
         SizeLimit('upload', self.max_upload).refuse(body.length)
 
-    def put(self, name, body):
-        """Store a request body under ``name``; return (summary, replaced)."""
+    def put(self, name, body, algorithms=(), verify=None):
+        """Store a request body under ``name``; return (summary, replaced, digests).
+
+        ``algorithms`` are hashed besides sha-256, in the same pass;
+        ``verify(digests)``, called once the whole body (and its trailers) is
+        read and before the file takes its name, may refuse it with HTTPError.
+        """
         path = self.path(name)
         self.refuse_oversize(body)
-        incoming = self.incoming()
+        incoming = self.incoming(algorithms)
         try:
             body.read_to(incoming.write)
+            if verify is not None:
+                verify(incoming.digests())
             incoming.finish()
             replaced = os.path.exists(path)
             if os.path.isdir(path):
@@ -195,7 +215,7 @@ class UploadStore:
             incoming.commit(path)
         finally:
             incoming.discard()
-        return incoming.summary(name), replaced
+        return incoming.summary(name), replaced, incoming.digests()
 
     def delete(self, name):
         path = self.path(name)

@@ -484,10 +484,13 @@ def read_chunked(file):
     body = bytearray()
     while True:
         size = int(file.readline(100).split(b';')[0], 16)
+        if not size:
+            # The trailer section (an echo sends one back): up to an empty line.
+            while (line := file.readline(8192)) != b'\r\n':
+                assert line.endswith(b'\r\n'), f'trailer line not ended by CRLF: {line!r}'
+            return bytes(body)
         body += file.read(size)
         assert file.read(2) == b'\r\n', 'chunk data not followed by CRLF'
-        if not size:
-            return bytes(body)
 
 
 class Client:
@@ -631,6 +634,7 @@ class RawReply:
     body: bytes
     informational: list = field(default_factory=list)   # 1xx statuses before it
     raw: bytes = b''              # every byte of the reply as received
+    trailers: list = field(default_factory=list)   # [(lower-case name, value)] after the last chunk
 
 
 class RawClient:
@@ -680,7 +684,7 @@ class RawClient:
         if self._pending:            # (receive_data(b'') would tell h11 of EOF)
             conn.receive_data(self._pending)
         self._pending = b''
-        informational, body, response = [], bytearray(), None
+        informational, body, response, trailers = [], bytearray(), None, []
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -693,7 +697,11 @@ class RawClient:
                 response = event
             elif isinstance(event, h11.Data):
                 body += event.data
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            elif isinstance(event, h11.EndOfMessage):
+                trailers = [(name.decode('latin-1'), value.decode('latin-1'))
+                            for name, value in event.headers]
+                break
+            elif isinstance(event, h11.ConnectionClosed):
                 break
         self._pending, _ = conn.trailing_data
         if response is None:
@@ -704,7 +712,7 @@ class RawClient:
             value = value.decode('latin-1')
             headers[name] = f'{headers[name]}, {value}' if name in headers else value
         return RawReply(response.status_code, headers, bytes(body), informational,
-                     bytes(raw[:len(raw) - len(self._pending)]))
+                        bytes(raw[:len(raw) - len(self._pending)]), trailers)
 
     def at_eof(self):
         """True when the server closed the connection with nothing more to say."""

@@ -57,8 +57,6 @@ a window or so, not for as long as the peer likes.
 
 import collections
 import fcntl
-import heapq
-import itertools
 import math
 import os
 import queue
@@ -70,10 +68,11 @@ import threading
 import time
 import traceback
 
+from .deadlines import Deadlines
 from .framing import StreamReader
 from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIMEOUT,
                      MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS, READ_BUFFER_SIZE,
-                     REFUSAL_TIMEOUT, SHUTDOWN_GRACE, STALE_TIMERS)
+                     REFUSAL_TIMEOUT, SHUTDOWN_GRACE)
 from .sockets import StartupError, bind
 from .report import flush_soon, say
 
@@ -297,7 +296,7 @@ class Connection:
         self.state = WAITING
         self.events = 0       # what the selector watches for (0: not registered)
         self.deadline = None  # when the current wait ends (time.monotonic())
-        self.timer = None     # this connection's live entry in the loop's heap
+        self.timer = None     # its live entry in the loop's Deadlines (theirs to write)
         # When the first byte of the message on its way came; the protocol
         # clears it when the message is complete.
         self.head_since = None
@@ -395,9 +394,7 @@ class EventLoop:
         # the cap the oldest makes room for a newcomer, so that a flood of silent
         # connections cannot keep every other client out until their deadlines.
         self._silent = collections.OrderedDict()
-        self._timers = []            # heap of (deadline, n, connection)
-        self._stale = 0              # entries in it that no longer count
-        self._count = itertools.count()
+        self.deadlines = Deadlines()  # every waiting connection's, in one lazy heap
         self._returned = collections.deque()   # (connection, outcome) from the pool
         self._calls = collections.deque()      # (function, args) to run in the loop
         self._jobs = queue.SimpleQueue()
@@ -484,9 +481,9 @@ class EventLoop:
         stop_at = None
         try:
             while True:
-                timeout = None
-                if self._timers:
-                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                timeout = self.deadlines.earliest()
+                if timeout is not None:
+                    timeout = max(0.0, timeout - time.monotonic())
                 if stop_at is not None:
                     # Wake at the end of the grace, and a second later to give up.
                     now = time.monotonic()
@@ -510,7 +507,8 @@ class EventLoop:
                     function(*args)
                 self._send_queued()
                 now = time.monotonic()
-                if self._timers and self._timers[0][0] <= now:
+                earliest = self.deadlines.earliest()
+                if earliest is not None and earliest <= now:
                     self._expire(now)
                 flush_soon()            # the pass's log lines, in one write
                 if self.stopping.is_set():
@@ -576,8 +574,7 @@ class EventLoop:
             return
         conn = Connection(sock, peer, self)
         self._refusing.add(conn)
-        conn.deadline = time.monotonic() + REFUSAL_TIMEOUT
-        self._linger(conn)
+        self._linger(conn, time.monotonic() + REFUSAL_TIMEOUT)
 
     # -- waiting for bytes ------------------------------------------------------------
 
@@ -596,7 +593,7 @@ class EventLoop:
             deadline = now + self.protocol.keepalive_timeout
         conn.state = WAITING
         self._watch(conn, selectors.EVENT_READ)
-        self._set_deadline(conn, deadline)
+        self.deadlines.set(conn, deadline)
 
     def _on_readable(self, conn):
         if conn.silent:
@@ -639,18 +636,17 @@ class EventLoop:
             else:   # no thread until the body's first bytes come
                 conn.state = AWAITING_BODY
                 self._watch(conn, selectors.EVENT_READ)
-                self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+                self.deadlines.set(conn, time.monotonic() + self.protocol.body_timeout)
         elif outcome is STREAM:
             # Open until the client goes: watched for its close, with no deadline
             # (a client that stops reading meets body_timeout while sending).
             conn.state = STREAMING
-            conn.deadline = None
+            self.deadlines.clear(conn)
             self._watch(conn, selectors.EVENT_READ)
             if self.protocol.pump(conn):
                 self._proceed(conn, STREAM)
         elif outcome is LINGER:
-            conn.deadline = time.monotonic() + LINGER_TIMEOUT
-            self._linger(conn)
+            self._linger(conn, time.monotonic() + LINGER_TIMEOUT)
         else:
             self._close(conn)
 
@@ -682,7 +678,7 @@ class EventLoop:
         if not done:
             # The client is not reading: wait until it does, or for body_timeout.
             self._watch(conn, selectors.EVENT_WRITE)
-            self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+            self.deadlines.set(conn, time.monotonic() + self.protocol.body_timeout)
             return
         conn.state = WAITING
         outcome, conn.then = conn.then, None
@@ -699,12 +695,12 @@ class EventLoop:
             conn.state = QUEUED
             self._turns.append(conn)
             if conn.reads_body:
-                self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+                self.deadlines.set(conn, time.monotonic() + self.protocol.body_timeout)
             else:
-                conn.deadline = None     # the client waits for us: no deadline
+                self.deadlines.clear(conn)     # the client waits for us: no deadline
             return
         conn.state = BUSY
-        conn.deadline = None     # the pool thread's socket timeouts take over
+        self.deadlines.clear(conn)     # the pool thread's socket timeouts take over
         try:
             conn.to_pool(self.protocol)
         except OSError:
@@ -782,13 +778,13 @@ class EventLoop:
 
     # -- closing ----------------------------------------------------------------------
 
-    def _linger(self, conn):
+    def _linger(self, conn, deadline):
         """Close without destroying our own answer (RFC 9112 section 9.6).
 
         The client may still be sending what we refused; closing with its bytes
         unread makes the kernel send a reset, which can discard our response
         before the client reads it.  So: FIN first, then read and drop what
-        still comes, within conn.deadline and MAX_LINGER bytes.
+        still comes, until ``deadline`` and within MAX_LINGER bytes.
         """
         conn.state = LINGERING
         try:
@@ -797,7 +793,7 @@ class EventLoop:
             self._close(conn)
             return
         self._watch(conn, selectors.EVENT_READ)
-        self._set_deadline(conn, conn.deadline)
+        self.deadlines.set(conn, deadline)
 
     def _drain(self, conn):
         recv_into, scratch = conn.sock.recv_into, self._scratch
@@ -822,9 +818,7 @@ class EventLoop:
             job.close()        # never run: what it held for its answer goes with it
         self._watch(conn, 0)
         conn.state = CLOSED
-        if conn.timer is not None:
-            self._forget(conn.timer)
-        conn.deadline = conn.timer = None
+        self.deadlines.forget(conn)
         self.connections.discard(conn)
         self._refusing.discard(conn)
         if conn.silent:
@@ -850,50 +844,14 @@ class EventLoop:
             self._selector.modify(conn.sock, events, conn)
         conn.events = events
 
-    def _set_deadline(self, conn, deadline):
-        """One heap entry per connection at most, except when a deadline moves earlier.
-
-        A later deadline (a keep-alive connection that answered another request)
-        only changes conn.deadline: the old entry, when it comes up, finds the
-        deadline moved and re-queues itself once.  So the heap does not grow
-        with the request rate, and needs no removal.
-        """
-        conn.deadline = deadline
-        timer = conn.timer
-        if timer is None or timer[0] > deadline:
-            if timer is not None:
-                self._forget(timer)
-            conn.timer = timer = (deadline, next(self._count), conn)
-            heapq.heappush(self._timers, timer)
-
-    def _forget(self, timer):
-        """An entry no longer counts; when most of the heap is such, rebuild it.
-
-        A closed connection's entry would otherwise keep it in memory until its
-        deadline: under many short connections, far more than are open.
-        """
-        self._stale += 1
-        if self._stale > STALE_TIMERS and self._stale > len(self._timers) // 2:
-            self._timers = [t for t in self._timers if t[2].timer is t and t is not timer]
-            heapq.heapify(self._timers)
-            self._stale = 0
-
     def _expire(self, now):
-        while self._timers and self._timers[0][0] <= now:
-            timer = heapq.heappop(self._timers)   # (closing may rebuild the heap)
-            conn = timer[2]
-            if conn.timer is not timer:
-                self._stale -= 1
-                continue                  # a stale entry: replaced, or its connection closed
-            conn.timer = None
-            if conn.deadline is None or conn.state is CLOSED or conn.state is BUSY:
-                continue
-            if conn.deadline > now:
-                self._set_deadline(conn, conn.deadline)
+        """Every connection whose wait ran out: answered (or said) by the protocol, closed."""
+        for conn in self.deadlines.due(now):
+            if conn.state is CLOSED or conn.state is BUSY:
                 continue
             if conn.state is QUEUED and (self._still_sending(conn)
                                          or not self.protocol.needs_more(conn)):
-                self._set_deadline(conn, now + self.protocol.body_timeout)
+                self.deadlines.set(conn, now + self.protocol.body_timeout)
                 continue
             if conn.state is AWAITING_BODY or conn.state is QUEUED or conn.state is WAITING:
                 # A message begun and not finished in time, or an idle connection:

@@ -247,46 +247,6 @@ def pair():
     b.close()
 
 
-def test_later_deadlines_do_not_grow_the_heap(loop, pair):
-    conn = Connection(pair[0], ('local', 0), loop)
-    for n in range(1000):                     # a keep-alive client's many requests
-        loop._set_deadline(conn, 100.0 + n)
-    assert len(loop._timers) == 1 and conn.deadline == 1099.0
-    loop._set_deadline(conn, 50.0)            # earlier: a second entry, the live one
-    assert len(loop._timers) == 2 and conn.timer[0] == 50.0
-
-
-def test_an_entry_that_comes_up_early_requeues_itself_once(loop, pair):
-    closed = []
-    loop._close = closed.append
-    conn = Connection(pair[0], ('local', 0), loop)
-    loop._set_deadline(conn, 10.0)
-    loop._set_deadline(conn, 20.0)            # moved later: same entry
-    loop._expire(15.0)
-    assert closed == [] and [t[0] for t in loop._timers] == [20.0]
-    loop._expire(20.0)
-    assert closed == [conn] and not loop._timers
-
-
-class Closable(FakeSocket):
-    def close(self):
-        pass
-
-
-def test_closed_connections_do_not_stay_in_the_heap(loop):
-    loop._watch = lambda conn, events: None
-    live = Connection(Closable(), ('local', 0), loop)
-    loop._set_deadline(live, 5.0)
-    for n in range(5000):                     # many short connections, each closed
-        conn = Connection(Closable(), ('local', n), loop)
-        loop._set_deadline(conn, 10.0 + n)
-        loop._close(conn)
-    assert len(loop._timers) <= 1 + 2 * 1024
-    assert live.timer in loop._timers
-    loop._expire(5.0)
-    assert live.state == 'closed'
-
-
 def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):
     ours, theirs = pair
     ours.setblocking(False)

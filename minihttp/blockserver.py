@@ -14,7 +14,7 @@ from .atomic import AtomicFile
 from .blocks import (HEADER, BlockTooLarge, TruncatedBlock, describe, get_block_to,
                      get_length)
 from .digests import ALGORITHMS, DEFAULT, serialize
-from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job
+from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job, Protocol
 from .framing import IncompleteRead
 from .limits import (BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, BODY_TIMEOUT, HEAD_TIMEOUT,
                      KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MIN_RATE, RATE_WINDOW)
@@ -78,7 +78,7 @@ class Stream:
         keep_size(self.lengths, length)
 
 
-class BlockServer:
+class BlockServer(Protocol):
     """The block transport as the protocol of an EventLoop (minihttp.eventloop).
 
     The loop holds every stream while it waits, with no thread: for its first
@@ -91,6 +91,9 @@ class BlockServer:
     the thread goes on with the next blocks while they keep coming, then gives
     the stream back to the loop.  Every way a stream ends is said in one line
     and kept as one framing record.
+
+    Its own per-connection state is ``conn.exchange``: the Stream, from the
+    first header begun to the stream's end.
     """
 
     def __init__(self, max_block=MAX_BLOCK, save_dir=None, quiet=False, records=None, *,
@@ -115,11 +118,11 @@ class BlockServer:
 
     def advance(self, conn):
         """Read the next block header; its payload (or the stream's end) goes to the pool."""
-        stream = conn.message
+        stream = conn.exchange
         try:
             if stream is None:
                 say(f'Accepted connection from {self.peer(conn)}')
-                stream = conn.message = Stream(   # its Saver: on the pool
+                stream = conn.exchange = Stream(   # its Saver: on the pool
                     conn.peer, None, ALGORITHMS[DEFAULT]() if self.digest else None)
             length = get_length(conn.reader, self.max_block)
         except BlockingIOError:
@@ -128,9 +131,9 @@ class BlockServer:
             return self.end(conn, self.problem(conn, exc))
         if length is None:
             return self.end(conn, self.cut_short(conn))
-        conn.head_since = None            # the header is whole: its deadline is over
+        conn.head_read()                  # the header is whole: its deadline is over
         stream.length = length
-        conn.job = Job(self.receive, conn)
+        conn.give(Job(self.receive, conn))
         if not length:
             return POOL                   # the end: saving it waits for the disk
         conn.reader.release()             # no buffer while the payload has not begun
@@ -138,9 +141,8 @@ class BlockServer:
 
     def expired(self, conn):
         """A deadline of the loop passed: say which, and end the stream."""
-        stream = conn.message
-        if conn.job is not None:
-            conn.job = None
+        stream = conn.exchange
+        if stream is not None and stream.length is not None:
             why = f'block payload stalled: nothing received for {self.body_timeout:g} s'
         elif conn.reader.buffered:
             why = f'block header not complete within {self.head_timeout:g} s'
@@ -154,7 +156,7 @@ class BlockServer:
 
     def needs_more(self, conn):
         """Whether a payload waiting for a thread still needs bytes from the client."""
-        return conn.reader.buffered < conn.message.length
+        return conn.reader.buffered < conn.exchange.length
 
     def refusal(self, now, peer):
         """Beyond --max-connections: a line in the log, and the connection closed."""
@@ -164,7 +166,7 @@ class BlockServer:
 
     def closed(self, conn):
         """The loop closed the connection: a stream it did not end was cut short."""
-        if conn.message is not None and conn.state is not BUSY:   # a thread's is its own
+        if conn.exchange is not None and conn.state is not BUSY:   # a thread's is its own
             self.end(conn, self.cut_short(conn))
 
     # -- on a pool thread ----------------------------------------------------------------
@@ -172,7 +174,7 @@ class BlockServer:
     def receive(self, conn):
         """The payload of the header the loop read, then the next blocks while they keep
         coming; back to the loop when the stream goes quiet.  An empty block ends it."""
-        stream = conn.message
+        stream = conn.exchange
         reader = conn.reader
         try:
             if stream.saver is not None:
@@ -185,6 +187,7 @@ class BlockServer:
                 if not self.more_coming(conn):
                     if stream.saver is not None:
                         stream.saver.pause()
+                    stream.length = None      # no payload announced while it waits
                     return READ
                 stream.length = get_length(reader, self.max_block)
                 if stream.length is None:
@@ -241,11 +244,11 @@ class BlockServer:
     def cut_short(self, conn):
         why = 'the server is stopping' if conn.stopping else 'the peer closed'
         return (f'{self.peer(conn)}: stream ended without the empty block after '
-                f'{conn.message.blocks} blocks ({why})')
+                f'{conn.exchange.blocks} blocks ({why})')
 
     def problem(self, conn, exc):
         """The line for a stream that failed: what failed, and how far it had come."""
-        blocks = conn.message.blocks if conn.message is not None else 0
+        blocks = conn.exchange.blocks if conn.exchange is not None else 0
         if isinstance(exc, TruncatedBlock):
             return f'{self.peer(conn)}: {exc}, after {blocks} whole blocks'
         if isinstance(exc, BlockTooLarge):
@@ -262,7 +265,7 @@ class BlockServer:
         ``problem`` is the line of a stream that did not end with the empty block
         (None for one that did).
         """
-        stream, conn.message, conn.job = conn.message, None, None
+        stream, conn.exchange = conn.exchange, None
         if stream is None:
             return CLOSE
         saver = stream.saver

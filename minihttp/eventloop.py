@@ -19,20 +19,14 @@ the pull-style framing code reads top to bottom as before.  When the
 exchange is over the connection comes back to the loop, its buffered bytes
 (a pipelined request, say) intact.
 
-The protocol (minihttp.server.HTTPServer, minihttp.blockserver.BlockServer)
-provides ``advance(conn)``, ``expired(conn)`` (a wait ran out: idle, a
-message begun, a body not begun), ``needs_more(conn)``, ``refusal(now,
-peer)``, ``closed(conn)`` (any connection, as the loop closes it), for
-STREAM ``pump(conn)``, and the timeouts ``keepalive_timeout`` (idle),
-``head_timeout`` (a message begun) and ``body_timeout`` (a body not begun,
-a stalled send, or a receive on a pool thread), with ``min_rate`` and
-``rate_window`` for the pool.  ``advance`` returns one of the outcomes
-below; for POOL and BODY it leaves the work in ``conn.job``, and may keep
-what it is in the middle of in ``conn.message``.
+What the loop asks of the protocol it runs (minihttp.server.HTTPServer,
+minihttp.blockserver.BlockServer), and what the protocol may ask of the loop
+and of a Connection, is the class Protocol below: the whole contract.
 
 Every resource has one owner at a time.  A job (callable, with ``close()``)
 may hold what its answer needs, an open file say: the connection owns it
-until a pool thread takes it, and the thread then closes it once it has run,
+from ``conn.give(job)`` until a pool thread takes it, and the thread then
+closes it once it has run,
 however the run ended; a connection that closes with its job unrun (a reset
 while earlier answers were sent, work dropped from the queue at shutdown, a
 408) closes it in ``_close``.  A connection on a pool thread (BUSY) is the
@@ -186,6 +180,78 @@ def unsent(sock):
         return 0
 
 
+class Protocol:
+    """The contract between an EventLoop and the protocol it runs: the one place it is said.
+
+    What the loop calls, in its own thread unless said:
+
+    * ``attach(loop)``: once, when the EventLoop is made; the protocol keeps
+      ``self.loop`` (here) and serves that loop only.
+    * ``advance(conn)``: bytes came, or came while an answer was sent or work
+      ran; read what is buffered and return an outcome (READ, POOL, BODY,
+      LINGER, STREAM, CLOSE).  For POOL and BODY the protocol has handed the
+      work over with ``conn.give(job)``.
+    * ``expired(conn)``: a wait ran out: idle (nothing buffered), a head begun
+      (``head_timeout``), a body not begun or stalled while it waited for a
+      thread (``body_timeout``).  The protocol may queue a last answer with
+      ``conn.send``; the loop sends what the socket takes, and closes.
+    * ``needs_more(conn)``: body work waits for a thread and the client has sent
+      nothing for ``body_timeout``: does it still owe bytes (it stalled), or is
+      its body here (it waits for us)?
+    * ``refusal(now, peer)``: the bytes to send a connection beyond the cap.
+    * ``closed(conn)``: any connection, as the loop closes it; its state is BUSY
+      when the loop stops without a pool thread having given it back.
+    * ``pump(conn)``: for STREAM: queue what the stream has (``conn.send``);
+      whether there was any.
+    * the numbers ``keepalive_timeout`` (idle), ``head_timeout`` (a head
+      begun), ``body_timeout`` (a body not begun, a stalled send, a receive
+      on the pool), ``min_rate`` and ``rate_window`` (the pool's pace).
+
+    What the protocol may use, and nothing else:
+
+    * on its loop: ``call_soon(function, *args)`` (from any thread),
+      ``resume(conn, outcome)`` (in the loop's thread: go on with a STREAM it
+      queued to), ``stopping`` (an Event);
+    * on a Connection: ``peer``, ``reader`` (its StreamReader), ``stopping``,
+      ``state`` (to read), ``send(pieces)`` and ``queued`` (in the loop),
+      ``give(job)``, ``head_read()``, and on a pool thread ``timed`` (the
+      TimedSocket) and ``sock`` (to peek);
+    * ``conn.exchange``: the protocol's own, for what it keeps about the
+      exchange in progress (its own class; the loop never reads it).
+
+    A job is a callable with ``close()`` (Job below), run at most once on a
+    pool thread; its return value is the next outcome.
+    """
+
+    keepalive_timeout = head_timeout = body_timeout = 0.0
+    min_rate = 0
+    rate_window = 0.0
+    loop = None
+
+    def attach(self, loop):
+        if self.loop is not None and self.loop is not loop:
+            raise ValueError(f'{type(self).__name__} already serves a loop: make one per loop')
+        self.loop = loop
+
+    def advance(self, conn):
+        raise NotImplementedError
+
+    def expired(self, conn):
+        raise NotImplementedError
+
+    def needs_more(self, conn):
+        return True
+
+    def refusal(self, now, peer):
+        return b''
+
+    def closed(self, conn):
+        pass
+
+    def pump(self, conn):
+        return False
+
+
 class Job:
     """Blocking work for a pool thread, ``work(*args)``, run at most once.
 
@@ -282,7 +348,7 @@ class Connection:
     """One accepted socket and its one StreamReader, wherever it is (loop or pool)."""
 
     __slots__ = ('sock', 'peer', 'reader', 'loop', 'state', 'events', 'deadline', 'timer',
-                 'head_since', 'outgoing', 'queued', 'then', 'job', 'reads_body', 'message',
+                 'head_since', 'outgoing', 'queued', 'then', 'job', 'reads_body', 'exchange',
                  'timed', 'lingered', 'cut', 'silent')
 
     def __init__(self, sock, peer, loop):
@@ -297,15 +363,14 @@ class Connection:
         self.events = 0       # what the selector watches for (0: not registered)
         self.deadline = None  # when the current wait ends (time.monotonic())
         self.timer = None     # its live entry in the loop's Deadlines (theirs to write)
-        # When the first byte of the message on its way came; the protocol
-        # clears it when the message is complete.
+        # When the first byte of the message on its way came (head_read ends it).
         self.head_since = None
         self.outgoing = None  # bytes queued for the socket: [bytes-like]
         self.queued = 0       # how many
         self.then = None      # what to do once they are sent
-        self.job = None       # the pool's work, for POOL and BODY; closed by its last owner
+        self.job = None       # the pool's work, for POOL and BODY (give); closed by its last owner
         self.reads_body = False   # whether it is BODY work
-        self.message = None   # the protocol's own: the request being served, say
+        self.exchange = None  # the protocol's own (Protocol says): the loop never reads it
         self.timed = None     # a TimedSocket, made on the first trip to the pool
         self.lingered = 0
         self.cut = False      # shut down by a stopping server
@@ -313,6 +378,16 @@ class Connection:
     @property
     def stopping(self):
         return self.loop.stopping.is_set()
+
+    def give(self, job):
+        """The protocol hands over blocking work for POOL or BODY: from now on the loop
+        owns it, runs it once on a pool thread, or closes it unrun with the connection."""
+        self.job = job
+
+    def head_read(self):
+        """The protocol read a whole head (a request's, a block's header): the
+        head_timeout of the message on its way is over."""
+        self.head_since = None
 
     def send(self, pieces):
         """Queue bytes to send; the loop sends every connection's queue once per pass.
@@ -409,6 +484,7 @@ class EventLoop:
         self._paused = False         # accepting stopped for want of descriptors
         self._thread = self._selector = self._wake_r = self._wake_w = None
         self._ident = None
+        protocol.attach(self)     # the protocol's loop from now on (Protocol says)
 
     # -- running ---------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import collections
 import time
 import traceback
 
-from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob
+from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob, Protocol
 from .framing import write_all
 from .bodies import Body, bounded, open_body
 from .errors import HTTPError
@@ -69,12 +69,15 @@ class Job(PoolJob):
             close_unsent(response.body)
 
 
-class HTTPServer:
+class HTTPServer(Protocol):
     """The protocol an EventLoop runs: HTTP/1.1 over each of its connections.
 
     ``app(request) -> Response``; when the app has ``inline(request)``, a
     request it answers False for (a write, say) goes to the pool even without
     a body.
+
+    Its own per-exchange state is ``conn.exchange``: the Request whose body
+    work waits (for its first bytes, or a thread), until a pool thread takes it.
     """
 
     def __init__(self, app, *, trace=False, access_log=True,
@@ -88,7 +91,6 @@ class HTTPServer:
         self.records = FramingLog() if records is None else records
         self.records.listen(self.published)
         self._streams = {}       # connection -> Stream, touched only in the loop's thread
-        self._loop = None
         self.access_log = access_log
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
@@ -106,8 +108,8 @@ class HTTPServer:
         """Answer every whole request buffered that can be answered without blocking.
 
         Returns what the connection waits for next (eventloop.READ; BODY for
-        work that reads a body, POOL for other blocking work, with conn.job
-        set; LINGER or CLOSE).  BlockingIOError from the reader means
+        work that reads a body, POOL for other blocking work, given to the
+        loop with conn.give; LINGER or CLOSE).  BlockingIOError from the reader means
         the head is not all here yet: the loop waits for more.
         """
         reader = conn.reader
@@ -120,14 +122,14 @@ class HTTPServer:
                 return self.answer(conn, None, None, error_response(error), time.time())
             if request is None:
                 return CLOSE            # the client closed between requests
-            conn.head_since = None
+            conn.head_read()
             now = time.time()
             body = None
             try:
                 framing = request_framing(request)
                 if framing.kind != NONE or not self.inline(request):
-                    conn.job = Job(self.exchange, conn, request, now)
-                    conn.message = request
+                    conn.give(Job(self.exchange, conn, request, now))
+                    conn.exchange = request
                     if not framing.has_body or request.get('expect') is not None:
                         return POOL     # nothing to wait for from the client first
                     return BODY
@@ -140,7 +142,7 @@ class HTTPServer:
             if isinstance(response.body, EventStream) and request.method == 'GET':
                 return self.open_stream(conn, request, response, now)
             if not is_bytes(response.body) and not bodiless(request.method, response.status):
-                conn.job = Job(self.respond, conn, request, body, now, response=response)
+                conn.give(Job(self.respond, conn, request, body, now, response=response))
                 return POOL
             outcome = self.answer(conn, request, body, response, now)
             if outcome is not READ or not reader.buffered or conn.queued >= PIPELINE_QUEUE:
@@ -189,13 +191,12 @@ class HTTPServer:
         stream = self._streams[conn] = Stream(writer.chunked)
         for record in self.records.kept(response.body.after)[-STREAM_QUEUE:]:
             stream.events.append(event_bytes(record, self.records.as_json(record)))
-        self._loop = conn.loop
         return STREAM
 
     def published(self, record):
         """A record was added (in any thread): the loop sends it to every stream."""
         if self._streams:
-            self._loop.call_soon(self.fan_out, record)
+            self.loop.call_soon(self.fan_out, record)
 
     def fan_out(self, record):
         """In the loop: queue the record on every stream, dropping a slow one's oldest."""
@@ -204,7 +205,7 @@ class HTTPServer:
             if len(stream.events) == STREAM_QUEUE:
                 stream.dropped += 1
             stream.events.append(event)
-            conn.loop.resume(conn, STREAM)
+            self.loop.resume(conn, STREAM)
 
     def pump(self, conn):
         """Queue what a stream has waiting on its connection; whether there was any."""
@@ -231,7 +232,7 @@ class HTTPServer:
         A chunked body counts as whole when the buffer ends with the last chunk
         and an empty trailer section (RFC 9112 section 7.1).
         """
-        framing = request_framing(conn.message)
+        framing = request_framing(conn.exchange)
         if framing.kind == LENGTH:
             return conn.reader.buffered < framing.length
         return not conn.reader.peek().endswith(LAST_CHUNK)
@@ -240,11 +241,12 @@ class HTTPServer:
         """A head not whole within head_timeout, or a body not begun (or stalled
         while it waited for a thread) within body_timeout: 408.  An idle
         connection is closed without a word."""
-        if conn.job is None and not conn.reader.buffered:
+        request = conn.exchange
+        if request is None and not conn.reader.buffered:
             return
-        if conn.job is not None:     # closed with the connection, right after
+        if request is not None:      # its job is closed with the connection, right after
             error = HTTPError(408, 'request body not received in time', close=True)
-            self.answer(conn, conn.message, None, error_response(error), time.time())
+            self.answer(conn, request, None, error_response(error), time.time())
             return
         error = HTTPError(408, 'request head not received in time', close=True)
         self.answer(conn, None, None, error_response(error), time.time())
@@ -262,7 +264,7 @@ class HTTPServer:
 
     def exchange(self, job, conn, request, now):
         """The rest of an exchange whose head the loop read: the body, the answer."""
-        conn.message = None
+        conn.exchange = None       # the pool's now: the loop will not expire it
         body = None
         try:
             body = request.body = open_body(request, conn.reader,

@@ -15,7 +15,7 @@ import socket
 import pytest
 from hypothesis import given, strategies as st
 
-from minihttp.eventloop import Connection, EventLoop, Pace, TimedSocket
+from minihttp.eventloop import Connection, EventLoop, Pace, Protocol, TimedSocket
 from minihttp.framing import StreamReader
 from minihttp.errors import HTTPError
 from minihttp.request import read_request
@@ -226,15 +226,12 @@ def read_reply(reader):
 
 @pytest.fixture
 def loop():
-    class Protocol:
+    class Quiet(Protocol):
         keepalive_timeout = head_timeout = body_timeout = 1.0
 
         def expired(self, conn):
             pass
-
-        def closed(self, conn):
-            pass
-    loop = EventLoop('127.0.0.1', 0, Protocol(), threads=1)
+    loop = EventLoop('127.0.0.1', 0, Quiet(), threads=1)
     yield loop
     loop.sock.close()
 
@@ -280,7 +277,7 @@ def test_body_work_needs_more_until_its_body_is_buffered_whole(fields, buffered,
 
     class Waiting:
         reader = StreamReader(FakeSocket(raw))
-        message = read_request(reader)
+        exchange = read_request(reader)
 
     assert Waiting.reader.at_eof() is False
     assert HTTPServer(None).needs_more(Waiting) is needs_more
@@ -359,3 +356,17 @@ def test_a_timed_socket_cuts_a_dripping_peer_by_its_rate(pair):
     with pytest.raises(TimeoutError, match=r'too slow: 1 bytes received in 0\.\d s'):
         while True:        # nothing more comes: the window ends with 1 byte
             timed.recv_into(buffer)
+
+
+# -- the contract between the loop and its protocol ------------------------------------
+
+def test_a_loop_attaches_its_protocol_once_and_a_protocol_serves_one_loop():
+    protocol = HTTPServer(lambda request: Response(200, [], b'fine'), access_log=False)
+    loop = EventLoop('127.0.0.1', 0, protocol)
+    try:
+        assert protocol.loop is loop            # known before any connection comes
+        with pytest.raises(ValueError, match='already serves a loop'):
+            EventLoop('127.0.0.1', 0, protocol).sock.close()
+    finally:
+        loop.sock.close()
+

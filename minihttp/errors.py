@@ -4,7 +4,15 @@ Everything a client can get wrong raises HTTPError, which carries the status
 it maps to and a one-line reason; the server turns it into a response in one
 place (responses.error_response).  What we get wrong ourselves, in a
 response already on its way, raises ResponseError.
+
+What the peer does by going away is not an error of anyone's here: the
+errors that mean it are named once (PEER_GONE, ``peer_gone``); an exchange
+they cut is logged and recorded as "client left", without a traceback.
+Every other error is ours, and is logged with its traceback
+(report.log_failure).
 """
+
+import errno
 
 
 class HTTPError(Exception):
@@ -78,3 +86,24 @@ class SizeLimit:
     def too_large(self, size=None):
         said = f'{size} {self.unit}, more' if size is not None else 'more'
         return HTTPError(413, f'{self.what}: {said} than {self.limit} {self.unit}', close=True)
+
+
+# The errno values that mean "the peer went away": nobody is left to answer.
+# cheroot's socket_errors_to_ignore (cheroot/errors.py) and gunicorn's workers
+# (EPIPE, ECONNRESET, ENOTCONN: logged at debug level, every other OSError with
+# its traceback) joined: the peer reset or closed (ECONNRESET, EPIPE, ESHUTDOWN,
+# ENOTCONN), the kernel gave up on it (ECONNABORTED, ETIMEDOUT after
+# retransmissions), or its network went (ENETRESET, ENETUNREACH, EHOSTDOWN,
+# EHOSTUNREACH).  Not cheroot's EBADF or ENOTSOCK: here they would be our own
+# bug (a descriptor closed twice), and are logged.  Checked by errno, not by
+# class: the pool's Pace raises TimeoutError with no errno for a peer that is
+# too slow, which is not its going away.
+PEER_GONE = frozenset({
+    errno.ECONNRESET, errno.EPIPE, errno.ESHUTDOWN, errno.ENOTCONN, errno.ECONNABORTED,
+    errno.ETIMEDOUT, errno.ENETRESET, errno.ENETUNREACH, errno.EHOSTDOWN, errno.EHOSTUNREACH,
+})
+
+
+def peer_gone(exc):
+    """Whether ``exc`` means the peer went away (PEER_GONE), rather than an error of ours."""
+    return isinstance(exc, OSError) and exc.errno in PEER_GONE

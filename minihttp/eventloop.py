@@ -60,15 +60,15 @@ import struct
 import termios
 import threading
 import time
-import traceback
 
 from .deadlines import Deadlines
+from .errors import peer_gone
 from .framing import StreamReader
 from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIMEOUT,
                      MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS, READ_BUFFER_SIZE,
                      REFUSAL_TIMEOUT, SHUTDOWN_GRACE)
 from .sockets import StartupError, bind
-from .report import flush_soon, say
+from .report import flush_soon, log_failure, say
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
 READ = 'read'        # the next message: wait until readable (or answer what is buffered)
@@ -177,7 +177,7 @@ def unsent(sock):
     try:
         return struct.unpack('i', fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0]
     except OSError:
-        return 0
+        return 0     # closed meanwhile: a measurement, not an exchange; nothing queued
 
 
 class Protocol:
@@ -643,7 +643,8 @@ class EventLoop:
         answer = self.protocol.refusal(time.time(), peer)
         try:
             sent = sock.send(answer)
-        except OSError:
+        except OSError as exc:
+            self._failed(peer, exc, 'refusing')
             sent = 0
         if len(self._refusing) >= MAX_REFUSING or sent < len(answer):
             sock.close()
@@ -683,11 +684,8 @@ class EventLoop:
     def _advance(self, conn):
         try:
             return self.protocol.advance(conn)
-        except OSError:
-            return CLOSE   # the peer reset or went away: nobody to answer
-        except Exception:
-            say(f'{self.name}: error serving {conn.peer[0]}:{conn.peer[1]}:\n'
-                f'{traceback.format_exc().rstrip()}', err=True)
+        except Exception as exc:
+            self._failed(conn.peer, exc, 'serving')
             return CLOSE
 
     def _proceed(self, conn, outcome):
@@ -748,7 +746,8 @@ class EventLoop:
             return                       # closed meanwhile
         try:
             done = conn.flush()
-        except OSError:
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'sending to')
             self._close(conn)
             return
         if not done:
@@ -779,7 +778,8 @@ class EventLoop:
         self.deadlines.clear(conn)     # the pool thread's socket timeouts take over
         try:
             conn.to_pool(self.protocol)
-        except OSError:
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'handing to the pool')
             self._close(conn)
             return
         self._free -= 1
@@ -792,15 +792,15 @@ class EventLoop:
             if conn.state is QUEUED:
                 self._submit(conn)
 
-    @staticmethod
-    def _still_sending(conn):
+    def _still_sending(self, conn):
         """Whether a client whose body work waits for a thread has bytes on their way:
         a client stalling has none waiting to be read (what it sent is in our buffer)."""
         try:
             return bool(conn.sock.recv(1, socket.MSG_PEEK))   # b'': it closed
         except BlockingIOError:
             return False
-        except OSError:
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'peeking at')
             return False
 
     def _work(self):
@@ -815,16 +815,16 @@ class EventLoop:
                     outcome = job()
                 finally:
                     job.close()     # sent or not, what it held is let go of here
-            except OSError:
-                outcome = CLOSE
-            except Exception:
-                say(f'{self.name}: error serving {conn.peer[0]}:{conn.peer[1]}:\n'
-                    f'{traceback.format_exc().rstrip()}', err=True)
+            except Exception as exc:
+                # The protocol answers for its own exchanges (HTTPServer logs and
+                # records each one); what escapes it is said here.
+                self._failed(conn.peer, exc, 'serving')
                 outcome = CLOSE
             if outcome is not CLOSE:
                 try:
                     conn.to_loop()
-                except OSError:
+                except OSError as exc:
+                    self._failed(conn.peer, exc, 'taking back')
                     outcome = CLOSE
             self._returned.append((conn, outcome))
             self._wake()
@@ -833,7 +833,9 @@ class EventLoop:
         try:
             self._wake_w.send(b'\0')
         except (BlockingIOError, AttributeError, OSError):
-            pass     # already awake (its buffer is full), or not started
+            # Already awake (its buffer is full), not started, or stopped: our own
+            # socket pair, no peer's, and nothing waits for the wake-up then.
+            pass
 
     def _take_returns(self):
         try:
@@ -865,7 +867,8 @@ class EventLoop:
         conn.state = LINGERING
         try:
             conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'lingering with')
             self._close(conn)
             return
         self._watch(conn, selectors.EVENT_READ)
@@ -881,8 +884,8 @@ class EventLoop:
                     break
         except BlockingIOError:
             return
-        except OSError:
-            pass
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'draining')
         self._close(conn)
 
     def _close(self, conn):
@@ -901,11 +904,17 @@ class EventLoop:
             self._silent.pop(conn, None)
         try:
             conn.sock.close()
-        except OSError:
-            pass
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'closing')
         if self._paused and not self.stopping.is_set():
             self._paused = False
             self._selector.register(self.sock, selectors.EVENT_READ, _ACCEPT)
+
+    def _failed(self, peer, exc, doing):
+        """In an ``except`` block: the peer's going away (errors.peer_gone) says nothing
+        more; any other error is ours, and logged with its traceback."""
+        if not peer_gone(exc):
+            log_failure(f'{self.name}: error {doing} {peer[0]}:{peer[1]}')
 
     # -- selector and deadlines ---------------------------------------------------------
 
@@ -935,8 +944,8 @@ class EventLoop:
                 try:
                     self.protocol.expired(conn)
                     conn.flush()
-                except OSError:
-                    pass
+                except Exception as exc:
+                    self._failed(conn.peer, exc, 'timing out')
             self._close(conn)
 
     # -- stopping ---------------------------------------------------------------------
@@ -964,8 +973,8 @@ class EventLoop:
                     conn.cut = True
                     try:
                         conn.sock.shutdown(socket.SHUT_RDWR)   # its blocked recv returns
-                    except OSError:
-                        pass
+                    except OSError as exc:
+                        self._failed(conn.peer, exc, 'cutting')
             else:
                 self._close(conn)
         return now >= stop_at + 1.0

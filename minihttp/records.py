@@ -128,9 +128,20 @@ _process = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
 
 
-def http_record(peer, now, request, body, status, framing, chunks, sent):
-    """The facts of one HTTP exchange; ``body`` is the request's Body reader, or None, and
-    ``framing`` the response's transfer.Framing."""
+# How an exchange ended: a record's ``ended`` is (kind, reason), the kind one of these.
+WHOLE = 'whole'                # the response went whole (reason: '')
+REFUSED = 'refused'            # an error response went whole; reason: the error's
+TIMED_OUT = 'timed out'        # a deadline or the pool's pace ran out; reason: which
+CLIENT_LEFT = 'client left'    # the peer went away mid-exchange (errors.peer_gone)
+RESPONSE_CUT = 'response cut'  # a response begun could not be finished; reason: why
+FAILED = 'failed'              # a bug of ours: a 500 (the log has the traceback)
+ENDED_WHOLE = (WHOLE, '')
+
+
+def http_record(peer, now, request, body, status, framing, chunks, sent, ended=ENDED_WHOLE):
+    """The facts of one HTTP exchange; ``body`` is the request's Body reader, or None,
+    ``framing`` the response's transfer.Framing, and ``ended`` (kind, reason): how the
+    exchange ended, and why."""
     if request is None:
         head = None
     else:
@@ -140,7 +151,7 @@ def http_record(peer, now, request, body, status, framing, chunks, sent):
         head = (request.method, target[:RECORDED_TARGET], request.version, request.head_size,
                 body_facts(body))
     return ['http', now, _process[0], peer, head,
-            (status, framing.kind, framing.length, chunks, sent), 0]
+            (status, framing.kind, framing.length, chunks, sent), ended, 0]
 
 
 def redact(target):
@@ -197,6 +208,8 @@ def public(record):
         out['response'] = {'status': status, 'framing': kind, 'chunks': chunks, 'bytes': sent}
         if kind == LENGTH:
             out['response']['length'] = length
+        how, why = record[6]
+        out['ended'] = {'kind': how, 'reason': why}
     out['words'] = describe(out)
     return out
 
@@ -250,13 +263,28 @@ def describe_http(record):
         how = ' (kept open)'
     else:
         how = ''
-    parts.append(f'response {response["status"]} by {spelled(response)}{how}')
+    if response['status'] is None:
+        parts.append('no response')
+    else:
+        parts.append(f'response {response["status"]} by {spelled(response)}{how}')
+    if record['ended']['kind'] != WHOLE:
+        parts.append(ended_words(record['ended'], response['status']))
     return '; '.join(parts)
 
 
 def spelled(facts):
     """The one spelling of the Framing a record's request body or response names."""
     return str(Framing(facts['framing'], facts.get('length')))
+
+
+def ended_words(ended, status):
+    """How an exchange ended, in words: 'refused 404: no such file', 'client left: ...'."""
+    kind, reason = ended['kind'], ended['reason']
+    if kind == WHOLE:
+        return WHOLE
+    if kind == REFUSED:
+        return f'{REFUSED} {status}: {reason}'
+    return f'{kind}: {reason}'
 
 
 def describe_blocks(record):

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 
 _lock = threading.Lock()
 # A process forked while another thread writes a line would inherit this lock
@@ -31,6 +32,13 @@ def say(line, *, err=False):
     with _lock:
         stream.write(line + '\n')
         stream.flush()
+
+
+def log_failure(what):
+    """An error of ours (not the peer's going away: errors.peer_gone), in an ``except``
+    block: ``what`` failed, said on stderr with the traceback.  The one place every
+    such error is logged."""
+    say(f'{what}:\n{traceback.format_exc().rstrip()}', err=True)
 
 
 def say_soon(line, *, err=False):

@@ -8,27 +8,32 @@ buffered are answered in order in the same pass.  A request with a body (or
 a 100-continue to send), or an answer that must stream (a large file, a
 listing), is handed to a pool thread as ``exchange`` or ``respond``: the
 plain sequential code of a thread-per-connection server, pulling the body off
-the same StreamReader.  Either way one access log line and one trace line
-describe the exchange.
+the same StreamReader.  Either way one access log line and one framing
+record (and with --trace, its line) describe the exchange, however it ended:
+whole, refused, timed out, the client gone, or the response cut (the
+record's ``ended``: a kind and a reason; the log line of an exchange that did
+not end whole or refused says it in a last quoted field).
 """
 
 import collections
+import sys
 import time
-import traceback
 
 from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob, Protocol
 from .framing import write_all
 from .bodies import Body, bounded, open_body
-from .errors import HTTPError
+from .errors import HTTPError, peer_gone
 from .grammar import LAST_CHUNK
 from .request import read_request
 from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
                         is_bytes)
-from .transfer import LENGTH, NONE, request_framing
+from .transfer import LENGTH, NO_BODY, NONE, request_framing
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
                      PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
-from .records import EventStream, FramingLog, dropped_event, event_bytes, http_record, public
-from .report import say, say_soon
+from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, REFUSED, RESPONSE_CUT, TIMED_OUT,
+                      EventStream, FramingLog, dropped_event, ended_words, event_bytes,
+                      http_record, public)
+from .report import log_failure, say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
 
@@ -51,14 +56,17 @@ class Job(PoolJob):
     (or was given) in ``job.response``.  The event loop closes the job when
     it is done with it (eventloop.py says when: once run, or with its
     connection when never run), and closing lets go of what the response's
-    body still holds, an open file say, sent or not.
+    body still holds, an open file say, sent or not.  ``ended`` is how the
+    exchange ends if the response goes whole (records.ENDED_WHOLE, or why it
+    was refused).
     """
 
-    __slots__ = ('response',)
+    __slots__ = ('response', 'ended')
 
-    def __init__(self, work, *args, response=None):
+    def __init__(self, work, *args, response=None, ended=ENDED_WHOLE):
         super().__init__(work, *args)
         self.response = response
+        self.ended = ended
 
     def __call__(self):
         return self.work(self, *self.args)
@@ -119,12 +127,14 @@ class HTTPServer(Protocol):
             except BlockingIOError:
                 return READ
             except HTTPError as error:
-                return self.answer(conn, None, None, error_response(error), time.time())
+                return self.answer(conn, None, None, error_response(error), time.time(),
+                                   refused(error))
             if request is None:
                 return CLOSE            # the client closed between requests
             conn.head_read()
             now = time.time()
             body = None
+            ended = ENDED_WHOLE
             try:
                 framing = request_framing(request)
                 if framing.kind != NONE or not self.inline(request):
@@ -136,15 +146,16 @@ class HTTPServer(Protocol):
                 body = request.body = Body(reader)
                 response = self.app(request)
             except HTTPError as error:
-                response = error_response(error)
+                response, ended = error_response(error), refused(error)
             except Exception:
-                response = self.failed(conn)
+                response, ended = self.failed(conn)
             if isinstance(response.body, EventStream) and request.method == 'GET':
                 return self.open_stream(conn, request, response, now)
             if not is_bytes(response.body) and not bodiless(request.method, response.status):
-                conn.give(Job(self.respond, conn, request, body, now, response=response))
+                conn.give(Job(self.respond, conn, request, body, now, response=response,
+                              ended=ended))
                 return POOL
-            outcome = self.answer(conn, request, body, response, now)
+            outcome = self.answer(conn, request, body, response, now, ended)
             if outcome is not READ or not reader.buffered or conn.queued >= PIPELINE_QUEUE:
                 return outcome
 
@@ -161,8 +172,9 @@ class HTTPServer(Protocol):
             return False
         return self._inline is None or self._inline(request)
 
-    def answer(self, conn, request, body, response, now):
-        """Queue a response whose body is bytes-like (or none); the loop sends it."""
+    def answer(self, conn, request, body, response, now, ended=ENDED_WHOLE):
+        """Queue a response whose body is bytes-like (or none); the loop sends it.
+        ``ended``: how the exchange ends (records.ENDED_WHOLE, or why it was refused)."""
         keep = (request is not None and request.keep_alive and not conn.stopping
                 and self.can_keep(body, response))
         if request is None:
@@ -171,8 +183,8 @@ class HTTPServer(Protocol):
             writer = ResponseWriter(response, request.method, request.version, keep, now)
         for pieces in writer.sends():
             conn.send(pieces)
-        self.log(conn.peer, request, response.status, writer.sent, now, say_soon)
-        self.record(conn, request, body, writer, now, say_soon)
+        self.log(conn.peer, request, response.status, writer.sent, now, say_soon, ended)
+        self.record(conn, request, body, writer, now, say_soon, ended)
         return self.after(request, body, writer.keep_alive)
 
     # -- the live feed of framing records, held by the loop ------------------------------
@@ -246,10 +258,12 @@ class HTTPServer(Protocol):
             return
         if request is not None:      # its job is closed with the connection, right after
             error = HTTPError(408, 'request body not received in time', close=True)
-            self.answer(conn, request, None, error_response(error), time.time())
+            self.answer(conn, request, None, error_response(error), time.time(),
+                        (TIMED_OUT, error.reason))
             return
         error = HTTPError(408, 'request head not received in time', close=True)
-        self.answer(conn, None, None, error_response(error), time.time())
+        self.answer(conn, None, None, error_response(error), time.time(),
+                    (TIMED_OUT, error.reason))
 
     def refusal(self, now, peer):
         """The whole answer to a connection beyond --max-connections: 503, and close."""
@@ -282,16 +296,18 @@ class HTTPServer(Protocol):
                 raise HTTPError(400, f'{request.path[:80]} is an event stream: send it '
                                      'no body (no Content-Length or Transfer-Encoding)')
         except HTTPError as error:
-            response = error_response(error)
-        except TimeoutError as exc:     # stalled, or too slow: the Pace says which
-            # The 408 tells the client; the log says why, as for a cut response.
-            say(f'{self.peer(conn)}: 408 to {request.method} {request.path}: request body {exc}',
-                err=True)
-            response = error_response(HTTPError(408, f'request body {exc}', close=True))
-        except ConnectionError:
-            raise      # the connection failed: nobody to answer
-        except Exception:
-            response = self.failed(conn)
+            response, job.ended = error_response(error), refused(error)
+        except Exception as exc:
+            if peer_gone(exc):          # nobody to answer: the log and the record say so
+                return self.unanswered(conn, request, body, now, exc)
+            if not isinstance(exc, TimeoutError):
+                response, job.ended = self.failed(conn)
+            else:                       # stalled, or too slow: the Pace says which
+                # The 408 tells the client; the log says why, as for a cut response.
+                say(f'{self.peer(conn)}: 408 to {request.method} {request.path}: request '
+                    f'body {exc}', err=True)
+                response = error_response(HTTPError(408, f'request body {exc}', close=True))
+                job.ended = (TIMED_OUT, f'request body {exc}')
         if response is not job.response:
             job.close()                 # the app's answer, replaced by the error's
             job.response = response
@@ -302,36 +318,72 @@ class HTTPServer(Protocol):
         finish the body.  The job closes the response, sent or not."""
         response = job.response
         keep = request.keep_alive and not conn.stopping and self.can_keep(body, response)
+        handed, writer = conn.timed.handed, None
         try:
-            writer = ResponseWriter(response, request.method, request.version, keep,
-                                    now).write(conn.timed)
-        except TimeoutError as exc:
+            writer = ResponseWriter(response, request.method, request.version, keep, now)
+            writer.write(conn.timed)
+        except Exception as exc:
+            return self.cut(conn, request, body, writer, now, exc, conn.timed.handed - handed)
+        keep = writer.keep_alive
+        if keep and body is not None and not body.done:
+            keep = self.drain(body)
+        self.log(conn.peer, request, response.status, writer.sent, now, ended=job.ended)
+        self.record(conn, request, body, writer, now, ended=job.ended)
+        return self.after(request, body, keep)
+
+    def cut(self, conn, request, body, writer, now, exc, handed):
+        """A response begun and not finished: ``exc`` stopped it after ``handed`` bytes
+        had left for the socket.  The client cannot find its end, so the connection
+        closes; the log line and the record say how far it went, and why."""
+        if writer is not None:
+            # What the peer may have had of the body: the bytes that left, less the
+            # head (a chunked body's chunk framing counts).  The writer counts what
+            # it handed on, which for a file sent by sendfile is nothing until the end.
+            writer.sent = sent = max(0, handed - len(writer.head))
+        else:
+            sent = 0    # refused before its head was made
+        if peer_gone(exc):
+            ended = (CLIENT_LEFT, f'{exc.strerror or exc} after {sent} bytes of the body')
+        elif isinstance(exc, TimeoutError):
             # The client reads too slowly (or an echo's body comes too slowly):
             # nothing can be said to it any more, so the log says it.
             say(f'{self.peer(conn)}: closed mid-response to {request.method} {request.path}: '
                 f'{exc}', err=True)
-            return CLOSE
-        except HTTPError as error:
+            ended = (TIMED_OUT, f'mid-response, after {sent} bytes: {exc}')
+        elif isinstance(exc, HTTPError):
             # The request body failed while its echo was being streamed: the
             # response head is gone already, so the only honest signal left
             # is to cut the connection before the response's end.
-            self.log(conn.peer, request, error.status, 0, now)
-            if self.trace:
-                say(f'trace {self.peer(conn)}: aborted mid-response: {error.reason}', err=True)
-            return CLOSE
-        keep = writer.keep_alive
-        if keep and body is not None and not body.done:
-            keep = self.drain(body)
-        self.log(conn.peer, request, response.status, writer.sent, now)
-        self.record(conn, request, body, writer, now)
-        return self.after(request, body, keep)
+            ended = (RESPONSE_CUT, f'request body: {exc.reason}')
+        else:
+            # Ours: a body that broke its announced length or a file that shrank
+            # while sent (ResponseError), or a bug.  The traceback shows whose.
+            log_failure(f'response to {self.peer(conn)} cut')
+            ended = (RESPONSE_CUT, f'{type(exc).__name__}: {exc}')
+        status = writer.response.status if writer is not None else None
+        self.log(conn.peer, request, status, sent, now, ended=ended)
+        self.record(conn, request, body, writer, now, ended=ended)
+        return CLOSE
+
+    def unanswered(self, conn, request, body, now, exc):
+        """The client went away before its answer began (``exc``): said and recorded."""
+        received = f'after {body.received} bytes of the body' if body is not None else \
+            'before its body'
+        ended = (CLIENT_LEFT, f'{exc.strerror or exc} {received}')
+        self.log(conn.peer, request, None, 0, now, ended=ended)
+        self.record(conn, request, body, None, now, ended=ended)
+        return CLOSE
 
     # -- either side ----------------------------------------------------------------------
 
     def failed(self, conn):
-        """A bug of ours: the client gets a 500, the log gets the traceback."""
-        say(f'error answering {self.peer(conn)}:\n{traceback.format_exc().rstrip()}', err=True)
-        return error_response(HTTPError(500, 'internal server error', close=True))
+        """A bug of ours: the client gets a 500, the log gets the traceback; (response, ended).
+
+        The record names the exception's type only: records are shown to anyone.
+        """
+        log_failure(f'error answering {self.peer(conn)}')
+        error = HTTPError(500, 'internal server error', close=True)
+        return error_response(error), (FAILED, f'{error.reason}: {sys.exc_info()[0].__name__}')
 
     @staticmethod
     def after(request, body, keep):
@@ -384,7 +436,13 @@ class HTTPServer(Protocol):
         """Read and discard what the handler left of the body, within MAX_DRAIN."""
         try:
             body.read_to(bounded(lambda piece: None, MAX_DRAIN))
-        except (HTTPError, OSError):
+        except HTTPError:
+            return False
+        except OSError as exc:
+            # Gone, or too slow (the Pace): the answer went whole, the
+            # connection just is not kept.  Anything else is ours.
+            if not peer_gone(exc) and not isinstance(exc, TimeoutError):
+                log_failure(f'draining {body.framing} from a client')
             return False
         return True
 
@@ -392,22 +450,38 @@ class HTTPServer(Protocol):
     def peer(conn):
         return f'{conn.peer[0]}:{conn.peer[1]}'
 
-    def log(self, peer, request, status, sent, now, say=say):
-        """One Common Log Format line per request, to stderr (said soon, from the loop)."""
+    def log(self, peer, request, status, sent, now, say=say, ended=ENDED_WHOLE):
+        """One Common Log Format line per request, to stderr (said soon, from the loop).
+
+        An exchange that did not end whole or refused says how it ended in a
+        last quoted field (as the combined format adds its own): the status as
+        begun ('-' when no response began), the bytes sent so far.
+        """
         if not self.access_log:
             return
         line = (f'{request.method} {request.target} {request.version}'
                 if request is not None else '-')
-        say(f'{peer[0]} - - [{self._clock(now)}] "{line}" {status} {sent or "-"}', err=True)
+        text = f'{peer[0]} - - [{self._clock(now)}] "{line}" {status or "-"} {sent or "-"}'
+        if ended[0] != ENDED_WHOLE[0] and ended[0] != REFUSED:
+            words = ended_words({'kind': ended[0], 'reason': ended[1]}, status)
+            text += ' "' + words.replace('"', "'") + '"'
+        say(text, err=True)
 
-    def record(self, conn, request, body, writer, now, say=say):
-        """Keep how this exchange was framed (``writer`` wrote its response); with --trace,
-        say it in the words of chapter 5."""
-        record = self.records.add(http_record(conn.peer, now, request, body,
-                                              writer.response.status, writer.framing,
-                                              writer.chunks, writer.sent))
+    def record(self, conn, request, body, writer, now, say=say, ended=ENDED_WHOLE):
+        """Keep how this exchange was framed (``writer`` wrote its response; None when
+        none began) and how it ended; with --trace, say it in the words of chapter 5."""
+        if writer is None:
+            facts = (None, NO_BODY, 0, 0)
+        else:
+            facts = (writer.response.status, writer.framing, writer.chunks, writer.sent)
+        record = self.records.add(http_record(conn.peer, now, request, body, *facts, ended))
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+
+
+def refused(error):
+    """How an exchange answered with ``error``'s response ends (records' ``ended``)."""
+    return (REFUSED, error.reason)
 
 
 def continues(expect):

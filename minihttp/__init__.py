@@ -7,7 +7,8 @@ lowest layer first:
     framing      the framing core: exact reads, streamed exact reads, delimiter reads
     grammar      the RFC 9110/9112 grammar: every pattern applied to client bytes, CRLF
     errors       HTTPError: what a client got wrong, and its status; SizeLimit: every 413;
-                 ResponseError: a response of our own that cannot be sent as framed
+                 ResponseError: a response of our own that cannot be sent as framed;
+                 PEER_GONE: the errors that mean the peer went away
     atomic       files that appear whole or not at all: a temporary file, fsynced, renamed into place
     digests      RFC 9530 integrity digests: parsed strictly, checked, made
     transfer     how a message is framed: one vocabulary, decided once per direction
@@ -15,6 +16,7 @@ lowest layer first:
     blocks       Listing 5-2's length-prefixed blocks, on the framing core
     sockets      listening sockets
     processes    serving until a signal, alone or as supervised workers
+    deadlines    every waiting connection's deadline in one lazy heap
     eventloop    one loop per process for waiting connections, a thread pool for blocking work
     request      the request head: one delimiter read, parsed
     bodies       request bodies: a reader per framing (Content-Length, chunked)

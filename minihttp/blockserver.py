@@ -14,12 +14,13 @@ from .atomic import AtomicFile
 from .blocks import (HEADER, BlockTooLarge, TruncatedBlock, describe, get_block_to,
                      get_length)
 from .digests import ALGORITHMS, DEFAULT, serialize
+from .errors import peer_gone
 from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job, Protocol
 from .framing import IncompleteRead
 from .limits import (BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, BODY_TIMEOUT, HEAD_TIMEOUT,
                      KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MIN_RATE, RATE_WINDOW)
 from .records import block_record, keep_size
-from .report import say
+from .report import log_failure, say
 
 
 class Saver(AtomicFile):
@@ -253,10 +254,11 @@ class BlockServer(Protocol):
             return f'{self.peer(conn)}: {exc}, after {blocks} whole blocks'
         if isinstance(exc, BlockTooLarge):
             return f'{self.peer(conn)}: refused: {exc}; closing without reading it'
+        if peer_gone(exc):
+            return f'{self.peer(conn)}: connection failed: {exc}, after {blocks} whole blocks'
         if isinstance(exc, TimeoutError):       # the pool's pace: stalled, or too slow
             return f'{self.peer(conn)}: closed: stream {exc}, after {blocks} whole blocks'
-        if isinstance(exc, ConnectionError):
-            return f'{self.peer(conn)}: connection failed: {exc}, after {blocks} whole blocks'
+        log_failure(f'{self.peer(conn)}: saving blocks')    # ours (the disk's, say)
         return f'{self.peer(conn)}: saving failed: {exc}'
 
     def end(self, conn, problem):
@@ -281,6 +283,7 @@ class BlockServer(Protocol):
                 line += f'; saved to {saver.commit()}'
                 saver = None
         except OSError as exc:
+            log_failure(f'{self.peer(conn)}: saving blocks')
             problem = f'{self.peer(conn)}: saving failed: {exc}'
         finally:
             if saver is not None:

@@ -11,7 +11,7 @@ nothing: idle between requests, or sending its head slowly.  Here one loop
   framing core's delimiter read, answers what it can at once (a small answer
   is one non-blocking send), and says what the connection waits for next;
 * it keeps the deadlines (idle, a message on its way, a stalled send) in one
-  heap, not in a timer or a thread per connection.
+  lazy heap (minihttp.deadlines), not in a timer or a thread per connection.
 
 Whatever must block (reading a body, sending a large file) runs on a pool
 thread with the socket switched to blocking, through the same StreamReader:
@@ -26,10 +26,9 @@ and of a Connection, is the class Protocol below: the whole contract.
 Every resource has one owner at a time.  A job (callable, with ``close()``)
 may hold what its answer needs, an open file say: the connection owns it
 from ``conn.give(job)`` until a pool thread takes it, and the thread then
-closes it once it has run,
-however the run ended; a connection that closes with its job unrun (a reset
-while earlier answers were sent, work dropped from the queue at shutdown, a
-408) closes it in ``_close``.  A connection on a pool thread (BUSY) is the
+closes it once it has run, however the run ended; a connection that closes
+with its job unrun (a reset while earlier answers were sent, work dropped
+from the queue at shutdown, a 408) closes it in ``_close``.  A connection on a pool thread (BUSY) is the
 thread's: the loop only shuts it down, and closes it once the thread gives
 it back (or, at the very end of ``stop``, when the thread never did).
 

@@ -173,10 +173,10 @@ def test_a_long_head_grows_the_buffer_to_about_its_size_and_gives_it_back(size):
     reader = StreamReader(NonBlockingSocket(head, 3000, closes=True), CONNECTION_BUFFER_SIZE,
                           spares=spares)
     assert read_requests_nonblocking(reader, 1)[0][1] == '/long'
-    grown = len(reader._buf)
+    grown = reader.capacity
     assert size < grown < 2 * (size + 4)        # doubling, never straight to MAX_HEAD
     assert read_requests_nonblocking(reader, 1) == [EXPECTED]
-    assert reader.release() and reader._buf == b''
+    assert reader.release() and reader.capacity == 0
     assert spares == []                         # a grown buffer goes back to the allocator
 
 
@@ -185,7 +185,7 @@ def test_a_head_one_byte_past_max_head_is_refused_from_a_small_buffer():
     with pytest.raises(HTTPError) as refused:
         read_request(reader)
     assert refused.value.status == 431
-    assert len(reader._buf) <= MAX_HEAD + 4
+    assert reader.capacity <= MAX_HEAD + 4
 
 
 def test_a_small_request_leaves_the_connection_buffer_small(loop, pair):
@@ -194,7 +194,7 @@ def test_a_small_request_leaves_the_connection_buffer_small(loop, pair):
     conn = Connection(ours, ('local', 0), loop)
     theirs.sendall(HEAD)
     assert read_requests_nonblocking(conn.reader, 1) == [EXPECTED]
-    assert len(conn.reader._buf) == CONNECTION_BUFFER_SIZE < READ_BUFFER_SIZE // 4
+    assert conn.reader.capacity == CONNECTION_BUFFER_SIZE < READ_BUFFER_SIZE // 4
 
 
 def test_a_running_loop_gives_each_buffer_back_once_the_request_is_read():
@@ -209,7 +209,7 @@ def test_a_running_loop_gives_each_buffer_back_once_the_request_is_read():
                 assert read_reply(reader) == b'fine'
                 # The answer was queued after the buffer went back.
                 (conn,) = list(loop.connections)
-                assert conn.reader._buf == b''
+                assert conn.reader.capacity == 0
                 assert {len(spare) for spare in loop.spare_buffers} <= {CONNECTION_BUFFER_SIZE}
     finally:
         loop.stop(0)

@@ -19,7 +19,7 @@ import json
 import os
 from urllib.parse import parse_qs, quote, unquote
 
-from . import files, multipart
+from . import digests, files, multipart
 from .browsers import upload_fields
 from .errors import HTTPError
 from .grammar import KNOWN_METHODS, decimal
@@ -29,9 +29,11 @@ from .records import EventStream, FramingLog
 from .transfer import CHUNKED, NONE
 from .uploads import UploadStore, check_name
 
-TEXT = 'text/plain; charset=utf-8'
 HTML = 'text/html; charset=utf-8'
 JSON = 'application/json'
+
+# Where /headers shows a chunked request's trailer section.
+TRAILERS_HEADING = '\n# trailer section (after the last chunk)\n'
 
 READ = ('GET', 'HEAD')
 WRITE = ('PUT', 'POST', 'DELETE')
@@ -131,9 +133,10 @@ class App:
         """Whether a request without a body may be answered in the event loop.
 
         Reads are: a stat, an open, a small pread at most.  Writes are not:
-        they fsync and rename, which may wait for the disk.
+        they fsync and rename, which may wait for the disk; nor is a read that
+        asks for a digest (Want-Repr-Digest), which may read a whole file first.
         """
-        return request.method not in WRITE
+        return request.method not in WRITE and request.get('want-repr-digest') is None
 
     @staticmethod
     def options(allowed):
@@ -185,12 +188,25 @@ class App:
             raise HTTPError(400, 'upload name is not UTF-8') from None
 
     def put_upload(self, request):
+        """Store the body; a digest the client sent (RFC 9530, in the head or the
+        trailers) is checked before the file takes its name: 400 on a mismatch.
+
+        The answer's Repr-Digest is the digest of what was stored: in a response
+        to a state-changing request, representation metadata describe the new
+        representation (RFC 9110 section 8.8), not the JSON summary sent.
+        """
         name = self.upload_name(request)
-        summary, replaced = self.store.put(name, request.body)
+        checked = []
+        summary, replaced, stored = self.store.put(
+            name, request.body, digests.upload_algorithms(request),
+            lambda computed: checked.extend(digests.check_upload(request, computed)))
         summary.update(framing_summary(request.body))
+        if checked:
+            summary['digests_checked'] = checked
+        fields = [('Repr-Digest', digests.serialize(stored))]
         if replaced:
-            return json_response(200, summary)
-        return json_response(201, summary, [('Location', UPLOADS + quote(name))])
+            return json_response(200, summary, fields)
+        return json_response(201, summary, [('Location', UPLOADS + quote(name)), *fields])
 
     def delete_upload(self, request):
         self.store.delete(self.upload_name(request))
@@ -244,14 +260,21 @@ class App:
 
     @staticmethod
     def echo(request):
-        """The body back, framed the way it came, streamed as it is read."""
+        """The body back, framed the way it came, streamed as it is read.
+
+        A chunked body's trailer fields come back as the response's trailers:
+        known only once the last chunk is read, which is when the writer asks
+        for them.  Those a trailer section may not carry (RFC 9110 section
+        6.5.1, transfer.NOT_TRAILERS) the body reader has left out already.
+        """
         body = request.body
         fields = [('Content-Type', request.get('content-type', 'application/octet-stream')),
                   ('X-Request-Framing', request_framing(body))]
         if body.framing.kind == NONE:
             return Response(200, fields, b'')
         body.start()   # 100 Continue, if asked for, before the response head
-        return Response(200, fields, body.pieces(), length=body.length)
+        return Response(200, fields, body.pieces(), length=body.length,
+                        trailers=lambda: body.trailers)
 
     def framing(self, request):
         """The recent framing records as JSON, oldest first; ?after=N: those numbered above N.
@@ -275,9 +298,19 @@ class App:
 
     @staticmethod
     def headers(request):
-        """The request's fields exactly as received, one per line, in order."""
-        request.body.read_to(lambda piece: None)
-        text = ''.join(f'{name}: {value}\n' for name, value in request.fields)
+        """The request's fields exactly as received, one per line, in order.
+
+        A chunked request's trailer fields follow as they came after the last
+        chunk, below a blank line and a heading, so that none passes for a
+        header field (RFC 9110 section 6.5: they are another section).
+        """
+        body = request.body
+        body.read_to(lambda piece: None)
+        lines = [f'{name}: {value}\n' for name, value in request.fields]
+        if body.trailers:
+            lines.append(TRAILERS_HEADING)
+            lines.extend(f'{name}: {value}\n' for name, value in body.trailers)
+        text = ''.join(lines)
         return Response(200, [('Content-Type', 'text/plain; charset=latin-1')],
                         text.encode('latin-1'))
 

@@ -86,10 +86,11 @@ def put_block(sock, payload):
     write_all(sock, HEADER.pack(len(payload)), payload)
 
 
-def put_stream(sock, source, block_size=CLIENT_BLOCK_SIZE, progress=None):
+def put_stream(sock, source, block_size=CLIENT_BLOCK_SIZE, progress=None, hashing=None):
     """Send a binary file as blocks of ``block_size``, then the empty block; return bytes sent.
 
-    ``progress(total)`` is told the bytes sent so far after each block.
+    ``progress(total)`` is told the bytes sent so far after each block;
+    ``hashing`` (a hashlib object), when given, is updated with every payload.
     """
     total = 0
     buf = bytearray(block_size)
@@ -99,6 +100,8 @@ def put_stream(sock, source, block_size=CLIENT_BLOCK_SIZE, progress=None):
         if not got:
             break
         put_block(sock, view[:got])
+        if hashing is not None:
+            hashing.update(view[:got])
         total += got
         if progress is not None:
             progress(total)
@@ -118,14 +121,17 @@ def describe(payload, size=None):
 
 # -- the client ---------------------------------------------------------------
 
-def client(sock, source=None, block_size=CLIENT_BLOCK_SIZE, progress=None):
-    """Send the book's three lines, or a file, then the empty block."""
+def client(sock, source=None, block_size=CLIENT_BLOCK_SIZE, progress=None, hashing=None):
+    """Send the book's three lines, or a file, then the empty block; ``hashing``
+    (a hashlib object, or None) is updated with every payload sent."""
     if source is None:
         for line in ZEN:
             put_block(sock, line)
+            if hashing is not None:
+                hashing.update(line)
         put_block(sock, b'')
         return sum(map(len, ZEN))
-    return put_stream(sock, source, block_size, progress)
+    return put_stream(sock, source, block_size, progress, hashing)
 
 
 def open_source(path):

@@ -8,20 +8,22 @@ while it waits, and a pool thread reads what must be pulled.
 
 import os
 import socket
-import tempfile
 import time
 
+from .atomic import AtomicFile
 from .blocks import (HEADER, BlockTooLarge, TruncatedBlock, describe, get_block_to,
                      get_length)
-from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job
+from .digests import ALGORITHMS, DEFAULT, serialize
+from .errors import peer_gone
+from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job, Protocol
 from .framing import IncompleteRead
 from .limits import (BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, BODY_TIMEOUT, HEAD_TIMEOUT,
                      KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MIN_RATE, RATE_WINDOW)
 from .records import block_record, keep_size
-from .report import say
+from .report import log_failure, say
 
 
-class Saver:
+class Saver(AtomicFile):
     """Collects one connection's payload bytes in a temporary file in ``directory``.
 
     The file gets its final name only in ``commit`` (after the empty block);
@@ -32,11 +34,9 @@ class Saver:
     """
 
     def __init__(self, directory, peer):
+        super().__init__(directory, '.incoming-')
         self.directory = directory
         self.name = f'blocks-{time.strftime("%Y%m%dT%H%M%S")}-{peer[0]}-{peer[1]}.bin'
-        fd, self.temp_path = tempfile.mkstemp(prefix='.incoming-', dir=directory)
-        os.fchmod(fd, 0o644)   # mkstemp makes it private; the saved file is not secret
-        self.file = os.fdopen(fd, 'wb')
         self.write = self.file.write
         self.size = 0
 
@@ -52,37 +52,26 @@ class Saver:
         self.file = self.write = None
 
     def commit(self):
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        """Finish the file and give it its name; the path it is saved at."""
         self.size = self.file.tell()
-        self.file.close()
+        self.finish()
         path = os.path.join(self.directory, self.name)
-        os.replace(self.temp_path, path)
+        super().commit(path)
         return path
-
-    def discard(self):
-        try:
-            if self.file is not None:
-                self.file.close()
-        except OSError:
-            pass              # its last bytes could not be written: thrown away anyway
-        try:
-            os.unlink(self.temp_path)
-        except FileNotFoundError:
-            pass
 
 
 class Stream:
     """What one connection's block stream has received so far, and where it saves it."""
 
-    __slots__ = ('peer', 'saver', 'blocks', 'total', 'lengths', 'length')
+    __slots__ = ('peer', 'saver', 'blocks', 'total', 'lengths', 'length', 'hashing')
 
-    def __init__(self, peer, saver):
+    def __init__(self, peer, saver, hashing=None):
         self.peer = peer
         self.saver = saver
         self.blocks = self.total = 0
         self.lengths = []      # the first blocks' sizes, for the framing record
         self.length = None     # the payload announced by the header just read
+        self.hashing = hashing  # with --digest: a hash of every payload byte, in order
 
     def count(self, length):
         self.blocks += 1
@@ -90,7 +79,7 @@ class Stream:
         keep_size(self.lengths, length)
 
 
-class BlockServer:
+class BlockServer(Protocol):
     """The block transport as the protocol of an EventLoop (minihttp.eventloop).
 
     The loop holds every stream while it waits, with no thread: for its first
@@ -103,13 +92,19 @@ class BlockServer:
     the thread goes on with the next blocks while they keep coming, then gives
     the stream back to the loop.  Every way a stream ends is said in one line
     and kept as one framing record.
+
+    Its own per-connection state is ``conn.exchange``: the Stream, from the
+    first header begun to the stream's end.
     """
 
     def __init__(self, max_block=MAX_BLOCK, save_dir=None, quiet=False, records=None, *,
                  keepalive_timeout=KEEPALIVE_TIMEOUT, head_timeout=HEAD_TIMEOUT,
                  body_timeout=BODY_TIMEOUT, min_rate=MIN_RATE, rate_window=RATE_WINDOW,
-                 max_connections=MAX_BLOCK_CONNECTIONS):
+                 max_connections=MAX_BLOCK_CONNECTIONS, digest=False):
         self.max_block = max_block
+        # Whether each stream's payload is hashed, and its digest said (and
+        # recorded) at its end, in the form `minihttp blocks -c --digest` prints.
+        self.digest = digest
         self.save_dir = save_dir
         self.quiet = quiet
         self.records = records    # a FramingLog that keeps each stream's record, or None
@@ -124,11 +119,12 @@ class BlockServer:
 
     def advance(self, conn):
         """Read the next block header; its payload (or the stream's end) goes to the pool."""
-        stream = conn.message
+        stream = conn.exchange
         try:
             if stream is None:
                 say(f'Accepted connection from {self.peer(conn)}')
-                stream = conn.message = Stream(conn.peer, None)   # its Saver: on the pool
+                stream = conn.exchange = Stream(   # its Saver: on the pool
+                    conn.peer, None, ALGORITHMS[DEFAULT]() if self.digest else None)
             length = get_length(conn.reader, self.max_block)
         except BlockingIOError:
             return READ                   # a header begun, or nothing yet
@@ -136,9 +132,9 @@ class BlockServer:
             return self.end(conn, self.problem(conn, exc))
         if length is None:
             return self.end(conn, self.cut_short(conn))
-        conn.head_since = None            # the header is whole: its deadline is over
+        conn.head_read()                  # the header is whole: its deadline is over
         stream.length = length
-        conn.job = Job(self.receive, conn)
+        conn.give(Job(self.receive, conn))
         if not length:
             return POOL                   # the end: saving it waits for the disk
         conn.reader.release()             # no buffer while the payload has not begun
@@ -146,9 +142,8 @@ class BlockServer:
 
     def expired(self, conn):
         """A deadline of the loop passed: say which, and end the stream."""
-        stream = conn.message
-        if conn.job is not None:
-            conn.job = None
+        stream = conn.exchange
+        if stream is not None and stream.length is not None:
             why = f'block payload stalled: nothing received for {self.body_timeout:g} s'
         elif conn.reader.buffered:
             why = f'block header not complete within {self.head_timeout:g} s'
@@ -162,7 +157,7 @@ class BlockServer:
 
     def needs_more(self, conn):
         """Whether a payload waiting for a thread still needs bytes from the client."""
-        return conn.reader.buffered < conn.message.length
+        return conn.reader.buffered < conn.exchange.length
 
     def refusal(self, now, peer):
         """Beyond --max-connections: a line in the log, and the connection closed."""
@@ -172,7 +167,7 @@ class BlockServer:
 
     def closed(self, conn):
         """The loop closed the connection: a stream it did not end was cut short."""
-        if conn.message is not None and conn.state is not BUSY:   # a thread's is its own
+        if conn.exchange is not None and conn.state is not BUSY:   # a thread's is its own
             self.end(conn, self.cut_short(conn))
 
     # -- on a pool thread ----------------------------------------------------------------
@@ -180,7 +175,7 @@ class BlockServer:
     def receive(self, conn):
         """The payload of the header the loop read, then the next blocks while they keep
         coming; back to the loop when the stream goes quiet.  An empty block ends it."""
-        stream = conn.message
+        stream = conn.exchange
         reader = conn.reader
         try:
             if stream.saver is not None:
@@ -188,11 +183,12 @@ class BlockServer:
             elif self.save_dir:            # made here: the disk is the pool's to wait on
                 stream.saver = Saver(self.save_dir, conn.peer)
             while stream.length:
-                self.receive_payload(reader, stream.length, stream.saver)
+                self.receive_payload(reader, stream.length, stream.saver, stream.hashing)
                 stream.count(stream.length)
                 if not self.more_coming(conn):
                     if stream.saver is not None:
                         stream.saver.pause()
+                    stream.length = None      # no payload announced while it waits
                     return READ
                 stream.length = get_length(reader, self.max_block)
                 if stream.length is None:
@@ -201,7 +197,7 @@ class BlockServer:
         except (TruncatedBlock, BlockTooLarge, OSError) as exc:
             return self.end(conn, self.problem(conn, exc))
 
-    def receive_payload(self, reader, length, saver):
+    def receive_payload(self, reader, length, saver, hashing=None):
         """Read one payload: whole when small, streamed when above the threshold."""
         if length <= BLOCK_STREAM_THRESHOLD:
             try:
@@ -210,6 +206,8 @@ class BlockServer:
                 raise TruncatedBlock('payload', exc) from None
             if saver:
                 saver.write(payload)
+            if hashing is not None:
+                hashing.update(payload)
             if not self.quiet:
                 say(f'Block says: {describe(payload)}')
             return
@@ -220,6 +218,8 @@ class BlockServer:
                 prefix.extend(piece[:BLOCK_PREVIEW - len(prefix)])
             if saver:
                 saver.write(piece)
+            if hashing is not None:
+                hashing.update(piece)
 
         get_block_to(reader, sink, length)
         if not self.quiet:
@@ -245,19 +245,20 @@ class BlockServer:
     def cut_short(self, conn):
         why = 'the server is stopping' if conn.stopping else 'the peer closed'
         return (f'{self.peer(conn)}: stream ended without the empty block after '
-                f'{conn.message.blocks} blocks ({why})')
+                f'{conn.exchange.blocks} blocks ({why})')
 
     def problem(self, conn, exc):
         """The line for a stream that failed: what failed, and how far it had come."""
-        blocks = conn.message.blocks if conn.message is not None else 0
+        blocks = conn.exchange.blocks if conn.exchange is not None else 0
         if isinstance(exc, TruncatedBlock):
             return f'{self.peer(conn)}: {exc}, after {blocks} whole blocks'
         if isinstance(exc, BlockTooLarge):
             return f'{self.peer(conn)}: refused: {exc}; closing without reading it'
+        if peer_gone(exc):
+            return f'{self.peer(conn)}: connection failed: {exc}, after {blocks} whole blocks'
         if isinstance(exc, TimeoutError):       # the pool's pace: stalled, or too slow
             return f'{self.peer(conn)}: closed: stream {exc}, after {blocks} whole blocks'
-        if isinstance(exc, ConnectionError):
-            return f'{self.peer(conn)}: connection failed: {exc}, after {blocks} whole blocks'
+        log_failure(f'{self.peer(conn)}: saving blocks')    # ours (the disk's, say)
         return f'{self.peer(conn)}: saving failed: {exc}'
 
     def end(self, conn, problem):
@@ -266,17 +267,23 @@ class BlockServer:
         ``problem`` is the line of a stream that did not end with the empty block
         (None for one that did).
         """
-        stream, conn.message, conn.job = conn.message, None, None
+        stream, conn.exchange = conn.exchange, None
         if stream is None:
             return CLOSE
         saver = stream.saver
         line = (f'{self.peer(conn)}: end of stream after {stream.blocks} blocks, '
                 f'{stream.total} bytes')
+        ended = 'ended by the empty block'
+        if stream.hashing is not None and problem is None:
+            digest = serialize({DEFAULT: stream.hashing.digest()})
+            line += f', {digest}'
+            ended += f', {digest}'
         try:
             if saver is not None and problem is None:
                 line += f'; saved to {saver.commit()}'
                 saver = None
         except OSError as exc:
+            log_failure(f'{self.peer(conn)}: saving blocks')
             problem = f'{self.peer(conn)}: saving failed: {exc}'
         finally:
             if saver is not None:
@@ -288,7 +295,7 @@ class BlockServer:
         else:
             say(line)
         if self.records is not None:
-            ended = problem.partition(': ')[2] if problem else 'ended by the empty block'
+            ended = problem.partition(': ')[2] if problem else ended
             self.records.add(block_record(conn.peer, time.time(), stream.blocks, stream.total,
                                           stream.lengths, ended))
         return CLOSE

@@ -10,15 +10,15 @@ transfer.Framing.  ``buffered_body`` runs the same readers over what a
 connection has buffered, to tell whether a whole body is already there.
 """
 
-from .errors import HTTPError, framing_error
+from .errors import HTTPError, SizeLimit, framing_error
 from .framing import IncompleteRead, LimitExceeded
 from .grammar import CHUNK_EXT, CHUNK_LINE, CRLF
 from .limits import (BODY_PIECE, MAX_CHUNK_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS,
                      STREAM_BUFFER_SIZE)
 from .records import keep_size
 from .request import read_field_lines, read_line
-from .transfer import (CHUNKED, CHUNKED_BODY, LENGTH, NO_BODY, NONE, content_length,
-                       request_framing)
+from .transfer import (CHUNKED, CHUNKED_BODY, LENGTH, NO_BODY, NONE, NOT_TRAILERS,
+                       content_length, request_framing)
 
 
 class Body:
@@ -43,7 +43,7 @@ class Body:
         self.chunks = 0
         self.sizes = []      # the first RECORDED_CHUNKS chunk sizes, for the framing record
         self.trailers = []           # [(name, value)]: a chunked body's, once read
-        self.ignored_trailers = ()   # names of trailer fields dropped (NOT_IN_TRAILERS)
+        self.ignored_trailers = ()   # names of trailer fields dropped (NOT_TRAILERS)
         self._send_continue = send_continue
 
     @property
@@ -73,17 +73,7 @@ class Body:
 
 def bounded(sink, limit):
     """A sink that raises 413 once more than ``limit`` bytes passed through it."""
-    if limit is None:
-        return sink
-    seen = 0
-
-    def guarded(piece):
-        nonlocal seen
-        seen += len(piece)
-        if seen > limit:
-            raise HTTPError(413, f'request body larger than {limit} bytes', close=True)
-        sink(piece)
-    return guarded
+    return SizeLimit('request body', limit).sink(sink)
 
 
 class ContentLengthBody(Body):
@@ -125,31 +115,6 @@ class ContentLengthBody(Body):
             self.received += len(piece)
             yield piece
         self.done = True
-
-
-# Fields that a trailer section must not carry, and that this server drops from
-# one (RFC 9112 section 7.1.2: a recipient MAY selectively retain or discard
-# trailer fields).  RFC 9110 section 6.5.1: a field needed before the content
-# can be processed (framing, routing, authentication, request modifiers,
-# content format) cannot be processed as a trailer, and a sender MUST NOT
-# generate a trailer field whose definition does not allow it.  Dropping them
-# rather than refusing the request: they were never going to change how it
-# is handled, and an application echoing trailers never sends them back.
-NOT_IN_TRAILERS = frozenset([
-    # framing (RFC 9112 sections 6 and 7; RFC 9110 section 6.6.2)
-    'transfer-encoding', 'content-length', 'trailer',
-    # routing and the connection (RFC 9110 sections 7.2, 7.6.1, 7.8, 10.1.4;
-    # RFC 9112 section 9.3)
-    'host', 'connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te',
-    # request modifiers: controls and conditionals (RFC 9110 sections 7.6.2, 10.1,
-    # 13.1, 14.2; RFC 9111 sections 5.2 and 5.4)
-    'expect', 'max-forwards', 'range', 'if-match', 'if-none-match', 'if-modified-since',
-    'if-unmodified-since', 'if-range', 'cache-control', 'pragma',
-    # authentication and state (RFC 9110 section 11.6; RFC 6265 section 5.4)
-    'authorization', 'proxy-authorization', 'cookie',
-    # content format (RFC 9110 sections 8.3, 8.4, 14.4)
-    'content-type', 'content-encoding', 'content-range',
-])
 
 
 class ChunkedBody(Body):
@@ -197,15 +162,16 @@ class ChunkedBody(Body):
 
         Never merged into the request's fields (a recipient MUST NOT, unless a
         field's definition says how); a field that must not be a trailer is
-        dropped (see NOT_IN_TRAILERS) and its name kept in ``ignored_trailers``.
+        dropped (transfer.NOT_TRAILERS: RFC 9112 section 7.1.2 lets a recipient
+        discard trailer fields) and its name kept in ``ignored_trailers``.
         """
         try:
             fields = read_field_lines(self.reader, MAX_TRAILER, MAX_TRAILER_FIELDS, 'trailer')
         except IncompleteRead as exc:
             raise truncated_body(exc) from None
-        self.trailers = [f for f in fields if f[0].lower() not in NOT_IN_TRAILERS]
+        self.trailers = [f for f in fields if f[0].lower() not in NOT_TRAILERS]
         if len(self.trailers) < len(fields):
-            self.ignored_trailers = [f[0] for f in fields if f[0].lower() in NOT_IN_TRAILERS]
+            self.ignored_trailers = [f[0] for f in fields if f[0].lower() in NOT_TRAILERS]
 
     def read_to(self, sink):
         self.start()

@@ -16,11 +16,12 @@ import sys
 
 from . import blocks
 from .blockserver import BlockServer
+from .digests import ALGORITHMS, DEFAULT, serialize
 from .app import App
 from .browsers import Browsers, normal_host, normal_origin
 from .limits import (BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
-                     HEAD_TIMEOUT, HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS,
-                     MAX_CONNECTIONS, MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW,
+                     HEAD_TIMEOUT, HOST, HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK,
+                     MAX_BLOCK_CONNECTIONS, MAX_CONNECTIONS, MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW,
                      SHUTDOWN_GRACE, SPARE_DESCRIPTORS)
 from .eventloop import EventLoop
 from .hub import Hub
@@ -112,11 +113,15 @@ def build_parser():
         'blocks', help='the block server, or with -c the block client',
         description='Transmit and receive length-prefixed blocks over TCP (Listing 5-2): '
                     'a 4-byte big-endian length, the payload; an empty block ends the stream.')
-    blk.add_argument('hostname', nargs='?', default='127.0.0.1',
+    blk.add_argument('hostname', nargs='?', default=HOST,
                      help='IP address or hostname (default: %(default)s)')
     blk.add_argument('-c', action='store_true', help='run as the client')
     blk.add_argument('-p', type=port, metavar='PORT', default=BLOCK_PORT,
                      help='TCP port number (default: %(default)s)')
+    blk.add_argument('--digest', action='store_true',
+                     help='print the sha-256 digest of the payloads in RFC 9530 form '
+                          '(sha-256=:base64:): the client of what it sent, the server of '
+                          'each stream it received, for a person to compare')
     client = blk.add_argument_group('client options (with -c)')
     client.add_argument('--file', metavar='PATH',
                         help="send this file (or '-' for standard input) instead of the book's "
@@ -151,7 +156,7 @@ def build_parser():
 
 
 def add_serve_options(parser):
-    parser.add_argument('--host', default='127.0.0.1',
+    parser.add_argument('--host', default=HOST,
                         help='address or name to listen on, IPv4 or IPv6 (default: %(default)s)')
     parser.add_argument('--port', type=port, default=HTTP_PORT,
                         help='HTTP port, 0 for any free one (default: %(default)s)')
@@ -271,7 +276,7 @@ def run_blocks(args):
         max_block=args.max_block, save_dir=args.save, quiet=args.quiet,
         keepalive_timeout=args.idle_timeout, head_timeout=args.head_timeout,
         body_timeout=args.body_timeout, min_rate=args.min_rate, rate_window=args.rate_window,
-        max_connections=args.max_connections)
+        max_connections=args.max_connections, digest=args.digest)
     try:
         listener = EventLoop(args.hostname, args.p, handler, name='blocks',
                              threads=BLOCK_THREADS, max_connections=args.max_connections)
@@ -299,10 +304,11 @@ def run_block_client(args):
     progress = None
     if source is not None and sys.stderr.isatty():
         progress = Progress(file_size(source))
+    hashing = ALGORITHMS[DEFAULT]() if args.digest else None
     try:
         with sock:
             sock.shutdown(socket.SHUT_RD)
-            sent = blocks.client(sock, source, args.block_size, progress)
+            sent = blocks.client(sock, source, args.block_size, progress, hashing)
     except OSError as exc:
         return fail(f'connection to {args.hostname} port {args.p} broke: {exc.strerror or exc}')
     finally:
@@ -311,6 +317,8 @@ def run_block_client(args):
         if source is not None and source is not sys.stdin.buffer:
             source.close()
     say(f'Sent {sent} bytes and the empty block to {args.hostname} port {args.p}')
+    if hashing is not None:
+        say(serialize({DEFAULT: hashing.digest()}))
     return 0
 
 

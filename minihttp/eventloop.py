@@ -11,7 +11,7 @@ nothing: idle between requests, or sending its head slowly.  Here one loop
   framing core's delimiter read, answers what it can at once (a small answer
   is one non-blocking send), and says what the connection waits for next;
 * it keeps the deadlines (idle, a message on its way, a stalled send) in one
-  heap, not in a timer or a thread per connection.
+  lazy heap (minihttp.deadlines), not in a timer or a thread per connection.
 
 Whatever must block (reading a body, sending a large file) runs on a pool
 thread with the socket switched to blocking, through the same StreamReader:
@@ -19,23 +19,16 @@ the pull-style framing code reads top to bottom as before.  When the
 exchange is over the connection comes back to the loop, its buffered bytes
 (a pipelined request, say) intact.
 
-The protocol (minihttp.server.HTTPServer, minihttp.blockserver.BlockServer)
-provides ``advance(conn)``, ``expired(conn)`` (a wait ran out: idle, a
-message begun, a body not begun), ``needs_more(conn)``, ``refusal(now,
-peer)``, ``closed(conn)`` (any connection, as the loop closes it), for
-STREAM ``pump(conn)``, and the timeouts ``keepalive_timeout`` (idle),
-``head_timeout`` (a message begun) and ``body_timeout`` (a body not begun,
-a stalled send, or a receive on a pool thread), with ``min_rate`` and
-``rate_window`` for the pool.  ``advance`` returns one of the outcomes
-below; for POOL and BODY it leaves the work in ``conn.job``, and may keep
-what it is in the middle of in ``conn.message``.
+What the loop asks of the protocol it runs (minihttp.server.HTTPServer,
+minihttp.blockserver.BlockServer), and what the protocol may ask of the loop
+and of a Connection, is the class Protocol below: the whole contract.
 
 Every resource has one owner at a time.  A job (callable, with ``close()``)
 may hold what its answer needs, an open file say: the connection owns it
-until a pool thread takes it, and the thread then closes it once it has run,
-however the run ended; a connection that closes with its job unrun (a reset
-while earlier answers were sent, work dropped from the queue at shutdown, a
-408) closes it in ``_close``.  A connection on a pool thread (BUSY) is the
+from ``conn.give(job)`` until a pool thread takes it, and the thread then
+closes it once it has run, however the run ended; a connection that closes
+with its job unrun (a reset while earlier answers were sent, work dropped
+from the queue at shutdown, a 408) closes it in ``_close``.  A connection on a pool thread (BUSY) is the
 thread's: the loop only shuts it down, and closes it once the thread gives
 it back (or, at the very end of ``stop``, when the thread never did).
 
@@ -57,8 +50,6 @@ a window or so, not for as long as the peer likes.
 
 import collections
 import fcntl
-import heapq
-import itertools
 import math
 import os
 import queue
@@ -68,14 +59,15 @@ import struct
 import termios
 import threading
 import time
-import traceback
 
+from .deadlines import Deadlines
+from .errors import peer_gone
 from .framing import StreamReader
 from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIMEOUT,
                      MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS, READ_BUFFER_SIZE,
-                     REFUSAL_TIMEOUT, SHUTDOWN_GRACE, STALE_TIMERS)
+                     REFUSAL_TIMEOUT, SHUTDOWN_GRACE)
 from .sockets import StartupError, bind
-from .report import flush_soon, say
+from .report import flush_soon, log_failure, say
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
 READ = 'read'        # the next message: wait until readable (or answer what is buffered)
@@ -184,7 +176,79 @@ def unsent(sock):
     try:
         return struct.unpack('i', fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0]
     except OSError:
-        return 0
+        return 0     # closed meanwhile: a measurement, not an exchange; nothing queued
+
+
+class Protocol:
+    """The contract between an EventLoop and the protocol it runs: the one place it is said.
+
+    What the loop calls, in its own thread unless said:
+
+    * ``attach(loop)``: once, when the EventLoop is made; the protocol keeps
+      ``self.loop`` (here) and serves that loop only.
+    * ``advance(conn)``: bytes came, or came while an answer was sent or work
+      ran; read what is buffered and return an outcome (READ, POOL, BODY,
+      LINGER, STREAM, CLOSE).  For POOL and BODY the protocol has handed the
+      work over with ``conn.give(job)``.
+    * ``expired(conn)``: a wait ran out: idle (nothing buffered), a head begun
+      (``head_timeout``), a body not begun or stalled while it waited for a
+      thread (``body_timeout``).  The protocol may queue a last answer with
+      ``conn.send``; the loop sends what the socket takes, and closes.
+    * ``needs_more(conn)``: body work waits for a thread and the client has sent
+      nothing for ``body_timeout``: does it still owe bytes (it stalled), or is
+      its body here (it waits for us)?
+    * ``refusal(now, peer)``: the bytes to send a connection beyond the cap.
+    * ``closed(conn)``: any connection, as the loop closes it; its state is BUSY
+      when the loop stops without a pool thread having given it back.
+    * ``pump(conn)``: for STREAM: queue what the stream has (``conn.send``);
+      whether there was any.
+    * the numbers ``keepalive_timeout`` (idle), ``head_timeout`` (a head
+      begun), ``body_timeout`` (a body not begun, a stalled send, a receive
+      on the pool), ``min_rate`` and ``rate_window`` (the pool's pace).
+
+    What the protocol may use, and nothing else:
+
+    * on its loop: ``call_soon(function, *args)`` (from any thread),
+      ``resume(conn, outcome)`` (in the loop's thread: go on with a STREAM it
+      queued to), ``stopping`` (an Event);
+    * on a Connection: ``peer``, ``reader`` (its StreamReader), ``stopping``,
+      ``state`` (to read), ``send(pieces)`` and ``queued`` (in the loop),
+      ``give(job)``, ``head_read()``, and on a pool thread ``timed`` (the
+      TimedSocket) and ``sock`` (to peek);
+    * ``conn.exchange``: the protocol's own, for what it keeps about the
+      exchange in progress (its own class; the loop never reads it).
+
+    A job is a callable with ``close()`` (Job below), run at most once on a
+    pool thread; its return value is the next outcome.
+    """
+
+    keepalive_timeout = head_timeout = body_timeout = 0.0
+    min_rate = 0
+    rate_window = 0.0
+    loop = None
+
+    def attach(self, loop):
+        if self.loop is not None and self.loop is not loop:
+            raise ValueError(f'{type(self).__name__} already serves a loop: make one per loop')
+        self.loop = loop
+
+    def advance(self, conn):
+        raise NotImplementedError
+
+    def expired(self, conn):
+        raise NotImplementedError
+
+    def needs_more(self, conn):
+        return True
+
+    def refusal(self, now, peer):
+        return b''
+
+    def closed(self, conn):
+        pass
+
+    def pump(self, conn):
+        return False
 
 
 class Job:
@@ -283,7 +347,7 @@ class Connection:
     """One accepted socket and its one StreamReader, wherever it is (loop or pool)."""
 
     __slots__ = ('sock', 'peer', 'reader', 'loop', 'state', 'events', 'deadline', 'timer',
-                 'head_since', 'outgoing', 'queued', 'then', 'job', 'reads_body', 'message',
+                 'head_since', 'outgoing', 'queued', 'then', 'job', 'reads_body', 'exchange',
                  'timed', 'lingered', 'cut', 'silent')
 
     def __init__(self, sock, peer, loop):
@@ -297,16 +361,15 @@ class Connection:
         self.state = WAITING
         self.events = 0       # what the selector watches for (0: not registered)
         self.deadline = None  # when the current wait ends (time.monotonic())
-        self.timer = None     # this connection's live entry in the loop's heap
-        # When the first byte of the message on its way came; the protocol
-        # clears it when the message is complete.
+        self.timer = None     # its live entry in the loop's Deadlines (theirs to write)
+        # When the first byte of the message on its way came (head_read ends it).
         self.head_since = None
         self.outgoing = None  # bytes queued for the socket: [bytes-like]
         self.queued = 0       # how many
         self.then = None      # what to do once they are sent
-        self.job = None       # the pool's work, for POOL and BODY; closed by its last owner
+        self.job = None       # the pool's work, for POOL and BODY (give); closed by its last owner
         self.reads_body = False   # whether it is BODY work
-        self.message = None   # the protocol's own: the request being served, say
+        self.exchange = None  # the protocol's own (Protocol says): the loop never reads it
         self.timed = None     # a TimedSocket, made on the first trip to the pool
         self.lingered = 0
         self.cut = False      # shut down by a stopping server
@@ -314,6 +377,16 @@ class Connection:
     @property
     def stopping(self):
         return self.loop.stopping.is_set()
+
+    def give(self, job):
+        """The protocol hands over blocking work for POOL or BODY: from now on the loop
+        owns it, runs it once on a pool thread, or closes it unrun with the connection."""
+        self.job = job
+
+    def head_read(self):
+        """The protocol read a whole head (a request's, a block's header): the
+        head_timeout of the message on its way is over."""
+        self.head_since = None
 
     def send(self, pieces):
         """Queue bytes to send; the loop sends every connection's queue once per pass.
@@ -395,9 +468,7 @@ class EventLoop:
         # the cap the oldest makes room for a newcomer, so that a flood of silent
         # connections cannot keep every other client out until their deadlines.
         self._silent = collections.OrderedDict()
-        self._timers = []            # heap of (deadline, n, connection)
-        self._stale = 0              # entries in it that no longer count
-        self._count = itertools.count()
+        self.deadlines = Deadlines()  # every waiting connection's, in one lazy heap
         self._returned = collections.deque()   # (connection, outcome) from the pool
         self._calls = collections.deque()      # (function, args) to run in the loop
         self._jobs = queue.SimpleQueue()
@@ -412,6 +483,7 @@ class EventLoop:
         self._paused = False         # accepting stopped for want of descriptors
         self._thread = self._selector = self._wake_r = self._wake_w = None
         self._ident = None
+        protocol.attach(self)     # the protocol's loop from now on (Protocol says)
 
     # -- running ---------------------------------------------------------------------
 
@@ -484,9 +556,9 @@ class EventLoop:
         stop_at = None
         try:
             while True:
-                timeout = None
-                if self._timers:
-                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                timeout = self.deadlines.earliest()
+                if timeout is not None:
+                    timeout = max(0.0, timeout - time.monotonic())
                 if stop_at is not None:
                     # Wake at the end of the grace, and a second later to give up.
                     now = time.monotonic()
@@ -510,7 +582,8 @@ class EventLoop:
                     function(*args)
                 self._send_queued()
                 now = time.monotonic()
-                if self._timers and self._timers[0][0] <= now:
+                earliest = self.deadlines.earliest()
+                if earliest is not None and earliest <= now:
                     self._expire(now)
                 flush_soon()            # the pass's log lines, in one write
                 if self.stopping.is_set():
@@ -569,15 +642,15 @@ class EventLoop:
         answer = self.protocol.refusal(time.time(), peer)
         try:
             sent = sock.send(answer)
-        except OSError:
+        except OSError as exc:
+            self._failed(peer, exc, 'refusing')
             sent = 0
         if len(self._refusing) >= MAX_REFUSING or sent < len(answer):
             sock.close()
             return
         conn = Connection(sock, peer, self)
         self._refusing.add(conn)
-        conn.deadline = time.monotonic() + REFUSAL_TIMEOUT
-        self._linger(conn)
+        self._linger(conn, time.monotonic() + REFUSAL_TIMEOUT)
 
     # -- waiting for bytes ------------------------------------------------------------
 
@@ -596,7 +669,7 @@ class EventLoop:
             deadline = now + self.protocol.keepalive_timeout
         conn.state = WAITING
         self._watch(conn, selectors.EVENT_READ)
-        self._set_deadline(conn, deadline)
+        self.deadlines.set(conn, deadline)
 
     def _on_readable(self, conn):
         if conn.silent:
@@ -610,11 +683,8 @@ class EventLoop:
     def _advance(self, conn):
         try:
             return self.protocol.advance(conn)
-        except OSError:
-            return CLOSE   # the peer reset or went away: nobody to answer
-        except Exception:
-            say(f'{self.name}: error serving {conn.peer[0]}:{conn.peer[1]}:\n'
-                f'{traceback.format_exc().rstrip()}', err=True)
+        except Exception as exc:
+            self._failed(conn.peer, exc, 'serving')
             return CLOSE
 
     def _proceed(self, conn, outcome):
@@ -639,18 +709,17 @@ class EventLoop:
             else:   # no thread until the body's first bytes come
                 conn.state = AWAITING_BODY
                 self._watch(conn, selectors.EVENT_READ)
-                self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+                self.deadlines.set(conn, time.monotonic() + self.protocol.body_timeout)
         elif outcome is STREAM:
             # Open until the client goes: watched for its close, with no deadline
             # (a client that stops reading meets body_timeout while sending).
             conn.state = STREAMING
-            conn.deadline = None
+            self.deadlines.clear(conn)
             self._watch(conn, selectors.EVENT_READ)
             if self.protocol.pump(conn):
                 self._proceed(conn, STREAM)
         elif outcome is LINGER:
-            conn.deadline = time.monotonic() + LINGER_TIMEOUT
-            self._linger(conn)
+            self._linger(conn, time.monotonic() + LINGER_TIMEOUT)
         else:
             self._close(conn)
 
@@ -676,13 +745,14 @@ class EventLoop:
             return                       # closed meanwhile
         try:
             done = conn.flush()
-        except OSError:
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'sending to')
             self._close(conn)
             return
         if not done:
             # The client is not reading: wait until it does, or for body_timeout.
             self._watch(conn, selectors.EVENT_WRITE)
-            self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+            self.deadlines.set(conn, time.monotonic() + self.protocol.body_timeout)
             return
         conn.state = WAITING
         outcome, conn.then = conn.then, None
@@ -699,15 +769,16 @@ class EventLoop:
             conn.state = QUEUED
             self._turns.append(conn)
             if conn.reads_body:
-                self._set_deadline(conn, time.monotonic() + self.protocol.body_timeout)
+                self.deadlines.set(conn, time.monotonic() + self.protocol.body_timeout)
             else:
-                conn.deadline = None     # the client waits for us: no deadline
+                self.deadlines.clear(conn)     # the client waits for us: no deadline
             return
         conn.state = BUSY
-        conn.deadline = None     # the pool thread's socket timeouts take over
+        self.deadlines.clear(conn)     # the pool thread's socket timeouts take over
         try:
             conn.to_pool(self.protocol)
-        except OSError:
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'handing to the pool')
             self._close(conn)
             return
         self._free -= 1
@@ -720,15 +791,15 @@ class EventLoop:
             if conn.state is QUEUED:
                 self._submit(conn)
 
-    @staticmethod
-    def _still_sending(conn):
+    def _still_sending(self, conn):
         """Whether a client whose body work waits for a thread has bytes on their way:
         a client stalling has none waiting to be read (what it sent is in our buffer)."""
         try:
             return bool(conn.sock.recv(1, socket.MSG_PEEK))   # b'': it closed
         except BlockingIOError:
             return False
-        except OSError:
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'peeking at')
             return False
 
     def _work(self):
@@ -743,16 +814,16 @@ class EventLoop:
                     outcome = job()
                 finally:
                     job.close()     # sent or not, what it held is let go of here
-            except OSError:
-                outcome = CLOSE
-            except Exception:
-                say(f'{self.name}: error serving {conn.peer[0]}:{conn.peer[1]}:\n'
-                    f'{traceback.format_exc().rstrip()}', err=True)
+            except Exception as exc:
+                # The protocol answers for its own exchanges (HTTPServer logs and
+                # records each one); what escapes it is said here.
+                self._failed(conn.peer, exc, 'serving')
                 outcome = CLOSE
             if outcome is not CLOSE:
                 try:
                     conn.to_loop()
-                except OSError:
+                except OSError as exc:
+                    self._failed(conn.peer, exc, 'taking back')
                     outcome = CLOSE
             self._returned.append((conn, outcome))
             self._wake()
@@ -761,7 +832,9 @@ class EventLoop:
         try:
             self._wake_w.send(b'\0')
         except (BlockingIOError, AttributeError, OSError):
-            pass     # already awake (its buffer is full), or not started
+            # Already awake (its buffer is full), not started, or stopped: our own
+            # socket pair, no peer's, and nothing waits for the wake-up then.
+            pass
 
     def _take_returns(self):
         try:
@@ -782,22 +855,23 @@ class EventLoop:
 
     # -- closing ----------------------------------------------------------------------
 
-    def _linger(self, conn):
+    def _linger(self, conn, deadline):
         """Close without destroying our own answer (RFC 9112 section 9.6).
 
         The client may still be sending what we refused; closing with its bytes
         unread makes the kernel send a reset, which can discard our response
         before the client reads it.  So: FIN first, then read and drop what
-        still comes, within conn.deadline and MAX_LINGER bytes.
+        still comes, until ``deadline`` and within MAX_LINGER bytes.
         """
         conn.state = LINGERING
         try:
             conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'lingering with')
             self._close(conn)
             return
         self._watch(conn, selectors.EVENT_READ)
-        self._set_deadline(conn, conn.deadline)
+        self.deadlines.set(conn, deadline)
 
     def _drain(self, conn):
         recv_into, scratch = conn.sock.recv_into, self._scratch
@@ -809,8 +883,8 @@ class EventLoop:
                     break
         except BlockingIOError:
             return
-        except OSError:
-            pass
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'draining')
         self._close(conn)
 
     def _close(self, conn):
@@ -822,20 +896,24 @@ class EventLoop:
             job.close()        # never run: what it held for its answer goes with it
         self._watch(conn, 0)
         conn.state = CLOSED
-        if conn.timer is not None:
-            self._forget(conn.timer)
-        conn.deadline = conn.timer = None
+        self.deadlines.forget(conn)
         self.connections.discard(conn)
         self._refusing.discard(conn)
         if conn.silent:
             self._silent.pop(conn, None)
         try:
             conn.sock.close()
-        except OSError:
-            pass
+        except OSError as exc:
+            self._failed(conn.peer, exc, 'closing')
         if self._paused and not self.stopping.is_set():
             self._paused = False
             self._selector.register(self.sock, selectors.EVENT_READ, _ACCEPT)
+
+    def _failed(self, peer, exc, doing):
+        """In an ``except`` block: the peer's going away (errors.peer_gone) says nothing
+        more; any other error is ours, and logged with its traceback."""
+        if not peer_gone(exc):
+            log_failure(f'{self.name}: error {doing} {peer[0]}:{peer[1]}')
 
     # -- selector and deadlines ---------------------------------------------------------
 
@@ -850,50 +928,14 @@ class EventLoop:
             self._selector.modify(conn.sock, events, conn)
         conn.events = events
 
-    def _set_deadline(self, conn, deadline):
-        """One heap entry per connection at most, except when a deadline moves earlier.
-
-        A later deadline (a keep-alive connection that answered another request)
-        only changes conn.deadline: the old entry, when it comes up, finds the
-        deadline moved and re-queues itself once.  So the heap does not grow
-        with the request rate, and needs no removal.
-        """
-        conn.deadline = deadline
-        timer = conn.timer
-        if timer is None or timer[0] > deadline:
-            if timer is not None:
-                self._forget(timer)
-            conn.timer = timer = (deadline, next(self._count), conn)
-            heapq.heappush(self._timers, timer)
-
-    def _forget(self, timer):
-        """An entry no longer counts; when most of the heap is such, rebuild it.
-
-        A closed connection's entry would otherwise keep it in memory until its
-        deadline: under many short connections, far more than are open.
-        """
-        self._stale += 1
-        if self._stale > STALE_TIMERS and self._stale > len(self._timers) // 2:
-            self._timers = [t for t in self._timers if t[2].timer is t and t is not timer]
-            heapq.heapify(self._timers)
-            self._stale = 0
-
     def _expire(self, now):
-        while self._timers and self._timers[0][0] <= now:
-            timer = heapq.heappop(self._timers)   # (closing may rebuild the heap)
-            conn = timer[2]
-            if conn.timer is not timer:
-                self._stale -= 1
-                continue                  # a stale entry: replaced, or its connection closed
-            conn.timer = None
-            if conn.deadline is None or conn.state is CLOSED or conn.state is BUSY:
-                continue
-            if conn.deadline > now:
-                self._set_deadline(conn, conn.deadline)
+        """Every connection whose wait ran out: answered (or said) by the protocol, closed."""
+        for conn in self.deadlines.due(now):
+            if conn.state is CLOSED or conn.state is BUSY:
                 continue
             if conn.state is QUEUED and (self._still_sending(conn)
                                          or not self.protocol.needs_more(conn)):
-                self._set_deadline(conn, now + self.protocol.body_timeout)
+                self.deadlines.set(conn, now + self.protocol.body_timeout)
                 continue
             if conn.state is AWAITING_BODY or conn.state is QUEUED or conn.state is WAITING:
                 # A message begun and not finished in time, or an idle connection:
@@ -901,8 +943,8 @@ class EventLoop:
                 try:
                     self.protocol.expired(conn)
                     conn.flush()
-                except OSError:
-                    pass
+                except Exception as exc:
+                    self._failed(conn.peer, exc, 'timing out')
             self._close(conn)
 
     # -- stopping ---------------------------------------------------------------------
@@ -930,8 +972,8 @@ class EventLoop:
                     conn.cut = True
                     try:
                         conn.sock.shutdown(socket.SHUT_RDWR)   # its blocked recv returns
-                    except OSError:
-                        pass
+                    except OSError as exc:
+                        self._failed(conn.peer, exc, 'cutting')
             else:
                 self._close(conn)
         return now >= stop_at + 1.0

@@ -17,13 +17,13 @@ import threading
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
-from .errors import HTTPError
-from .grammar import decimal
+from .digests import ALGORITHMS, digest_of, serialize, wanted_algorithm
+from .errors import HTTPError, ResponseError
+from .grammar import CRLF, HEAD_END, decimal
 from .responses import MSG_MORE, Response
-from .limits import (MAX_HTTP_DATE, MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
+from .limits import (DIGEST_CACHE_BUDGET, DIGEST_PIECE, MAX_DIGEST_AHEAD, MAX_HTTP_DATE,
+                     MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
                      SMALL_FILES_BUDGET)
-
-CRLF = '\r\n'
 
 LISTING_BATCH = 64   # directory entries per chunk of a listing
 
@@ -87,7 +87,7 @@ def send_range(sock, fd, offset, length):
         sent = sock.send_file(fd, offset, end - offset)
         if not sent:
             # The file shrank under us: the client cannot find the end.
-            raise ConnectionAbortedError(
+            raise ResponseError(
                 f'file ended after {length - (end - offset)} of {length} bytes')
         offset += sent
 
@@ -427,7 +427,8 @@ def serve_path(request, root, url_path, fields=None):
     wanted = os.path.join(path, 'index.html') if request.path.endswith('/') else path
     hit = small_files.get(wanted)
     if hit is not None:
-        return cached_file(request, *hit)
+        st, data, _ = hit
+        return with_digest(request, cached_file(request, *hit), st, data)
     opened = open_inside(root, parts)
     if opened is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
@@ -474,9 +475,10 @@ def serve_file(request, fd, st, path, fields=None):
             raise HTTPError(503, 'the file changed while it was read; try again')
         headers = file_headers(st, path, fields)
         small_files.put(path, st, data, headers)
-        return cached_file(request, st, data, headers)
+        return with_digest(request, cached_file(request, st, data, headers), st, data)
     try:
-        response = file_response(request, st, file_headers(st, path, fields))
+        response = with_digest(request, file_response(request, st, file_headers(st, path, fields)),
+                               st, fd=fd)
     except BaseException:
         os.close(fd)
         raise
@@ -484,12 +486,151 @@ def serve_file(request, fd, st, path, fields=None):
     if plan is None:                    # 304: no body, nothing to send
         os.close(fd)
         response.body = b''
+    elif not isinstance(plan, Plan):     # a HashedFile: with_digest gave it the fd
+        pass
     elif plan.closing is None:
         (_, first, length), = plan.parts
         response.body = FileBody(fd, first, length)
     else:
         response.body = MultiRangeBody(fd, plan.parts, plan.closing, response.length)
     return response
+
+
+# -- Repr-Digest (RFC 9530 section 3) ----------------------------------------------------
+
+_DIGESTS = Remembered(DIGEST_CACHE_BUDGET)
+
+
+def with_digest(request, response, st, data=None, fd=-1):
+    """The response with Repr-Digest when the request asks for one (Want-Repr-Digest).
+
+    The digest is of the whole file, also in a 206 and in the answer to HEAD:
+    a representation's, whatever part of it a message carries (RFC 9530
+    section 3; appendix B.2 shows HEAD, B.3 a range).  It comes from memory
+    (a small file's bytes, or a digest remembered for this very file); or, to
+    a GET of the whole file from a client that reads trailers, it is computed
+    as the file is sent, chunked, and goes in the trailer section; or the file
+    is read once ahead of the answer, up to MAX_DIGEST_AHEAD; beyond that none
+    is sent (a preference is only a hint, section 4).
+    """
+    wanted = request.get('want-repr-digest')
+    if wanted is None or response.status not in (200, 206):
+        return response
+    algorithm = wanted_algorithm(wanted)
+    if algorithm is None:
+        return response
+    key = (*SmallFiles.identity(st), algorithm)
+    digest = _DIGESTS.entries.get(key)
+    if digest is None:
+        if data is not None:
+            digest = digest_of(algorithm, data)
+        elif response.status == 200 and accepts_trailers(request):
+            response.body = HashedFile(fd, st, algorithm, key)
+            response.length = None        # chunked, for the trailer section
+            response.trailers = response.body.trailers
+            response.trailer_names = ('Repr-Digest',)
+            return response
+        elif st.st_size <= MAX_DIGEST_AHEAD:
+            digest = hash_file(fd, st, algorithm)
+        else:
+            return response
+        remember_digest(key, digest)
+    response.headers.append(('Repr-Digest', serialize({algorithm: digest})))
+    return response
+
+
+def accepts_trailers(request):
+    """Whether the response may be chunked with a trailer section the client reads:
+    HTTP/1.1, and ``TE: trailers`` (RFC 9110 section 10.1.4)."""
+    return (request.method == 'GET' and request.version == 'HTTP/1.1'
+            and 'trailers' in request.tokens('te'))
+
+
+def remember_digest(key, digest):
+    _DIGESTS.put(key, digest, ENTRY_COST + len(digest))
+
+
+class HashedFile:
+    """A whole file sent as pieces read from its start, hashed on the way, its digest
+    a trailer: one pass, and no read ahead of the first byte (nor sendfile).
+
+    It owns ``fd`` from the start: iterated to the end or not, ``close`` closes it.
+    """
+
+    def __init__(self, fd, st, algorithm, key):
+        self.fd = fd
+        self.st = st
+        self.algorithm = algorithm
+        self.key = key
+        self.digest = None
+
+    def __iter__(self):
+        try:
+            hashing = Hashing(ALGORITHMS[self.algorithm])
+            for piece in hashed_pieces(self.fd, self.st, hashing):
+                yield piece
+            if hashing.read != self.st.st_size or not unchanged(self.fd, self.st):
+                # The bytes sent are not the representation the head described.
+                raise ResponseError(f'the file changed while it was sent ({hashing.read} of '
+                                    f'{self.st.st_size} bytes read)')
+            self.digest = hashing.digest()
+            remember_digest(self.key, self.digest)
+        finally:
+            self.close()
+
+    def trailers(self):
+        return [('Repr-Digest', serialize({self.algorithm: self.digest}))]
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def hash_file(fd, st, algorithm):
+    """The digest of the open file ``fd`` as ``st`` describes it, read once from its start.
+
+    503 when it changed meanwhile (shorter, or another size or mtime after):
+    the digest would describe bytes no one will be sent.
+    """
+    hashing = Hashing(ALGORITHMS[algorithm])
+    for _ in hashed_pieces(fd, st, hashing):
+        pass
+    if hashing.read != st.st_size or not unchanged(fd, st):
+        raise HTTPError(503, 'the file changed while it was read; try again')
+    return hashing.digest()
+
+
+class Hashing:
+    """A hashlib object that also counts what it was given."""
+
+    def __init__(self, make):
+        self._hash = make()
+        self.read = 0
+
+    def update(self, piece):
+        self._hash.update(piece)
+        self.read += len(piece)
+
+    def digest(self):
+        return self._hash.digest()
+
+
+def hashed_pieces(fd, st, hashing):
+    """The file's bytes from its start, at most st.st_size, in pieces of DIGEST_PIECE,
+    each given to ``hashing`` before it is yielded; fewer when the file ended sooner."""
+    size = st.st_size
+    while hashing.read < size:
+        piece = os.pread(fd, min(DIGEST_PIECE, size - hashing.read), hashing.read)
+        if not piece:
+            return
+        hashing.update(piece)
+        yield piece
+
+
+def unchanged(fd, st):
+    """Whether the open file is still the one ``st`` described (SmallFiles.identity)."""
+    return SmallFiles.identity(os.fstat(fd)) == SmallFiles.identity(st)
 
 
 def file_headers(st, path, fields):
@@ -567,11 +708,13 @@ def file_response(request, st, headers):
                         length=last - first + 1)
     # Several ranges: multipart/byteranges, the parts in the order asked for.
     boundary = secrets.token_hex(16)
-    parts = [((f'{"" if n == 0 else CRLF}--{boundary}{CRLF}Content-Type: {kind}{CRLF}'
-               f'Content-Range: bytes {first}-{last}/{size}{CRLF}{CRLF}').encode(),
+    parts = [((CRLF if n else b'') + CRLF.join([f'--{boundary}'.encode(),
+                                                 f'Content-Type: {kind}'.encode(),
+                                                 f'Content-Range: bytes {first}-{last}/{size}'
+                                                 .encode()]) + HEAD_END,
               first, last - first + 1)
              for n, (first, last) in enumerate(ranges)]
-    closing = f'{CRLF}--{boundary}--{CRLF}'.encode()
+    closing = CRLF + f'--{boundary}--'.encode() + CRLF
     length = sum(len(head) + part for head, _, part in parts) + len(closing)
     headers[0] = ('Content-Type', f'multipart/byteranges; boundary={boundary}')
     return Response(206, headers, Plan(parts, closing), length=length)

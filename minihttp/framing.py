@@ -164,6 +164,12 @@ class StreamReader:
         """The received bytes not yet read, without consuming them."""
         return bytes(self._view[self._start:self._end])
 
+    @property
+    def capacity(self):
+        """How many bytes the buffer has room for now (0 while released): what an idle
+        or a small request's connection holds in memory."""
+        return len(self._buf)
+
     def reserve(self, size):
         """Let the buffer hold at least ``size`` bytes from now on.
 

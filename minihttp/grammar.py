@@ -59,6 +59,9 @@ FIELD = (rf'({TOKEN}):[ \t]*+'
          r'((?>[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?+)'
          r'[ \t]*+')
 FIELD_LINE = re.compile(FIELD)
+# A field name alone: what a handler gives us to send as a trailer is checked
+# (as field-name, then as a whole FIELD_LINE) before it goes out.
+FIELD_NAME = re.compile(TOKEN)
 # The same grammar for a whole field section after the request line: one
 # fullmatch checks every line in C, one findall takes them apart.  The
 # repetition is possessive: a line that fails does not make it retry the

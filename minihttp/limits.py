@@ -31,6 +31,10 @@ CONNECTION_BUFFER_SIZE = 4 * KiB
 # are kept (a grown one goes back to the allocator).
 SPARE_BUFFER_BYTES = 1 * MiB
 
+# Default address of both servers (and of the block client's server): loopback,
+# so that a server started without --host is reachable from this machine only.
+HOST = '127.0.0.1'
+
 # --- the block transport (Listing 5-2) --------------------------------------
 # Default port of the block server, as in the book.
 BLOCK_PORT = 1060
@@ -242,3 +246,16 @@ MAX_FORM_PARTS = 100
 # The longest upload name, in bytes of UTF-8: what Linux file systems store
 # in one name (NAME_MAX); a longer one gets 400, not an error from the disk.
 MAX_UPLOAD_NAME = 255
+
+# --- integrity digests (RFC 9530) ---------------------------------------------
+# A file's Repr-Digest is read ahead of the answer (the whole file, on a pool
+# thread) only up to this size; a larger one gets it as a trailer when the
+# client accepts trailers (TE: trailers), computed as it is sent, and
+# otherwise none (Want-Repr-Digest is a hint, RFC 9530 section 4): one
+# request cannot make a thread read gigabytes before its first byte.
+MAX_DIGEST_AHEAD = 64 * MiB
+# The digests of files computed so far, keyed by the file's identity (device,
+# inode, size, mtime, ctime) and algorithm: memory for all, per process.
+DIGEST_CACHE_BUDGET = 1 * MiB
+# Bytes of a file hashed per read (one buffer per reading thread, reused).
+DIGEST_PIECE = 256 * KiB

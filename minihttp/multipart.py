@@ -10,12 +10,12 @@ and each part's head is read with the same field-line reader as the trailers.
 import re
 
 from .framing import IncompleteRead, LimitExceeded, StreamReader
-from .errors import HTTPError
+from .errors import HTTPError, SizeLimit
+from .grammar import CRLF
 from .request import read_field_lines
 from .limits import (MAX_FORM_FIELD, MAX_FORM_FIELDS, MAX_FORM_PARTS, MAX_PART_FIELDS,
                      MAX_PART_HEAD)
 
-CRLF = b'\r\n'
 
 # boundary := 0*69<bchars> bcharsnospace (RFC 2046 section 5.1.1)
 BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
@@ -53,8 +53,7 @@ class BodyStream:
     def __init__(self, body, limit=None):
         self._pieces = body.pieces()
         self._piece = memoryview(b'')
-        self._limit = limit
-        self._seen = 0
+        self._room = SizeLimit('form', limit)
 
     def recv_into(self, buf):
         while not self._piece:
@@ -62,9 +61,7 @@ class BodyStream:
             if piece is None:
                 return 0
             self._piece = memoryview(piece)
-            self._seen += len(piece)
-            if self._limit is not None and self._seen > self._limit:
-                raise HTTPError(413, f'form larger than {self._limit} bytes', close=True)
+            self._room.take(len(piece))
         n = min(len(buf), len(self._piece))
         buf[:n] = self._piece[:n]
         self._piece = self._piece[n:]
@@ -73,9 +70,7 @@ class BodyStream:
     def drain(self):
         """Read the rest (the epilogue), within the same limit."""
         for piece in self._pieces:
-            self._seen += len(piece)
-            if self._limit is not None and self._seen > self._limit:
-                raise HTTPError(413, f'form larger than {self._limit} bytes', close=True)
+            self._room.take(len(piece))
 
 
 class Part:
@@ -103,7 +98,7 @@ def read_parts(body, boundary, on_part, limit=None, on_end=None, max_parts=MAX_F
     stream = BodyStream(body, limit)
     reader = StreamReader(stream)
     delimiter = CRLF + b'--' + boundary
-    parts = 0
+    parts = SizeLimit('form', max_parts, 'parts')
     try:
         # The preamble before the first boundary is ignored (RFC 2046 section
         # 5.1.1); the first boundary needs no CRLF before it.
@@ -117,9 +112,7 @@ def read_parts(body, boundary, on_part, limit=None, on_end=None, max_parts=MAX_F
                 padding = after + reader.read_until(CRLF, MAX_PART_HEAD)
                 if padding.strip(b' \t'):
                     raise HTTPError(400, 'multipart boundary followed by junk', close=True)
-            parts += 1
-            if parts > max_parts:
-                raise HTTPError(413, f'form of more than {max_parts} parts', close=True)
+            parts.take(1)
             part = Part(read_field_lines(reader, MAX_PART_HEAD, MAX_PART_FIELDS, 'part header'))
             reader.read_until_to(delimiter, on_part(part))
             if on_end is not None:
@@ -141,25 +134,17 @@ class FormFields:
 
     def __init__(self, limit=MAX_FORM_FIELDS):
         self.items = []
-        self.size = 0
-        self.limit = limit
+        self.room = SizeLimit('form fields in all', limit)
 
     def sink(self, name):
         """The sink collecting one field's value."""
         value = bytearray()
-        self.take(len(name or ''))
+        self.room.take(len(name or ''))
         self.items.append((name, value))
+        field = SizeLimit(f'form field {(name or "")[:60]!r}', MAX_FORM_FIELD)
 
         def collect(piece):
-            if len(value) + len(piece) > MAX_FORM_FIELD:
-                raise HTTPError(413, f'form field {(name or "")[:60]!r} longer than '
-                                     f'{MAX_FORM_FIELD} bytes', close=True)
-            self.take(len(piece))
+            field.take(len(piece))
+            self.room.take(len(piece))
             value.extend(piece)
         return collect
-
-    def take(self, size):
-        self.size += size
-        if self.size > self.limit:
-            raise HTTPError(413, f'form fields longer than {self.limit} bytes in all',
-                            close=True)

@@ -17,6 +17,7 @@ import os
 import threading
 
 from .limits import RECORDED_CHUNKS, RECORDED_TARGET, RECORDED_TRAILER, RECORDS_KEPT
+from .transfer import CHUNKED, CLOSE, LENGTH, STREAM, Framing
 
 
 class FramingLog:
@@ -127,8 +128,20 @@ _process = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
 
 
-def http_record(peer, now, request, body, status, framing, chunks, sent):
-    """The facts of one HTTP exchange; ``body`` is the request's Body reader, or None."""
+# How an exchange ended: a record's ``ended`` is (kind, reason), the kind one of these.
+WHOLE = 'whole'                # the response went whole (reason: '')
+REFUSED = 'refused'            # an error response went whole; reason: the error's
+TIMED_OUT = 'timed out'        # a deadline or the pool's pace ran out; reason: which
+CLIENT_LEFT = 'client left'    # the peer went away mid-exchange (errors.peer_gone)
+RESPONSE_CUT = 'response cut'  # a response begun could not be finished; reason: why
+FAILED = 'failed'              # a bug of ours: a 500 (the log has the traceback)
+ENDED_WHOLE = (WHOLE, '')
+
+
+def http_record(peer, now, request, body, status, framing, chunks, sent, ended=ENDED_WHOLE):
+    """The facts of one HTTP exchange; ``body`` is the request's Body reader, or None,
+    ``framing`` the response's transfer.Framing, and ``ended`` (kind, reason): how the
+    exchange ended, and why."""
     if request is None:
         head = None
     else:
@@ -137,7 +150,8 @@ def http_record(peer, now, request, body, status, framing, chunks, sent):
             target = redact(target)
         head = (request.method, target[:RECORDED_TARGET], request.version, request.head_size,
                 body_facts(body))
-    return ['http', now, _process[0], peer, head, (status, framing, chunks, sent), 0]
+    return ['http', now, _process[0], peer, head,
+            (status, framing.kind, framing.length, chunks, sent), ended, 0]
 
 
 def redact(target):
@@ -161,14 +175,16 @@ def redact(target):
 
 
 def body_facts(body):
+    """The facts of a request body, first its framing's kind ('unread': never opened)."""
     if body is None:
         return ('unread',)
-    if body.framing.kind == 'chunked':
-        return ('chunked', body.received, body.chunks, body.sizes, trailer_facts(body.trailers),
+    kind = body.framing.kind
+    if kind == CHUNKED:
+        return (kind, body.received, body.chunks, body.sizes, trailer_facts(body.trailers),
                 body.done)
-    if body.framing.kind == 'content-length':
-        return ('length', body.length, body.received, body.done)
-    return ('none',)
+    if kind == LENGTH:
+        return (kind, body.length, body.received, body.done)
+    return (kind,)
 
 
 def trailer_facts(trailers):
@@ -203,27 +219,32 @@ def public(record):
         out.update({'blocks': blocks, 'bytes': total, **sizes(recorded, blocks),
                     'ended': ended})
     else:
-        head, (status, framing, chunks, sent) = record[4:6]
+        head, (status, kind, length, chunks, sent) = record[4:6]
         out['request'] = None if head is None else {
             'method': head[0], 'target': head[1], 'version': head[2], 'head': head[3],
             'delimiter': 'CRLFCRLF', 'body': body_dict(head[4])}
-        out['response'] = {'status': status, 'framing': framing, 'chunks': chunks,
-                           'bytes': sent}
+        out['response'] = {'status': status, 'framing': kind, 'chunks': chunks, 'bytes': sent}
+        if kind == LENGTH:
+            out['response']['length'] = length
+        how, why = record[6]
+        out['ended'] = {'kind': how, 'reason': why}
     out['words'] = describe(out)
     return out
 
 
 def body_dict(facts):
-    framing = facts[0]
-    if framing == 'chunked':
+    """A request body's facts as the JSON says them: ``framing`` is the Framing's kind, and
+    a content-length body's ``length`` is the rest of its spelling."""
+    kind = facts[0]
+    if kind == CHUNKED:
         _, received, chunks, recorded, trailers, done = facts
-        return {'framing': 'chunked', 'bytes': received, 'chunks': chunks,
+        return {'framing': kind, 'bytes': received, 'chunks': chunks,
                 **sizes(recorded, chunks), 'trailers': trailers[0],
                 'trailer_fields': [list(field) for field in trailers[1]], 'done': done}
-    if framing == 'length':
+    if kind == LENGTH:
         _, length, received, done = facts
-        return {'framing': 'length', 'length': length, 'bytes': received, 'done': done}
-    return {'framing': framing}
+        return {'framing': kind, 'length': length, 'bytes': received, 'done': done}
+    return {'framing': kind}
 
 
 def sizes(recorded, count):
@@ -246,30 +267,43 @@ def describe_http(record):
     else:
         parts.append(f'head {request["head"]} B by CRLFCRLF')
         body = request['body']
-        framing = body['framing']
-        if framing == 'unread':
-            parts.append('body unread')
-        elif framing == 'chunked':
+        if body['framing'] == CHUNKED:
             parts.append(f'body chunked: {body["chunks"]} chunks, {body["bytes"]} B, '
                          f'{body["trailers"]} trailers')
-        elif framing == 'length':
-            parts.append(f'body Content-Length {body["length"]}')
-        else:
-            parts.append('body none')
+        else:        # 'unread', or the framing's one spelling
+            parts.append(f'body {spelled(body)}')
     response = record['response']
-    framing, sent = response['framing'], response['bytes']
-    if framing == 'chunked':
-        how = f'chunked ({response["chunks"]} chunks, {sent} B)'
-    elif framing == 'Content-Length':
-        how = f'Content-Length ({sent} B)'
-    elif framing == 'close':
-        how = f'closing the connection ({sent} B)'
-    elif framing == 'stream':
-        how = 'an event stream, kept open'
+    kind, sent = response['framing'], response['bytes']
+    if kind == CHUNKED:
+        how = f' ({response["chunks"]} chunks, {sent} B)'
+    elif kind == CLOSE or kind == LENGTH:
+        how = f' ({sent} B)'
+    elif kind == STREAM:
+        how = ' (kept open)'
     else:
-        how = 'no body'
-    parts.append(f'response {response["status"]} by {how}')
+        how = ''
+    if response['status'] is None:
+        parts.append('no response')
+    else:
+        parts.append(f'response {response["status"]} by {spelled(response)}{how}')
+    if record['ended']['kind'] != WHOLE:
+        parts.append(ended_words(record['ended'], response['status']))
     return '; '.join(parts)
+
+
+def spelled(facts):
+    """The one spelling of the Framing a record's request body or response names."""
+    return str(Framing(facts['framing'], facts.get('length')))
+
+
+def ended_words(ended, status):
+    """How an exchange ended, in words: 'refused 404: no such file', 'client left: ...'."""
+    kind, reason = ended['kind'], ended['reason']
+    if kind == WHOLE:
+        return WHOLE
+    if kind == REFUSED:
+        return f'{REFUSED} {status}: {reason}'
+    return f'{kind}: {reason}'
 
 
 def describe_blocks(record):

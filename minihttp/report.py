@@ -1,8 +1,9 @@
 """One line at a time to the console, from any thread; or a pass's lines at once.
 
-Connection threads report concurrently; each line is written whole, under a
-lock, and flushed, so that a reader (a person, a test, a log collector) never
-sees two lines spliced together or a line held back in a buffer.
+The loop thread and the pool threads report concurrently; each line is
+written whole, under a lock, and flushed, so that a reader (a person, a test,
+a log collector) never sees two lines spliced together or a line held back in
+a buffer.
 
 A ``Progress`` bar redraws one terminal line in place.
 
@@ -15,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 
 _lock = threading.Lock()
 # A process forked while another thread writes a line would inherit this lock
@@ -30,6 +32,13 @@ def say(line, *, err=False):
     with _lock:
         stream.write(line + '\n')
         stream.flush()
+
+
+def log_failure(what):
+    """An error of ours (not the peer's going away: errors.peer_gone), in an ``except``
+    block: ``what`` failed, said on stderr with the traceback.  The one place every
+    such error is logged."""
+    say(f'{what}:\n{traceback.format_exc().rstrip()}', err=True)
 
 
 def say_soon(line, *, err=False):

@@ -1,22 +1,36 @@
-"""Responses: what a handler returns, and how it is written (the mirror of minihttp.bodies).
+"""Responses: what a handler returns, and the one writer that frames it (the mirror of
+minihttp.bodies).
 
-The server adds Date, Server, the framing fields (as transfer.response_framing
-decides) and Connection to the handler's fields.
+A ResponseWriter turns a Response into what goes on the wire, in order: the
+head, with Date, Server, the framing fields (as transfer.response_framing
+decided) and Connection added to the handler's fields; then the body's pieces,
+framed: as they are for content-length and close, each in a chunk for chunked
+(``chunk``, the one chunk encoder, which the event stream uses too), then the
+last chunk with the trailer section (``last_chunk``).  The event loop queues
+those pieces without blocking (``sends``); a pool thread writes them blocking,
+or hands a file to sendfile (``write``).
 """
 
 import socket
 from email.utils import formatdate
 from http import HTTPStatus
 
+from . import __version__
+from .errors import ResponseError
 from .framing import write_all
-from .grammar import CRLF, LAST_CHUNK
-from .transfer import CHUNKED, CLOSE, LENGTH, response_framing
+from .grammar import CRLF, FIELD_LINE, FIELD_NAME, LAST_CHUNK
+from .records import EventStream
+from .transfer import (CHUNKED, CLOSE, LENGTH, NO_CONTENT, NOT_TRAILERS, STREAM,
+                       response_framing)
 
-SERVER = 'minihttp/0.1'
+SERVER = f'minihttp/{__version__}'
 # Linux's "more data follows" send flag; elsewhere a file's head goes out alone.
 MSG_MORE = getattr(socket, 'MSG_MORE', 0)
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+# A body of one of these is sent whole, in one write with its head.
+BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class PerSecond:
@@ -44,28 +58,46 @@ http_date = PerSecond(
 class Response:
     """What a handler returns: status, fields, and a body of one of three kinds.
 
-    ``body`` is bytes (sent with Content-Length), or an iterable of bytes-like
-    pieces (with ``length`` known: Content-Length; unknown: chunked to an
-    HTTP/1.1 client, close-delimited to HTTP/1.0), or a FileBody sent with
-    sendfile.  ``headers`` are (name, value) pairs; the server adds Date,
+    ``body`` is bytes-like (sent with Content-Length), or an iterable of
+    bytes-like pieces (with ``length`` known: Content-Length; unknown: chunked
+    to an HTTP/1.1 client, close-delimited to HTTP/1.0), or a FileBody sent
+    with sendfile.  ``headers`` are (name, value) pairs; the server adds Date,
     Server, the framing fields and Connection.
+
+    ``trailers``, when given, is called once, after the body's last piece was
+    produced, and returns the trailer fields, (name, value) pairs: sent after
+    the last chunk (RFC 9112 section 7.1.2) when the response is chunked, and
+    then only; otherwise it is never called (a Content-Length body has no
+    place for them, and RFC 9110 section 6.5 lets a sender leave them out).
+    ``trailer_names`` may announce their names in a Trailer field (RFC 9110
+    section 6.6.2), checked before the head is sent.
     """
 
-    __slots__ = ('status', 'headers', 'body', 'length', 'close')
+    __slots__ = ('status', 'headers', 'body', 'length', 'close', 'trailers', 'trailer_names')
 
-    def __init__(self, status=200, headers=(), body=b'', length=None, close=False):
+    def __init__(self, status=200, headers=(), body=b'', length=None, close=False,
+                 trailers=None, trailer_names=()):
         self.status = status
         self.headers = list(headers)
-        self.body = body
-        if isinstance(body, (bytes, bytearray, memoryview)):
+        if isinstance(body, BYTES_LIKE):
+            if type(body) is memoryview and body.itemsize != 1:
+                body = body.cast('B')         # counted, queued and sliced in bytes
             length = len(body)
+        self.body = body
         self.length = length
         self.close = close
+        self.trailers = trailers
+        self.trailer_names = trailer_names
+
+
+def is_bytes(body):
+    """Whether a body is bytes-like: sent whole with its head, the loop can answer it."""
+    return isinstance(body, BYTES_LIKE)
 
 
 def bodiless(method, status):
     """No body for HEAD, 1xx, 204 and 304 (RFC 9112 section 6.3 item 1)."""
-    return method == 'HEAD' or status < 200 or status in (204, 304)
+    return method == 'HEAD' or status in NO_CONTENT
 
 
 _STATUS_LINES = {}
@@ -85,71 +117,155 @@ def head_bytes(status, headers, now):
     return ''.join(parts).encode('latin-1')
 
 
-def frame_response(response, *, chunked_ok, keep_alive, now, announce_keep_alive=False):
-    """Choose a response's framing; return (head bytes, framing, kept).
+class ResponseWriter:
+    """One response on its way: the head that frames it, then its body as pieces.
 
-    Content-Length when the length is known; chunked when it is not and the
-    client speaks HTTP/1.1; otherwise the body runs until we close
-    (RFC 9112 section 6.3 item 8) and the connection is not kept.
+    Made when the response is about to be sent; says what was decided
+    (``framing``, a transfer.Framing; ``keep_alive``; ``chunked``, whether the
+    body goes in chunks, as chunked framing and an event stream to HTTP/1.1
+    do) and, as the body goes, what went (``sent`` body bytes, ``chunks``).
+    ``version`` is the request's (None when its head was unreadable): only an
+    HTTP/1.1 client is sent chunks (RFC 9112 section 7), and an HTTP/1.0 client
+    keeps the connection only when told (RFC 9112 section 9.3).  ``keep_alive``
+    is the caller's wish, kept unless the framing (close, an event stream) or
+    the handler says otherwise.
     """
-    framing = response_framing(response.status, response.length, chunked_ok)
-    kind = framing.kind
-    if kind == LENGTH:
-        fields = [('Content-Length', str(framing.length))]
-    elif kind == CHUNKED:
-        fields = [('Transfer-Encoding', 'chunked')]
-    else:
-        fields = []
-        if kind == CLOSE:
+
+    __slots__ = ('response', 'framing', 'head', 'keep_alive', 'has_body', 'chunked',
+                 'sent', 'chunks')
+
+    def __init__(self, response, method, version, keep_alive, now):
+        # Positional, and few: this runs for every response (a class called
+        # with keywords costs as much as the rest of this).
+        self.response = response
+        chunked_ok = version == 'HTTP/1.1'
+        body = response.body
+        framing = self.framing = response_framing(
+            response.status, response.length, chunked_ok, type(body) is EventStream)
+        kind = framing.kind
+        self.has_body = not bodiless(method, response.status)
+        self.chunked = kind == CHUNKED or (kind == STREAM and chunked_ok)
+        self.sent = self.chunks = 0
+        if kind == LENGTH:
+            fields = [('Content-Length', str(framing.length))]
+        elif self.chunked:
+            fields = [('Transfer-Encoding', 'chunked')]
+            if response.trailer_names and kind == CHUNKED:
+                fields.append(('Trailer', ', '.join(map(checked_trailer, response.trailer_names))))
+        else:
+            fields = []
+        if kind == CLOSE or kind == STREAM or response.close:
+            # The body ends only when we close (or never), or the handler asked.
             keep_alive = False
-    # Until the records speak transfer's one spelling, they are given the old one.
-    framing = {LENGTH: 'Content-Length'}.get(kind, kind)
-    keep_alive = keep_alive and not response.close
-    if not keep_alive:
-        fields.append(('Connection', 'close'))
-    elif announce_keep_alive:
-        # An HTTP/1.0 client keeps the connection only when told (RFC 9112 section 9.3).
-        fields.append(('Connection', 'keep-alive'))
-    return head_bytes(response.status, response.headers + fields, now), framing, keep_alive
+        self.keep_alive = keep_alive
+        if not keep_alive:
+            fields.append(('Connection', 'close'))
+        elif version == 'HTTP/1.0':
+            fields.append(('Connection', 'keep-alive'))
+        self.head = head_bytes(response.status, response.headers + fields, now)
+
+    def sends(self):
+        """The response as writes, each a tuple of bytes-like pieces to send together: one
+        for the head with a bytes-like body (or none), else the head, then one a piece.
+
+        An event stream's writes are only its head: its records follow as they
+        come (``chunk`` each, when ``chunked``).  A FileBody is ``write``'s.
+        """
+        body = self.response.body
+        if not self.has_body:
+            close_unsent(body)
+            return ((self.head,),)
+        if isinstance(body, BYTES_LIKE):
+            self.sent = len(body)
+            return ((self.head, body),)
+        if self.framing.kind == STREAM:
+            return ((self.head,),)
+        return self._pieces(body)
+
+    def _pieces(self, body):
+        yield (self.head,)
+        if self.chunked:
+            for piece in body:
+                if piece:                 # an empty chunk would end the body
+                    self.chunks += 1
+                    self.sent += byte_length(piece)
+                    yield chunk(piece)
+            yield (last_chunk(self.trailer_fields()),)
+        elif self.framing.kind == LENGTH:
+            announced = self.framing.length
+            for piece in body:
+                self.sent += byte_length(piece)
+                if self.sent > announced:
+                    # Never a byte past the announced end: it would be read
+                    # as the start of the next response.
+                    raise ResponseError(f'response body longer than the {announced} bytes '
+                                        'announced')
+                yield (piece,)
+            if self.sent != announced:
+                raise ResponseError(f'response body was {self.sent} bytes, announced {announced}')
+        else:                             # close-delimited: whatever comes, then we close
+            for piece in body:
+                self.sent += byte_length(piece)
+                yield (piece,)
+
+    def trailer_fields(self):
+        """The handler's trailer fields, each checked; called once, after the last piece."""
+        make = self.response.trailers
+        if make is None:
+            return ()
+        fields = list(make())
+        for name, value in fields:
+            checked_trailer(name)
+            if not isinstance(value, str) or not FIELD_LINE.fullmatch(f'{name}: {value}'):
+                raise ResponseError(f'trailer field {name}: {str(value)[:40]!r} is not a '
+                                    'field-value (RFC 9110 section 5.5)')
+        return fields
+
+    def write(self, sock):
+        """Send the whole response on a blocking socket (a file with sendfile); return self."""
+        body = self.response.body
+        if self.has_body and hasattr(body, 'sendfile'):
+            if self.framing.kind != LENGTH or body.length != self.framing.length:
+                raise ResponseError(f'a file body of {body.length} bytes framed as '
+                                    f'{self.framing}')
+            # MSG_MORE: the head waits for the file's first bytes, so that a small
+            # file goes out in one segment with it (sendfile pushes at its end).
+            sock.sendall(self.head, MSG_MORE if body.length else 0)
+            self.sent = body.sendfile(sock)
+            return self
+        for pieces in self.sends():
+            write_all(sock, *pieces)
+        return self
 
 
-def write_response(sock, method, response, **framing_options):
-    """Send a response on a blocking socket; return (framing, chunks, body bytes, kept).
+def byte_length(piece):
+    """A piece's size in bytes (a memoryview's len counts its items)."""
+    return piece.nbytes if type(piece) is memoryview else len(piece)
 
-    ``framing_options`` are frame_response's.
-    """
-    head, framing, keep_alive = frame_response(response, **framing_options)
-    body = response.body
-    length = response.length
-    chunks = sent = 0
-    if bodiless(method, response.status):
-        write_all(sock, head)
-        close_unsent(body)
-    elif isinstance(body, (bytes, bytearray, memoryview)):
-        write_all(sock, head, body)
-        sent = len(body)
-    elif hasattr(body, 'sendfile'):
-        # MSG_MORE: the head waits for the file's first bytes, so that a small
-        # file goes out in one segment with it (sendfile pushes at its end).
-        sock.sendall(head, MSG_MORE if length else 0)
-        sent = body.sendfile(sock)
-    elif framing == 'chunked':
-        write_all(sock, head)
-        for piece in body:
-            if piece:
-                write_all(sock, b'%x\r\n' % len(piece), piece, CRLF)
-                chunks += 1
-                sent += len(piece)
-        write_all(sock, LAST_CHUNK)            # no trailers
-    else:
-        write_all(sock, head)
-        for piece in body:
-            write_all(sock, piece)
-            sent += len(piece)
-        if framing == 'Content-Length' and sent != length:
-            # The handler broke its promise; the client cannot find the end.
-            raise ConnectionAbortedError(f'response body was {sent} bytes, announced {length}')
-    return framing, chunks, sent, keep_alive
+
+def chunk(piece):
+    """One chunk (RFC 9112 section 7.1): its size in hex, CRLF, the data, CRLF; the three
+    pieces to send together.  ``piece`` is not empty: a chunk of 0 is the last."""
+    return (b'%x\r\n' % byte_length(piece), piece, CRLF)
+
+
+def last_chunk(trailers=()):
+    """The last chunk and the trailer section that ends a chunked body (RFC 9112 section
+    7.1.2); ``trailers`` are (name, value) pairs, checked already."""
+    if not trailers:
+        return LAST_CHUNK
+    lines = ''.join([f'{name}: {value}\r\n' for name, value in trailers])
+    return b'0\r\n' + lines.encode('latin-1') + CRLF
+
+
+def checked_trailer(name):
+    """A field name fit for a trailer section, or ResponseError (RFC 9110 section 6.5.1)."""
+    if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
+        raise ResponseError(f'trailer field name {str(name)[:40]!r} is not a token')
+    if name.lower() in NOT_TRAILERS:
+        raise ResponseError(f'{name} is not allowed in a trailer section (RFC 9110 '
+                            'section 6.5.1)')
+    return name
 
 
 def close_unsent(body):

@@ -8,26 +8,31 @@ buffered are answered in order in the same pass.  A request with a body (or
 a 100-continue to send), or an answer that must stream (a large file, a
 listing), is handed to a pool thread as ``exchange`` or ``respond``: the
 plain sequential code of a thread-per-connection server, pulling the body off
-the same StreamReader.  Either way one access log line and one trace line
-describe the exchange.
+the same StreamReader.  Either way one access log line and one framing
+record (and with --trace, its line) describe the exchange, however it ended:
+whole, refused, timed out, the client gone, or the response cut (the
+record's ``ended``: a kind and a reason; the log line of an exchange that did
+not end whole or refused says it in a last quoted field).
 """
 
 import collections
+import sys
 import time
-import traceback
 
-from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob
+from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob, Protocol
 from .framing import write_all
 from .bodies import PARTIAL, Body, bounded, buffered_body, open_body
-from .errors import HTTPError
-from .grammar import CRLF
+from .errors import HTTPError, peer_gone
 from .request import read_request
-from .responses import PerSecond, bodiless, close_unsent, error_response, frame_response, write_response
-from .transfer import LENGTH, NONE, request_framing
+from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
+                        is_bytes)
+from .transfer import LENGTH, NO_BODY, NONE, request_framing
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
                      PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
-from .records import EventStream, FramingLog, dropped_event, event_bytes, http_record, public
-from .report import say, say_soon
+from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, REFUSED, RESPONSE_CUT, TIMED_OUT,
+                      EventStream, FramingLog, dropped_event, ended_words, event_bytes,
+                      http_record, public)
+from .report import log_failure, say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
 
@@ -50,14 +55,17 @@ class Job(PoolJob):
     (or was given) in ``job.response``.  The event loop closes the job when
     it is done with it (eventloop.py says when: once run, or with its
     connection when never run), and closing lets go of what the response's
-    body still holds, an open file say, sent or not.
+    body still holds, an open file say, sent or not.  ``ended`` is how the
+    exchange ends if the response goes whole (records.ENDED_WHOLE, or why it
+    was refused).
     """
 
-    __slots__ = ('response',)
+    __slots__ = ('response', 'ended')
 
-    def __init__(self, work, *args, response=None):
+    def __init__(self, work, *args, response=None, ended=ENDED_WHOLE):
         super().__init__(work, *args)
         self.response = response
+        self.ended = ended
 
     def __call__(self):
         return self.work(self, *self.args)
@@ -68,12 +76,15 @@ class Job(PoolJob):
             close_unsent(response.body)
 
 
-class HTTPServer:
+class HTTPServer(Protocol):
     """The protocol an EventLoop runs: HTTP/1.1 over each of its connections.
 
     ``app(request) -> Response``; when the app has ``inline(request)``, a
     request it answers False for (a write, say) goes to the pool even without
     a body.
+
+    Its own per-exchange state is ``conn.exchange``: the Request whose body
+    work waits (for its first bytes, or a thread), until a pool thread takes it.
     """
 
     def __init__(self, app, *, trace=False, access_log=True,
@@ -87,7 +98,6 @@ class HTTPServer:
         self.records = FramingLog() if records is None else records
         self.records.listen(self.published)
         self._streams = {}       # connection -> Stream, touched only in the loop's thread
-        self._loop = None
         self.access_log = access_log
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
@@ -105,8 +115,8 @@ class HTTPServer:
         """Answer every whole request buffered that can be answered without blocking.
 
         Returns what the connection waits for next (eventloop.READ; BODY for
-        work that reads a body, POOL for other blocking work, with conn.job
-        set; LINGER or CLOSE).  BlockingIOError from the reader means
+        work that reads a body, POOL for other blocking work, given to the
+        loop with conn.give; LINGER or CLOSE).  BlockingIOError from the reader means
         the head is not all here yet: the loop waits for more.
         """
         reader = conn.reader
@@ -116,33 +126,35 @@ class HTTPServer:
             except BlockingIOError:
                 return READ
             except HTTPError as error:
-                return self.answer(conn, None, None, error_response(error), time.time())
+                return self.answer(conn, None, None, error_response(error), time.time(),
+                                   refused(error))
             if request is None:
                 return CLOSE            # the client closed between requests
-            conn.head_since = None
+            conn.head_read()
             now = time.time()
             body = None
+            ended = ENDED_WHOLE
             try:
                 framing = request_framing(request)
                 if framing.kind != NONE or not self.inline(request):
-                    conn.job = Job(self.exchange, conn, request, now)
-                    conn.message = request
+                    conn.give(Job(self.exchange, conn, request, now))
+                    conn.exchange = request
                     if not framing.has_body or request.get('expect') is not None:
                         return POOL     # nothing to wait for from the client first
                     return BODY
                 body = request.body = Body(reader)
                 response = self.app(request)
             except HTTPError as error:
-                response = error_response(error)
+                response, ended = error_response(error), refused(error)
             except Exception:
-                response = self.failed(conn)
+                response, ended = self.failed(conn)
             if isinstance(response.body, EventStream) and request.method == 'GET':
                 return self.open_stream(conn, request, response, now)
-            if not isinstance(response.body, (bytes, bytearray)) and not bodiless(
-                    request.method, response.status):
-                conn.job = Job(self.respond, conn, request, body, now, response=response)
+            if not is_bytes(response.body) and not bodiless(request.method, response.status):
+                conn.give(Job(self.respond, conn, request, body, now, response=response,
+                              ended=ended))
                 return POOL
-            outcome = self.answer(conn, request, body, response, now)
+            outcome = self.answer(conn, request, body, response, now, ended)
             if outcome is not READ or not reader.buffered or conn.queued >= PIPELINE_QUEUE:
                 return outcome
 
@@ -159,25 +171,20 @@ class HTTPServer:
             return False
         return self._inline is None or self._inline(request)
 
-    def answer(self, conn, request, body, response, now):
-        """Queue a response whose body is bytes (or none); the loop sends it."""
+    def answer(self, conn, request, body, response, now, ended=ENDED_WHOLE):
+        """Queue a response whose body is bytes-like (or none); the loop sends it.
+        ``ended``: how the exchange ends (records.ENDED_WHOLE, or why it was refused)."""
         keep = (request is not None and request.keep_alive and not conn.stopping
                 and self.can_keep(body, response))
-        method = request.method if request is not None else 'GET'
-        head, framing, keep = frame_response(
-            response, chunked_ok=request is not None and request.version == 'HTTP/1.1',
-            keep_alive=keep, now=now,
-            announce_keep_alive=request is not None and request.version == 'HTTP/1.0')
-        if bodiless(method, response.status):
-            close_unsent(response.body)
-            conn.send([head])
-            sent = 0
+        if request is None:
+            writer = ResponseWriter(response, 'GET', None, keep, now)
         else:
-            conn.send([head, response.body])
-            sent = len(response.body)
-        self.log(conn.peer, request, response.status, sent, now, say_soon)
-        self.record(conn, request, body, response, framing, 0, sent, now, say_soon)
-        return self.after(request, body, keep)
+            writer = ResponseWriter(response, request.method, request.version, keep, now)
+        for pieces in writer.sends():
+            conn.send(pieces)
+        self.log(conn.peer, request, response.status, writer.sent, now, say_soon, ended)
+        self.record(conn, request, body, writer, now, say_soon, ended)
+        return self.after(request, body, writer.keep_alive)
 
     # -- the live feed of framing records, held by the loop ------------------------------
 
@@ -187,22 +194,20 @@ class HTTPServer:
         Chunked to an HTTP/1.1 client, close-delimited to HTTP/1.0 (RFC 9112
         section 6.3 item 8).  The connection waits in the loop, with no thread.
         """
-        chunked = request.version == 'HTTP/1.1'
-        head, framing, _ = frame_response(response, chunked_ok=chunked, keep_alive=False,
-                                          now=now)
-        conn.send([head])
+        writer = ResponseWriter(response, request.method, request.version, False, now)
+        for pieces in writer.sends():
+            conn.send(pieces)
         self.log(conn.peer, request, response.status, 0, now, say_soon)
-        self.record(conn, request, request.body, response, 'stream', 0, 0, now, say_soon)
-        stream = self._streams[conn] = Stream(chunked)
+        self.record(conn, request, request.body, writer, now, say_soon)
+        stream = self._streams[conn] = Stream(writer.chunked)
         for record in self.records.kept(response.body.after)[-STREAM_QUEUE:]:
             stream.events.append(event_bytes(record, self.records.as_json(record)))
-        self._loop = conn.loop
         return STREAM
 
     def published(self, record):
         """A record was added (in any thread): the loop sends it to every stream."""
         if self._streams:
-            self._loop.call_soon(self.fan_out, record)
+            self.loop.call_soon(self.fan_out, record)
 
     def fan_out(self, record):
         """In the loop: queue the record on every stream, dropping a slow one's oldest."""
@@ -211,7 +216,7 @@ class HTTPServer:
             if len(stream.events) == STREAM_QUEUE:
                 stream.dropped += 1
             stream.events.append(event)
-            conn.loop.resume(conn, STREAM)
+            self.loop.resume(conn, STREAM)
 
     def pump(self, conn):
         """Queue what a stream has waiting on its connection; whether there was any."""
@@ -223,7 +228,7 @@ class HTTPServer:
         stream.events.clear()
         stream.dropped = 0
         data = b''.join(pieces)
-        conn.send([b'%x\r\n' % len(data), data, CRLF] if stream.chunked else [data])
+        conn.send(chunk(data) if stream.chunked else (data,))
         return True
 
     def closed(self, conn):
@@ -238,35 +243,38 @@ class HTTPServer:
         and so is one whose body is malformed (the thread answers 400).  The
         body reader itself says so, run over the buffered bytes.
         """
-        return buffered_body(request_framing(conn.message), conn.reader) == PARTIAL
+        return buffered_body(request_framing(conn.exchange), conn.reader) == PARTIAL
 
     def expired(self, conn):
         """A head not whole within head_timeout, or a body not begun (or stalled
         while it waited for a thread) within body_timeout: 408.  An idle
         connection is closed without a word."""
-        if conn.job is None and not conn.reader.buffered:
+        request = conn.exchange
+        if request is None and not conn.reader.buffered:
             return
-        if conn.job is not None:     # closed with the connection, right after
+        if request is not None:      # its job is closed with the connection, right after
             error = HTTPError(408, 'request body not received in time', close=True)
-            self.answer(conn, conn.message, None, error_response(error), time.time())
+            self.answer(conn, request, None, error_response(error), time.time(),
+                        (TIMED_OUT, error.reason))
             return
         error = HTTPError(408, 'request head not received in time', close=True)
-        self.answer(conn, None, None, error_response(error), time.time())
+        self.answer(conn, None, None, error_response(error), time.time(),
+                    (TIMED_OUT, error.reason))
 
     def refusal(self, now, peer):
         """The whole answer to a connection beyond --max-connections: 503, and close."""
         error = HTTPError(503, 'too many connections; try again shortly', close=True,
                           headers=[('Retry-After', str(RETRY_AFTER))])
-        response = error_response(error)
-        head, _, _ = frame_response(response, chunked_ok=False, keep_alive=False, now=now)
-        self.log(peer, None, 503, len(response.body), now, say_soon)
-        return head + response.body
+        writer = ResponseWriter(error_response(error), 'GET', None, False, now)
+        (pieces,) = writer.sends()
+        self.log(peer, None, 503, writer.sent, now, say_soon)
+        return b''.join(pieces)
 
     # -- on a pool thread ---------------------------------------------------------------
 
     def exchange(self, job, conn, request, now):
         """The rest of an exchange whose head the loop read: the body, the answer."""
-        conn.message = None
+        conn.exchange = None       # the pool's now: the loop will not expire it
         body = None
         try:
             body = request.body = open_body(request, conn.reader,
@@ -284,16 +292,18 @@ class HTTPServer:
                 raise HTTPError(400, f'{request.path[:80]} is an event stream: send it '
                                      'no body (no Content-Length or Transfer-Encoding)')
         except HTTPError as error:
-            response = error_response(error)
-        except TimeoutError as exc:     # stalled, or too slow: the Pace says which
-            # The 408 tells the client; the log says why, as for a cut response.
-            say(f'{self.peer(conn)}: 408 to {request.method} {request.path}: request body {exc}',
-                err=True)
-            response = error_response(HTTPError(408, f'request body {exc}', close=True))
-        except ConnectionError:
-            raise      # the connection failed: nobody to answer
-        except Exception:
-            response = self.failed(conn)
+            response, job.ended = error_response(error), refused(error)
+        except Exception as exc:
+            if peer_gone(exc):          # nobody to answer: the log and the record say so
+                return self.unanswered(conn, request, body, now, exc)
+            if not isinstance(exc, TimeoutError):
+                response, job.ended = self.failed(conn)
+            else:                       # stalled, or too slow: the Pace says which
+                # The 408 tells the client; the log says why, as for a cut response.
+                say(f'{self.peer(conn)}: 408 to {request.method} {request.path}: request '
+                    f'body {exc}', err=True)
+                response = error_response(HTTPError(408, f'request body {exc}', close=True))
+                job.ended = (TIMED_OUT, f'request body {exc}')
         if response is not job.response:
             job.close()                 # the app's answer, replaced by the error's
             job.response = response
@@ -304,37 +314,72 @@ class HTTPServer:
         finish the body.  The job closes the response, sent or not."""
         response = job.response
         keep = request.keep_alive and not conn.stopping and self.can_keep(body, response)
+        handed, writer = conn.timed.handed, None
         try:
-            framing, chunks, sent, keep = write_response(
-                conn.timed, request.method, response,
-                chunked_ok=request.version == 'HTTP/1.1', keep_alive=keep, now=now,
-                announce_keep_alive=request.version == 'HTTP/1.0')
-        except TimeoutError as exc:
+            writer = ResponseWriter(response, request.method, request.version, keep, now)
+            writer.write(conn.timed)
+        except Exception as exc:
+            return self.cut(conn, request, body, writer, now, exc, conn.timed.handed - handed)
+        keep = writer.keep_alive
+        if keep and body is not None and not body.done:
+            keep = self.drain(body)
+        self.log(conn.peer, request, response.status, writer.sent, now, ended=job.ended)
+        self.record(conn, request, body, writer, now, ended=job.ended)
+        return self.after(request, body, keep)
+
+    def cut(self, conn, request, body, writer, now, exc, handed):
+        """A response begun and not finished: ``exc`` stopped it after ``handed`` bytes
+        had left for the socket.  The client cannot find its end, so the connection
+        closes; the log line and the record say how far it went, and why."""
+        if writer is not None:
+            # What the peer may have had of the body: the bytes that left, less the
+            # head (a chunked body's chunk framing counts).  The writer counts what
+            # it handed on, which for a file sent by sendfile is nothing until the end.
+            writer.sent = sent = max(0, handed - len(writer.head))
+        else:
+            sent = 0    # refused before its head was made
+        if peer_gone(exc):
+            ended = (CLIENT_LEFT, f'{exc.strerror or exc} after {sent} bytes of the body')
+        elif isinstance(exc, TimeoutError):
             # The client reads too slowly (or an echo's body comes too slowly):
             # nothing can be said to it any more, so the log says it.
             say(f'{self.peer(conn)}: closed mid-response to {request.method} {request.path}: '
                 f'{exc}', err=True)
-            return CLOSE
-        except HTTPError as error:
+            ended = (TIMED_OUT, f'mid-response, after {sent} bytes: {exc}')
+        elif isinstance(exc, HTTPError):
             # The request body failed while its echo was being streamed: the
             # response head is gone already, so the only honest signal left
             # is to cut the connection before the response's end.
-            self.log(conn.peer, request, error.status, 0, now)
-            if self.trace:
-                say(f'trace {self.peer(conn)}: aborted mid-response: {error.reason}', err=True)
-            return CLOSE
-        if keep and body is not None and not body.done:
-            keep = self.drain(body)
-        self.log(conn.peer, request, response.status, sent, now)
-        self.record(conn, request, body, response, framing, chunks, sent, now)
-        return self.after(request, body, keep)
+            ended = (RESPONSE_CUT, f'request body: {exc.reason}')
+        else:
+            # Ours: a body that broke its announced length or a file that shrank
+            # while sent (ResponseError), or a bug.  The traceback shows whose.
+            log_failure(f'response to {self.peer(conn)} cut')
+            ended = (RESPONSE_CUT, f'{type(exc).__name__}: {exc}')
+        status = writer.response.status if writer is not None else None
+        self.log(conn.peer, request, status, sent, now, ended=ended)
+        self.record(conn, request, body, writer, now, ended=ended)
+        return CLOSE
+
+    def unanswered(self, conn, request, body, now, exc):
+        """The client went away before its answer began (``exc``): said and recorded."""
+        received = f'after {body.received} bytes of the body' if body is not None else \
+            'before its body'
+        ended = (CLIENT_LEFT, f'{exc.strerror or exc} {received}')
+        self.log(conn.peer, request, None, 0, now, ended=ended)
+        self.record(conn, request, body, None, now, ended=ended)
+        return CLOSE
 
     # -- either side ----------------------------------------------------------------------
 
     def failed(self, conn):
-        """A bug of ours: the client gets a 500, the log gets the traceback."""
-        say(f'error answering {self.peer(conn)}:\n{traceback.format_exc().rstrip()}', err=True)
-        return error_response(HTTPError(500, 'internal server error', close=True))
+        """A bug of ours: the client gets a 500, the log gets the traceback; (response, ended).
+
+        The record names the exception's type only: records are shown to anyone.
+        """
+        log_failure(f'error answering {self.peer(conn)}')
+        error = HTTPError(500, 'internal server error', close=True)
+        return error_response(error), (FAILED, f'{error.reason}: {sys.exc_info()[0].__name__}')
 
     @staticmethod
     def after(request, body, keep):
@@ -375,8 +420,7 @@ class HTTPServer:
         unread than we are willing to drain.  A streaming response reads the
         body itself, so it is judged after it was written.
         """
-        streaming = not isinstance(response.body, (bytes, bytearray)) and not hasattr(
-            response.body, 'sendfile')
+        streaming = not is_bytes(response.body) and not hasattr(response.body, 'sendfile')
         if body is None or body.done or streaming:
             return True
         if not body.started:
@@ -388,7 +432,13 @@ class HTTPServer:
         """Read and discard what the handler left of the body, within MAX_DRAIN."""
         try:
             body.read_to(bounded(lambda piece: None, MAX_DRAIN))
-        except (HTTPError, OSError):
+        except HTTPError:
+            return False
+        except OSError as exc:
+            # Gone, or too slow (the Pace): the answer went whole, the
+            # connection just is not kept.  Anything else is ours.
+            if not peer_gone(exc) and not isinstance(exc, TimeoutError):
+                log_failure(f'draining {body.framing} from a client')
             return False
         return True
 
@@ -396,20 +446,38 @@ class HTTPServer:
     def peer(conn):
         return f'{conn.peer[0]}:{conn.peer[1]}'
 
-    def log(self, peer, request, status, sent, now, say=say):
-        """One Common Log Format line per request, to stderr (said soon, from the loop)."""
+    def log(self, peer, request, status, sent, now, say=say, ended=ENDED_WHOLE):
+        """One Common Log Format line per request, to stderr (said soon, from the loop).
+
+        An exchange that did not end whole or refused says how it ended in a
+        last quoted field (as the combined format adds its own): the status as
+        begun ('-' when no response began), the bytes sent so far.
+        """
         if not self.access_log:
             return
         line = (f'{request.method} {request.target} {request.version}'
                 if request is not None else '-')
-        say(f'{peer[0]} - - [{self._clock(now)}] "{line}" {status} {sent or "-"}', err=True)
+        text = f'{peer[0]} - - [{self._clock(now)}] "{line}" {status or "-"} {sent or "-"}'
+        if ended[0] != ENDED_WHOLE[0] and ended[0] != REFUSED:
+            words = ended_words({'kind': ended[0], 'reason': ended[1]}, status)
+            text += ' "' + words.replace('"', "'") + '"'
+        say(text, err=True)
 
-    def record(self, conn, request, body, response, framing, chunks, sent, now, say=say):
-        """Keep how this exchange was framed; with --trace, say it in the words of chapter 5."""
-        record = self.records.add(http_record(conn.peer, now, request, body, response.status,
-                                              framing, chunks, sent))
+    def record(self, conn, request, body, writer, now, say=say, ended=ENDED_WHOLE):
+        """Keep how this exchange was framed (``writer`` wrote its response; None when
+        none began) and how it ended; with --trace, say it in the words of chapter 5."""
+        if writer is None:
+            facts = (None, NO_BODY, 0, 0)
+        else:
+            facts = (writer.response.status, writer.framing, writer.chunks, writer.sent)
+        record = self.records.add(http_record(conn.peer, now, request, body, *facts, ended))
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+
+
+def refused(error):
+    """How an exchange answered with ``error``'s response ends (records' ``ended``)."""
+    return (REFUSED, error.reason)
 
 
 def continues(expect):

@@ -24,6 +24,33 @@ from .limits import MAX_CONTENT_LENGTH_DIGITS
 
 NONE, LENGTH, CHUNKED, CLOSE, STREAM = 'none', 'content-length', 'chunked', 'close', 'stream'
 
+# Fields that a trailer section must not carry, in either direction (RFC 9110
+# section 6.5.1): those that frame the message or route it, authenticate,
+# modify the request, control caching or the response, or say how to process
+# the content, which must be known before the content is (and a sender MUST
+# NOT generate a trailer its definition does not allow).  The response writer
+# never sends them as trailers; the chunked body reader drops them from a
+# request's (RFC 9112 section 7.1.2: a recipient MAY discard trailer fields),
+# rather than refusing the request: they were never going to change how it
+# is handled, and /echo never sends them back.
+NOT_TRAILERS = frozenset([
+    # framing and the connection (RFC 9112 sections 6, 7 and 9.3; RFC 9110
+    # sections 6.6.2, 7.6.1, 7.8, 10.1.4)
+    'content-length', 'transfer-encoding', 'trailer', 'te', 'connection', 'keep-alive',
+    'proxy-connection', 'upgrade',
+    'host',                                                               # routing
+    # request modifiers: controls and conditionals (RFC 9110 sections 7.6.2, 10.1,
+    # 13.1, 14.2; RFC 9111 section 5.4)
+    'expect', 'max-forwards', 'range', 'if-match', 'if-none-match', 'if-modified-since',
+    'if-unmodified-since', 'if-range', 'pragma',
+    # authentication and state (RFC 9110 section 11; RFC 6265)
+    'authorization', 'proxy-authorization', 'www-authenticate', 'proxy-authenticate',
+    'authentication-info', 'proxy-authentication-info', 'cookie', 'set-cookie',
+    # caching and response controls (RFC 9111 section 5; RFC 9110 sections 6.6.1, 10.2)
+    'age', 'cache-control', 'expires', 'date', 'location', 'retry-after', 'vary',
+    # content format (RFC 9110 sections 8.3, 8.4, 14.4)
+    'content-type', 'content-encoding', 'content-range'])
+
 
 class Framing:
     """How one message's body is delimited: a kind, and for content-length its length."""
@@ -106,17 +133,25 @@ def request_framing(request):
     return content_length(length)
 
 
-def response_framing(status, length, chunked_ok):
+# The statuses whose responses never have content: 1xx, 204 and 304 (RFC 9112
+# section 6.3 item 1); a set, since it is asked for every response.
+NO_CONTENT = frozenset([*range(100, 200), 204, 304])
+
+
+def response_framing(status, length, chunked_ok, stream=False):
     """A response's Framing, in RFC 9112 section 6.3's order.
 
     None for 1xx, 204 and 304 (no body, so no framing fields: 1xx and 204
     never carry a length, RFC 9110 section 8.6, and a 304's would have to be
-    the full representation's); content-length when the length is known;
-    chunked when it is not and the client speaks HTTP/1.1; otherwise the body
-    runs until we close (item 8).
+    the full representation's); an event stream when the body is one (its
+    records go in chunks to an HTTP/1.1 client, until we close to HTTP/1.0);
+    content-length when the length is known; chunked when it is not and the
+    client speaks HTTP/1.1; otherwise the body runs until we close (item 8).
     """
-    if status < 200 or status in (204, 304):
+    if status in NO_CONTENT:
         return NO_BODY
+    if stream:
+        return EVENT_STREAM
     if length is not None:
         return content_length(length)
     return CHUNKED_BODY if chunked_ok else UNTIL_CLOSE

@@ -12,14 +12,14 @@ import errno
 import hashlib
 import os
 import re
-import tempfile
 import threading
 
-from .errors import HTTPError
+from .atomic import AtomicFile
+from .digests import ALGORITHMS, DEFAULT
+from .errors import HTTPError, SizeLimit
 from .limits import MAX_UPLOAD_NAME, WRITEBACK_STEP
 
 TEMP_PREFIX = '.upload-'
-FILE_MODE = 0o644
 
 # A stored name is one path segment of ordinary characters, not hidden, and at
 # most MAX_UPLOAD_NAME bytes long in UTF-8 (the file system counts bytes).
@@ -42,25 +42,27 @@ def check_name(name):
     return name
 
 
-class Incoming:
-    """One upload in progress: a temporary file, a hash and a byte count."""
+class Incoming(AtomicFile):
+    """One upload in progress: a temporary file, its hashes and a byte count.
 
-    def __init__(self, directory, limit):
+    sha-256 always; ``more`` names other algorithms (digests.ALGORITHMS) to
+    compute in the same pass, for a digest the client sent to be checked.
+    """
+
+    def __init__(self, directory, limit, more=()):
         # Named for this process, so that what a killed worker leaves is known.
-        fd, self.temp_path = tempfile.mkstemp(prefix=f'{TEMP_PREFIX}{os.getpid()}-',
-                                              dir=directory)
-        os.fchmod(fd, FILE_MODE)   # mkstemp makes it private; a served file is public
-        self.file = os.fdopen(fd, 'wb')
+        super().__init__(directory, f'{TEMP_PREFIX}{os.getpid()}-')
         self.hash = hashlib.sha256()
+        self.more = {name: ALGORITHMS[name]() for name in more if name != DEFAULT}
         self.size = 0
-        self.limit = limit
+        self.room = SizeLimit('upload', limit)
         self.writeback = Writeback(self.file, WRITEBACK_STEP)
 
     def write(self, piece):
-        self.size += len(piece)
-        if self.size > self.limit:
-            raise HTTPError(413, f'upload larger than {self.limit} bytes', close=True)
+        self.size = self.room.take(len(piece))
         self.hash.update(piece)
+        for other in self.more.values():
+            other.update(piece)
         try:
             self.file.write(piece)
             self.writeback.wrote(self.size)
@@ -68,34 +70,27 @@ class Incoming:
             raise storage_error(exc) from None
 
     def finish(self):
-        """Flush to disk; the caller renames afterwards."""
+        """Flush to disk; the caller commits afterwards."""
         try:
-            self.file.flush()
             self.writeback.wait()
-            os.fsync(self.file.fileno())
-            self.file.close()
+            super().finish()
         except OSError as exc:
             raise storage_error(exc) from None
-
-    def commit(self, path):
-        os.replace(self.temp_path, path)
-        self.temp_path = None
 
     def discard(self):
         try:
             self.writeback.wait()
         except OSError:
             pass          # the upload is being thrown away anyway
-        self.file.close()
-        if self.temp_path is not None:
-            try:
-                os.unlink(self.temp_path)
-            except FileNotFoundError:
-                pass
-            self.temp_path = None
+        super().discard()
 
     def summary(self, name):
         return {'name': name, 'bytes': self.size, 'sha256': self.hash.hexdigest()}
+
+    def digests(self):
+        """{algorithm: digest} of every hash computed (RFC 9530 names)."""
+        return {DEFAULT: self.hash.digest(),
+                **{name: other.digest() for name, other in self.more.items()}}
 
 
 class Writeback:
@@ -188,26 +183,31 @@ class UploadStore:
             found.append({'name': entry.name, 'bytes': st.st_size, 'modified': st.st_mtime})
         return sorted(found, key=lambda item: item['name'])
 
-    def incoming(self):
+    def incoming(self, more=()):
         try:
-            return Incoming(self.directory, self.max_upload)
+            return Incoming(self.directory, self.max_upload, more)
         except OSError as exc:
             raise storage_error(exc) from None
 
     def refuse_oversize(self, body):
         """413 for a body announced larger than --max-upload, before a byte is
         read (and so before 100 Continue is sent)."""
-        if body.length is not None and body.length > self.max_upload:
-            raise HTTPError(413, f'upload of {body.length} bytes is larger than '
-                                 f'{self.max_upload}', close=True)
+        SizeLimit('upload', self.max_upload).refuse(body.length)
 
-    def put(self, name, body):
-        """Store a request body under ``name``; return (summary, replaced)."""
+    def put(self, name, body, algorithms=(), verify=None):
+        """Store a request body under ``name``; return (summary, replaced, digests).
+
+        ``algorithms`` are hashed besides sha-256, in the same pass;
+        ``verify(digests)``, called once the whole body (and its trailers) is
+        read and before the file takes its name, may refuse it with HTTPError.
+        """
         path = self.path(name)
         self.refuse_oversize(body)
-        incoming = self.incoming()
+        incoming = self.incoming(algorithms)
         try:
             body.read_to(incoming.write)
+            if verify is not None:
+                verify(incoming.digests())
             incoming.finish()
             replaced = os.path.exists(path)
             if os.path.isdir(path):
@@ -215,7 +215,7 @@ class UploadStore:
             incoming.commit(path)
         finally:
             incoming.discard()
-        return incoming.summary(name), replaced
+        return incoming.summary(name), replaced, incoming.digests()
 
     def delete(self, name):
         path = self.path(name)

@@ -18,13 +18,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 import listing52
-from conftest import REPO, WAIT, FakeSocket, run_minihttp
-from fileserver import wait_until
-from test_connections import room_for  # noqa: F401 (a fixture)
 from minihttp.blocks import (BlockTooLarge, TruncatedBlock, describe, get_block, get_block_to,
                              get_length, put_block, put_stream)
 from minihttp.framing import StreamReader
 from minihttp.report import Progress, amount, clock
+from support import FakeSocket, REPO, WAIT, run_minihttp, sha256_file, wait_until
 
 MiB = 1 << 20
 WIRE_LINES = b''.join(listing52.LENGTH.pack(len(line)) + line for line in listing52.LINES)
@@ -133,14 +131,6 @@ def random_file(path, size):
     return digest.hexdigest()
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(MiB), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def saved_path(server, blocks, size):
     line = server.wait_for_line(
         rf'end of stream after {blocks} blocks, {size} bytes; saved to (?P<path>.+)$',
@@ -205,7 +195,7 @@ def test_a_100_mib_file_is_saved_whole_and_never_held_in_memory(minihttp, tmp_pa
     path = saved_path(server, 2, size)
     peak = server.peak_rss()
 
-    assert sha256_of(path) == digest
+    assert sha256_file(path) == digest
     assert os.listdir(saved) == [os.path.basename(path)]  # no temporary file left
     # Had it held one block, its peak would have grown by 64 MiB.
     assert peak < block_size / 2, (baseline, peak)
@@ -329,7 +319,7 @@ def test_twenty_clients_sending_files_at_once(minihttp, tmp_path):
             client.stderr.close()
     assert statuses == [0] * 20
     paths = [m['path'] for m in server.wait_for_lines(r'saved to (?P<path>.+)$', 20)]
-    assert {sha256_of(path) for path in paths} == digests
+    assert {sha256_file(path) for path in paths} == digests
 
 
 # -- what goes wrong ---------------------------------------------------------

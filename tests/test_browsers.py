@@ -14,11 +14,10 @@ import os
 import pytest
 import requests
 
-from conftest import run_minihttp, WAIT
-from fileserver import HTTP_LISTENING, RawClient, serve_args
 from minihttp.browsers import Browsers, host_name, loopback_name, normal_origin, upload_fields
 from minihttp.errors import HTTPError
 from minihttp.request import Request
+from support import HTTP_LISTENING, RawClient, WAIT, run_minihttp, serve_args
 
 EVIL = 'http://evil.example'
 PAGE = '<!doctype html><script>fetch("/uploads/", {method: "POST"})</script>\n'

@@ -10,16 +10,15 @@ the same bytes after the same head; and a live server, its one thread busy,
 answers a whole chunked body with trailers and gives 408 to `3\\r\\n0\\r\\n\\r\\n`.
 """
 
-import os
 import select
-import socket
 import time
 
 import h11
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import FakeSocket, WAIT
+from support import (WAIT, FakeSocket, RawClient, chunked, request_bytes, temps,
+                     wait_until)
 from minihttp.bodies import MALFORMED, PARTIAL, WHOLE, buffered_body
 from minihttp.framing import StreamReader
 from minihttp.request import read_request
@@ -132,7 +131,7 @@ class Waiting:
 
     def __init__(self, head, buffered):
         self.reader = StreamReader(FakeSocket(head + buffered))
-        self.message = read_request(self.reader)
+        self.exchange = read_request(self.reader)
 
 
 @pytest.mark.parametrize('buffered, needs_more', [
@@ -146,56 +145,29 @@ def test_needs_more_asks_the_body_reader(buffered, needs_more):
 
 # -- a live server whose only thread is busy ------------------------------------------------
 
-def connect(port):
-    sock = socket.create_connection(('127.0.0.1', port), timeout=WAIT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def reply_of(sock):
-    """The status and body of a reply to a request sent with Connection: close, as h11 reads it."""
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method='PUT', target='/', headers=[('Host', 'h'),
-                                                               ('Transfer-Encoding', 'chunked')]))
-    while chunk := sock.recv(65536):
-        client.receive_data(chunk)
-    client.receive_data(b'')
-    status, body = None, bytearray()
-    while (event := client.next_event()) is not h11.PAUSED:
-        if isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-            return status, bytes(body)
-    return status, bytes(body)
-
-
 def test_a_busy_pool_answers_a_whole_body_with_trailers_and_408s_a_partial_one(serve, tmp_path):
     server = serve('--threads', '1', '--body-timeout', '1', '--min-rate', '0',
                    '--uploads', tmp_path)
-    put = (b'PUT %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n'
-           b'Transfer-Encoding: chunked\r\n\r\n')
-    with connect(server.port) as holder, connect(server.port) as whole, \
-            connect(server.port) as partial:
+    head = ['Connection: close', 'Transfer-Encoding: chunked']
+    with RawClient(server.port) as holder, RawClient(server.port) as whole, \
+            RawClient(server.port) as partial:
         # The holder's upload takes the only thread, and keeps it while it drips
         # one-byte chunks (each written to its file as it comes).
-        holder.sendall(put % b'/uploads/hold.bin' + b'1\r\nx\r\n')
-        deadline = time.monotonic() + WAIT
-        while not os.listdir(tmp_path):
-            assert time.monotonic() < deadline, 'the holder never took the thread'
-            select.select([holder], [], [], 0.05)
-        whole.sendall(put % b'/echo' + b'5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n')
-        partial.sendall(put % b'/echo' + b'3\r\n0\r\n\r\n')
+        holder.send(request_bytes('PUT', '/uploads/hold.bin', head), b'1\r\nx\r\n')
+        wait_until(lambda: temps(tmp_path), 'the holder took the thread')
+        whole.send(request_bytes('PUT', '/echo', head, chunked(b'hello', trailers=['X-Sum: 5'])))
+        partial.send(request_bytes('PUT', '/echo', head, b'3\r\n0\r\n\r\n'))
         # Until the partial body's deadline has passed: a chunk for the holder now
         # and then, so that its read never stalls.
-        while not select.select([partial], [], [], 0.25)[0]:
+        deadline = time.monotonic() + WAIT
+        while not select.select([partial.sock], [], [], 0.25)[0]:
             assert time.monotonic() < deadline, 'the partial body never got its 408'
-            holder.sendall(b'1\r\nx\r\n')
-        status, body = reply_of(partial)
-        assert (status, b'request body not received in time' in body) == (408, True)
+            holder.send(b'1\r\nx\r\n')
+        reply = partial.reply('PUT')
+        assert reply.status == 408 and b'request body not received in time' in reply.body
         # The whole body's deadline came first: it waits its turn, unanswered.
-        assert not select.select([whole], [], [], 0)[0]
-        holder.sendall(b'0\r\n\r\n')
-        assert reply_of(holder)[0] == 201
-        assert reply_of(whole) == (200, b'hello')
+        assert not select.select([whole.sock], [], [], 0)[0]
+        holder.send(b'0\r\n\r\n')
+        assert holder.reply('PUT').status == 201
+        reply = whole.reply('PUT')
+        assert (reply.status, reply.body) == (200, b'hello')

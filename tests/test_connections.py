@@ -72,21 +72,15 @@ import time
 
 import pytest
 
-from conftest import REPO, WAIT
-from fileserver import wait_until
 from minihttp.cli import build_parser
 from minihttp.eventloop import EventLoop
 from minihttp.responses import Response
 from minihttp.limits import SMALL_FILE
 from minihttp.server import HTTPServer
-from test_http_server import Client, chunked, get, post, read_reply, wait_until_refused
-from test_uploads import temps
+from support import (Client, REPO, WAIT, assert_back_to_baseline, chunked, get, post, read_reply,
+                     resources, temps, wait_until, wait_until_refused)
 
 INDEX = (REPO / 'www' / 'index.html').read_bytes()
-
-# Descriptors this test process keeps for itself beyond the connections it
-# opens: pytest, the server's pipes, a connection or two made on the side.
-SPARE_DESCRIPTORS = 200
 
 
 def chunked_put(path, *pieces):
@@ -245,56 +239,6 @@ def test_a_client_that_does_not_read_holds_up_no_one_else(serve, tmp_path):
 
 
 # -- load with small counts; descriptors and threads back to baseline ------------------
-
-def resources(pid):
-    """(open descriptors, threads) of a process, from /proc."""
-    return len(os.listdir(f'/proc/{pid}/fd')), len(os.listdir(f'/proc/{pid}/task'))
-
-
-def baseline(server):
-    """The server's resources once started and past one request, its connection closed."""
-    with Client(server.port) as client:
-        client.assert_closed_after(client.exchange(get('/', 'HTTP/1.1', 'Connection: close')))
-    return resources(server.pid)
-
-
-def assert_back_to_baseline(server, base, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not all(now <= then for now, then in zip(resources(server.pid), base)):
-        if time.monotonic() > deadline:
-            raise AssertionError(f'(descriptors, threads) {resources(server.pid)} still above '
-                                 f'the baseline {base} after {timeout} s')
-        time.sleep(0.02)   # a poll interval, not a synchronisation
-
-
-@pytest.fixture
-def room_for():
-    """``room_for(n)``: raise this process's soft RLIMIT_NOFILE to fit n more descriptors.
-
-    Raised to the hard limit (a server started afterwards inherits it), or the
-    test is skipped when even that is too few; restored at teardown.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-
-    def make_room(count):
-        needed = len(os.listdir('/proc/self/fd')) + count + SPARE_DESCRIPTORS
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            pytest.skip(f'RLIMIT_NOFILE hard limit {hard} cannot hold {needed} descriptors')
-        if soft != resource.RLIM_INFINITY and soft < needed:
-            resource.setrlimit(resource.RLIMIT_NOFILE,
-                               (needed if hard == resource.RLIM_INFINITY else hard, hard))
-    yield make_room
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-@pytest.fixture
-def measured(serve, room_for):
-    """``measured(connections, *args)``: a server with room for ``connections``, and its baseline."""
-    def start(connections, *args):
-        room_for(connections)
-        server = serve(*args)
-        return server, baseline(server)
-    return start
 
 
 def ask_each(clients, requests, method='GET'):

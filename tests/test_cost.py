@@ -29,9 +29,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import WAIT, FakeSocket
-from fileserver import RawClient, Served, request_bytes
-from minihttp import cli, files, multipart, records
+from minihttp import cli, digests, files, multipart, records
 from minihttp.app import App, after
 from minihttp.blocks import get_block
 from minihttp.browsers import Browsers
@@ -43,6 +41,7 @@ from minihttp.transfer import CHUNKED_BODY, content_length, request_framing
 from minihttp.limits import (MAX_CHUNK_LINE, MAX_FIELDS, MAX_HEAD, MAX_PART_HEAD,
                              MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS)
 from minihttp.server import HTTPServer
+from support import FakeSocket, RawClient, Served, WAIT, request_bytes
 
 # CPU time at 8n over CPU time at n: about 8 for a linear parser (less where a
 # fixed cost is part of it), 64 for a quadratic one.
@@ -259,6 +258,21 @@ COSTS = [
     Cost('framing record: userinfo and a query of empty items',
          lambda text: records.redact(text).startswith('http://x/?&=*'),
          lambda n: 'http://' + 'a@' * n + 'x/?' + '&=' * n, MAX_REQUEST_LINE // 32 - 4, True),
+    # Integrity fields (RFC 9530): Structured Fields Dictionaries (RFC 8941 section 3.2).
+    Cost('Content-Digest: many members, then a bad key', digests.parse_dictionary,
+         lambda n: 'sha-256=:AAAA:, ' * n + 'A', MAX_HEAD // 128, None),
+    Cost('Content-Digest: whitespace runs before a missing comma', digests.parse_dictionary,
+         lambda n: 'a=1' + ' \t' * n + 'b=2', MAX_HEAD // 16 - 16, None),
+    Cost('Content-Digest: an unclosed string of quoted-pairs', digests.parse_dictionary,
+         lambda n: 'a="' + '\\"' * n, MAX_HEAD // 16 - 16, None),
+    Cost('Content-Digest: an unclosed inner list of items and spaces', digests.parse_dictionary,
+         lambda n: 'a=(' + '1 ' * n, MAX_HEAD // 16 - 16, None),
+    Cost('Content-Digest: many parameters, then an empty one', digests.parse_dictionary,
+         lambda n: 'a=:AA:' + ';p=1' * n + ';', MAX_HEAD // 32 - 16, None),
+    Cost('Content-Digest: an unclosed byte sequence', digests.parse_dictionary,
+         lambda n: 'sha-256=:' + 'A' * n, MAX_HEAD // 8 - 16, None),
+    Cost('Want-Repr-Digest: many preferences, then a bad one', digests.wanted_algorithm,
+         lambda n: 'sha-256=1, ' * n + 'sha-512=x', MAX_HEAD // 96, None),
     # The command line: sizes.
     Cost('--max-upload: a number, whitespace, then junk', size_option,
          lambda n: '1' + ' ' * n + 'x', 1000, 'refused'),

@@ -15,14 +15,14 @@ import socket
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import FakeSocket
-from minihttp.eventloop import Connection, EventLoop, Pace, TimedSocket
+from minihttp.eventloop import Connection, EventLoop, Pace, Protocol, TimedSocket
 from minihttp.framing import StreamReader
 from minihttp.errors import HTTPError
 from minihttp.request import read_request
 from minihttp.responses import Response
 from minihttp.limits import CONNECTION_BUFFER_SIZE, MAX_HEAD, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
 from minihttp.server import HTTPServer
+from support import FakeSocket
 
 
 class NonBlockingSocket(FakeSocket):
@@ -173,10 +173,10 @@ def test_a_long_head_grows_the_buffer_to_about_its_size_and_gives_it_back(size):
     reader = StreamReader(NonBlockingSocket(head, 3000, closes=True), CONNECTION_BUFFER_SIZE,
                           spares=spares)
     assert read_requests_nonblocking(reader, 1)[0][1] == '/long'
-    grown = len(reader._buf)
+    grown = reader.capacity
     assert size < grown < 2 * (size + 4)        # doubling, never straight to MAX_HEAD
     assert read_requests_nonblocking(reader, 1) == [EXPECTED]
-    assert reader.release() and reader._buf == b''
+    assert reader.release() and reader.capacity == 0
     assert spares == []                         # a grown buffer goes back to the allocator
 
 
@@ -185,7 +185,7 @@ def test_a_head_one_byte_past_max_head_is_refused_from_a_small_buffer():
     with pytest.raises(HTTPError) as refused:
         read_request(reader)
     assert refused.value.status == 431
-    assert len(reader._buf) <= MAX_HEAD + 4
+    assert reader.capacity <= MAX_HEAD + 4
 
 
 def test_a_small_request_leaves_the_connection_buffer_small(loop, pair):
@@ -194,7 +194,7 @@ def test_a_small_request_leaves_the_connection_buffer_small(loop, pair):
     conn = Connection(ours, ('local', 0), loop)
     theirs.sendall(HEAD)
     assert read_requests_nonblocking(conn.reader, 1) == [EXPECTED]
-    assert len(conn.reader._buf) == CONNECTION_BUFFER_SIZE < READ_BUFFER_SIZE // 4
+    assert conn.reader.capacity == CONNECTION_BUFFER_SIZE < READ_BUFFER_SIZE // 4
 
 
 def test_a_running_loop_gives_each_buffer_back_once_the_request_is_read():
@@ -209,7 +209,7 @@ def test_a_running_loop_gives_each_buffer_back_once_the_request_is_read():
                 assert read_reply(reader) == b'fine'
                 # The answer was queued after the buffer went back.
                 (conn,) = list(loop.connections)
-                assert conn.reader._buf == b''
+                assert conn.reader.capacity == 0
                 assert {len(spare) for spare in loop.spare_buffers} <= {CONNECTION_BUFFER_SIZE}
     finally:
         loop.stop(0)
@@ -226,15 +226,12 @@ def read_reply(reader):
 
 @pytest.fixture
 def loop():
-    class Protocol:
+    class Quiet(Protocol):
         keepalive_timeout = head_timeout = body_timeout = 1.0
 
         def expired(self, conn):
             pass
-
-        def closed(self, conn):
-            pass
-    loop = EventLoop('127.0.0.1', 0, Protocol(), threads=1)
+    loop = EventLoop('127.0.0.1', 0, Quiet(), threads=1)
     yield loop
     loop.sock.close()
 
@@ -245,46 +242,6 @@ def pair():
     yield a, b
     a.close()
     b.close()
-
-
-def test_later_deadlines_do_not_grow_the_heap(loop, pair):
-    conn = Connection(pair[0], ('local', 0), loop)
-    for n in range(1000):                     # a keep-alive client's many requests
-        loop._set_deadline(conn, 100.0 + n)
-    assert len(loop._timers) == 1 and conn.deadline == 1099.0
-    loop._set_deadline(conn, 50.0)            # earlier: a second entry, the live one
-    assert len(loop._timers) == 2 and conn.timer[0] == 50.0
-
-
-def test_an_entry_that_comes_up_early_requeues_itself_once(loop, pair):
-    closed = []
-    loop._close = closed.append
-    conn = Connection(pair[0], ('local', 0), loop)
-    loop._set_deadline(conn, 10.0)
-    loop._set_deadline(conn, 20.0)            # moved later: same entry
-    loop._expire(15.0)
-    assert closed == [] and [t[0] for t in loop._timers] == [20.0]
-    loop._expire(20.0)
-    assert closed == [conn] and not loop._timers
-
-
-class Closable(FakeSocket):
-    def close(self):
-        pass
-
-
-def test_closed_connections_do_not_stay_in_the_heap(loop):
-    loop._watch = lambda conn, events: None
-    live = Connection(Closable(), ('local', 0), loop)
-    loop._set_deadline(live, 5.0)
-    for n in range(5000):                     # many short connections, each closed
-        conn = Connection(Closable(), ('local', n), loop)
-        loop._set_deadline(conn, 10.0 + n)
-        loop._close(conn)
-    assert len(loop._timers) <= 1 + 2 * 1024
-    assert live.timer in loop._timers
-    loop._expire(5.0)
-    assert live.state == 'closed'
 
 
 def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):
@@ -320,7 +277,7 @@ def test_body_work_needs_more_until_its_body_is_buffered_whole(fields, buffered,
 
     class Waiting:
         reader = StreamReader(FakeSocket(raw))
-        message = read_request(reader)
+        exchange = read_request(reader)
 
     assert Waiting.reader.at_eof() is False
     assert HTTPServer(None).needs_more(Waiting) is needs_more
@@ -399,3 +356,17 @@ def test_a_timed_socket_cuts_a_dripping_peer_by_its_rate(pair):
     with pytest.raises(TimeoutError, match=r'too slow: 1 bytes received in 0\.\d s'):
         while True:        # nothing more comes: the window ends with 1 byte
             timed.recv_into(buffer)
+
+
+# -- the contract between the loop and its protocol ------------------------------------
+
+def test_a_loop_attaches_its_protocol_once_and_a_protocol_serves_one_loop():
+    protocol = HTTPServer(lambda request: Response(200, [], b'fine'), access_log=False)
+    loop = EventLoop('127.0.0.1', 0, protocol)
+    try:
+        assert protocol.loop is loop            # known before any connection comes
+        with pytest.raises(ValueError, match='already serves a loop'):
+            EventLoop('127.0.0.1', 0, protocol).sock.close()
+    finally:
+        loop.sock.close()
+

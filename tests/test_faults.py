@@ -21,12 +21,14 @@ import time
 
 import pytest
 
-from conftest import HTTP_LISTENING, WAIT
-from fileserver import wait_until
-from test_connections import assert_back_to_baseline, baseline
-from test_http_server import Client, get
-from minihttp import uploads as uploads_module
-from test_uploads import TEMP_PREFIX, in_process, multipart_body, temps  # noqa: F401
+from minihttp import atomic
+from minihttp.eventloop import EventLoop
+from minihttp.files import FileBody
+from minihttp.responses import Response
+from minihttp.server import HTTPServer
+from minihttp.uploads import TEMP_PREFIX
+from support import (Client, HTTP_LISTENING, WAIT, assert_back_to_baseline, baseline,
+                     framing_records, get, multipart_body, temps, wait_until)
 
 SHORT = ('--head-timeout', '1', '--body-timeout', '1', '--keepalive-timeout', '2')
 
@@ -251,10 +253,7 @@ def test_sigterm_during_twenty_uploads_each_completes_or_leaves_nothing(minihttp
         for n, (client, content) in enumerate(zip(clients, contents)):
             client.send(put_head(f'/uploads/u{n}.bin', f'Content-Length: {size}')
                         + content[:size // 2])
-        deadline = time.monotonic() + WAIT
-        while len([name for name in os.listdir(uploads) if name.startswith(TEMP_PREFIX)]) < 20:
-            assert time.monotonic() < deadline, 'the uploads did not all start'
-            time.sleep(0.01)     # a poll interval, not a synchronisation
+        wait_until(lambda: len(temps(uploads)) >= 20, 'all the uploads started')
         server.proc.send_signal(signal.SIGTERM)
         for client, content in zip(clients[:10], contents[:10]):   # these finish in time
             client.send(content[size // 2:])
@@ -308,9 +307,174 @@ def test_a_read_only_upload_directory_injected_gives_500_and_keeps_nothing(in_pr
     # Where no tmpfs can be mounted, the same refusal by an injected error.
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(uploads_module.tempfile, 'mkstemp', read_only)
+    monkeypatch.setattr(atomic.tempfile, 'mkstemp', read_only)
     with Client(in_process.port) as client:
         reply = client.exchange(put_head('/uploads/x.bin', 'Content-Length: 5') + b'hello',
                                 'PUT')
     assert reply.status == 500 and b'Read-only file system' in reply.body
     assert os.listdir(in_process.directory) == []
+
+
+# -- how each exchange ended: one access-log line and one record, cut or not ---------------
+
+def ended(port, method, path, kind):
+    """The record of the exchange ``method path`` that ended ``kind``, waited for."""
+    found = []
+
+    def recorded():
+        found[:] = [r for r in framing_records(port) if r['kind'] == 'http'
+                    and r['request'] is not None and r['request']['method'] == method
+                    and r['request']['target'] == path and r['ended']['kind'] == kind]
+        return found
+    wait_until(recorded, f'a record of {method} {path} that ended {kind!r}')
+    (record,) = found
+    return record
+
+
+@pytest.fixture
+def logged(minihttp, tmp_path):
+    """A server with short timeouts that writes its access log; (process, root, uploads)."""
+    root, uploads = tmp_path / 'root', tmp_path / 'uploads'
+    root.mkdir()
+    (root / 'big.bin').write_bytes(os.urandom(16 << 20))
+
+    def start(*args):
+        return minihttp('serve', '--port', 0, '--block-port', 0, '--root', root,
+                        '--uploads', uploads, *(args or SHORT), listening=HTTP_LISTENING)
+    return start, uploads
+
+
+def reset(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    sock.close()
+
+
+def test_a_reset_mid_body_is_logged_and_recorded_as_the_client_gone(logged):
+    start, uploads = logged
+    server = start()
+    sock = socket.create_connection(('127.0.0.1', server.port))
+    sock.sendall(put_head('/uploads/v.bin', 'Content-Length: 100000') + b'x' * 5000)
+    wait_until(lambda: len(temps(uploads)) == 1, 'the upload began on a thread')
+    reset(sock)
+    line = server.wait_for_line(r'"PUT /uploads/v\.bin HTTP/1\.1" - - "client left: (.*)"$',
+                                stream='stderr')
+    assert re.fullmatch(r'Connection reset by peer after \d+ bytes of the body', line[1])
+    record = ended(server.port, 'PUT', '/uploads/v.bin', 'client left')
+    assert record['ended']['reason'] == line[1]
+    assert record['response']['status'] is None and 'no response' in record['words']
+    assert nothing_left(uploads)
+
+
+def test_a_reset_mid_response_is_logged_with_the_status_begun_and_the_bytes_sent(logged):
+    start, _ = logged
+    server = start()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(('127.0.0.1', server.port))
+    sock.sendall(get('/big.bin'))
+    sock.settimeout(WAIT)
+    assert sock.recv(4096).startswith(b'HTTP/1.1 200 ')     # the answer has begun
+    reset(sock)
+    line = server.wait_for_line(r'"GET /big\.bin HTTP/1\.1" 200 (\d+) "client left: (.*)"$',
+                                stream='stderr')
+    assert 0 < int(line[1]) < 16 << 20
+    assert re.fullmatch(r'(Connection reset by peer|Broken pipe) after \d+ bytes of the '
+                        r'body', line[2])
+    record = ended(server.port, 'GET', '/big.bin', 'client left')
+    assert record['ended']['reason'] == line[2] and record['response']['status'] == 200
+    assert record['words'].endswith('; client left: ' + line[2])
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_reader_cut_by_the_minimum_rate_is_logged_and_recorded_as_timed_out(logged):
+    start, _ = logged
+    server = start(*PACED)
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(('127.0.0.1', server.port))
+    try:
+        stuck.sendall(get('/big.bin'))       # never read
+        line = server.wait_for_line(r'"GET /big\.bin HTTP/1\.1" 200 \d+ "timed out: '
+                                    r'(mid-response, after \d+ bytes: too slow: .*)"$',
+                                    stream='stderr')
+        assert 'below the minimum of 1000 bytes/s' in line[1]
+        record = ended(server.port, 'GET', '/big.bin', 'timed out')
+        assert record['ended']['reason'] == line[1]
+    finally:
+        stuck.close()
+
+
+def test_an_echo_whose_body_stalls_is_logged_and_recorded_as_timed_out(logged):
+    start, _ = logged
+    server = start()
+    with Client(server.port) as client:
+        client.send(get('/echo', 'HTTP/1.1', 'Transfer-Encoding: chunked', method='POST')
+                    + b'5\r\nhello\r\n')             # one chunk, then nothing
+        assert client.file.readline().startswith(b'HTTP/1.1 200 ')
+        line = server.wait_for_line(r'"POST /echo HTTP/1\.1" 200 \d+ "timed out: (mid-response'
+                                    r', after \d+ bytes: stalled: nothing received for 1 s)"$',
+                                    stream='stderr')
+        client.sock.settimeout(WAIT)
+        assert not client.file.read().endswith(b'0\r\n\r\n')   # cut before its end
+    record = ended(server.port, 'POST', '/echo', 'timed out')
+    assert record['ended']['reason'] == line[1]
+    assert record['request']['body']['done'] is False
+
+
+@pytest.fixture
+def serving(capsys):
+    """``serving(app)``: an HTTP server on a thread of this process, with its access log;
+    yields (port, records, lines on stderr so far)."""
+    loops = []
+
+    def start(app):
+        server = HTTPServer(app)
+        loop = EventLoop('127.0.0.1', 0, server)
+        loop.start()
+        loops.append(loop)
+        err = []
+
+        def lines():
+            err.extend(capsys.readouterr().err.splitlines())
+            return err
+        return loop.address[1], server.records, lines
+    yield start
+    for loop in loops:
+        loop.stop(0.5)
+
+
+def assert_cut(serving, app, pattern):
+    """Serve GET /x with ``app``: the response is cut, logged with a traceback and recorded."""
+    port, records, lines = serving(app)
+    with Client(port) as client:
+        client.send(get('/x'))
+        client.sock.settimeout(WAIT)
+        client.file.read()                           # until the server closes
+    wait_until(lambda: any('"GET /x HTTP/1.1" 200 ' in line for line in lines()),
+               'the access log line')
+    (line,) = [line for line in lines() if '"GET /x HTTP/1.1"' in line]
+    reason = re.search(r' 200 \d+ "response cut: (.*)"$', line)[1]
+    assert re.fullmatch(pattern, reason), reason
+    assert 'Traceback (most recent call last)' in '\n'.join(lines())   # ours: said whole
+    (record,) = [r for r in records.recent() if r['kind'] == 'http']
+    assert record['ended'] == {'kind': 'response cut', 'reason': reason}
+    assert record['response']['status'] == 200
+
+
+def test_a_handler_that_lies_about_its_length_is_cut_logged_and_recorded(serving):
+    def lying(request):
+        return Response(200, [], iter([b'only this']), length=100)
+    assert_cut(serving, lying, r'ResponseError: response body was 9 bytes, announced 100')
+
+
+def test_a_file_that_shrinks_while_sent_is_cut_logged_and_recorded(serving, tmp_path):
+    path = tmp_path / 'shrinking.bin'
+    path.write_bytes(os.urandom(1 << 20))
+
+    def shrinking(request):
+        fd = os.open(path, os.O_RDONLY)
+        size = os.fstat(fd).st_size
+        os.truncate(path, size // 2)                 # as another process would, meanwhile
+        return Response(200, [], FileBody(fd, 0, size), length=size)
+    assert_cut(serving, shrinking,
+               rf'ResponseError: file ended after {(1 << 20) // 2} of {1 << 20} bytes')

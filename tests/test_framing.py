@@ -5,10 +5,10 @@ import tracemalloc
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import FakeSocket
 from minihttp.framing import (FramingError, IncompleteRead, LimitExceeded, StreamReader,
                               write_all)
 from minihttp.limits import STREAM_BUFFER_SIZE
+from support import FakeSocket
 
 # Split points for data of any length: offsets past the end are ignored.
 splits = st.lists(st.integers(min_value=1, max_value=300), max_size=40)

@@ -13,10 +13,8 @@ import subprocess
 
 import pytest
 import requests
+from support import HTTP_LISTENING, WAIT, sha256_file
 
-from conftest import WAIT
-
-HTTP_LISTENING = r'http server listening on http://(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)/'
 
 MiB = 1 << 20
 SIZES = [0, 1, 1 * MiB, 20 * MiB]
@@ -49,11 +47,6 @@ def payloads(tmp_path_factory):
         path.write_bytes(data)
         files[size] = path, hashlib.sha256(data).hexdigest()
     return files
-
-
-def sha256_of(path):
-    with open(path, 'rb') as file:
-        return hashlib.file_digest(file, 'sha256').hexdigest()
 
 
 # -- requests ------------------------------------------------------------------------
@@ -153,7 +146,7 @@ def test_curl_echo_returns_the_same_bytes(served, payloads, tmp_path, mode, size
     headers, body, verbose = curl(base, [o.format(file=path) for o in options], tmp_path,
                                   stdin=path if mode == 'chunked-stdin' else None)
     assert header(headers, 'X-Request-Framing') == framing.format(size=size)
-    assert sha256_of(body) == digest
+    assert sha256_file(body) == digest
     if mode.startswith('chunked'):
         assert header(headers, 'Transfer-Encoding') == 'chunked'
     else:
@@ -175,4 +168,4 @@ def test_curl_expect_100_continue_gets_100_before_the_body(served, payloads, tmp
     assert '> Expect: 100-continue' in verbose
     assert '< HTTP/1.1 100 Continue' in verbose
     assert header(headers, 'X-Request-Framing') == framing.format(size=size)
-    assert sha256_of(body) == digest
+    assert sha256_file(body) == digest

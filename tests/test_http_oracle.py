@@ -1,6 +1,6 @@
 """minihttp's responses and refusals, with h11 as the oracle.
 
-* Every response ``write_response`` makes (Content-Length, chunked,
+* Every response the ResponseWriter makes (Content-Length, chunked,
   close-delimited, HEAD, 204, 304, errors) is read by h11 in client role:
   no protocol error, the same status and body, the same idea of whether the
   connection stays open.  The same for a real server's answers.
@@ -18,123 +18,73 @@ import h11
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FakeSocket
-from minihttp.app import App
 from minihttp.errors import HTTPError
-from minihttp.responses import Response, error_response, write_response
+from minihttp.responses import Response, ResponseWriter, error_response
 from minihttp.limits import MAX_FIELDS, MAX_HEAD, MAX_REQUEST_LINE
-from minihttp.eventloop import EventLoop
-from minihttp.server import HTTPServer
+from support import (FakeSocket, SMALL_INDEX, assert_one_line_reason, closes, h11_client,
+                     h11_read, read_written, receiver)
 
-# Seconds a test waits for any one answer from the server.
-WAIT = 10.0
 NOW = 1_700_000_000.0
-INDEX = b'<!doctype html><title>oracle</title><p>the index page</p>\n'
 
 
-# -- reading responses with h11 as the client ----------------------------------------
 
-class Answer(NamedTuple):
-    status: int
-    headers: dict            # lower-case name -> value (str), the last of each name
-    body: bytes
-    informational: list      # statuses of 1xx responses before the final one
-    kept: bool               # h11's view: may the connection carry another request?
-
-
-def h11_client(method='GET', target='/', headers=()):
-    """An h11 client that has sent ``method`` (it reads a response to HEAD differently)."""
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method=method, target=target, headers=[('Host', 'oracle'), *headers]))
-    client.send(h11.EndOfMessage())
-    return client
-
-
-def h11_read(client, receive):
-    """Events from h11 until the end of one response; ``receive()`` gives more bytes (b'' at EOF)."""
-    status, headers, body, informational = None, {}, bytearray(), []
-    while True:
-        event = client.next_event()
-        if event is h11.NEED_DATA:
-            client.receive_data(receive())
-        elif isinstance(event, h11.InformationalResponse):
-            informational.append(event.status_code)
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-            headers = {k.decode().lower(): v.decode('latin-1') for k, v in event.headers}
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            kept = client.our_state is h11.DONE and client.their_state is h11.DONE
-            return Answer(status, headers, bytes(body), informational, kept)
-        else:
-            raise AssertionError(f'unexpected event {event!r}')
-
-
-def read_written(data, method='GET'):
-    """Parse bytes a server wrote (then EOF) as h11 would after sending ``method``."""
-    pending = [bytes(data), b'']
-    return h11_read(h11_client(method), lambda: pending.pop(0) if pending else b'')
-
-
-# -- every response write_response makes is valid HTTP/1.1 ---------------------------
+# -- every response the writer makes is valid HTTP/1.1 -------------------------------
 
 def pieces(*parts):
     """An iterator body (a generator, so its length is unknown to the writer)."""
     yield from parts
 
 
-# (id, request method, Response factory, chunked_ok, keep_alive, announce_keep_alive,
-#  expected framing, expected body)
+# (id, request method, Response factory, request version, keep_alive,
+#  expected framing as spelled, expected body)
 WRITTEN = [
     ('bytes', 'GET', lambda: Response(200, [('Content-Type', 'text/plain')], b'hello\n'),
-     True, True, False, 'Content-Length', b'hello\n'),
+     'HTTP/1.1', True, 'content-length 6', b'hello\n'),
     ('empty-bytes', 'GET', lambda: Response(200, body=b''),
-     True, True, False, 'Content-Length', b''),
+     'HTTP/1.1', True, 'content-length 0', b''),
     ('iterator-with-length', 'GET', lambda: Response(200, body=pieces(b'ab', b'cd'), length=4),
-     True, True, False, 'Content-Length', b'abcd'),
+     'HTTP/1.1', True, 'content-length 4', b'abcd'),
     ('iterator-chunked', 'GET', lambda: Response(200, body=pieces(b'ab', b'', b'cd' * 50)),
-     True, True, False, 'chunked', b'ab' + b'cd' * 50),
+     'HTTP/1.1', True, 'chunked', b'ab' + b'cd' * 50),
     ('iterator-chunked-empty', 'GET', lambda: Response(200, body=pieces()),
-     True, True, False, 'chunked', b''),
+     'HTTP/1.1', True, 'chunked', b''),
     # An HTTP/1.0 client cannot take chunks: the body runs until the close
     # (RFC 9112 section 6.3 item 8).  h11 sends only HTTP/1.1 requests, but it
     # reads a response with neither length nor chunks the same way, to EOF.
     ('http10-close-delimited', 'GET', lambda: Response(200, body=pieces(b'one ', b'two')),
-     False, True, True, 'close', b'one two'),
+     'HTTP/1.0', True, 'close', b'one two'),
     ('http10-keep-alive-announced', 'GET', lambda: Response(200, body=b'kept'),
-     False, True, True, 'Content-Length', b'kept'),
+     'HTTP/1.0', True, 'content-length 4', b'kept'),
     ('HEAD-bytes', 'HEAD', lambda: Response(200, body=b'not sent'),
-     True, True, False, 'Content-Length', b''),
+     'HTTP/1.1', True, 'content-length 8', b''),
     ('HEAD-iterator', 'HEAD', lambda: Response(200, body=pieces(b'not sent')),
-     True, True, False, 'chunked', b''),
+     'HTTP/1.1', True, 'chunked', b''),
     ('HEAD-iterator-with-length', 'HEAD', lambda: Response(200, body=pieces(b'x'), length=9),
-     True, True, False, 'Content-Length', b''),
+     'HTTP/1.1', True, 'content-length 9', b''),
     ('204', 'OPTIONS', lambda: Response(204, [('Allow', 'GET, HEAD, OPTIONS')]),
-     True, True, False, 'none', b''),
+     'HTTP/1.1', True, 'none', b''),
     ('304', 'GET', lambda: Response(304, [('ETag', '"v1"')], b''),
-     True, True, False, 'none', b''),
+     'HTTP/1.1', True, 'none', b''),
     ('304-given-a-body', 'GET', lambda: Response(304, [('ETag', '"v1"')], b'not sent'),
-     True, True, False, 'none', b''),
+     'HTTP/1.1', True, 'none', b''),
     ('close-asked-by-handler', 'GET', lambda: Response(200, body=b'bye', close=True),
-     True, True, False, 'Content-Length', b'bye'),
+     'HTTP/1.1', True, 'content-length 3', b'bye'),
     ('close-asked-by-server', 'GET', lambda: Response(200, body=pieces(b'bye')),
-     True, False, False, 'chunked', b'bye'),
+     'HTTP/1.1', False, 'chunked', b'bye'),
 ]
 
 
 @pytest.mark.parametrize(
-    'method, make, chunked_ok, keep_alive, announce, framing, body',
+    'method, make, version, keep_alive, framing, body',
     [case[1:] for case in WRITTEN], ids=[case[0] for case in WRITTEN])
-def test_every_written_response_is_valid_for_h11(method, make, chunked_ok, keep_alive,
-                                                 announce, framing, body):
+def test_every_written_response_is_valid_for_h11(method, make, version, keep_alive, framing,
+                                                 body):
     response = make()
     sock = FakeSocket()
-    written, _, sent, kept = write_response(sock, method, response, chunked_ok=chunked_ok,
-                                            keep_alive=keep_alive, now=NOW,
-                                            announce_keep_alive=announce)
+    writer = ResponseWriter(response, method, version, keep_alive, NOW).write(sock)
+    sent, kept = writer.sent, writer.keep_alive
     answer = read_written(sock.sent, method)
-    assert written == framing
+    assert str(writer.framing) == framing
     assert answer.status == response.status
     assert answer.body == body
     assert sent == (0 if method == 'HEAD' else len(body))
@@ -164,8 +114,8 @@ def test_every_written_response_is_valid_for_h11(method, make, chunked_ok, keep_
 @pytest.mark.parametrize('method', ['GET', 'HEAD'])
 def test_every_error_response_is_valid_for_h11(error, method):
     sock = FakeSocket()
-    *_, kept = write_response(sock, method, error_response(error), chunked_ok=True,
-                              keep_alive=True, now=NOW)
+    kept = ResponseWriter(error_response(error), method, 'HTTP/1.1', True, NOW).write(
+        sock).keep_alive
     answer = read_written(sock.sent, method)
     assert answer.status == error.status
     assert answer.kept == kept == (not error.close)
@@ -175,14 +125,6 @@ def test_every_error_response_is_valid_for_h11(error, method):
         assert_one_line_reason(answer)
     else:
         assert answer.body == b''
-
-
-def assert_one_line_reason(answer):
-    """An error body is one line: the status, its phrase, and why."""
-    assert answer.headers['content-type'].startswith('text/plain')
-    text = answer.body.decode('utf-8')
-    assert text.endswith('\n') and text.count('\n') == 1, text
-    assert text.startswith(f'{answer.status} ') and ': ' in text, text
 
 
 class BoundedSocket(FakeSocket):
@@ -205,49 +147,14 @@ def test_any_iterator_body_is_framed_validly(parts, method, known, chunked_ok, k
     body = b''.join(parts)
     response = Response(200, body=pieces(*parts), length=len(body) if known else None)
     sock = BoundedSocket(max_send=max_send)
-    *_, kept = write_response(sock, method, response, chunked_ok=chunked_ok,
-                              keep_alive=keep_alive, now=NOW)
+    version = 'HTTP/1.1' if chunked_ok else 'HTTP/1.0'
+    kept = ResponseWriter(response, method, version, keep_alive, NOW).write(sock).keep_alive
     answer = read_written(sock.sent, method)
     assert answer.body == (b'' if method == 'HEAD' else body)
     assert answer.kept == kept
 
 
 # -- a real server on loopback -------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def server(tmp_path_factory):
-    """An in-process minihttp on 127.0.0.1, on a free port; stopped at teardown."""
-    root = tmp_path_factory.mktemp('www')
-    (root / 'index.html').write_bytes(INDEX)
-    handler = HTTPServer(App(root=str(root)), access_log=False, head_timeout=5.0,
-                         body_timeout=5.0, keepalive_timeout=5.0)
-    listener = EventLoop('127.0.0.1', 0, handler)
-    listener.start()
-    yield listener.address
-    listener.stop(1.0)
-
-
-@pytest.fixture
-def connect(server):
-    """Open loopback connections to the server; each is closed at teardown."""
-    opened = []
-
-    def open_one():
-        sock = socket.create_connection(server, timeout=WAIT)
-        opened.append(sock)
-        return sock
-    yield open_one
-    for sock in opened:
-        sock.close()
-
-
-def receiver(sock):
-    def receive():
-        try:
-            return sock.recv(65536)
-        except ConnectionResetError:
-            return b''   # a reset after the response is a close
-    return receive
 
 
 def h11_exchange(sock, client, events):
@@ -283,10 +190,10 @@ def test_real_responses_are_valid_for_h11_on_one_connection(connect):
         return answer
 
     index = next_request('GET', '/')
-    assert (index.status, index.body) == (200, INDEX)
+    assert (index.status, index.body) == (200, SMALL_INDEX)
     head = next_request('HEAD', '/')
     assert (head.status, head.body) == (200, b'')
-    assert head.headers['content-length'] == str(len(INDEX))
+    assert head.headers['content-length'] == str(len(SMALL_INDEX))
 
     payload = bytes(range(256)) * 40
     echoed = next_request('POST', '/echo', [('Content-Type', 'application/x-test')], body=payload)
@@ -341,7 +248,7 @@ def test_pipelined_requests_are_answered_in_order(connect):
     assert [a.body for a in answers] == [b'Host: oracle\nX-N: 1\n', b'hello', b'abc', b'',
                                          b'Host: oracle\nX-N: 5\n']
     assert answers[2].headers['transfer-encoding'] == 'chunked'
-    assert answers[3].headers['content-length'] == str(len(INDEX))
+    assert answers[3].headers['content-length'] == str(len(SMALL_INDEX))
 
 
 def test_expect_100_continue_through_h11(connect):
@@ -385,19 +292,6 @@ def test_a_body_error_mid_echo_cuts_the_response_short(connect):
     sock.sendall(post(b'Transfer-Encoding: chunked\r\n', b'5\r\nhello\r\nzz\r\n', b'/echo'))
     with pytest.raises(h11.RemoteProtocolError, match='incomplete chunked read'):
         h11_read(h11_client('POST'), receiver(sock))
-
-
-def closes(sock, timeout=WAIT):
-    """Whether the server closes the connection (EOF or reset) within ``timeout``."""
-    sock.settimeout(timeout)
-    try:
-        while True:
-            if not sock.recv(65536):
-                return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 # -- the corpus of invalid requests ---------------------------------------------------

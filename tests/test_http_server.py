@@ -10,9 +10,7 @@ process exit, each with a deadline.
 import concurrent.futures
 import contextlib
 import errno
-import email.utils
 import http.client
-import json
 import os
 import re
 import select
@@ -20,140 +18,19 @@ import signal
 import socket
 import threading
 import time
-from typing import NamedTuple
 
 import pytest
 
-from conftest import HTTP_LISTENING, WAIT, run_minihttp
 from minihttp.cli import build_parser
 from minihttp.responses import Response
 from minihttp.records import describe
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
-
-# One access log line, Common Log Format: host ident authuser [date] "request" status bytes.
-CLF = (r'^(?P<host>\S+) - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
-       r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-)$')
-
-STATUS_LINE = re.compile(rb'(HTTP/1\.[01]) (\d{3}) ([^\r\n]*)\r\n')
+from support import (CLF, Client, HTTP_LISTENING, WAIT, children_of, chunked, framing_records,
+                     get, post, read_chunked, run_minihttp, wait_until_refused)
 
 
 # -- a strict little HTTP client ---------------------------------------------------
-
-class Reply(NamedTuple):
-    version: str
-    status: int
-    fields: list      # [(name, value)] in order, names as sent
-    body: bytes
-
-    def get(self, name):
-        values = [value for field, value in self.fields if field.lower() == name.lower()]
-        return ', '.join(values) if values else None
-
-    @property
-    def closes(self):
-        return 'close' in (self.get('connection') or '').lower()
-
-
-def read_reply(file, method='GET'):
-    """One response off a buffered socket file, its body framed as RFC 9112 section 6.3 says."""
-    line = file.readline(8192)
-    if not line:
-        raise EOFError('the server closed the connection before a response')
-    match = STATUS_LINE.fullmatch(line)
-    assert match, f'not a status line: {line!r}'
-    fields = []
-    while (line := file.readline(8192)) != b'\r\n':
-        assert line.endswith(b'\r\n'), f'field line cut or not ended by CRLF: {line!r}'
-        name, colon, value = line[:-2].decode('latin-1').partition(':')
-        assert colon and name == name.strip(), f'bad field line {line!r}'
-        fields.append((name, value.strip(' \t')))
-    version, status = match[1].decode(), int(match[2])
-    reply = Reply(version, status, fields, b'')
-    if status >= 200:
-        # RFC 9110 sections 6.6.1 and 10.2.4: an origin server with a clock sends Date.
-        assert email.utils.parsedate_to_datetime(reply.get('date')), fields
-        assert reply.get('server'), fields
-    if status < 200 or status == 204:
-        # RFC 9110 section 8.6: never a Content-Length (nor a body) in 1xx and 204.
-        assert reply.get('content-length') is None and reply.get('transfer-encoding') is None
-        return reply
-    if method == 'HEAD' or status == 304:
-        return reply
-    if reply.get('transfer-encoding') is not None:
-        assert reply.get('transfer-encoding') == 'chunked' and reply.get('content-length') is None
-        return reply._replace(body=read_chunked(file))
-    if reply.get('content-length') is not None:
-        length = int(reply.get('content-length'))
-        body = file.read(length)
-        assert len(body) == length, f'body cut at {len(body)} of {length} bytes'
-        return reply._replace(body=body)
-    # Close-delimited (section 6.3 item 8): only a server that closes may send it.
-    assert reply.closes, fields
-    return reply._replace(body=file.read())
-
-
-def read_chunked(file):
-    body = bytearray()
-    while True:
-        size = int(file.readline(100).split(b';')[0], 16)
-        body += file.read(size)
-        assert file.read(2) == b'\r\n', 'chunk data not followed by CRLF'
-        if not size:
-            return bytes(body)
-
-
-class Client:
-    """A socket that sends exactly the bytes given and reads replies one by one."""
-
-    def __init__(self, port, host='127.0.0.1', timeout=WAIT):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.file = self.sock.makefile('rb')
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
-        self.sock.close()
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def reply(self, method='GET'):
-        return read_reply(self.file, method)
-
-    def exchange(self, data, method='GET'):
-        self.send(data)
-        return self.reply(method)
-
-    def at_eof(self):
-        """True once the server has closed its side with nothing more to read."""
-        return self.file.read(1) == b''
-
-    def assert_closed_after(self, reply):
-        """RFC 9112 section 9.6: a server that closes says so in the response first."""
-        assert reply.closes, f'server closes without "Connection: close": {reply.fields}'
-        assert self.at_eof()
-
-
-def get(path='/', version='HTTP/1.1', *fields, method='GET', body=b''):
-    """A request's bytes: Host first (for HTTP/1.1), then ``fields``, then ``body``."""
-    lines = [f'{method} {path} {version}']
-    if version == 'HTTP/1.1':
-        lines.append('Host: localhost')
-    lines.extend(fields)
-    return ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1') + body
-
-
-def post(path, body, *fields, method='POST'):
-    return get(path, 'HTTP/1.1', f'Content-Length: {len(body)}', *fields, method=method,
-               body=body)
-
-
-def chunked(*pieces, trailers=()):
-    out = b''.join(b'%x\r\n%s\r\n' % (len(piece), piece) for piece in pieces if piece)
-    return out + b'0\r\n' + b''.join(t.encode() + b'\r\n' for t in trailers) + b'\r\n'
 
 
 # -- persistence and pipelining (RFC 9112 section 9) -------------------------------
@@ -459,10 +336,10 @@ def test_trace_says_how_each_message_was_framed(serve):
     assert [m[1] for m in traces] == [
         f'head {len(chunked_put)} B by CRLFCRLF; body chunked: 3 chunks, 311 B, 1 trailers; '
         'response 200 by chunked (3 chunks, 311 B)',
-        f'head {len(post("/echo", b""))} B by CRLFCRLF; body Content-Length 5; '
-        'response 200 by Content-Length (5 B)',
+        f'head {len(post("/echo", b""))} B by CRLFCRLF; body content-length 5; '
+        'response 200 by content-length 5 (5 B)',
         f'head {len(get("/"))} B by CRLFCRLF; body none; '
-        f'response 200 by Content-Length ({len(page)} B)']
+        f'response 200 by content-length {len(page)} ({len(page)} B)']
     # GET /_framing serves the records those lines were made from.
     records = [r for r in framing_records(server.port) if r['peer'].endswith(f':{local_port}')]
     assert [describe(r) for r in records] == [m[1] for m in traces]
@@ -487,16 +364,11 @@ def test_an_echo_whose_body_turns_out_malformed_is_cut_and_traced(serve):
         client.sock.settimeout(WAIT)
         rest = client.file.read()
         assert not rest.endswith(b'0\r\n\r\n')    # cut before the response's end
-    server.wait_for_line(rf"^trace 127\.0\.0\.1:{port}: aborted mid-response: bad chunk-size "
-                         r"line 'zz'", stream='stderr')
-
-
-def framing_records(port, after=0):
-    """The records GET /_framing serves."""
-    with Client(port) as client:
-        reply = client.exchange(get(f'/_framing?after={after}'))
-    assert reply.status == 200 and reply.get('cache-control') == 'no-store'
-    return json.loads(reply.body)['records']
+    # The access log line and the record (--trace) say how far it went, and why it ended.
+    server.wait_for_line(r'"PUT /echo HTTP/1.1" 200 \d+ "response cut: request body: bad '
+                         r"chunk-size line 'zz'\"$", stream='stderr')
+    server.wait_for_line(rf"^trace 127\.0\.0\.1:{port}: .*; response 200 by chunked .*; "
+                         r"response cut: request body: bad chunk-size line 'zz'$", stream='stderr')
 
 
 # -- the server process ----------------------------------------------------------------
@@ -573,18 +445,6 @@ def test_sigterm_right_after_the_listening_line_exits_0(serve):
     assert server.proc.wait(WAIT) == 0
 
 
-def wait_until_refused(port, timeout=WAIT):
-    """Wait for a listener to stop accepting (it closes its socket on SIGTERM)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=timeout).close()
-        except ConnectionRefusedError:
-            return
-        time.sleep(0.02)   # a poll interval, not a synchronisation
-    raise AssertionError(f'port {port} still accepting after {timeout} s')
-
-
 def test_sigterm_lets_an_in_flight_request_finish_within_grace(serve):
     server = serve('--grace', str(WAIT))
     with Client(server.port) as client:
@@ -632,21 +492,6 @@ def test_fifty_concurrent_keep_alive_clients_all_succeed(serve):
         results = list(pool.map(client, range(clients), timeout=2 * WAIT))
     assert all(bodies == [(200, True)] * (rounds + 1) for bodies, _ in results)
     assert all(sockets == 1 for _, sockets in results)
-
-
-def children_of(pid):
-    """PIDs whose parent is ``pid``, from /proc."""
-    found = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open(f'/proc/{entry}/stat') as stat:
-                    fields = stat.read().rpartition(')')[2].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def test_workers_share_the_port_and_all_stop_on_sigterm(serve):

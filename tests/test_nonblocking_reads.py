@@ -12,7 +12,7 @@ BlockingIOError before each one (and before the end of the stream).
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FakeSocket, NonBlockingFakeSocket
+from support import FakeSocket, NonBlockingFakeSocket
 from minihttp.framing import IncompleteRead, LimitExceeded, StreamReader
 from minihttp.limits import STREAM_BUFFER_SIZE
 

@@ -19,15 +19,13 @@ import threading
 
 import pytest
 
-from conftest import HTTP_LISTENING, WAIT
-from fileserver import wait_until
 from minihttp.app import App
 from minihttp.eventloop import EventLoop
+from minihttp.grammar import HEAD_END
 from minihttp.limits import SMALL_FILE
 from minihttp.server import HTTPServer
-from test_connections import assert_back_to_baseline, baseline
-from test_http_server import Client, chunked, get, post
-from test_uploads import multipart_body, temps
+from support import (Client, HTTP_LISTENING, WAIT, assert_back_to_baseline, baseline, chunked,
+                     get, multipart_body, post, temps, wait_until)
 
 BIG = 8 << 20              # more than any socket buffer holds: sent by sendfile for a while
 SMALL = b'small and answered from memory, in the loop\n'
@@ -128,7 +126,6 @@ def assert_released(server, base, uploads):
                'no temporary upload file left')
 
 
-HEAD_END = b'\r\n\r\n'
 UPLOAD = os.urandom(300_000)
 FORM = multipart_body('owners', [('f', 'form.bin', UPLOAD)])
 ECHO_PIECE = b'e' * 16384

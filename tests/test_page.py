@@ -11,15 +11,13 @@ installs it).
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 import requests
+from support import HTTP_LISTENING, REPO, WAIT, free_port, wait_until
 
-from conftest import HTTP_LISTENING, REPO, WAIT
-from fileserver import wait_until
 
 sync_api = pytest.importorskip('playwright.sync_api', reason='playwright is not installed')
 CHROMIUM = shutil.which('chromium')
@@ -52,11 +50,6 @@ def page(browser):
     context.close()
 
 
-def free_port():
-    with socket.create_server(('127.0.0.1', 0)) as probe:
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def site(minihttp, tmp_path):
     """A server on free ports with its own upload directory; (base URL, uploads, process)."""
@@ -79,7 +72,7 @@ def test_the_page_uploads_lists_downloads_deletes_and_draws_live_framing(page, s
     assert page.errors == [], page.errors
     # The body idea: an echo sent from the page, drawn with its Content-Length.
     page.click('#send')
-    assert page.locator('#idea-body .length').first.inner_text() == 'Content-Length 30'
+    assert page.locator('#idea-body .length').first.inner_text() == 'content-length 30'
 
     # Upload through the page: a file picked, a progress bar, then listed.
     data = os.urandom(300_000)
@@ -131,8 +124,8 @@ def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
     page.set_input_files('#pick', str(big))
     refusal = page.locator('#transfers .error')
     refusal.wait_for()
-    assert refusal.inner_text() == ('413: 413 Request Entity Too Large: upload of 2097152 '
-                                    'bytes is larger than 1048576')
+    assert refusal.inner_text() == ('413: 413 Request Entity Too Large: upload: 2097152 '
+                                    'bytes, more than 1048576 bytes')
     assert os.listdir(uploads) == []
 
     # An upload slowed to 64 KB/s (the browser's own throttle), cancelled on the way.

@@ -13,15 +13,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
-import time
 
 import pytest
 import requests
+from support import HTTP_LISTENING, WAIT, free_port, wait_for_port, wait_until
 
-from conftest import HTTP_LISTENING, WAIT
 
 NGINX = shutil.which('nginx') or ('/usr/sbin/nginx' if os.path.exists('/usr/sbin/nginx')
                                   else None)
@@ -58,23 +56,6 @@ http {{
     }}
 }}
 '''
-
-
-def free_port():
-    with socket.create_server(('127.0.0.1', 0)) as probe:
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=timeout).close()
-            return
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f'nothing listens on port {port} after {timeout} s')
-            time.sleep(0.02)    # a poll interval, not a synchronisation
 
 
 @pytest.fixture
@@ -168,15 +149,12 @@ def test_stopping_one_upstream_under_load_loses_no_retried_request(proxied):
     for client in clients:
         client.start()
     try:
-        deadline = time.monotonic() + WAIT
         # Both upstreams take their share before one goes.
-        while min(served(upstream) for upstream in upstreams) < 50:
-            assert time.monotonic() < deadline, [served(upstream) for upstream in upstreams]
-            time.sleep(0.01)    # a poll interval, not a synchronisation
+        wait_until(lambda: min(served(upstream) for upstream in upstreams) >= 50,
+                   'both upstreams served 50 requests')
         assert upstreams[0].stop() == 0            # SIGTERM, in-flight requests finish
         before = len(results)
-        while len(results) < before + 200 and time.monotonic() < deadline + WAIT:
-            time.sleep(0.01)    # a poll interval, not a synchronisation
+        wait_until(lambda: len(results) >= before + 200, '200 more requests served')
     finally:
         stop.set()
         for client in clients:

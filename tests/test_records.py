@@ -5,7 +5,6 @@ framed; the page draws them, --trace prints them.  These tests make messages
 of known framing and read the records back.
 """
 
-import json
 import os
 import re
 import socket
@@ -13,12 +12,11 @@ import time
 
 import pytest
 
-from conftest import HTTP_LISTENING, WAIT, run_minihttp
 from minihttp import records
 from minihttp.limits import RECORDED_CHUNKS
 from minihttp.records import FramingLog, block_record, describe, public
-from test_connections import assert_back_to_baseline, measured, resources, room_for  # noqa: F401
-from test_http_server import CLF, Client, framing_records, get, post
+from support import (CLF, Client, Feed, HTTP_LISTENING, WAIT, assert_back_to_baseline,
+                     framing_records, free_port, get, post, resources, run_minihttp)
 
 
 def test_records_are_numbered_and_after_gives_only_newer_ones(serve):
@@ -28,7 +26,7 @@ def test_records_are_numbered_and_after_gives_only_newer_ones(serve):
         assert client.exchange(get('/nothing-here')).status == 404
     first, second = framing_records(server.port)
     assert second['id'] == first['id'] + 1
-    assert first['request']['body'] == {'framing': 'length', 'length': 5, 'bytes': 5,
+    assert first['request']['body'] == {'framing': 'content-length', 'length': 5, 'bytes': 5,
                                         'done': True}
     assert (second['request']['target'], second['response']['status']) == ('/nothing-here', 404)
     newer = framing_records(server.port, after=second['id'])
@@ -36,11 +34,6 @@ def test_records_are_numbered_and_after_gives_only_newer_ones(serve):
     with Client(server.port) as client:
         reply = client.exchange(get('/_framing?after=x'))
     assert reply.status == 400 and b'not a record number' in reply.body
-
-
-def free_port():
-    with socket.create_server(('127.0.0.1', 0)) as probe:
-        return probe.getsockname()[1]
 
 
 def test_a_block_stream_is_recorded_with_its_block_sizes(minihttp):
@@ -70,40 +63,6 @@ def test_the_ring_keeps_the_newest_records_and_a_record_lists_a_bounded_number_o
 
 
 # -- GET /_framing/stream: the records as they come, held by the event loop ------------
-
-class Feed:
-    """A client of GET /_framing/stream: its head, then server-sent events out of its chunks."""
-
-    def __init__(self, port, after=0):
-        self.client = Client(port)
-        self.client.send(get(f'/_framing/stream?after={after}'))
-        file = self.file = self.client.file
-        assert file.readline().startswith(b'HTTP/1.1 200 ')
-        fields = {}
-        while (line := file.readline()) != b'\r\n':
-            name, _, value = line.decode('latin-1').partition(':')
-            fields[name.lower()] = value.strip()
-        assert fields['content-type'] == 'text/event-stream'
-        assert fields['transfer-encoding'] == 'chunked'
-        self.pending = b''
-
-    def events(self, count):
-        """The next ``count`` events, each a dict of its fields (data parsed as JSON)."""
-        found = []
-        while len(found) < count:
-            while b'\n\n' not in self.pending:
-                size = int(self.file.readline().split(b';')[0], 16)
-                assert size, 'the stream ended'
-                self.pending += self.file.read(size)
-                assert self.file.read(2) == b'\r\n'
-            raw, self.pending = self.pending.split(b'\n\n', 1)
-            event = dict(line.split(': ', 1) for line in raw.decode().split('\n'))
-            event['data'] = json.loads(event['data'])
-            found.append(event)
-        return found
-
-    def close(self):
-        self.client.__exit__(None, None, None)
 
 
 def test_a_stream_sends_the_kept_records_then_each_new_one_as_it_comes(serve):

@@ -17,19 +17,15 @@ import re
 import signal
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import WAIT, peak_rss
-from fileserver import (HTTP_LISTENING, RawClient, Served, chunked, curl, exchange,
-                        request_bytes, serve_args, sha256_file, snapshot, wait_until)
 from minihttp import uploads as uploads_module
-from minihttp.app import App
-from minihttp.eventloop import EventLoop
-from minihttp.server import HTTPServer
 from minihttp.uploads import TEMP_PREFIX
+from support import (HTTP_LISTENING, RawClient, Served, Store, WAIT, chunked, curl, exchange,
+                     multipart_body, peak_rss, request_bytes, serve_args, sha256_file, snapshot,
+                     temps, wait_until)
 
 MiB = 1 << 20
 BIG = 200 * MiB
@@ -67,18 +63,6 @@ def payloads(tmp_path_factory):
     return made
 
 
-@dataclass
-class Store:
-    """A server that takes uploads: where to reach it, where its uploads land."""
-    port: int
-    directory: Path
-    pid: int = None
-    start_rss: int = 0      # its peak resident memory once it listened
-
-    def url(self, path):
-        return f'http://127.0.0.1:{self.port}{path}'
-
-
 @pytest.fixture(scope='module')
 def store(tmp_path_factory):
     """One server for the upload tests that need no special options."""
@@ -96,10 +80,6 @@ def start_store(minihttp, tmp_path, *options, **process_options):
     process = minihttp(*serve_args(tmp_path / 'root', directory, *options),
                        listening=HTTP_LISTENING, **process_options)
     return Store(process.port, directory, process.pid), process
-
-
-def temps(directory):
-    return [name for name in os.listdir(directory) if name.startswith(TEMP_PREFIX)]
 
 
 def download_sha256(url):
@@ -338,15 +318,6 @@ def test_multipart_answers_a_browser_with_a_page(store):
     assert hashlib.sha256(FORM_FILES['second'][1]).hexdigest() in page
 
 
-def multipart_body(boundary, parts, close=True):
-    """A multipart/form-data body of (name, filename, content) parts."""
-    body = b''
-    for name, filename, content in parts:
-        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                 f'filename="{filename}"\r\n\r\n').encode() + content + b'\r\n'
-    return body + (f'--{boundary}--\r\n'.encode() if close else b'')
-
-
 @pytest.mark.parametrize('parts, close', [
     ([('a', 'complete-1.txt', b'one'), ('b', 'complete-2.txt', b'two')], False),
     ([('a', 'good.txt', b'one'), ('b', '..', b'two')], True),
@@ -542,18 +513,6 @@ class FullDisk:
 
     def __getattr__(self, name):
         return getattr(self.file, name)
-
-
-@pytest.fixture
-def in_process(tmp_path):
-    """A minihttp HTTP server on a thread of this process, so that tests can patch it."""
-    (tmp_path / 'root').mkdir()
-    directory = tmp_path / 'uploads'
-    app = App(str(tmp_path / 'root'), str(directory))
-    listener = EventLoop('127.0.0.1', 0, HTTPServer(app, access_log=False))
-    listener.start()
-    yield Store(listener.address[1], directory)
-    listener.stop(0.5)
 
 
 @pytest.mark.parametrize('way, fails', [('PUT', 'write'), ('PUT', 'flush'), ('POST', 'flush')])

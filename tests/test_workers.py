@@ -20,13 +20,11 @@ import time
 
 import pytest
 
-from conftest import HTTP_LISTENING, WAIT
-from fileserver import wait_until
 from minihttp import processes
 from minihttp.limits import RESPAWN_DELAY, RESPAWN_DELAY_MAX, WORKER_STEADY
 from minihttp.processes import Backoff
-from test_http_server import Client, children_of, get, wait_until_refused
-from test_records import Feed, free_port
+from support import (Client, Feed, HTTP_LISTENING, WAIT, children_of, free_port, get, wait_until,
+                     wait_until_refused)
 
 SERVED = r'^http served by 2 worker processes: (?P<pids>\d+) (?P<other>\d+)$'
 
@@ -190,10 +188,9 @@ def test_workers_stop_when_the_parent_is_killed(serve):
     os.kill(server.pid, signal.SIGKILL)
     server.wait_for_lines(r'^worker \d+: the parent process is gone; stopping$', 2,
                           stream='stderr')
-    deadline = time.monotonic() + 10       # ORPHAN_GRACE and a stop, on a loaded machine
-    while [pid for pid in workers if running(pid)]:
-        assert time.monotonic() < deadline, 'workers outlived their parent'
-        time.sleep(0.02)   # a poll interval, not a synchronisation
+    # ORPHAN_GRACE and a stop, on a loaded machine
+    wait_until(lambda: not [pid for pid in workers if running(pid)],
+               'the workers stop after their parent', timeout=10)
     wait_until_refused(server.port)        # nobody holds the port
 
 

@@ -14,11 +14,12 @@ import h11
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import FakeSocket
 from minihttp.framing import StreamReader
-from minihttp.bodies import NOT_IN_TRAILERS, open_body
+from minihttp.bodies import open_body
 from minihttp.errors import HTTPError
 from minihttp.request import read_request
+from minihttp.transfer import NOT_TRAILERS
+from support import FakeSocket
 
 # The differential runs many examples; each is a few hundred bytes of parsing.
 EXAMPLES = settings(max_examples=200, deadline=None)
@@ -275,7 +276,7 @@ def expected_view(expected):
 
 def allowed_trailers(fields):
     """h11 keeps every trailer field; minihttp drops those that cannot be trailers."""
-    return [field for field in fields if field[0] not in NOT_IN_TRAILERS]
+    return [field for field in fields if field[0] not in NOT_TRAILERS]
 
 
 # -- the differential tests ---------------------------------------------------------

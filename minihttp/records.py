@@ -187,12 +187,21 @@ def body_facts(body):
     return (kind,)
 
 
+# Trailer fields whose values a record shows: digests, which say nothing secret.
+# Any other value is shown as "*", as a query's values are (records are public,
+# and a header field's value is never recorded either).
+SHOWN_TRAILER_VALUES = frozenset({'content-digest', 'repr-digest'})
+
+
 def trailer_facts(trailers):
     """A chunked body's trailer fields as a record keeps them: (how many, the
-    fields within RECORDED_TRAILER bytes of names and values)."""
+    fields within RECORDED_TRAILER bytes of names and values, values other than
+    digests as "*")."""
     kept = []
     room = RECORDED_TRAILER
     for name, value in trailers:
+        if name.lower() not in SHOWN_TRAILER_VALUES:
+            value = '*'
         room -= len(name) + len(value)
         if room >= 0:
             kept.append((name, value))

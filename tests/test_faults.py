@@ -28,7 +28,8 @@ from minihttp.responses import Response
 from minihttp.server import HTTPServer
 from minihttp.uploads import TEMP_PREFIX
 from support import (Client, HTTP_LISTENING, WAIT, assert_back_to_baseline, baseline,
-                     framing_records, get, multipart_body, temps, wait_until)
+                     framing_records, get, multipart_body, temps, wait_until,
+                     wait_until_refused)
 
 SHORT = ('--head-timeout', '1', '--body-timeout', '1', '--keepalive-timeout', '2')
 
@@ -255,6 +256,9 @@ def test_sigterm_during_twenty_uploads_each_completes_or_leaves_nothing(minihttp
                         + content[:size // 2])
         wait_until(lambda: len(temps(uploads)) >= 20, 'all the uploads started')
         server.proc.send_signal(signal.SIGTERM)
+        # The port closes once the loop is stopping: only then is an upload that ends
+        # sure to be answered with a close (one that ends before is simply kept).
+        wait_until_refused(server.port)
         for client, content in zip(clients[:10], contents[:10]):   # these finish in time
             client.send(content[size // 2:])
         for client in clients[:10]:

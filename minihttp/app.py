@@ -136,7 +136,7 @@ class App:
         they fsync and rename, which may wait for the disk; nor is a read that
         asks for a digest (Want-Repr-Digest), which may read a whole file first.
         """
-        return request.method not in WRITE and request.get('want-repr-digest') is None
+        return request.method not in WRITE and not request.has('want-repr-digest')
 
     @staticmethod
     def options(allowed):

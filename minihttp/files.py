@@ -513,9 +513,9 @@ def with_digest(request, response, st, data=None, fd=-1):
     is read once ahead of the answer, up to MAX_DIGEST_AHEAD; beyond that none
     is sent (a preference is only a hint, section 4).
     """
-    wanted = request.get('want-repr-digest')
-    if wanted is None or response.status not in (200, 206):
+    if not request.has('want-repr-digest') or response.status not in (200, 206):
         return response
+    wanted = request.get('want-repr-digest')
     algorithm = wanted_algorithm(wanted)
     if algorithm is None:
         return response

@@ -17,7 +17,7 @@ import os
 import threading
 
 from .limits import RECORDED_CHUNKS, RECORDED_TARGET, RECORDED_TRAILER, RECORDS_KEPT
-from .transfer import CHUNKED, CLOSE, LENGTH, STREAM, Framing
+from .transfer import CHUNKED, CLOSE, LENGTH, NONE, STREAM, Framing
 
 
 class FramingLog:
@@ -136,12 +136,15 @@ CLIENT_LEFT = 'client left'    # the peer went away mid-exchange (errors.peer_go
 RESPONSE_CUT = 'response cut'  # a response begun could not be finished; reason: why
 FAILED = 'failed'              # a bug of ours: a 500 (the log has the traceback)
 ENDED_WHOLE = (WHOLE, '')
+# The response facts of an exchange that ended before a response began.
+NOT_SENT = (None, NONE, 0, 0, 0)
 
 
-def http_record(peer, now, request, body, status, framing, chunks, sent, ended=ENDED_WHOLE):
+def http_record(peer, now, request, body, response, ended=ENDED_WHOLE):
     """The facts of one HTTP exchange; ``body`` is the request's Body reader, or None,
-    ``framing`` the response's transfer.Framing, and ``ended`` (kind, reason): how the
-    exchange ended, and why."""
+    ``response`` (status, its transfer.Framing's kind and length, chunks, body bytes
+    sent), NOT_SENT when none began, and ``ended`` (kind, reason): how the exchange
+    ended, and why."""
     if request is None:
         head = None
     else:
@@ -150,8 +153,7 @@ def http_record(peer, now, request, body, status, framing, chunks, sent, ended=E
             target = redact(target)
         head = (request.method, target[:RECORDED_TARGET], request.version, request.head_size,
                 body_facts(body))
-    return ['http', now, _process[0], peer, head,
-            (status, framing.kind, framing.length, chunks, sent), ended, 0]
+    return ['http', now, _process[0], peer, head, response, ended, 0]
 
 
 def redact(target):

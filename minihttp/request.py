@@ -48,6 +48,10 @@ class Request:
     def get_all(self, name):
         return self._index.get(name.lower(), [])
 
+    def has(self, name):
+        """Whether a field is present; ``name`` in lower case (a per-request check, kept cheap)."""
+        return name in self._index
+
     def has_any(self, names):
         """Whether any of these lower-case field names is present."""
         return not self._index.keys().isdisjoint(names)

@@ -26,10 +26,11 @@ from .errors import HTTPError, peer_gone
 from .request import read_request
 from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
                         is_bytes)
-from .transfer import LENGTH, NO_BODY, NONE, request_framing
+from .transfer import LENGTH, NONE, request_framing
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
                      PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
-from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, REFUSED, RESPONSE_CUT, TIMED_OUT,
+from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, REFUSED, RESPONSE_CUT,
+                      TIMED_OUT,
                       EventStream, FramingLog, dropped_event, ended_words, event_bytes,
                       http_record, public)
 from .report import log_failure, say, say_soon
@@ -420,9 +421,10 @@ class HTTPServer(Protocol):
         unread than we are willing to drain.  A streaming response reads the
         body itself, so it is judged after it was written.
         """
-        streaming = not is_bytes(response.body) and not hasattr(response.body, 'sendfile')
-        if body is None or body.done or streaming:
+        if body is None or body.done:
             return True
+        if not is_bytes(response.body) and not hasattr(response.body, 'sendfile'):
+            return True                    # streaming
         if not body.started:
             return False
         return body.framing.kind == LENGTH and body.length - body.received <= MAX_DRAIN
@@ -467,10 +469,12 @@ class HTTPServer(Protocol):
         """Keep how this exchange was framed (``writer`` wrote its response; None when
         none began) and how it ended; with --trace, say it in the words of chapter 5."""
         if writer is None:
-            facts = (None, NO_BODY, 0, 0)
+            response = NOT_SENT
         else:
-            facts = (writer.response.status, writer.framing, writer.chunks, writer.sent)
-        record = self.records.add(http_record(conn.peer, now, request, body, *facts, ended))
+            framing = writer.framing
+            response = (writer.response.status, framing.kind, framing.length, writer.chunks,
+                        writer.sent)
+        record = self.records.add(http_record(conn.peer, now, request, body, response, ended))
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
 

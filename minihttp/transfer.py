@@ -81,6 +81,7 @@ class Framing:
 
 
 def content_length(n):
+    """The Framing of a body of exactly ``n`` bytes."""
     return Framing(LENGTH, n)
 
 
@@ -96,11 +97,12 @@ def request_framing(request):
     Every ambiguity is an HTTPError that closes the connection: the server
     cannot know where this message ends, so it cannot read the next one.
     """
-    if not request.has_any(('transfer-encoding', 'content-length')):
+    chunked = request.has('transfer-encoding')
+    if not chunked and not request.has('content-length'):
         return NO_BODY                       # section 6.3 item 7, for requests
     codings = request.tokens('transfer-encoding')
     lengths = request.get_all('content-length')
-    if request.has_any(('transfer-encoding',)):
+    if chunked:
         if request.version == 'HTTP/1.0':
             # Section 6.1: Transfer-Encoding in an HTTP/1.0 message MUST be
             # treated as faulty framing.

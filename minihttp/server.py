@@ -467,9 +467,10 @@ class HTTPServer(Protocol):
         """Keep how this exchange was framed (``writer`` wrote its response; None when
         none began) and how it ended; with --trace, say it in the words of chapter 5."""
         if writer is None:
-            facts = (None, NO_BODY, 0, 0)
+            facts = (None, NO_BODY, 0, 0, ())
         else:
-            facts = (writer.response.status, writer.framing, writer.chunks, writer.sent)
+            facts = (writer.response.status, writer.framing, writer.chunks, writer.sent,
+                     writer.trailers)
         record = self.records.add(http_record(conn.peer, now, request, body, *facts, ended))
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)

@@ -136,15 +136,13 @@ CLIENT_LEFT = 'client left'    # the peer went away mid-exchange (errors.peer_go
 RESPONSE_CUT = 'response cut'  # a response begun could not be finished; reason: why
 FAILED = 'failed'              # a bug of ours: a 500 (the log has the traceback)
 ENDED_WHOLE = (WHOLE, '')
-# The response facts of an exchange that ended before a response began.
-NOT_SENT = (None, NONE, 0, 0, 0)
 
 
 def http_record(peer, now, request, body, response, ended=ENDED_WHOLE):
     """The facts of one HTTP exchange; ``body`` is the request's Body reader, or None,
     ``response`` (status, its transfer.Framing's kind and length, chunks, body bytes
-    sent), NOT_SENT when none began, and ``ended`` (kind, reason): how the exchange
-    ended, and why."""
+    sent, trailer_facts of the fields its last chunk carried), NOT_SENT when none
+    began, and ``ended`` (kind, reason): how the exchange ended, and why."""
     if request is None:
         head = None
     else:
@@ -215,6 +213,16 @@ def trailer_facts(trailers):
     return len(trailers), tuple(kept)
 
 
+NO_TRAILERS = trailer_facts(())       # most responses': made once
+# The response facts of an exchange that ended before a response began.
+NOT_SENT = (None, NONE, 0, 0, 0, NO_TRAILERS)
+
+
+def trailer_dict(facts):
+    """Trailer facts as the JSON says them: ``trailers`` (how many), ``trailer_fields``."""
+    return {'trailers': facts[0], 'trailer_fields': [list(field) for field in facts[1]]}
+
+
 def block_record(peer, now, blocks, total, recorded, ended):
     """The facts of one block stream: its blocks' sizes and how it ended."""
     return ['blocks', now, _process[0], peer, blocks, total, recorded, ended, 0]
@@ -230,13 +238,15 @@ def public(record):
         out.update({'blocks': blocks, 'bytes': total, **sizes(recorded, blocks),
                     'ended': ended})
     else:
-        head, (status, kind, length, chunks, sent) = record[4:6]
+        head, (status, kind, length, chunks, sent, trailers) = record[4:6]
         out['request'] = None if head is None else {
             'method': head[0], 'target': head[1], 'version': head[2], 'head': head[3],
             'delimiter': 'CRLFCRLF', 'body': body_dict(head[4])}
         out['response'] = {'status': status, 'framing': kind, 'chunks': chunks, 'bytes': sent}
         if kind == LENGTH:
             out['response']['length'] = length
+        elif kind == CHUNKED:
+            out['response'].update(trailer_dict(trailers))
         how, why = record[6]
         out['ended'] = {'kind': how, 'reason': why}
     out['words'] = describe(out)
@@ -250,8 +260,7 @@ def body_dict(facts):
     if kind == CHUNKED:
         _, received, chunks, recorded, trailers, done = facts
         return {'framing': kind, 'bytes': received, 'chunks': chunks,
-                **sizes(recorded, chunks), 'trailers': trailers[0],
-                'trailer_fields': [list(field) for field in trailers[1]], 'done': done}
+                **sizes(recorded, chunks), **trailer_dict(trailers), 'done': done}
     if kind == LENGTH:
         _, length, received, done = facts
         return {'framing': kind, 'length': length, 'bytes': received, 'done': done}
@@ -280,13 +289,13 @@ def describe_http(record):
         body = request['body']
         if body['framing'] == CHUNKED:
             parts.append(f'body chunked: {body["chunks"]} chunks, {body["bytes"]} B, '
-                         f'{body["trailers"]} trailers')
+                         f'{trailer_words(body)}')
         else:        # 'unread', or the framing's one spelling
             parts.append(f'body {spelled(body)}')
     response = record['response']
     kind, sent = response['framing'], response['bytes']
     if kind == CHUNKED:
-        how = f' ({response["chunks"]} chunks, {sent} B)'
+        how = f' ({response["chunks"]} chunks, {sent} B, {trailer_words(response)})'
     elif kind == CLOSE or kind == LENGTH:
         how = f' ({sent} B)'
     elif kind == STREAM:
@@ -300,6 +309,16 @@ def describe_http(record):
     if record['ended']['kind'] != WHOLE:
         parts.append(ended_words(record['ended'], response['status']))
     return '; '.join(parts)
+
+
+def trailer_words(facts):
+    """A chunked message's trailers in words: '0 trailers', '1 trailer (Repr-Digest)',
+    '3 trailers (X-A, X-B, +1 more)': the names the record kept, and how many more."""
+    count, names = facts['trailers'], [field[0] for field in facts['trailer_fields']]
+    if count > len(names):
+        names.append(f'+{count - len(names)} more')
+    listed = f' ({", ".join(names)})' if names else ''
+    return f'{count} trailer{"" if count == 1 else "s"}{listed}'
 
 
 def spelled(facts):

@@ -123,7 +123,8 @@ class ResponseWriter:
     Made when the response is about to be sent; says what was decided
     (``framing``, a transfer.Framing; ``keep_alive``; ``chunked``, whether the
     body goes in chunks, as chunked framing and an event stream to HTTP/1.1
-    do) and, as the body goes, what went (``sent`` body bytes, ``chunks``).
+    do) and, as the body goes, what went (``sent`` body bytes, ``chunks``, and
+    the ``trailers`` sent, once the last chunk has gone).
     ``version`` is the request's (None when its head was unreadable): only an
     HTTP/1.1 client is sent chunks (RFC 9112 section 7), and an HTTP/1.0 client
     keeps the connection only when told (RFC 9112 section 9.3).  ``keep_alive``
@@ -132,7 +133,7 @@ class ResponseWriter:
     """
 
     __slots__ = ('response', 'framing', 'head', 'keep_alive', 'has_body', 'chunked',
-                 'sent', 'chunks')
+                 'sent', 'chunks', 'trailers')
 
     def __init__(self, response, method, version, keep_alive, now):
         # Positional, and few: this runs for every response (a class called
@@ -146,6 +147,7 @@ class ResponseWriter:
         self.has_body = not bodiless(method, response.status)
         self.chunked = kind == CHUNKED or (kind == STREAM and chunked_ok)
         self.sent = self.chunks = 0
+        self.trailers = ()
         if kind == LENGTH:
             fields = [('Content-Length', str(framing.length))]
         elif self.chunked:
@@ -190,7 +192,9 @@ class ResponseWriter:
                     self.chunks += 1
                     self.sent += byte_length(piece)
                     yield chunk(piece)
-            yield (last_chunk(self.trailer_fields()),)
+            trailers = self.trailer_fields()
+            yield (last_chunk(trailers),)
+            self.trailers = trailers      # asked for the next write: the last chunk went
         elif self.framing.kind == LENGTH:
             announced = self.framing.length
             for piece in body:

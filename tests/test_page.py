@@ -8,6 +8,7 @@ downloads a browser; without Chromium the tests skip, saying why (.ci/run
 installs it).
 """
 
+import base64
 import hashlib
 import os
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import HTTP_LISTENING, REPO, WAIT, free_port, wait_until
+from support import HTTP_LISTENING, REPO, WAIT, chunked, exchange, free_port, wait_until
 
 
 sync_api = pytest.importorskip('playwright.sync_api', reason='playwright is not installed')
@@ -144,3 +145,35 @@ def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
     wait_until(lambda: os.listdir(uploads) == [], 'the aborted upload discarded')
     page.wait_for_function("() => !document.querySelector('#stored').innerText"
                            ".includes('slow.bin')")
+
+
+@pytest.mark.timeout(120)
+def test_the_page_draws_a_chunked_echos_trailer_section_both_ways(page, site):
+    """Trailers are what browsers never send: a raw socket sends them, the page draws them,
+    after the last chunk and before the empty line that ends the message."""
+    base, _, server = site
+    page.goto(base + '/')
+    page.wait_for_selector('.record')
+    digest = f'sha-256=:{base64.b64encode(hashlib.sha256(b"a" * 300 + b"b").digest()).decode()}:'
+    reply = exchange(server.port, 'PUT', '/echo', ['Transfer-Encoding: chunked'],
+                     chunked(b'a' * 300, b'b', trailers=[f'Content-Digest: {digest}',
+                                                         'X-Secret: s3cret']))
+    assert reply.status == 200 and reply.trailers[0] == ('content-digest', digest)
+    wait_until(lambda: [r for r in records(base) if r['kind'] == 'http'
+                        and r['request']['target'] == '/echo'], 'the echo recorded')
+    record, = [r for r in records(base) if r['kind'] == 'http'
+               and r['request']['target'] == '/echo']
+    entry = page.locator(f'.record[data-id="{record["id"]}"]')
+    entry.wait_for()
+    request, response = (entry.locator('.row').nth(n).locator('.box').all_inner_texts()
+                         for n in (0, 1))
+    # As they travel: chunk sizes in hex, the last chunk, each field line (a value other
+    # than a digest shown as *, as in the record), then the empty line.
+    section = [r'0\r\n', rf'Content-Digest: {digest}\r\n', r'X-Secret: *\r\n', r'\r\n']
+    assert request[-6:] == [r'12c\r\n', r'1\r\n', *section]
+    assert response[-4:] == section
+    assert response.count('chunk') == record['response']['chunks'] > 0
+    assert 's3cret' not in entry.inner_text()
+    assert page.errors == [], page.errors
+    ARTIFACTS.mkdir(exist_ok=True)
+    entry.screenshot(path=str(ARTIFACTS / 'trailers.png'))

@@ -5,7 +5,8 @@ And a request's trailer section as the chunked body reader reads it (RFC 9112
 section 7.1.2): the header grammar, bounded like a head (MAX_TRAILER bytes,
 MAX_TRAILER_FIELDS lines), kept apart from the header fields (``request.get``
 never sees them), fields that cannot be trailers (RFC 9110 section 6.5.1)
-dropped, and shown in the framing record within RECORDED_TRAILER bytes.
+dropped, and shown in the framing record within RECORDED_TRAILER bytes; the
+trailers a response's last chunk carried are in its record too.
 
 Raw sockets send the trailers (curl cannot); h11 reads the responses, trailers
 included, as the independent oracle.
@@ -23,10 +24,11 @@ from minihttp.bodies import open_body
 from minihttp.errors import HTTPError
 from minihttp.framing import StreamReader
 from minihttp.limits import MAX_TRAILER, MAX_TRAILER_FIELDS, RECORDED_TRAILER
-from minihttp.records import body_dict, body_facts, trailer_facts
+from minihttp.records import body_dict, body_facts, http_record, public, trailer_facts
 from minihttp.request import read_request
-from minihttp.transfer import NOT_TRAILERS
-from support import FakeSocket, RawClient, Served, chunked, exchange, request_bytes
+from minihttp.transfer import CHUNKED_BODY, NOT_TRAILERS, content_length
+from support import (FakeSocket, RawClient, Served, chunked, exchange, framing_records,
+                     request_bytes, wait_until)
 
 MiB = 1 << 20
 
@@ -255,3 +257,85 @@ def test_a_record_never_keeps_more_than_its_bytes_of_trailers(fields):
     shown = [(name, value if name.lower().endswith('digest') else '*') for name, value in fields]
     whole = [field for field in kept if field in shown]
     assert whole == shown[:len(whole)] and len(kept) - len(whole) <= 1
+
+
+# -- the trailers a response sent, in its record ----------------------------------------------
+
+def response_record(trailers, framing=CHUNKED_BODY, chunks=2, sent=10):
+    return public(http_record(('127.0.0.1', 1), 0.0, None, None, 200, framing, chunks, sent,
+                              trailers))
+
+
+def test_a_responses_record_keeps_the_trailers_its_last_chunk_carried():
+    record = response_record([('Repr-Digest', 'sha-256=:abc=:'), ('X-Secret', 'v')])
+    assert record['response'] == {
+        'status': 200, 'framing': 'chunked', 'chunks': 2, 'bytes': 10, 'trailers': 2,
+        'trailer_fields': [['Repr-Digest', 'sha-256=:abc=:'], ['X-Secret', '*']]}
+    assert record['words'].endswith(
+        'response 200 by chunked (2 chunks, 10 B, 2 trailers (Repr-Digest, X-Secret))')
+    none = response_record(())
+    assert (none['response']['trailers'], none['response']['trailer_fields']) == (0, [])
+    assert none['words'].endswith('(2 chunks, 10 B, 0 trailers)')
+    # Not chunked: no place for trailers, and the record names none.
+    sized = response_record((), content_length(10), chunks=0)
+    assert 'trailers' not in sized['response'] and 'trailer' not in sized['words']
+
+
+def test_a_responses_record_keeps_its_trailers_within_its_bytes_and_counts_the_rest():
+    many = [('Repr-Digest', 'v' * 100) for n in range(MAX_TRAILER_FIELDS)]
+    record = response_record(many)
+    kept = record['response']['trailer_fields']
+    assert record['response']['trailers'] == MAX_TRAILER_FIELDS
+    assert 0 < len(kept) < MAX_TRAILER_FIELDS
+    assert sum(len(name) + len(value) for name, value in kept) <= RECORDED_TRAILER
+    assert record['words'].endswith(
+        f'{MAX_TRAILER_FIELDS} trailers ({", ".join(["Repr-Digest"] * len(kept))}, '
+        f'+{MAX_TRAILER_FIELDS - len(kept)} more))')
+
+
+def records_of(server, method, target, count=1):
+    """The records of ``method target``, oldest first, once there are ``count`` of them (a
+    record is added once its response went, perhaps after the client read it)."""
+    found = []
+
+    def recorded():
+        found[:] = [r for r in framing_records(server.port) if r['request']
+                    and (r['request']['method'], r['request']['target']) == (method, target)]
+        return len(found) >= count
+    wait_until(recorded, f'{count} records of {method} {target}')
+    return found
+
+
+def test_the_record_of_a_chunked_echo_shows_the_trailers_both_ways(server):
+    digest = sha('sha-256', b'hello world')
+    reply = exchange(server.port, 'PUT', '/echo?trailed', ['Transfer-Encoding: chunked'],
+                     chunked(b'hello ', b'world', trailers=[f'Content-Digest: {digest}',
+                                                             'X-Secret: s3cret']))
+    assert reply.trailers == [('content-digest', digest), ('x-secret', 's3cret')]
+    record, = records_of(server, 'PUT', '/echo?*')
+    fields = [['Content-Digest', digest], ['X-Secret', '*']]   # a digest's value, others *
+    assert (record['request']['body']['trailers'],
+            record['request']['body']['trailer_fields']) == (2, fields)
+    assert (record['response']['framing'], record['response']['trailers'],
+            record['response']['trailer_fields']) == ('chunked', 2, fields)
+    assert record['words'] == (
+        f'head {record["request"]["head"]} B by CRLFCRLF; '
+        'body chunked: 2 chunks, 11 B, 2 trailers (Content-Digest, X-Secret); '
+        'response 200 by chunked (2 chunks, 11 B, 2 trailers (Content-Digest, X-Secret))')
+    assert 's3cret' not in str(record)
+
+
+def test_the_record_of_a_file_sent_with_its_digest_as_a_trailer_shows_it(server):
+    data = put_file(server, 'recorded.bin', 3 * MiB + 1)
+    asked = [*TRAILERS, 'Want-Repr-Digest: sha-256=1']
+    reply = exchange(server.port, 'GET', '/recorded.bin', asked)
+    assert reply.trailers == [('repr-digest', sha('sha-256', data))]
+    response = records_of(server, 'GET', '/recorded.bin')[0]['response']
+    assert response['framing'] == 'chunked' and response['bytes'] == len(data)
+    assert (response['trailers'], response['trailer_fields']) == (
+        1, [['Repr-Digest', sha('sha-256', data)]])
+    # Asked again, the digest is known and goes in the head: no trailers to record.
+    assert 'repr-digest' in exchange(server.port, 'GET', '/recorded.bin', asked).headers
+    again = records_of(server, 'GET', '/recorded.bin', 2)[1]
+    assert again['response']['framing'] == 'content-length'
+    assert 'trailers' not in again['response'] and 'trailer' not in again['words']

@@ -201,6 +201,18 @@ def test_trailers_follow_the_last_chunk():
     assert answer.trailers == {'repr-digest': 'sha-256=:abc=:', 'x-pieces': '4'}
     assert answer.headers['trailer'] == 'Repr-Digest, X-Pieces'       # RFC 9110 section 6.6.2
     assert sock.sent.endswith(b'\r\n0\r\nRepr-Digest: sha-256=:abc=:\r\nX-Pieces: 4\r\n\r\n')
+    # What the record is told went: the trailers, once the last chunk has gone.
+    assert writer.trailers == [('Repr-Digest', 'sha-256=:abc=:'), ('X-Pieces', '4')]
+
+
+def test_the_writer_says_it_sent_trailers_only_once_the_last_chunk_went():
+    writer = ResponseWriter(Response(200, body=iter([b'x', b'y']), trailers=lambda: [('X-A', '1')]),
+                            'GET', 'HTTP/1.1', True, NOW)
+    writes = writer.sends()
+    *_, last = [next(writes) for _ in range(4)]     # the head, two chunks, the last chunk
+    assert last == (b'0\r\nX-A: 1\r\n\r\n',)
+    assert writer.trailers == ()                    # handed on, not yet written
+    assert list(writes) == [] and writer.trailers == [('X-A', '1')]
 
 
 @pytest.mark.parametrize('version, length', [('HTTP/1.0', None), ('HTTP/1.1', len(PAYLOAD))],

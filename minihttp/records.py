@@ -218,6 +218,13 @@ NO_TRAILERS = trailer_facts(())       # most responses': made once
 NOT_SENT = (None, NONE, 0, 0, 0, NO_TRAILERS)
 
 
+def response_facts(status, framing, chunks, sent, trailers):
+    """A response's facts as a record keeps them: its status, its transfer.Framing's kind
+    and length, its chunks and body bytes sent, the trailer fields its last chunk carried."""
+    return (status, framing.kind, framing.length, chunks, sent,
+            trailer_facts(trailers) if trailers else NO_TRAILERS)
+
+
 def trailer_dict(facts):
     """Trailer facts as the JSON says them: ``trailers`` (how many), ``trailer_fields``."""
     return {'trailers': facts[0], 'trailer_fields': [list(field) for field in facts[1]]}

@@ -29,9 +29,9 @@ from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent
 from .transfer import LENGTH, NONE, request_framing
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
                      PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
-from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NO_TRAILERS, NOT_SENT, REFUSED,
-                      RESPONSE_CUT, TIMED_OUT, EventStream, FramingLog, dropped_event,
-                      ended_words, event_bytes, http_record, public, trailer_facts)
+from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, REFUSED, RESPONSE_CUT,
+                      TIMED_OUT, EventStream, FramingLog, dropped_event, ended_words,
+                      event_bytes, http_record, public, response_facts)
 from .report import log_failure, say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -470,10 +470,8 @@ class HTTPServer(Protocol):
         if writer is None:
             response = NOT_SENT
         else:
-            framing = writer.framing
-            trailers = writer.trailers
-            response = (writer.response.status, framing.kind, framing.length, writer.chunks,
-                        writer.sent, trailer_facts(trailers) if trailers else NO_TRAILERS)
+            response = response_facts(writer.response.status, writer.framing, writer.chunks,
+                                      writer.sent, writer.trailers)
         record = self.records.add(http_record(conn.peer, now, request, body, response, ended))
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)

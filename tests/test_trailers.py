@@ -24,7 +24,8 @@ from minihttp.bodies import open_body
 from minihttp.errors import HTTPError
 from minihttp.framing import StreamReader
 from minihttp.limits import MAX_TRAILER, MAX_TRAILER_FIELDS, RECORDED_TRAILER
-from minihttp.records import body_dict, body_facts, http_record, public, trailer_facts
+from minihttp.records import (body_dict, body_facts, http_record, public, response_facts,
+                              trailer_facts)
 from minihttp.request import read_request
 from minihttp.transfer import CHUNKED_BODY, NOT_TRAILERS, content_length
 from support import (FakeSocket, RawClient, Served, chunked, exchange, framing_records,
@@ -262,8 +263,8 @@ def test_a_record_never_keeps_more_than_its_bytes_of_trailers(fields):
 # -- the trailers a response sent, in its record ----------------------------------------------
 
 def response_record(trailers, framing=CHUNKED_BODY, chunks=2, sent=10):
-    return public(http_record(('127.0.0.1', 1), 0.0, None, None, 200, framing, chunks, sent,
-                              trailers))
+    return public(http_record(('127.0.0.1', 1), 0.0, None, None,
+                              response_facts(200, framing, chunks, sent, trailers)))
 
 
 def test_a_responses_record_keeps_the_trailers_its_last_chunk_carried():

@@ -479,7 +479,7 @@ class HTTPServer(Protocol):
         """
         if not self.access_log:
             return
-        line = (f'{request.method} {request.target} {request.version}'
+        line = (f'{request.method} {log_escaped(request.target)} {request.version}'
                 if request is not None else '-')
         text = f'{peer[0]} - - [{self._clock(now)}] "{line}" {status or "-"} {sent or "-"}'
         if ended[0] != ENDED_WHOLE[0] and ended[0] != REFUSED:
@@ -497,6 +497,15 @@ class HTTPServer(Protocol):
         record = self.records.add(http_record(conn.peer, now, request, body, *facts, ended))
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+
+
+def log_escaped(target):
+    """A target as the access log quotes it: '"' and '\\' escaped with '\\', as Apache's
+    log does, so that a client cannot end the quoted field (a target is VCHAR: no
+    space, CR or LF to escape)."""
+    if '"' in target or '\\' in target:
+        return target.replace('\\', '\\\\').replace('"', '\\"')
+    return target
 
 
 def refused(error):

@@ -76,6 +76,25 @@ class Job(PoolJob):
             close_unsent(response.body)
 
 
+class Waiting:
+    """A request whose body work waits for a thread: ``conn.exchange`` until one takes it.
+
+    ``found`` is what the body reader made of the buffered bytes when the loop
+    last asked (None before), and ``buffered`` how many there were: the loop
+    reads nothing more of a connection while its work waits, so the reader
+    runs over the buffer once, not every time the deadline comes back (a
+    buffer of one-byte chunks costs milliseconds, and a busy pool may keep
+    thousands waiting).
+    """
+
+    __slots__ = ('request', 'buffered', 'found')
+
+    def __init__(self, request):
+        self.request = request
+        self.buffered = -1
+        self.found = None
+
+
 class HTTPServer(Protocol):
     """The protocol an EventLoop runs: HTTP/1.1 over each of its connections.
 
@@ -83,8 +102,8 @@ class HTTPServer(Protocol):
     request it answers False for (a write, say) goes to the pool even without
     a body.
 
-    Its own per-exchange state is ``conn.exchange``: the Request whose body
-    work waits (for its first bytes, or a thread), until a pool thread takes it.
+    Its own per-exchange state is ``conn.exchange``: Waiting, a Request whose
+    body work waits (for its first bytes, or a thread), until a pool thread takes it.
     """
 
     def __init__(self, app, *, trace=False, access_log=True,
@@ -138,7 +157,7 @@ class HTTPServer(Protocol):
                 framing = request_framing(request)
                 if framing.kind != NONE or not self.inline(request):
                     conn.give(Job(self.exchange, conn, request, now))
-                    conn.exchange = request
+                    conn.exchange = Waiting(request)
                     if not framing.has_body or request.get('expect') is not None:
                         return POOL     # nothing to wait for from the client first
                     return BODY
@@ -243,13 +262,18 @@ class HTTPServer(Protocol):
         and so is one whose body is malformed (the thread answers 400).  The
         body reader itself says so, run over the buffered bytes.
         """
-        return buffered_body(request_framing(conn.exchange), conn.reader) == PARTIAL
+        waiting, buffered = conn.exchange, conn.reader.buffered
+        if waiting.buffered != buffered:
+            waiting.found = buffered_body(request_framing(waiting.request), conn.reader)
+            waiting.buffered = buffered
+        return waiting.found == PARTIAL
 
     def expired(self, conn):
         """A head not whole within head_timeout, or a body not begun (or stalled
         while it waited for a thread) within body_timeout: 408.  An idle
         connection is closed without a word."""
-        request = conn.exchange
+        waiting = conn.exchange
+        request = waiting.request if waiting is not None else None
         if request is None and not conn.reader.buffered:
             return
         if request is not None:      # its job is closed with the connection, right after
@@ -456,7 +480,7 @@ class HTTPServer(Protocol):
         """
         if not self.access_log:
             return
-        line = (f'{request.method} {request.target} {request.version}'
+        line = (f'{request.method} {log_escaped(request.target)} {request.version}'
                 if request is not None else '-')
         text = f'{peer[0]} - - [{self._clock(now)}] "{line}" {status or "-"} {sent or "-"}'
         if ended[0] != ENDED_WHOLE[0] and ended[0] != REFUSED:
@@ -475,6 +499,15 @@ class HTTPServer(Protocol):
         record = self.records.add(http_record(conn.peer, now, request, body, response, ended))
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+
+
+def log_escaped(target):
+    """A target as the access log quotes it: '"' and '\\' escaped with '\\', as Apache's
+    log does, so that a client cannot end the quoted field (a target is VCHAR: no
+    space, CR or LF to escape)."""
+    if '"' in target or '\\' in target:
+        return target.replace('\\', '\\\\').replace('"', '\\"')
+    return target
 
 
 def refused(error):

@@ -22,7 +22,7 @@ from support import (WAIT, FakeSocket, RawClient, chunked, request_bytes, temps,
 from minihttp.bodies import MALFORMED, PARTIAL, WHOLE, buffered_body
 from minihttp.framing import StreamReader
 from minihttp.request import read_request
-from minihttp.server import HTTPServer
+from minihttp.server import HTTPServer, Waiting
 from minihttp.transfer import request_framing
 
 CHUNKED_HEAD = b'PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n'
@@ -126,12 +126,12 @@ def test_a_body_longer_than_the_buffer_is_partial_at_the_cost_of_the_buffer():
     assert minihttp_says(CHUNKED_HEAD, b'ffffffffffff\r\n' + b'x' * 100) == PARTIAL
 
 
-class Waiting:
+class Queued:
     """A connection whose body work waits for a thread: its head read, its body buffered."""
 
     def __init__(self, head, buffered):
         self.reader = StreamReader(FakeSocket(head + buffered))
-        self.exchange = read_request(self.reader)
+        self.exchange = Waiting(read_request(self.reader))
 
 
 @pytest.mark.parametrize('buffered, needs_more', [
@@ -140,7 +140,20 @@ class Waiting:
     (b'zz\r\n', False),          # malformed: the thread that reads it answers 400
 ])
 def test_needs_more_asks_the_body_reader(buffered, needs_more):
-    assert HTTPServer(None).needs_more(Waiting(CHUNKED_HEAD, buffered)) is needs_more
+    assert HTTPServer(None).needs_more(Queued(CHUNKED_HEAD, buffered)) is needs_more
+
+
+def test_a_queued_body_is_read_once_however_often_its_deadline_comes(monkeypatch):
+    """The loop reads nothing more of a connection whose work waits for a thread, so
+    its buffer is read once: one of a few KiB of one-byte chunks costs the loop
+    milliseconds, and the deadline comes back every body_timeout while the pool is busy."""
+    runs = []
+    monkeypatch.setattr('minihttp.server.buffered_body',
+                        lambda *args: runs.append(args) or buffered_body(*args))
+    conn = Queued(CHUNKED_HEAD, b'1\r\nx\r\n' * 500 + b'0\r\n\r\n')
+    protocol = HTTPServer(None)
+    assert [protocol.needs_more(conn) for _ in range(5)] == [False] * 5
+    assert len(runs) == 1
 
 
 # -- a live server whose only thread is busy ------------------------------------------------

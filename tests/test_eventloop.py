@@ -21,7 +21,7 @@ from minihttp.errors import HTTPError
 from minihttp.request import read_request
 from minihttp.responses import Response
 from minihttp.limits import CONNECTION_BUFFER_SIZE, MAX_HEAD, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
-from minihttp.server import HTTPServer
+from minihttp.server import HTTPServer, Waiting
 from support import FakeSocket
 
 
@@ -275,12 +275,12 @@ def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):
 def test_body_work_needs_more_until_its_body_is_buffered_whole(fields, buffered, needs_more):
     raw = f'PUT /x HTTP/1.1\r\nHost: h\r\n{fields}\r\n\r\n'.encode() + buffered
 
-    class Waiting:
+    class Queued:
         reader = StreamReader(FakeSocket(raw))
-        exchange = read_request(reader)
+        exchange = Waiting(read_request(reader))
 
-    assert Waiting.reader.at_eof() is False
-    assert HTTPServer(None).needs_more(Waiting) is needs_more
+    assert Queued.reader.at_eof() is False
+    assert HTTPServer(None).needs_more(Queued) is needs_more
 
 
 # -- the pace of a peer on the pool -------------------------------------------------------

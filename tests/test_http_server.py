@@ -311,6 +311,18 @@ def test_one_access_log_line_per_request_on_stderr(serve):
     assert int(lines[0]['bytes']) == int(lines[4]['bytes']) > 0
 
 
+def test_quotes_in_a_target_cannot_end_the_access_logs_quoted_field(serve):
+    """A target may hold '"' and '\\' (VCHAR): escaped as Apache's log does, so that
+    the request field ends where the server ended it, not where the client did."""
+    server = serve()
+    target = '/a"b\\c"'
+    with Client(server.port) as client:
+        assert client.exchange(get(target, 'HTTP/1.1', 'Connection: close')).status == 404
+    line = server.wait_for_line(r'^\S+ - - \[[^]]+\] "((?:[^"\\]|\\.)*+)" 404 \d+$',
+                                stream='stderr')
+    assert re.sub(r'\\(.)', r'\1', line[1]) == f'GET {target} HTTP/1.1'
+
+
 def test_quiet_prints_no_access_log(serve):
     server = serve('--quiet')
     with Client(server.port) as client:

@@ -338,7 +338,7 @@ def test_reserve_grows_the_buffer_and_keeps_what_was_buffered(data, consumed, pi
     assert reader.read_exact_to(len(data) - consumed, got.extend) == len(data) - consumed
     assert head + bytes(got) == data
     assert reader.at_eof()
-    assert len(reader._buf) == 4096
+    assert reader.capacity == 4096
 
 
 def test_large_exact_reads_grow_the_buffer_once():
@@ -354,5 +354,5 @@ def test_large_exact_reads_grow_the_buffer_once():
     # A 64 KiB buffer needs two receives per message (it cannot hold a header
     # and its message): 17 here, with the one that finds the end.  Grown to
     # STREAM_BUFFER_SIZE, one receive holds about four messages.
-    assert len(reader._buf) == STREAM_BUFFER_SIZE
+    assert reader.capacity == STREAM_BUFFER_SIZE
     assert sock.recv_calls <= len(data) // STREAM_BUFFER_SIZE + 3

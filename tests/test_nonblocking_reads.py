@@ -92,7 +92,7 @@ def test_an_exact_read_larger_than_the_buffer_keeps_its_bytes_across_waits(cuts,
     assert again(reader.read_exact, first) == data[:first]
     assert again(reader.read_exact, size) == data[first:first + size]
     # The buffer grew as the bytes came, never past what the read needed.
-    assert len(reader._buf) <= max(STREAM_BUFFER_SIZE, size)
+    assert reader.capacity <= max(STREAM_BUFFER_SIZE, size)
     assert again(reader.read_exact, len(data) - first - size) == data[first + size:]
     assert again(reader.at_eof)
 

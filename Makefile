@@ -5,9 +5,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test bench bench-deps fuzz clean
 
-# The servers need the standard library only: no virtual environment.
+# The servers need the standard library only: no virtual environment.  Options
+# go in ARGS, e.g.
+# make run ARGS='--port 8080 --block-port 1061' (all of them: make run ARGS=--help).
 run:
-	$(PYTHON) -m minihttp
+	$(PYTHON) -m minihttp serve $(ARGS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

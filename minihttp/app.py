@@ -6,6 +6,7 @@
   ``/_framing/stream`` the same as they come (server-sent events);
 * ``/uploads/`` the upload directory: GET a file or the listing, PUT and
   DELETE ``/uploads/<name>``, POST a multipart/form-data form;
+* ``/_minihttp/`` the demo page, shipped in the package, whatever the root;
 * anything else: a file or directory under the document root.
 
 Method errors follow RFC 9110: an unknown method is 501 (section 15.6.2), a
@@ -38,6 +39,10 @@ TRAILERS_HEADING = '\n# trailer section (after the last chunk)\n'
 READ = ('GET', 'HEAD')
 WRITE = ('PUT', 'POST', 'DELETE')
 UPLOADS = '/uploads/'
+# The demo page is package data (minihttp/www, the repository's www/), served
+# here whichever folder is the root: `minihttp` run anywhere still teaches.
+PAGE_URL = '/_minihttp/'
+PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'www')
 
 
 def request_framing(body):
@@ -94,6 +99,7 @@ class App:
         # What each method does to the other paths: a file under the root, an
         # upload, the upload directory.
         self.files = {'GET': self.get_file, 'HEAD': self.get_file}
+        self.page = {'GET': self.get_page, 'HEAD': self.get_page}
         self.upload_file = {'GET': self.get_upload, 'HEAD': self.get_upload,
                             'PUT': self.put_upload, 'DELETE': self.delete_upload}
         self.upload_directory = {'GET': self.get_upload, 'HEAD': self.get_upload,
@@ -115,6 +121,8 @@ class App:
                 return self.headers(request)
         elif path.startswith(UPLOADS):
             handlers = self.upload_file if len(path) > len(UPLOADS) else self.upload_directory
+        elif path.startswith(PAGE_URL):
+            handlers = self.page
         else:
             handlers = self.files
         handler = handlers.get(method)
@@ -159,6 +167,15 @@ class App:
 
     def get_file(self, request):
         return files.serve_path(request, self.root, request.path, self.root_fields)
+
+    @staticmethod
+    def get_page(request):
+        name = request.path[len(PAGE_URL):]
+        if '/' in name:
+            # In a checkout the page's folder may hold www/uploads: served from
+            # here they would lack the uploads' sandbox fields.  The page is flat.
+            raise HTTPError(404, f'no file at {request.path[:80]}')
+        return files.serve_path(request, PAGE_DIR, '/' + name)
 
     def get_upload(self, request):
         if request.path == UPLOADS and 'application/json' in request.get('accept', ''):
@@ -228,7 +245,7 @@ class App:
         def on_part(part):
             if part.filename is None:
                 return fields.sink(part.name)
-            name = check_name(form_file_name(part.filename))
+            name = check_name(part.filename)
             upload = self.store.incoming()
             incoming.append((name, upload))
             receiving.append(upload)
@@ -313,15 +330,6 @@ class App:
         text = ''.join(lines)
         return Response(200, [('Content-Type', 'text/plain; charset=latin-1')],
                         text.encode('latin-1'))
-
-
-def form_file_name(filename):
-    """A form's file name as the browser meant it: HTML sends it in UTF-8, which the
-    part's head (read as latin-1, like every field) holds byte for byte."""
-    try:
-        return filename.encode('latin-1').decode('utf-8')
-    except UnicodeError:
-        raise HTTPError(400, 'upload name is not UTF-8') from None
 
 
 def json_pieces(make):

@@ -6,6 +6,7 @@ reads on the framing core: the header, then the payload.  The server that
 receives streams of them is minihttp.blockserver; the client is here.
 """
 
+import socket
 import struct
 import sys
 
@@ -137,3 +138,26 @@ def client(sock, source=None, block_size=CLIENT_BLOCK_SIZE, progress=None, hashi
 def open_source(path):
     """The binary file to send: a path, or '-' for standard input."""
     return sys.stdin.buffer if path == '-' else open(path, 'rb')
+
+
+class Refused(Exception):
+    """The server did not take the whole stream: it reset the connection, or sent bytes."""
+
+
+def wait_for_close(sock, timeout):
+    """After the empty block: wait for the server to close, as it does once the stream
+    is kept.  Our side is shut for writing, so the server reads to the end; a reset
+    (the server closed with our bytes unread: it refused a block, or was stopping)
+    or no close within ``timeout`` raises Refused."""
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(timeout)
+    try:
+        extra = sock.recv(1)
+    except TimeoutError:
+        raise Refused(f'no close within {timeout:g} s after the empty block: '
+                      'whether the stream was kept is unknown') from None
+    except ConnectionResetError:
+        raise Refused('the server reset the connection: it refused or cut the stream '
+                      '(its log says why)') from None
+    if extra:
+        raise Refused('the server sent bytes: it does not speak the block protocol')

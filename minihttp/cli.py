@@ -11,15 +11,16 @@ import re
 import resource
 import signal
 import socket
+import shutil
 import stat
 import sys
 
 from . import blocks
 from .blockserver import BlockServer
 from .digests import ALGORITHMS, DEFAULT, serialize
-from .app import App
+from .app import PAGE_URL, App
 from .browsers import Browsers, normal_host, normal_origin
-from .limits import (BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
+from .limits import (BLOCK_CLIENT_WAIT, BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
                      HEAD_TIMEOUT, HOST, HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK,
                      MAX_BLOCK_CONNECTIONS, MAX_CONNECTIONS, MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW,
                      SHUTDOWN_GRACE, SPARE_DESCRIPTORS)
@@ -132,9 +133,13 @@ def build_parser():
     server.add_argument('--max-block', type=size, default=MAX_BLOCK, metavar='SIZE',
                         help='refuse a block announced larger than this (default: 64M)')
     server.add_argument('--save', metavar='DIR',
-                        help="save each connection's payload to a file in DIR, "
-                             'complete streams only')
-    server.add_argument('--quiet', action='store_true', help="don't print each block")
+                        help="save each connection's payload to a file in DIR (made if "
+                             'missing), complete streams only')
+    server.add_argument('--trace', action='store_true',
+                        help="print each connection as it is accepted and each block as it "
+                             "arrives ('Block says: ...'), besides each stream's last line")
+    server.add_argument('--quiet', action='store_true',
+                        help='print nothing for a stream that ends whole (only failures)')
     server.add_argument('--max-connections', type=int, default=MAX_BLOCK_CONNECTIONS,
                         metavar='N', help='streams held at once; beyond them a connection is '
                                           'closed (default: %(default)s)')
@@ -160,13 +165,16 @@ def add_serve_options(parser):
                         help='address or name to listen on, IPv4 or IPv6 (default: %(default)s)')
     parser.add_argument('--port', type=port, default=HTTP_PORT,
                         help='HTTP port, 0 for any free one (default: %(default)s)')
-    parser.add_argument('--root', default=DOCUMENT_ROOT, metavar='DIR',
-                        help='directory of files to serve (default: %(default)s)')
+    parser.add_argument('--root', metavar='DIR',
+                        help=f'directory of files to serve (default: ./{DOCUMENT_ROOT} if there '
+                             'is one, as in the repository, else the current directory); the '
+                             f'demo page is at {PAGE_URL} whatever the root')
     parser.add_argument('--block-port', type=port, default=BLOCK_PORT, metavar='PORT',
                         help='port of the block server, 0 to turn it off (default: %(default)s)')
     parser.add_argument('--uploads', metavar='DIR',
-                        help='where uploads are stored, served under /uploads/ '
-                             '(default: ROOT/uploads)')
+                        help='where uploads are stored, served under /uploads/; made if '
+                             'missing (default: ROOT/uploads when ROOT is writable, else '
+                             '$XDG_DATA_HOME/minihttp/uploads)')
     parser.add_argument('--token', default=os.environ.get('MINIHTTP_TOKEN'),
                         help='require "Authorization: Bearer TOKEN" for PUT, POST and DELETE '
                              '(default: $MINIHTTP_TOKEN; without one, writes are open on '
@@ -181,9 +189,13 @@ def add_serve_options(parser):
                              'loopback the loopback names and --host are always answered; '
                              'beyond it, any name unless this is given (repeatable)')
     parser.add_argument('--trace', action='store_true',
-                        help='print how each message was framed')
+                        help='print how each message was framed, and each block as it arrives')
     parser.add_argument('--quiet', action='store_true',
-                        help='no access log and no block lines')
+                        help='no line for a block stream that ends whole (failures are '
+                             'always said); the access log is --no-access-log')
+    parser.add_argument('--no-access-log', dest='access_log', action='store_false',
+                        help='no access log line per request (the log says why each 4xx/5xx '
+                             'was answered and how each abort ended)')
     limits = parser.add_argument_group('limits')
     limits.add_argument('--max-upload', type=size, default=MAX_UPLOAD, metavar='SIZE',
                         help='largest upload, 413 beyond it (default: 1G)')
@@ -257,23 +269,70 @@ def fit_descriptors(held, connections):
     return fitted
 
 
-def fail(message):
+def fail(message, status=2):
+    """Say what went wrong in one line; the exit status (2: a usage error)."""
     say(f'minihttp: {message}', err=True)
-    return 2
+    return status
+
+
+def address(host, port):
+    """host:port as a person types it: an IPv6 address in brackets."""
+    return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+
+
+def make_directory(path):
+    """One rule for every directory written to (--save, --uploads, ROOT/uploads): made
+    when missing, with its parents; whether it was, for the start-up lines to say
+    (a typo in a path shows there).  OSError when it cannot be."""
+    if os.path.isdir(path):
+        return False
+    os.makedirs(path, exist_ok=True)
+    return True
+
+
+def directory_line(what, path, created):
+    return f'{what} {os.path.abspath(path)}{" (created now)" if created else ""}'
+
+
+def default_root():
+    """The root without --root: ./www when there is one (the repository's demo page,
+    or a project's public folder, as npm's http-server takes ./public), else the
+    current folder, as `python -m http.server` serves."""
+    return DOCUMENT_ROOT if os.path.isdir(DOCUMENT_ROOT) else os.curdir
+
+
+def default_uploads(root):
+    """Where uploads go without --uploads: ROOT/uploads when it is (or can be made) a
+    writable directory, as the demo expects; else a directory of the user's own
+    ($XDG_DATA_HOME/minihttp/uploads), so that `minihttp` run in a read-only
+    folder still takes uploads."""
+    inside = os.path.join(root, 'uploads')
+    if os.path.isdir(inside):
+        usable = os.access(inside, os.W_OK | os.X_OK)
+    else:
+        usable = not os.path.lexists(inside) and os.access(root, os.W_OK | os.X_OK)
+    if usable:
+        return inside
+    data = os.environ.get('XDG_DATA_HOME') or os.path.join(os.path.expanduser('~'), '.local',
+                                                             'share')
+    return os.path.join(data, 'minihttp', 'uploads')
 
 
 def run_blocks(args):
     if args.c:
         return run_block_client(args)
+    created = False
     if args.save:
-        if not os.path.isdir(args.save):
-            return fail(f'--save: no such directory: {args.save}')
+        try:
+            created = make_directory(args.save)
+        except OSError as exc:
+            return fail(f'--save: cannot make {exc.filename}: {exc.strerror}')
     if args.max_connections < 1:
         return fail('--max-connections must be at least 1')
     held = args.max_connections + BLOCK_THREADS     # streams, and a file for each saving one
     args.max_connections = fit_descriptors(held, args.max_connections)
     handler = BlockServer(
-        max_block=args.max_block, save_dir=args.save, quiet=args.quiet,
+        max_block=args.max_block, save_dir=args.save, quiet=args.quiet, trace=args.trace,
         keepalive_timeout=args.idle_timeout, head_timeout=args.head_timeout,
         body_timeout=args.body_timeout, min_rate=args.min_rate, rate_window=args.rate_window,
         max_connections=args.max_connections, digest=args.digest)
@@ -282,10 +341,22 @@ def run_blocks(args):
                              threads=BLOCK_THREADS, max_connections=args.max_connections)
     except StartupError as exc:
         return fail(str(exc))
-    say(f'Listening at {listener.address}')
-    say('Run "minihttp blocks -c" in another window to connect')
+    host, bound = listener.address
+    say(f'block server listening on {address(host, bound)}')
+    if args.save:
+        say(directory_line('complete streams saved in', args.save, created))
+    say(f'Send it blocks from another window: {python_command()} -m minihttp blocks -c '
+        f'-p {bound} {host}')
     run_until_signalled([listener], args.grace)
     return 0
+
+
+def python_command():
+    """How to run this Python from a shell: python3 when that is this one."""
+    found = shutil.which('python3')
+    if found and os.path.realpath(found) == os.path.realpath(sys.executable):
+        return 'python3'
+    return sys.executable
 
 
 def run_block_client(args):
@@ -299,7 +370,7 @@ def run_block_client(args):
         return fail(f'cannot resolve host {args.hostname!r}: {exc.strerror}')
     except OSError as exc:
         return fail(f'cannot connect to {args.hostname} port {args.p}: '
-                    f'{exc.strerror or exc}')
+                    f'{exc.strerror or exc}', 1)
     # A progress bar for a person watching a file go; nothing for a pipe or a log.
     progress = None
     if source is not None and sys.stderr.isatty():
@@ -307,10 +378,13 @@ def run_block_client(args):
     hashing = ALGORITHMS[DEFAULT]() if args.digest else None
     try:
         with sock:
-            sock.shutdown(socket.SHUT_RD)
             sent = blocks.client(sock, source, args.block_size, progress, hashing)
+            blocks.wait_for_close(sock, BLOCK_CLIENT_WAIT)
+    except blocks.Refused as exc:
+        return fail(f'{args.hostname} port {args.p}: {exc}', 1)
     except OSError as exc:
-        return fail(f'connection to {args.hostname} port {args.p} broke: {exc.strerror or exc}')
+        return fail(f'connection to {args.hostname} port {args.p} broke: '
+                    f'{exc.strerror or exc}: the server refused or cut the stream', 1)
     finally:
         if progress is not None:
             progress.done()
@@ -332,8 +406,15 @@ def file_size(source):
 
 
 def run_serve(args):
+    if args.root is None:
+        args.root = default_root()
     if not os.path.isdir(args.root):
         return fail(f'--root: no such directory: {args.root}')
+    uploads = args.uploads or default_uploads(args.root)
+    try:
+        created = make_directory(uploads)
+    except OSError as exc:
+        return fail(f'--uploads: cannot make {exc.filename}: {exc.strerror}')
     if args.max_connections < 1:
         return fail('--max-connections must be at least 1')
     if args.workers < 1:
@@ -349,12 +430,12 @@ def run_serve(args):
     # Which Host and Origin browsers may send: against DNS rebinding and foreign pages.
     browsers = Browsers(args.host, loopback, hosts=args.allow_host, origins=args.allow_origin)
     try:
-        app = App(args.root, args.uploads, args.max_upload, token=args.token or None,
+        app = App(args.root, uploads, args.max_upload, token=args.token or None,
                   writes=writes, records=records, block_port=args.block_port or None,
                   browsers=browsers)
     except OSError as exc:
         return fail(f'--uploads: cannot use {exc.filename}: {exc.strerror}')
-    http = HTTPServer(app, trace=args.trace, access_log=not args.quiet,
+    http = HTTPServer(app, trace=args.trace, access_log=args.access_log,
                       keepalive_timeout=args.keepalive_timeout,
                       head_timeout=args.head_timeout, body_timeout=args.body_timeout,
                       min_rate=args.min_rate, rate_window=args.rate_window, records=records)
@@ -366,7 +447,8 @@ def run_serve(args):
         if args.block_port:
             # The same deadlines and minimum rate as HTTP's.
             block_server = BlockServer(
-                quiet=args.quiet, records=records, keepalive_timeout=args.keepalive_timeout,
+                quiet=args.quiet, trace=args.trace, records=records,
+                keepalive_timeout=args.keepalive_timeout,
                 head_timeout=args.head_timeout, body_timeout=args.body_timeout,
                 min_rate=args.min_rate, rate_window=args.rate_window)
             listeners.append(EventLoop(args.host, args.block_port, block_server, name='blocks',
@@ -377,18 +459,7 @@ def run_serve(args):
             listener.sock.close()
         return fail(str(exc))
     browsers.listening(listeners[0].address[1])
-    for listener in listeners:
-        host, bound = listener.address
-        shown = f'[{host}]' if ':' in host else host
-        url = f'http://{shown}:{bound}/' if listener.name == 'http' else f'port {bound}'
-        say(f'{listener.name} server listening on {url}')
-    if args.token:
-        say('writes (PUT, POST, DELETE) need "Authorization: Bearer <token>"')
-    elif writes:
-        say('writes (PUT, POST, DELETE) are open: loopback only, no token')
-    else:
-        say(f'writes (PUT, POST, DELETE) are refused: {args.host} is reachable beyond '
-            'loopback and no --token was given')
+    banner(args, listeners, app, writes, created)
     if args.workers > 1:
         run_workers(listeners[0], listeners[1:], args.workers, args.grace,
                     hub=Hub(records, args.workers), reaped=app.store.sweep)
@@ -396,6 +467,29 @@ def run_serve(args):
         run_until_signalled(listeners, args.grace)
     say('stopped')
     return 0
+
+
+def banner(args, listeners, app, writes, created):
+    """What a person starting the server needs to know, one line each: where to point
+    a browser and a block client, which folders are served and written, who may write."""
+    http, *others = listeners
+    url = f'http://{address(*http.address)}/'
+    say(f'http server listening on {url}')
+    if others:
+        say(f'block server listening on {address(*others[0].address)}')
+    else:
+        say('block server: off (--block-port 0)')
+    say(f'serving files from {os.path.abspath(args.root)} at /; the demo page at '
+        f'{url.rstrip("/")}{PAGE_URL}')
+    say(directory_line('uploads stored in', app.store.directory, created)
+        + ', served at /uploads/')
+    if args.token:
+        say('writes (PUT, POST, DELETE) need "Authorization: Bearer <token>"')
+    elif writes:
+        say('writes (PUT, POST, DELETE) are open: loopback only, no token')
+    else:
+        say(f'writes (PUT, POST, DELETE) are refused: {args.host} is reachable beyond '
+            'loopback and no --token was given')
 
 
 def main(argv=None):

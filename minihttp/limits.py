@@ -48,6 +48,10 @@ BLOCK_STREAM_THRESHOLD = 1 * MiB
 CLIENT_BLOCK_SIZE = 64 * KiB
 # How much of a block `Block says:` shows before it abbreviates.
 BLOCK_PREVIEW = 64
+# How long the client waits, after its empty block, for the server to close the
+# connection: it closes once the stream is kept (a saved file fsynced and named),
+# and a reset instead says it refused or lost the stream.
+BLOCK_CLIENT_WAIT = 120.0
 
 # --- every listener ---------------------------------------------------------
 # listen() backlog: the standard library's 5 makes clients retransmit their
@@ -121,6 +125,8 @@ WORKER_STOP_SLACK = 5.0
 # --- HTTP/1.1 (RFC 9112) ----------------------------------------------------
 # Default ports and root of `minihttp serve`.
 HTTP_PORT = 8000
+# The default root when the current folder has one (the repository: its demo
+# page); elsewhere the current folder itself, as `python -m http.server` serves.
 DOCUMENT_ROOT = 'www'
 # Longest request line (method, target, version): beyond it, 414.  Bounds
 # the memory a client can make us hold before we know what it wants.

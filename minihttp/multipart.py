@@ -8,6 +8,7 @@ and each part's head is read with the same field-line reader as the trailers.
 """
 
 import re
+from urllib.parse import unquote_to_bytes
 
 from .framing import IncompleteRead, LimitExceeded, StreamReader
 from .errors import HTTPError, SizeLimit
@@ -23,6 +24,10 @@ BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]"
 # read leniently.  Every run is possessive: none can give back a character the
 # next part of the pattern would take, and an unclosed quote is scanned once.
 PARAM = re.compile(r';\s*+([^\s=;]++)\s*+=\s*+("(?:[^"\\]|\\.)*+"|[^;]*+)')
+# ext-value = charset "'" [ language ] "'" value-chars (RFC 8187 section 3.2.1, once
+# RFC 5987): the form of a filename* parameter.  Possessive, linear.
+EXT_VALUE = re.compile(r"(?i:(utf-8|iso-8859-1))'[A-Za-z0-9-]*+'"
+                       r"((?:%[0-9A-Fa-f]{2}|[A-Za-z0-9!#$&+.^_`|~-])*+)")
 
 
 def parameters(value):
@@ -81,10 +86,38 @@ class Part:
         disposition = next((v for n, v in fields if n.lower() == 'content-disposition'), '')
         params = parameters(disposition)
         self.name = params.get('name')
-        self.filename = params.get('filename')
+        self.filename = file_name(params)
         if self.filename is not None:
             # Old browsers send a client-side path; keep its last segment.
             self.filename = re.split(r'[\\/]', self.filename)[-1]
+
+
+def file_name(params):
+    """A part's file name as the sender meant it, or None; HTTPError 400 when unreadable.
+
+    RFC 7578 section 4.2: the filename parameter holds the name in UTF-8 (browsers
+    send its bytes as they are; the part's head was read as latin-1, byte for
+    byte).  Its note forbids senders the RFC 5987 filename* form, but some clients
+    send it anyway (curl's and Python's header helpers can): taken leniently, and
+    preferred when both are given, as RFC 6266 section 4.3 does for downloads.
+    """
+    extended = params.get('filename*')
+    if extended is not None:
+        match = EXT_VALUE.fullmatch(extended)
+        if not match:
+            raise HTTPError(400, 'filename* is not charset\'language\'percent-encoded')
+        charset, value = match.groups()
+        try:
+            return unquote_to_bytes(value).decode(charset.lower())
+        except UnicodeError:
+            raise HTTPError(400, f'filename* is not {charset}') from None
+    name = params.get('filename')
+    if name is None:
+        return None
+    try:
+        return name.encode('latin-1').decode('utf-8')
+    except UnicodeError:
+        raise HTTPError(400, 'upload name is not UTF-8') from None
 
 
 def read_parts(body, boundary, on_part, limit=None, on_end=None, max_parts=MAX_FORM_PARTS):

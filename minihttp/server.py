@@ -291,7 +291,7 @@ class HTTPServer(Protocol):
                           headers=[('Retry-After', str(RETRY_AFTER))])
         writer = ResponseWriter(error_response(error), 'GET', None, False, now)
         (pieces,) = writer.sends()
-        self.log(peer, None, 503, writer.sent, now, say_soon)
+        self.log(peer, None, 503, writer.sent, now, say_soon, refused(error))
         return b''.join(pieces)
 
     # -- on a pool thread ---------------------------------------------------------------
@@ -474,16 +474,18 @@ class HTTPServer(Protocol):
     def log(self, peer, request, status, sent, now, say=say, ended=ENDED_WHOLE):
         """One Common Log Format line per request, to stderr (said soon, from the loop).
 
-        An exchange that did not end whole or refused says how it ended in a
-        last quoted field (as the combined format adds its own): the status as
-        begun ('-' when no response began), the bytes sent so far.
+        An exchange that did not end whole says how it ended in a last quoted
+        field (as the combined format adds its own), in the words of its record:
+        'refused 404: no such file at /x' for every error answer, 'client left:
+        ...' for an abort; the status as begun ('-' when no response began), the
+        bytes sent so far.
         """
         if not self.access_log:
             return
         line = (f'{request.method} {log_escaped(request.target)} {request.version}'
                 if request is not None else '-')
         text = f'{peer[0]} - - [{self._clock(now)}] "{line}" {status or "-"} {sent or "-"}'
-        if ended[0] != ENDED_WHOLE[0] and ended[0] != REFUSED:
+        if ended[0] != ENDED_WHOLE[0]:
             words = ended_words({'kind': ended[0], 'reason': ended[1]}, status)
             text += ' "' + words.replace('"', "'") + '"'
         say(text, err=True)

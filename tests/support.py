@@ -43,9 +43,9 @@ from minihttp.uploads import TEMP_PREFIX
 REPO = Path(__file__).resolve().parent.parent
 
 
-# What a server prints once it accepts connections: `Listening at ('127.0.0.1', 1060)`
-# from the block server, `blocks server listening at (...)` from `serve`.
-LISTENING = r"[Ll]istening at \('(?P<host>[^']*)', (?P<port>\d+)"
+# What the stand-alone block server prints once it accepts connections:
+# `block server listening on 127.0.0.1:1060` (an IPv6 host in brackets).
+LISTENING = r'block server listening on (?P<host>\[[^\]]+\]|[^\s:\[]+):(?P<port>\d+)$'
 # What `serve` prints once the HTTP listener accepts: the host as bound ([::1] for IPv6).
 HTTP_LISTENING = r'http server listening on http://(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)/'
 
@@ -367,7 +367,7 @@ def temps(directory):
 
 def serve_args(root, uploads, *options):
     """The `minihttp serve` command line for a test: any free port, no block server."""
-    return ['serve', '--port', '0', '--block-port', '0', '--quiet',
+    return ['serve', '--port', '0', '--block-port', '0', '--no-access-log',
             '--root', root, '--uploads', uploads, *options]
 
 
@@ -446,7 +446,7 @@ def multipart_body(boundary, parts, close=True):
 
 # One access log line, Common Log Format: host ident authuser [date] "request" status bytes.
 CLF = (r'^(?P<host>\S+) - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
-       r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-)$')
+       r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-)(?: "(?P<ended>[^"]*)")?$')
 
 STATUS_LINE = re.compile(rb'(HTTP/1\.[01]) (\d{3}) ([^\r\n]*)\r\n')
 

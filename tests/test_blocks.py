@@ -133,15 +133,17 @@ def random_file(path, size):
 
 def saved_path(server, blocks, size):
     line = server.wait_for_line(
-        rf'end of stream after {blocks} blocks, {size} bytes; saved to (?P<path>.+)$',
+        rf'end of stream after {blocks} blocks, {size} bytes in [\d.]+ s; '
+        r'saved to (?P<path>.+)$',
         stream='stdout')
     return line['path']
 
 
-def assert_one_line_error(result, *words):
-    """A failed client: exit status 2, one line on stderr naming the problem, no traceback."""
+def assert_one_line_error(result, *words, status=2):
+    """A failed command: exit ``status`` (2: a usage error, 1: the peer's refusal), one
+    line on stderr naming the problem, no traceback."""
     stderr = result.stderr.decode()
-    assert result.returncode == 2, stderr
+    assert result.returncode == status, stderr
     assert stderr.count('\n') == 1 and stderr.startswith('minihttp: '), stderr
     assert 'Traceback' not in stderr
     for word in words:
@@ -167,7 +169,7 @@ def listening():
 # -- our client and our server ------------------------------------------------
 
 def test_the_books_three_lines(minihttp):
-    server = minihttp('blocks', '-p', 0)
+    server = minihttp('blocks', '-p', 0, '--trace')
     result = run_minihttp('blocks', '-c', '-p', server.port)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode() == (f'Sent 93 bytes and the empty block to 127.0.0.1 port '
@@ -175,7 +177,8 @@ def test_the_books_three_lines(minihttp):
     server.wait_for_line(r'^Accepted connection from 127\.0\.0\.1:\d+$')
     for says in SAYS:
         assert server.wait_for_line(r'^Block says: ', stream='stdout').string == says
-    server.wait_for_line(r': end of stream after 3 blocks, 93 bytes$', stream='stdout')
+    server.wait_for_line(r': end of stream after 3 blocks, 93 bytes in \d+\.\d{3} s$',
+                         stream='stdout')
     assert server.output('stderr') == ''
 
 
@@ -186,7 +189,7 @@ def test_a_100_mib_file_is_saved_whole_and_never_held_in_memory(minihttp, tmp_pa
     source, saved = tmp_path / 'random.bin', tmp_path / 'saved'
     saved.mkdir()
     digest = random_file(source, size)
-    server = minihttp('blocks', '-p', 0, '--save', saved, '--max-block', '64M')
+    server = minihttp('blocks', '-p', 0, '--trace', '--save', saved, '--max-block', '64M')
     baseline = server.peak_rss()
 
     result = run_minihttp('blocks', '-c', '-p', server.port, '--file', source,
@@ -204,11 +207,11 @@ def test_a_100_mib_file_is_saved_whole_and_never_held_in_memory(minihttp, tmp_pa
 
 def test_a_file_from_standard_input(minihttp, tmp_path):
     data = os.urandom(3 * MiB + 5)
-    server = minihttp('blocks', '-p', 0, '--save', tmp_path, '--quiet')
+    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
     result = run_minihttp('blocks', '-c', '-p', server.port, '--file', '-', input=data)
     assert result.returncode == 0, result.stderr
     assert f'Sent {len(data)} bytes'.encode() in result.stdout
-    path = server.wait_for_line(rf'{len(data)} bytes; saved to (?P<path>.+)$')['path']
+    path = server.wait_for_line(rf'{len(data)} bytes in [\d.]+ s; saved to (?P<path>.+)$')['path']
     with open(path, 'rb') as f:
         assert f.read() == data
 
@@ -223,7 +226,7 @@ def test_a_file_from_standard_input(minihttp, tmp_path):
 ])
 def test_a_truncated_stream_leaves_no_file_and_says_what_is_missing(minihttp, tmp_path,
                                                                     tail, report):
-    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
+    server = minihttp('blocks', '-p', 0, '--trace', '--save', tmp_path)
     with connect(server.port) as steady:
         put_block(steady, b'steady')
         server.wait_for_line(r"Block says: b'steady'")
@@ -244,7 +247,7 @@ def test_a_stream_waiting_between_blocks_holds_no_file(minihttp, tmp_path):
     # --max-connections streams that each sent a byte, or a block, and went
     # quiet held a socket and a file each: twice the descriptors the server
     # fits its connections to, and new streams failed to save (EMFILE).
-    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
+    server = minihttp('blocks', '-p', 0, '--trace', '--save', tmp_path)
 
     def files_open():
         return [fd for fd in os.listdir(f'/proc/{server.pid}/fd')
@@ -263,7 +266,7 @@ def test_a_stream_waiting_between_blocks_holds_no_file(minihttp, tmp_path):
 
 
 def test_an_enormous_block_is_refused_without_reading_it(minihttp, tmp_path):
-    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
+    server = minihttp('blocks', '-p', 0, '--trace', '--save', tmp_path)
     with connect(server.port) as sock:
         sock.sendall(b'\xff\xff\xff\xff')
         server.wait_for_line(r'refused: block of 4294967295 bytes announced, the limit is 67108864',
@@ -280,7 +283,7 @@ def test_an_enormous_block_is_refused_without_reading_it(minihttp, tmp_path):
 
 
 def test_twenty_streams_are_served_at_once(minihttp):
-    server = minihttp('blocks', '-p', 0)
+    server = minihttp('blocks', '-p', 0, '--trace')
     socks = []
     try:
         for i in range(20):
@@ -295,14 +298,14 @@ def test_twenty_streams_are_served_at_once(minihttp):
     finally:
         for sock in socks:
             sock.close()
-    server.wait_for_lines(r'end of stream after 1 blocks, 9 bytes$', 20)
+    server.wait_for_lines(r'end of stream after 1 blocks, 9 bytes in \d+\.\d{3} s$', 20)
 
 
 def test_twenty_clients_sending_files_at_once(minihttp, tmp_path):
     saved = tmp_path / 'saved'
     saved.mkdir()
     digests = {random_file(tmp_path / f'{i}.bin', MiB + i * 1000) for i in range(20)}
-    server = minihttp('blocks', '-p', 0, '--save', saved, '--quiet')
+    server = minihttp('blocks', '-p', 0, '--save', saved)
     command = [sys.executable, '-m', 'minihttp', 'blocks', '-c', '-p', str(server.port)]
     clients = []
     try:
@@ -328,7 +331,7 @@ def test_client_connection_refused():
     with socket.socket() as closed:  # bound, not listening: connecting is refused
         closed.bind(('127.0.0.1', 0))
         result = run_minihttp('blocks', '-c', '-p', closed.getsockname()[1])
-    assert_one_line_error(result, 'cannot connect', 'refused')
+    assert_one_line_error(result, 'cannot connect', 'refused', status=1)
 
 
 def test_client_host_not_found():
@@ -347,19 +350,27 @@ def test_server_port_in_use():
     assert_one_line_error(result, 'cannot listen')
 
 
-def test_server_save_directory_missing(tmp_path):
-    result = run_minihttp('blocks', '-p', 0, '--save', tmp_path / 'absent')
-    assert_one_line_error(result, '--save')
+def test_a_missing_save_directory_is_made_and_said(minihttp, tmp_path):
+    absent = tmp_path / 'absent' / 'deeper'
+    server = minihttp('blocks', '-p', 0, '--save', absent)
+    server.wait_for_line(rf'^complete streams saved in {re.escape(str(absent))} \(created now\)$')
+    assert absent.is_dir()
+
+
+def test_a_save_directory_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / 'file').write_bytes(b'')
+    result = run_minihttp('blocks', '-p', 0, '--save', tmp_path / 'file' / 'below')
+    assert_one_line_error(result, '--save', 'file')
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_server_with_status_0(minihttp, sig):
-    server = minihttp('blocks', '-p', 0)
+    server = minihttp('blocks', '-p', 0, '--trace')
     assert server.stop(sig) == 0
 
 
 def test_a_signal_cuts_open_streams_and_discards_their_files(minihttp, tmp_path):
-    server = minihttp('blocks', '-p', 0, '--save', tmp_path, '--grace', '0.5')
+    server = minihttp('blocks', '-p', 0, '--trace', '--save', tmp_path, '--grace', '0.5')
     with connect(server.port) as idle, connect(server.port) as busy:
         put_block(idle, b'then nothing')
         busy.sendall(listing52.LENGTH.pack(1000) + b'only ten b')  # stuck inside a payload
@@ -373,7 +384,7 @@ def test_a_signal_cuts_open_streams_and_discards_their_files(minihttp, tmp_path)
 
 
 def test_beyond_max_connections_a_stream_is_closed_with_a_log_line(minihttp):
-    server = minihttp('blocks', '-p', 0, '--max-connections', '1')
+    server = minihttp('blocks', '-p', 0, '--trace', '--max-connections', '1')
     with connect(server.port) as first:
         put_block(first, b'holding the only place')
         server.wait_for_line(r"Block says: b'holding the only place'")
@@ -424,7 +435,7 @@ def test_our_file_client_against_the_books_server(listening, pool, tmp_path):
 
 
 def test_the_books_client_against_our_server(minihttp, tmp_path):
-    server = minihttp('blocks', '-p', 0, '--save', tmp_path)
+    server = minihttp('blocks', '-p', 0, '--trace', '--save', tmp_path)
     listing52.send_lines(('127.0.0.1', server.port))
     for says in SAYS:
         assert server.wait_for_line(r'^Block says: ').string == says
@@ -482,20 +493,22 @@ def test_progress_without_a_total_shows_what_went_and_how_fast():
 # -- what a stream may cost: deadlines, memory, threads --------------------------------
 
 SHORT = ('--idle-timeout', '1', '--head-timeout', '1', '--body-timeout', '1')
+# The end of a failed stream's line: how far it came, and in how long.
+TOOK = r' \(\d+ bytes in \d+\.\d{3} s\)$'
 
 
 @pytest.mark.parametrize('sent, reason', [
     (b'', r'closed: nothing received within 1 s of connecting$'),
-    (frame(b'one'), r'closed: no block begun within 1 s, after 1 whole blocks$'),
-    (b'\0\0', r'closed: block header not complete within 1 s, after 0 whole blocks$'),
+    (frame(b'one'), r'closed: no block begun within 1 s, after 1 whole blocks' + TOOK),
+    (b'\0\0', r'closed: block header not complete within 1 s, after 0 whole blocks' + TOOK),
     (frame(b'0123456789')[:4], r'closed: block payload stalled: nothing received for 1 s, '
-                               r'after 0 whole blocks$'),
+                               r'after 0 whole blocks' + TOOK),
     (frame(b'0123456789')[:9], r'closed: stream stalled: nothing received for 1 s, '
-                               r'after 0 whole blocks$'),
+                               r'after 0 whole blocks' + TOOK),
 ], ids=['idle before the first block', 'idle between blocks', 'header', 'payload not begun',
         'payload stalled'])
 def test_each_deadline_closes_a_stream_with_its_reason(minihttp, tmp_path, sent, reason):
-    server = minihttp('blocks', '-p', 0, '--save', tmp_path, *SHORT)
+    server = minihttp('blocks', '-p', 0, '--trace', '--save', tmp_path, *SHORT)
     with connect(server.port) as sock:
         sock.sendall(sent)
         server.wait_for_line(r'^127\.0\.0\.1:\d+: ' + reason, stream='stderr')
@@ -507,7 +520,7 @@ def test_each_deadline_closes_a_stream_with_its_reason(minihttp, tmp_path, sent,
 
 
 def test_a_payload_dripping_below_the_minimum_rate_is_cut(minihttp):
-    server = minihttp('blocks', '-p', 0, '--min-rate', '1000', '--rate-window', '1',
+    server = minihttp('blocks', '-p', 0, '--trace', '--min-rate', '1000', '--rate-window', '1',
                       '--body-timeout', '30')
     with connect(server.port) as sock:
         sock.sendall(listing52.LENGTH.pack(1000))
@@ -518,12 +531,12 @@ def test_a_payload_dripping_below_the_minimum_rate_is_cut(minihttp):
             sock.sendall(b'x')
         server.wait_for_line(r'^127\.0\.0\.1:\d+: closed: stream too slow: \d+ bytes received '
                              r'in 1\.\d s, below the minimum of 1000 bytes/s, after 0 whole '
-                             r'blocks$', stream='stderr')
+                             r'blocks' + TOOK, stream='stderr')
         assert sock.recv(1) == b''
 
 
 def test_headers_announcing_large_blocks_cost_no_memory_before_their_payload(minihttp):
-    server = minihttp('blocks', '-p', 0, '--body-timeout', '1', '--quiet')
+    server = minihttp('blocks', '-p', 0, '--body-timeout', '1')
     listing52.send_lines(('127.0.0.1', server.port))
     server.wait_for_line(r'end of stream after 3 blocks')
     baseline = server.peak_rss()
@@ -543,13 +556,13 @@ def test_headers_announcing_large_blocks_cost_no_memory_before_their_payload(min
 def test_a_flood_of_silent_connections_past_the_cap_keeps_no_client_out(minihttp):
     # Once every place was taken by connections that never send a byte, a client was
     # refused until their idle deadline, and a flooder reconnecting kept it so for good.
-    server = minihttp('blocks', '-p', 0, '--max-connections', '20')
+    server = minihttp('blocks', '-p', 0, '--trace', '--max-connections', '20')
     with contextlib.ExitStack() as stack:
         silent = [stack.enter_context(connect(server.port)) for _ in range(30)]
         for _ in range(2):
             result = run_minihttp('blocks', '-c', '-p', server.port)
             assert result.returncode == 0, result.stderr
-            server.wait_for_line(r'end of stream after 3 blocks, 93 bytes$')
+            server.wait_for_line(r'end of stream after 3 blocks, 93 bytes in \d+\.\d{3} s$')
         # The oldest silent ones made room (they asked for nothing); the youngest stay.
         for sock in silent[:10]:
             sock.settimeout(WAIT)
@@ -561,15 +574,15 @@ def test_a_flood_of_silent_connections_past_the_cap_keeps_no_client_out(minihttp
 def test_a_flood_of_silent_connections_holds_no_thread_and_a_client_gets_through(minihttp,
                                                                                room_for):
     room_for(600)
-    server = minihttp('blocks', '-p', 0)
+    server = minihttp('blocks', '-p', 0, '--trace')
     listing52.send_lines(('127.0.0.1', server.port))
-    server.wait_for_line(r'end of stream after 3 blocks, 93 bytes$')
+    server.wait_for_line(r'end of stream after 3 blocks, 93 bytes in \d+\.\d{3} s$')
     threads = len(os.listdir(f'/proc/{server.pid}/task'))
     with contextlib.ExitStack() as stack:
         silent = [stack.enter_context(connect(server.port)) for _ in range(600)]
         result = run_minihttp('blocks', '-c', '-p', server.port)
         assert result.returncode == 0, result.stderr
-        server.wait_for_line(r'end of stream after 3 blocks, 93 bytes$')
+        server.wait_for_line(r'end of stream after 3 blocks, 93 bytes in \d+\.\d{3} s$')
         # All still held (their deadline is 15 s away), and not a thread each.
         assert len(os.listdir(f'/proc/{server.pid}/task')) == threads
         readable = select.select(silent, [], [], 0)[0]

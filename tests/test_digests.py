@@ -302,11 +302,12 @@ def test_a_file_that_changes_while_hashed_is_503(tmp_path):
 def test_block_client_and_server_print_the_same_digest(minihttp, tmp_path):
     data = os.urandom(200 * KiB + 3)
     (tmp_path / 'data').write_bytes(data)
-    server = minihttp('blocks', '-p', 0, '--digest', '--quiet')
+    server = minihttp('blocks', '-p', 0, '--digest')
     sent = run_minihttp('blocks', '-c', '-p', server.port, '--digest', '--file',
                         tmp_path / 'data', '--block-size', '4K')
     assert sent.returncode == 0, sent.stderr
     expected = sf('sha-256', data)
     assert expected in sent.stderr.decode() + sent.stdout.decode()
-    line = server.wait_for_line(r'end of stream after (\d+) blocks, (\d+) bytes, (\S+)')
+    line = server.wait_for_line(
+        r'end of stream after (\d+) blocks, (\d+) bytes in [\d.]+ s, (\S+)')
     assert line.groups() == ('51', str(len(data)), expected)

@@ -160,7 +160,7 @@ def test_workers_that_keep_dying_young_are_replaced_after_a_growing_wait(serve):
 @pytest.mark.timeout(60)
 def test_a_replacement_holds_none_of_the_parents_descriptors(minihttp):
     blocks_port = free_port()
-    server = minihttp('serve', '--port', 0, '--block-port', blocks_port, '--workers', '2',
+    server = minihttp('serve', '--port', 0, '--block-port', blocks_port, '--workers', '2', '--trace',
                       listening=HTTP_LISTENING)
     survivor, victim = workers_of(server)
     with socket.create_connection(('127.0.0.1', blocks_port)) as block_stream:

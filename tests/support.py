@@ -152,17 +152,19 @@ def peak_rss(pid):
 
 
 class MinihttpProcess:
-    """`python -m minihttp ARGS...` with its output read line by line, and a sure stop.
+    """`python -m minihttp ARGS...` (or ``command`` ARGS... in ``cwd``) with its output read
+    line by line, and a sure stop.
 
     Two threads read stdout and stderr into one queue; ``wait_for_line`` takes
     lines from it until one matches or the deadline passes.  Each line is
     ``(stream, text)``, so a test can insist a message went to stderr.
     """
 
-    def __init__(self, args, *, stdin=subprocess.DEVNULL, env=None, preexec_fn=None):
+    def __init__(self, args, *, stdin=subprocess.DEVNULL, env=None, preexec_fn=None,
+                 command=(sys.executable, '-m', 'minihttp'), cwd=REPO):
         self.args = [str(arg) for arg in args]
         self.proc = subprocess.Popen(
-            [sys.executable, '-m', 'minihttp', *self.args], cwd=REPO, stdin=stdin,
+            [*command, *self.args], cwd=cwd, stdin=stdin,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn,
             env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
         self.pid = self.proc.pid

@@ -9,9 +9,9 @@ import ipaddress
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
-import shutil
 import stat
 import sys
 
@@ -20,10 +20,11 @@ from .blockserver import BlockServer
 from .digests import ALGORITHMS, DEFAULT, serialize
 from .app import PAGE_URL, App
 from .browsers import Browsers, normal_host, normal_origin
-from .limits import (BLOCK_CLIENT_WAIT, BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, CLIENT_BLOCK_SIZE, DOCUMENT_ROOT,
-                     HEAD_TIMEOUT, HOST, HTTP_PORT, KEEPALIVE_TIMEOUT, MAX_BLOCK,
-                     MAX_BLOCK_CONNECTIONS, MAX_CONNECTIONS, MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW,
-                     SHUTDOWN_GRACE, SPARE_DESCRIPTORS)
+from .limits import (BLOCK_CLIENT_WAIT, BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT,
+                     CLIENT_BLOCK_SIZE, DOCUMENT_ROOT, HEAD_TIMEOUT, HOST, HTTP_PORT,
+                     KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MAX_CONNECTIONS,
+                     MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW, SHUTDOWN_GRACE,
+                     SPARE_DESCRIPTORS)
 from .eventloop import EventLoop
 from .hub import Hub
 from .processes import run_until_signalled, run_workers

@@ -10,6 +10,7 @@ installs it).
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -412,3 +413,68 @@ def test_the_page_draws_a_chunked_echos_trailer_section_both_ways(page, site):
     assert page.errors == [], page.errors
     ARTIFACTS.mkdir(exist_ok=True)
     entry.screenshot(path=str(ARTIFACTS / 'trailers.png'))
+
+
+def event(record, kind=None):
+    """A record as one server-sent event: of type ``kind``, or a plain message."""
+    return (f'event: {kind}\n' if kind else '') + f'data: {json.dumps(record)}\n\n'
+
+
+def upload_record(ended, status, received, chunks):
+    """A chunked upload's record as the live records publish it (issue 15's contract)."""
+    sizes = [65536] * min(chunks, 64)
+    return {
+        'id': 9001, 'kind': 'http', 'time': 1.0, 'process': 1, 'peer': '127.0.0.1:40000',
+        'request': {'method': 'PUT', 'target': '/uploads/big.bin', 'version': 'HTTP/1.1',
+                    'head': 90, 'delimiter': 'CRLFCRLF',
+                    'body': {'framing': 'chunked', 'bytes': received, 'chunks': chunks,
+                             'sizes': sizes, 'more': chunks - len(sizes), 'trailers': 0,
+                             'trailer_fields': [], 'done': False}},
+        'response': {'status': status, 'framing': 'none', 'chunks': 0, 'bytes': 0},
+        'ended': ended, 'words': f'body chunked: {chunks} chunks, {received} B'}
+
+
+def intercepted(page, routes, what):
+    """The next request the page made that ``routes`` holds: Playwright hands routes over
+    only while this thread calls it, so each look at the list is made after a call."""
+    def caught():
+        page.evaluate('0')
+        return routes
+    wait_until(caught, what)
+    return routes.pop()
+
+
+@pytest.mark.timeout(120)
+def test_an_exchange_in_progress_grows_and_ends_cut_as_the_feed_says(page, site):
+    """The drawing follows the live records' contract: an open record, re-sent with the
+    same id as its body grows (an `update` event, or a plain message), then closed.
+    The feed here is played to the page by the browser's own request interception, so
+    that each state can be looked at in turn."""
+    base, _, _ = site
+    feeds = []
+    page.route('**/_framing/stream*', lambda route: feeds.append(route))
+    page.goto(base + '/')
+    opened = {'kind': 'open', 'reason': ''}
+    intercepted(page, feeds, 'the page opened its feed').fulfill(status=200, content_type='text/event-stream', body='retry: 10\n\n'
+                        + event(upload_record(opened, None, 65536, 1), 'record')
+                        + event(upload_record(opened, None, 34_900_000, 533), 'update'))
+    entry = page.locator('.record[data-id="9001"]')
+    entry.wait_for()
+    assert page.locator('.record[data-id="9001"]').count() == 1       # replaced, not added
+    request, response = entry.locator('.row').nth(0), entry.locator('.row').nth(1)
+    assert request.locator('.growing').inner_text() == 'receiving… 34.9 MB so far'
+    assert request.locator('.last').count() == 0
+    assert response.locator('.growing').inner_text() == 'not sent yet'
+    assert 'in progress' in entry.inner_text()
+    # The feed reconnects (the browser's EventSource), and the record comes closed.
+    left = {'kind': 'client left', 'reason': 'the peer closed the connection'}
+    intercepted(page, feeds, 'the feed reconnected').fulfill(status=200, content_type='text/event-stream', body='retry: 60000\n\n'
+                        + event(upload_record(left, None, 34_900_000, 533)))
+    entry.locator('.missing', has_text='client left after 34.9 MB').wait_for()
+    assert page.locator('.record[data-id="9001"]').count() == 1
+    assert entry.locator('.growing').count() == 0 and entry.locator('.last').count() == 0
+    assert response.locator('.missing').inner_text() == 'no response sent'
+    page.get_by_label('Show').select_option('errors')
+    assert entry.is_visible()
+    assert page.errors == [], page.errors
+    entry.screenshot(path=str(ARTIFACTS / 'left.png'))

@@ -410,6 +410,7 @@ function upload(file) {
   const request = new XMLHttpRequest();
   // Ends the line: no Cancel, and no bar unless the file arrived whole.
   const finish = (words, isError) => {
+    if (document.activeElement === cancel) $('choose').focus();   // not lost with it
     cancel.remove();
     if (isError) bar.remove();
     status.className = isError ? 'error' : '';

@@ -241,6 +241,28 @@ def test_an_abandoned_chunked_upload_is_drawn_without_a_last_chunk(page, site):
     entry.screenshot(path=str(ARTIFACTS / 'cut.png'))
 
 
+def test_an_echo_whose_client_left_mid_body_is_drawn_cut_on_both_rows(page, site):
+    base, _, server = site
+    load(page, base)
+    with socket.create_connection(('127.0.0.1', server.port), timeout=WAIT) as sock:
+        sock.sendall(b'PUT /echo?left HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                     b'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n')
+        got = b''
+        while b'hello' not in got:          # the echo's response has begun: then leave
+            piece = sock.recv(4096)
+            assert piece, got
+            got += piece
+    wait_until(lambda: http_records(base, '/echo?*'), 'the cut echo recorded')
+    record, = http_records(base, '/echo?*')
+    assert record['ended']['kind'] == 'client left'
+    assert record['response']['done'] is False and record['response']['status'] == 200
+    entry = page.locator(f'.record[data-id="{record["id"]}"]')
+    entry.wait_for()
+    request, response = entry.locator('.row').nth(0), entry.locator('.row').nth(1)
+    assert request.locator('.last').count() == 0 and response.locator('.last').count() == 0
+    assert response.locator('.missing').inner_text().startswith('cut after')
+
+
 @pytest.mark.timeout(120)
 def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
         page, site, tmp_path):

@@ -139,7 +139,10 @@ function drawResponse(record) {
   }
   const boxes = [box('response', 'label'), box(String(response.status), 'head'),
                  box('\\r\\n\\r\\n', 'delim')];
-  const cut = end.kind === 'response cut';
+  // Cut: the record says so, or says the response did not reach its end (done false),
+  // as when the client of a streaming echo left; an event stream kept open is not cut.
+  const cut = end.kind === 'response cut' ||
+    (response.done === false && end.kind !== 'open' && response.framing !== 'stream');
   if (response.framing === 'chunked') {
     boxes.push(...chunkRun(response.chunks, response.sizes || null));
     if (cut) boxes.push(box(`cut after ${human(response.bytes)}`, 'missing', end.reason));

@@ -239,8 +239,15 @@ def _discard(piece):
     pass
 
 
+class BodyCut(HTTPError):
+    """The connection closed inside the body: the client left.  Nobody is left to
+    read an answer (RFC 9112 section 8 lets a server close without one), so the
+    server records and logs it as "client left", never as the 400 it would be if
+    anyone asked."""
+
+
 def truncated_body(exc):
-    return framing_error(f'connection closed inside the body: {exc}')
+    return BodyCut(400, f'connection closed inside the body: {exc}', close=True)
 
 
 def open_body(request, reader, send_continue=None):

@@ -37,17 +37,32 @@ class FileBody:
     kernel timeouts bound the wait.
     """
 
-    def __init__(self, fd, offset, length):
+    def __init__(self, fd, offset, length, st=None):
         self.fd = fd
         self.offset = offset
         self.length = length
+        self.st = st          # the file as its head described it (validators, digest)
 
     def sendfile(self, sock):
         try:
-            send_range(sock, self.fd, self.offset, self.length)
+            if self.length:
+                send_range(sock, self.fd, self.offset, self.length - 1, self.length)
+                self.send_last(sock, self.offset + self.length - 1, b'')
             return self.length
         finally:
             self.close()
+
+    def send_last(self, sock, offset, after):
+        """The body's last byte (at ``offset``; then ``after``), sent only if the file is
+        still the one the head described: one rewritten in place while it was sent
+        would otherwise reach the client whole under the old ETag and Repr-Digest, a
+        mix of old and new bytes.  Held back, the client sees the response cut
+        instead, and the record says why.  (An fstat per file answer.)"""
+        if self.st is not None and not unchanged(self.fd, self.st):
+            raise ResponseError('the file changed while it was sent')
+        send_range(sock, self.fd, offset, 1)
+        if after:
+            sock.sendall(after)
 
     def close(self):
         if self.fd >= 0:
@@ -59,24 +74,28 @@ class MultiRangeBody(FileBody):
     """Several ranges of one file as multipart/byteranges (RFC 9110 section 14.6):
     each part's head written, its bytes sent with sendfile."""
 
-    def __init__(self, fd, parts, closing, length):
-        super().__init__(fd, 0, length)
+    def __init__(self, fd, parts, closing, length, st=None):
+        super().__init__(fd, 0, length, st)
         self.parts = parts          # [(part head, offset, length)]
         self.closing = closing
 
     def sendfile(self, sock):
         try:
-            for head, offset, length in self.parts:
-                sock.sendall(head, MSG_MORE)
-                send_range(sock, self.fd, offset, length)
-            sock.sendall(self.closing)
+            *whole, (head, offset, length) = self.parts
+            for part_head, part_offset, part_length in whole:
+                sock.sendall(part_head, MSG_MORE)
+                send_range(sock, self.fd, part_offset, part_length)
+            sock.sendall(head, MSG_MORE)
+            send_range(sock, self.fd, offset, length - 1, length)     # a part is never empty
+            self.send_last(sock, offset + length - 1, self.closing)
             return self.length
         finally:
             self.close()
 
 
-def send_range(sock, fd, offset, length):
-    """``length`` bytes of ``fd`` from ``offset``, page cache to socket.
+def send_range(sock, fd, offset, length, announced=None):
+    """``length`` bytes of ``fd`` from ``offset``, page cache to socket (of the
+    ``announced`` bytes the head promised, for the message when the file shrank).
 
     ``sock`` is the pool's TimedSocket (minihttp.eventloop): its ``send_file``
     waits for room in the socket's buffer, and cuts a client that stopped
@@ -87,8 +106,8 @@ def send_range(sock, fd, offset, length):
         sent = sock.send_file(fd, offset, end - offset)
         if not sent:
             # The file shrank under us: the client cannot find the end.
-            raise ResponseError(
-                f'file ended after {length - (end - offset)} of {length} bytes')
+            raise ResponseError(f'file ended after {length - (end - offset)} of '
+                                f'{announced or length} bytes')
         offset += sent
 
 
@@ -490,9 +509,9 @@ def serve_file(request, fd, st, path, fields=None):
         pass
     elif plan.closing is None:
         (_, first, length), = plan.parts
-        response.body = FileBody(fd, first, length)
+        response.body = FileBody(fd, first, length, st)
     else:
-        response.body = MultiRangeBody(fd, plan.parts, plan.closing, response.length)
+        response.body = MultiRangeBody(fd, plan.parts, plan.closing, response.length, st)
     return response
 
 

@@ -196,6 +196,11 @@ RECORDED_TRAILER = 512
 # and back to every worker, in one block: bounds those sends to a few a second
 # per process, whatever the request rate.
 HUB_BATCH_INTERVAL = 0.1
+# How often at most an exchange's live record is republished while its body
+# arrives (a clock reading before each receive, nothing per piece): a few
+# updates a second per upload, whatever its speed; a stream coalesces the
+# updates of one record that its client has not read yet.
+UPDATE_INTERVAL = 0.25
 # Records waiting to be sent on one GET /_framing/stream whose client reads
 # slowly: beyond them the oldest are dropped (and the stream says how many),
 # so a stuck reader costs bounded memory.

@@ -1,7 +1,10 @@
 """Framing records: how each message was cut from the stream, in the words of chapter 5.
 
 One record per HTTP exchange (the request's head and body, the response) and
-per block stream.  The same record makes the ``--trace`` line and the JSON
+per block stream.  An exchange whose body is read on a pool thread has a live
+record: published ``open`` once the body's reader first waits for the client,
+republished (the same number, a higher ``version``) as the body arrives, at
+most every UPDATE_INTERVAL, and a last time when the exchange ends.  The same record makes the ``--trace`` line and the JSON
 that ``GET /_framing`` serves, so that the log and the page say the same
 thing.  A record holds facts (numbers and short strings), never a body; a
 bounded ring keeps the most recent ones.
@@ -31,6 +34,10 @@ class FramingLog:
     def __init__(self, size=RECORDS_KEPT):
         self._records = collections.deque(maxlen=size)
         self._numbers = itertools.count(1)
+        self._latest = 0         # the highest record number added or kept so far
+        # Record number -> the latest number when it was last updated (kept records only):
+        # what ``kept(after)`` needs to give a client each update it may have missed.
+        self._changed = {}
         self._lock = threading.Lock()
         self._listeners = []
         self._own_listeners = []
@@ -39,8 +46,9 @@ class FramingLog:
         self._json = {}
 
     def listen(self, listener, own=False):
-        """Call ``listener(record)`` for every record from now on (in the adding thread);
-        with ``own``, for this process's records only (those it sends to others)."""
+        """Call ``listener(record)`` for every record and every update of one from now
+        on (in the adding thread; an update's ``record[VERSION]`` is above 0); with
+        ``own``, for this process's records only (those it sends to others)."""
         (self._own_listeners if own else self._listeners).append(listener)
 
     def number_in_series(self, series, count, after=0):
@@ -59,27 +67,68 @@ class FramingLog:
     def add(self, record):
         """Number the record and keep it (the oldest goes when the ring is full)."""
         with self._lock:
-            record[NUMBER] = next(self._numbers)
+            record[NUMBER] = self._latest = next(self._numbers)
             self._records.append(record)
+        return self._tell(record)
+
+    def _tell(self, record):
+        """Tell every listener of a record of ours (or a new version of one)."""
         for listener in self._own_listeners:
             listener(record)
         for listener in self._listeners:
             listener(record)
         return record
 
-    def keep(self, record):
-        """Keep a record another process numbered and sent (minihttp.hub), and tell the
-        listeners (not the own-record ones: it is not ours to send on)."""
+    def update(self, record, new):
+        """Replace a record added before with ``new``, its next version: the same
+        number, kept in its place (at the end if the ring let it go meanwhile)."""
+        new[NUMBER] = record[NUMBER]
+        new[VERSION] = record[VERSION] + 1
         with self._lock:
-            self._records.append(record)
+            self._replace(record, new)
+        return self._tell(new)
+
+    def _replace(self, record, new):
+        """Under the lock: ``new`` where the record numbered as it is was kept.  Searched
+        from the newest, where an open exchange's record is; at most the ring."""
+        records, number = self._records, new[NUMBER]
+        for index in range(len(records) - 1, -1, -1):
+            if records[index][NUMBER] == number:
+                records[index] = new
+                break
+        else:
+            records.append(new)
+        self._changed[number] = self._latest
+        if len(self._changed) > records.maxlen:
+            ring = {kept[NUMBER] for kept in records}
+            self._changed = {n: at for n, at in self._changed.items() if n in ring}
+
+    def keep(self, record):
+        """Keep a record another process numbered and sent (minihttp.hub), or a new
+        version of one, and tell the listeners (not the own-record ones: it is not
+        ours to send on)."""
+        with self._lock:
+            if record[VERSION]:
+                self._replace(record, record)
+            else:
+                self._records.append(record)
+            if record[NUMBER] > self._latest:
+                self._latest = record[NUMBER]
         for listener in self._listeners:
             listener(record)
         return record
 
     def kept(self, after=0):
-        """The records kept whose number is above ``after``, oldest first."""
+        """The records kept, each in its current version, that a client which has seen
+        every record and update up to record ``after`` may lack, oldest first: those
+        numbered above ``after``, and those updated since record ``after`` was numbered
+        (once the latest number was ``after`` or more)."""
         with self._lock:
-            return [record for record in self._records if record[NUMBER] > after]
+            if not self._changed:
+                return [record for record in self._records if record[NUMBER] > after]
+            changed = self._changed
+            return [record for record in self._records if record[NUMBER] > after
+                    or changed.get(record[NUMBER], -1) >= after]
 
     def recent(self, after=0):
         """The records kept whose number is above ``after``, oldest first, as dicts."""
@@ -88,13 +137,14 @@ class FramingLog:
     def as_json(self, record):
         """A record as ``public`` makes it, in compact JSON (bytes): made once per record."""
         number = record[NUMBER]
-        data = self._json.get(number)
-        if data is None:
-            data = json.dumps(public(record), separators=(',', ':')).encode()
-            if len(self._json) >= 2 * self._records.maxlen:
-                ring = {kept[NUMBER] for kept in self.kept()}
-                self._json = {n: made for n, made in self._json.items() if n in ring}
-            self._json[number] = data
+        made = self._json.get(number)
+        if made is not None and made[0] is record:
+            return made[1]
+        data = json.dumps(public(record), separators=(',', ':')).encode()
+        if len(self._json) >= 2 * self._records.maxlen:
+            ring = {kept[NUMBER] for kept in self.kept()}
+            self._json = {n: made for n, made in self._json.items() if n in ring}
+        self._json[number] = (record, data)     # a later version replaces it
         return data
 
 
@@ -112,7 +162,12 @@ class EventStream:
 
 def event_bytes(record, data):
     """A record, and its JSON as FramingLog.as_json made it, as one server-sent event
-    (text/event-stream)."""
+    (text/event-stream): ``record`` for its first version, with the record number as
+    the event's id; ``update`` for a later one, with no id, so that a browser's
+    Last-Event-ID stays the highest record number it has seen (FramingLog.kept gives
+    a client that comes back with it the updates it missed)."""
+    if record[VERSION]:
+        return b'event: update\ndata: %s\n\n' % data
     return b'id: %d\nevent: record\ndata: %s\n\n' % (record[NUMBER], data)
 
 
@@ -123,6 +178,8 @@ def dropped_event(count):
 
 # Where a record keeps its number: its last item (0 until a FramingLog numbers it).
 NUMBER = -1
+# Where a record keeps its version: 0 when first published, one more at each update.
+VERSION = -2
 # This process's id for its records: read once, and again in a forked worker.
 _process = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
@@ -135,7 +192,9 @@ TIMED_OUT = 'timed out'        # a deadline or the pool's pace ran out; reason: 
 CLIENT_LEFT = 'client left'    # the peer went away mid-exchange (errors.peer_gone)
 RESPONSE_CUT = 'response cut'  # a response begun could not be finished; reason: why
 FAILED = 'failed'              # a bug of ours: a 500 (the log has the traceback)
+OPEN = 'open'                  # not ended yet: a live record, its body still arriving
 ENDED_WHOLE = (WHOLE, '')
+ENDED_OPEN = (OPEN, '')
 
 
 def http_record(peer, now, request, body, response, ended=ENDED_WHOLE):
@@ -151,7 +210,7 @@ def http_record(peer, now, request, body, response, ended=ENDED_WHOLE):
             target = redact(target)
         head = (request.method, target[:RECORDED_TARGET], request.version, request.head_size,
                 body_facts(body))
-    return ['http', now, _process[0], peer, head, response, ended, 0]
+    return ['http', now, _process[0], peer, head, response, ended, 0, 0]
 
 
 def redact(target):
@@ -214,15 +273,16 @@ def trailer_facts(trailers):
 
 
 NO_TRAILERS = trailer_facts(())       # most responses': made once
-# The response facts of an exchange that ended before a response began.
-NOT_SENT = (None, NONE, 0, 0, 0, NO_TRAILERS)
+# The response facts of an exchange that ended (or is open) before a response began.
+NOT_SENT = (None, NONE, 0, 0, 0, NO_TRAILERS, False)
 
 
-def response_facts(status, framing, chunks, sent, trailers):
+def response_facts(status, framing, chunks, sent, trailers, done=True):
     """A response's facts as a record keeps them: its status, its transfer.Framing's kind
-    and length, its chunks and body bytes sent, the trailer fields its last chunk carried."""
+    and length, its chunks and body bytes sent, the trailer fields its last chunk carried,
+    and whether it was sent to its end (False: cut, or a stream kept open)."""
     return (status, framing.kind, framing.length, chunks, sent,
-            trailer_facts(trailers) if trailers else NO_TRAILERS)
+            trailer_facts(trailers) if trailers else NO_TRAILERS, done)
 
 
 def trailer_dict(facts):
@@ -232,24 +292,27 @@ def trailer_dict(facts):
 
 def block_record(peer, now, blocks, total, recorded, ended):
     """The facts of one block stream: its blocks' sizes and how it ended."""
-    return ['blocks', now, _process[0], peer, blocks, total, recorded, ended, 0]
+    return ['blocks', now, _process[0], peer, blocks, total, recorded, ended, 0, 0]
 
 
 def public(record):
     """A record as the JSON, the page and --trace read it; ``words`` is what --trace says."""
     kind, now, process, peer = record[:4]
-    out = {'id': record[NUMBER], 'kind': kind, 'time': now, 'process': process,
-           'peer': f'{peer[0]}:{peer[1]}'}
+    out = {'id': record[NUMBER], 'version': record[VERSION], 'kind': kind, 'time': now,
+           'process': process, 'peer': f'{peer[0]}:{peer[1]}'}
     if kind == 'blocks':
         blocks, total, recorded, ended = record[4:8]
         out.update({'blocks': blocks, 'bytes': total, **sizes(recorded, blocks),
                     'ended': ended})
     else:
-        head, (status, kind, length, chunks, sent, trailers) = record[4:6]
+        head, (status, kind, length, chunks, sent, trailers, done) = record[4:6]
         out['request'] = None if head is None else {
             'method': head[0], 'target': head[1], 'version': head[2], 'head': head[3],
             'delimiter': 'CRLFCRLF', 'body': body_dict(head[4])}
-        out['response'] = {'status': status, 'framing': kind, 'chunks': chunks, 'bytes': sent}
+        # ``sent``: whether a response began (False: none, and ``status`` is null);
+        # ``done``: whether it went to its end (a chunked one's last chunk included).
+        out['response'] = {'sent': status is not None, 'status': status, 'framing': kind,
+                           'chunks': chunks, 'bytes': sent, 'done': done}
         if kind == LENGTH:
             out['response']['length'] = length
         elif kind == CHUNKED:
@@ -295,14 +358,18 @@ def describe_http(record):
         parts.append(f'head {request["head"]} B by CRLFCRLF')
         body = request['body']
         if body['framing'] == CHUNKED:
-            parts.append(f'body chunked: {body["chunks"]} chunks, {body["bytes"]} B, '
-                         f'{trailer_words(body)}')
+            end = trailer_words(body) if body['done'] else 'no last chunk'
+            parts.append(f'body chunked: {body["chunks"]} chunks, {body["bytes"]} B, {end}')
+        elif body['framing'] == LENGTH and not body['done']:
+            parts.append(f'body {spelled(body)}, {body["bytes"]} B of it')
         else:        # 'unread', or the framing's one spelling
             parts.append(f'body {spelled(body)}')
     response = record['response']
     kind, sent = response['framing'], response['bytes']
-    if kind == CHUNKED:
+    if kind == CHUNKED and response['done']:
         how = f' ({response["chunks"]} chunks, {sent} B, {trailer_words(response)})'
+    elif kind == CHUNKED:
+        how = f' ({response["chunks"]} chunks, {sent} B, no last chunk)'
     elif kind == CLOSE or kind == LENGTH:
         how = f' ({sent} B)'
     elif kind == STREAM:
@@ -310,7 +377,7 @@ def describe_http(record):
     else:
         how = ''
     if response['status'] is None:
-        parts.append('no response')
+        parts.append('no response yet' if record['ended']['kind'] == OPEN else 'no response')
     else:
         parts.append(f'response {response["status"]} by {spelled(response)}{how}')
     if record['ended']['kind'] != WHOLE:
@@ -336,8 +403,8 @@ def spelled(facts):
 def ended_words(ended, status):
     """How an exchange ended, in words: 'refused 404: no such file', 'client left: ...'."""
     kind, reason = ended['kind'], ended['reason']
-    if kind == WHOLE:
-        return WHOLE
+    if kind == WHOLE or kind == OPEN:
+        return kind
     if kind == REFUSED:
         return f'{REFUSED} {status}: {reason}'
     return f'{kind}: {reason}'

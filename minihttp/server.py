@@ -12,7 +12,9 @@ the same StreamReader.  Either way one access log line and one framing
 record (and with --trace, its line) describe the exchange, however it ended:
 whole, refused, timed out, the client gone, or the response cut (the
 record's ``ended``: a kind and a reason; the log line of an exchange that did
-not end whole or refused says it in a last quoted field).
+not end whole or refused says it in a last quoted field).  A body read on the
+pool makes its record live (``Live``): published open once the body's reader
+first waits for the client, republished as the body arrives, closed at the end.
 """
 
 import collections
@@ -21,17 +23,18 @@ import time
 
 from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob, Protocol
 from .framing import write_all
-from .bodies import PARTIAL, Body, bounded, buffered_body, open_body
+from .bodies import PARTIAL, Body, BodyCut, bounded, buffered_body, open_body
 from .errors import HTTPError, peer_gone
 from .request import read_request
 from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
                         is_bytes)
-from .transfer import LENGTH, NONE, request_framing
+from .transfer import CHUNKED, LENGTH, NONE, request_framing
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
-                     PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE)
-from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, REFUSED, RESPONSE_CUT,
-                      TIMED_OUT, EventStream, FramingLog, dropped_event, ended_words,
-                      event_bytes, http_record, public, response_facts)
+                     PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE,
+                     UPDATE_INTERVAL)
+from .records import (CLIENT_LEFT, ENDED_OPEN, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, REFUSED,
+                      RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog, dropped_event,
+                      ended_words, event_bytes, http_record, public, response_facts)
 from .report import log_failure, say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -40,11 +43,14 @@ CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
 class Stream:
     """One open feed of records: the events waiting for its client, at most STREAM_QUEUE."""
 
-    __slots__ = ('chunked', 'events', 'dropped')
+    __slots__ = ('chunked', 'events', 'updates', 'dropped')
 
     def __init__(self, chunked):
         self.chunked = chunked
         self.events = collections.deque(maxlen=STREAM_QUEUE)
+        # Record number -> its latest update not yet sent: a newer one replaces it, so
+        # a slow client is sent the current version of each record, not every step.
+        self.updates = {}
         self.dropped = 0          # records that went unsent since the last send
 
 
@@ -60,12 +66,13 @@ class Job(PoolJob):
     was refused).
     """
 
-    __slots__ = ('response', 'ended')
+    __slots__ = ('response', 'ended', 'live')
 
     def __init__(self, work, *args, response=None, ended=ENDED_WHOLE):
         super().__init__(work, *args)
         self.response = response
         self.ended = ended
+        self.live = None          # the exchange's Live record, while its body is read
 
     def __call__(self):
         return self.work(self, *self.args)
@@ -74,6 +81,37 @@ class Job(PoolJob):
         response, self.response = self.response, None
         if response is not None:
             close_unsent(response.body)
+
+
+class Live:
+    """The live record of an exchange whose body a pool thread reads.
+
+    It stands in for the connection's socket in the body's reader: before each
+    receive (when every buffered byte has been read, and the reader is about
+    to wait for the client), the record is published, open, with the body's
+    counts as the reader keeps them, at most every ``server.update_interval``.
+    Nothing is done per piece or per chunk.  The first publication waits for
+    one interval too: an exchange that ends sooner (a small POST, a quick
+    upload) has one record, made when it ends, as an inline answer has.
+    ``record`` is the version last published (None before the first).
+    """
+
+    __slots__ = ('server', 'conn', 'request', 'body', 'now', 'record', 'due', '_recv_into')
+
+    def __init__(self, server, conn, request, body, now):
+        self.server = server
+        self.conn = conn
+        self.request = request
+        self.body = body
+        self.now = now
+        self.record = None
+        self.due = server.clock() + server.update_interval
+        self._recv_into = conn.timed.recv_into
+
+    def recv_into(self, buffer):
+        if self.server.clock() >= self.due:
+            self.server.progress(self)
+        return self._recv_into(buffer)
 
 
 class Waiting:
@@ -109,7 +147,7 @@ class HTTPServer(Protocol):
     def __init__(self, app, *, trace=False, access_log=True,
                  keepalive_timeout=KEEPALIVE_TIMEOUT, head_timeout=HEAD_TIMEOUT,
                  body_timeout=BODY_TIMEOUT, min_rate=MIN_RATE, rate_window=RATE_WINDOW,
-                 records=None):
+                 records=None, update_interval=UPDATE_INTERVAL, clock=time.monotonic):
         self.app = app
         self.trace = trace
         # How each exchange was framed: --trace says it, GET /_framing serves it,
@@ -124,6 +162,9 @@ class HTTPServer(Protocol):
         self.min_rate = min_rate          # bytes a second, judged per rate_window (0: none)
         self.rate_window = rate_window
         self._inline = getattr(app, 'inline', None)
+        # A live record is republished at most every update_interval seconds, by clock.
+        self.update_interval = update_interval
+        self.clock = clock
         # Common Log Format timestamps.
         self._clock = PerSecond(
             lambda second: time.strftime('%d/%b/%Y:%H:%M:%S +0000', time.gmtime(second)))
@@ -217,7 +258,7 @@ class HTTPServer(Protocol):
         for pieces in writer.sends():
             conn.send(pieces)
         self.log(conn.peer, request, response.status, 0, now, say_soon)
-        self.record(conn, request, request.body, writer, now, say_soon)
+        self.record(conn, request, request.body, writer, now, say_soon, done=False)
         stream = self._streams[conn] = Stream(writer.chunked)
         for record in self.records.kept(response.body.after)[-STREAM_QUEUE:]:
             stream.events.append(event_bytes(record, self.records.as_json(record)))
@@ -231,20 +272,30 @@ class HTTPServer(Protocol):
     def fan_out(self, record):
         """In the loop: queue the record on every stream, dropping a slow one's oldest."""
         event = event_bytes(record, self.records.as_json(record))
+        number = record[NUMBER] if record[VERSION] else None
         for conn, stream in list(self._streams.items()):
-            if len(stream.events) == STREAM_QUEUE:
-                stream.dropped += 1
-            stream.events.append(event)
+            if number is not None:        # an update: the stream's pending one replaced
+                updates = stream.updates
+                if number in updates or len(updates) < STREAM_QUEUE:
+                    updates[number] = event
+                else:
+                    stream.dropped += 1
+            else:
+                if len(stream.events) == STREAM_QUEUE:
+                    stream.dropped += 1
+                stream.events.append(event)
             self.loop.resume(conn, STREAM)
 
     def pump(self, conn):
         """Queue what a stream has waiting on its connection; whether there was any."""
         stream = self._streams.get(conn)
-        if stream is None or not stream.events:
+        if stream is None or not (stream.events or stream.updates):
             return False
         pieces = [dropped_event(stream.dropped)] if stream.dropped else []
-        pieces.extend(stream.events)
+        pieces.extend(stream.events)      # first versions before updates: open, then grown
+        pieces.extend(stream.updates.values())
         stream.events.clear()
+        stream.updates.clear()
         stream.dropped = 0
         data = b''.join(pieces)
         conn.send(chunk(data) if stream.chunked else (data,))
@@ -307,6 +358,10 @@ class HTTPServer(Protocol):
                 # The loop's buffer is sized for heads: a body is received in
                 # pieces as large as before (a large one's reader grows further).
                 conn.reader.reserve(READ_BUFFER_SIZE)
+                # Its record goes live while the body arrives (the loop gives the
+                # reader its own socket back when the connection returns).
+                job.live = Live(self, conn, request, body, now)
+                conn.reader.receive_from(job.live)
             response = job.response = self.app(request)
             if isinstance(response.body, EventStream):
                 # Only the loop holds an event stream (with no thread), and this
@@ -315,11 +370,14 @@ class HTTPServer(Protocol):
                 # (or, when the client waits for 100 Continue, never asked for).
                 raise HTTPError(400, f'{request.path[:80]} is an event stream: send it '
                                      'no body (no Content-Length or Transfer-Encoding)')
+        except BodyCut:                 # the client left inside its body: nobody to answer
+            return self.unanswered(conn, request, body, now, 'connection closed', job.live)
         except HTTPError as error:
             response, job.ended = error_response(error), refused(error)
         except Exception as exc:
             if peer_gone(exc):          # nobody to answer: the log and the record say so
-                return self.unanswered(conn, request, body, now, exc)
+                return self.unanswered(conn, request, body, now, exc.strerror or str(exc),
+                                       job.live)
             if not isinstance(exc, TimeoutError):
                 response, job.ended = self.failed(conn)
             else:                       # stalled, or too slow: the Pace says which
@@ -343,15 +401,16 @@ class HTTPServer(Protocol):
             writer = ResponseWriter(response, request.method, request.version, keep, now)
             writer.write(conn.timed)
         except Exception as exc:
-            return self.cut(conn, request, body, writer, now, exc, conn.timed.handed - handed)
+            return self.cut(conn, request, body, writer, now, exc, conn.timed.handed - handed,
+                            job.live)
         keep = writer.keep_alive
         if keep and body is not None and not body.done:
             keep = self.drain(body)
         self.log(conn.peer, request, response.status, writer.sent, now, ended=job.ended)
-        self.record(conn, request, body, writer, now, ended=job.ended)
+        self.record(conn, request, body, writer, now, ended=job.ended, live=job.live)
         return self.after(request, body, keep)
 
-    def cut(self, conn, request, body, writer, now, exc, handed):
+    def cut(self, conn, request, body, writer, now, exc, handed, live=None):
         """A response begun and not finished: ``exc`` stopped it after ``handed`` bytes
         had left for the socket.  The client cannot find its end, so the connection
         closes; the log line and the record say how far it went, and why."""
@@ -364,6 +423,10 @@ class HTTPServer(Protocol):
             sent = 0    # refused before its head was made
         if peer_gone(exc):
             ended = (CLIENT_LEFT, f'{exc.strerror or exc} after {sent} bytes of the body')
+        elif isinstance(exc, BodyCut):
+            # An echo's request body ended early: the client left, its answer half sent.
+            ended = (CLIENT_LEFT, f'connection closed {body_progress(body)}; response '
+                                  f'cut after {sent} bytes of its body')
         elif isinstance(exc, TimeoutError):
             # The client reads too slowly (or an echo's body comes too slowly):
             # nothing can be said to it any more, so the log says it.
@@ -382,17 +445,27 @@ class HTTPServer(Protocol):
             ended = (RESPONSE_CUT, f'{type(exc).__name__}: {exc}')
         status = writer.response.status if writer is not None else None
         self.log(conn.peer, request, status, sent, now, ended=ended)
-        self.record(conn, request, body, writer, now, ended=ended)
+        self.record(conn, request, body, writer, now, ended=ended, done=False, live=live)
         return CLOSE
 
-    def unanswered(self, conn, request, body, now, exc):
-        """The client went away before its answer began (``exc``): said and recorded."""
-        received = f'after {body.received} bytes of the body' if body is not None else \
-            'before its body'
-        ended = (CLIENT_LEFT, f'{exc.strerror or exc} {received}')
+    def unanswered(self, conn, request, body, now, how, live=None):
+        """The client went away before its answer began (``how``: 'connection closed',
+        or the error's words): said and recorded, with how far its body came."""
+        ended = (CLIENT_LEFT, f'{how} {body_progress(body)}')
         self.log(conn.peer, request, None, 0, now, ended=ended)
-        self.record(conn, request, body, None, now, ended=ended)
+        self.record(conn, request, body, None, now, ended=ended, live=live)
         return CLOSE
+
+    def progress(self, live):
+        """On the pool thread, before its reader waits: publish an exchange's record as
+        it stands, open (the first time), or its next version."""
+        live.due = self.clock() + self.update_interval
+        record = http_record(live.conn.peer, live.now, live.request, live.body, NOT_SENT,
+                             ENDED_OPEN)
+        if live.record is None:
+            live.record = self.records.add(record)
+        else:
+            live.record = self.records.update(live.record, record)
 
     # -- either side ----------------------------------------------------------------------
 
@@ -490,17 +563,36 @@ class HTTPServer(Protocol):
             text += ' "' + words.replace('"', "'") + '"'
         say(text, err=True)
 
-    def record(self, conn, request, body, writer, now, say=say, ended=ENDED_WHOLE):
+    def record(self, conn, request, body, writer, now, say=say, ended=ENDED_WHOLE, done=True,
+               live=None):
         """Keep how this exchange was framed (``writer`` wrote its response; None when
-        none began) and how it ended; with --trace, say it in the words of chapter 5."""
+        none began; ``done``: whether it went to its end) and how it ended; with
+        --trace, say it in the words of chapter 5.  A live record (``live``, once
+        published) is closed: this is its last version."""
         if writer is None:
             response = NOT_SENT
         else:
             response = response_facts(writer.response.status, writer.framing, writer.chunks,
-                                      writer.sent, writer.trailers)
-        record = self.records.add(http_record(conn.peer, now, request, body, response, ended))
+                                      writer.sent, writer.trailers, done)
+        record = http_record(conn.peer, now, request, body, response, ended)
+        if live is not None and live.record is not None:
+            live.due = float('inf')           # a drain after this publishes nothing more
+            record = live.record = self.records.update(live.record, record)
+        else:
+            record = self.records.add(record)
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+
+
+def body_progress(body):
+    """How far a request body came, for a log line and a record's reason: 'after 120
+    bytes of the body', with a chunked body's chunks and its missing last chunk."""
+    if body is None:
+        return 'before its body'
+    if body.framing.kind == CHUNKED and not body.done:
+        chunks = f'{body.chunks} chunk{"" if body.chunks == 1 else "s"}'
+        return f'after {body.received} bytes of the body ({chunks}, no last chunk)'
+    return f'after {body.received} bytes of the body'
 
 
 def log_escaped(target):

@@ -22,7 +22,7 @@ import requests
 from hypothesis import given, settings, strategies as st
 
 from minihttp.errors import ResponseError
-from minihttp.files import FileBody
+from minihttp.files import FileBody, MultiRangeBody
 from minihttp import eventloop
 from minihttp.eventloop import TimedSocket
 from support import HTTP_LISTENING, RawClient, Served, exchange, request_bytes, serve_args
@@ -211,6 +211,47 @@ def test_file_body_that_shrank_aborts(tmp_path):
         with pytest.raises(ResponseError, match='1000 of 5000'):
             body.sendfile(TimedSocket(ours, 10.0))
         assert theirs.recv(5000) == b'x' * 1000
+
+
+@pytest.mark.parametrize('multi', [False, True])
+def test_a_file_rewritten_while_sent_is_cut_before_its_last_byte(tmp_path, multi):
+    """Rewritten in place (same size), the file is no longer the one the head's ETag and
+    digest describe: its last byte (and a multipart's closing delimiter) never goes."""
+    path = tmp_path / 'f'
+    path.write_bytes(b'a' * 1000)
+    fd = os.open(path, os.O_RDONLY)
+    st = os.fstat(fd)
+    with open(path, 'r+b') as rewrite:
+        rewrite.write(b'b' * 1000)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))   # a later tick, surely
+    if multi:
+        body = MultiRangeBody(fd, [(b'--x\r\n\r\n', 0, 10), (b'\r\n--x\r\n\r\n', 500, 500)],
+                              b'\r\n--x--\r\n', 0, st)
+    else:
+        body = FileBody(fd, 0, 1000, st)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        with pytest.raises(ResponseError, match='changed while it was sent'):
+            body.sendfile(TimedSocket(ours, 10.0))
+        assert body.fd == -1                             # closed
+        ours.shutdown(socket.SHUT_WR)
+        got = b''.join(iter(lambda: theirs.recv(65536), b''))
+    expected = (b'--x\r\n\r\n' + b'b' * 10 + b'\r\n--x\r\n\r\n' + b'b' * 499 if multi
+                else b'b' * 999)
+    assert got == expected
+
+
+def test_an_unchanged_file_goes_whole_with_its_last_byte(tmp_path):
+    path = tmp_path / 'f'
+    path.write_bytes(bytes(range(256)) * 4)
+    fd = os.open(path, os.O_RDONLY)
+    body = FileBody(fd, 24, 1000, os.fstat(fd))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert body.sendfile(TimedSocket(ours, 10.0)) == 1000
+        ours.shutdown(socket.SHUT_WR)
+        got = b''.join(iter(lambda: theirs.recv(65536), b''))
+    assert got == (bytes(range(256)) * 4)[24:]
 
 
 def test_head_has_the_headers_and_no_body(site):

@@ -360,8 +360,8 @@ def test_trace_says_how_each_message_was_framed(serve):
         'trailers': 1, 'trailer_fields': [['X-Sum', '*']], 'done': True}
     # The echo sent the trailer back: the response's record has it too (its value is not a
     # digest, so shown as *).
-    assert records[0]['response'] == {'status': 200, 'framing': 'chunked', 'chunks': 3,
-                                      'bytes': 311, 'trailers': 1,
+    assert records[0]['response'] == {'sent': True, 'done': True, 'status': 200,
+                                      'framing': 'chunked', 'chunks': 3, 'bytes': 311, 'trailers': 1,
                                       'trailer_fields': [['X-Sum', '*']]}
 
 

@@ -10,8 +10,11 @@ installs it).
 
 import base64
 import hashlib
+import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -38,16 +41,30 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(accept_downloads=True, viewport={'width': 1200, 'height': 900})
+DESKTOP = {'width': 1280, 'height': 900}
+PHONE = {'width': 390, 'height': 844}
+
+
+def open_page(browser, viewport):
+    """A fresh context and page that collects script errors and every dialog (the page
+    must show errors in words, never by alert() or confirm())."""
+    context = browser.new_context(accept_downloads=True, viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(WAIT * 1000)
     page.errors = []
+    page.dialogs = []
     page.on('console', lambda message: message.type == 'error' and page.errors.append(
         message.text))
     page.on('pageerror', lambda error: page.errors.append(str(error)))
+    page.on('dialog', lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    return context, page
+
+
+@pytest.fixture
+def page(browser):
+    context, page = open_page(browser, DESKTOP)
     yield page
+    assert page.dialogs == [], page.dialogs
     context.close()
 
 
@@ -64,16 +81,36 @@ def records(base):
     return requests.get(f'{base}/_framing', timeout=WAIT).json()['records']
 
 
+def http_records(base, target):
+    return [r for r in records(base) if r['kind'] == 'http' and r['request'] is not None
+            and r['request']['target'] == target]
+
+
+def load(page, base):
+    """Open the page and wait until it has found its own GET / among the records."""
+    page.goto(base + '/')
+    page.wait_for_selector('#idea-head[data-id]', state='attached')
+
+
+def save(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+
 @pytest.mark.timeout(120)
 def test_the_page_uploads_lists_downloads_deletes_and_draws_live_framing(page, site, tmp_path):
     base, uploads, _ = site
-    page.goto(base + '/')
-    page.wait_for_selector('.record')                 # the live log, fed by the event stream
+    load(page, base)
     assert page.locator('#commands').inner_text().count(base[len('http://'):]) >= 4
     assert page.errors == [], page.errors
-    # The body idea: an echo sent from the page, drawn with its Content-Length.
+    # The body idea: an echo sent from the page, drawn with its Content-Length, and the
+    # echo panel shows what came back and how the server read it.
     page.click('#send')
     assert page.locator('#idea-body .length').first.inner_text() == 'content-length 30'
+    page.locator('#echo .echoed').wait_for()
+    assert page.locator('#echo .echoed').inner_text() == 'Beautiful is better than ugly.'
+    assert 'X-Request-Framing: content-length 30' in page.locator('#echo').inner_text()
 
     # Upload through the page: a file picked, a progress bar, then listed.
     data = os.urandom(300_000)
@@ -91,42 +128,156 @@ def test_the_page_uploads_lists_downloads_deletes_and_draws_live_framing(page, s
     saved = download.value.path()
     assert hashlib.sha256(Path(saved).read_bytes()).digest() == hashlib.sha256(data).digest()
 
-    # A chunked upload by curl in a terminal: its record appears, chunk by chunk.
+    # A chunked upload by curl in a terminal: its record appears, its long chunk list
+    # cut to the first and last few, with a count of those between, sizes in hex.
     sent = tmp_path / 'chunked.bin'
-    sent.write_bytes(os.urandom(200_000))
+    sent.write_bytes(os.urandom(900_000))
     subprocess.run(['curl', '-sS', '--noproxy', '*', '-o', os.devnull, '-T', str(sent),
                     '-H', 'Transfer-Encoding: chunked', f'{base}/uploads/chunked.bin'],
                    check=True, timeout=WAIT)
-    record, = [r for r in records(base) if r['kind'] == 'http'
-               and r['request']['target'] == '/uploads/chunked.bin']
-    chunks = record['request']['body']['chunks']
+    record, = http_records(base, '/uploads/chunked.bin')
+    body = record['request']['body']
     entry = page.locator(f'.record[data-id="{record["id"]}"]')
     entry.wait_for()
-    assert f'body chunked: {chunks} chunks, 200000 B' in entry.inner_text()
-    assert entry.locator('.row').first.locator('.chunk').count() == min(chunks, 64)
+    assert f'body chunked: {body["chunks"]} chunks, 900000 B' in entry.inner_text()
+    request = entry.locator('.row').first
+    shown = request.locator('.chunk').all_inner_texts()
+    first = [rf'{size:x}\r\n' for size in body['sizes'][:4]]
+    assert body['chunks'] > 7 and shown[:4] == first
+    tail = len(shown) - 4
+    between = request.locator('.label', has_text='more chunks').inner_text()
+    assert between == f'… {body["chunks"] - 4 - tail} more chunks …'
+    assert request.locator('.last').count() == 1
 
-    # Delete through the page.
-    row.locator('button', has_text='Delete').click()
+    # Delete through the page, asked first in the row itself.
+    row.get_by_role('button', name='Delete picked.bin').click()
+    assert 'Delete picked.bin?' in row.inner_text()
+    row.get_by_role('button', name='Keep picked.bin').click()
+    assert (uploads / 'picked.bin').exists()
+    row.get_by_role('button', name='Delete picked.bin').click()
+    row.get_by_role('button', name='Yes, delete picked.bin').click()
     row.wait_for(state='detached')
     assert sorted(os.listdir(uploads)) == ['chunked.bin']
+    page.locator('#said', has_text='Deleted picked.bin.').wait_for()
+    assert page.errors == [], page.errors
+    save(page, 'page.png')
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / 'page.png'), full_page=True)
+
+@pytest.mark.timeout(120)
+def test_the_pages_own_requests_are_hidden_and_its_own_get_is_the_browsers(page, site):
+    base, _, _ = site
+    requests.get(base + '/', timeout=WAIT)          # curl's GET /, older than the page's
+    load(page, base)
+    gets = http_records(base, '/')
+    assert len(gets) == 2
+    mine = page.locator('#idea-head').get_attribute('data-id')
+    assert mine == str(gets[-1]['id'])               # the browser's, not the oldest
+    page.locator(f'.record[data-id="{gets[0]["id"]}"]').wait_for()   # curl's is shown
+    own = [r for r in records(base) if r['kind'] == 'http' and (
+        '_page' in r['request']['target'] or r['id'] == gets[-1]['id'])]
+    assert len(own) >= 4                            # the page, its css, js, fetches
+    for record in own:
+        assert page.locator(f'.record[data-id="{record["id"]}"]').is_hidden()
+    page.get_by_label("this page's own requests").check()
+    for record in own:
+        page.locator(f'.record[data-id="{record["id"]}"]').wait_for()
+
+
+@pytest.mark.timeout(120)
+def test_the_log_filters_by_kind_pauses_and_clears(page, site):
+    base, _, server = site
+    load(page, base)
+    requests.post(base + '/echo', data=b'hello', timeout=WAIT)
+    requests.get(base + '/no-such-file', timeout=WAIT)
+    echo, = http_records(base, '/echo')
+    missing, = http_records(base, '/no-such-file')
+    shown = lambda record: page.locator(f'.record[data-id="{record["id"]}"]')
+    shown(echo).wait_for()
+    shown(missing).wait_for()
+    page.get_by_label('Show').select_option('echo')
+    shown(missing).wait_for(state='hidden')
+    assert shown(echo).is_visible()
+    page.get_by_label('Show').select_option('errors')
+    shown(echo).wait_for(state='hidden')
+    assert shown(missing).is_visible()
+    page.get_by_label('Show').select_option('all')
+
+    # Paused, a record waits; resumed, it is drawn.  Clear hides what is there, locally.
+    page.get_by_role('button', name='Pause').click()
+    requests.get(base + '/again', timeout=WAIT)
+    resume = page.get_by_role('button', name=re.compile(r'Resume \(\d+ waiting\)'))
+    resume.wait_for()
+    again, = http_records(base, '/again')
+    assert shown(again).count() == 0
+    resume.click()
+    shown(again).wait_for()
+    page.get_by_role('button', name='Clear').click()
+    shown(again).wait_for(state='hidden')
+    assert shown(echo).is_hidden()
+    assert len(http_records(base, '/again')) == 1       # the server keeps its records
+
+
+@pytest.mark.timeout(120)
+def test_an_abandoned_chunked_upload_is_drawn_without_a_last_chunk(page, site):
+    base, uploads, server = site
+    load(page, base)
+    with socket.create_connection(('127.0.0.1', server.port), timeout=WAIT) as sock:
+        # A head, one chunk of 4096 bytes, and the client leaves (its FIN comes after
+        # the data, so the server reads the chunk first).
+        sock.sendall(b'PUT /uploads/cut.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                     b'Transfer-Encoding: chunked\r\n\r\n' + b'1000\r\n' + b'x' * 4096 + b'\r\n')
+    wait_until(lambda: http_records(base, '/uploads/cut.bin'), 'the cut upload recorded')
+    record, = http_records(base, '/uploads/cut.bin')
+    assert record['request']['body']['done'] is False
+    entry = page.locator(f'.record[data-id="{record["id"]}"]')
+    entry.wait_for()
+    request, response = entry.locator('.row').nth(0), entry.locator('.row').nth(1)
+    assert request.locator('.last').count() == 0
+    assert request.locator('.chunk').all_inner_texts() == [r'1000\r\n']
+    said = request.locator('.missing').inner_text()
+    assert said == f'{record["ended"]["kind"]} after 4.1 kB', said
+    if record['response']['status'] is None:
+        assert response.locator('.missing').inner_text() == 'no response sent'
+    entry.screenshot(path=str(ARTIFACTS / 'cut.png'))
+
+
+def test_an_echo_whose_client_left_mid_body_is_drawn_cut_on_both_rows(page, site):
+    base, _, server = site
+    load(page, base)
+    with socket.create_connection(('127.0.0.1', server.port), timeout=WAIT) as sock:
+        sock.sendall(b'PUT /echo?left HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                     b'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n')
+        got = b''
+        while b'hello' not in got:          # the echo's response has begun: then leave
+            piece = sock.recv(4096)
+            assert piece, got
+            got += piece
+    wait_until(lambda: http_records(base, '/echo?*'), 'the cut echo recorded')
+    record, = http_records(base, '/echo?*')
+    assert record['ended']['kind'] == 'client left'
+    assert record['response']['done'] is False and record['response']['status'] == 200
+    entry = page.locator(f'.record[data-id="{record["id"]}"]')
+    entry.wait_for()
+    request, response = entry.locator('.row').nth(0), entry.locator('.row').nth(1)
+    assert request.locator('.last').count() == 0 and response.locator('.last').count() == 0
+    assert response.locator('.missing').inner_text().startswith('cut after')
 
 
 @pytest.mark.timeout(120)
 def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
         page, site, tmp_path):
     base, uploads, _ = site
-    page.goto(base + '/')
-    page.wait_for_selector('.record')
+    load(page, base)
     big = tmp_path / 'big.bin'
     big.write_bytes(os.urandom(2 << 20))      # over --max-upload 1M
     page.set_input_files('#pick', str(big))
     refusal = page.locator('#transfers .error')
     refusal.wait_for()
-    assert refusal.inner_text() == ('413: 413 Request Entity Too Large: upload: 2097152 '
+    assert refusal.inner_text() == ('not stored: 413 Request Entity Too Large: upload: 2097152 '
                                     'bytes, more than 1048576 bytes')
+    line = page.locator('#transfers p', has_text='big.bin')
+    assert line.locator('progress').count() == 0 and line.locator('button').count() == 0
+    assert 'big.bin: not stored: 413' in page.locator('#said').inner_text()
     assert os.listdir(uploads) == []
 
     # An upload slowed to 64 KB/s (the browser's own throttle), cancelled on the way.
@@ -140,11 +291,119 @@ def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
     line = page.locator('#transfers p', has_text='slow.bin')
     page.wait_for_function("() => [...document.querySelectorAll('#transfers progress')]"
                            ".some((bar) => bar.value > 0 && bar.value < bar.max)")
-    line.locator('button', has_text='Cancel').click()
+    line.get_by_role('button', name='Cancel upload of slow.bin').click()
     line.locator('text=cancelled: the server keeps nothing of it').wait_for()
+    assert line.locator('button').count() == 0 and line.locator('progress').count() == 0
     wait_until(lambda: os.listdir(uploads) == [], 'the aborted upload discarded')
     page.wait_for_function("() => !document.querySelector('#stored').innerText"
                            ".includes('slow.bin')")
+
+
+@pytest.mark.timeout(120)
+def test_errors_are_said_in_words_on_the_page_never_in_a_dialog(page, site, tmp_path):
+    base, uploads, _ = site
+    load(page, base)
+    # A failed echo: the panel resets to the error in words, nothing else.
+    page.route('**/echo', lambda route: route.abort())
+    page.click('#send')
+    failed = page.locator('#echo .error')
+    failed.wait_for()
+    assert failed.inner_text() == ('The echo failed: the connection failed '
+                                   '(is the server running?)')
+    assert page.locator('#echo .echoed').count() == 0
+    page.unroute('**/echo')
+    page.click('#send')
+    page.locator('#echo .echoed').wait_for()
+    assert page.locator('#echo .error').count() == 0
+
+    # A delete of a file gone behind the page's back: the server's reason, on the page.
+    (uploads / 'gone.txt').write_bytes(b'soon gone')
+    page.reload()
+    page.wait_for_selector('#idea-head[data-id]', state='attached')
+    row = page.locator('#stored tr', has_text='gone.txt')
+    row.wait_for()
+    (uploads / 'gone.txt').unlink()
+    row.get_by_role('button', name='Delete gone.txt').click()
+    row.get_by_role('button', name='Yes, delete gone.txt').click()
+    said = page.locator('#said.error')
+    said.wait_for()
+    assert said.inner_text().startswith('gone.txt was not deleted: 404')
+    assert page.dialogs == []                  # (and the fixture checks again)
+    # The browser's own console lines for the failed requests are expected; the page's
+    # script raised nothing.
+    assert [e for e in page.errors if not e.startswith('Failed to load resource')] == []
+
+
+# The roles of controls: each must have a name a screen reader says.
+CONTROLS = {'button', 'textbox', 'checkbox', 'combobox', 'radio', 'link', 'slider',
+            'spinbutton', 'switch', 'searchbox', 'progressbar'}
+
+
+def unnamed_controls(page):
+    """The controls in Chromium's accessibility tree that have no accessible name."""
+    tree = page.context.new_cdp_session(page).send('Accessibility.getFullAXTree')['nodes']
+    return [(node['role']['value'], node.get('properties')) for node in tree
+            if not node.get('ignored') and node.get('role', {}).get('value') in CONTROLS
+            and not node.get('name', {}).get('value', '').strip()]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('screen', ['desktop', 'phone'])
+def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, screen):
+    base, uploads, _ = site
+    (uploads).mkdir(exist_ok=True)
+    (uploads / 'README.md').write_bytes(b'# hello\n')
+    context, page = open_page(browser, PHONE if screen == 'phone' else DESKTOP)
+    try:
+        load(page, base)
+        page.locator('#stored tr', has_text='README.md').wait_for()
+        page.click('#send')
+        page.locator('#echo .echoed').wait_for()
+        width = page.evaluate('innerWidth')
+        assert page.evaluate('document.scrollingElement.scrollWidth') <= width
+        lefts = page.locator('#ideas .idea').first.locator(':scope > div').evaluate_all(
+            '(cells) => cells.map((cell) => cell.getBoundingClientRect().left)')
+        assert (lefts[0] == lefts[1]) == (screen == 'phone'), lefts    # one column on a phone
+        # Commands scroll rather than wrap: each stays one line.
+        commands = page.locator('#commands')
+        assert commands.evaluate('(pre) => getComputedStyle(pre).whiteSpace') == 'pre'
+        if screen == 'phone':
+            assert commands.evaluate('(pre) => pre.scrollWidth > pre.clientWidth')
+        # Touch targets of 40 px at least (a checkbox's is its label), and every control
+        # named.
+        targets = page.locator('button:visible, select:visible, input:visible').evaluate_all(
+            '''(controls) => controls.map((control) => {
+                 const rect = (control.closest('label') || control).getBoundingClientRect();
+                 return [control.outerHTML, rect.width, rect.height]; })''')
+        assert len(targets) >= 7
+        for control, wide, high in targets:
+            assert high >= 40 and wide >= 40, (control, wide, high)
+        page.get_by_role('button', name='Delete README.md').wait_for()
+        page.get_by_role('textbox', name='Text to send to /echo').wait_for()
+        page.get_by_label('Token').wait_for()
+        assert unnamed_controls(page) == []
+        assert page.locator('[aria-live]').count() >= 1
+        save(page, f'{screen}.png')
+        assert page.dialogs == [] and page.errors == [], (page.dialogs, page.errors)
+    finally:
+        context.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_chunked_upload_is_explained_with_the_curl_command_not_a_control(page, site):
+    base, _, _ = site
+    load(page, base)
+    assert page.get_by_role('radio').count() == 0
+    assert 'HTTP/1.1' in page.locator('#framing-note').inner_text()
+    host = base[len('http://'):]
+    assert page.locator('#chunked-command').inner_text() == (
+        f"curl -T FILE -H 'Transfer-Encoding: chunked' http://{host}/uploads/FILE")
+    # The drop zone's chooser is reached from the keyboard.
+    for _ in range(40):
+        page.keyboard.press('Tab')
+        if page.evaluate('document.activeElement.id') == 'choose':
+            break
+    assert page.evaluate('document.activeElement.id') == 'choose'
 
 
 @pytest.mark.timeout(120)
@@ -152,28 +411,92 @@ def test_the_page_draws_a_chunked_echos_trailer_section_both_ways(page, site):
     """Trailers are what browsers never send: a raw socket sends them, the page draws them,
     after the last chunk and before the empty line that ends the message."""
     base, _, server = site
-    page.goto(base + '/')
-    page.wait_for_selector('.record')
+    load(page, base)
     digest = f'sha-256=:{base64.b64encode(hashlib.sha256(b"a" * 300 + b"b").digest()).decode()}:'
     reply = exchange(server.port, 'PUT', '/echo', ['Transfer-Encoding: chunked'],
                      chunked(b'a' * 300, b'b', trailers=[f'Content-Digest: {digest}',
                                                          'X-Secret: s3cret']))
     assert reply.status == 200 and reply.trailers[0] == ('content-digest', digest)
-    wait_until(lambda: [r for r in records(base) if r['kind'] == 'http'
-                        and r['request']['target'] == '/echo'], 'the echo recorded')
-    record, = [r for r in records(base) if r['kind'] == 'http'
-               and r['request']['target'] == '/echo']
+    wait_until(lambda: http_records(base, '/echo'), 'the echo recorded')
+    record, = http_records(base, '/echo')
     entry = page.locator(f'.record[data-id="{record["id"]}"]')
     entry.wait_for()
     request, response = (entry.locator('.row').nth(n).locator('.box').all_inner_texts()
                          for n in (0, 1))
-    # As they travel: chunk sizes in hex, the last chunk, each field line (a value other
-    # than a digest shown as *, as in the record), then the empty line.
+    # As they travel: chunk sizes in hex (decimal on hover), the last chunk, each field
+    # line (a value other than a digest shown as *, as in the record), then the empty line.
     section = [r'0\r\n', rf'Content-Digest: {digest}\r\n', r'X-Secret: *\r\n', r'\r\n']
     assert request[-6:] == [r'12c\r\n', r'1\r\n', *section]
+    assert entry.locator('.chunk', has_text='12c').first.get_attribute('title').startswith(
+        'a chunk of 300 bytes')
     assert response[-4:] == section
     assert response.count('chunk') == record['response']['chunks'] > 0
     assert 's3cret' not in entry.inner_text()
     assert page.errors == [], page.errors
     ARTIFACTS.mkdir(exist_ok=True)
     entry.screenshot(path=str(ARTIFACTS / 'trailers.png'))
+
+
+def event(record, kind=None):
+    """A record as one server-sent event: of type ``kind``, or a plain message."""
+    return (f'event: {kind}\n' if kind else '') + f'data: {json.dumps(record)}\n\n'
+
+
+def upload_record(ended, status, received, chunks):
+    """A chunked upload's record as the live records publish it (issue 15's contract)."""
+    sizes = [65536] * min(chunks, 64)
+    return {
+        'id': 9001, 'kind': 'http', 'time': 1.0, 'process': 1, 'peer': '127.0.0.1:40000',
+        'request': {'method': 'PUT', 'target': '/uploads/big.bin', 'version': 'HTTP/1.1',
+                    'head': 90, 'delimiter': 'CRLFCRLF',
+                    'body': {'framing': 'chunked', 'bytes': received, 'chunks': chunks,
+                             'sizes': sizes, 'more': chunks - len(sizes), 'trailers': 0,
+                             'trailer_fields': [], 'done': False}},
+        'response': {'status': status, 'framing': 'none', 'chunks': 0, 'bytes': 0},
+        'ended': ended, 'words': f'body chunked: {chunks} chunks, {received} B'}
+
+
+def intercepted(page, routes, what):
+    """The next request the page made that ``routes`` holds: Playwright hands routes over
+    only while this thread calls it, so each look at the list is made after a call."""
+    def caught():
+        page.evaluate('0')
+        return routes
+    wait_until(caught, what)
+    return routes.pop()
+
+
+@pytest.mark.timeout(120)
+def test_an_exchange_in_progress_grows_and_ends_cut_as_the_feed_says(page, site):
+    """The drawing follows the live records' contract: an open record, re-sent with the
+    same id as its body grows (an `update` event, or a plain message), then closed.
+    The feed here is played to the page by the browser's own request interception, so
+    that each state can be looked at in turn."""
+    base, _, _ = site
+    feeds = []
+    page.route('**/_framing/stream*', lambda route: feeds.append(route))
+    page.goto(base + '/')
+    opened = {'kind': 'open', 'reason': ''}
+    intercepted(page, feeds, 'the page opened its feed').fulfill(status=200, content_type='text/event-stream', body='retry: 10\n\n'
+                        + event(upload_record(opened, None, 65536, 1), 'record')
+                        + event(upload_record(opened, None, 34_900_000, 533), 'update'))
+    entry = page.locator('.record[data-id="9001"]')
+    entry.wait_for()
+    assert page.locator('.record[data-id="9001"]').count() == 1       # replaced, not added
+    request, response = entry.locator('.row').nth(0), entry.locator('.row').nth(1)
+    assert request.locator('.growing').inner_text() == 'receiving… 34.9 MB so far'
+    assert request.locator('.last').count() == 0
+    assert response.locator('.growing').inner_text() == 'not sent yet'
+    assert 'in progress' in entry.inner_text()
+    # The feed reconnects (the browser's EventSource), and the record comes closed.
+    left = {'kind': 'client left', 'reason': 'the peer closed the connection'}
+    intercepted(page, feeds, 'the feed reconnected').fulfill(status=200, content_type='text/event-stream', body='retry: 60000\n\n'
+                        + event(upload_record(left, None, 34_900_000, 533)))
+    entry.locator('.missing', has_text='client left after 34.9 MB').wait_for()
+    assert page.locator('.record[data-id="9001"]').count() == 1
+    assert entry.locator('.growing').count() == 0 and entry.locator('.last').count() == 0
+    assert response.locator('.missing').inner_text() == 'no response sent'
+    page.get_by_label('Show').select_option('errors')
+    assert entry.is_visible()
+    assert page.errors == [], page.errors
+    entry.screenshot(path=str(ARTIFACTS / 'left.png'))

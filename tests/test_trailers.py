@@ -270,7 +270,7 @@ def response_record(trailers, framing=CHUNKED_BODY, chunks=2, sent=10):
 def test_a_responses_record_keeps_the_trailers_its_last_chunk_carried():
     record = response_record([('Repr-Digest', 'sha-256=:abc=:'), ('X-Secret', 'v')])
     assert record['response'] == {
-        'status': 200, 'framing': 'chunked', 'chunks': 2, 'bytes': 10, 'trailers': 2,
+        'sent': True, 'done': True, 'status': 200, 'framing': 'chunked', 'chunks': 2, 'bytes': 10, 'trailers': 2,
         'trailer_fields': [['Repr-Digest', 'sha-256=:abc=:'], ['X-Secret', '*']]}
     assert record['words'].endswith(
         'response 200 by chunked (2 chunks, 10 B, 2 trailers (Repr-Digest, X-Secret))')

@@ -1,0 +1,523 @@
+'use strict';
+const $ = (id) => document.getElementById(id);
+const KEEP = 50;          // records shown in the log at once
+const STORE = 400;        // records remembered (for filters and updates), the newest
+const FIRST = 4;          // a long chunk list shows its first few chunks,
+const LAST = 2;           // its last few, and how many between
+
+// The page marks its own requests with a query parameter whose *name* is unique to this
+// load: records keep a query's names (values show as *), so the page knows its own
+// records, and those of other loads of the page by the common prefix, with no help from
+// the server.
+const OWN = '_page_' + Math.random().toString(36).slice(2, 10);
+const OWN_MARK = /[?&]_page[A-Za-z0-9_]*=/;
+const own = (url) => url + (url.includes('?') ? '&' : '?') + OWN + '=1';
+
+// -- small helpers -----------------------------------------------------------------
+
+function box(text, kind, title) {
+  const span = document.createElement('span');
+  span.className = 'box ' + kind;
+  span.textContent = text;
+  if (title) span.title = title;
+  return span;
+}
+
+function row(...boxes) {
+  const div = document.createElement('div');
+  div.className = 'row';
+  div.append(...boxes);
+  return div;
+}
+
+// Bytes as a person reads them: 34.9 MB (decimal units, as curl and disks count).
+function human(bytes) {
+  if (bytes < 1000) return `${bytes} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = -1;
+  do { value /= 1000; unit += 1; } while (value >= 1000 && unit < units.length - 1);
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+// Said on the page, and read out by a screen reader (the element is aria-live).
+function announce(text, isError = false) {
+  const said = $('said');
+  said.className = isError ? 'error' : 'words';
+  said.textContent = text;
+}
+
+// What went wrong, in words: the server's one-line reason, which starts with the status
+// already (so never "401: 401 Unauthorized").
+function problem(status, text) {
+  if (status === 0) return 'the connection failed (is the server running?)';
+  const line = text.trim().split('\n')[0];
+  return line.startsWith(String(status)) ? line : `${status}: ${line || 'no reason given'}`;
+}
+
+// -- drawing a record --------------------------------------------------------------
+
+function chunkBox(size) {
+  const hex = size.toString(16);
+  return box(`${hex}\\r\\n`, 'chunk',
+             `a chunk of ${size} bytes (${hex} in hex): its size line, the data, CRLF`);
+}
+
+// A run of `count` chunks whose first sizes are `sizes` (null: the record keeps none),
+// as they travel: each labelled with its size line in hex (decimal in its tooltip).
+// A long run shows its first FIRST and, when the record knows them, last LAST chunks.
+function chunkRun(count, sizes) {
+  const draw = (size) => (size === undefined
+    ? box('chunk', 'chunk', 'a chunk (the record keeps no sizes for these)') : chunkBox(size));
+  const known = sizes || [];
+  if (count <= FIRST + LAST + 1) {
+    return Array.from({length: count}, (_, i) => draw(known[i]));
+  }
+  const boxes = [];
+  for (let i = 0; i < FIRST; i++) boxes.push(draw(known[i]));
+  const tail = known.length === count ? known.slice(-LAST) : [];
+  boxes.push(box(`… ${count - FIRST - tail.length} more chunks …`, 'label'));
+  for (const size of tail) boxes.push(draw(size));
+  return boxes;
+}
+
+// The end of a chunked message: the last chunk, each trailer field line the record
+// kept (values other than digests come as *), then the empty line that ends them.
+function lastChunkBoxes(facts) {
+  const boxes = [box('0\\r\\n', 'last', 'the last chunk: size 0')];
+  for (const [name, value] of facts.trailer_fields || []) {
+    boxes.push(box(`${name}: ${value}\\r\\n`, 'trailer'));
+  }
+  const more = (facts.trailers || 0) - (facts.trailer_fields || []).length;
+  if (more > 0) boxes.push(box(`+${more} more`, 'label'));
+  boxes.push(box('\\r\\n', 'delim'));
+  return boxes;
+}
+
+const ended = (record) => (record.ended && typeof record.ended === 'object'
+  ? record.ended : {kind: 'whole', reason: ''});
+const isOpen = (record) => ended(record).kind === 'open';
+
+// Where a body stopped short: growing while the exchange is open, else how it ended.
+function stopped(record, received, of) {
+  const end = ended(record);
+  const amount = human(received) + (of === undefined ? '' : ` of ${human(of)}`);
+  if (end.kind === 'open') return box(`receiving… ${amount} so far`, 'growing');
+  const how = end.kind === 'whole' ? 'left unread' : end.kind;
+  return box(`${how} after ${amount}`, 'missing', end.reason || undefined);
+}
+
+function drawRequest(record) {
+  const request = record.request;
+  if (request === null || request === undefined) {
+    return row(box('request', 'label'), box('head unreadable', 'missing'));
+  }
+  const boxes = [box('request', 'label'),
+                 box(`${request.method} ${request.target.slice(0, 40)} · ${request.head} B`, 'head',
+                     request.target),
+                 box('\\r\\n\\r\\n', 'delim')];
+  const body = request.body || {framing: 'none'};
+  if (body.framing === 'chunked') {
+    boxes.push(...chunkRun(body.chunks, body.sizes));
+    if (body.done) boxes.push(...lastChunkBoxes(body));
+    else boxes.push(stopped(record, body.bytes));
+  } else if (body.framing === 'content-length') {
+    boxes.push(box(`content-length ${body.length}`, 'length', `${human(body.length)} measured`));
+    if (body.done === false && body.bytes < body.length) {
+      boxes.push(stopped(record, body.bytes, body.length));
+    }
+  }
+  return row(...boxes);
+}
+
+function drawResponse(record) {
+  const response = record.response || {status: null};
+  const end = ended(record);
+  if (response.status === null || response.status === undefined) {
+    return row(box('response', 'label'), end.kind === 'open'
+      ? box('not sent yet', 'growing') : box('no response sent', 'missing', end.reason));
+  }
+  const boxes = [box('response', 'label'), box(String(response.status), 'head'),
+                 box('\\r\\n\\r\\n', 'delim')];
+  // Cut: the record says so, or says the response did not reach its end (done false),
+  // as when the client of a streaming echo left; an event stream kept open is not cut.
+  const cut = end.kind === 'response cut' ||
+    (response.done === false && end.kind !== 'open' && response.framing !== 'stream');
+  if (response.framing === 'chunked') {
+    boxes.push(...chunkRun(response.chunks, response.sizes || null));
+    if (cut) boxes.push(box(`cut after ${human(response.bytes)}`, 'missing', end.reason));
+    else if (end.kind === 'open') boxes.push(box('sending…', 'growing'));
+    else boxes.push(...lastChunkBoxes(response));
+  } else if (response.framing === 'content-length') {
+    boxes.push(box(`content-length ${response.length}`, 'length'));
+    if (cut) boxes.push(box(`cut after ${human(response.bytes)}`, 'missing', end.reason));
+  } else if (response.framing === 'stream') {
+    boxes.push(box('a chunk per record, as they come…', 'chunk'));
+  } else if (response.framing === 'close') {
+    boxes.push(box(`${human(response.bytes)} until the connection closes`, 'length'));
+  }
+  return row(...boxes);
+}
+
+function drawBlocks(record) {
+  const boxes = [box('blocks', 'label')];
+  for (const size of record.sizes.slice(0, FIRST * 2)) {
+    boxes.push(box('len', 'delim'), box(String(size), 'block', `a block of ${size} bytes`));
+  }
+  const more = record.blocks - Math.min(record.sizes.length, FIRST * 2);
+  if (more > 0) boxes.push(box(`… ${more} more blocks …`, 'label'));
+  const end = record.ended;
+  if (end === 'ended by the empty block' || (end && end.kind === 'whole')) {
+    boxes.push(box('len 0', 'last', 'the empty block that ends the stream'));
+  } else if (end && end.kind === 'open') {
+    boxes.push(box(`receiving… ${human(record.bytes)} so far`, 'growing'));
+  } else {
+    boxes.push(box(typeof end === 'string' ? end : `${end.kind}: ${end.reason}`, 'missing'));
+  }
+  return row(...boxes);
+}
+
+function drawRecord(record) {
+  const out = document.createElement('div');
+  if (record.kind === 'blocks') out.append(drawBlocks(record));
+  else out.append(drawRequest(record), drawResponse(record));
+  return out;
+}
+
+// -- the log: records by id, updated in place, filtered, paused, cleared -------------
+
+const store = new Map();     // id -> record, the newest STORE of them
+const entries = new Map();   // id -> its element in the log
+const waiting = new Map();   // records that came while paused
+let paused = false;
+let clearedUpTo = 0;         // Clear hides the records up to here (local to this page)
+let pageRecord = null;       // the id of this page's own GET / (the browser's)
+let anchor = null;           // this load's first own record, to find that GET / by
+
+function isOwn(record) {
+  return record.kind === 'http' && (record.id === pageRecord
+    || (record.request && OWN_MARK.test(record.request.target)));
+}
+
+function isError(record) {
+  if (record.kind === 'blocks') {
+    return typeof record.ended === 'string' ? record.ended !== 'ended by the empty block'
+                                            : !['whole', 'open'].includes(record.ended.kind);
+  }
+  const kind = ended(record).kind;
+  const status = record.response && record.response.status;
+  return !['whole', 'open'].includes(kind) || status === null || status >= 400;
+}
+
+const path = (record) => (record.request ? record.request.target.split('?')[0] : '');
+const KINDS = {
+  all: () => true,
+  uploads: (record) => path(record).startsWith('/uploads/'),
+  echo: (record) => path(record) === '/echo',
+  blocks: (record) => record.kind === 'blocks',
+  errors: isError,
+};
+
+function wanted(record) {
+  return record.id > clearedUpTo && ($('own').checked || !isOwn(record))
+    && KINDS[$('filter').value](record);
+}
+
+// Show the newest KEEP records that pass the filters, hide the rest.
+function refilter() {
+  let shown = 0;
+  for (const entry of $('records').children) {
+    const record = store.get(Number(entry.dataset.id));
+    const show = record !== undefined && shown < KEEP && wanted(record);
+    entry.hidden = !show;
+    if (show) shown += 1;
+  }
+  $('log-state').textContent = shown ? '' : 'nothing to show (see the filters above)';
+}
+
+function entryFor(record) {
+  const entry = document.createElement('div');
+  entry.className = 'record';
+  if (isOpen(record)) entry.classList.add('open');
+  else if (isError(record)) entry.classList.add('cut');
+  entry.dataset.id = record.id;
+  const words = document.createElement('div');
+  words.className = 'words';
+  words.textContent = `#${record.id} ${record.peer}: ${record.words}`
+    + (isOpen(record) ? ' (in progress)' : '');
+  entry.append(words, drawRecord(record));
+  return entry;
+}
+
+// A new record, or a newer version of one (the same id): drawn, or replaced in place.
+function take(record) {
+  if (paused) {
+    waiting.set(record.id, record);
+    $('pause').textContent = `Resume (${waiting.size} waiting)`;
+    return;
+  }
+  store.set(record.id, record);
+  const entry = entryFor(record);
+  const old = entries.get(record.id);
+  if (old) old.replaceWith(entry);
+  else $('records').prepend(entry);
+  entries.set(record.id, entry);
+  while (store.size > STORE) {
+    const oldest = store.keys().next().value;
+    store.delete(oldest);
+    const gone = entries.get(oldest);
+    if (gone) gone.remove();
+    entries.delete(oldest);
+  }
+  showIdeas(record);
+  refilter();
+}
+
+function showIdeas(record) {
+  if (record.kind === 'blocks') $('idea-blocks').replaceChildren(drawRecord(record));
+  else if (path(record) === '/echo') $('idea-body').replaceChildren(drawRecord(record));
+  if (record.request && record.request.target.includes(`${OWN}=`) && anchor === null) {
+    anchor = record;
+  }
+  if (record.id === pageRecord) drawPageRecord();
+  else if (pageRecord === null && anchor !== null) findPageRecord();
+}
+
+// This page's own request is the browser's GET / that loaded it: the latest GET / before
+// this load's first marked request, from the same connection if the record shows one
+// (the same peer), else from the same address.  Times, not ids, order them: with
+// --workers each process numbers its records in a series of its own.
+function findPageRecord() {
+  const host = anchor.peer.replace(/:\d+$/, '');
+  let best = null;
+  let rank = -1;
+  for (const record of store.values()) {
+    const request = record.request;
+    if (record.kind !== 'http' || !request || request.method !== 'GET'
+        || !['/', '/index.html'].includes(request.target) || record.time > anchor.time) continue;
+    const r = record.peer === anchor.peer ? 2 : record.peer.startsWith(host + ':') ? 1 : 0;
+    if (r > rank || (r === rank && record.time >= best.time)) { best = record; rank = r; }
+  }
+  if (best !== null) {
+    pageRecord = best.id;
+    drawPageRecord();
+    refilter();
+  }
+}
+
+function drawPageRecord() {
+  const record = store.get(pageRecord);
+  const head = $('idea-head');
+  head.dataset.id = record.id;
+  head.replaceChildren(drawRecord(record));
+}
+
+// The live feed: the server holds it open in its event loop.  A record comes as a
+// `record` event, or as a plain message; a newer version of one as an `update` event.
+function follow() {
+  const feed = new EventSource(own('/_framing/stream'));
+  const read = (event) => take(JSON.parse(event.data));
+  feed.addEventListener('record', read);
+  feed.addEventListener('update', read);
+  feed.onmessage = read;
+  feed.addEventListener('dropped', (event) => {
+    $('feed-state').textContent = `(${JSON.parse(event.data).dropped} records went by too fast to show)`;
+  });
+  feed.onopen = () => { $('feed-state').textContent = ''; };
+  feed.onerror = () => { $('feed-state').textContent = '(the live feed is reconnecting…)'; };
+}
+
+$('filter').addEventListener('change', refilter);
+$('own').addEventListener('change', refilter);
+$('pause').addEventListener('click', () => {
+  paused = !paused;
+  $('pause').setAttribute('aria-pressed', String(paused));
+  $('pause').textContent = paused ? 'Resume' : 'Pause';
+  if (!paused) {
+    const records = [...waiting.values()];
+    waiting.clear();
+    records.forEach(take);
+  }
+  announce(paused ? 'The log is paused: new records wait.' : 'The log follows again.');
+});
+$('clear').addEventListener('click', () => {
+  clearedUpTo = Math.max(clearedUpTo, ...store.keys(), ...waiting.keys());
+  refilter();
+  announce('Log cleared on this page (the server keeps its records).');
+});
+
+async function fillCommands() {
+  let blockPort = null;
+  try {
+    blockPort = (await (await fetch(own('/_framing?after=999999999'))).json()).block_port;
+  } catch (error) { /* the commands keep their placeholders */ }
+  const blockHost = blockPort === null ? '(the block server is off)'
+                                       : `-p ${blockPort} ${location.hostname}`;
+  for (const id of ['commands', 'chunked-command']) {
+    $(id).textContent = $(id).textContent
+      .replaceAll('BLOCKHOST', blockHost).replaceAll('HOST', location.host);
+  }
+}
+
+// -- echo: the body comes back, with how the server read it ---------------------------
+
+$('send').addEventListener('click', async () => {
+  const echo = $('echo');
+  echo.replaceChildren(box('sending…', 'label'));
+  try {
+    const response = await fetch('/echo', {method: 'POST', body: $('text').value,
+                                           headers: {'Content-Type': 'text/plain; charset=utf-8'}});
+    const text = await response.text();
+    if (!response.ok) throw new Error(problem(response.status, text));
+    const framing = document.createElement('p');
+    framing.className = 'words';
+    framing.append('The server read it as ');
+    const code = document.createElement('code');
+    code.textContent = `X-Request-Framing: ${response.headers.get('X-Request-Framing')}`;
+    framing.append(code, '; it sent back:');
+    const body = document.createElement('pre');
+    body.className = 'echoed';
+    body.textContent = text.length > 2000 ? text.slice(0, 2000) + '…' : text;
+    echo.replaceChildren(framing, body);
+    announce(`Echoed ${human(new Blob([text]).size)}.`);
+  } catch (error) {
+    const words = error instanceof TypeError ? problem(0, '') : error.message;
+    const said = document.createElement('p');
+    said.className = 'error';
+    said.textContent = `The echo failed: ${words}`;
+    echo.replaceChildren(said);
+    announce(said.textContent, true);
+  }
+});
+
+// -- uploads ---------------------------------------------------------------------
+
+function authorization() {
+  const token = $('token').value.trim();
+  return token ? {'Authorization': `Bearer ${token}`} : {};
+}
+
+function upload(file) {
+  const line = document.createElement('p');
+  const bar = document.createElement('progress');
+  bar.max = file.size || 1;
+  bar.value = 0;
+  bar.setAttribute('aria-label', `Upload of ${file.name}`);
+  const status = document.createElement('span');
+  const cancel = document.createElement('button');
+  cancel.type = 'button';
+  cancel.textContent = 'Cancel';
+  cancel.setAttribute('aria-label', `Cancel upload of ${file.name}`);
+  line.append(`${file.name} `, bar, ' ', cancel, ' ', status);
+  $('transfers').prepend(line);
+  const request = new XMLHttpRequest();
+  // Ends the line: no Cancel, and no bar unless the file arrived whole.
+  const finish = (words, isError) => {
+    if (document.activeElement === cancel) $('choose').focus();   // not lost with it
+    cancel.remove();
+    if (isError) bar.remove();
+    status.className = isError ? 'error' : '';
+    status.textContent = words;
+    announce(`${file.name}: ${words}`, isError);
+  };
+  request.open('PUT', '/uploads/' + encodeURIComponent(file.name));
+  for (const [name, value] of Object.entries(authorization())) request.setRequestHeader(name, value);
+  request.upload.onprogress = (event) => { bar.value = event.loaded; };
+  request.onload = () => {
+    if (request.status < 300) {
+      bar.value = bar.max;
+      finish(`stored (${request.status})`, false);
+    } else {
+      finish(`not stored: ${problem(request.status, request.responseText)}`, true);
+    }
+    listStored();
+  };
+  request.onerror = () => finish(`not stored: ${problem(0, '')}`, true);
+  request.onabort = () => {
+    finish('cancelled: the server keeps nothing of it', false);
+    bar.remove();
+    listStored();
+  };
+  cancel.onclick = () => request.abort();
+  request.send(file);
+}
+
+function button(text, label, onclick) {
+  const made = document.createElement('button');
+  made.type = 'button';
+  made.textContent = text;
+  made.setAttribute('aria-label', label);
+  made.onclick = onclick;
+  return made;
+}
+
+// Delete asks first, in the row itself: "Delete README.md?" Yes / Keep.
+function deleteButton(name, href, cell) {
+  const ask = () => {
+    const question = document.createElement('span');
+    question.textContent = `Delete ${name}? `;
+    const keep = button('Keep', `Keep ${name}`, () => {
+      cell.replaceChildren(deleteButton(name, href, cell));
+      cell.firstChild.focus();
+    });
+    const yes = button('Yes, delete', `Yes, delete ${name}`, async () => {
+      try {
+        const answer = await fetch(href, {method: 'DELETE', headers: authorization()});
+        if (answer.ok) announce(`Deleted ${name}.`);
+        else announce(`${name} was not deleted: ${problem(answer.status, await answer.text())}`, true);
+      } catch (error) {
+        announce(`${name} was not deleted: ${problem(0, '')}`, true);
+      }
+      listStored();
+    });
+    cell.replaceChildren(question, yes, ' ', keep);
+    keep.focus();
+  };
+  return button('Delete', `Delete ${name}`, ask);
+}
+
+async function listStored() {
+  const body = $('stored').tBodies[0];
+  try {
+    const response = await fetch(own('/uploads/'), {headers: {'Accept': 'application/json'}});
+    if (!response.ok) throw new Error(problem(response.status, await response.text()));
+    const files = (await response.json()).files;
+    body.replaceChildren(...files.map((file) => {
+      const tr = document.createElement('tr');
+      const link = document.createElement('a');
+      link.href = '/uploads/' + encodeURIComponent(file.name);
+      link.download = file.name;
+      link.textContent = file.name;
+      const [name, size, actions] = [0, 1, 2].map(() => document.createElement('td'));
+      name.append(link);
+      size.append(String(file.bytes));
+      actions.append(deleteButton(file.name, link.href, actions));
+      tr.append(name, size, actions);
+      return tr;
+    }));
+  } catch (error) {
+    const tr = document.createElement('tr');
+    const td = document.createElement('td');
+    td.colSpan = 3;
+    td.className = 'error';
+    td.textContent = `Cannot list the uploads: ${error instanceof TypeError
+      ? problem(0, '') : error.message}`;
+    tr.append(td);
+    body.replaceChildren(tr);
+  }
+}
+
+$('choose').addEventListener('click', () => $('pick').click());
+$('pick').addEventListener('change', () => { for (const file of $('pick').files) upload(file); });
+const drop = $('drop');
+drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (event) => {
+  event.preventDefault();
+  drop.classList.remove('over');
+  for (const file of event.dataTransfer.files) upload(file);
+});
+
+fillCommands();
+listStored();
+follow();

@@ -184,6 +184,15 @@ def test_the_pages_own_requests_are_hidden_and_its_own_get_is_the_browsers(page,
 
 
 @pytest.mark.timeout(120)
+def test_the_page_served_from_the_package_finds_its_own_request_too(page, site):
+    base, _, _ = site
+    page.goto(base + '/_minihttp/')
+    page.wait_for_selector('#idea-head[data-id]', state='attached')
+    own = page.locator('#idea-head').get_attribute('data-id')
+    record, = [r for r in records(base) if r['id'] == int(own)]
+    assert (record['request']['method'], record['request']['target']) == ('GET', '/_minihttp/')
+
+
 def test_the_log_filters_by_kind_pauses_and_clears(page, site):
     base, _, server = site
     load(page, base)

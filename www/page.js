@@ -287,6 +287,9 @@ function showIdeas(record) {
 // this load's first marked request, from the same connection if the record shows one
 // (the same peer), else from the same address.  Times, not ids, order them: with
 // --workers each process numbers its records in a series of its own.
+// The paths this page was loaded by: / (or /_minihttp/ when installed), and its index.html.
+const ownPaths = [location.pathname, location.pathname.replace(/\/?$/, '/') + 'index.html'];
+
 function findPageRecord() {
   const host = anchor.peer.replace(/:\d+$/, '');
   let best = null;
@@ -294,7 +297,7 @@ function findPageRecord() {
   for (const record of store.values()) {
     const request = record.request;
     if (record.kind !== 'http' || !request || request.method !== 'GET'
-        || !['/', '/index.html'].includes(request.target) || record.time > anchor.time) continue;
+        || !ownPaths.includes(request.target) || record.time > anchor.time) continue;
     const r = record.peer === anchor.peer ? 2 : record.peer.startsWith(host + ':') ? 1 : 0;
     if (r > rank || (r === rank && record.time >= best.time)) { best = record; rank = r; }
   }

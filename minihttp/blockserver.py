@@ -280,7 +280,8 @@ class BlockServer(Protocol):
             return CLOSE
         saver = stream.saver
         took = f'{stream.total} bytes in {time.monotonic() - stream.began:.3f} s'
-        line = f'{self.peer(conn)}: end of stream after {stream.blocks} blocks, {took}'
+        blocks = f'{stream.blocks} block' + ('' if stream.blocks == 1 else 's')
+        line = f'{self.peer(conn)}: end of stream after {blocks}, {took}'
         ended = 'ended by the empty block'
         if stream.hashing is not None and problem is None:
             digest = serialize({DEFAULT: stream.hashing.digest()})

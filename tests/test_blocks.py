@@ -132,8 +132,9 @@ def random_file(path, size):
 
 
 def saved_path(server, blocks, size):
+    counted = f'{blocks} block' + ('' if blocks == 1 else 's')
     line = server.wait_for_line(
-        rf'end of stream after {blocks} blocks, {size} bytes in [\d.]+ s; '
+        rf'end of stream after {counted}, {size} bytes in [\d.]+ s; '
         r'saved to (?P<path>.+)$',
         stream='stdout')
     return line['path']
@@ -298,7 +299,7 @@ def test_twenty_streams_are_served_at_once(minihttp):
     finally:
         for sock in socks:
             sock.close()
-    server.wait_for_lines(r'end of stream after 1 blocks, 9 bytes in \d+\.\d{3} s$', 20)
+    server.wait_for_lines(r'end of stream after 1 block, 9 bytes in \d+\.\d{3} s$', 20)
 
 
 def test_twenty_clients_sending_files_at_once(minihttp, tmp_path):

@@ -905,6 +905,9 @@ class EventLoop:
             conn.sock.close()
         except OSError as exc:
             self._failed(conn.peer, exc, 'closing')
+        # Its deadline entry may hold it until the lazy heap drops the entry: the
+        # buffer (a body's reader grows it to 128 KiB or more) goes now, not then.
+        conn.reader.release()
         if self._paused and not self.stopping.is_set():
             self._paused = False
             self._selector.register(self.sock, selectors.EVENT_READ, _ACCEPT)

@@ -11,6 +11,7 @@ descriptors takes hundreds of resets right after GET of a large file, and
 still serves.
 """
 
+import gc
 import os
 import resource
 import socket
@@ -20,7 +21,7 @@ import threading
 import pytest
 
 from minihttp.app import App
-from minihttp.eventloop import EventLoop
+from minihttp.eventloop import CLOSED, Connection, EventLoop
 from minihttp.grammar import HEAD_END
 from minihttp.limits import SMALL_FILE
 from minihttp.server import HTTPServer
@@ -348,3 +349,26 @@ def test_the_event_stream_with_100_continue_and_no_body_is_served(owned):
     with Client(server.port) as other:
         assert other.exchange(get('/x', 'HTTP/1.1', 'Expect: 200-ok')).status == 417
     assert_released(server, base, uploads)
+
+
+def test_a_closed_connection_gives_its_buffer_back_at_once(tmp_path):
+    """A closed connection may wait in the lazy deadline heap until its entry comes up;
+    the buffer its uploads grew (128 KiB and more) must not wait with it."""
+    app = App(root=str(tmp_path), uploads=str(tmp_path / 'up'))
+    loop = EventLoop('127.0.0.1', 0, HTTPServer(app, access_log=False))
+    loop.start()
+    try:
+        body = b'x' * 300_000
+        for n in range(5):
+            with socket.create_connection(loop.address, timeout=WAIT) as sock:
+                sock.sendall(b'PUT /uploads/f%d HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: '
+                             b'%d\r\nConnection: close\r\n\r\n' % (n, len(body)) + body)
+                while sock.recv(65536):
+                    pass
+        wait_until(lambda: not loop.connections, 'every connection closed')
+        closed = [o for o in gc.get_objects() if type(o) is Connection and o.loop is loop
+                  and o.state is CLOSED]
+        assert closed                                  # held by the deadline heap a while
+        assert [conn.reader.capacity for conn in closed] == [0] * len(closed)
+    finally:
+        loop.stop(0)

@@ -209,6 +209,7 @@ class Protocol:
     What the protocol may use, and nothing else:
 
     * on its loop: ``call_soon(function, *args)`` (from any thread),
+      ``call_later(delay, function, *args)`` (in the loop's thread),
       ``resume(conn, outcome)`` (in the loop's thread: go on with a STREAM it
       queued to), ``stopping`` (an Event);
     * on a Connection: ``peer``, ``reader`` (its StreamReader), ``stopping``,
@@ -249,6 +250,20 @@ class Protocol:
 
     def pump(self, conn):
         return False
+
+
+class Timer:
+    """A call the loop makes once, ``delay`` seconds on (EventLoop.call_later): an owner
+    in the loop's Deadlines beside the connections, so that it costs no thread and no
+    wake-up of its own."""
+
+    __slots__ = ('deadline', 'timer', 'function', 'args')
+
+    def __init__(self, function, args):
+        self.deadline = None
+        self.timer = None
+        self.function = function
+        self.args = args
 
 
 class Job:
@@ -559,6 +574,8 @@ class EventLoop:
                 timeout = self.deadlines.earliest()
                 if timeout is not None:
                     timeout = max(0.0, timeout - time.monotonic())
+                if self._calls:
+                    timeout = 0.0       # calls the last pass made in this thread, at once
                 if stop_at is not None:
                     # Wake at the end of the grace, and a second later to give up.
                     now = time.monotonic()
@@ -728,6 +745,12 @@ class EventLoop:
         self._calls.append((function, args))
         if threading.get_ident() != self._ident:
             self._wake()
+
+    def call_later(self, delay, function, *args):
+        """Run ``function(*args)`` in the loop's thread once ``delay`` seconds have passed;
+        from the loop's thread only (the deadlines are its own).  There is no cancel: a
+        call that is no longer wanted finds so when it runs."""
+        self.deadlines.set(Timer(function, args), time.monotonic() + delay)
 
     def resume(self, conn, outcome):
         """Go on with a connection the protocol has more for (a stream it queued to)."""
@@ -932,8 +955,15 @@ class EventLoop:
         conn.events = events
 
     def _expire(self, now):
-        """Every connection whose wait ran out: answered (or said) by the protocol, closed."""
+        """Every connection whose wait ran out: answered (or said) by the protocol, closed;
+        and every call_later that is due, made."""
         for conn in self.deadlines.due(now):
+            if type(conn) is Timer:
+                try:
+                    conn.function(*conn.args)
+                except Exception:
+                    log_failure(f'{self.name}: error in a timed call')
+                continue
             if conn.state is CLOSED or conn.state is BUSY:
                 continue
             if conn.state is QUEUED and (self._still_sending(conn)

@@ -1,13 +1,14 @@
 """Framing records: how each message was cut from the stream, in the words of chapter 5.
 
 One record per HTTP exchange (the request's head and body, the response) and
-per block stream.  An exchange whose body is read on a pool thread has a live
-record: published ``open`` once the body's reader first waits for the client,
-republished (the same number, a higher ``version``) as the body arrives, at
-most every UPDATE_INTERVAL, and a last time when the exchange ends.  The same record makes the ``--trace`` line and the JSON
-that ``GET /_framing`` serves, so that the log and the page say the same
-thing.  A record holds facts (numbers and short strings), never a body; a
-bounded ring keeps the most recent ones.
+per block stream.  An exchange handed to a pool thread has a live record:
+published ``open`` once it has lasted UPDATE_INTERVAL, republished (the same
+number, a higher ``version``) as its body arrives and its answer goes, at most
+every UPDATE_INTERVAL, and a last time when the exchange ends.  The same
+record makes the ``--trace`` line and the JSON that ``GET /_framing`` serves,
+so that the log and the page say the same thing.  A record holds facts
+(numbers and short strings), never a body; a bounded ring keeps the most
+recent ones.
 
 Records are shown to anyone who asks, so they keep a request's path but not
 its query's values (``redact``): ``/search?q=*&key=*``.
@@ -192,7 +193,7 @@ TIMED_OUT = 'timed out'        # a deadline or the pool's pace ran out; reason: 
 CLIENT_LEFT = 'client left'    # the peer went away mid-exchange (errors.peer_gone)
 RESPONSE_CUT = 'response cut'  # a response begun could not be finished; reason: why
 FAILED = 'failed'              # a bug of ours: a 500 (the log has the traceback)
-OPEN = 'open'                  # not ended yet: a live record, its body still arriving
+OPEN = 'open'                  # not ended yet: a live record; reason: what it waits for
 ENDED_WHOLE = (WHOLE, '')
 ENDED_OPEN = (OPEN, '')
 
@@ -403,8 +404,8 @@ def spelled(facts):
 def ended_words(ended, status):
     """How an exchange ended, in words: 'refused 404: no such file', 'client left: ...'."""
     kind, reason = ended['kind'], ended['reason']
-    if kind == WHOLE or kind == OPEN:
-        return kind
+    if kind == WHOLE or kind == OPEN and not reason:
+        return kind           # an open one's reason, when it has one: what it waits for
     if kind == REFUSED:
         return f'{REFUSED} {status}: {reason}'
     return f'{kind}: {reason}'

@@ -12,16 +12,19 @@ the same StreamReader.  Either way one access log line and one framing
 record (and with --trace, its line) describe the exchange, however it ended:
 whole, refused, timed out, the client gone, or the response cut (the
 record's ``ended``: a kind and a reason; the log line of an exchange that did
-not end whole or refused says it in a last quoted field).  A body read on the
-pool makes its record live (``Live``): published open once the body's reader
-first waits for the client, republished as the body arrives, closed at the end.
+not end whole or refused says it in a last quoted field).  An exchange handed
+to the pool has a live record (``Live``): published open once it has lasted
+``update_interval`` (waiting for its body or a thread, or on a thread reading
+its body or sending its answer), republished as it changes, closed at the end.
 """
 
 import collections
 import sys
+import threading
 import time
 
-from .eventloop import BODY, CLOSE, LINGER, POOL, READ, STREAM, Job as PoolJob, Protocol
+from .eventloop import (AWAITING_BODY, BODY, BUSY, CLOSE, LINGER, POOL, QUEUED, READ, STREAM,
+                        Job as PoolJob, Protocol)
 from .framing import write_all
 from .bodies import PARTIAL, Body, BodyCut, bounded, buffered_body, open_body
 from .errors import HTTPError, peer_gone
@@ -29,10 +32,10 @@ from .request import read_request
 from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
                         is_bytes)
 from .transfer import CHUNKED, LENGTH, NONE, request_framing
-from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_DRAIN, MIN_RATE,
-                     PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER, STREAM_QUEUE,
-                     UPDATE_INTERVAL)
-from .records import (CLIENT_LEFT, ENDED_OPEN, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, REFUSED,
+from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK, MAX_DRAIN,
+                     MIN_RATE, PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER,
+                     STREAM_QUEUE, UPDATE_INTERVAL)
+from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, REFUSED,
                       RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog, dropped_event,
                       ended_words, event_bytes, http_record, public, response_facts)
 from .report import log_failure, say, say_soon
@@ -72,7 +75,7 @@ class Job(PoolJob):
         super().__init__(work, *args)
         self.response = response
         self.ended = ended
-        self.live = None          # the exchange's Live record, while its body is read
+        self.live = None          # the exchange's Live record (made in the loop)
 
     def __call__(self):
         return self.work(self, *self.args)
@@ -84,29 +87,44 @@ class Job(PoolJob):
 
 
 class Live:
-    """The live record of an exchange whose body a pool thread reads.
+    """The live record of an exchange handed to the pool, made when the loop read its head.
 
-    It stands in for the connection's socket in the body's reader: before each
-    receive (when every buffered byte has been read, and the reader is about
-    to wait for the client), the record is published, open, with the body's
-    counts as the reader keeps them, at most every ``server.update_interval``.
-    Nothing is done per piece or per chunk.  The first publication waits for
-    one interval too: an exchange that ends sooner (a small POST, a quick
-    upload) has one record, made when it ends, as an inline answer has.
-    ``record`` is the version last published (None before the first).
+    Two publish it open, at most every ``server.update_interval`` and only
+    when it changed: the loop, on a timer (``HTTPServer.tick``), whatever the
+    client or the pool does (a body that does not begin, a job waiting for a
+    thread, a thread waiting in a receive); and the pool thread, standing in
+    for the connection's socket in the body's reader: before each receive,
+    when every buffered byte has been read.  Nothing is done per piece or per
+    chunk.  The first publication waits for one interval: an exchange that
+    ends sooner (a small POST, a quick upload) has one record, made when it
+    ends, as an inline answer has.
+
+    One publishes at a time (``lock``), so versions go up one by one, and the
+    last (``HTTPServer.record``) sets ``closed``: nothing is published after it.
+    ``body`` is the request's Body once a thread opened it (None before),
+    ``writer`` the ResponseWriter once the response began; ``record`` is the
+    version last published (None before the first).
     """
 
-    __slots__ = ('server', 'conn', 'request', 'body', 'now', 'record', 'due', '_recv_into')
+    __slots__ = ('server', 'conn', 'request', 'body', 'writer', 'now', 'record', 'due',
+                 'closed', 'lock', '_recv_into')
 
     def __init__(self, server, conn, request, body, now):
         self.server = server
         self.conn = conn
         self.request = request
         self.body = body
+        self.writer = None
         self.now = now
         self.record = None
         self.due = server.clock() + server.update_interval
-        self._recv_into = conn.timed.recv_into
+        self.closed = False
+        self.lock = threading.Lock()
+        self._recv_into = None
+
+    def reads(self, sock):
+        """On the pool thread: the body is read from ``sock`` through this record."""
+        self._recv_into = sock.recv_into
 
     def recv_into(self, buffer):
         if self.server.clock() >= self.due:
@@ -115,7 +133,8 @@ class Live:
 
 
 class Waiting:
-    """A request whose body work waits for a thread: ``conn.exchange`` until one takes it.
+    """A request whose work waits (for its body to begin, or a thread): ``conn.exchange``
+    until a thread takes it; ``live`` is its Live record.
 
     ``found`` is what the body reader made of the buffered bytes when the loop
     last asked (None before), and ``buffered`` how many there were: the loop
@@ -125,10 +144,11 @@ class Waiting:
     thousands waiting).
     """
 
-    __slots__ = ('request', 'buffered', 'found')
+    __slots__ = ('request', 'live', 'buffered', 'found')
 
-    def __init__(self, request):
+    def __init__(self, request, live=None):
         self.request = request
+        self.live = live
         self.buffered = -1
         self.found = None
 
@@ -197,8 +217,9 @@ class HTTPServer(Protocol):
             try:
                 framing = request_framing(request)
                 if framing.kind != NONE or not self.inline(request):
-                    conn.give(Job(self.exchange, conn, request, now))
-                    conn.exchange = Waiting(request)
+                    job = Job(self.exchange, conn, request, now)
+                    self.go_live(conn, job, request, None, now)
+                    conn.give(job)
                     if not framing.has_body or request.get('expect') is not None:
                         return POOL     # nothing to wait for from the client first
                     return BODY
@@ -211,8 +232,9 @@ class HTTPServer(Protocol):
             if isinstance(response.body, EventStream) and request.method == 'GET':
                 return self.open_stream(conn, request, response, now)
             if not is_bytes(response.body) and not bodiless(request.method, response.status):
-                conn.give(Job(self.respond, conn, request, body, now, response=response,
-                              ended=ended))
+                job = Job(self.respond, conn, request, body, now, response=response, ended=ended)
+                self.go_live(conn, job, request, body, now)
+                conn.give(job)
                 return POOL
             outcome = self.answer(conn, request, body, response, now, ended)
             if outcome is not READ or not reader.buffered or conn.queued >= PIPELINE_QUEUE:
@@ -231,9 +253,10 @@ class HTTPServer(Protocol):
             return False
         return self._inline is None or self._inline(request)
 
-    def answer(self, conn, request, body, response, now, ended=ENDED_WHOLE):
+    def answer(self, conn, request, body, response, now, ended=ENDED_WHOLE, live=None):
         """Queue a response whose body is bytes-like (or none); the loop sends it.
-        ``ended``: how the exchange ends (records.ENDED_WHOLE, or why it was refused)."""
+        ``ended``: how the exchange ends (records.ENDED_WHOLE, or why it was refused);
+        ``live``: its Live record, if it has one."""
         keep = (request is not None and request.keep_alive and not conn.stopping
                 and self.can_keep(body, response))
         if request is None:
@@ -243,7 +266,7 @@ class HTTPServer(Protocol):
         for pieces in writer.sends():
             conn.send(pieces)
         self.log(conn.peer, request, response.status, writer.sent, now, say_soon, ended)
-        self.record(conn, request, body, writer, now, say_soon, ended)
+        self.record(conn, request, body, writer, now, say_soon, ended, live=live)
         return self.after(request, body, writer.keep_alive)
 
     # -- the live feed of framing records, held by the loop ------------------------------
@@ -302,8 +325,19 @@ class HTTPServer(Protocol):
         return True
 
     def closed(self, conn):
-        """The loop closed a connection: forget its stream, if it was one."""
+        """The loop closed a connection: forget its stream, if it was one; work that no
+        thread took (the server stopped first) is logged and its record closed."""
         self._streams.pop(conn, None)
+        waiting = conn.exchange
+        live = waiting.live if waiting is not None else None
+        if live is not None and conn.state is not BUSY and not live.closed:
+            if conn.stopping:
+                ended = (TIMED_OUT, 'the server stopped before a thread took it')
+            else:
+                ended = (FAILED, 'closed before a thread took it')
+            self.log(conn.peer, waiting.request, None, 0, live.now, say_soon, ended)
+            self.record(conn, waiting.request, live.body, None, live.now, say_soon, ended,
+                        live=live)
 
     def needs_more(self, conn):
         """Whether body work waiting for a thread still needs bytes from the client.
@@ -330,7 +364,7 @@ class HTTPServer(Protocol):
         if request is not None:      # its job is closed with the connection, right after
             error = HTTPError(408, 'request body not received in time', close=True)
             self.answer(conn, request, None, error_response(error), time.time(),
-                        (TIMED_OUT, error.reason))
+                        (TIMED_OUT, error.reason), waiting.live)
             return
         error = HTTPError(408, 'request head not received in time', close=True)
         self.answer(conn, None, None, error_response(error), time.time(),
@@ -352,15 +386,15 @@ class HTTPServer(Protocol):
         conn.exchange = None       # the pool's now: the loop will not expire it
         body = None
         try:
-            body = request.body = open_body(request, conn.reader,
-                                            self.continuer(request, conn.timed))
+            body = request.body = job.live.body = open_body(
+                request, conn.reader, self.continuer(request, conn.timed))
             if body.framing.kind != NONE:
                 # The loop's buffer is sized for heads: a body is received in
                 # pieces as large as before (a large one's reader grows further).
                 conn.reader.reserve(READ_BUFFER_SIZE)
-                # Its record goes live while the body arrives (the loop gives the
-                # reader its own socket back when the connection returns).
-                job.live = Live(self, conn, request, body, now)
+                # Its record is republished while the body arrives (the loop gives
+                # the reader its own socket back when the connection returns).
+                job.live.reads(conn.timed)
                 conn.reader.receive_from(job.live)
             response = job.response = self.app(request)
             if isinstance(response.body, EventStream):
@@ -394,11 +428,13 @@ class HTTPServer(Protocol):
     def respond(self, job, conn, request, body, now):
         """Send the job's response, which may block (a stream, a file, an echo), then
         finish the body.  The job closes the response, sent or not."""
+        conn.exchange = None       # the pool's now (exchange's already, when it came so)
         response = job.response
         keep = request.keep_alive and not conn.stopping and self.can_keep(body, response)
         handed, writer = conn.timed.handed, None
         try:
-            writer = ResponseWriter(response, request.method, request.version, keep, now)
+            writer = job.live.writer = ResponseWriter(response, request.method,
+                                                      request.version, keep, now)
             writer.write(conn.timed)
         except Exception as exc:
             return self.cut(conn, request, body, writer, now, exc, conn.timed.handed - handed,
@@ -456,16 +492,47 @@ class HTTPServer(Protocol):
         self.record(conn, request, body, None, now, ended=ended, live=live)
         return CLOSE
 
-    def progress(self, live):
-        """On the pool thread, before its reader waits: publish an exchange's record as
-        it stands, open (the first time), or its next version."""
-        live.due = self.clock() + self.update_interval
-        record = http_record(live.conn.peer, live.now, live.request, live.body, NOT_SENT,
-                             ENDED_OPEN)
-        if live.record is None:
-            live.record = self.records.add(record)
-        else:
-            live.record = self.records.update(live.record, record)
+    def progress(self, live, waiting=''):
+        """Publish an exchange's record as it stands, open, if it changed since it was
+        last published: on its thread before its body's reader waits, or in the loop
+        (``tick``; ``waiting``: what for, while no thread has it).  The request as the
+        body's reader counts it, the response as its writer does, so far."""
+        with live.lock:
+            if live.closed:
+                return
+            live.due = self.clock() + self.update_interval
+            writer = live.writer
+            if writer is None:
+                response = NOT_SENT
+            else:
+                response = response_facts(writer.response.status, writer.framing, writer.chunks,
+                                          writer.sent, writer.trailers, False)
+            record = http_record(live.conn.peer, live.now, live.request, live.body, response,
+                                 (OPEN, waiting))
+            if live.record is None:
+                live.record = self.records.add(record)
+            elif record[:VERSION] != live.record[:VERSION]:     # the facts, not the number
+                live.record = self.records.update(live.record, record)
+
+    # -- in the event loop, for exchanges on the pool ------------------------------------
+
+    def go_live(self, conn, job, request, body, now):
+        """Work handed to the pool gets a Live record (published once it has lasted
+        update_interval) and waits as ``conn.exchange`` until a thread takes it."""
+        live = job.live = Live(self, conn, request, body, now)
+        conn.exchange = Waiting(request, live)
+        self.loop.call_later(max(self.update_interval, LIVE_TICK), self.tick, live)
+
+    def tick(self, live):
+        """Every update_interval until the exchange's record is closed: publish it if it
+        changed, whoever holds it (no thread yet, or one waiting in a receive)."""
+        if live.closed:
+            return
+        if self.clock() >= live.due:
+            state = live.conn.state
+            self.progress(live, 'waiting for a thread' if state is QUEUED else
+                          'waiting for its body to begin' if state is AWAITING_BODY else '')
+        self.loop.call_later(max(self.update_interval, LIVE_TICK), self.tick, live)
 
     # -- either side ----------------------------------------------------------------------
 
@@ -575,13 +642,23 @@ class HTTPServer(Protocol):
             response = response_facts(writer.response.status, writer.framing, writer.chunks,
                                       writer.sent, writer.trailers, done)
         record = http_record(conn.peer, now, request, body, response, ended)
-        if live is not None and live.record is not None:
-            live.due = float('inf')           # a drain after this publishes nothing more
-            record = live.record = self.records.update(live.record, record)
+        if live is not None:
+            record = self.close_live(live, record)
         else:
             record = self.records.add(record)
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+
+    def close_live(self, live, record):
+        """Publish an exchange's last version (its first, if it ended within the interval):
+        after every open one, and nothing after it."""
+        with live.lock:
+            live.closed = True
+            if live.record is None:
+                live.record = self.records.add(record)
+            else:
+                live.record = self.records.update(live.record, record)
+            return live.record
 
 
 def body_progress(body):

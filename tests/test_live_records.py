@@ -3,15 +3,21 @@ as the body arrives (a bounded number of times), and closed saying how it ended;
 access log, --trace and the record say the same thing."""
 
 import socket
+import sys
 import threading
+import time
 
 import pytest
 
 from minihttp.app import App
+from minihttp.bodies import open_body
 from minihttp.eventloop import EventLoop
-from minihttp.records import FramingLog, http_record, NOT_SENT, ENDED_OPEN, ENDED_WHOLE
-from minihttp.server import HTTPServer
-from support import Feed, framing_records, request_bytes, wait_until
+from minihttp.framing import StreamReader
+from minihttp.records import (FramingLog, http_record, NOT_SENT, ENDED_OPEN, ENDED_WHOLE,
+                              VERSION)
+from minihttp.request import read_request
+from minihttp.server import HTTPServer, Live
+from support import FakeSocket, Feed, framing_records, request_bytes, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,25 +45,28 @@ class FakeClock:
 @pytest.fixture
 def live_server(tmp_path, request):
     """An in-process server whose clock the test holds, republishing a live record every
-    ``request.param`` seconds of it (0: at every wait for the client); (port, server, clock)."""
+    ``update_interval`` seconds of it (0, unless ``request.param`` says: at every wait for
+    the client); ``request.param`` may also give the server's other options, its
+    ``clock`` and the loop's ``threads``.  (port, server, clock)."""
     (tmp_path / 'root').mkdir()
-    clock = FakeClock()
+    options = {'update_interval': 0, 'clock': FakeClock(), **getattr(request, 'param', {})}
+    threads = options.pop('threads', 4)
+    clock = options['clock']
     app = App(str(tmp_path / 'root'), str(tmp_path / 'uploads'))
-    server = HTTPServer(app, access_log=False, records=app.records,
-                        update_interval=getattr(request, 'param', 0), clock=clock)
-    loop = EventLoop('127.0.0.1', 0, server)
+    server = HTTPServer(app, access_log=False, records=app.records, **options)
+    loop = EventLoop('127.0.0.1', 0, server, threads=threads)
     loop.start()
     yield loop.address[1], server, clock
     loop.stop(0.5)
 
 
-def the_record(port, predicate, what):
-    """Wait for GET /_framing to hold the upload's record as ``predicate`` wants; it."""
+def the_record(port, predicate, what, target='/uploads/live.bin'):
+    """Wait for GET /_framing to hold the record of ``target`` as ``predicate`` wants; it."""
     found = []
 
     def seen():
         found[:] = [r for r in framing_records(port) if r['request'] and
-                    r['request']['target'] == '/uploads/live.bin' and predicate(r)]
+                    r['request']['target'] == target and predicate(r)]
         return found
     wait_until(seen, what)
     (record,) = found
@@ -120,7 +129,7 @@ def test_the_stream_sends_open_update_and_closed_for_one_id(live_server):
         feed.close()
 
 
-@pytest.mark.parametrize('live_server', [0.25], indirect=True)
+@pytest.mark.parametrize('live_server', [{'update_interval': 0.25}], indirect=True)
 def test_updates_are_bounded_by_the_interval_whatever_the_pieces(live_server):
     port, server, clock = live_server
     versions = []
@@ -174,3 +183,118 @@ def test_log_trace_and_record_agree_on_an_abandoned_chunked_upload(serve, tmp_pa
         'connection closed after 30 bytes of the body (2 chunks, no last chunk)'
     assert trace[1] == record['words']
     assert trace[1].endswith('no response; client left: ' + log[3])
+
+
+def is_open(record):
+    return record['ended']['kind'] == 'open'
+
+
+@pytest.mark.parametrize('live_server', [{'update_interval': 0.1, 'clock': time.monotonic,
+                                          'body_timeout': 1.0}], indirect=True)
+def test_a_head_with_no_body_after_it_is_shown_open_then_timed_out(live_server):
+    port, _, _ = live_server
+    with socket.create_connection(('127.0.0.1', port)) as sock:
+        sock.sendall(HEAD)        # and not one byte of its body: no thread takes it
+        opened = the_record(port, is_open, 'open while its body has not begun')
+        assert opened['ended']['reason'] == 'waiting for its body to begin'
+        assert opened['request']['body'] == {'framing': 'unread'}
+        assert opened['response']['sent'] is False
+        assert opened['words'].endswith('no response yet; open: waiting for its body to begin')
+        closed = the_record(port, lambda r: not is_open(r), 'closed by body_timeout')
+        assert sock.recv(4096).startswith(b'HTTP/1.1 408 ')
+    assert closed['id'] == opened['id'] and closed['version'] > opened['version']
+    assert closed['ended'] == {'kind': 'timed out',
+                               'reason': 'request body not received in time'}
+    assert closed['response']['status'] == 408
+
+
+@pytest.mark.parametrize('live_server', [{'threads': 1}], indirect=True)
+def test_a_request_waiting_for_a_busy_pool_is_shown_open_then_served(live_server):
+    port, _, _ = live_server
+    holder = socket.create_connection(('127.0.0.1', port))
+    waiter = socket.create_connection(('127.0.0.1', port))
+    try:
+        holder.sendall(HEAD + piece(b'h' * 4))      # the one thread reads it, and waits
+        the_record(port, lambda r: r['request']['body']['bytes'] == 4, 'the thread busy')
+        waiter.sendall(request_bytes('PUT', '/uploads/second.txt', body=b'hello'))
+        waiting = the_record(port, is_open, 'waiting for a thread', '/uploads/second.txt')
+        assert waiting['ended']['reason'] == 'waiting for a thread'
+        assert waiting['request']['body'] == {'framing': 'unread'}
+        holder.sendall(b'0\r\n\r\n')       # the thread is free: the waiter gets it
+        assert waiter.recv(4096).startswith(b'HTTP/1.1 201 ')
+    finally:
+        holder.close()
+        waiter.close()
+    done = the_record(port, lambda r: not is_open(r), 'served', '/uploads/second.txt')
+    assert done['id'] == waiting['id'] and done['version'] > waiting['version']
+    assert done['ended']['kind'] == 'whole' and done['response']['status'] == 201
+
+
+def test_an_echo_is_shown_sending_while_its_request_body_still_arrives(live_server):
+    port, _, _ = live_server
+    with socket.create_connection(('127.0.0.1', port)) as sock:
+        file = sock.makefile('rb')
+        sock.sendall(request_bytes('POST', '/echo', ['Transfer-Encoding: chunked']) +
+                     piece(b'abc'))
+        assert file.readline().startswith(b'HTTP/1.1 200 ')
+        while file.readline() != b'\r\n':
+            pass
+        assert file.readline() == b'3\r\n' and file.readline() == b'abc\r\n'
+        echoing = the_record(port, lambda r: is_open(r) and r['response']['sent'],
+                             'the echo open, its response begun', '/echo')
+        assert echoing['response'] == {'sent': True, 'status': 200, 'framing': 'chunked',
+                                       'chunks': 1, 'bytes': 3, 'done': False,
+                                       'trailers': 0, 'trailer_fields': []}
+        assert echoing['request']['body']['bytes'] == 3
+        assert 'response 200 by chunked (1 chunks, 3 B, no last chunk)' in echoing['words']
+        sock.sendall(b'0\r\n\r\n')
+        assert file.readline() == b'0\r\n'
+        file.close()
+    done = the_record(port, lambda r: not is_open(r), 'the echo whole', '/echo')
+    assert done['id'] == echoing['id'] and done['ended']['kind'] == 'whole'
+    assert done['response']['done'] is True and done['response']['chunks'] == 1
+
+
+def test_versions_only_grow_and_the_closed_one_is_last_whoever_publishes():
+    """The loop's timer and the pool thread publish the same record at once: each version
+    one above the last, and nothing after the closed one (a bounded number of races)."""
+    head = request_bytes('PUT', '/uploads/race.bin', ['Transfer-Encoding: chunked'])
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)         # threads change places as often as they can
+    try:
+        race(head)
+    finally:
+        sys.setswitchinterval(switching)
+
+
+def race(head):
+    for attempt in range(100):
+        server = HTTPServer(None, access_log=False, records=FramingLog(), update_interval=0)
+        seen = []
+        server.records.listen(lambda record: seen.append((record[VERSION], record[6][0])))
+        request = read_request(StreamReader(FakeSocket(head)))
+        body = open_body(request, None)
+
+        class Conn:
+            peer = ('127.0.0.1', 1)
+        live = Live(server, Conn, request, body, 0.0)
+        start, done = threading.Barrier(2), threading.Event()
+
+        def loop_ticks():
+            start.wait()
+            while not done.is_set():
+                server.progress(live, 'waiting for a thread')
+            server.progress(live)        # after the close: publishes nothing
+
+        ticker = threading.Thread(target=loop_ticks)
+        ticker.start()
+        start.wait()
+        for _ in range(20):              # the pool thread: the body grows, it publishes
+            body.received += 1
+            server.progress(live)
+        server.record(Conn, request, body, None, 0.0, live=live)
+        done.set()
+        ticker.join()
+        versions = [version for version, _ in seen]
+        assert versions == list(range(len(seen))), (attempt, versions)
+        assert [kind for _, kind in seen].count('whole') == 1 and seen[-1][1] == 'whole'

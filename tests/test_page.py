@@ -509,3 +509,34 @@ def test_an_exchange_in_progress_grows_and_ends_cut_as_the_feed_says(page, site)
     assert entry.is_visible()
     assert page.errors == [], page.errors
     entry.screenshot(path=str(ARTIFACTS / 'left.png'))
+
+
+@pytest.mark.timeout(120)
+def test_a_request_waiting_for_a_thread_and_an_echo_under_way_are_drawn_growing(page, site):
+    """An open record whose body no thread has opened says what it waits for; an echo
+    open with its response begun is drawn sending, neither ended nor cut."""
+    base, _, _ = site
+    feeds = []
+    page.route('**/_framing/stream*', lambda route: feeds.append(route))
+    page.goto(base + '/')
+    waiting = upload_record({'kind': 'open', 'reason': 'waiting for a thread'}, None, 0, 0)
+    waiting['request']['body'] = {'framing': 'unread'}
+    echo = upload_record({'kind': 'open', 'reason': ''}, 200, 3, 1)
+    echo['id'] = 9002
+    echo['request'].update({'method': 'POST', 'target': '/echo'})
+    echo['response'] = {'sent': True, 'status': 200, 'framing': 'chunked', 'chunks': 1,
+                        'bytes': 3, 'done': False, 'trailers': 0, 'trailer_fields': []}
+    intercepted(page, feeds, 'the page opened its feed').fulfill(
+        status=200, content_type='text/event-stream',
+        body='retry: 60000\n\n' + event(waiting, 'record') + event(echo, 'record'))
+    queued = page.locator('.record[data-id="9001"]')
+    queued.wait_for()
+    request, response = queued.locator('.row').nth(0), queued.locator('.row').nth(1)
+    assert request.locator('.growing').inner_text() == 'waiting for a thread…'
+    assert response.locator('.growing').inner_text() == 'not sent yet'
+    sending = page.locator('.record[data-id="9002"]')
+    request, response = sending.locator('.row').nth(0), sending.locator('.row').nth(1)
+    assert request.locator('.growing').inner_text() == 'receiving… 3 B so far'
+    assert response.locator('.growing').inner_text() == 'sending…'
+    assert sending.locator('.missing').count() == 0 and sending.locator('.last').count() == 0
+    assert page.errors == [], page.errors

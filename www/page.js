@@ -117,7 +117,11 @@ function drawRequest(record) {
                      request.target),
                  box('\\r\\n\\r\\n', 'delim')];
   const body = request.body || {framing: 'none'};
-  if (body.framing === 'chunked') {
+  const end = ended(record);
+  if (body.framing === 'unread' && end.kind === 'open') {
+    // No thread has opened the body yet: the record says what the exchange waits for.
+    boxes.push(box(`${end.reason || 'waiting'}…`, 'growing'));
+  } else if (body.framing === 'chunked') {
     boxes.push(...chunkRun(body.chunks, body.sizes));
     if (body.done) boxes.push(...lastChunkBoxes(body));
     else boxes.push(stopped(record, body.bytes));
@@ -151,10 +155,16 @@ function drawResponse(record) {
   } else if (response.framing === 'content-length') {
     boxes.push(box(`content-length ${response.length}`, 'length'));
     if (cut) boxes.push(box(`cut after ${human(response.bytes)}`, 'missing', end.reason));
+    else if (end.kind === 'open') {
+      boxes.push(box(`sending… ${human(response.bytes)} of ${human(response.length)}`,
+                     'growing'));
+    }
   } else if (response.framing === 'stream') {
     boxes.push(box('a chunk per record, as they come…', 'chunk'));
   } else if (response.framing === 'close') {
-    boxes.push(box(`${human(response.bytes)} until the connection closes`, 'length'));
+    boxes.push(end.kind === 'open'
+      ? box(`sending… ${human(response.bytes)} so far`, 'growing')
+      : box(`${human(response.bytes)} until the connection closes`, 'length'));
   }
   return row(...boxes);
 }

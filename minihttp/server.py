@@ -333,8 +333,8 @@ class HTTPServer(Protocol):
         if live is not None and conn.state is not BUSY and not live.closed:
             if conn.stopping:
                 ended = (TIMED_OUT, 'the server stopped before a thread took it')
-            else:
-                ended = (FAILED, 'closed before a thread took it')
+            else:       # gone, or not reading the answers before this one
+                ended = (CLIENT_LEFT, 'connection closed before a thread took it')
             self.log(conn.peer, waiting.request, None, 0, live.now, say_soon, ended)
             self.record(conn, waiting.request, live.body, None, live.now, say_soon, ended,
                         live=live)

@@ -230,6 +230,31 @@ def test_a_request_waiting_for_a_busy_pool_is_shown_open_then_served(live_server
     assert done['ended']['kind'] == 'whole' and done['response']['status'] == 201
 
 
+def test_work_no_thread_took_before_the_server_stopped_is_closed_saying_so(tmp_path):
+    (tmp_path / 'root').mkdir()
+    app = App(str(tmp_path / 'root'), str(tmp_path / 'uploads'))
+    server = HTTPServer(app, access_log=False, records=app.records, update_interval=0,
+                        clock=FakeClock())
+    loop = EventLoop('127.0.0.1', 0, server, threads=1)
+    loop.start()
+    port = loop.address[1]
+    holder = socket.create_connection(('127.0.0.1', port))
+    waiter = socket.create_connection(('127.0.0.1', port))
+    try:
+        holder.sendall(HEAD + piece(b'h'))
+        the_record(port, lambda r: r['request']['body']['bytes'] == 1, 'the thread busy')
+        waiter.sendall(request_bytes('PUT', '/uploads/second.txt', body=b'hello'))
+        waiting = the_record(port, is_open, 'waiting for a thread', '/uploads/second.txt')
+    finally:
+        loop.stop(0.1)          # the holder keeps the thread past the grace
+        holder.close()
+        waiter.close()
+    (closed,) = [r for r in app.records.recent() if r['id'] == waiting['id']]
+    assert closed['version'] > waiting['version']
+    assert closed['ended'] == {'kind': 'timed out',
+                               'reason': 'the server stopped before a thread took it'}
+    assert closed['response']['sent'] is False
+
 def test_an_echo_is_shown_sending_while_its_request_body_still_arrives(live_server):
     port, _, _ = live_server
     with socket.create_connection(('127.0.0.1', port)) as sock:

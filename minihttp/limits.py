@@ -201,9 +201,9 @@ HUB_BATCH_INTERVAL = 0.1
 # updates a second per upload, whatever its speed; a stream coalesces the
 # updates of one record that its client has not read yet.
 UPDATE_INTERVAL = 0.25
-# How often at least the loop looks at an exchange on the pool to publish its live
-# record, whatever a server's update_interval (0 in tests: at every wait of the
-# body's reader): the loop never spins on it.
+# The shortest time between two sweeps of the loop over the exchanges on the pool
+# (to publish their live records), whatever a server's update_interval (0 in tests:
+# at every wait of the body's reader): the loop never spins on them.
 LIVE_TICK = 0.05
 # Records waiting to be sent on one GET /_framing/stream whose client reads
 # slowly: beyond them the oldest are dropped (and the stream says how many),

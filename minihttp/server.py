@@ -90,7 +90,7 @@ class Live:
     """The live record of an exchange handed to the pool, made when the loop read its head.
 
     Two publish it open, at most every ``server.update_interval`` and only
-    when it changed: the loop, on a timer (``HTTPServer.tick``), whatever the
+    when it changed: the loop, in its sweep (``HTTPServer.sweep``), whatever the
     client or the pool does (a body that does not begin, a job waiting for a
     thread, a thread waiting in a receive); and the pool thread, standing in
     for the connection's socket in the body's reader: before each receive,
@@ -175,6 +175,10 @@ class HTTPServer(Protocol):
         self.records = FramingLog() if records is None else records
         self.records.listen(self.published)
         self._streams = {}       # connection -> Stream, touched only in the loop's thread
+        # Live records of work handed to the pool and not known closed, in the loop's
+        # thread: one sweep looks at them all, a few times a second, while there are any.
+        self._lives = []
+        self._sweeping = False
         self.access_log = access_log
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
@@ -495,7 +499,7 @@ class HTTPServer(Protocol):
     def progress(self, live, waiting=''):
         """Publish an exchange's record as it stands, open, if it changed since it was
         last published: on its thread before its body's reader waits, or in the loop
-        (``tick``; ``waiting``: what for, while no thread has it).  The request as the
+        (``sweep``; ``waiting``: what for, while no thread has it).  The request as the
         body's reader counts it, the response as its writer does, so far."""
         with live.lock:
             if live.closed:
@@ -521,18 +525,32 @@ class HTTPServer(Protocol):
         update_interval) and waits as ``conn.exchange`` until a thread takes it."""
         live = job.live = Live(self, conn, request, body, now)
         conn.exchange = Waiting(request, live)
-        self.loop.call_later(max(self.update_interval, LIVE_TICK), self.tick, live)
+        self._lives.append(live)
+        if not self._sweeping:
+            self._sweeping = True
+            self.loop.call_later(self.sweep_every(), self.sweep)
 
-    def tick(self, live):
-        """Every update_interval until the exchange's record is closed: publish it if it
-        changed, whoever holds it (no thread yet, or one waiting in a receive)."""
-        if live.closed:
-            return
-        if self.clock() >= live.due:
-            state = live.conn.state
-            self.progress(live, 'waiting for a thread' if state is QUEUED else
-                          'waiting for its body to begin' if state is AWAITING_BODY else '')
-        self.loop.call_later(max(self.update_interval, LIVE_TICK), self.tick, live)
+    def sweep_every(self):
+        """Twice an update_interval: an exchange is first published at most 1.5 intervals
+        after its head.  One timer for them all, not one each: a timer per exchange
+        would wake the loop once more per request."""
+        return max(self.update_interval / 2, LIVE_TICK)
+
+    def sweep(self):
+        """Publish each open exchange whose update is due if it changed, whoever holds it
+        (no thread yet, or one waiting in a receive); forget the closed ones."""
+        lives = self._lives = [live for live in self._lives if not live.closed]
+        now = self.clock()
+        for live in lives:
+            if now >= live.due:
+                state = live.conn.state
+                self.progress(live, 'waiting for a thread' if state is QUEUED else
+                              'waiting for its body to begin' if state is AWAITING_BODY
+                              else '')
+        if lives:
+            self.loop.call_later(self.sweep_every(), self.sweep)
+        else:
+            self._sweeping = False
 
     # -- either side ----------------------------------------------------------------------
 
@@ -654,6 +672,9 @@ class HTTPServer(Protocol):
         after every open one, and nothing after it."""
         with live.lock:
             live.closed = True
+            # What the exchange held goes now, not when the sweep next forgets it:
+            # kept for that long, a busy server's exchanges pile up for the collector.
+            live.request = live.body = live.writer = None
             if live.record is None:
                 live.record = self.records.add(record)
             else:

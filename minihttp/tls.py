@@ -230,6 +230,10 @@ SEQUENCE, SET, OID, OCTETS, BOOLEAN, UTC_TIME, GENERALIZED_TIME = \
 # A DER length of more than 4 bytes would announce more than 4 GiB in a file
 # of at most MAX_PEM_FILE: refused as malformed.
 MAX_LENGTH_BYTES = 4
+# The longest object identifier read, in bytes (the ones named here have 3 to
+# 9): each arc is an int built 7 bits at a time, and one arc of a million
+# continuation bytes would cost quadratic time.
+MAX_OID = 64
 
 
 class CertificateFacts(NamedTuple):
@@ -282,6 +286,8 @@ def _expect(data, pos, end, tag, what):
 
 def _oid(data):
     """The dotted text of an OBJECT IDENTIFIER's content bytes."""
+    if len(data) > MAX_OID:
+        raise DERError(f'object identifier of {len(data)} bytes')
     parts, value = [], 0
     for byte in data:
         value = (value << 7) | (byte & 0x7f)

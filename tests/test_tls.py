@@ -301,6 +301,27 @@ def test_tls_connection_as_client_of_an_ssl_socket_server(pair, contexts):
     assert received.handshake[0] == 'server_hello'
 
 
+def test_unwrap_sends_close_notify_and_the_peer_reads_a_clean_end(pair, contexts):
+    client_sock, server_sock = pair
+    server = TLSConnection(server_sock, contexts[0], server_side=True, scan=True)
+    peer = Peer(lambda: (server.do_handshake(), server.records(), server.recv(10)))
+    client = TLSConnection(client_sock, contexts[1], server_side=False,
+                           server_hostname='localhost')
+    client.do_handshake()
+    assert client.unwrap() is client_sock
+    assert peer.result()[2] == b''
+    # The close_notify came as one record (an alert; in TLS 1.3 encrypted as
+    # application_data), not as a bare end of the TCP stream.
+    assert server.received.tally.records == 1
+    client.close()
+    assert client_sock.fileno() == -1
+
+
+def test_a_huge_object_identifier_is_refused_in_linear_time():
+    with pytest.raises(ValueError, match='object identifier of'):
+        tls._oid(b'\x81' * 100_000 + b'\x01')
+
+
 def captured_stream(pair, contexts):
     """The bytes a client sent a server in a handshake and a few small messages."""
     client_sock, server_sock = pair

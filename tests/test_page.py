@@ -466,6 +466,7 @@ def test_long_chunk_and_block_runs_are_drawn_first_count_last_chunks_in_hex(page
         put_block(sock, b'')
         assert sock.recv(1) == b''            # closed once the stream is kept
     wait_until(lambda: [r for r in records(base) if r['kind'] == 'blocks'], 'blocks recorded')
+    wait_until(lambda: http_records(base, '/echo'), 'the echo recorded')
     echo, = http_records(base, '/echo')
     entry = page.locator(f'.record[data-id="{echo["id"]}"]')
     entry.wait_for()

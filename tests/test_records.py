@@ -18,7 +18,8 @@ from minihttp.blocks import put_block
 from minihttp.limits import RECORDED_CHUNKS, RECORDED_LAST
 from minihttp.records import FramingLog, Sizes, block_record, describe, public
 from support import (CLF, Client, Feed, HTTP_LISTENING, WAIT, assert_back_to_baseline, chunked,
-                     framing_records, free_port, get, post, resources, run_minihttp)
+                     framing_records, free_port, get, post, resources, run_minihttp,
+                     wait_until)
 
 NO_SIZES = Sizes().facts()
 
@@ -113,7 +114,10 @@ def test_a_long_chunked_upload_and_its_chunked_echo_list_their_first_and_last_si
         reply = client.reply('POST')
     assert reply.status == 200 and reply.get('transfer-encoding') == 'chunked'
     assert reply.body == b''.join(pieces)
-    record, = [r for r in framing_records(server.port) if r['request']['target'] == '/echo']
+    def echoes():
+        return [r for r in framing_records(server.port) if r['request']['target'] == '/echo']
+    wait_until(echoes, 'the echo recorded')    # recorded once its last chunk went
+    record, = echoes()
     sizes = [len(piece) for piece in pieces]
     expected = {'sizes': sizes[:64], 'last_sizes': sizes[-4:], 'more': 132}
     body = record['request']['body']
@@ -129,8 +133,12 @@ def test_a_response_of_bytes_or_content_length_lists_no_sizes(serve):
     with Client(server.port) as client:
         assert client.exchange(post('/echo', b'hello')).status == 200
         assert client.exchange(get('/')).status == 200
-    for record in framing_records(server.port):
-        assert 'sizes' not in record['response'] and 'last_sizes' not in record['response']
+    def answered():
+        return [r['response'] for r in framing_records(server.port)
+                if r['request']['target'] in ('/echo', '/')]
+    wait_until(lambda: len(answered()) == 2, 'both recorded')
+    assert [r['framing'] for r in answered()] == ['content-length'] * 2
+    assert all('sizes' not in r and 'last_sizes' not in r for r in answered())
 
 
 def test_a_long_block_stream_lists_its_first_and_last_block_sizes(minihttp):
@@ -143,8 +151,10 @@ def test_a_long_block_stream_lists_its_first_and_last_block_sizes(minihttp):
             put_block(sock, b'b' * size)
         put_block(sock, b'')
         assert sock.recv(1) == b''          # closed once the stream is kept
-    server.wait_for_line(r'end of stream after 70 blocks')
-    record, = [r for r in framing_records(server.port) if r['kind'] == 'blocks']
+    def streams():
+        return [r for r in framing_records(server.port) if r['kind'] == 'blocks']
+    wait_until(streams, 'the stream recorded')
+    record, = streams()
     assert (record['blocks'], record['bytes']) == (70, sum(sizes))
     assert (record['sizes'], record['last_sizes'], record['more']) == (
         sizes[:64], sizes[-4:], 2)

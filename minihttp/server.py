@@ -573,7 +573,7 @@ class HTTPServer(Protocol):
             response = NOT_SENT
         else:
             response = response_facts(writer.response.status, writer.framing, writer.chunks,
-                                      writer.sent, writer.trailers, done)
+                                      writer.sent, writer.trailers, done, writer.sizes)
         record = http_record(conn.peer, now, request, body, response, ended)
         if live is not None and live.record is not None:
             live.due = float('inf')           # a drain after this publishes nothing more

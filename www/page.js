@@ -63,22 +63,33 @@ function chunkBox(size) {
              `a chunk of ${size} bytes (${hex} in hex): its size line, the data, CRLF`);
 }
 
-// A run of `count` chunks whose first sizes are `sizes` (null: the record keeps none),
-// as they travel: each labelled with its size line in hex (decimal in its tooltip).
-// A long run shows its first FIRST and, when the record knows them, last LAST chunks.
-function chunkRun(count, sizes) {
-  const draw = (size) => (size === undefined
-    ? box('chunk', 'chunk', 'a chunk (the record keeps no sizes for these)') : chunkBox(size));
-  const known = sizes || [];
-  if (count <= FIRST + LAST + 1) {
-    return Array.from({length: count}, (_, i) => draw(known[i]));
+// A run of `count` chunks or blocks as a record lists their sizes: `first` the first
+// ones (null: it lists none), `last` the last ones, none of them among the first (records
+// made before they kept those have none).  `draw(size)` gives the boxes of one (size
+// undefined: not known).  A long run shows its first FIRST, how many between, and, when
+// the record knows where the run ends, its last LAST.
+function collapsed(count, first, last, draw, noun) {
+  const known = (first || []).concat(last || []);
+  const endKnown = first !== null && first !== undefined
+    && ((last || []).length > 0 || first.length === count);
+  if (count <= FIRST + LAST + 1 && (endKnown || known.length === 0)) {
+    return Array.from({length: count}, (_, i) => draw(known[i])).flat();
   }
   const boxes = [];
-  for (let i = 0; i < FIRST; i++) boxes.push(draw(known[i]));
-  const tail = known.length === count ? known.slice(-LAST) : [];
-  boxes.push(box(`… ${count - FIRST - tail.length} more chunks …`, 'label'));
-  for (const size of tail) boxes.push(draw(size));
+  for (let i = 0; i < FIRST; i++) boxes.push(...draw(known[i]));
+  const tail = endKnown ? known.slice(-LAST) : [];
+  const between = count - FIRST - tail.length;
+  boxes.push(box(`… ${between} more ${noun}${between === 1 ? '' : 's'} …`, 'label'));
+  for (const size of tail) boxes.push(...draw(size));
   return boxes;
+}
+
+// A message's chunks as they travel: each labelled with its size line in hex (decimal
+// in its tooltip).
+function chunkRun(facts) {
+  const draw = (size) => [size === undefined
+    ? box('chunk', 'chunk', 'a chunk (the record keeps no sizes for these)') : chunkBox(size)];
+  return collapsed(facts.chunks, facts.sizes || null, facts.last_sizes, draw, 'chunk');
 }
 
 // The end of a chunked message: the last chunk, each trailer field line the record
@@ -118,7 +129,7 @@ function drawRequest(record) {
                  box('\\r\\n\\r\\n', 'delim')];
   const body = request.body || {framing: 'none'};
   if (body.framing === 'chunked') {
-    boxes.push(...chunkRun(body.chunks, body.sizes));
+    boxes.push(...chunkRun(body));
     if (body.done) boxes.push(...lastChunkBoxes(body));
     else boxes.push(stopped(record, body.bytes));
   } else if (body.framing === 'content-length') {
@@ -144,7 +155,7 @@ function drawResponse(record) {
   const cut = end.kind === 'response cut' ||
     (response.done === false && end.kind !== 'open' && response.framing !== 'stream');
   if (response.framing === 'chunked') {
-    boxes.push(...chunkRun(response.chunks, response.sizes || null));
+    boxes.push(...chunkRun(response));
     if (cut) boxes.push(box(`cut after ${human(response.bytes)}`, 'missing', end.reason));
     else if (end.kind === 'open') boxes.push(box('sending…', 'growing'));
     else boxes.push(...lastChunkBoxes(response));
@@ -160,12 +171,13 @@ function drawResponse(record) {
 }
 
 function drawBlocks(record) {
-  const boxes = [box('blocks', 'label')];
-  for (const size of record.sizes.slice(0, FIRST * 2)) {
-    boxes.push(box('len', 'delim'), box(String(size), 'block', `a block of ${size} bytes`));
-  }
-  const more = record.blocks - Math.min(record.sizes.length, FIRST * 2);
-  if (more > 0) boxes.push(box(`… ${more} more blocks …`, 'label'));
+  // A block's length prefix is binary (4 bytes, big-endian), not text: no digits to show
+  // as they travel, so its size is drawn in decimal.
+  const draw = (size) => [box('len', 'delim', 'a 4-byte big-endian length prefix'),
+                          box(String(size), 'block', `a block of ${size} bytes, after its `
+                              + '4-byte big-endian length prefix (binary: shown in decimal)')];
+  const boxes = [box('blocks', 'label'),
+                 ...collapsed(record.blocks, record.sizes, record.last_sizes, draw, 'block')];
   const end = record.ended;
   if (end === 'ended by the empty block' || (end && end.kind === 'whole')) {
     boxes.push(box('len 0', 'last', 'the empty block that ends the stream'));

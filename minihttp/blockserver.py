@@ -297,14 +297,15 @@ class BlockServer(Protocol):
         finally:
             if saver is not None:
                 saver.discard()
-        # Said once the temporary file is gone: whoever acts on the line (a
-        # person, a script, a test) finds no trace of a broken stream.
-        if problem:
-            say(f'{problem} ({took})', err=True)
-        elif not self.quiet:
-            say(line)
         if self.records is not None:
             ended = problem.partition(': ')[2] if problem else ended
             self.records.add(block_record(conn.peer, time.time(), stream.blocks, stream.total,
                                           stream.sizes.facts(), ended))
+        # Said once the temporary file is gone and the record kept: whoever acts on
+        # the line (a person, a script, a test) finds no trace of a broken stream,
+        # and finds its record.
+        if problem:
+            say(f'{problem} ({took})', err=True)
+        elif not self.quiet:
+            say(line)
         return CLOSE

@@ -159,7 +159,7 @@ def test_the_page_uploads_lists_downloads_deletes_and_draws_live_framing(page, s
     row.get_by_role('button', name='Yes, delete picked.bin').click()
     row.wait_for(state='detached')
     assert sorted(os.listdir(uploads)) == ['chunked.bin']
-    page.locator('#said', has_text='Deleted picked.bin.').wait_for()
+    page.locator('#uploads-said', has_text='Deleted picked.bin.').wait_for()
     assert page.errors == [], page.errors
     save(page, 'page.png')
 
@@ -287,7 +287,7 @@ def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
                                     'bytes, more than 1048576 bytes')
     line = page.locator('#transfers p', has_text='big.bin')
     assert line.locator('progress').count() == 0 and line.locator('button').count() == 0
-    assert 'big.bin: not stored: 413' in page.locator('#said').inner_text()
+    assert 'big.bin: not stored: 413' in page.locator('#uploads-said').inner_text()
     assert os.listdir(uploads) == []
 
     # An upload slowed to 64 KB/s (the browser's own throttle), cancelled on the way.
@@ -335,7 +335,7 @@ def test_errors_are_said_in_words_on_the_page_never_in_a_dialog(page, site, tmp_
     (uploads / 'gone.txt').unlink()
     row.get_by_role('button', name='Delete gone.txt').click()
     row.get_by_role('button', name='Yes, delete gone.txt').click()
-    said = page.locator('#said.error')
+    said = page.locator('#uploads-said.error')
     said.wait_for()
     assert said.inner_text().startswith('gone.txt was not deleted: 404')
     assert page.dialogs == []                  # (and the fixture checks again)
@@ -355,6 +355,32 @@ def unnamed_controls(page):
     return [(node['role']['value'], node.get('properties')) for node in tree
             if not node.get('ignored') and node.get('role', {}).get('value') in CONTROLS
             and not node.get('name', {}).get('value', '').strip()]
+
+
+def covered(page):
+    """Where a speaking status line's box meets a command, code or framing box not its
+    own: [(status id, what it covers, where that was scrolled to)]."""
+    return page.evaluate("""() => {
+      const shown = (element) => element.getClientRects().length > 0;
+      const spoken = [...document.querySelectorAll('[aria-live]')]
+        .filter((element) => shown(element) && element.textContent.trim());
+      const boxes = [...document.querySelectorAll('pre, code, .box')].filter(shown);
+      const meet = (a, b) => a.left < b.right && b.left < a.right
+                             && a.top < b.bottom && b.top < a.bottom;
+      const found = [];
+      for (const box of boxes) {
+        for (const block of ['start', 'end']) {
+          box.scrollIntoView({block});
+          for (const said of spoken) {
+            if (said.contains(box)) continue;
+            if (meet(said.getBoundingClientRect(), box.getBoundingClientRect())) {
+              found.push([said.id, box.id || box.textContent.slice(0, 40), block]);
+            }
+          }
+        }
+      }
+      return found;
+    }""")
 
 
 @pytest.mark.timeout(120)
@@ -393,6 +419,16 @@ def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, 
         page.get_by_label('Token').wait_for()
         assert unnamed_controls(page) == []
         assert page.locator('[aria-live]').count() >= 1
+        # What the page says of an action covers no command: each status line that
+        # speaks, against every command, code and framing box, with the box scrolled to
+        # the top and to the bottom of the screen (where a toast would sit).
+        page.click('#pause')
+        page.locator('#log-said', has_text='paused').wait_for()
+        page.get_by_role('button', name='Delete README.md').click()
+        page.get_by_role('button', name='Yes, delete README.md').click()
+        page.locator('#uploads-said', has_text='Deleted README.md.').wait_for()
+        assert page.locator('[aria-live]:not(:empty)').count() == 3     # echo, uploads, log
+        assert covered(page) == []
         save(page, f'{screen}.png')
         assert page.dialogs == [] and page.errors == [], (page.dialogs, page.errors)
     finally:

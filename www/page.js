@@ -40,10 +40,11 @@ function human(bytes) {
   return `${value.toFixed(1)} ${units[unit]}`;
 }
 
-// Said on the page, and read out by a screen reader (the element is aria-live).
-function announce(text, isError = false) {
-  const said = $('said');
-  said.className = isError ? 'error' : 'words';
+// Said on the page beside the controls of its section (``where``: the id of that
+// section's status line, which is aria-live, so a screen reader reads it out too).
+function announce(where, text, isError = false) {
+  const said = $(where);
+  said.className = `said ${isError ? 'error' : 'words'}`;
   said.textContent = text;
 }
 
@@ -353,12 +354,12 @@ $('pause').addEventListener('click', () => {
     waiting.clear();
     records.forEach(take);
   }
-  announce(paused ? 'The log is paused: new records wait.' : 'The log follows again.');
+  announce('log-said', paused ? 'The log is paused: new records wait.' : 'The log follows again.');
 });
 $('clear').addEventListener('click', () => {
   clearedUpTo = Math.max(clearedUpTo, ...store.keys(), ...waiting.keys());
   refilter();
-  announce('Log cleared on this page (the server keeps its records).');
+  announce('log-said', 'Log cleared on this page (the server keeps its records).');
 });
 
 async function fillCommands() {
@@ -394,14 +395,12 @@ $('send').addEventListener('click', async () => {
     body.className = 'echoed';
     body.textContent = text.length > 2000 ? text.slice(0, 2000) + '…' : text;
     echo.replaceChildren(framing, body);
-    announce(`Echoed ${human(new Blob([text]).size)}.`);
   } catch (error) {
     const words = error instanceof TypeError ? problem(0, '') : error.message;
     const said = document.createElement('p');
     said.className = 'error';
     said.textContent = `The echo failed: ${words}`;
     echo.replaceChildren(said);
-    announce(said.textContent, true);
   }
 });
 
@@ -433,7 +432,7 @@ function upload(file) {
     if (isError) bar.remove();
     status.className = isError ? 'error' : '';
     status.textContent = words;
-    announce(`${file.name}: ${words}`, isError);
+    announce('uploads-said', `${file.name}: ${words}`, isError);
   };
   request.open('PUT', '/uploads/' + encodeURIComponent(file.name));
   for (const [name, value] of Object.entries(authorization())) request.setRequestHeader(name, value);
@@ -478,10 +477,14 @@ function deleteButton(name, href, cell) {
     const yes = button('Yes, delete', `Yes, delete ${name}`, async () => {
       try {
         const answer = await fetch(href, {method: 'DELETE', headers: authorization()});
-        if (answer.ok) announce(`Deleted ${name}.`);
-        else announce(`${name} was not deleted: ${problem(answer.status, await answer.text())}`, true);
+        if (answer.ok) {
+          announce('uploads-said', `Deleted ${name}.`);
+        } else {
+          announce('uploads-said', `${name} was not deleted: `
+                   + problem(answer.status, await answer.text()), true);
+        }
       } catch (error) {
-        announce(`${name} was not deleted: ${problem(0, '')}`, true);
+        announce('uploads-said', `${name} was not deleted: ${problem(0, '')}`, true);
       }
       listStored();
     });

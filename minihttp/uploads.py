@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import unicodedata
+from urllib.parse import quote, unquote
 
 from .atomic import AtomicFile
 from .digests import ALGORITHMS, DEFAULT
@@ -34,6 +35,9 @@ NAME = re.compile(r'[^/\\\x00-\x1f\x7f]+')
 # Zl, Zp: line and paragraph separators, which break a listing's lines.
 INVISIBLE = {'Cc': 'a control character', 'Cf': 'an invisible format character',
              'Zl': 'a line separator', 'Zp': 'a paragraph separator'}
+# Except the two joiners (Cf too): ZWNJ is part of ordinary Persian words and ZWJ
+# of emoji sequences; neither reorders text, and refusing them refuses real names.
+JOINERS = frozenset('\u200c\u200d')
 
 
 def check_name(name):
@@ -54,7 +58,7 @@ def check_name(name):
                              f'characters: {name[:60]!r}')
     for char in name:
         what = INVISIBLE.get(unicodedata.category(char))
-        if what is not None:
+        if what is not None and char not in JOINERS:
             called = unicodedata.name(char, '')    # C0 and C1 controls have none
             raise HTTPError(400, f'upload name contains U+{ord(char):04X}'
                                  f'{f" ({called})" if called else ""}, {what}')
@@ -64,6 +68,20 @@ def check_name(name):
         raise HTTPError(400, f'upload name is {size} bytes in UTF-8, longer than a file '
                              f'name may be ({MAX_UPLOAD_NAME}): {name[:40]!r}...')
     return name
+
+
+def stored_spelling(url_path):
+    """A URL path under /uploads/ spelled as check_name stores names (NFC), so that a
+    decomposed name from a Mac finds the file its PUT stored.  Unchanged when it is
+    ASCII or not UTF-8 (the file server then refuses or misses it as before)."""
+    if '%' not in url_path:
+        return url_path
+    try:
+        decoded = unquote(url_path, errors='strict')
+    except UnicodeDecodeError:
+        return url_path
+    composed = unicodedata.normalize('NFC', decoded)
+    return url_path if composed == decoded else quote(composed)
 
 
 class Incoming(AtomicFile):

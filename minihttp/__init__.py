@@ -10,6 +10,7 @@ lowest layer first:
     errors       HTTPError: what a client got wrong, and its status; SizeLimit: every 413;
                  ResponseError: a response of our own that cannot be sent as framed;
                  PEER_GONE: the errors that mean the peer went away
+    tls          TLS: contexts, certificate facts, the record layer's framing, TLS over a socket
     browsers     what a page of another site may do: Host (421), Origin (403), uploads' fields
     atomic       files that appear whole or not at all: a temporary file, fsynced, renamed into place
     digests      RFC 9530 integrity digests: parsed strictly, checked, made

@@ -28,7 +28,7 @@ from .responses import Response
 from .limits import MAX_RECORD_DIGITS, MAX_UPLOAD
 from .records import EventStream, FramingLog
 from .transfer import CHUNKED, NONE
-from .uploads import UploadStore, check_name
+from .uploads import UploadStore, check_name, stored_spelling
 
 HTML = 'text/html; charset=utf-8'
 JSON = 'application/json'
@@ -184,7 +184,8 @@ class App:
             return Response(200, [('Content-Type', JSON), ('Cache-Control', 'no-store')],
                             json_pieces(lambda: {'files': self.store.stored()}))
         return files.serve_path(request, self.store.directory,
-                                '/' + request.path[len(UPLOADS):], self.fields_of_upload)
+                                '/' + stored_spelling(request.path[len(UPLOADS):]),
+                                self.fields_of_upload)
 
     @staticmethod
     def fields_of_upload(path):

@@ -19,7 +19,7 @@ from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job, Protocol
 from .framing import IncompleteRead
 from .limits import (BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, BODY_TIMEOUT, HEAD_TIMEOUT,
                      KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MIN_RATE, RATE_WINDOW)
-from .records import block_record, keep_size
+from .records import Sizes, block_record
 from .report import log_failure, say
 
 
@@ -63,21 +63,21 @@ class Saver(AtomicFile):
 class Stream:
     """What one connection's block stream has received so far, and where it saves it."""
 
-    __slots__ = ('peer', 'saver', 'blocks', 'total', 'lengths', 'length', 'hashing', 'began')
+    __slots__ = ('peer', 'saver', 'blocks', 'total', 'sizes', 'length', 'hashing', 'began')
 
     def __init__(self, peer, saver, hashing=None):
         self.began = time.monotonic()   # for the time its last line says
         self.peer = peer
         self.saver = saver
         self.blocks = self.total = 0
-        self.lengths = []      # the first blocks' sizes, for the framing record
+        self.sizes = Sizes()   # the blocks' sizes, first and last, for the framing record
         self.length = None     # the payload announced by the header just read
         self.hashing = hashing  # with --digest: a hash of every payload byte, in order
 
     def count(self, length):
         self.blocks += 1
         self.total += length
-        keep_size(self.lengths, length)
+        self.sizes.add(length)
 
 
 class BlockServer(Protocol):
@@ -297,14 +297,15 @@ class BlockServer(Protocol):
         finally:
             if saver is not None:
                 saver.discard()
-        # Said once the temporary file is gone: whoever acts on the line (a
-        # person, a script, a test) finds no trace of a broken stream.
+        if self.records is not None:
+            ended = problem.partition(': ')[2] if problem else ended
+            self.records.add(block_record(conn.peer, time.time(), stream.blocks, stream.total,
+                                          stream.sizes.facts(), ended))
+        # Said once the temporary file is gone and the record kept: whoever acts on
+        # the line (a person, a script, a test) finds no trace of a broken stream,
+        # and finds its record.
         if problem:
             say(f'{problem} ({took})', err=True)
         elif not self.quiet:
             say(line)
-        if self.records is not None:
-            ended = problem.partition(': ')[2] if problem else ended
-            self.records.add(block_record(conn.peer, time.time(), stream.blocks, stream.total,
-                                          stream.lengths, ended))
         return CLOSE

@@ -15,7 +15,7 @@ from .framing import IncompleteRead, LimitExceeded
 from .grammar import CHUNK_EXT, CHUNK_LINE, CRLF
 from .limits import (BODY_PIECE, MAX_CHUNK_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS,
                      STREAM_BUFFER_SIZE)
-from .records import keep_size
+from .records import Sizes
 from .request import read_field_lines, read_line
 from .transfer import (CHUNKED, CHUNKED_BODY, LENGTH, NO_BODY, NONE, NOT_TRAILERS,
                        content_length, request_framing)
@@ -41,7 +41,6 @@ class Body:
         self.received = 0
         self.done = self.framing.kind == NONE
         self.chunks = 0
-        self.sizes = []      # the first RECORDED_CHUNKS chunk sizes, for the framing record
         self.trailers = []           # [(name, value)]: a chunked body's, once read
         self.ignored_trailers = ()   # names of trailer fields dropped (NOT_TRAILERS)
         self._send_continue = send_continue
@@ -128,6 +127,10 @@ class ChunkedBody(Body):
     framing = CHUNKED_BODY
     length = None
 
+    def __init__(self, reader, send_continue=None):
+        super().__init__(reader, send_continue)
+        self.sizes = Sizes()     # the whole chunks' sizes, first and last, for the record
+
     def _next_size(self):
         """Read a chunk-size line; at the last chunk, read the trailers and return 0."""
         try:
@@ -144,18 +147,18 @@ class ChunkedBody(Body):
         if size == 0:
             self._read_trailers()
             self.done = True
-        else:
-            keep_size(self.sizes, size)
         return size
 
-    def _end_chunk(self):
-        """The CRLF after chunk data, exactly (section 7.1)."""
+    def _end_chunk(self, size):
+        """The CRLF after chunk data, exactly (section 7.1): a whole chunk of ``size``,
+        counted and its size kept (a record lists the chunks that came whole)."""
         try:
             if self.reader.read_exact(2) != CRLF:
                 raise framing_error('chunk data not followed by CRLF')
         except IncompleteRead as exc:
             raise truncated_body(exc) from None
         self.chunks += 1
+        self.sizes.add(size)
 
     def _read_trailers(self):
         """The trailer section (section 7.1.2), bounded like a head, kept apart from it.
@@ -186,7 +189,7 @@ class ChunkedBody(Body):
             except IncompleteRead as exc:
                 raise truncated_body(exc) from None
             self.received += size
-            self._end_chunk()
+            self._end_chunk(size)
         return self.received
 
     def pieces(self):
@@ -205,7 +208,7 @@ class ChunkedBody(Body):
                 remaining -= len(piece)
                 self.received += len(piece)
                 yield piece
-            self._end_chunk()
+            self._end_chunk(size)
 
 
 # What buffered_body answers.

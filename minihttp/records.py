@@ -20,7 +20,8 @@ import json
 import os
 import threading
 
-from .limits import RECORDED_CHUNKS, RECORDED_TARGET, RECORDED_TRAILER, RECORDS_KEPT
+from .limits import (RECORDED_CHUNKS, RECORDED_LAST, RECORDED_TARGET, RECORDED_TRAILER,
+                     RECORDS_KEPT)
 from .transfer import CHUNKED, CLOSE, LENGTH, NONE, STREAM, Framing
 
 
@@ -240,8 +241,8 @@ def body_facts(body):
         return ('unread',)
     kind = body.framing.kind
     if kind == CHUNKED:
-        return (kind, body.received, body.chunks, body.sizes, trailer_facts(body.trailers),
-                body.done)
+        return (kind, body.received, body.chunks, body.sizes.facts(),
+                trailer_facts(body.trailers), body.done)
     if kind == LENGTH:
         return (kind, body.length, body.received, body.done)
     return (kind,)
@@ -275,15 +276,17 @@ def trailer_facts(trailers):
 
 NO_TRAILERS = trailer_facts(())       # most responses': made once
 # The response facts of an exchange that ended (or is open) before a response began.
-NOT_SENT = (None, NONE, 0, 0, 0, NO_TRAILERS, False)
+NOT_SENT = (None, NONE, 0, 0, 0, NO_TRAILERS, False, None)
 
 
-def response_facts(status, framing, chunks, sent, trailers, done=True):
+def response_facts(status, framing, chunks, sent, trailers, done=True, sizes=None):
     """A response's facts as a record keeps them: its status, its transfer.Framing's kind
     and length, its chunks and body bytes sent, the trailer fields its last chunk carried,
-    and whether it was sent to its end (False: cut, or a stream kept open)."""
+    whether it was sent to its end (False: cut, or a stream kept open), and its chunks'
+    sizes (a Sizes, or None: not sent in chunks by the writer)."""
     return (status, framing.kind, framing.length, chunks, sent,
-            trailer_facts(trailers) if trailers else NO_TRAILERS, done)
+            trailer_facts(trailers) if trailers else NO_TRAILERS, done,
+            None if sizes is None else sizes.facts())
 
 
 def trailer_dict(facts):
@@ -292,7 +295,8 @@ def trailer_dict(facts):
 
 
 def block_record(peer, now, blocks, total, recorded, ended):
-    """The facts of one block stream: its blocks' sizes and how it ended."""
+    """The facts of one block stream: its blocks, bytes, their sizes (Sizes.facts) and
+    how it ended."""
     return ['blocks', now, _process[0], peer, blocks, total, recorded, ended, 0, 0]
 
 
@@ -303,10 +307,9 @@ def public(record):
            'process': process, 'peer': f'{peer[0]}:{peer[1]}'}
     if kind == 'blocks':
         blocks, total, recorded, ended = record[4:8]
-        out.update({'blocks': blocks, 'bytes': total, **sizes(recorded, blocks),
-                    'ended': ended})
+        out.update({'blocks': blocks, 'bytes': total, **sizes(recorded), 'ended': ended})
     else:
-        head, (status, kind, length, chunks, sent, trailers, done) = record[4:6]
+        head, (status, kind, length, chunks, sent, trailers, done, recorded) = record[4:6]
         out['request'] = None if head is None else {
             'method': head[0], 'target': head[1], 'version': head[2], 'head': head[3],
             'delimiter': 'CRLFCRLF', 'body': body_dict(head[4])}
@@ -318,6 +321,8 @@ def public(record):
             out['response']['length'] = length
         elif kind == CHUNKED:
             out['response'].update(trailer_dict(trailers))
+            if recorded is not None:
+                out['response'].update(sizes(recorded))
         how, why = record[6]
         out['ended'] = {'kind': how, 'reason': why}
     out['words'] = describe(out)
@@ -331,16 +336,20 @@ def body_dict(facts):
     if kind == CHUNKED:
         _, received, chunks, recorded, trailers, done = facts
         return {'framing': kind, 'bytes': received, 'chunks': chunks,
-                **sizes(recorded, chunks), **trailer_dict(trailers), 'done': done}
+                **sizes(recorded), **trailer_dict(trailers), 'done': done}
     if kind == LENGTH:
         _, length, received, done = facts
         return {'framing': kind, 'length': length, 'bytes': received, 'done': done}
     return {'framing': kind}
 
 
-def sizes(recorded, count):
-    """The chunk or block sizes a record lists: the first RECORDED_CHUNKS, and how many more."""
-    return {'sizes': list(recorded), 'more': count - len(recorded)}
+def sizes(facts):
+    """The chunk or block sizes a record lists, as Sizes.facts made them: ``sizes`` the
+    first, ``last_sizes`` the last (none of them among the first), ``more`` how many
+    chunks or blocks are in neither."""
+    first, last, count = facts
+    return {'sizes': list(first), 'last_sizes': list(last),
+            'more': count - len(first) - len(last)}
 
 
 def describe(record):
@@ -416,7 +425,29 @@ def describe_blocks(record):
             f'{record["ended"]}')
 
 
-def keep_size(recorded, size):
-    """Add a chunk or block size to a record's list, up to RECORDED_CHUNKS of them."""
-    if len(recorded) < RECORDED_CHUNKS:
-        recorded.append(size)
+class Sizes:
+    """The sizes of a run of chunks or blocks as a record lists them: the first
+    RECORDED_CHUNKS, the last RECORDED_LAST after those, and how many in all.
+
+    ``add`` is O(1) and the memory bounded whatever the count (the last few in a
+    deque that drops the oldest), so a body of a million chunks costs the same
+    bookkeeping as one of 70; ``facts`` is what a record keeps, a snapshot.
+    """
+
+    __slots__ = ('first', 'last', 'count')
+
+    def __init__(self):
+        self.first = []
+        self.last = collections.deque(maxlen=RECORDED_LAST)
+        self.count = 0
+
+    def add(self, size):
+        count = self.count = self.count + 1
+        if count <= RECORDED_CHUNKS:
+            self.first.append(size)
+        else:
+            self.last.append(size)
+
+    def facts(self):
+        """(the first sizes, the last ones, the count), apart from this keeper's future."""
+        return tuple(self.first), tuple(self.last), self.count

@@ -19,7 +19,7 @@ from . import __version__
 from .errors import ResponseError
 from .framing import write_all
 from .grammar import CRLF, FIELD_LINE, FIELD_NAME, LAST_CHUNK
-from .records import EventStream
+from .records import EventStream, Sizes
 from .transfer import (CHUNKED, CLOSE, LENGTH, NO_CONTENT, NOT_TRAILERS, STREAM,
                        response_framing)
 
@@ -124,7 +124,9 @@ class ResponseWriter:
     (``framing``, a transfer.Framing; ``keep_alive``; ``chunked``, whether the
     body goes in chunks, as chunked framing and an event stream to HTTP/1.1
     do) and, as the body goes, what went (``sent`` body bytes, ``chunks``, and
-    the ``trailers`` sent, once the last chunk has gone).
+    the ``trailers`` sent, once the last chunk has gone).  ``sizes`` lists the
+    chunks' sizes (a records.Sizes) once a body goes in chunks from ``sends``,
+    and is None otherwise: a response of bytes or Content-Length keeps none.
     ``version`` is the request's (None when its head was unreadable): only an
     HTTP/1.1 client is sent chunks (RFC 9112 section 7), and an HTTP/1.0 client
     keeps the connection only when told (RFC 9112 section 9.3).  ``keep_alive``
@@ -133,7 +135,7 @@ class ResponseWriter:
     """
 
     __slots__ = ('response', 'framing', 'head', 'keep_alive', 'has_body', 'chunked',
-                 'sent', 'chunks', 'trailers')
+                 'sent', 'chunks', 'trailers', 'sizes')
 
     def __init__(self, response, method, version, keep_alive, now):
         # Positional, and few: this runs for every response (a class called
@@ -148,6 +150,7 @@ class ResponseWriter:
         self.chunked = kind == CHUNKED or (kind == STREAM and chunked_ok)
         self.sent = self.chunks = 0
         self.trailers = ()
+        self.sizes = None
         if kind == LENGTH:
             fields = [('Content-Length', str(framing.length))]
         elif self.chunked:
@@ -187,10 +190,14 @@ class ResponseWriter:
     def _pieces(self, body):
         yield (self.head,)
         if self.chunked:
+            self.sizes = Sizes()
+            keep = self.sizes.add
             for piece in body:
                 if piece:                 # an empty chunk would end the body
+                    size = byte_length(piece)
                     self.chunks += 1
-                    self.sent += byte_length(piece)
+                    self.sent += size
+                    keep(size)
                     yield chunk(piece)
             trailers = self.trailer_fields()
             yield (last_chunk(trailers),)

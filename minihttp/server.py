@@ -510,7 +510,7 @@ class HTTPServer(Protocol):
                 response = NOT_SENT
             else:
                 response = response_facts(writer.response.status, writer.framing, writer.chunks,
-                                          writer.sent, writer.trailers, False)
+                                          writer.sent, writer.trailers, False, writer.sizes)
             record = http_record(live.conn.peer, live.now, live.request, live.body, response,
                                  (OPEN, waiting))
             if live.record is None:
@@ -658,7 +658,7 @@ class HTTPServer(Protocol):
             response = NOT_SENT
         else:
             response = response_facts(writer.response.status, writer.framing, writer.chunks,
-                                      writer.sent, writer.trailers, done)
+                                      writer.sent, writer.trailers, done, writer.sizes)
         record = http_record(conn.peer, now, request, body, response, ended)
         if live is not None:
             record = self.close_live(live, record)

@@ -13,6 +13,8 @@ import hashlib
 import os
 import re
 import threading
+import unicodedata
+from urllib.parse import quote, unquote
 
 from .atomic import AtomicFile
 from .digests import ALGORITHMS, DEFAULT
@@ -25,9 +27,28 @@ TEMP_PREFIX = '.upload-'
 # most MAX_UPLOAD_NAME bytes long in UTF-8 (the file system counts bytes).
 NAME = re.compile(r'[^/\\\x00-\x1f\x7f]+')
 
+# Characters a name may not hold although they are neither "/" nor C0 controls:
+# what draws nothing or changes how the rest is drawn.  "invoice\u202efdp.exe"
+# shows as "invoiceexe.pdf"; a zero-width space makes a second "report.txt".
+# Cc: controls (C1 too, U+0080-U+009F); Cf: format characters (bidi embeddings,
+# overrides and isolates, marks, zero-width characters, U+FEFF, soft hyphen);
+# Zl, Zp: line and paragraph separators, which break a listing's lines.
+INVISIBLE = {'Cc': 'a control character', 'Cf': 'an invisible format character',
+             'Zl': 'a line separator', 'Zp': 'a paragraph separator'}
+# Except the two joiners (Cf too): ZWNJ is part of ordinary Persian words and ZWJ
+# of emoji sequences; neither reorders text, and refusing them refuses real names.
+JOINERS = frozenset('\u200c\u200d')
+
 
 def check_name(name):
-    """The name as given, or HTTPError 400 saying why it cannot be stored."""
+    """The name to store, or HTTPError 400 saying why it cannot be stored.
+
+    The name is stored in Unicode normalization form C (UAX #15): a Mac sends
+    "résumé.txt" decomposed (NFD: "e" then U+0301), Windows and Linux composed,
+    and Linux file systems compare bytes, so without this one name would be two
+    files that look the same.  Every way in (PUT, DELETE, a form's parts) comes
+    through here, so each finds the same file whichever form it was given.
+    """
     if not name:
         raise HTTPError(400, 'upload name is empty')
     if name.startswith('.'):
@@ -35,11 +56,32 @@ def check_name(name):
     if not NAME.fullmatch(name):
         raise HTTPError(400, f'upload name must be one path segment without control '
                              f'characters: {name[:60]!r}')
+    for char in name:
+        what = INVISIBLE.get(unicodedata.category(char))
+        if what is not None and char not in JOINERS:
+            called = unicodedata.name(char, '')    # C0 and C1 controls have none
+            raise HTTPError(400, f'upload name contains U+{ord(char):04X}'
+                                 f'{f" ({called})" if called else ""}, {what}')
+    name = unicodedata.normalize('NFC', name)
     size = len(name.encode('utf-8', 'surrogatepass'))
     if size > MAX_UPLOAD_NAME:
         raise HTTPError(400, f'upload name is {size} bytes in UTF-8, longer than a file '
                              f'name may be ({MAX_UPLOAD_NAME}): {name[:40]!r}...')
     return name
+
+
+def stored_spelling(url_path):
+    """A URL path under /uploads/ spelled as check_name stores names (NFC), so that a
+    decomposed name from a Mac finds the file its PUT stored.  Unchanged when it is
+    ASCII or not UTF-8 (the file server then refuses or misses it as before)."""
+    if '%' not in url_path:
+        return url_path
+    try:
+        decoded = unquote(url_path, errors='strict')
+    except UnicodeDecodeError:
+        return url_path
+    composed = unicodedata.normalize('NFC', decoded)
+    return url_path if composed == decoded else quote(composed)
 
 
 class Incoming(AtomicFile):

@@ -356,13 +356,14 @@ def test_trace_says_how_each_message_was_framed(serve):
     records = [r for r in framing_records(server.port) if r['peer'].endswith(f':{local_port}')]
     assert [describe(r) for r in records] == [m[1] for m in traces]
     assert records[0]['request']['body'] == {
-        'framing': 'chunked', 'bytes': 311, 'chunks': 3, 'sizes': [10, 300, 1], 'more': 0,
-        'trailers': 1, 'trailer_fields': [['X-Sum', '*']], 'done': True}
+        'framing': 'chunked', 'bytes': 311, 'chunks': 3, 'sizes': [10, 300, 1],
+        'last_sizes': [], 'more': 0, 'trailers': 1, 'trailer_fields': [['X-Sum', '*']], 'done': True}
     # The echo sent the trailer back: the response's record has it too (its value is not a
     # digest, so shown as *).
     assert records[0]['response'] == {'sent': True, 'done': True, 'status': 200,
                                       'framing': 'chunked', 'chunks': 3, 'bytes': 311, 'trailers': 1,
-                                      'trailer_fields': [['X-Sum', '*']]}
+                                      'trailer_fields': [['X-Sum', '*']], 'sizes': [10, 300, 1],
+                                      'last_sizes': [], 'more': 0}
 
 
 def test_an_echo_whose_body_turns_out_malformed_is_cut_and_traced(serve):

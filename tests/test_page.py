@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from minihttp.blocks import put_block
 from support import HTTP_LISTENING, REPO, WAIT, chunked, exchange, free_port, wait_until
 
 
@@ -158,7 +159,7 @@ def test_the_page_uploads_lists_downloads_deletes_and_draws_live_framing(page, s
     row.get_by_role('button', name='Yes, delete picked.bin').click()
     row.wait_for(state='detached')
     assert sorted(os.listdir(uploads)) == ['chunked.bin']
-    page.locator('#said', has_text='Deleted picked.bin.').wait_for()
+    page.locator('#uploads-said', has_text='Deleted picked.bin.').wait_for()
     assert page.errors == [], page.errors
     save(page, 'page.png')
 
@@ -286,7 +287,7 @@ def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
                                     'bytes, more than 1048576 bytes')
     line = page.locator('#transfers p', has_text='big.bin')
     assert line.locator('progress').count() == 0 and line.locator('button').count() == 0
-    assert 'big.bin: not stored: 413' in page.locator('#said').inner_text()
+    assert 'big.bin: not stored: 413' in page.locator('#uploads-said').inner_text()
     assert os.listdir(uploads) == []
 
     # An upload slowed to 64 KB/s (the browser's own throttle), cancelled on the way.
@@ -334,7 +335,7 @@ def test_errors_are_said_in_words_on_the_page_never_in_a_dialog(page, site, tmp_
     (uploads / 'gone.txt').unlink()
     row.get_by_role('button', name='Delete gone.txt').click()
     row.get_by_role('button', name='Yes, delete gone.txt').click()
-    said = page.locator('#said.error')
+    said = page.locator('#uploads-said.error')
     said.wait_for()
     assert said.inner_text().startswith('gone.txt was not deleted: 404')
     assert page.dialogs == []                  # (and the fixture checks again)
@@ -354,6 +355,32 @@ def unnamed_controls(page):
     return [(node['role']['value'], node.get('properties')) for node in tree
             if not node.get('ignored') and node.get('role', {}).get('value') in CONTROLS
             and not node.get('name', {}).get('value', '').strip()]
+
+
+def covered(page):
+    """Where a speaking status line's box meets a command, code or framing box not its
+    own: [(status id, what it covers, where that was scrolled to)]."""
+    return page.evaluate("""() => {
+      const shown = (element) => element.getClientRects().length > 0;
+      const spoken = [...document.querySelectorAll('[aria-live]')]
+        .filter((element) => shown(element) && element.textContent.trim());
+      const boxes = [...document.querySelectorAll('pre, code, .box')].filter(shown);
+      const meet = (a, b) => a.left < b.right && b.left < a.right
+                             && a.top < b.bottom && b.top < a.bottom;
+      const found = [];
+      for (const box of boxes) {
+        for (const block of ['start', 'end']) {
+          box.scrollIntoView({block});
+          for (const said of spoken) {
+            if (said.contains(box)) continue;
+            if (meet(said.getBoundingClientRect(), box.getBoundingClientRect())) {
+              found.push([said.id, box.id || box.textContent.slice(0, 40), block]);
+            }
+          }
+        }
+      }
+      return found;
+    }""")
 
 
 @pytest.mark.timeout(120)
@@ -392,6 +419,16 @@ def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, 
         page.get_by_label('Token').wait_for()
         assert unnamed_controls(page) == []
         assert page.locator('[aria-live]').count() >= 1
+        # What the page says of an action covers no command: each status line that
+        # speaks, against every command, code and framing box, with the box scrolled to
+        # the top and to the bottom of the screen (where a toast would sit).
+        page.click('#pause')
+        page.locator('#log-said', has_text='paused').wait_for()
+        page.get_by_role('button', name='Delete README.md').click()
+        page.get_by_role('button', name='Yes, delete README.md').click()
+        page.locator('#uploads-said', has_text='Deleted README.md.').wait_for()
+        assert page.locator('[aria-live]:not(:empty)').count() == 3     # echo, uploads, log
+        assert covered(page) == []
         save(page, f'{screen}.png')
         assert page.dialogs == [] and page.errors == [], (page.dialogs, page.errors)
     finally:
@@ -438,12 +475,53 @@ def test_the_page_draws_a_chunked_echos_trailer_section_both_ways(page, site):
     assert request[-6:] == [r'12c\r\n', r'1\r\n', *section]
     assert entry.locator('.chunk', has_text='12c').first.get_attribute('title').startswith(
         'a chunk of 300 bytes')
-    assert response[-4:] == section
-    assert response.count('chunk') == record['response']['chunks'] > 0
+    assert response[-6:] == [r'12c\r\n', r'1\r\n', *section]     # the echo's chunks: the same
+    assert record['response']['sizes'] == [300, 1]
     assert 's3cret' not in entry.inner_text()
     assert page.errors == [], page.errors
     ARTIFACTS.mkdir(exist_ok=True)
     entry.screenshot(path=str(ARTIFACTS / 'trailers.png'))
+
+
+@pytest.mark.timeout(120)
+def test_long_chunk_and_block_runs_are_drawn_first_count_last_chunks_in_hex(page, site):
+    """200 chunks up and echoed back: each direction drawn as its first sizes, how many
+    between and its last sizes, in hex as their size lines travel (decimal on hover);
+    a long block stream likewise, in decimal (its length prefix is binary)."""
+    base, _, server = site
+    load(page, base)
+    sizes = [n % 300 + 1 for n in range(200)]
+    reply = exchange(server.port, 'PUT', '/echo', ['Transfer-Encoding: chunked'],
+                     chunked(*[b'e' * size for size in sizes]))
+    assert reply.status == 200 and reply.headers['transfer-encoding'] == 'chunked'
+    blocks = [n + 1 for n in range(70)]
+    block_port = requests.get(f'{base}/_framing', timeout=WAIT).json()['block_port']
+    with socket.create_connection(('127.0.0.1', block_port), timeout=WAIT) as sock:
+        for size in blocks:
+            put_block(sock, b'b' * size)
+        put_block(sock, b'')
+        assert sock.recv(1) == b''            # closed once the stream is kept
+    wait_until(lambda: [r for r in records(base) if r['kind'] == 'blocks'], 'blocks recorded')
+    wait_until(lambda: http_records(base, '/echo'), 'the echo recorded')
+    echo, = http_records(base, '/echo')
+    entry = page.locator(f'.record[data-id="{echo["id"]}"]')
+    entry.wait_for()
+    hexed = [rf'{size:x}\r\n' for size in sizes]
+    for row in (entry.locator('.row').nth(0), entry.locator('.row').nth(1)):
+        assert row.locator('.chunk').all_inner_texts() == hexed[:4] + hexed[-2:]
+        assert row.locator('.label', has_text='more chunks').inner_text() == (
+            '… 194 more chunks …')
+        assert row.locator('.chunk').nth(4).get_attribute('title').startswith(
+            f'a chunk of {sizes[-2]} bytes ({sizes[-2]:x} in hex)')
+        assert row.locator('.last').count() == 1
+    stream, = [r for r in records(base) if r['kind'] == 'blocks']
+    drawn = page.locator(f'.record[data-id="{stream["id"]}"]')
+    drawn.wait_for()
+    assert drawn.locator('.block').all_inner_texts() == ['1', '2', '3', '4', '69', '70']
+    assert drawn.locator('.label', has_text='more blocks').inner_text() == '… 64 more blocks …'
+    assert 'big-endian' in drawn.locator('.block').first.get_attribute('title')
+    assert page.errors == [], page.errors
+    entry.screenshot(path=str(ARTIFACTS / 'long-runs.png'))
 
 
 def event(record, kind=None):

@@ -8,15 +8,20 @@ of known framing and read the records back.
 import os
 import re
 import socket
+import sys
 import time
 
 import pytest
 
 from minihttp import records
-from minihttp.limits import RECORDED_CHUNKS
-from minihttp.records import FramingLog, block_record, describe, public
-from support import (CLF, Client, Feed, HTTP_LISTENING, WAIT, assert_back_to_baseline,
-                     framing_records, free_port, get, post, resources, run_minihttp)
+from minihttp.blocks import put_block
+from minihttp.limits import RECORDED_CHUNKS, RECORDED_LAST
+from minihttp.records import FramingLog, Sizes, block_record, describe, public
+from support import (CLF, Client, Feed, HTTP_LISTENING, WAIT, assert_back_to_baseline, chunked,
+                     framing_records, free_port, get, post, resources, run_minihttp,
+                     wait_until)
+
+NO_SIZES = Sizes().facts()
 
 
 def test_records_are_numbered_and_after_gives_only_newer_ones(serve):
@@ -44,8 +49,9 @@ def test_a_block_stream_is_recorded_with_its_block_sizes(minihttp):
     assert result.returncode == 0, result.stderr
     server.wait_for_line(r'end of stream after 3 blocks')
     record, = [r for r in framing_records(server.port) if r['kind'] == 'blocks']
-    assert (record['blocks'], record['bytes'], record['sizes'], record['ended']) == (
-        3, 93, [30, 33, 30], 'ended by the empty block')
+    assert (record['blocks'], record['bytes'], record['sizes'], record['last_sizes'],
+            record['more'], record['ended']) == (3, 93, [30, 33, 30], [], 0,
+                                                 'ended by the empty block')
     assert describe(record) == ('3 blocks by 4-byte length prefix, 93 B; '
                                 'ended by the empty block')
 
@@ -53,13 +59,105 @@ def test_a_block_stream_is_recorded_with_its_block_sizes(minihttp):
 def test_the_ring_keeps_the_newest_records_and_a_record_lists_a_bounded_number_of_sizes():
     log = FramingLog(size=3)
     for n in range(5):
-        log.add(block_record(('h', n), 0.0, 0, 0, [], 'ended'))
+        log.add(block_record(('h', n), 0.0, 0, 0, NO_SIZES, 'ended'))
     assert [r['id'] for r in log.recent()] == [3, 4, 5]
     assert [r['id'] for r in log.recent(after=4)] == [5]
     many = RECORDED_CHUNKS + 10
-    record = public(block_record(('h', 0), 0.0, many, many, list(range(RECORDED_CHUNKS)),
-                                 'ended'))
-    assert len(record['sizes']) == RECORDED_CHUNKS and record['more'] == 10
+    kept = Sizes()
+    for size in range(many):
+        kept.add(size)
+    record = public(block_record(('h', 0), 0.0, many, many, kept.facts(), 'ended'))
+    assert record['sizes'] == list(range(RECORDED_CHUNKS))
+    assert record['last_sizes'] == list(range(many - RECORDED_LAST, many))
+    assert record['more'] == 10 - RECORDED_LAST
+
+
+# -- chunk and block sizes: the first and the last few, and how many between -------------
+
+
+@pytest.mark.parametrize('count', [0, 1, RECORDED_CHUNKS, RECORDED_CHUNKS + 1,
+                                   RECORDED_CHUNKS + RECORDED_LAST + 1, 10_000])
+def test_sizes_keeps_the_first_and_the_last_few_and_counts_the_rest(count):
+    kept = Sizes()
+    for size in range(1, count + 1):
+        kept.add(size)
+    first, last, total = kept.facts()
+    assert total == count
+    assert list(first) == list(range(1, min(count, RECORDED_CHUNKS) + 1))
+    # The last few, none of them among the first: 65 chunks keep 64 first and 1 last.
+    assert list(last) == list(range(max(RECORDED_CHUNKS, count - RECORDED_LAST) + 1, count + 1))
+    shown = records.sizes(kept.facts())
+    assert shown['more'] == count - len(first) - len(last) == max(
+        0, count - RECORDED_CHUNKS - RECORDED_LAST)
+
+
+def test_sizes_costs_bounded_memory_whatever_the_count():
+    def held(kept):
+        return (len(kept.first), len(kept.last),
+                sys.getsizeof(kept.first) + sys.getsizeof(kept.last))
+
+    small, large = Sizes(), Sizes()
+    for size in range(RECORDED_CHUNKS + RECORDED_LAST + 1):
+        small.add(size)
+    for size in range(100_000):
+        large.add(size)
+    assert held(large) == held(small)
+    assert held(large)[:2] == (RECORDED_CHUNKS, RECORDED_LAST)
+
+
+def test_a_long_chunked_upload_and_its_chunked_echo_list_their_first_and_last_sizes(serve):
+    server = serve()
+    pieces = [b'x' * (n % 50 + 1) for n in range(200)]
+    with Client(server.port) as client:
+        client.send(get('/echo', 'HTTP/1.1', 'Transfer-Encoding: chunked', method='POST',
+                        body=chunked(*pieces)))
+        reply = client.reply('POST')
+    assert reply.status == 200 and reply.get('transfer-encoding') == 'chunked'
+    assert reply.body == b''.join(pieces)
+    def echoes():
+        return [r for r in framing_records(server.port) if r['request']['target'] == '/echo']
+    wait_until(echoes, 'the echo recorded')    # recorded once its last chunk went
+    record, = echoes()
+    sizes = [len(piece) for piece in pieces]
+    expected = {'sizes': sizes[:64], 'last_sizes': sizes[-4:], 'more': 132}
+    body = record['request']['body']
+    assert body['chunks'] == 200 and {k: body[k] for k in expected} == expected
+    # The echo sends each chunk as it came: the response's chunks, listed the same way.
+    response = record['response']
+    assert (response['framing'], response['chunks']) == ('chunked', 200)
+    assert {k: response[k] for k in expected} == expected
+
+
+def test_a_response_of_bytes_or_content_length_lists_no_sizes(serve):
+    server = serve()
+    with Client(server.port) as client:
+        assert client.exchange(post('/echo', b'hello')).status == 200
+        assert client.exchange(get('/')).status == 200
+    def answered():
+        return [r['response'] for r in framing_records(server.port)
+                if r['request']['target'] in ('/echo', '/')]
+    wait_until(lambda: len(answered()) == 2, 'both recorded')
+    assert [r['framing'] for r in answered()] == ['content-length'] * 2
+    assert all('sizes' not in r and 'last_sizes' not in r for r in answered())
+
+
+def test_a_long_block_stream_lists_its_first_and_last_block_sizes(minihttp):
+    blocks_port = free_port()
+    server = minihttp('serve', '--port', 0, '--block-port', blocks_port,
+                      listening=HTTP_LISTENING)
+    sizes = [n % 7 + 1 for n in range(70)]
+    with socket.create_connection(('127.0.0.1', blocks_port), timeout=WAIT) as sock:
+        for size in sizes:
+            put_block(sock, b'b' * size)
+        put_block(sock, b'')
+        assert sock.recv(1) == b''          # closed once the stream is kept
+    def streams():
+        return [r for r in framing_records(server.port) if r['kind'] == 'blocks']
+    wait_until(streams, 'the stream recorded')
+    record, = streams()
+    assert (record['blocks'], record['bytes']) == (70, sum(sizes))
+    assert (record['sizes'], record['last_sizes'], record['more']) == (
+        sizes[:64], sizes[-4:], 2)
 
 
 # -- GET /_framing/stream: the records as they come, held by the event loop ------------
@@ -191,7 +289,7 @@ def test_a_record_is_made_json_once_however_often_it_is_read(monkeypatch):
     monkeypatch.setattr(records, 'public', lambda record: made.append(record) or {'n': 1})
     log = FramingLog(size=50)
     for n in range(120):                   # the ring turns: old records' JSON is let go
-        log.add(block_record(('h', n), 0.0, 0, 0, [], 'ended'))
+        log.add(block_record(('h', n), 0.0, 0, 0, NO_SIZES, 'ended'))
         for record in log.kept(after=max(0, n - 5)):
             assert log.as_json(record) == b'{"n":1}'
     assert len(made) == 120

@@ -40,10 +40,11 @@ function human(bytes) {
   return `${value.toFixed(1)} ${units[unit]}`;
 }
 
-// Said on the page, and read out by a screen reader (the element is aria-live).
-function announce(text, isError = false) {
-  const said = $('said');
-  said.className = isError ? 'error' : 'words';
+// Said on the page beside the controls of its section (``where``: the id of that
+// section's status line, which is aria-live, so a screen reader reads it out too).
+function announce(where, text, isError = false) {
+  const said = $(where);
+  said.className = `said ${isError ? 'error' : 'words'}`;
   said.textContent = text;
 }
 
@@ -63,22 +64,33 @@ function chunkBox(size) {
              `a chunk of ${size} bytes (${hex} in hex): its size line, the data, CRLF`);
 }
 
-// A run of `count` chunks whose first sizes are `sizes` (null: the record keeps none),
-// as they travel: each labelled with its size line in hex (decimal in its tooltip).
-// A long run shows its first FIRST and, when the record knows them, last LAST chunks.
-function chunkRun(count, sizes) {
-  const draw = (size) => (size === undefined
-    ? box('chunk', 'chunk', 'a chunk (the record keeps no sizes for these)') : chunkBox(size));
-  const known = sizes || [];
-  if (count <= FIRST + LAST + 1) {
-    return Array.from({length: count}, (_, i) => draw(known[i]));
+// A run of `count` chunks or blocks as a record lists their sizes: `first` the first
+// ones (null: it lists none), `last` the last ones, none of them among the first (records
+// made before they kept those have none).  `draw(size)` gives the boxes of one (size
+// undefined: not known).  A long run shows its first FIRST, how many between, and, when
+// the record knows where the run ends, its last LAST.
+function collapsed(count, first, last, draw, noun) {
+  const known = (first || []).concat(last || []);
+  const endKnown = first !== null && first !== undefined
+    && ((last || []).length > 0 || first.length === count);
+  if (count <= FIRST + LAST + 1 && (endKnown || known.length === 0)) {
+    return Array.from({length: count}, (_, i) => draw(known[i])).flat();
   }
   const boxes = [];
-  for (let i = 0; i < FIRST; i++) boxes.push(draw(known[i]));
-  const tail = known.length === count ? known.slice(-LAST) : [];
-  boxes.push(box(`… ${count - FIRST - tail.length} more chunks …`, 'label'));
-  for (const size of tail) boxes.push(draw(size));
+  for (let i = 0; i < FIRST; i++) boxes.push(...draw(known[i]));
+  const tail = endKnown ? known.slice(-LAST) : [];
+  const between = count - FIRST - tail.length;
+  boxes.push(box(`… ${between} more ${noun}${between === 1 ? '' : 's'} …`, 'label'));
+  for (const size of tail) boxes.push(...draw(size));
   return boxes;
+}
+
+// A message's chunks as they travel: each labelled with its size line in hex (decimal
+// in its tooltip).
+function chunkRun(facts) {
+  const draw = (size) => [size === undefined
+    ? box('chunk', 'chunk', 'a chunk (the record keeps no sizes for these)') : chunkBox(size)];
+  return collapsed(facts.chunks, facts.sizes || null, facts.last_sizes, draw, 'chunk');
 }
 
 // The end of a chunked message: the last chunk, each trailer field line the record
@@ -122,7 +134,7 @@ function drawRequest(record) {
     // No thread has opened the body yet: the record says what the exchange waits for.
     boxes.push(box(`${end.reason || 'waiting'}…`, 'growing'));
   } else if (body.framing === 'chunked') {
-    boxes.push(...chunkRun(body.chunks, body.sizes));
+    boxes.push(...chunkRun(body));
     if (body.done) boxes.push(...lastChunkBoxes(body));
     else boxes.push(stopped(record, body.bytes));
   } else if (body.framing === 'content-length') {
@@ -148,7 +160,7 @@ function drawResponse(record) {
   const cut = end.kind === 'response cut' ||
     (response.done === false && end.kind !== 'open' && response.framing !== 'stream');
   if (response.framing === 'chunked') {
-    boxes.push(...chunkRun(response.chunks, response.sizes || null));
+    boxes.push(...chunkRun(response));
     if (cut) boxes.push(box(`cut after ${human(response.bytes)}`, 'missing', end.reason));
     else if (end.kind === 'open') boxes.push(box('sending…', 'growing'));
     else boxes.push(...lastChunkBoxes(response));
@@ -170,12 +182,13 @@ function drawResponse(record) {
 }
 
 function drawBlocks(record) {
-  const boxes = [box('blocks', 'label')];
-  for (const size of record.sizes.slice(0, FIRST * 2)) {
-    boxes.push(box('len', 'delim'), box(String(size), 'block', `a block of ${size} bytes`));
-  }
-  const more = record.blocks - Math.min(record.sizes.length, FIRST * 2);
-  if (more > 0) boxes.push(box(`… ${more} more blocks …`, 'label'));
+  // A block's length prefix is binary (4 bytes, big-endian), not text: no digits to show
+  // as they travel, so its size is drawn in decimal.
+  const draw = (size) => [box('len', 'delim', 'a 4-byte big-endian length prefix'),
+                          box(String(size), 'block', `a block of ${size} bytes, after its `
+                              + '4-byte big-endian length prefix (binary: shown in decimal)')];
+  const boxes = [box('blocks', 'label'),
+                 ...collapsed(record.blocks, record.sizes, record.last_sizes, draw, 'block')];
   const end = record.ended;
   if (end === 'ended by the empty block' || (end && end.kind === 'whole')) {
     boxes.push(box('len 0', 'last', 'the empty block that ends the stream'));
@@ -351,12 +364,12 @@ $('pause').addEventListener('click', () => {
     waiting.clear();
     records.forEach(take);
   }
-  announce(paused ? 'The log is paused: new records wait.' : 'The log follows again.');
+  announce('log-said', paused ? 'The log is paused: new records wait.' : 'The log follows again.');
 });
 $('clear').addEventListener('click', () => {
   clearedUpTo = Math.max(clearedUpTo, ...store.keys(), ...waiting.keys());
   refilter();
-  announce('Log cleared on this page (the server keeps its records).');
+  announce('log-said', 'Log cleared on this page (the server keeps its records).');
 });
 
 async function fillCommands() {
@@ -392,14 +405,12 @@ $('send').addEventListener('click', async () => {
     body.className = 'echoed';
     body.textContent = text.length > 2000 ? text.slice(0, 2000) + '…' : text;
     echo.replaceChildren(framing, body);
-    announce(`Echoed ${human(new Blob([text]).size)}.`);
   } catch (error) {
     const words = error instanceof TypeError ? problem(0, '') : error.message;
     const said = document.createElement('p');
     said.className = 'error';
     said.textContent = `The echo failed: ${words}`;
     echo.replaceChildren(said);
-    announce(said.textContent, true);
   }
 });
 
@@ -431,7 +442,7 @@ function upload(file) {
     if (isError) bar.remove();
     status.className = isError ? 'error' : '';
     status.textContent = words;
-    announce(`${file.name}: ${words}`, isError);
+    announce('uploads-said', `${file.name}: ${words}`, isError);
   };
   request.open('PUT', '/uploads/' + encodeURIComponent(file.name));
   for (const [name, value] of Object.entries(authorization())) request.setRequestHeader(name, value);
@@ -476,10 +487,14 @@ function deleteButton(name, href, cell) {
     const yes = button('Yes, delete', `Yes, delete ${name}`, async () => {
       try {
         const answer = await fetch(href, {method: 'DELETE', headers: authorization()});
-        if (answer.ok) announce(`Deleted ${name}.`);
-        else announce(`${name} was not deleted: ${problem(answer.status, await answer.text())}`, true);
+        if (answer.ok) {
+          announce('uploads-said', `Deleted ${name}.`);
+        } else {
+          announce('uploads-said', `${name} was not deleted: `
+                   + problem(answer.status, await answer.text()), true);
+        }
       } catch (error) {
-        announce(`${name} was not deleted: ${problem(0, '')}`, true);
+        announce('uploads-said', `${name} was not deleted: ${problem(0, '')}`, true);
       }
       listStored();
     });

@@ -1,0 +1,852 @@
+"""TLS: chapter 5 one level down.
+
+A TLS record is a 5-byte header (content type, version, a 2-byte length) and
+then exactly that many bytes: Listing 5-2's length-prefix framing, beneath
+HTTP's.  This module holds what the servers and the block client need of TLS,
+standard library ``ssl`` only:
+
+``server_context`` / ``client_context``
+    TLS 1.2 at least, ALPN ``http/1.1``, no renegotiation, the default
+    ciphers.  Every problem with the certificate or key files is one
+    TLSConfigError whose message names the file and what is wrong with it.
+``certificate_facts``
+    the subject, names, dates and SHA-256 fingerprint of a PEM certificate,
+    read by a small bounded DER reader (what the server prints at start).
+``RecordScanner``
+    the record framing made visible: fed one direction's raw bytes in any
+    pieces, it reads only the 5-byte headers and skips the lengths, and
+    tallies the records (and the handshake messages while they are in clear).
+``TLSConnection``
+    a socket-like object over a plain socket: an ``ssl.SSLObject`` between
+    two memory BIOs, so that every byte on the wire passes where a scanner
+    can see it, and a non-blocking socket keeps a plain one's semantics.
+``looks_like_tls``, ``plain_http_error``
+    telling a TLS hello from plain HTTP on the first bytes of a connection.
+"""
+
+import datetime
+import errno
+import hashlib
+import ipaddress
+import os
+import ssl
+import struct
+from typing import NamedTuple
+
+from .errors import HTTPError
+from .framing import FramingError
+from .limits import KiB, MiB, RECORDED_CHUNKS
+
+# --- limits (the lead may move them into limits.py) ---------------------------
+# The largest record a peer may send: RFC 8446 section 5.2, TLSCiphertext
+# "MUST NOT exceed 2^14 + 256 bytes" (TLS 1.2, RFC 5246 section 6.2.3, allowed
+# 2^14 + 2048; OpenSSL never sends more than the former).  A longer header is
+# malformed: the scanner would otherwise skip an attacker's 64 KiB of anything.
+MAX_RECORD_LENGTH = 2 ** 14 + 256
+# How much of a certificate, key or password file is read: a PEM chain of a
+# few certificates is a few KiB; a path naming /dev/zero or a huge file is
+# refused instead of read.
+MAX_PEM_FILE = 1 * MiB
+MAX_PASSWORD_FILE = 4 * KiB
+# The ciphertext one receive takes from the socket: a few full records.
+TLS_RECEIVE_SIZE = 64 * KiB
+# The plaintext one send encrypts: bounds the ciphertext held for a
+# non-blocking socket that cannot take it yet (a record's overhead is ~29 bytes).
+TLS_SEND_SIZE = 64 * KiB
+# Handshake message types a tally lists (a handshake has about a dozen).
+RECORDED_HANDSHAKE = 32
+
+ALPN = ['http/1.1']
+
+# RFC 8446 section 5.1 (ContentType) and RFC 6520 (heartbeat).
+CONTENT_TYPES = {20: 'change_cipher_spec', 21: 'alert', 22: 'handshake',
+                 23: 'application_data', 24: 'heartbeat'}
+CHANGE_CIPHER_SPEC, HANDSHAKE = 20, 22
+# RFC 8446 section 4 and RFC 5246 section 7.4 (HandshakeType).
+HANDSHAKE_TYPES = {0: 'hello_request', 1: 'client_hello', 2: 'server_hello',
+                   4: 'new_session_ticket', 5: 'end_of_early_data',
+                   8: 'encrypted_extensions', 11: 'certificate', 12: 'server_key_exchange',
+                   13: 'certificate_request', 14: 'server_hello_done',
+                   15: 'certificate_verify', 16: 'client_key_exchange', 20: 'finished',
+                   24: 'key_update', 254: 'message_hash'}
+
+RECORD_HEADER = struct.Struct('!BHH')      # type, legacy_record_version, length
+HANDSHAKE_HEADER_SIZE = 4                  # msg_type, a 3-byte length
+
+# What nginx answers plain HTTP on an HTTPS port (400, and the connection closes).
+PLAIN_HTTP_LINE = 'The plain HTTP request was sent to HTTPS port'
+
+
+class TLSConfigError(Exception):
+    """A certificate, key or password file the server cannot use; the message
+    names the file and the problem (the CLI prints it and exits with status 2)."""
+
+
+class MalformedRecord(FramingError):
+    """A TLS record header no peer may send."""
+
+
+# --- telling TLS from plain HTTP ----------------------------------------------
+
+def looks_like_tls(first):
+    """Whether a connection's first bytes begin a TLS handshake record.
+
+    A ClientHello's record starts 0x16 (handshake) then 0x03 (the version's
+    major byte); an HTTP request starts with a method, a token of letters,
+    which never holds 0x16.  One byte is enough to decide; a second confirms.
+    """
+    return len(first) >= 1 and first[0] == HANDSHAKE and (len(first) < 2 or first[1] == 3)
+
+
+def plain_http_error():
+    """The 400 for plain HTTP on a TLS port (sent in clear, then closed), as nginx does."""
+    return HTTPError(400, PLAIN_HTTP_LINE, close=True)
+
+
+# --- contexts -----------------------------------------------------------------
+
+def _common(context):
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(ALPN)
+    # Client-initiated renegotiation of TLS 1.2 lets one client make the server
+    # redo its expensive half of a handshake at will; OpenSSL refuses it with
+    # this option (Python 3.7+ on OpenSSL 1.1.0h+).
+    context.options |= getattr(ssl, 'OP_NO_RENEGOTIATION', 0)
+    return context
+
+
+def client_context(cafile=None):
+    """A client's context: the system's CAs, or only ``cafile``'s when given."""
+    if cafile is None:
+        return _common(ssl.create_default_context())
+    text = _read_pem(cafile, 'CA file')
+    if CERT_BEGIN not in text:
+        raise TLSConfigError(f'CA file {cafile}: holds no PEM certificate')
+    try:
+        # Given data, create_default_context trusts it alone (no system CAs).
+        return _common(ssl.create_default_context(cadata=text))
+    except ssl.SSLError as exc:
+        raise TLSConfigError(f'CA file {cafile}: cannot be loaded ({_reason(exc)})') from None
+
+
+def server_context(cert, key, password_file=None, ask=None, now=None):
+    """A server's context for the certificate file ``cert`` and key file ``key``.
+
+    An encrypted key's password is the first line of ``password_file``, else
+    what ``ask()`` returns (a getpass prompt), asked only when the key is
+    encrypted.  Raises TLSConfigError naming the file for anything that would
+    keep a client from completing a handshake.
+    """
+    facts = certificate_facts(cert)
+    check_dates(cert, facts, now)
+    text = _read_pem(key, 'key file')
+    if 'PRIVATE KEY-----' not in text:
+        raise TLSConfigError(f'key file {key}: holds no PEM private key')
+    encrypted = 'ENCRYPTED PRIVATE KEY' in text or 'Proc-Type: 4,ENCRYPTED' in text
+    password = None
+    if encrypted:
+        if password_file is not None:
+            password = _read_password(password_file)
+        elif ask is not None:
+            password = ask()
+        else:
+            raise TLSConfigError(f'key file {key}: is encrypted, and no password was given'
+                                 ' (--tls-password-file)')
+    context = _common(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+
+    def no_prompt():
+        # Never OpenSSL's own terminal prompt: a key we judged unencrypted
+        # that asks anyway is refused.
+        raise TLSConfigError(f'key file {key}: asks for a password')
+    try:
+        context.load_cert_chain(cert, key, password if password is not None else no_prompt)
+    except ssl.SSLError as exc:
+        if exc.reason == 'KEY_VALUES_MISMATCH':
+            raise TLSConfigError(f'key file {key}: does not match the certificate in'
+                                 f' {cert}') from None
+        if encrypted:
+            said = f'password file {password_file}' if password_file else 'password given'
+            raise TLSConfigError(f'key file {key}: cannot be decrypted with the {said}'
+                                 ' (wrong password?)') from None
+        raise TLSConfigError(f'key file {key}: is not a usable PEM private key for {cert}'
+                             f' ({_reason(exc)})') from None
+    except OSError as exc:
+        raise TLSConfigError(f'{cert} or {key}: {exc.strerror or exc}') from None
+    return context
+
+
+def _reason(exc):
+    return exc.reason or exc.strerror or str(exc)
+
+
+def _read_bounded(path, what, limit):
+    try:
+        with open(path, 'rb') as file:
+            data = file.read(limit + 1)
+    except OSError as exc:
+        raise TLSConfigError(f'{what} {path}: cannot be read ({exc.strerror or exc})') from None
+    if len(data) > limit:
+        raise TLSConfigError(f'{what} {path}: larger than {limit} bytes, not a PEM file')
+    return data
+
+
+def _read_pem(path, what):
+    # latin-1: any bytes decode, so a binary file fails below as "no PEM", not here.
+    return _read_bounded(path, what, MAX_PEM_FILE).decode('latin-1')
+
+
+def _read_password(path):
+    data = _read_bounded(path, 'password file', MAX_PASSWORD_FILE)
+    line = data.split(b'\n', 1)[0].rstrip(b'\r')
+    if not line:
+        raise TLSConfigError(f'password file {path}: its first line is empty')
+    return line
+
+
+def check_dates(path, facts, now=None):
+    """TLSConfigError when the certificate is not valid at ``now`` (UTC, default: now)."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if now < facts.not_before:
+        raise TLSConfigError(f'certificate file {path}: not valid until {_utc(facts.not_before)}')
+    if now > facts.not_after:
+        raise TLSConfigError(f'certificate file {path}: expired on {_utc(facts.not_after)}')
+
+
+def _utc(moment):
+    return moment.strftime('%Y-%m-%d %H:%M:%S UTC')
+
+
+# --- certificate facts: a small DER reader ------------------------------------
+
+CERT_BEGIN = '-----BEGIN CERTIFICATE-----'
+CERT_END = '-----END CERTIFICATE-----'
+
+# RFC 5280 appendix A: the attribute types a subject usually holds.
+NAMES = {'2.5.4.3': 'CN', '2.5.4.6': 'C', '2.5.4.7': 'L', '2.5.4.8': 'ST', '2.5.4.10': 'O',
+         '2.5.4.11': 'OU', '1.2.840.113549.1.9.1': 'emailAddress'}
+SUBJECT_ALT_NAME = '2.5.29.17'
+SEQUENCE, SET, OID, OCTETS, BOOLEAN, UTC_TIME, GENERALIZED_TIME = \
+    0x30, 0x31, 0x06, 0x04, 0x01, 0x17, 0x18
+# A DER length of more than 4 bytes would announce more than 4 GiB in a file
+# of at most MAX_PEM_FILE: refused as malformed.
+MAX_LENGTH_BYTES = 4
+# The longest object identifier read, in bytes (the ones named here have 3 to
+# 9): each arc is an int built 7 bits at a time, and one arc of a million
+# continuation bytes would cost quadratic time.
+MAX_OID = 64
+
+
+class CertificateFacts(NamedTuple):
+    subject: tuple          # ((name, value), ...) in the certificate's order
+    names: tuple            # subjectAltName: ('DNS:localhost', 'IP:127.0.0.1', ...)
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    fingerprint: str        # SHA-256 of the DER, 'AB:CD:...' as openssl prints it
+
+    @property
+    def subject_text(self):
+        return ', '.join(f'{name}={value}' for name, value in self.subject)
+
+    def describe(self):
+        """The line the server prints at start."""
+        names = f' ({", ".join(self.names)})' if self.names else ''
+        return (f'certificate {self.subject_text}{names}, valid {_utc(self.not_before)}'
+                f' to {_utc(self.not_after)}, SHA-256 {self.fingerprint}')
+
+
+class DERError(ValueError):
+    """Bytes that are not the DER a certificate is made of."""
+
+
+def _tlv(data, pos, end):
+    """The element at ``pos``: (tag, first content byte, one past the last), within end."""
+    if pos + 2 > end:
+        raise DERError(f'element cut short at byte {pos}')
+    tag, length = data[pos], data[pos + 1]
+    if tag & 0x1f == 0x1f:
+        raise DERError(f'multi-byte tag at byte {pos}')
+    pos += 2
+    if length & 0x80:
+        count = length & 0x7f
+        if not 1 <= count <= MAX_LENGTH_BYTES or pos + count > end:
+            raise DERError(f'bad length at byte {pos - 1}')
+        length = int.from_bytes(data[pos:pos + count], 'big')
+        pos += count
+    if pos + length > end:
+        raise DERError(f'element at byte {pos} runs past its container')
+    return tag, pos, pos + length
+
+
+def _expect(data, pos, end, tag, what):
+    got, start, stop = _tlv(data, pos, end)
+    if got != tag:
+        raise DERError(f'{what}: expected tag {tag:#04x}, found {got:#04x} at byte {pos}')
+    return start, stop
+
+
+def _oid(data):
+    """The dotted text of an OBJECT IDENTIFIER's content bytes."""
+    if len(data) > MAX_OID:
+        raise DERError(f'object identifier of {len(data)} bytes')
+    parts, value = [], 0
+    for byte in data:
+        value = (value << 7) | (byte & 0x7f)
+        if not byte & 0x80:
+            parts.append(value)
+            value = 0
+    if not parts:
+        raise DERError('empty object identifier')
+    first = min(parts[0] // 40, 2)
+    return '.'.join(map(str, [first, parts[0] - 40 * first, *parts[1:]]))
+
+
+def _time(data, tag):
+    text = bytes(data).decode('ascii', 'replace')
+    try:
+        if tag == UTC_TIME:    # RFC 5280 4.1.2.5.1: YY >= 50 is 19YY
+            moment = datetime.datetime.strptime(text, '%y%m%d%H%M%SZ')
+            if moment.year >= 2050:
+                moment = moment.replace(year=moment.year - 100)
+        elif tag == GENERALIZED_TIME:
+            moment = datetime.datetime.strptime(text, '%Y%m%d%H%M%SZ')
+        else:
+            raise DERError(f'a time of tag {tag:#04x}')
+    except ValueError:
+        raise DERError(f'unreadable time {text!r}') from None
+    return moment.replace(tzinfo=datetime.timezone.utc)
+
+
+def _name(data, pos, end):
+    """A Name: SEQUENCE OF SET OF (type, value), as ((name, value), ...)."""
+    out = []
+    while pos < end:
+        _, set_start, set_end = _tlv(data, pos, end)
+        pos = set_end
+        inner = set_start
+        while inner < set_end:
+            start, stop = _expect(data, inner, set_end, SEQUENCE, 'attribute')
+            inner = stop
+            oid_start, oid_stop = _expect(data, start, stop, OID, 'attribute type')
+            kind = _oid(data[oid_start:oid_stop])
+            _, value_start, value_stop = _tlv(data, oid_stop, stop)
+            value = bytes(data[value_start:value_stop]).decode('utf-8', 'replace')
+            out.append((NAMES.get(kind, kind), value))
+    return tuple(out)
+
+
+def _alt_names(data, pos, end):
+    """GeneralNames (RFC 5280 4.2.1.6): the DNS names and IP addresses."""
+    names = []
+    start, stop = _expect(data, pos, end, SEQUENCE, 'subjectAltName')
+    while start < stop:
+        tag, value_start, value_stop = _tlv(data, start, stop)
+        start = value_stop
+        value = bytes(data[value_start:value_stop])
+        if tag == 0x82:                                  # [2] dNSName
+            names.append('DNS:' + value.decode('ascii', 'replace'))
+        elif tag == 0x87 and len(value) == 4:            # [7] iPAddress, v4
+            names.append('IP:' + '.'.join(map(str, value)))
+        elif tag == 0x87 and len(value) == 16:
+            names.append('IP:' + str(ipaddress.IPv6Address(value)))
+    return tuple(names)
+
+
+def parse_certificate(der):
+    """CertificateFacts of a DER certificate; DERError for anything else.
+
+    Walks the TBSCertificate once (RFC 5280 section 4.1), reading every
+    element's header and skipping what it does not need: time linear in the
+    certificate's length, memory that of its names.
+    """
+    data = memoryview(der)
+    start, stop = _expect(data, 0, len(data), SEQUENCE, 'certificate')
+    pos, end = _expect(data, start, stop, SEQUENCE, 'tbsCertificate')
+    tag, _, after = _tlv(data, pos, end)
+    if tag == 0xa0:                                      # [0] version
+        pos = after
+    _, _, pos = _tlv(data, pos, end)                     # serialNumber
+    _, _, pos = _tlv(data, pos, end)                     # signature
+    _, _, pos = _tlv(data, pos, end)                     # issuer
+    valid_start, pos = _expect(data, pos, end, SEQUENCE, 'validity')
+    tag, time_start, time_stop = _tlv(data, valid_start, pos)
+    not_before = _time(data[time_start:time_stop], tag)
+    tag, time_start, time_stop = _tlv(data, time_stop, pos)
+    not_after = _time(data[time_start:time_stop], tag)
+    subject_start, pos = _expect(data, pos, end, SEQUENCE, 'subject')
+    subject = _name(data, subject_start, pos)
+    _, _, pos = _tlv(data, pos, end)                     # subjectPublicKeyInfo
+    names = ()
+    while pos < end:
+        tag, inner, pos = _tlv(data, pos, end)
+        if tag != 0xa3:                                  # [1], [2]: unique IDs
+            continue
+        extensions, extensions_end = _expect(data, inner, pos, SEQUENCE, 'extensions')
+        while extensions < extensions_end:
+            field, field_end = _expect(data, extensions, extensions_end, SEQUENCE, 'extension')
+            extensions = field_end
+            oid_start, oid_stop = _expect(data, field, field_end, OID, 'extension id')
+            if _oid(data[oid_start:oid_stop]) != SUBJECT_ALT_NAME:
+                continue
+            tag, value_start, value_stop = _tlv(data, oid_stop, field_end)
+            if tag == BOOLEAN:                           # critical
+                tag, value_start, value_stop = _tlv(data, value_stop, field_end)
+            if tag == OCTETS:
+                names = _alt_names(data, value_start, value_stop)
+    digest = hashlib.sha256(der).hexdigest().upper()
+    fingerprint = ':'.join(digest[i:i + 2] for i in range(0, len(digest), 2))
+    return CertificateFacts(subject, names, not_before, not_after, fingerprint)
+
+
+def certificate_facts(path):
+    """The facts of the first certificate in the PEM file ``path``; TLSConfigError
+    naming the file when it cannot be read or holds no certificate."""
+    text = _read_pem(path, 'certificate file')
+    begin = text.find(CERT_BEGIN)
+    end = text.find(CERT_END, begin)
+    if begin < 0 or end < 0:
+        found = ' (it holds a private key)' if 'PRIVATE KEY-----' in text else ''
+        raise TLSConfigError(f'certificate file {path}: holds no PEM certificate{found}')
+    try:
+        der = ssl.PEM_cert_to_DER_cert(text[begin:end + len(CERT_END)])
+        return parse_certificate(der)
+    except (ValueError, UnicodeError) as exc:     # binascii.Error and DERError are ValueErrors
+        raise TLSConfigError(f'certificate file {path}: not a readable certificate'
+                             f' ({exc})') from None
+
+
+# --- the record layer ---------------------------------------------------------
+
+class RecordTally:
+    """What one direction's records were, since the tally began: how many and
+    how many bytes of each content type, the first RECORDED_CHUNKS records as
+    (type name, version, length), and the handshake messages seen in clear."""
+
+    __slots__ = ('records', 'bytes', 'types', 'sizes', 'handshake', 'malformed')
+
+    def __init__(self):
+        self.records = 0
+        self.bytes = 0              # record bytes, headers included
+        self.types = {}             # type name -> records
+        self.sizes = []             # (type name, version, length), the first few
+        self.handshake = []         # handshake message names, the first few
+        self.malformed = None       # why scanning stopped, if it did
+
+    def as_dict(self):
+        return {'records': self.records, 'bytes': self.bytes, 'types': dict(self.types),
+                'sizes': [list(entry) for entry in self.sizes],
+                'more': self.records - len(self.sizes), 'handshake': list(self.handshake),
+                **({'malformed': self.malformed} if self.malformed else {})}
+
+    def __repr__(self):
+        return f'RecordTally({self.as_dict()})'
+
+
+class RecordScanner:
+    """One direction's TLS records, from its raw bytes fed in any pieces.
+
+    Push-style, as waitress's receivers are (the bytes belong to OpenSSL; the
+    scanner only watches them go by): it keeps the 5-byte header being read
+    and how many payload bytes of the current record are left to skip.  Each
+    piece costs one step per record header in it, never a copy of a payload.
+    While a direction is in clear (before its change_cipher_spec: TLS 1.2's
+    handshake, TLS 1.3's hellos) the handshake records' payloads are read the
+    same way one level further down: a 4-byte header (type, a 3-byte length)
+    and that many bytes, so each handshake message is named.
+    """
+
+    __slots__ = ('tally', '_header', '_have', '_left', '_type', '_clear', '_hs_header',
+                 '_hs_have', '_hs_left')
+
+    def __init__(self):
+        self.tally = RecordTally()
+        self._header = bytearray(RECORD_HEADER.size)
+        self._have = 0              # header bytes read of the next record
+        self._left = 0              # payload bytes of the current record not yet seen
+        self._type = 0
+        self._clear = True          # no change_cipher_spec yet: handshake payloads readable
+        self._hs_header = bytearray(HANDSHAKE_HEADER_SIZE)
+        self._hs_have = 0
+        self._hs_left = 0
+
+    def cut(self):
+        """The tally so far, and a fresh one from here (for one HTTP message's records)."""
+        tally, self.tally = self.tally, RecordTally()
+        self.tally.malformed = tally.malformed        # a stopped scanner stays stopped
+        return tally
+
+    def feed(self, data):
+        """Scan a piece of the stream (bytes or a memoryview); MalformedRecord on a
+        header no peer may send, after which the scanner ignores what follows."""
+        if self.tally.malformed:
+            return
+        pos, size = 0, len(data)
+        while pos < size:
+            left = self._left
+            if left:
+                take = min(left, size - pos)
+                if self._type == HANDSHAKE and self._clear:
+                    self._handshake(data, pos, pos + take)
+                self._left = left - take
+                pos += take
+                continue
+            have = self._have
+            if not have and size - pos >= RECORD_HEADER.size:
+                header = RECORD_HEADER.unpack_from(data, pos)     # the usual case: no copy
+                pos += RECORD_HEADER.size
+            else:
+                take = min(RECORD_HEADER.size - have, size - pos)
+                self._header[have:have + take] = data[pos:pos + take]
+                pos += take
+                self._have = have = have + take
+                if have < RECORD_HEADER.size:
+                    return
+                self._have = 0
+                header = RECORD_HEADER.unpack_from(self._header)
+            self._record(*header)
+
+    def _record(self, kind, version, length):
+        tally = self.tally
+        name = CONTENT_TYPES.get(kind)
+        if name is None or length > MAX_RECORD_LENGTH or version >> 8 != 3:
+            tally.malformed = (f'record header type {kind}, version {version:#06x},'
+                               f' length {length}')
+            raise MalformedRecord(f'not a TLS record: {tally.malformed}')
+        tally.records += 1
+        tally.bytes += RECORD_HEADER.size + length
+        tally.types[name] = tally.types.get(name, 0) + 1
+        if len(tally.sizes) < RECORDED_CHUNKS:
+            tally.sizes.append((name, f'{version >> 8}.{version & 0xff}', length))
+        self._type = kind
+        self._left = length
+        if kind == CHANGE_CIPHER_SPEC:
+            self._clear = False
+
+    def _handshake(self, data, pos, end):
+        """Handshake messages within a clear handshake record's payload bytes."""
+        while pos < end:
+            if self._hs_left:
+                take = min(self._hs_left, end - pos)
+                self._hs_left -= take
+                pos += take
+                continue
+            have = self._hs_have
+            take = min(HANDSHAKE_HEADER_SIZE - have, end - pos)
+            self._hs_header[have:have + take] = data[pos:pos + take]
+            pos += take
+            self._hs_have = have = have + take
+            if have < HANDSHAKE_HEADER_SIZE:
+                return
+            self._hs_have = 0
+            kind = self._hs_header[0]
+            self._hs_left = int.from_bytes(self._hs_header[1:], 'big')
+            handshake = self.tally.handshake
+            if len(handshake) < RECORDED_HANDSHAKE:
+                handshake.append(HANDSHAKE_TYPES.get(kind, str(kind)))
+
+
+# --- TLS over a plain socket --------------------------------------------------
+
+class WantRead(BlockingIOError):
+    """A non-blocking TLS connection must wait until its socket is readable."""
+
+
+class WantWrite(BlockingIOError):
+    """A non-blocking TLS connection must wait until its socket is writable."""
+
+
+def _want_read():
+    return WantRead(errno.EAGAIN, 'TLS: waiting for the peer\'s bytes')
+
+
+def _want_write():
+    return WantWrite(errno.EAGAIN, 'TLS: waiting for the socket to take our bytes')
+
+
+class TLSConnection:
+    """TLS over a plain socket, with the socket's own interface and semantics.
+
+    An ``ssl.SSLObject`` reads from one memory BIO and writes to another; this
+    object moves the ciphertext between them and the socket (through a
+    RecordScanner each way when ``scan``), so the wire's bytes are visible.
+
+    ``transport`` is what the ciphertext goes through: the socket itself, or
+    (``use``) an object with its ``recv_into``/``sendall`` such as the pool's
+    TimedSocket.  Non-blocking, every call keeps a plain socket's contract:
+    BlockingIOError (WantRead / WantWrite, which say which event to wait for)
+    when it must wait, 0 / b'' on a clean close, OSError on a reset.  A send
+    that must wait after its bytes were encrypted raises WantWrite and keeps
+    the ciphertext; the caller asks again with the same bytes (as it would on
+    a plain socket, and as OpenSSL's SSL_write requires) and is then told
+    they went.  ``pending()`` is the plaintext already decrypted: a loop must
+    not wait for the socket while there is some.
+    """
+
+    def __init__(self, sock, context, server_side, server_hostname=None, scan=False):
+        self.sock = sock
+        self._transport = sock
+        self._blocking = sock.gettimeout() != 0.0
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
+                                     server_hostname=server_hostname)
+        self.received = RecordScanner() if scan else None
+        self.sent = RecordScanner() if scan else None
+        self._buffer = None         # the receive buffer, taken at the first receive
+        self._file_buffer = None    # send_file's, taken at its first call
+        self._unsent = None         # ciphertext the socket has not taken yet (a memoryview)
+        self._owed = 0              # plaintext encrypted into _unsent, not yet reported sent
+        self.first = b''            # the connection's first bytes (up to 5): TLS or not?
+        self.closed = False
+
+    # -- the socket's face ------------------------------------------------------
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def setblocking(self, flag):
+        self.sock.setblocking(flag)
+        self._blocking = bool(flag)
+
+    def settimeout(self, timeout):
+        self.sock.settimeout(timeout)
+        self._blocking = timeout != 0.0
+
+    def gettimeout(self):
+        return self.sock.gettimeout()
+
+    def getpeername(self):
+        return self.sock.getpeername()
+
+    def use(self, transport):
+        """Move ciphertext through ``transport`` (recv_into, sendall) from now on;
+        ``use(conn.sock)`` goes back to the socket itself."""
+        self._transport = transport
+
+    def selected_alpn_protocol(self):
+        return self._ssl.selected_alpn_protocol()
+
+    def version(self):
+        return self._ssl.version()
+
+    def cipher(self):
+        return self._ssl.cipher()
+
+    def getpeercert(self, binary_form=False):
+        return self._ssl.getpeercert(binary_form)
+
+    def pending(self):
+        """Bytes that may be readable without the socket: plaintext decrypted and not
+        yet read, and ciphertext received and not yet decrypted (a receive takes
+        several records; OpenSSL decrypts one per read).  A loop must try a read
+        before it waits for the socket while this is not 0; the read may still
+        raise WantRead, when what is held is part of a record."""
+        return self._ssl.pending() + self._incoming.pending
+
+    @property
+    def unsent(self):
+        """Ciphertext bytes held for the socket."""
+        return len(self._unsent) if self._unsent is not None else 0
+
+    def records(self):
+        """(received, sent) tallies since the last call, or None when not scanning: the
+        handshake's after do_handshake, then each HTTP message's."""
+        if self.received is None:
+            return None
+        return self.received.cut(), self.sent.cut()
+
+    # -- moving ciphertext ------------------------------------------------------
+
+    def _flush(self):
+        """Send the ciphertext OpenSSL wrote; WantWrite when the socket cannot take it all."""
+        unsent = self._unsent
+        if unsent is None:
+            if not self._outgoing.pending:
+                return
+            data = self._outgoing.read()
+            if self.sent is not None:
+                self._scan(self.sent, data)
+            unsent = memoryview(data)
+        if self._blocking:
+            self._unsent = unsent
+            self._transport.sendall(unsent)
+            self._unsent = None
+            return
+        while unsent:
+            try:
+                sent = self._transport.send(unsent)
+            except BlockingIOError:
+                self._unsent = unsent
+                raise _want_write() from None
+            unsent = unsent[sent:]
+        self._unsent = None
+        if self._outgoing.pending:       # (never, as called: one write's ciphertext at a time)
+            self._flush()
+
+    def _try_flush(self):
+        """Send what can go now, keeping the rest for the next send (reads may make
+        alerts and session tickets: they are not worth a wait)."""
+        try:
+            self._flush()
+        except BlockingIOError:
+            pass
+
+    def _receive(self):
+        """One receive of ciphertext into the incoming BIO; False at the socket's EOF."""
+        if self._buffer is None:
+            self._buffer = memoryview(bytearray(TLS_RECEIVE_SIZE))
+        try:
+            got = self._transport.recv_into(self._buffer)
+        except BlockingIOError:
+            raise _want_read() from None
+        if not got:
+            self._incoming.write_eof()
+            return False
+        piece = self._buffer[:got]
+        if len(self.first) < RECORD_HEADER.size:
+            self.first += bytes(piece[:RECORD_HEADER.size - len(self.first)])
+        if self.received is not None:
+            self._scan(self.received, piece)
+        self._incoming.write(piece)
+        return True
+
+    @staticmethod
+    def _scan(scanner, piece):
+        try:
+            scanner.feed(piece)
+        except MalformedRecord:
+            pass        # the tally says so; OpenSSL decides what becomes of the connection
+
+    # -- the handshake ----------------------------------------------------------
+
+    def do_handshake(self):
+        """Complete the handshake; non-blocking, WantRead/WantWrite until it is done.
+
+        Ask again (once the socket is ready for what it said) until it returns.
+        An ssl.SSLError is the peer's failure (plain HTTP: see ``plain_http``),
+        ssl.SSLEOFError or ConnectionResetError its going away mid-handshake.
+        """
+        while True:
+            self._flush()
+            try:
+                self._ssl.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._receive()
+                continue
+            except ssl.SSLError:
+                self._try_flush()          # the alert saying why, if the socket takes it
+                raise
+            self._flush()                  # the last flight (TLS 1.3: session tickets)
+            return
+
+    def plain_http(self):
+        """Whether the peer's first bytes were not a TLS record (plain HTTP, say)."""
+        return bool(self.first) and not looks_like_tls(self.first)
+
+    # -- reading ----------------------------------------------------------------
+
+    def recv_into(self, buffer, nbytes=0):
+        size = nbytes or len(buffer)
+        if not size:
+            return 0
+        while True:
+            try:
+                return self._ssl.read(size, buffer)
+            except ssl.SSLWantReadError:
+                if self._unsent is None:
+                    self._try_flush()
+                # At the socket's EOF the BIO is told, and OpenSSL decides: a
+                # clean close or a truncation (below).
+                self._receive()
+            except ssl.SSLZeroReturnError:     # close_notify: a clean end
+                return 0
+            except ssl.SSLEOFError:
+                # The TCP stream ended without close_notify.  As SSLSocket's
+                # suppress_ragged_eofs: an end, as on a plain socket; a message
+                # cut short shows as one to the framing readers above.
+                return 0
+
+    def recv(self, size):
+        buffer = bytearray(size)
+        got = self.recv_into(buffer)
+        del buffer[got:]
+        return bytes(buffer)
+
+    # -- writing ----------------------------------------------------------------
+
+    def send(self, data, flags=0):
+        """Encrypt and send up to TLS_SEND_SIZE bytes of ``data``; how many went."""
+        return self.sendmsg((data,))
+
+    def sendall(self, data, flags=0):
+        view = memoryview(data).cast('B')
+        sent = 0
+        while sent < len(view):
+            sent += self.sendmsg((view[sent:],))
+
+    def sendmsg(self, buffers):
+        """Send from several buffers, as socket.sendmsg: how many bytes of them went.
+
+        Up to TLS_SEND_SIZE bytes of them are encrypted (a record or more each,
+        no joining) and go in one send: answers queued together leave together.
+        """
+        if self._owed:
+            # Asked again after WantWrite: these bytes were encrypted then.
+            self._flush()
+            owed, self._owed = self._owed, 0
+            return owed
+        self._flush()
+        written = 0
+        for buffer in buffers:
+            view = memoryview(buffer).cast('B')
+            if view:
+                written += self._ssl.write(view[:TLS_SEND_SIZE - written])
+                if written >= TLS_SEND_SIZE:
+                    break
+        if written:
+            try:
+                self._flush()
+            except BlockingIOError:
+                self._owed = written
+                raise
+        return written
+
+    def send_file(self, fd, offset, count):
+        """Up to ``count`` bytes of file ``fd`` from ``offset``, encrypted: no sendfile,
+        the file read into the receive-sized buffer; how many went (0: the file ended)."""
+        if self._file_buffer is None:
+            self._file_buffer = memoryview(bytearray(TLS_SEND_SIZE))
+        buffer = self._file_buffer[:count]
+        got = os.preadv(fd, [buffer], offset)
+        return self.send(buffer[:got]) if got else 0
+
+    # -- the end ----------------------------------------------------------------
+
+    def unwrap(self):
+        """Send close_notify (best effort, never waiting) and return the plain socket."""
+        try:
+            self._ssl.unwrap()
+        except (ssl.SSLError, ValueError):
+            pass
+        self._try_flush_quietly()
+        return self.sock
+
+    def _try_flush_quietly(self):
+        try:
+            self._try_flush()
+        except OSError:
+            pass
+
+    def close(self):
+        """Close the socket (a close_notify is ``unwrap``'s business: a reset peer or a
+        timeout should not cost a send)."""
+        if not self.closed:
+            self.closed = True
+            self._buffer = self._unsent = self._file_buffer = None
+            self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -7,7 +7,6 @@ while it waits, and a pool thread reads what must be pulled.
 """
 
 import os
-import socket
 import time
 
 from .atomic import AtomicFile
@@ -237,12 +236,7 @@ class BlockServer(Protocol):
     def more_coming(conn):
         """Whether the next header is here (or in the kernel): the thread reads it at once."""
         need = HEADER.size - conn.reader.buffered
-        if need <= 0:
-            return True
-        try:
-            return len(conn.sock.recv(need, socket.MSG_PEEK | socket.MSG_DONTWAIT)) == need
-        except BlockingIOError:
-            return False
+        return need <= 0 or conn.readable(need)
 
     # -- the end of a stream, wherever it is seen -------------------------------------------
 

@@ -374,6 +374,12 @@ class HTTPServer(Protocol):
         self.answer(conn, None, None, error_response(error), time.time(),
                     (TIMED_OUT, error.reason))
 
+    def wrong_scheme(self, conn, error):
+        """Plain HTTP on the TLS port (nginx's 400 line), or a TLS hello on the plain
+        one: the 400 saying which, logged and recorded with its reason; the loop
+        sends it in clear and closes."""
+        self.answer(conn, None, None, error_response(error), time.time(), refused(error))
+
     def refusal(self, now, peer):
         """The whole answer to a connection beyond --max-connections: 503, and close."""
         error = HTTPError(503, 'too many connections; try again shortly', close=True,

@@ -147,6 +147,13 @@ class BlockServer(Protocol):
         conn.reader.release()             # no buffer while the payload has not begun
         return BODY
 
+    def wrong_scheme(self, conn, tls_hello):
+        """Said, and answered with a line in clear: a plain block client reads bytes where
+        it waits for a close, and says the server does not speak its protocol."""
+        super().wrong_scheme(conn, tls_hello)
+        conn.send((b'this port speaks TLS: blocks -c --tls\n' if not tls_hello else
+                   b'this port speaks plain blocks: blocks -c without --tls\n',))
+
     def expired(self, conn):
         """A deadline of the loop passed: say which, and end the stream."""
         stream = conn.exchange

@@ -69,8 +69,7 @@ from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIME
                      REFUSAL_TIMEOUT, SHUTDOWN_GRACE)
 from .sockets import StartupError, bind
 from .report import flush_soon, log_failure, say, say_soon
-from .tls import (TLS_RECEIVE_SIZE, TLSConnection, WantRead, WantWrite, looks_like_tls,
-                  plain_http_error, tls_on_plain_error)
+from .tls import TLS_RECEIVE_SIZE, TLSConnection, WantRead, WantWrite, looks_like_tls
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
 READ = 'read'        # the next message: wait until readable (or answer what is buffered)
@@ -206,10 +205,9 @@ class Protocol:
       when the loop stops without a pool thread having given it back.
     * ``pump(conn)``: for STREAM: queue what the stream has (``conn.send``);
       whether there was any.
-    * ``wrong_scheme(conn, error)``: plain bytes came to a TLS port (error is
-      tls.plain_http_error()) or a TLS hello to a plain one
-      (tls.tls_on_plain_error()): say so, and queue an answer if there is one;
-      the loop sends it in clear and closes, lingering.
+    * ``wrong_scheme(conn, tls_hello)``: plain bytes came to a TLS port, or
+      (``tls_hello``) a TLS hello to a plain one: say so, and queue an answer if
+      there is one; the loop sends it in clear and closes, lingering.
     * the numbers ``keepalive_timeout`` (idle), ``head_timeout`` (a head
       begun), ``body_timeout`` (a body not begun, a stalled send, a receive
       on the pool), ``min_rate`` and ``rate_window`` (the pool's pace).
@@ -259,8 +257,9 @@ class Protocol:
     def pump(self, conn):
         return False
 
-    def wrong_scheme(self, conn, error):
-        say_soon(f'{conn.peer[0]}:{conn.peer[1]}: {error.reason}; closed', err=True)
+    def wrong_scheme(self, conn, tls_hello):
+        said = 'a TLS hello on a plain port' if tls_hello else 'plain bytes on a TLS port'
+        say_soon(f'{conn.peer[0]}:{conn.peer[1]}: {said}; closed', err=True)
 
 
 class Timer:
@@ -767,7 +766,7 @@ class EventLoop:
             conn.tls = None
             conn.sock = conn.raw
             conn.reader.receive_from(conn.raw)
-            self._wrong_scheme(conn, plain_http_error())
+            self._wrong_scheme(conn, False)
             return
         if tls.first:
             reason = getattr(exc, 'reason', None) or exc.strerror or str(exc) or \
@@ -778,12 +777,12 @@ class EventLoop:
                      f'{reason}', err=True)
         self._close(conn)
 
-    def _wrong_scheme(self, conn, error):
+    def _wrong_scheme(self, conn, tls_hello):
         """Plain bytes on a TLS port, or TLS on a plain one: the protocol's answer, in
         clear, then a lingering close."""
         conn.state = WAITING
         try:
-            self.protocol.wrong_scheme(conn, error)
+            self.protocol.wrong_scheme(conn, tls_hello)
         except Exception as exc:
             self._failed(conn.peer, exc, 'answering')
         self._proceed(conn, LINGER)
@@ -825,7 +824,7 @@ class EventLoop:
             conn.silent = False
             self._silent.pop(conn, None)
             if self.context is None and self._speaks_tls(conn):
-                self._wrong_scheme(conn, tls_on_plain_error())
+                self._wrong_scheme(conn, True)
                 return
         if conn.state is AWAITING_BODY:
             self._submit(conn)            # the body has begun: a thread may read it

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 # `block server listening on 127.0.0.1:1060` (an IPv6 host in brackets).
 LISTENING = r'block server listening on (?P<host>\[[^\]]+\]|[^\s:\[]+):(?P<port>\d+)$'
 # What `serve` prints once the HTTP listener accepts: the host as bound ([::1] for IPv6).
-HTTP_LISTENING = r'http server listening on http://(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)/'
+HTTP_LISTENING = r'http server listening on https?://(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)/'
 
 # How long a test waits for a line, or for a process to end, unless it says otherwise.
 WAIT = 15.0

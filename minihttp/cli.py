@@ -391,9 +391,9 @@ def run_blocks(args):
     except StartupError as exc:
         return fail(str(exc))
     host, bound = listener.address
-    say(f'block server listening on {address(host, bound)}{" (TLS)" if context else ""}')
+    say(f'block server listening on {address(host, bound)}')
     if context:
-        say(tls.certificate_facts(args.tls_cert).describe())
+        say(f'TLS with {tls.certificate_facts(args.tls_cert).describe()}')
     if args.save:
         say(directory_line('complete streams saved in', args.save, created))
     client_tls = f' --tls --cafile {args.tls_cert}' if context else ''
@@ -574,12 +574,11 @@ def banner(args, listeners, app, writes, created):
     url = f'{scheme}://{address(*http.address)}/'
     say(f'http server listening on {url}')
     if others:
-        say(f'block server listening on {address(*others[0].address)}'
-            f'{" (TLS)" if args.tls_cert else ""}')
+        say(f'block server listening on {address(*others[0].address)}')
     else:
         say('block server: off (--block-port 0)')
     if args.tls_cert:
-        say(tls.certificate_facts(args.tls_cert).describe())
+        say(f'TLS with {tls.certificate_facts(args.tls_cert).describe()}')
     if redirect is not None:
         say(f'http://{address(*redirect.address)}/ redirects to {url}')
     say(f'serving files from {os.path.abspath(args.root)} at /; the demo page at '

@@ -26,6 +26,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -756,6 +757,14 @@ def exchange(port, method, target, headers=(), body=b''):
 
 # Longest a curl command in these tests may take.
 CURL_TIMEOUT = 120
+
+
+OPENSSL = shutil.which('openssl')
+
+
+def openssl(*args, cwd):
+    """Run the openssl command in ``cwd``; CalledProcessError when it fails."""
+    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True, timeout=WAIT)
 
 
 def curl(*args, timeout=CURL_TIMEOUT, stdin=None):

@@ -7,7 +7,6 @@ while it waits, and a pool thread reads what must be pulled.
 """
 
 import os
-import socket
 import time
 
 from .atomic import AtomicFile
@@ -148,6 +147,13 @@ class BlockServer(Protocol):
         conn.reader.release()             # no buffer while the payload has not begun
         return BODY
 
+    def wrong_scheme(self, conn, tls_hello):
+        """Said, and answered with a line in clear: a plain block client reads bytes where
+        it waits for a close, and says the server does not speak its protocol."""
+        super().wrong_scheme(conn, tls_hello)
+        conn.send((b'this port speaks TLS: blocks -c --tls\n' if not tls_hello else
+                   b'this port speaks plain blocks: blocks -c without --tls\n',))
+
     def expired(self, conn):
         """A deadline of the loop passed: say which, and end the stream."""
         stream = conn.exchange
@@ -237,12 +243,7 @@ class BlockServer(Protocol):
     def more_coming(conn):
         """Whether the next header is here (or in the kernel): the thread reads it at once."""
         need = HEADER.size - conn.reader.buffered
-        if need <= 0:
-            return True
-        try:
-            return len(conn.sock.recv(need, socket.MSG_PEEK | socket.MSG_DONTWAIT)) == need
-        except BlockingIOError:
-            return False
+        return need <= 0 or conn.readable(need)
 
     # -- the end of a stream, wherever it is seen -------------------------------------------
 

@@ -29,6 +29,7 @@ from .framing import write_all
 from .bodies import PARTIAL, Body, BodyCut, bounded, buffered_body, open_body
 from .errors import HTTPError, peer_gone
 from .request import read_request
+from .tls import plain_http_error, tls_on_plain_error
 from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
                         is_bytes)
 from .transfer import CHUNKED, LENGTH, NONE, request_framing
@@ -373,6 +374,13 @@ class HTTPServer(Protocol):
         error = HTTPError(408, 'request head not received in time', close=True)
         self.answer(conn, None, None, error_response(error), time.time(),
                     (TIMED_OUT, error.reason))
+
+    def wrong_scheme(self, conn, tls_hello):
+        """Plain HTTP on the TLS port (nginx's 400 line), or a TLS hello on the plain
+        one: the 400 saying which, logged and recorded with its reason; the loop
+        sends it in clear and closes."""
+        error = tls_on_plain_error() if tls_hello else plain_http_error()
+        self.answer(conn, None, None, error_response(error), time.time(), refused(error))
 
     def refusal(self, now, peer):
         """The whole answer to a connection beyond --max-connections: 503, and close."""

@@ -591,6 +591,10 @@ class TLSConnection:
                                      server_hostname=server_hostname)
         self.received = RecordScanner() if scan else None
         self.sent = RecordScanner() if scan else None
+        # The handshake's (received, sent) tallies, cut by do_handshake when scanning:
+        # kept here for whoever shows them (records.tls_facts takes them with the
+        # connection's first exchange).
+        self.handshake = None
         self._buffer = None         # the receive buffer, taken at the first receive
         self._file_buffer = None    # send_file's, taken at its first call
         self._unsent = None         # ciphertext the socket has not taken yet (a memoryview)
@@ -648,8 +652,9 @@ class TLSConnection:
         return len(self._unsent) if self._unsent is not None else 0
 
     def records(self):
-        """(received, sent) tallies since the last call, or None when not scanning: the
-        handshake's after do_handshake, then each HTTP message's."""
+        """(received, sent) tallies since the last call (or since do_handshake cut the
+        handshake's into ``handshake``), or None when not scanning: each HTTP
+        exchange's."""
         if self.received is None:
             return None
         return self.received.cut(), self.sent.cut()
@@ -737,6 +742,8 @@ class TLSConnection:
                 self._try_flush()          # the alert saying why, if the socket takes it
                 raise
             self._flush()                  # the last flight (TLS 1.3: session tickets)
+            if self.received is not None and self.handshake is None:
+                self.handshake = self.records()
             return
 
     def plain_http(self):

@@ -581,6 +581,11 @@ class TLSConnection:
     not wait for the socket while there is some.
     """
 
+    # The handshake's (received, sent) tallies, cut by do_handshake when scanning:
+    # kept for whoever shows them (records.tls_facts takes them with the connection's
+    # first exchange).
+    handshake = None
+
     def __init__(self, sock, context, server_side, server_hostname=None, scan=False):
         self.sock = sock
         self._transport = sock
@@ -591,10 +596,6 @@ class TLSConnection:
                                      server_hostname=server_hostname)
         self.received = RecordScanner() if scan else None
         self.sent = RecordScanner() if scan else None
-        # The handshake's (received, sent) tallies, cut by do_handshake when scanning:
-        # kept here for whoever shows them (records.tls_facts takes them with the
-        # connection's first exchange).
-        self.handshake = None
         self._buffer = None         # the receive buffer, taken at the first receive
         self._file_buffer = None    # send_file's, taken at its first call
         self._unsent = None         # ciphertext the socket has not taken yet (a memoryview)

@@ -2,6 +2,7 @@
 loopback TLS pair (tls.TLSConnection both ends, no server), the JSON a record gives
 (``tls``) and the words --trace says, bounded however many records cross."""
 
+import inspect
 import json
 import shutil
 import socket
@@ -15,7 +16,10 @@ from minihttp import records, tls
 from minihttp.limits import RECORDED_CHUNKS
 from minihttp.records import http_record, public, tally_facts, tls_facts
 from minihttp.tls import RecordScanner, TLSConnection
-from support import WAIT
+from minihttp.app import App
+from minihttp.eventloop import EventLoop
+from minihttp.server import HTTPServer
+from support import WAIT, read_reply, wait_until
 from test_tls import read_exactly
 
 pytestmark = pytest.mark.timeout(60)
@@ -174,3 +178,39 @@ def test_a_stream_that_is_not_tls_says_so():
     said = records.direction_dict(tally_facts(scanner.tally))
     assert said['records'] == 0 and 'type 71' in said['malformed']
     assert 'malformed: record header type 71' in records.records_words(said, 'request in')
+
+
+@pytest.mark.timeout(60)
+def test_a_tls_get_served_by_the_loop_is_recorded_with_its_records(contexts, tmp_path):
+    """End to end: two GETs on one TLS connection to an in-process server; the first's
+    record has the handshake, each has its request's and its response's records."""
+    if 'context' not in inspect.signature(EventLoop).parameters:
+        pytest.skip('the event loop does not serve TLS yet')
+    (tmp_path / 'index.html').write_bytes(b'<p>hello over TLS</p>\n' * 50)
+    handler = HTTPServer(App(root=str(tmp_path)), access_log=False, head_timeout=5.0,
+                         body_timeout=5.0, keepalive_timeout=5.0)
+    loop = EventLoop('127.0.0.1', 0, handler, context=contexts[0])
+    loop.start()
+    try:
+        with socket.create_connection(loop.address, timeout=WAIT) as raw, \
+                contexts[1].wrap_socket(raw, server_hostname='localhost') as sock, \
+                sock.makefile('rb') as file:
+            for _ in range(2):
+                sock.sendall(b'GET / HTTP/1.1\r\nHost: localhost\r\n\r\n')
+                assert read_reply(file).status == 200
+            wait_until(lambda: len(handler.records.recent()) == 2, 'both GETs recorded')
+    finally:
+        loop.stop(1.0)
+    first, second = handler.records.recent()
+    assert first['tls']['alpn'] == 'http/1.1'
+    handshake = first['tls']['handshake']
+    assert handshake['received']['messages'][0] == 'client_hello'
+    assert handshake['sent']['messages'][0] == 'server_hello'
+    # The first request may cross with the client's last handshake flight; the second
+    # was sent after the first answer was read, so it is its own record.
+    assert first['tls']['sent']['types'].get('application_data', 0) >= 1
+    assert second['tls']['handshake'] is None
+    assert second['tls']['received']['types'] == {'application_data': 1}
+    assert second['tls']['sent']['types'].get('application_data', 0) >= 1
+    assert second['tls']['sent']['bytes'] > 1100       # the 1100-byte page and its head
+    assert 'TLS: request in 1 record' in second['words']

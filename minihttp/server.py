@@ -38,7 +38,8 @@ from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK, M
                      STREAM_QUEUE, UPDATE_INTERVAL)
 from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, REFUSED,
                       RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog, dropped_event,
-                      ended_words, event_bytes, http_record, public, response_facts)
+                      ended_words, event_bytes, http_record, public, response_facts, scanned,
+                      tls_facts)
 from .report import log_failure, say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -520,7 +521,7 @@ class HTTPServer(Protocol):
                 response = response_facts(writer.response.status, writer.framing, writer.chunks,
                                           writer.sent, writer.trailers, False, writer.sizes)
             record = http_record(live.conn.peer, live.now, live.request, live.body, response,
-                                 (OPEN, waiting))
+                                 (OPEN, waiting), tls_facts(live.conn.sock, final=False))
             if live.record is None:
                 live.record = self.records.add(record)
             elif record[:VERSION] != live.record[:VERSION]:     # the facts, not the number
@@ -667,7 +668,15 @@ class HTTPServer(Protocol):
         else:
             response = response_facts(writer.response.status, writer.framing, writer.chunks,
                                       writer.sent, writer.trailers, done, writer.sizes)
-        record = http_record(conn.peer, now, request, body, response, ended)
+        if conn.queued and scanned(conn.sock):
+            # TLS records are counted as they cross the socket: an answer the loop
+            # queued goes now, not with the pass's others, so that this record has them.
+            try:
+                conn.flush()
+            except OSError:
+                pass                  # the loop's next flush meets it, and closes
+        record = http_record(conn.peer, now, request, body, response, ended,
+                             tls_facts(conn.sock))
         if live is not None:
             record = self.close_live(live, record)
         else:

@@ -589,6 +589,11 @@ class TLSConnection:
     not wait for the socket while there is some.
     """
 
+    # The handshake's (received, sent) tallies, cut by do_handshake when scanning:
+    # kept for whoever shows them (records.tls_facts takes them with the connection's
+    # first exchange).
+    handshake = None
+
     def __init__(self, sock, context, server_side, server_hostname=None, scan=False):
         self.sock = sock
         self._transport = sock
@@ -669,8 +674,9 @@ class TLSConnection:
         return len(self._unsent) if self._unsent is not None else 0
 
     def records(self):
-        """(received, sent) tallies since the last call, or None when not scanning: the
-        handshake's after do_handshake, then each HTTP message's."""
+        """(received, sent) tallies since the last call (or since do_handshake cut the
+        handshake's into ``handshake``), or None when not scanning: each HTTP
+        exchange's."""
         if self.received is None:
             return None
         return self.received.cut(), self.sent.cut()
@@ -758,6 +764,8 @@ class TLSConnection:
                 self._try_flush()          # the alert saying why, if the socket takes it
                 raise
             self._flush()                  # the last flight (TLS 1.3: session tickets)
+            if self.received is not None and self.handshake is None:
+                self.handshake = self.records()
             return
 
     def plain_http(self):

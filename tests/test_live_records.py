@@ -303,6 +303,7 @@ def race(head):
 
         class Conn:
             peer = ('127.0.0.1', 1)
+            sock, queued = None, 0            # plain TCP, nothing queued
         live = Live(server, Conn, request, body, 0.0)
         start, done = threading.Barrier(2), threading.Event()
 

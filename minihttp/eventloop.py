@@ -855,7 +855,9 @@ class EventLoop:
             self._submit(conn)
         elif outcome is BODY:
             conn.reads_body = True
-            if conn.reader.buffered:
+            # Begun when bytes are buffered, or held by TLS (records received with
+            # the head's): the socket would never announce those.
+            if conn.reader.buffered or (conn.tls is not None and conn.tls.pending()):
                 self._submit(conn)
             else:   # no thread until the body's first bytes come
                 conn.state = AWAITING_BODY

@@ -137,6 +137,43 @@ def test_three_pipelined_requests_in_one_tls_write_are_answered(server):
         assert read_reply(file).status == 200
 
 
+class Gathered:
+    """A transport that keeps what a TLSConnection sends, to go out in one write later."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def sendall(self, data, flags=0):
+        self.data += data
+
+    def send(self, data, flags=0):
+        self.data += data
+        return len(data)
+
+
+def test_a_body_in_the_record_after_its_head_is_read_at_once(server):
+    """The head in one record, the body in the next, in one TCP write: reading the head
+    leaves the body's record held by TLS, which the socket never announces.  The body
+    must be read from there, not waited for until its deadline."""
+    body = b'x' * 1000
+    raw = socket.create_connection(('127.0.0.1', server.port), timeout=WAIT)
+    with raw:
+        conn = tls.TLSConnection(raw, server.client, server_side=False,
+                                 server_hostname='localhost')
+        conn.do_handshake()
+        gathered = Gathered()
+        conn.use(gathered)
+        conn.sendall(b'PUT /uploads/two.bin HTTP/1.1\r\nHost: localhost\r\n'
+                     b'Content-Length: %d\r\n\r\n' % len(body))
+        conn.sendall(body)
+        assert gathered.data.count(b'\x17\x03\x03') >= 2     # two records at least
+        conn.use(raw)
+        raw.sendall(gathered.data)
+        reply = read_reply(conn.makefile('rb') if hasattr(conn, 'makefile')
+                           else socket.SocketIO(conn, 'rb'))
+    assert reply.status == 201          # at once: body_timeout is 5 s, WAIT shorter
+
+
 def test_100_continue_over_tls(server):
     body = os.urandom(50_000)
     with server.connect() as sock:

@@ -118,7 +118,7 @@ def test_quiet_says_nothing_of_a_whole_stream_and_still_says_a_failed_one(miniht
     listing52.send_lines(('127.0.0.1', server.port))
     with socket.create_connection(('127.0.0.1', server.port), timeout=WAIT) as sock:
         put_block(sock, b'then the peer closes')
-    server.wait_for_line(r'stream ended without the empty block after 1 blocks \(the peer '
+    server.wait_for_line(r'stream ended without the empty block after 1 block \(the peer '
                          r'closed\) \(20 bytes in \d+\.\d{3} s\)$', stream='stderr')
     assert 'end of stream' not in server.output('stdout')
 

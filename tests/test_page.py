@@ -309,6 +309,21 @@ def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
                            ".includes('slow.bin')")
 
 
+@pytest.mark.timeout(60)
+def test_the_same_file_chosen_again_after_a_refusal_is_sent_again(page, site, tmp_path):
+    # The file input kept its value: choosing the same file after a 413 (or a 401, before
+    # the token was typed) fired no change, and the page silently did nothing.
+    base, uploads, _ = site
+    load(page, base)
+    big = tmp_path / 'again.bin'
+    big.write_bytes(bytes(2 << 20))          # over --max-upload 1M
+    for attempt in (1, 2):
+        page.set_input_files('#pick', str(big))
+        page.wait_for_function('(n) => document.querySelectorAll("#transfers .error").length'
+                               ' === n', arg=attempt)
+    assert len(http_records(base, '/uploads/again.bin')) == 2
+
+
 @pytest.mark.timeout(120)
 def test_errors_are_said_in_words_on_the_page_never_in_a_dialog(page, site, tmp_path):
     base, uploads, _ = site

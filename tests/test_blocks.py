@@ -348,7 +348,7 @@ def test_client_file_missing(tmp_path):
 def test_server_port_in_use():
     with socket.create_server(('127.0.0.1', 0)) as taken:
         result = run_minihttp('blocks', '-p', taken.getsockname()[1])
-    assert_one_line_error(result, 'cannot listen')
+    assert_one_line_error(result, 'cannot listen', 'choose another port): -p PORT (--help')
 
 
 def test_a_missing_save_directory_is_made_and_said(minihttp, tmp_path):

@@ -404,6 +404,7 @@ def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, 
     base, uploads, _ = site
     (uploads).mkdir(exist_ok=True)
     (uploads / 'README.md').write_bytes(b'# hello\n')
+    (uploads / 'M').write_bytes(b'm')        # a link of one letter is a touch target too
     context, page = open_page(browser, PHONE if screen == 'phone' else DESKTOP)
     try:
         load(page, base)
@@ -422,7 +423,8 @@ def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, 
             assert commands.evaluate('(pre) => pre.scrollWidth > pre.clientWidth')
         # Touch targets of 40 px at least (a checkbox's is its label), and every control
         # named.
-        targets = page.locator('button:visible, select:visible, input:visible').evaluate_all(
+        targets = page.locator('button:visible, select:visible, input:visible, '
+                               '#stored a').evaluate_all(
             '''(controls) => controls.map((control) => {
                  const rect = (control.closest('label') || control).getBoundingClientRect();
                  return [control.outerHTML, rect.width, rect.height]; })''')

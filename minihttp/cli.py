@@ -319,6 +319,15 @@ def fail(message, status=2):
     return status
 
 
+def moved_by(exc, option, make=False):
+    """A StartupError's line, naming the option that moves a port in use (and, for
+    serve, how to give it to make run, which takes its options in ARGS)."""
+    if not exc.taken:
+        return str(exc)
+    how = f"{option} PORT, in make run ARGS='{option} PORT'" if make else f'{option} PORT'
+    return f'{exc}: {how} (--help lists every option)'
+
+
 def address(host, port):
     """host:port as a person types it: an IPv6 address in brackets."""
     return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
@@ -389,7 +398,7 @@ def run_blocks(args):
                              threads=BLOCK_THREADS, max_connections=args.max_connections,
                              context=context)
     except StartupError as exc:
-        return fail(str(exc))
+        return fail(moved_by(exc, '-p'))
     host, bound = listener.address
     say(f'block server listening on {address(host, bound)}')
     if context:
@@ -537,7 +546,7 @@ def run_serve(args):
     except StartupError as exc:
         for listener in listeners:
             listener.sock.close()
-        return fail(str(exc))
+        return fail(moved_by(exc, '--block-port' if listeners else '--port', make=True))
     browsers.listening(listeners[0].address[1])
     banner(args, listeners, app, writes, created)
     if args.workers > 1:

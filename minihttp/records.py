@@ -442,7 +442,8 @@ def describe_http(record):
         body = request['body']
         if body['framing'] == CHUNKED:
             end = trailer_words(body) if body['done'] else 'no last chunk'
-            parts.append(f'body chunked: {body["chunks"]} chunks, {body["bytes"]} B, {end}')
+            parts.append(f'body chunked: {counted(body["chunks"], "chunk")}, {body["bytes"]} B, '
+                         f'{end}')
         elif body['framing'] == LENGTH and not body['done']:
             parts.append(f'body {spelled(body)}, {body["bytes"]} B of it')
         else:        # 'unread', or the framing's one spelling
@@ -450,9 +451,9 @@ def describe_http(record):
     response = record['response']
     kind, sent = response['framing'], response['bytes']
     if kind == CHUNKED and response['done']:
-        how = f' ({response["chunks"]} chunks, {sent} B, {trailer_words(response)})'
+        how = f' ({counted(response["chunks"], "chunk")}, {sent} B, {trailer_words(response)})'
     elif kind == CHUNKED:
-        how = f' ({response["chunks"]} chunks, {sent} B, no last chunk)'
+        how = f' ({counted(response["chunks"], "chunk")}, {sent} B, no last chunk)'
     elif kind == CLOSE or kind == LENGTH:
         how = f' ({sent} B)'
     elif kind == STREAM:
@@ -508,7 +509,12 @@ def trailer_words(facts):
     if count > len(names):
         names.append(f'+{count - len(names)} more')
     listed = f' ({", ".join(names)})' if names else ''
-    return f'{count} trailer{"" if count == 1 else "s"}{listed}'
+    return counted(count, 'trailer') + listed
+
+
+def counted(count, noun):
+    """A count and its noun, in the singular for one: '1 chunk', '3 chunks', '0 blocks'."""
+    return f'{count} {noun}{"" if count == 1 else "s"}'
 
 
 def spelled(facts):
@@ -527,7 +533,7 @@ def ended_words(ended, status):
 
 
 def describe_blocks(record):
-    return (f'{record["blocks"]} blocks by 4-byte length prefix, {record["bytes"]} B; '
+    return (f'{counted(record["blocks"], "block")} by 4-byte length prefix, {record["bytes"]} B; '
             f'{record["ended"]}')
 
 

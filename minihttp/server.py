@@ -38,8 +38,8 @@ from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK, M
                      STREAM_QUEUE, UPDATE_INTERVAL)
 from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, REFUSED,
                       RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog, dropped_event,
-                      ended_words, event_bytes, http_record, public, response_facts, scanned,
-                      tls_facts)
+                      counted, ended_words, event_bytes, http_record, public,
+                      response_facts, scanned, tls_facts)
 from .report import log_failure, say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -705,8 +705,8 @@ def body_progress(body):
     if body is None:
         return 'before its body'
     if body.framing.kind == CHUNKED and not body.done:
-        chunks = f'{body.chunks} chunk{"" if body.chunks == 1 else "s"}'
-        return f'after {body.received} bytes of the body ({chunks}, no last chunk)'
+        return (f'after {body.received} bytes of the body ({counted(body.chunks, "chunk")}, '
+                'no last chunk)')
     return f'after {body.received} bytes of the body'
 
 

@@ -311,6 +311,21 @@ def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
                            ".includes('slow.bin')")
 
 
+@pytest.mark.timeout(60)
+def test_the_same_file_chosen_again_after_a_refusal_is_sent_again(page, site, tmp_path):
+    # The file input kept its value: choosing the same file after a 413 (or a 401, before
+    # the token was typed) fired no change, and the page silently did nothing.
+    base, uploads, _ = site
+    load(page, base)
+    big = tmp_path / 'again.bin'
+    big.write_bytes(bytes(2 << 20))          # over --max-upload 1M
+    for attempt in (1, 2):
+        page.set_input_files('#pick', str(big))
+        page.wait_for_function('(n) => document.querySelectorAll("#transfers .error").length'
+                               ' === n', arg=attempt)
+    assert len(http_records(base, '/uploads/again.bin')) == 2
+
+
 @pytest.mark.timeout(120)
 def test_errors_are_said_in_words_on_the_page_never_in_a_dialog(page, site, tmp_path):
     base, uploads, _ = site
@@ -391,6 +406,7 @@ def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, 
     base, uploads, _ = site
     (uploads).mkdir(exist_ok=True)
     (uploads / 'README.md').write_bytes(b'# hello\n')
+    (uploads / 'M').write_bytes(b'm')        # a link of one letter is a touch target too
     context, page = open_page(browser, PHONE if screen == 'phone' else DESKTOP)
     try:
         load(page, base)
@@ -409,7 +425,8 @@ def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, 
             assert commands.evaluate('(pre) => pre.scrollWidth > pre.clientWidth')
         # Touch targets of 40 px at least (a checkbox's is its label), and every control
         # named.
-        targets = page.locator('button:visible, select:visible, input:visible').evaluate_all(
+        targets = page.locator('button:visible, select:visible, input:visible, '
+                               '#stored a').evaluate_all(
             '''(controls) => controls.map((control) => {
                  const rect = (control.closest('label') || control).getBoundingClientRect();
                  return [control.outerHTML, rect.width, rect.height]; })''')

@@ -608,7 +608,12 @@ async function listStored() {
 }
 
 $('choose').addEventListener('click', () => $('pick').click());
-$('pick').addEventListener('change', () => { for (const file of $('pick').files) upload(file); });
+$('pick').addEventListener('change', () => {
+  for (const file of $('pick').files) upload(file);
+  // Emptied, so that choosing the same file again (after a refusal, with the token
+  // now given) is a change too: else the browser sees the same choice and says nothing.
+  $('pick').value = '';
+});
 const drop = $('drop');
 drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));

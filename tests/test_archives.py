@@ -22,11 +22,14 @@ import tracemalloc
 import zipfile
 import zlib
 
+import h11
 import pytest
 
 from minihttp import archives
 from minihttp.archives import ArchiveError, FILE, archive_pieces, pax_record, tar_entry
 from minihttp.errors import HTTPError
+from minihttp.responses import Response, ResponseWriter
+from support import FakeSocket
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -407,3 +410,35 @@ def test_time_grows_linearly_with_the_files(tmp_path):
     few, many = cpu(small), cpu(large)
     # 10 times the files: about 10 times the time; quadratic would be 100.
     assert many < 30 * max(few, 0.002), (few, many)
+
+
+@pytest.mark.parametrize('kind', ['tar', 'zip'])
+def test_the_response_writer_sends_it_chunked_and_h11_reads_it_back(root, tmp_path, kind):
+    """Through the one writer, as the lead wires it: chunked (unknown length), each piece
+    sent whole before the next is made, also when the socket takes part of a write."""
+    made = archive_pieces(str(root), ['folder'], kind)
+    response = Response(200, made.headers(), made)
+    sock = FakeSocket(max_send=100_000)
+    writer = ResponseWriter(response, 'GET', 'HTTP/1.1', True, 0.0).write(sock)
+    assert writer.chunked and writer.chunks > 1
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method='GET', target='/', headers=[('Host', 'h')]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(bytes(sock.sent))
+    body = bytearray()
+    while not isinstance(event := client.next_event(), h11.EndOfMessage):
+        assert event is not h11.NEED_DATA
+        if isinstance(event, h11.Response):
+            fields = {k.decode(): v.decode() for k, v in event.headers}
+            assert fields['transfer-encoding'] == 'chunked' and 'content-length' not in fields
+        elif isinstance(event, h11.Data):
+            body += event.data
+    assert bytes(body) == archive(root, kind)
+
+
+def test_a_head_request_closes_the_archive_unread(root):
+    before = descriptors()
+    made = archive_pieces(str(root), ['folder'], 'zip')
+    writer = ResponseWriter(Response(200, made.headers(), made), 'HEAD', 'HTTP/1.1', True, 0.0)
+    writer.write(FakeSocket())
+    assert descriptors() == before

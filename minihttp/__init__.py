@@ -26,6 +26,7 @@ lowest layer first:
     bodies       request bodies: a reader per framing (Content-Length, chunked)
     responses    responses: what a handler returns, and the writer
     files        static files: safe paths, validators, ranges, sendfile, listings, digests
+    archives     folders out as one tar, tar.gz or zip, made while it is sent
     uploads      uploads that appear whole and verified, or not at all
     resumable    partial uploads that survive a dropped connection: state in the uploads folder
     app          the routes: files, uploads, /echo, /headers, /_framing

@@ -27,6 +27,7 @@ lowest layer first:
     responses    responses: what a handler returns, and the writer
     files        static files: safe paths, validators, ranges, sendfile, listings, digests
     uploads      uploads that appear whole and verified, or not at all
+    resumable    partial uploads that survive a dropped connection: state in the uploads folder
     app          the routes: files, uploads, /echo, /headers, /_framing
     server       the HTTP protocol on the loop: heads and small answers inline, bodies on the pool
     blockserver  the block protocol on the loop: headers there, payloads on the pool

@@ -63,6 +63,25 @@ def json_response(status, data, headers=()):
                     (json.dumps(data, indent=1) + '\n').encode())
 
 
+class Redirect:
+    """The app of ``serve --redirect-port``: every request is answered 308 to the same
+    target on the HTTPS port (RFC 9110 section 15.4.9: the method and body are kept), at
+    the host the client named.  That host is checked first (a Host not ours is 421),
+    so the redirect sends nobody elsewhere; ``host`` serves a request without one."""
+
+    def __init__(self, https_port, browsers, host):
+        self.port = https_port
+        self.browsers = browsers
+        self.host = host
+
+    def __call__(self, request):
+        self.browsers.check(request)
+        host = request.get('host') or self.host
+        name = host[:host.find(']') + 1] if host.startswith('[') else host.split(':', 1)[0]
+        target = request.target if request.target.startswith('/') else '/'
+        return Response(308, [('Location', f'https://{name}:{self.port}{target}')])
+
+
 class App:
     """Maps a request to a handler; handlers take a Request and return a Response.
 

@@ -144,12 +144,15 @@ class Refused(Exception):
     """The server did not take the whole stream: it reset the connection, or sent bytes."""
 
 
-def wait_for_close(sock, timeout):
+def wait_for_close(sock, timeout, half_close=True):
     """After the empty block: wait for the server to close, as it does once the stream
     is kept.  Our side is shut for writing, so the server reads to the end; a reset
     (the server closed with our bytes unread: it refused a block, or was stopping)
-    or no close within ``timeout`` raises Refused."""
-    sock.shutdown(socket.SHUT_WR)
+    or no close within ``timeout`` raises Refused.  Over TLS (``half_close``
+    False) nothing is shut: SSLSocket.shutdown would drop the TLS layer under
+    the read that follows, and the server's close_notify ends that read."""
+    if half_close:
+        sock.shutdown(socket.SHUT_WR)
     sock.settimeout(timeout)
     try:
         extra = sock.recv(1)

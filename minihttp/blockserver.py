@@ -7,7 +7,6 @@ while it waits, and a pool thread reads what must be pulled.
 """
 
 import os
-import socket
 import time
 
 from .atomic import AtomicFile
@@ -19,7 +18,7 @@ from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job, Protocol
 from .framing import IncompleteRead
 from .limits import (BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, BODY_TIMEOUT, HEAD_TIMEOUT,
                      KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MIN_RATE, RATE_WINDOW)
-from .records import Sizes, block_record
+from .records import Sizes, block_record, counted
 from .report import log_failure, say
 
 
@@ -148,6 +147,13 @@ class BlockServer(Protocol):
         conn.reader.release()             # no buffer while the payload has not begun
         return BODY
 
+    def wrong_scheme(self, conn, tls_hello):
+        """Said, and answered with a line in clear: a plain block client reads bytes where
+        it waits for a close, and says the server does not speak its protocol."""
+        super().wrong_scheme(conn, tls_hello)
+        conn.send((b'this port speaks TLS: blocks -c --tls\n' if not tls_hello else
+                   b'this port speaks plain blocks: blocks -c without --tls\n',))
+
     def expired(self, conn):
         """A deadline of the loop passed: say which, and end the stream."""
         stream = conn.exchange
@@ -161,7 +167,8 @@ class BlockServer(Protocol):
             return
         else:
             why = f'no block begun within {self.keepalive_timeout:g} s'
-        self.end(conn, f'{self.peer(conn)}: closed: {why}, after {stream.blocks} whole blocks')
+        whole = counted(stream.blocks, 'whole block')
+        self.end(conn, f'{self.peer(conn)}: closed: {why}, after {whole}')
 
     def needs_more(self, conn):
         """Whether a payload waiting for a thread still needs bytes from the client."""
@@ -237,12 +244,7 @@ class BlockServer(Protocol):
     def more_coming(conn):
         """Whether the next header is here (or in the kernel): the thread reads it at once."""
         need = HEADER.size - conn.reader.buffered
-        if need <= 0:
-            return True
-        try:
-            return len(conn.sock.recv(need, socket.MSG_PEEK | socket.MSG_DONTWAIT)) == need
-        except BlockingIOError:
-            return False
+        return need <= 0 or conn.readable(need)
 
     # -- the end of a stream, wherever it is seen -------------------------------------------
 
@@ -253,19 +255,19 @@ class BlockServer(Protocol):
     def cut_short(self, conn):
         why = 'the server is stopping' if conn.stopping else 'the peer closed'
         return (f'{self.peer(conn)}: stream ended without the empty block after '
-                f'{conn.exchange.blocks} blocks ({why})')
+                f'{counted(conn.exchange.blocks, "block")} ({why})')
 
     def problem(self, conn, exc):
         """The line for a stream that failed: what failed, and how far it had come."""
-        blocks = conn.exchange.blocks if conn.exchange is not None else 0
+        whole = counted(conn.exchange.blocks if conn.exchange is not None else 0, 'whole block')
         if isinstance(exc, TruncatedBlock):
-            return f'{self.peer(conn)}: {exc}, after {blocks} whole blocks'
+            return f'{self.peer(conn)}: {exc}, after {whole}'
         if isinstance(exc, BlockTooLarge):
             return f'{self.peer(conn)}: refused: {exc}; closing without reading it'
         if peer_gone(exc):
-            return f'{self.peer(conn)}: connection failed: {exc}, after {blocks} whole blocks'
+            return f'{self.peer(conn)}: connection failed: {exc}, after {whole}'
         if isinstance(exc, TimeoutError):       # the pool's pace: stalled, or too slow
-            return f'{self.peer(conn)}: closed: stream {exc}, after {blocks} whole blocks'
+            return f'{self.peer(conn)}: closed: stream {exc}, after {whole}'
         log_failure(f'{self.peer(conn)}: saving blocks')    # ours (the disk's, say)
         return f'{self.peer(conn)}: saving failed: {exc}'
 
@@ -280,8 +282,7 @@ class BlockServer(Protocol):
             return CLOSE
         saver = stream.saver
         took = f'{stream.total} bytes in {time.monotonic() - stream.began:.3f} s'
-        blocks = f'{stream.blocks} block' + ('' if stream.blocks == 1 else 's')
-        line = f'{self.peer(conn)}: end of stream after {blocks}, {took}'
+        line = f'{self.peer(conn)}: end of stream after {counted(stream.blocks, "block")}, {took}'
         ended = 'ended by the empty block'
         if stream.hashing is not None and problem is None:
             digest = serialize({DEFAULT: stream.hashing.digest()})

@@ -5,6 +5,7 @@ exit status 2, never a traceback.
 """
 
 import argparse
+import getpass
 import ipaddress
 import os
 import re
@@ -12,13 +13,14 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import sys
 
-from . import blocks
+from . import blocks, tls
 from .blockserver import BlockServer
 from .digests import ALGORITHMS, DEFAULT, serialize
-from .app import PAGE_URL, App
+from .app import PAGE_URL, App, Redirect
 from .browsers import Browsers, normal_host, normal_origin
 from .limits import (BLOCK_CLIENT_WAIT, BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT,
                      CLIENT_BLOCK_SIZE, DOCUMENT_ROOT, HEAD_TIMEOUT, HOST, HTTP_PORT,
@@ -128,9 +130,15 @@ def build_parser():
     client.add_argument('--file', metavar='PATH',
                         help="send this file (or '-' for standard input) instead of the book's "
                              'three lines')
+    client.add_argument('--tls', action='store_true',
+                        help='speak TLS to the server (it runs with --tls-cert)')
+    client.add_argument('--cafile', metavar='FILE',
+                        help='with --tls: trust the certificates in FILE (PEM) instead of '
+                             "the system's")
     client.add_argument('--block-size', type=positive_size, default=CLIENT_BLOCK_SIZE,
                         metavar='SIZE', help='bytes per block with --file (default: 64K)')
     server = blk.add_argument_group('server options')
+    add_tls_options(server)
     server.add_argument('--max-block', type=size, default=MAX_BLOCK, metavar='SIZE',
                         help='refuse a block announced larger than this (default: 64M)')
     server.add_argument('--save', metavar='DIR',
@@ -161,6 +169,36 @@ def build_parser():
     return parser
 
 
+def add_tls_options(group):
+    group.add_argument('--tls-cert', metavar='FILE',
+                       help='serve TLS with this certificate (PEM, the chain after it)')
+    group.add_argument('--tls-key', metavar='FILE',
+                       help="the certificate's private key (PEM); an encrypted one's password "
+                            'is asked for, or read from --tls-password-file')
+    group.add_argument('--tls-password-file', metavar='FILE',
+                       help="the encrypted key's password: the file's first line")
+
+
+def tls_context(args):
+    """The server's ssl context for --tls-cert and --tls-key (None without them);
+    TLSConfigError naming the file for anything wrong."""
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_password_file is not None:
+            raise tls.TLSConfigError('--tls-password-file needs --tls-cert and --tls-key')
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise tls.TLSConfigError('--tls-cert and --tls-key go together')
+
+    def ask():
+        # Asked only for an encrypted key with no password file.
+        if not sys.stdin.isatty():
+            raise tls.TLSConfigError(f'key file {args.tls_key}: is encrypted, and there is no '
+                                     'terminal to ask for its password: give '
+                                     '--tls-password-file')
+        return getpass.getpass(f'password for {args.tls_key}: ')
+    return tls.server_context(args.tls_cert, args.tls_key, args.tls_password_file, ask)
+
+
 def add_serve_options(parser):
     parser.add_argument('--host', default=HOST,
                         help='address or name to listen on, IPv4 or IPv6 (default: %(default)s)')
@@ -172,6 +210,9 @@ def add_serve_options(parser):
                              f'demo page is at {PAGE_URL} whatever the root')
     parser.add_argument('--block-port', type=port, default=BLOCK_PORT, metavar='PORT',
                         help='port of the block server, 0 to turn it off (default: %(default)s)')
+    parser.add_argument('--redirect-port', type=port, metavar='PORT',
+                        help='with --tls-cert: also listen for plain HTTP on PORT, answering '
+                             'every request with 308 to the same path over HTTPS')
     parser.add_argument('--uploads', metavar='DIR',
                         help='where uploads are stored, served under /uploads/; made if '
                              'missing (default: ROOT/uploads when ROOT is writable, else '
@@ -189,6 +230,8 @@ def add_serve_options(parser):
                         help='answer requests for this host name too; others get 421. On '
                              'loopback the loopback names and --host are always answered; '
                              'beyond it, any name unless this is given (repeatable)')
+    tls_group = parser.add_argument_group('TLS (both ports speak it)')
+    add_tls_options(tls_group)
     parser.add_argument('--trace', action='store_true',
                         help='print how each message was framed, and each block as it arrives')
     parser.add_argument('--quiet', action='store_true',
@@ -276,6 +319,15 @@ def fail(message, status=2):
     return status
 
 
+def moved_by(exc, option, make=False):
+    """A StartupError's line, naming the option that moves a port in use (and, for
+    serve, how to give it to make run, which takes its options in ARGS)."""
+    if not exc.taken:
+        return str(exc)
+    how = f"{option} PORT, in make run ARGS='{option} PORT'" if make else f'{option} PORT'
+    return f'{exc}: {how} (--help lists every option)'
+
+
 def address(host, port):
     """host:port as a person types it: an IPv6 address in brackets."""
     return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
@@ -330,6 +382,10 @@ def run_blocks(args):
             return fail(f'--save: cannot make {exc.filename}: {exc.strerror}')
     if args.max_connections < 1:
         return fail('--max-connections must be at least 1')
+    try:
+        context = tls_context(args)
+    except tls.TLSConfigError as exc:
+        return fail(str(exc))
     held = args.max_connections + BLOCK_THREADS     # streams, and a file for each saving one
     args.max_connections = fit_descriptors(held, args.max_connections)
     handler = BlockServer(
@@ -339,15 +395,19 @@ def run_blocks(args):
         max_connections=args.max_connections, digest=args.digest)
     try:
         listener = EventLoop(args.hostname, args.p, handler, name='blocks',
-                             threads=BLOCK_THREADS, max_connections=args.max_connections)
+                             threads=BLOCK_THREADS, max_connections=args.max_connections,
+                             context=context)
     except StartupError as exc:
-        return fail(str(exc))
+        return fail(moved_by(exc, '-p'))
     host, bound = listener.address
     say(f'block server listening on {address(host, bound)}')
+    if context:
+        say(f'TLS with {tls.certificate_facts(args.tls_cert).describe()}')
     if args.save:
         say(directory_line('complete streams saved in', args.save, created))
+    client_tls = f' --tls --cafile {args.tls_cert}' if context else ''
     say(f'Send it blocks from another window: {python_command()} -m minihttp blocks -c '
-        f'-p {bound} {host}')
+        f'-p {bound}{client_tls} {host}')
     run_until_signalled([listener], args.grace)
     return 0
 
@@ -361,14 +421,32 @@ def python_command():
 
 
 def run_block_client(args):
+    if args.cafile is not None and not args.tls:
+        return fail('--cafile goes with --tls')
+    try:
+        context = tls.client_context(args.cafile) if args.tls else None
+    except tls.TLSConfigError as exc:
+        return fail(str(exc))
     try:
         source = None if args.file is None else blocks.open_source(args.file)
     except OSError as exc:
         return fail(f'cannot read {args.file}: {exc.strerror}')
     try:
         sock = socket.create_connection((args.hostname, args.p))
+        if context is not None:
+            # TLSConnection, not SSLSocket: put_block gathers with sendmsg.
+            plain, sock = sock, tls.TLSConnection(sock, context, server_side=False,
+                                                  server_hostname=args.hostname)
+            try:
+                sock.do_handshake()
+            except BaseException:
+                plain.close()
+                raise
     except socket.gaierror as exc:
         return fail(f'cannot resolve host {args.hostname!r}: {exc.strerror}')
+    except ssl.SSLError as exc:
+        why = getattr(exc, 'verify_message', None) or exc.reason or exc
+        return fail(f'TLS with {args.hostname} port {args.p} failed: {why}', 1)
     except OSError as exc:
         return fail(f'cannot connect to {args.hostname} port {args.p}: '
                     f'{exc.strerror or exc}', 1)
@@ -380,7 +458,7 @@ def run_block_client(args):
     try:
         with sock:
             sent = blocks.client(sock, source, args.block_size, progress, hashing)
-            blocks.wait_for_close(sock, BLOCK_CLIENT_WAIT)
+            blocks.wait_for_close(sock, BLOCK_CLIENT_WAIT, half_close=context is None)
     except blocks.Refused as exc:
         return fail(f'{args.hostname} port {args.p}: {exc}', 1)
     except OSError as exc:
@@ -422,6 +500,14 @@ def run_serve(args):
         return fail('--workers must be at least 1')
     if args.threads < 1:
         return fail('--threads must be at least 1')
+    try:
+        # Made before any worker is forked: each inherits it (a context holds no
+        # connection state, and the key is read once, its password asked once).
+        context = tls_context(args)
+    except tls.TLSConfigError as exc:
+        return fail(str(exc))
+    if args.redirect_port and context is None:
+        return fail('--redirect-port redirects to HTTPS: it needs --tls-cert and --tls-key')
     held = args.max_connections + args.threads + (
         MAX_BLOCK_CONNECTIONS + BLOCK_THREADS if args.block_port else 0)
     args.max_connections = fit_descriptors(held, args.max_connections)
@@ -444,7 +530,7 @@ def run_serve(args):
     try:
         listeners.append(EventLoop(args.host, args.port, http, name='http', threads=args.threads,
                                    max_connections=args.max_connections,
-                                   reuse_port=args.workers > 1))
+                                   reuse_port=args.workers > 1, context=context))
         if args.block_port:
             # The same deadlines and minimum rate as HTTP's.
             block_server = BlockServer(
@@ -454,11 +540,13 @@ def run_serve(args):
                 min_rate=args.min_rate, rate_window=args.rate_window)
             listeners.append(EventLoop(args.host, args.block_port, block_server, name='blocks',
                                        threads=BLOCK_THREADS,
-                                       max_connections=MAX_BLOCK_CONNECTIONS))
+                                       max_connections=MAX_BLOCK_CONNECTIONS, context=context))
+        if args.redirect_port:
+            listeners.append(redirect_listener(args, listeners[0].address[1]))
     except StartupError as exc:
         for listener in listeners:
             listener.sock.close()
-        return fail(str(exc))
+        return fail(moved_by(exc, '--block-port' if listeners else '--port', make=True))
     browsers.listening(listeners[0].address[1])
     banner(args, listeners, app, writes, created)
     if args.workers > 1:
@@ -470,16 +558,38 @@ def run_serve(args):
     return 0
 
 
+def redirect_listener(args, https_port):
+    """--redirect-port: plain HTTP answering 308 to the HTTPS port, on the same loop
+    machinery (its Host checked as the HTTPS port's is)."""
+    browsers = Browsers(args.host, is_loopback(args.host), hosts=args.allow_host,
+                        origins=args.allow_origin)
+    fallback = 'localhost' if args.host in ('0.0.0.0', '::', '') else args.host
+    app = Redirect(https_port, browsers, normal_host(fallback))
+    http = HTTPServer(app, access_log=args.access_log, keepalive_timeout=args.keepalive_timeout,
+                      head_timeout=args.head_timeout, body_timeout=args.body_timeout,
+                      min_rate=args.min_rate, rate_window=args.rate_window)
+    listener = EventLoop(args.host, args.redirect_port, http, name='redirect', threads=1,
+                         max_connections=MAX_BLOCK_CONNECTIONS)
+    browsers.listening(listener.address[1])
+    return listener
+
+
 def banner(args, listeners, app, writes, created):
     """What a person starting the server needs to know, one line each: where to point
     a browser and a block client, which folders are served and written, who may write."""
     http, *others = listeners
-    url = f'http://{address(*http.address)}/'
+    redirect = others.pop() if args.redirect_port else None
+    scheme = 'https' if args.tls_cert else 'http'
+    url = f'{scheme}://{address(*http.address)}/'
     say(f'http server listening on {url}')
     if others:
         say(f'block server listening on {address(*others[0].address)}')
     else:
         say('block server: off (--block-port 0)')
+    if args.tls_cert:
+        say(f'TLS with {tls.certificate_facts(args.tls_cert).describe()}')
+    if redirect is not None:
+        say(f'http://{address(*redirect.address)}/ redirects to {url}')
     say(f'serving files from {os.path.abspath(args.root)} at /; the demo page at '
         f'{url.rstrip("/")}{PAGE_URL}')
     say(directory_line('uploads stored in', app.store.directory, created)

@@ -55,6 +55,7 @@ import os
 import queue
 import selectors
 import socket
+import ssl
 import struct
 import termios
 import threading
@@ -67,7 +68,8 @@ from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIME
                      MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS, READ_BUFFER_SIZE,
                      REFUSAL_TIMEOUT, SHUTDOWN_GRACE)
 from .sockets import StartupError, bind
-from .report import flush_soon, log_failure, say
+from .report import flush_soon, log_failure, say, say_soon
+from .tls import TLS_RECEIVE_SIZE, TLSConnection, WantRead, WantWrite, looks_like_tls
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
 READ = 'read'        # the next message: wait until readable (or answer what is buffered)
@@ -80,6 +82,7 @@ CLOSE = 'close'      # close at once
 # Where a connection is.
 WAITING, AWAITING_BODY, QUEUED, SENDING, BUSY, STREAMING, LINGERING, CLOSED = (
     'waiting', 'awaiting body', 'queued', 'sending', 'busy', 'streaming', 'lingering', 'closed')
+HANDSHAKE = 'handshake'    # TLS: the loop drives the handshake, on head_timeout
 
 # Pieces one sendmsg may gather (Linux's IOV_MAX is 1024).
 IOV_MAX = 512
@@ -202,6 +205,9 @@ class Protocol:
       when the loop stops without a pool thread having given it back.
     * ``pump(conn)``: for STREAM: queue what the stream has (``conn.send``);
       whether there was any.
+    * ``wrong_scheme(conn, tls_hello)``: plain bytes came to a TLS port, or
+      (``tls_hello``) a TLS hello to a plain one: say so, and queue an answer if
+      there is one; the loop sends it in clear and closes, lingering.
     * the numbers ``keepalive_timeout`` (idle), ``head_timeout`` (a head
       begun), ``body_timeout`` (a body not begun, a stalled send, a receive
       on the pool), ``min_rate`` and ``rate_window`` (the pool's pace).
@@ -250,6 +256,10 @@ class Protocol:
 
     def pump(self, conn):
         return False
+
+    def wrong_scheme(self, conn, tls_hello):
+        said = 'a TLS hello on a plain port' if tls_hello else 'plain bytes on a TLS port'
+        say_soon(f'{conn.peer[0]}:{conn.peer[1]}: {said}; closed', err=True)
 
 
 class Timer:
@@ -361,11 +371,18 @@ class TimedSocket:
 class Connection:
     """One accepted socket and its one StreamReader, wherever it is (loop or pool)."""
 
-    __slots__ = ('sock', 'peer', 'reader', 'loop', 'state', 'events', 'deadline', 'timer',
-                 'head_since', 'outgoing', 'queued', 'then', 'job', 'reads_body', 'exchange',
-                 'timed', 'lingered', 'cut', 'silent')
+    __slots__ = ('sock', 'raw', 'tls', 'peer', 'reader', 'loop', 'state', 'events', 'deadline',
+                 'timer', 'head_since', 'outgoing', 'queued', 'then', 'job', 'reads_body',
+                 'exchange', 'timed', 'paced', 'lingered', 'cut', 'silent')
 
-    def __init__(self, sock, peer, loop):
+    def __init__(self, sock, peer, loop, tls=None):
+        # ``sock`` is what the protocol reads and writes: the socket, or over TLS
+        # the TLSConnection (``tls``); ``raw`` is the socket either way (the
+        # selector's, and what shutdown, peeks and lingering use).
+        self.raw = sock
+        self.tls = tls
+        if tls is not None:
+            sock = tls
         self.sock = sock
         self.peer = peer
         self.loop = loop
@@ -385,7 +402,8 @@ class Connection:
         self.job = None       # the pool's work, for POOL and BODY (give); closed by its last owner
         self.reads_body = False   # whether it is BODY work
         self.exchange = None  # the protocol's own (Protocol says): the loop never reads it
-        self.timed = None     # a TimedSocket, made on the first trip to the pool
+        self.timed = None     # what the pool reads and writes: paced, or TLS over it
+        self.paced = None     # the TimedSocket, made on the first trip to the pool
         self.lingered = 0
         self.cut = False      # shut down by a stopping server
 
@@ -447,14 +465,36 @@ class Connection:
         """
         sock = self.sock
         sock.setblocking(True)
-        if self.timed is None:
-            self.timed = TimedSocket(sock, protocol.body_timeout, protocol.min_rate,
-                                     protocol.rate_window)
+        if self.paced is None:
+            self.paced = self.timed = TimedSocket(self.raw, protocol.body_timeout,
+                                                  protocol.min_rate, protocol.rate_window)
+            if self.tls is not None:
+                self.timed = self.tls
+        if self.tls is not None:
+            # Ciphertext through the pace, into a buffer of the thread's own: the
+            # loop's is shared.  Files go out read into a buffer, encrypted
+            # (TLSConnection.send_file): no sendfile, no kernel TLS in Python's ssl.
+            self.tls.use(self.paced)
         self.reader.receive_from(self.timed)
 
     def to_loop(self):
         self.sock.setblocking(False)
+        if self.tls is not None:
+            self.tls.use(self.raw, self.loop.tls_scratch)
         self.reader.receive_from(self.sock)
+
+    def readable(self, need):
+        """Whether ``need`` more bytes are here or in the kernel, so that a read would not
+        wait; over TLS whether any are (records hide the count)."""
+        tls = self.tls
+        if tls is not None:
+            if tls.pending():
+                return True
+            need = 1
+        try:
+            return len(self.raw.recv(need, socket.MSG_PEEK | socket.MSG_DONTWAIT)) == need
+        except BlockingIOError:
+            return False
 
 
 class EventLoop:
@@ -465,7 +505,7 @@ class EventLoop:
     """
 
     def __init__(self, host, port, protocol, *, name='http', threads=POOL_THREADS,
-                 max_connections=MAX_CONNECTIONS, reuse_port=False):
+                 max_connections=MAX_CONNECTIONS, reuse_port=False, context=None):
         self._host = host
         # reuse_port: worker processes will share the port, each with a
         # listening socket of its own (listen_apart).
@@ -493,6 +533,12 @@ class EventLoop:
         self._scratch = memoryview(bytearray(READ_BUFFER_SIZE))   # what lingering drops
         # Buffers that idle connections gave up, for the next that receives.
         self.spare_buffers = []
+        # TLS (``context``, a server-side ssl.SSLContext): every connection's
+        # handshake is driven here, then it is served as a plain one through its
+        # TLSConnection.  Their ciphertext receives share one scratch (copied into
+        # each connection's BIO at once): an idle TLS connection holds no buffer.
+        self.context = context
+        self.tls_scratch = memoryview(bytearray(TLS_RECEIVE_SIZE)) if context else None
         self._unsent = []            # connections with answers queued in this pass
         self._grace = SHUTDOWN_GRACE
         self._paused = False         # accepting stopped for want of descriptors
@@ -588,6 +634,8 @@ class EventLoop:
                         self._accept(len(ready))
                     elif conn is _WAKE:
                         self._take_returns()
+                    elif conn.state is HANDSHAKE:
+                        self._shake(conn)
                     elif mask & selectors.EVENT_WRITE:
                         self._on_writable(conn)
                     elif conn.state is LINGERING or conn.state is STREAMING:
@@ -640,10 +688,20 @@ class EventLoop:
                 continue
             # Responses go out in one write each; never wait for an ACK first.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(sock, peer, self)
+            if self.context is None:
+                conn = Connection(sock, peer, self)
+                self.connections.add(conn)
+                self._silent[conn] = None
+                self._wait_read(conn, time.monotonic())
+                continue
+            tls = TLSConnection(sock, self.context, server_side=True, scan=True)
+            tls.use(sock, self.tls_scratch)
+            conn = Connection(sock, peer, self, tls)
             self.connections.add(conn)
-            self._silent[conn] = None
-            self._wait_read(conn, time.monotonic())
+            self._silent[conn] = None     # silent until its handshake is done
+            conn.state = HANDSHAKE
+            self._watch(conn, selectors.EVENT_READ)
+            self.deadlines.set(conn, time.monotonic() + self.protocol.head_timeout)
 
     def _make_room(self):
         """At the cap: close the connection that has been silent longest since it
@@ -655,7 +713,14 @@ class EventLoop:
         return True
 
     def _refuse(self, sock, peer):
-        """Answer a connection beyond the cap with the protocol's refusal, and close."""
+        """Answer a connection beyond the cap with the protocol's refusal, and close.
+
+        A TLS port's newcomer is closed without a word: a 503 in clear would reach
+        its client as a failed handshake anyway, and a handshake to say it costs
+        what the cap is there to save."""
+        if self.context is not None:
+            sock.close()
+            return
         answer = self.protocol.refusal(time.time(), peer)
         try:
             sent = sock.send(answer)
@@ -669,10 +734,72 @@ class EventLoop:
         self._refusing.add(conn)
         self._linger(conn, time.monotonic() + REFUSAL_TIMEOUT)
 
+    # -- TLS: the handshake, and what is not TLS ----------------------------------------
+
+    def _shake(self, conn):
+        """Drive a TLS connection's handshake as far as its socket allows, without blocking."""
+        tls = conn.tls
+        try:
+            tls.do_handshake()
+        except WantRead:
+            self._watch(conn, selectors.EVENT_READ)
+            return
+        except WantWrite:
+            self._watch(conn, selectors.EVENT_WRITE)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._handshake_failed(conn, exc)
+            return
+        conn.silent = False
+        self._silent.pop(conn, None)
+        conn.state = WAITING
+        self._watch(conn, selectors.EVENT_READ)
+        self._wait_read(conn, time.monotonic())
+
+    def _handshake_failed(self, conn, exc):
+        """One line saying why (none for a client that left before a byte), and a close;
+        plain HTTP gets the protocol's answer in clear."""
+        tls = conn.tls
+        if tls.plain_http():
+            # The clear request went into the TLS connection; its answer goes
+            # past it, on the socket itself.
+            conn.tls = None
+            conn.sock = conn.raw
+            conn.reader.receive_from(conn.raw)
+            self._wrong_scheme(conn, False)
+            return
+        if tls.first:
+            reason = getattr(exc, 'reason', None) or exc.strerror or str(exc) or \
+                type(exc).__name__
+            if isinstance(exc, ssl.SSLEOFError):
+                reason = 'the client closed the connection'
+            say_soon(f'{self.name}: TLS handshake with {conn.peer[0]}:{conn.peer[1]} failed: '
+                     f'{reason}', err=True)
+        self._close(conn)
+
+    def _wrong_scheme(self, conn, tls_hello):
+        """Plain bytes on a TLS port, or TLS on a plain one: the protocol's answer, in
+        clear, then a lingering close."""
+        conn.state = WAITING
+        try:
+            self.protocol.wrong_scheme(conn, tls_hello)
+        except Exception as exc:
+            self._failed(conn.peer, exc, 'answering')
+        self._proceed(conn, LINGER)
+
     # -- waiting for bytes ------------------------------------------------------------
 
     def _wait_read(self, conn, now):
-        """Park a connection until it is readable, with the deadline its state asks for."""
+        """Park a connection until it is readable, with the deadline its state asks for.
+
+        A TLS connection may hold what the socket will never announce: plaintext
+        decrypted and not read, whole records received with an earlier one (a
+        pipelined request).  It is advanced again in this pass (a read that then
+        waits has taken what was held, so this ends).
+        """
+        tls = conn.tls
+        if tls is not None and tls.pending():
+            self._calls.append((self._on_held, (conn,)))
         if conn.reader.buffered:
             if conn.head_since is None:
                 conn.head_since = now
@@ -688,10 +815,17 @@ class EventLoop:
         self._watch(conn, selectors.EVENT_READ)
         self.deadlines.set(conn, deadline)
 
+    def _on_held(self, conn):
+        if conn.state is WAITING:
+            self._on_readable(conn)
+
     def _on_readable(self, conn):
         if conn.silent:
             conn.silent = False
             self._silent.pop(conn, None)
+            if self.context is None and self._speaks_tls(conn):
+                self._wrong_scheme(conn, True)
+                return
         if conn.state is AWAITING_BODY:
             self._submit(conn)            # the body has begun: a thread may read it
             return
@@ -721,7 +855,9 @@ class EventLoop:
             self._submit(conn)
         elif outcome is BODY:
             conn.reads_body = True
-            if conn.reader.buffered:
+            # Begun when bytes are buffered, or held by TLS (records received with
+            # the head's): the socket would never announce those.
+            if conn.reader.buffered or (conn.tls is not None and conn.tls.pending()):
                 self._submit(conn)
             else:   # no thread until the body's first bytes come
                 conn.state = AWAITING_BODY
@@ -817,8 +953,10 @@ class EventLoop:
     def _still_sending(self, conn):
         """Whether a client whose body work waits for a thread has bytes on their way:
         a client stalling has none waiting to be read (what it sent is in our buffer)."""
+        if conn.tls is not None and conn.tls.pending():
+            return True          # here already, held by TLS: the thread will read it
         try:
-            return bool(conn.sock.recv(1, socket.MSG_PEEK))   # b'': it closed
+            return bool(conn.raw.recv(1, socket.MSG_PEEK))   # b'': it closed
         except BlockingIOError:
             return False
         except OSError as exc:
@@ -878,6 +1016,13 @@ class EventLoop:
 
     # -- closing ----------------------------------------------------------------------
 
+    def _speaks_tls(self, conn):
+        """Whether a plain port's new connection begins with a TLS hello (a peek)."""
+        try:
+            return looks_like_tls(conn.raw.recv(2, socket.MSG_PEEK))
+        except OSError:
+            return False      # the read that follows meets it, and says so
+
     def _linger(self, conn, deadline):
         """Close without destroying our own answer (RFC 9112 section 9.6).
 
@@ -887,8 +1032,11 @@ class EventLoop:
         still comes, until ``deadline`` and within MAX_LINGER bytes.
         """
         conn.state = LINGERING
+        if conn.tls is not None:
+            conn.tls.unwrap()    # close_notify, as far as the socket takes it now
+            conn.tls = None      # what still comes is dropped unread, ciphertext or not
         try:
-            conn.sock.shutdown(socket.SHUT_WR)
+            conn.raw.shutdown(socket.SHUT_WR)
         except OSError as exc:
             self._failed(conn.peer, exc, 'lingering with')
             self._close(conn)
@@ -897,7 +1045,7 @@ class EventLoop:
         self.deadlines.set(conn, deadline)
 
     def _drain(self, conn):
-        recv_into, scratch = conn.sock.recv_into, self._scratch
+        recv_into, scratch = conn.raw.recv_into, self._scratch
         try:
             while True:
                 got = recv_into(scratch)
@@ -911,7 +1059,8 @@ class EventLoop:
         self._close(conn)
 
     def _close(self, conn):
-        if conn.state is CLOSED:
+        state = conn.state
+        if state is CLOSED:
             return
         self.protocol.closed(conn)
         job, conn.job = conn.job, None
@@ -924,6 +1073,9 @@ class EventLoop:
         self._refusing.discard(conn)
         if conn.silent:
             self._silent.pop(conn, None)
+        tls = conn.tls
+        if tls is not None and state is not HANDSHAKE and tls.gettimeout() == 0.0:
+            tls.unwrap()        # close_notify if the socket takes it now; never a wait
         try:
             conn.sock.close()
         except OSError as exc:
@@ -947,11 +1099,11 @@ class EventLoop:
         if events == conn.events:
             return
         if not conn.events:
-            self._selector.register(conn.sock, events, conn)
+            self._selector.register(conn.raw, events, conn)
         elif not events:
-            self._selector.unregister(conn.sock)
+            self._selector.unregister(conn.raw)
         else:
-            self._selector.modify(conn.sock, events, conn)
+            self._selector.modify(conn.raw, events, conn)
         conn.events = events
 
     def _expire(self, now):
@@ -966,6 +1118,9 @@ class EventLoop:
                 continue
             if conn.state is CLOSED or conn.state is BUSY:
                 continue
+            if conn.state is HANDSHAKE and conn.tls.first:
+                say_soon(f'{self.name}: TLS handshake with {conn.peer[0]}:{conn.peer[1]} not '
+                         f'finished within {self.protocol.head_timeout:g} s', err=True)
             if conn.state is QUEUED and (self._still_sending(conn)
                                          or not self.protocol.needs_more(conn)):
                 self.deadlines.set(conn, now + self.protocol.body_timeout)
@@ -987,7 +1142,8 @@ class EventLoop:
             self._selector.unregister(self.sock)
         self.sock.close()
         for conn in list(self.connections):
-            if conn.state is WAITING and not conn.reader.buffered or conn.state is STREAMING:
+            if (conn.state is WAITING and not conn.reader.buffered or conn.state is STREAMING
+                    or conn.state is HANDSHAKE):
                 self._close(conn)
         for conn in list(self._refusing):
             self._close(conn)
@@ -1004,7 +1160,7 @@ class EventLoop:
                 if not conn.cut:
                     conn.cut = True
                     try:
-                        conn.sock.shutdown(socket.SHUT_RDWR)   # its blocked recv returns
+                        conn.raw.shutdown(socket.SHUT_RDWR)   # its blocked recv returns
                     except OSError as exc:
                         self._failed(conn.peer, exc, 'cutting')
             else:

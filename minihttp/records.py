@@ -22,6 +22,7 @@ import threading
 
 from .limits import (RECORDED_CHUNKS, RECORDED_LAST, RECORDED_TARGET, RECORDED_TRAILER,
                      RECORDS_KEPT)
+from .tls import TLSConnection
 from .transfer import CHUNKED, CLOSE, LENGTH, NONE, STREAM, Framing
 
 
@@ -199,11 +200,12 @@ ENDED_WHOLE = (WHOLE, '')
 ENDED_OPEN = (OPEN, '')
 
 
-def http_record(peer, now, request, body, response, ended=ENDED_WHOLE):
+def http_record(peer, now, request, body, response, ended=ENDED_WHOLE, tls=None):
     """The facts of one HTTP exchange; ``body`` is the request's Body reader, or None,
     ``response`` (status, its transfer.Framing's kind and length, chunks, body bytes
     sent, trailer_facts of the fields its last chunk carried), NOT_SENT when none
-    began, and ``ended`` (kind, reason): how the exchange ended, and why."""
+    began, ``ended`` (kind, reason): how the exchange ended, and why, and ``tls``
+    the TLS records that carried it (tls_facts; None over plain TCP)."""
     if request is None:
         head = None
     else:
@@ -212,7 +214,7 @@ def http_record(peer, now, request, body, response, ended=ENDED_WHOLE):
             target = redact(target)
         head = (request.method, target[:RECORDED_TARGET], request.version, request.head_size,
                 body_facts(body))
-    return ['http', now, _process[0], peer, head, response, ended, 0, 0]
+    return ['http', now, _process[0], peer, head, response, ended, tls, 0, 0]
 
 
 def redact(target):
@@ -289,6 +291,48 @@ def response_facts(status, framing, chunks, sent, trailers, done=True, sizes=Non
             None if sizes is None else sizes.facts())
 
 
+def tls_facts(sock, final=True):
+    """The TLS records of an exchange on ``sock`` as a record keeps them, or None when
+    ``sock`` is not a scanned tls.TLSConnection (plain TCP): (version, ALPN protocol,
+    the handshake's (received, sent) or None, received, sent), each direction as
+    tally_facts.
+
+    Records are counted as they cross the socket, not per HTTP message: what was
+    received since the last exchange's end (its request, and any of the next one's
+    that came in the same receive: pipelining), what was sent since (its response).
+    ``final`` (the exchange's last version) cuts the tallies, so the next exchange's
+    start fresh, and takes the handshake's, kept on the connection by do_handshake:
+    shown once, with the connection's first exchange.  An open version (not
+    ``final``) looks at them as they stand and takes nothing.
+    """
+    if not scanned(sock):
+        return None
+    handshake = sock.handshake
+    if final:
+        received, sent = sock.records()
+        sock.handshake = None                  # taken: the next exchanges show none
+    else:
+        received, sent = sock.received.tally, sock.sent.tally
+    if handshake is not None:
+        handshake = (tally_facts(handshake[0]), tally_facts(handshake[1]))
+    return (sock.version(), sock.selected_alpn_protocol(), handshake,
+            tally_facts(received), tally_facts(sent))
+
+
+def scanned(sock):
+    """Whether ``sock`` is TLS whose records are counted (a tls.TLSConnection with scan)."""
+    return isinstance(sock, TLSConnection) and sock.received is not None
+
+
+def tally_facts(tally):
+    """One direction's tls.RecordTally as a record keeps it: (records, bytes, (type,
+    count) pairs, the first records' (type, version, length), the handshake messages
+    seen in clear, why scanning stopped or None).  Bounded as the tally is: at most
+    RECORDED_CHUNKS records listed, RECORDED_HANDSHAKE messages, five content types."""
+    return (tally.records, tally.bytes, tuple(tally.types.items()), tuple(tally.sizes),
+            tuple(tally.handshake), tally.malformed)
+
+
 def trailer_dict(facts):
     """Trailer facts as the JSON says them: ``trailers`` (how many), ``trailer_fields``."""
     return {'trailers': facts[0], 'trailer_fields': [list(field) for field in facts[1]]}
@@ -325,6 +369,7 @@ def public(record):
                 out['response'].update(sizes(recorded))
         how, why = record[6]
         out['ended'] = {'kind': how, 'reason': why}
+        out['tls'] = tls_dict(record[7])
     out['words'] = describe(out)
     return out
 
@@ -341,6 +386,34 @@ def body_dict(facts):
         _, length, received, done = facts
         return {'framing': kind, 'length': length, 'bytes': received, 'done': done}
     return {'framing': kind}
+
+
+def tls_dict(facts):
+    """An exchange's TLS records as the JSON says them (None over plain TCP): ``version``,
+    ``alpn``, ``handshake`` ({received, sent}, on a connection's first exchange, else
+    None), ``received`` and ``sent`` (the records that crossed while this exchange was
+    read and answered), each as direction_dict."""
+    if facts is None:
+        return None
+    version, alpn, handshake, received, sent = facts
+    return {'version': version, 'alpn': alpn,
+            'handshake': None if handshake is None else {
+                'received': direction_dict(handshake[0]), 'sent': direction_dict(handshake[1])},
+            'received': direction_dict(received), 'sent': direction_dict(sent)}
+
+
+def direction_dict(facts):
+    """One direction's records (tally_facts) as the JSON says them: ``records``, ``bytes``
+    (headers included), ``types`` (content type -> records), ``sizes`` ([type, version,
+    length] of the first records), ``more`` (records not in ``sizes``), ``messages``
+    (the handshake messages seen in clear), and ``malformed`` when scanning stopped."""
+    records, total, types, listed, messages, malformed = facts
+    out = {'records': records, 'bytes': total, 'types': dict(types),
+           'sizes': [list(entry) for entry in listed], 'more': records - len(listed),
+           'messages': list(messages)}
+    if malformed:
+        out['malformed'] = malformed
+    return out
 
 
 def sizes(facts):
@@ -369,7 +442,8 @@ def describe_http(record):
         body = request['body']
         if body['framing'] == CHUNKED:
             end = trailer_words(body) if body['done'] else 'no last chunk'
-            parts.append(f'body chunked: {body["chunks"]} chunks, {body["bytes"]} B, {end}')
+            parts.append(f'body chunked: {counted(body["chunks"], "chunk")}, {body["bytes"]} B, '
+                         f'{end}')
         elif body['framing'] == LENGTH and not body['done']:
             parts.append(f'body {spelled(body)}, {body["bytes"]} B of it')
         else:        # 'unread', or the framing's one spelling
@@ -377,9 +451,9 @@ def describe_http(record):
     response = record['response']
     kind, sent = response['framing'], response['bytes']
     if kind == CHUNKED and response['done']:
-        how = f' ({response["chunks"]} chunks, {sent} B, {trailer_words(response)})'
+        how = f' ({counted(response["chunks"], "chunk")}, {sent} B, {trailer_words(response)})'
     elif kind == CHUNKED:
-        how = f' ({response["chunks"]} chunks, {sent} B, no last chunk)'
+        how = f' ({counted(response["chunks"], "chunk")}, {sent} B, no last chunk)'
     elif kind == CLOSE or kind == LENGTH:
         how = f' ({sent} B)'
     elif kind == STREAM:
@@ -392,7 +466,40 @@ def describe_http(record):
         parts.append(f'response {response["status"]} by {spelled(response)}{how}')
     if record['ended']['kind'] != WHOLE:
         parts.append(ended_words(record['ended'], response['status']))
+    if record.get('tls'):
+        parts.extend(tls_words(record['tls']))
     return '; '.join(parts)
+
+
+def tls_words(facts):
+    """An exchange's TLS records in words: 'TLS handshake (TLSv1.3, http/1.1): 3 records
+    in (client_hello), 6 out (server_hello)' on a connection's first exchange, then
+    'TLS: request in 1 record (95 B), response in 2 records (1130 B)'."""
+    parts = []
+    handshake = facts['handshake']
+    if handshake is not None:
+        said = ', '.join(str(fact) for fact in (facts['version'], facts['alpn']) if fact)
+        received, sent = handshake['received'], handshake['sent']
+        parts.append(f'TLS handshake ({said}): '
+                     f'{records_words(received, "in", True)}, {records_words(sent, "out", True)}')
+    parts.append(f'TLS: {records_words(facts["received"], "request in")}, '
+                 f'{records_words(facts["sent"], "response in")}')
+    return parts
+
+
+def records_words(facts, what, handshake=False):
+    """'request in 2 records (120 B: 1 application_data, 1 alert)': how many, their bytes
+    and, beside application data, their types; a handshake's with its messages."""
+    count = facts['records']
+    listed = [f'{facts["bytes"]} B']
+    others = {kind: n for kind, n in facts['types'].items() if kind != 'application_data'}
+    if others and not handshake:
+        listed[0] += ': ' + ', '.join(f'{n} {kind}' for kind, n in others.items())
+    if handshake and facts['messages']:
+        listed.append(', '.join(facts['messages']))
+    if facts.get('malformed'):
+        listed.append(f'malformed: {facts["malformed"]}')
+    return f'{what} {count} record{"" if count == 1 else "s"} ({"; ".join(listed)})'
 
 
 def trailer_words(facts):
@@ -402,7 +509,12 @@ def trailer_words(facts):
     if count > len(names):
         names.append(f'+{count - len(names)} more')
     listed = f' ({", ".join(names)})' if names else ''
-    return f'{count} trailer{"" if count == 1 else "s"}{listed}'
+    return counted(count, 'trailer') + listed
+
+
+def counted(count, noun):
+    """A count and its noun, in the singular for one: '1 chunk', '3 chunks', '0 blocks'."""
+    return f'{count} {noun}{"" if count == 1 else "s"}'
 
 
 def spelled(facts):
@@ -421,7 +533,7 @@ def ended_words(ended, status):
 
 
 def describe_blocks(record):
-    return (f'{record["blocks"]} blocks by 4-byte length prefix, {record["bytes"]} B; '
+    return (f'{counted(record["blocks"], "block")} by 4-byte length prefix, {record["bytes"]} B; '
             f'{record["ended"]}')
 
 

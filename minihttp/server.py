@@ -29,6 +29,7 @@ from .framing import write_all
 from .bodies import PARTIAL, Body, BodyCut, bounded, buffered_body, open_body
 from .errors import HTTPError, peer_gone
 from .request import read_request
+from .tls import plain_http_error, tls_on_plain_error
 from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
                         is_bytes)
 from .transfer import CHUNKED, LENGTH, NONE, request_framing
@@ -37,7 +38,8 @@ from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK, M
                      STREAM_QUEUE, UPDATE_INTERVAL)
 from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, REFUSED,
                       RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog, dropped_event,
-                      ended_words, event_bytes, http_record, public, response_facts)
+                      counted, ended_words, event_bytes, http_record, public,
+                      response_facts, scanned, tls_facts)
 from .report import log_failure, say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -374,6 +376,13 @@ class HTTPServer(Protocol):
         self.answer(conn, None, None, error_response(error), time.time(),
                     (TIMED_OUT, error.reason))
 
+    def wrong_scheme(self, conn, tls_hello):
+        """Plain HTTP on the TLS port (nginx's 400 line), or a TLS hello on the plain
+        one: the 400 saying which, logged and recorded with its reason; the loop
+        sends it in clear and closes."""
+        error = tls_on_plain_error() if tls_hello else plain_http_error()
+        self.answer(conn, None, None, error_response(error), time.time(), refused(error))
+
     def refusal(self, now, peer):
         """The whole answer to a connection beyond --max-connections: 503, and close."""
         error = HTTPError(503, 'too many connections; try again shortly', close=True,
@@ -512,7 +521,7 @@ class HTTPServer(Protocol):
                 response = response_facts(writer.response.status, writer.framing, writer.chunks,
                                           writer.sent, writer.trailers, False, writer.sizes)
             record = http_record(live.conn.peer, live.now, live.request, live.body, response,
-                                 (OPEN, waiting))
+                                 (OPEN, waiting), tls_facts(live.conn.sock, final=False))
             if live.record is None:
                 live.record = self.records.add(record)
             elif record[:VERSION] != live.record[:VERSION]:     # the facts, not the number
@@ -659,7 +668,15 @@ class HTTPServer(Protocol):
         else:
             response = response_facts(writer.response.status, writer.framing, writer.chunks,
                                       writer.sent, writer.trailers, done, writer.sizes)
-        record = http_record(conn.peer, now, request, body, response, ended)
+        if conn.queued and scanned(conn.sock):
+            # TLS records are counted as they cross the socket: an answer the loop
+            # queued goes now, not with the pass's others, so that this record has them.
+            try:
+                conn.flush()
+            except OSError:
+                pass                  # the loop's next flush meets it, and closes
+        record = http_record(conn.peer, now, request, body, response, ended,
+                             tls_facts(conn.sock))
         if live is not None:
             record = self.close_live(live, record)
         else:
@@ -688,8 +705,8 @@ def body_progress(body):
     if body is None:
         return 'before its body'
     if body.framing.kind == CHUNKED and not body.done:
-        chunks = f'{body.chunks} chunk{"" if body.chunks == 1 else "s"}'
-        return f'after {body.received} bytes of the body ({chunks}, no last chunk)'
+        return (f'after {body.received} bytes of the body ({counted(body.chunks, "chunk")}, '
+                'no last chunk)')
     return f'after {body.received} bytes of the body'
 
 

@@ -7,7 +7,12 @@ from .limits import LISTEN_BACKLOG
 
 
 class StartupError(Exception):
-    """A server could not start; the message is one line for the user."""
+    """A server could not start; the message is one line for the user.  ``taken``: the
+    port is in use, and the command line that chose it may say which option moves it."""
+
+    def __init__(self, message, taken=False):
+        super().__init__(message)
+        self.taken = taken
 
 
 def bind(host, port, backlog=LISTEN_BACKLOG, reuse_port=False, join=False):
@@ -35,7 +40,7 @@ def bind(host, port, backlog=LISTEN_BACKLOG, reuse_port=False, join=False):
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind(address)
             except OSError as exc:
-                raise StartupError(in_use(host, port, exc)) from None
+                raise cannot_listen(host, port, exc) from None
             address = probe.getsockname()    # port 0: the free port the probe was given
     sock = socket.socket(family, kind, proto)
     try:
@@ -46,12 +51,12 @@ def bind(host, port, backlog=LISTEN_BACKLOG, reuse_port=False, join=False):
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise StartupError(in_use(host, port, exc)) from None
+        raise cannot_listen(host, port, exc) from None
     return sock
 
 
-def in_use(host, port, exc):
+def cannot_listen(host, port, exc):
     """Why a port cannot be listened on, in one line, with what to do when it is taken."""
-    hint = ' (another server holds it: stop it, or choose another port)' if (
-        exc.errno == errno.EADDRINUSE) else ''
-    return f'cannot listen on {host} port {port}: {exc.strerror}{hint}'
+    taken = exc.errno == errno.EADDRINUSE
+    hint = ' (another server holds it: stop it, or choose another port)' if taken else ''
+    return StartupError(f'cannot listen on {host} port {port}: {exc.strerror}{hint}', taken)

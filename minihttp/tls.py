@@ -75,6 +75,9 @@ HANDSHAKE_HEADER_SIZE = 4                  # msg_type, a 3-byte length
 
 # What nginx answers plain HTTP on an HTTPS port (400, and the connection closes).
 PLAIN_HTTP_LINE = 'The plain HTTP request was sent to HTTPS port'
+# What a TLS hello on a plain port is told (in clear: a person reading the log,
+# or openssl s_client's output, sees it; a TLS client just fails its handshake).
+TLS_ON_PLAIN_LINE = 'a TLS handshake on the plain HTTP port: use http://, or serve with --tls-cert'
 
 
 class TLSConfigError(Exception):
@@ -101,6 +104,11 @@ def looks_like_tls(first):
 def plain_http_error():
     """The 400 for plain HTTP on a TLS port (sent in clear, then closed), as nginx does."""
     return HTTPError(400, PLAIN_HTTP_LINE, close=True)
+
+
+def tls_on_plain_error():
+    """The 400 for a TLS hello on a plain port (logged, sent in clear, then closed)."""
+    return HTTPError(400, TLS_ON_PLAIN_LINE, close=True)
 
 
 # --- contexts -----------------------------------------------------------------
@@ -581,6 +589,11 @@ class TLSConnection:
     not wait for the socket while there is some.
     """
 
+    # The handshake's (received, sent) tallies, cut by do_handshake when scanning:
+    # kept for whoever shows them (records.tls_facts takes them with the connection's
+    # first exchange).
+    handshake = None
+
     def __init__(self, sock, context, server_side, server_hostname=None, scan=False):
         self.sock = sock
         self._transport = sock
@@ -591,11 +604,15 @@ class TLSConnection:
                                      server_hostname=server_hostname)
         self.received = RecordScanner() if scan else None
         self.sent = RecordScanner() if scan else None
-        self._buffer = None         # the receive buffer, taken at the first receive
+        # The ciphertext scratch a receive fills (it is copied into the BIO at once):
+        # one the event loop shares among its connections (``use``), or, on a
+        # pool thread, one of its own taken at the first receive.
+        self._buffer = None
         self._file_buffer = None    # send_file's, taken at its first call
         self._unsent = None         # ciphertext the socket has not taken yet (a memoryview)
         self._owed = 0              # plaintext encrypted into _unsent, not yet reported sent
         self.first = b''            # the connection's first bytes (up to 5): TLS or not?
+        self.handed = 0             # plaintext bytes sent (as a TimedSocket's ``handed``)
         self.closed = False
 
     # -- the socket's face ------------------------------------------------------
@@ -617,10 +634,19 @@ class TLSConnection:
     def getpeername(self):
         return self.sock.getpeername()
 
-    def use(self, transport):
+    def use(self, transport, buffer=None):
         """Move ciphertext through ``transport`` (recv_into, sendall) from now on;
-        ``use(conn.sock)`` goes back to the socket itself."""
+        ``use(conn.sock)`` goes back to the socket itself.
+
+        ``buffer``: the receive scratch, a writable memoryview shared by every
+        connection one thread serves (an idle connection then holds none); None:
+        one of its own, taken at the next receive.  Given one, the connection lets
+        go of send_file's buffer too.
+        """
         self._transport = transport
+        self._buffer = buffer
+        if buffer is not None:
+            self._file_buffer = None
 
     def selected_alpn_protocol(self):
         return self._ssl.selected_alpn_protocol()
@@ -648,8 +674,9 @@ class TLSConnection:
         return len(self._unsent) if self._unsent is not None else 0
 
     def records(self):
-        """(received, sent) tallies since the last call, or None when not scanning: the
-        handshake's after do_handshake, then each HTTP message's."""
+        """(received, sent) tallies since the last call (or since do_handshake cut the
+        handshake's into ``handshake``), or None when not scanning: each HTTP
+        exchange's."""
         if self.received is None:
             return None
         return self.received.cut(), self.sent.cut()
@@ -737,6 +764,8 @@ class TLSConnection:
                 self._try_flush()          # the alert saying why, if the socket takes it
                 raise
             self._flush()                  # the last flight (TLS 1.3: session tickets)
+            if self.received is not None and self.handshake is None:
+                self.handshake = self.records()
             return
 
     def plain_http(self):
@@ -794,6 +823,7 @@ class TLSConnection:
             # Asked again after WantWrite: these bytes were encrypted then.
             self._flush()
             owed, self._owed = self._owed, 0
+            self.handed += owed
             return owed
         self._flush()
         written = 0
@@ -809,6 +839,7 @@ class TLSConnection:
             except BlockingIOError:
                 self._owed = written
                 raise
+        self.handed += written
         return written
 
     def send_file(self, fd, offset, count):

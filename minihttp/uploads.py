@@ -38,6 +38,26 @@ INVISIBLE = {'Cc': 'a control character', 'Cf': 'an invisible format character',
 # Except the two joiners (Cf too): ZWNJ is part of ordinary Persian words and ZWJ
 # of emoji sequences; neither reorders text, and refusing them refuses real names.
 JOINERS = frozenset('\u200c\u200d')
+# Characters outside those categories that draw nothing too (Unicode's default
+# ignorable code points that are not Cf): the combining grapheme joiner, the Hangul
+# fillers, Khmer's inherent vowels and the Mongolian variation selectors.  "\u3164"
+# alone is a name listed as blank.  The other variation selectors stay (U+FE0F is
+# part of emoji: "\u2764\ufe0f.txt").
+BLANK = frozenset('\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0')
+
+
+def invisible(char):
+    """Why a character may not be in a name (it draws nothing, reorders the rest, or
+    is not a character for interchange at all), or None."""
+    what = INVISIBLE.get(unicodedata.category(char))
+    if what is not None:
+        return None if char in JOINERS else what
+    if char in BLANK:
+        return 'a character that draws nothing'
+    point = ord(char)
+    if 0xFDD0 <= point <= 0xFDEF or point & 0xFFFE == 0xFFFE:     # Unicode's 66
+        return 'a noncharacter'
+    return None
 
 
 def check_name(name):
@@ -57,8 +77,8 @@ def check_name(name):
         raise HTTPError(400, f'upload name must be one path segment without control '
                              f'characters: {name[:60]!r}')
     for char in name:
-        what = INVISIBLE.get(unicodedata.category(char))
-        if what is not None and char not in JOINERS:
+        what = invisible(char)
+        if what is not None:
             called = unicodedata.name(char, '')    # C0 and C1 controls have none
             raise HTTPError(400, f'upload name contains U+{ord(char):04X}'
                                  f'{f" ({called})" if called else ""}, {what}')

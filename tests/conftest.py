@@ -7,6 +7,7 @@ in-process event loops by their stop().
 import os
 import resource
 import socket
+import subprocess
 
 import pytest
 from hypothesis import settings
@@ -14,7 +15,8 @@ from hypothesis import settings
 from minihttp.app import App
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
-from support import HTTP_LISTENING, LISTENING, MinihttpProcess, SMALL_INDEX, Store, WAIT, baseline
+from support import (HTTP_LISTENING, LISTENING, OPENSSL, MinihttpProcess, SMALL_INDEX, Store, WAIT,
+                     baseline, openssl)
 
 # CI machines are noisy: an example that runs slowly has not failed.
 settings.register_profile('minihttp', deadline=None)
@@ -122,3 +124,30 @@ def connect(loop_server):
     yield open_one
     for sock in opened:
         sock.close()
+
+
+@pytest.fixture(scope='session')
+def pki(tmp_path_factory):
+    """A self-signed cert+key for localhost, another pair, an expired certificate and
+    the first key encrypted with a password file (as paths by name)."""
+    if OPENSSL is None:
+        pytest.skip('the openssl command is not installed')
+    here = tmp_path_factory.mktemp('pki')
+    for name, cn in (('', 'localhost'), ('other-', 'other')):
+        openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+                '-keyout', f'{name}key.pem', '-out', f'{name}cert.pem', '-days', '2',
+                '-subj', f'/CN={cn}/O=minihttp tests',
+                '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', cwd=here)
+    (here / 'password').write_text('correct horse\n')
+    (here / 'wrong-password').write_text('battery staple\n')
+    openssl('pkey', '-in', 'key.pem', '-aes256', '-passout', 'file:password',
+            '-out', 'encrypted-key.pem', cwd=here)
+    paths = {path.stem: str(path) for path in here.iterdir()}
+    try:   # notAfter a day before notBefore (OpenSSL 3.0 accepts a negative -days)
+        openssl('req', '-new', '-key', 'key.pem', '-subj', '/CN=old', '-out', 'old.csr', cwd=here)
+        openssl('x509', '-req', '-in', 'old.csr', '-key', 'key.pem', '-days', '-1',
+                '-out', 'expired.pem', cwd=here)
+        paths['expired'] = str(here / 'expired.pem')
+    except subprocess.CalledProcessError:
+        pass
+    return paths

@@ -26,6 +26,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 # `block server listening on 127.0.0.1:1060` (an IPv6 host in brackets).
 LISTENING = r'block server listening on (?P<host>\[[^\]]+\]|[^\s:\[]+):(?P<port>\d+)$'
 # What `serve` prints once the HTTP listener accepts: the host as bound ([::1] for IPv6).
-HTTP_LISTENING = r'http server listening on http://(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)/'
+HTTP_LISTENING = r'http server listening on https?://(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)/'
 
 # How long a test waits for a line, or for a process to end, unless it says otherwise.
 WAIT = 15.0
@@ -756,6 +757,14 @@ def exchange(port, method, target, headers=(), body=b''):
 
 # Longest a curl command in these tests may take.
 CURL_TIMEOUT = 120
+
+
+OPENSSL = shutil.which('openssl')
+
+
+def openssl(*args, cwd):
+    """Run the openssl command in ``cwd``; CalledProcessError when it fails."""
+    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True, timeout=WAIT)
 
 
 def curl(*args, timeout=CURL_TIMEOUT, stdin=None):

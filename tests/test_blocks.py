@@ -223,7 +223,7 @@ def test_a_file_from_standard_input(minihttp, tmp_path):
     # half a header
     (b'\0\0', r'stream cut inside a block header\b.*\(2 bytes missing\)'),
     # closed cleanly between blocks, but without the empty block
-    (b'', r'stream ended without the empty block after 1 blocks \(the peer closed\)'),
+    (b'', r'stream ended without the empty block after 1 block \(the peer closed\)'),
 ])
 def test_a_truncated_stream_leaves_no_file_and_says_what_is_missing(minihttp, tmp_path,
                                                                     tail, report):
@@ -348,7 +348,7 @@ def test_client_file_missing(tmp_path):
 def test_server_port_in_use():
     with socket.create_server(('127.0.0.1', 0)) as taken:
         result = run_minihttp('blocks', '-p', taken.getsockname()[1])
-    assert_one_line_error(result, 'cannot listen')
+    assert_one_line_error(result, 'cannot listen', 'choose another port): -p PORT (--help')
 
 
 def test_a_missing_save_directory_is_made_and_said(minihttp, tmp_path):
@@ -500,7 +500,7 @@ TOOK = r' \(\d+ bytes in \d+\.\d{3} s\)$'
 
 @pytest.mark.parametrize('sent, reason', [
     (b'', r'closed: nothing received within 1 s of connecting$'),
-    (frame(b'one'), r'closed: no block begun within 1 s, after 1 whole blocks' + TOOK),
+    (frame(b'one'), r'closed: no block begun within 1 s, after 1 whole block' + TOOK),
     (b'\0\0', r'closed: block header not complete within 1 s, after 0 whole blocks' + TOOK),
     (frame(b'0123456789')[:4], r'closed: block payload stalled: nothing received for 1 s, '
                                r'after 0 whole blocks' + TOOK),

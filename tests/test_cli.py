@@ -88,6 +88,22 @@ def test_uploads_that_cannot_be_made_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.count(b'\n') == 1
 
 
+@pytest.mark.parametrize('taken_option', ['--port', '--block-port'])
+def test_a_port_in_use_is_one_line_naming_the_option_that_moves_it(tmp_path, taken_option):
+    # make run takes no options of its own: the line says which one, and how to pass it.
+    with socket.create_server(('127.0.0.1', 0)) as taken:
+        ports = {'--port': 0, '--block-port': free_port()}
+        ports[taken_option] = taken.getsockname()[1]
+        result = run_minihttp('serve', '--root', tmp_path, *sum(map(list, ports.items()), []),
+                              timeout=WAIT)
+    assert result.returncode == 2
+    line = result.stderr.decode()
+    assert line.count('\n') == 1
+    assert line.startswith(f'minihttp: cannot listen on 127.0.0.1 port {ports[taken_option]}: ')
+    assert line.rstrip().endswith(f"choose another port): {taken_option} PORT, in make run "
+                                  f"ARGS='{taken_option} PORT' (--help lists every option)")
+
+
 @pytest.mark.parametrize('args, command', [
     ((), '-m minihttp serve'),
     (("ARGS=--port 8080 --block-port 1061",), '-m minihttp serve --port 8080 --block-port 1061'),
@@ -118,7 +134,7 @@ def test_quiet_says_nothing_of_a_whole_stream_and_still_says_a_failed_one(miniht
     listing52.send_lines(('127.0.0.1', server.port))
     with socket.create_connection(('127.0.0.1', server.port), timeout=WAIT) as sock:
         put_block(sock, b'then the peer closes')
-    server.wait_for_line(r'stream ended without the empty block after 1 blocks \(the peer '
+    server.wait_for_line(r'stream ended without the empty block after 1 block \(the peer '
                          r'closed\) \(20 bytes in \d+\.\d{3} s\)$', stream='stderr')
     assert 'end of stream' not in server.output('stdout')
 

@@ -86,6 +86,21 @@ def test_check_name_refuses_invisible_characters_naming_the_code_point(name):
     assert f'U+{ord(odd):04X}' in str(refused.value)
 
 
+# What draws nothing without being a format character: a name of it alone is listed
+# blank (U+3164 HANGUL FILLER); and the noncharacters, not meant for interchange.
+BLANK = ['\u3164', 'a\u034fb.txt', '\u115f.txt', 'a\uffa0b', 'a\u17b4b', 'a\u180bb',
+         '\ufffe', 'a\ufdd0b', 'a\U0010ffffb']
+
+
+@pytest.mark.parametrize('name', BLANK, ids=ascii)
+def test_check_name_refuses_what_draws_nothing_and_noncharacters(name):
+    with pytest.raises(HTTPError) as refused:
+        check_name(name)
+    odd = next(char for char in name if char not in 'ab.txt')
+    assert refused.value.status == 400
+    assert f'contains U+{ord(odd):04X}' in str(refused.value)
+
+
 def test_the_reason_for_u202e_says_what_it_is():
     with pytest.raises(HTTPError) as refused:
         check_name('invoice\u202efdp.exe')
@@ -95,7 +110,8 @@ def test_the_reason_for_u202e_says_what_it_is():
 
 @pytest.mark.parametrize('name', ['résumé.txt', 'naïve café.pdf', 'файл.txt', 'ملف.txt',
                                   '文件.txt', 'snowman \u2603.txt', 'a b.txt',
-                                  'می\u200cخواهم.txt', 'family \U0001f468\u200d\U0001f469.txt'],
+                                  'می\u200cخواهم.txt', 'family \U0001f468\u200d\U0001f469.txt',
+                                  'heart \u2764\ufe0f.txt'],
                          ids=ascii)
 def test_ordinary_names_pass_unchanged(name):
     assert check_name(name) == name

@@ -332,6 +332,19 @@ def test_no_access_log_prints_none(serve):
     assert not re.search(CLF, server.output(), re.M)
 
 
+def test_trace_counts_one_chunk_as_a_chunk(serve):
+    # '1 chunks' was said of a one-chunk body and its echo (as '1 blocks' of a stream).
+    server = serve('--trace')
+    chunked_put = get('/echo', 'HTTP/1.1', 'Transfer-Encoding: chunked', method='PUT')
+    with Client(server.port) as client:
+        client.send(chunked_put + chunked(b'hello'))
+        assert client.reply('PUT').body == b'hello'
+        local_port = client.sock.getsockname()[1]
+    trace = server.wait_for_line(rf'^trace 127\.0\.0\.1:{local_port}: (.*)$', stream='stderr')
+    assert trace[1] == (f'head {len(chunked_put)} B by CRLFCRLF; body chunked: 1 chunk, 5 B, '
+                        '0 trailers; response 200 by chunked (1 chunk, 5 B, 0 trailers)')
+
+
 def test_trace_says_how_each_message_was_framed(serve):
     server = serve('--trace')
     pieces = [b'a' * 10, b'b' * 300, b'c']

@@ -272,7 +272,7 @@ def test_an_echo_is_shown_sending_while_its_request_body_still_arrives(live_serv
                                        'trailers': 0, 'trailer_fields': [],
                                        'sizes': [3], 'last_sizes': [], 'more': 0}
         assert echoing['request']['body']['bytes'] == 3
-        assert 'response 200 by chunked (1 chunks, 3 B, no last chunk)' in echoing['words']
+        assert 'response 200 by chunked (1 chunk, 3 B, no last chunk)' in echoing['words']
         sock.sendall(b'0\r\n\r\n')
         assert file.readline() == b'0\r\n'
         file.close()
@@ -303,6 +303,7 @@ def race(head):
 
         class Conn:
             peer = ('127.0.0.1', 1)
+            sock, queued = None, 0            # plain TCP, nothing queued
         live = Live(server, Conn, request, body, 0.0)
         start, done = threading.Barrier(2), threading.Event()
 

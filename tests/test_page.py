@@ -16,11 +16,13 @@ import re
 import shutil
 import socket
 import subprocess
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
 import requests
 from minihttp.blocks import put_block
+from minihttp.records import NO_TRAILERS, NUMBER, http_record, public
 from support import HTTP_LISTENING, REPO, WAIT, chunked, exchange, free_port, wait_until
 
 
@@ -309,6 +311,21 @@ def test_a_refused_upload_is_shown_in_words_and_a_cancelled_one_leaves_nothing(
                            ".includes('slow.bin')")
 
 
+@pytest.mark.timeout(60)
+def test_the_same_file_chosen_again_after_a_refusal_is_sent_again(page, site, tmp_path):
+    # The file input kept its value: choosing the same file after a 413 (or a 401, before
+    # the token was typed) fired no change, and the page silently did nothing.
+    base, uploads, _ = site
+    load(page, base)
+    big = tmp_path / 'again.bin'
+    big.write_bytes(bytes(2 << 20))          # over --max-upload 1M
+    for attempt in (1, 2):
+        page.set_input_files('#pick', str(big))
+        page.wait_for_function('(n) => document.querySelectorAll("#transfers .error").length'
+                               ' === n', arg=attempt)
+    assert len(http_records(base, '/uploads/again.bin')) == 2
+
+
 @pytest.mark.timeout(120)
 def test_errors_are_said_in_words_on_the_page_never_in_a_dialog(page, site, tmp_path):
     base, uploads, _ = site
@@ -389,6 +406,7 @@ def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, 
     base, uploads, _ = site
     (uploads).mkdir(exist_ok=True)
     (uploads / 'README.md').write_bytes(b'# hello\n')
+    (uploads / 'M').write_bytes(b'm')        # a link of one letter is a touch target too
     context, page = open_page(browser, PHONE if screen == 'phone' else DESKTOP)
     try:
         load(page, base)
@@ -407,7 +425,8 @@ def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, 
             assert commands.evaluate('(pre) => pre.scrollWidth > pre.clientWidth')
         # Touch targets of 40 px at least (a checkbox's is its label), and every control
         # named.
-        targets = page.locator('button:visible, select:visible, input:visible').evaluate_all(
+        targets = page.locator('button:visible, select:visible, input:visible, '
+                               '#stored a').evaluate_all(
             '''(controls) => controls.map((control) => {
                  const rect = (control.closest('label') || control).getBoundingClientRect();
                  return [control.outerHTML, rect.width, rect.height]; })''')
@@ -618,3 +637,100 @@ def test_a_request_waiting_for_a_thread_and_an_echo_under_way_are_drawn_growing(
     assert response.locator('.growing').inner_text() == 'sending…'
     assert sending.locator('.missing').count() == 0 and sending.locator('.last').count() == 0
     assert page.errors == [], page.errors
+
+
+def tls_record(number, handshake, received, sent):
+    """An exchange over TLS as records.public makes it, from tally facts (records.tally_facts'
+    shape: records, bytes, types, the first (type, version, length), messages, malformed);
+    with ``received`` None, over plain TCP."""
+    request = SimpleNamespace(method='GET', target='/big', version='HTTP/1.1', head_size=40)
+    response = (200, 'content-length', 1_500_000, 0, 1_500_000, NO_TRAILERS, True, None)
+    made = http_record(('127.0.0.1', 41000), 1.0, request, None, response,
+                       tls=received and ('TLSv1.3', 'http/1.1', handshake, received, sent))
+    made[NUMBER] = number
+    return public(made)
+
+
+def direction(*sizes, count=None, messages=()):
+    types = {}
+    for kind, _, _ in sizes:
+        types[kind] = types.get(kind, 0) + 1
+    count = len(sizes) if count is None else count
+    return (count, sum(5 + length for _, _, length in sizes), tuple(types.items()),
+            tuple(sizes[:64]), tuple(messages), None)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('screen', ['desktop', 'phone'])
+def test_tls_records_are_a_third_row_hex_headers_collapsed_runs(browser, site, screen):
+    """An exchange over TLS: its handshake's records once, then under each message the
+    records that carried it, each a 5-byte header drawn in hex as on the wire (decimal
+    on hover) and its payload; a long run collapsed; a plain exchange has no such row."""
+    base, _, _ = site
+    context, page = open_page(browser, PHONE if screen == 'phone' else DESKTOP)
+    try:
+        feeds = []
+        page.route('**/_framing/stream*', lambda route: feeds.append(route))
+        page.goto(base + '/')
+        data = ('application_data', '3.3', 16401)
+        handshake = (direction(('handshake', '3.1', 512), ('change_cipher_spec', '3.3', 1),
+                               ('application_data', '3.3', 53), messages=['client_hello']),
+                     direction(('handshake', '3.3', 90), ('change_cipher_spec', '3.3', 1),
+                               *[('application_data', '3.3', 40 + n) for n in range(4)],
+                               messages=['server_hello']))
+        first = tls_record(9101, handshake, direction(('application_data', '3.3', 95)),
+                           direction(*[data] * 64, count=92))
+        second = tls_record(9102, None, direction(count=0), direction(
+            ('application_data', '3.3', 300), ('application_data', '3.3', 17)))
+        plain = tls_record(9103, None, None, None)
+        intercepted(page, feeds, 'the page opened its feed').fulfill(
+            status=200, content_type='text/event-stream',
+            body='retry: 60000\n\n' + ''.join(event(r, 'record') for r in (first, second, plain)))
+        entry = page.locator('.record[data-id="9101"]')
+        entry.wait_for()
+        rows = entry.locator('.row')
+        assert rows.count() == 6
+        labels = [rows.nth(n).locator('.label').first.inner_text() for n in range(6)]
+        assert labels == ['handshake in', 'handshake out', 'request', 'TLS in', 'response',
+                          'TLS out']
+        hello = rows.nth(0).locator('.tlshead')
+        assert hello.all_inner_texts() == ['16 03 01 02 00', '14 03 03 00 01', '17 03 03 00 35']
+        assert hello.first.get_attribute('title').startswith(
+            'a TLS record header, 5 bytes: type 22 (handshake), version 3.1, length 512')
+        assert rows.nth(0).locator('.tlsdata').first.inner_text() == 'handshake 512 B'
+        assert 'client_hello' in rows.nth(0).inner_text()
+        assert 'server_hello' in rows.nth(1).inner_text()
+        assert rows.nth(1).locator('.tlshead').count() == 6          # 6: not collapsed
+        request_tls = rows.nth(3)
+        assert request_tls.locator('.tlshead').all_inner_texts() == ['17 03 03 00 5f']
+        assert 'crossed while this exchange was read' in request_tls.locator(
+            '.label').first.get_attribute('title')
+        # 92 records, the first 64 listed: the first 4, then how many more (the end unknown).
+        sent = rows.nth(5)
+        assert sent.locator('.tlshead').all_inner_texts() == ['17 03 03 40 11'] * 4
+        assert sent.locator('.label', has_text='more records').inner_text() == (
+            '… 88 more records …')
+        assert sent.locator('.tlsdata').first.get_attribute('title') == (
+            '16401 bytes of application_data after the 5-byte header (encrypted)')
+        # The next exchange on the connection: no handshake; its request came earlier.
+        later = page.locator('.record[data-id="9102"]')
+        assert later.locator('.row').count() == 4
+        assert later.locator('.row').nth(1).inner_text() == 'TLS in\nno records of its own'
+        assert later.locator('.row').nth(3).locator('.tlshead').all_inner_texts() == [
+            '17 03 03 01 2c', '17 03 03 00 11']
+        assert 'TLS: request in 0 records' in later.inner_text()
+        # A plain exchange: two rows, no TLS.
+        assert page.locator('.record[data-id="9103"] .row').count() == 2
+        assert page.locator('.record[data-id="9103"] .tlshead').count() == 0
+        assert 'one level' in page.locator('#tls-note').inner_text()
+        width = page.evaluate('innerWidth')
+        assert page.evaluate('document.scrollingElement.scrollWidth') <= width
+        for drawn in entry.locator('.box').all():
+            box = drawn.bounding_box()
+            assert box is None or box['x'] + box['width'] <= width, drawn.inner_text()
+        assert page.errors == [], page.errors
+        ARTIFACTS.mkdir(exist_ok=True)
+        entry.screenshot(path=str(ARTIFACTS / (
+            'tls-records.png' if screen == 'desktop' else 'tls-records-phone.png')))
+    finally:
+        context.close()

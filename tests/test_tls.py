@@ -5,7 +5,6 @@ blocking and non-blocking, against itself and against ssl.SSLSocket."""
 import datetime
 import re
 import selectors
-import shutil
 import socket
 import ssl
 import subprocess
@@ -18,45 +17,11 @@ from hypothesis import given, strategies as st
 from minihttp import tls
 from minihttp.tls import (MAX_RECORD_LENGTH, MalformedRecord, RecordScanner, TLSConfigError,
                           TLSConnection, WantRead, WantWrite)
-from support import WAIT
+from support import OPENSSL, WAIT
 
 pytestmark = pytest.mark.timeout(60)
 
 MiB = 1 << 20
-OPENSSL = shutil.which('openssl')
-
-
-def openssl(*args, cwd):
-    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True, timeout=WAIT)
-
-
-@pytest.fixture(scope='session')
-def pki(tmp_path_factory):
-    """A self-signed cert+key for localhost, another pair, an expired certificate and
-    the first key encrypted with a password file (as paths by name)."""
-    if OPENSSL is None:
-        pytest.skip('the openssl command is not installed')
-    here = tmp_path_factory.mktemp('pki')
-    for name, cn in (('', 'localhost'), ('other-', 'other')):
-        openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-                '-keyout', f'{name}key.pem', '-out', f'{name}cert.pem', '-days', '2',
-                '-subj', f'/CN={cn}/O=minihttp tests',
-                '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', cwd=here)
-    (here / 'password').write_text('correct horse\n')
-    (here / 'wrong-password').write_text('battery staple\n')
-    openssl('pkey', '-in', 'key.pem', '-aes256', '-passout', 'file:password',
-            '-out', 'encrypted-key.pem', cwd=here)
-    paths = {path.stem: str(path) for path in here.iterdir()}
-    try:   # notAfter a day before notBefore (OpenSSL 3.0 accepts a negative -days)
-        openssl('req', '-new', '-key', 'key.pem', '-subj', '/CN=old', '-out', 'old.csr', cwd=here)
-        openssl('x509', '-req', '-in', 'old.csr', '-key', 'key.pem', '-days', '-1',
-                '-out', 'expired.pem', cwd=here)
-        paths['expired'] = str(here / 'expired.pem')
-    except subprocess.CalledProcessError:
-        pass
-    return paths
-
-
 # -- contexts and what goes wrong ---------------------------------------------------
 
 def test_a_server_context_speaks_tls12_and_up_with_alpn_and_no_renegotiation(pki):
@@ -245,7 +210,7 @@ def read_exactly(conn, size):
 def echo_once(conn, size):
     """Server side: handshake, read ``size`` bytes, send them back."""
     conn.do_handshake()
-    handshake = conn.records()
+    handshake = conn.handshake
     conn.sendall(read_exactly(conn, size))
     return handshake
 
@@ -297,8 +262,8 @@ def test_tls_connection_as_client_of_an_ssl_socket_server(pair, contexts):
     assert read_exactly(client, len(PAYLOAD)) == PAYLOAD
     peer.result()
     assert client.recv(10) == b''        # the server closed (close_notify or not): an end
-    received, _ = client.records()
-    assert received.handshake[0] == 'server_hello'
+    received, _ = client.handshake             # cut when the handshake was done
+    assert received.handshake[0] == 'server_hello' and client.records()[0].handshake == []
 
 
 def test_unwrap_sends_close_notify_and_the_peer_reads_a_clean_end(pair, contexts):

@@ -200,10 +200,82 @@ function drawBlocks(record) {
   return row(...boxes);
 }
 
+// -- TLS: chapter 5 one level down ------------------------------------------------
+// Under HTTP's delimiter and chunks, TLS cuts the stream into records: a 5-byte header
+// (content type, version, a 2-byte length prefix) and that many bytes, as a block is a
+// 4-byte length and its bytes.  The header is binary: drawn in hex as it travels.
+
+const TLS_TYPES = {change_cipher_spec: 20, alert: 21, handshake: 22, application_data: 23,
+                   heartbeat: 24};
+const hex2 = (n) => n.toString(16).padStart(2, '0');
+
+// One record as a record lists it ([type, version, length]; undefined: not listed).
+function tlsRecordBoxes(entry) {
+  if (entry === undefined) return [box('record', 'tlsdata', 'a TLS record (sizes not listed)')];
+  const [type, version, length] = entry;
+  const code = TLS_TYPES[type] || 0;
+  const [major, minor] = String(version).split('.').map(Number);
+  const bytes = [code, major, minor, length >> 8, length & 0xff].map(hex2);
+  const header = box(bytes.join(' '), 'delim tlshead',
+                     `a TLS record header, 5 bytes: type ${code} (${type}), version `
+                     + `${major}.${minor}, length ${length} (${bytes[3]} ${bytes[4]}: binary, `
+                     + 'shown in hex as on the wire)');
+  const what = type === 'application_data' ? '' : `${type} `;
+  const unit = document.createElement('span');     // a record's two boxes wrap as one
+  unit.className = 'tlsrecord';
+  unit.append(header, box(`${what}${length} B`, `tlsdata ${type}`,
+                          `${length} bytes of ${type} after the 5-byte header`
+                          + (type === 'application_data' ? ' (encrypted)' : '')));
+  return [unit];
+}
+
+// A row of one direction's records (records.direction_dict): long runs collapsed as
+// chunks are, the handshake messages read in clear after them.
+function tlsRow(label, facts, title) {
+  const boxes = [box(label, 'label', title)];
+  if (facts.records === 0) {
+    boxes.push(box('no records of its own', 'label',
+                   'its bytes crossed the socket with an earlier exchange (pipelined)'));
+  } else {
+    boxes.push(...collapsed(facts.records, facts.sizes || null, [], tlsRecordBoxes, 'record'));
+  }
+  if ((facts.messages || []).length) {
+    boxes.push(box(facts.messages.join(', '), 'trailer',
+                   'the handshake messages these records carried, read while in clear'));
+  }
+  if (facts.malformed) boxes.push(box('not TLS', 'missing', facts.malformed));
+  const drawn = row(...boxes);
+  drawn.classList.add('tls');
+  return drawn;
+}
+
+const CROSSED = ' (records are counted as they cross the socket: a pipelined request may '
+  + 'come in an earlier exchange\'s records)';
+
 function drawRecord(record) {
   const out = document.createElement('div');
-  if (record.kind === 'blocks') out.append(drawBlocks(record));
-  else out.append(drawRequest(record), drawResponse(record));
+  if (record.kind === 'blocks') {
+    out.append(drawBlocks(record));
+    return out;
+  }
+  const secure = record.tls;
+  if (secure && secure.handshake) {
+    const version = [secure.version, secure.alpn].filter(Boolean).join(' · ');
+    out.append(tlsRow('handshake in', secure.handshake.received,
+                      `the TLS handshake's records from the client (${version})`),
+               tlsRow('handshake out', secure.handshake.sent,
+                      `the TLS handshake's records to the client (${version})`));
+  }
+  out.append(drawRequest(record));
+  if (secure) {
+    out.append(tlsRow('TLS in', secure.received,
+                      'the TLS records that crossed while this exchange was read' + CROSSED));
+  }
+  out.append(drawResponse(record));
+  if (secure) {
+    out.append(tlsRow('TLS out', secure.sent,
+                      'the TLS records that crossed while this exchange was sent' + CROSSED));
+  }
   return out;
 }
 
@@ -536,7 +608,12 @@ async function listStored() {
 }
 
 $('choose').addEventListener('click', () => $('pick').click());
-$('pick').addEventListener('change', () => { for (const file of $('pick').files) upload(file); });
+$('pick').addEventListener('change', () => {
+  for (const file of $('pick').files) upload(file);
+  // Emptied, so that choosing the same file again (after a refusal, with the token
+  // now given) is a change too: else the browser sees the same choice and says nothing.
+  $('pick').value = '';
+});
 const drop = $('drop');
 drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));

@@ -1,0 +1,538 @@
+"""Partial uploads that survive a dropped connection (draft-ietf-httpbis-resumable-upload).
+
+This module is the upload resource's state and storage, without HTTP: the
+routes map requests onto ``PartialStore`` and its errors onto responses.
+
+Everything lives in the uploads folder, never in one process's memory, so
+that any worker, or another upstream behind a proxy sharing the folder,
+resumes any upload.  An upload ``ID`` (unguessable: 18 random bytes) is two
+hidden files (the file server neither lists nor serves names with a dot):
+
+    .partial-ID        the bytes received so far
+    .partial-ID.meta   JSON: name, declared length, created, the durable
+                       offset, complete; replaced atomically (AtomicFile)
+
+The offset reported (HEAD) is the one in ``.meta``, written only after the
+data up to it was fsynced: what a HEAD says survives a crash of the server
+or the machine.  The data file may hold more than that (bytes written but
+not yet synced when the machine crashed): the next append, holding the lock,
+cuts it back to the durable offset before writing (the draft: the offset
+never decreases, and the bytes past it were never acknowledged).  A data
+file shorter than its durable offset means acknowledged bytes were lost:
+the upload is deactivated (the draft: "If the server loses any part of the
+state, it MUST deactivate the upload resource").
+
+One append at a time per upload, across processes: an append holds
+``flock(LOCK_EX | LOCK_NB)`` on the data file for its whole length, so a
+second one racing for it fails at once with 409 (never interleaved bytes,
+never a wait behind a client that went silent).  ``flock`` rather than
+``lockf``: its lock belongs to the open file, so two threads of one process
+exclude each other too (POSIX record locks belong to the process).
+
+A client that leaves mid-append is the normal case here: what arrived is
+fsynced on the way out and becomes the new offset, so the client resumes
+from the last byte the server got.  A failure of ours (a full disk) cuts
+the file back to the last durable offset instead.
+"""
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import threading
+import time
+import dataclasses
+from dataclasses import dataclass
+
+from .atomic import FILE_MODE, AtomicFile, sync_directory
+from .errors import HTTPError
+from .limits import WRITEBACK_STEP
+from .uploads import TEMP_PREFIX, check_name, storage_error
+
+PREFIX = '.partial-'
+META = '.meta'
+assert not PREFIX.startswith(TEMP_PREFIX) and not TEMP_PREFIX.startswith(PREFIX)
+
+# An upload's ID: secrets.token_urlsafe(18), 24 characters of the URL-safe
+# base64 alphabet.  Anything else never reaches the file system.
+ID_BYTES = 18
+ID = re.compile(r'[A-Za-z0-9_-]{24}')
+
+# --- limits (to move to limits.py when the routes are wired) -----------------
+# Default lifetime of an upload resource, counted from its creation (not from
+# its last append: a client trickling a byte an hour could otherwise keep one
+# forever, the draft's Slowloris concern).  Announced as max-age.
+EXPIRE_AFTER = 24 * 3600
+# Uploads in progress (and completed ones remembered until they expire) in the
+# folder: each may hold up to --max-upload on the disk, so this bounds the disk
+# that unfinished uploads can take, and the work of a sweep.
+MAX_PARTIALS = 256
+# Uploads removed by one call of expire(): the work one sweep may do.
+EXPIRE_BATCH = 32
+# A .meta file is a few hundred bytes (a name is at most 255 bytes of UTF-8);
+# one larger than this is not ours, and is never read whole.
+MAX_META = 4096
+
+# --- the draft's problem types (RFC 9457), for the routes' error bodies -------
+PROBLEMS = 'https://iana.org/assignments/http-problem-types#'
+MISMATCHING_OFFSET = PROBLEMS + 'mismatching-upload-offset'
+COMPLETED_UPLOAD = PROBLEMS + 'completed-upload'
+INCONSISTENT_LENGTH = PROBLEMS + 'inconsistent-upload-length'
+
+
+class UploadError(HTTPError):
+    """An HTTPError about an upload resource; ``problem`` is the RFC 9457 object
+    (type and members) the draft names for it, or None."""
+
+    def __init__(self, status, reason, problem=None, headers=(), close=False):
+        super().__init__(status, reason, close=close, headers=headers)
+        self.problem = problem
+
+
+class Conflict(UploadError):
+    """409: the append does not start at the upload's offset, or another append
+    holds the upload.  ``offset`` is the right one (sent as Upload-Offset)."""
+
+    def __init__(self, offset, provided=None, busy=False):
+        if busy:
+            reason, problem = 'another request is appending to this upload', None
+        else:
+            reason = f'the upload is at offset {offset}, not {provided}'
+            problem = {'type': MISMATCHING_OFFSET,
+                       'title': 'offset from request does not match offset of resource',
+                       'expected-offset': offset, 'provided-offset': provided}
+        # close: the body that was to go at the wrong offset is not read.
+        super().__init__(409, reason, problem, [('Upload-Offset', str(offset))], close=True)
+        self.offset = offset
+
+
+class Rejected(UploadError):
+    """Raised by an append's ``source`` (say, a Content-Digest that does not
+    match, RFC 9530) to throw this append's bytes away rather than keep them
+    as a cut append's are: the offset stays where the append started."""
+
+
+def gone(upload_id):
+    return UploadError(404, f'no upload in progress with id {upload_id[:40]!r}')
+
+
+def inconsistent_length(reason):
+    return UploadError(400, reason, {'type': INCONSISTENT_LENGTH,
+                                     'title': 'inconsistent length values for upload'},
+                       close=True)
+
+
+def completed():
+    return UploadError(400, 'the upload is already complete',
+                       {'type': COMPLETED_UPLOAD, 'title': 'upload is already completed'},
+                       close=True)
+
+
+@dataclass(frozen=True)
+class Partial:
+    """An upload resource's state: what HEAD reports."""
+    id: str
+    name: str                # the file it becomes (check_name's spelling)
+    length: int | None       # declared (Upload-Length, or offset + Content-Length)
+    offset: int              # bytes durably held
+    complete: bool
+    created: float           # time.time() at creation
+    expires: float
+
+    def max_age(self, now=None):
+        """Seconds left to live, for Upload-Limit's max-age (expires before draft 06)."""
+        return max(0, int(self.expires - (time.time() if now is None else now)))
+
+
+class PartialStore:
+    """Partial uploads in ``directory``, each at most ``max_upload`` bytes
+    (None: no limit), living ``expire_after`` seconds from their creation."""
+
+    def __init__(self, directory, max_upload, expire_after=EXPIRE_AFTER):
+        self.directory = directory
+        self.max_upload = max_upload
+        self.expire_after = expire_after
+
+    # --- where things are -------------------------------------------------------
+    def _data(self, upload_id):
+        return os.path.join(self.directory, PREFIX + upload_id)
+
+    def _meta(self, upload_id):
+        return os.path.join(self.directory, PREFIX + upload_id + META)
+
+    def _read(self, upload_id):
+        """The stored state of ``upload_id`` (a well-formed ID), or None."""
+        try:
+            fd = os.open(self._meta(upload_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, OSError):
+            return None
+        try:
+            raw = os.read(fd, MAX_META + 1)
+        finally:
+            os.close(fd)
+        if len(raw) > MAX_META:
+            return None
+        try:
+            meta = json.loads(raw)
+            return Partial(upload_id, meta['name'], meta['length'], meta['offset'],
+                           meta['complete'], meta['created'],
+                           meta['created'] + self.expire_after)
+        except (ValueError, KeyError, TypeError):
+            return None          # torn or foreign: AtomicFile never leaves one torn
+
+    def _write(self, partial):
+        """Replace the .meta of ``partial`` atomically and durably."""
+        meta = {'name': partial.name, 'length': partial.length, 'offset': partial.offset,
+                'complete': partial.complete, 'created': partial.created}
+        out = AtomicFile(self.directory, f'{PREFIX}{partial.id}{META}-')
+        try:
+            out.file.write(json.dumps(meta, ensure_ascii=False).encode('utf-8'))
+            out.finish()
+            out.commit(self._meta(partial.id))
+        finally:
+            out.discard()
+
+    def _remove(self, upload_id):
+        """Remove an upload's files (data first: the .meta is what makes it exist)."""
+        for path in (self._data(upload_id), self._meta(upload_id)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    # --- the upload resource ------------------------------------------------------
+    def create(self, name, length=None, now=None):
+        """A new upload resource that becomes ``name`` once complete.
+
+        413 when ``length`` (declared) is over max_upload; 507 when the disk
+        has not that much room or MAX_PARTIALS uploads are already in progress.
+        """
+        name = check_name(name)
+        if length is not None and self.max_upload is not None and length > self.max_upload:
+            raise UploadError(413, f'upload: {length} bytes, more than {self.max_upload} bytes',
+                              close=True)
+        try:
+            if self._count() >= MAX_PARTIALS:
+                raise UploadError(507, f'{MAX_PARTIALS} uploads are in progress already')
+            if length is not None:
+                room = os.statvfs(self.directory)
+                if length > room.f_bavail * room.f_frsize:
+                    raise UploadError(507, f'no room on the disk for {length} bytes')
+            upload_id = secrets.token_urlsafe(ID_BYTES)
+            # O_EXCL: an ID that exists (one in 2**144) is never shared.
+            fd = os.open(self._data(upload_id),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.fchmod(fd, FILE_MODE)    # what it becomes is served
+            finally:
+                os.close(fd)
+            created = time.time() if now is None else now
+            partial = Partial(upload_id, name, length, 0, False, created,
+                              created + self.expire_after)
+            try:
+                self._write(partial)
+            except BaseException:
+                self._remove(upload_id)
+                raise
+        except OSError as exc:
+            raise storage_error(exc) from None
+        return partial
+
+    def open(self, upload_id, now=None):
+        """The state of ``upload_id``, or None when unknown, cancelled or expired."""
+        if not isinstance(upload_id, str) or not ID.fullmatch(upload_id):
+            return None
+        partial = self._read(upload_id)
+        if partial is None or partial.expires <= (time.time() if now is None else now):
+            return None
+        return partial
+
+    def offset(self, upload_id):
+        """Bytes durably held for ``upload_id``; 404 when it is gone."""
+        partial = self.open(upload_id)
+        if partial is None:
+            raise gone(upload_id)
+        return partial.offset
+
+    def append(self, upload_id, offset, source, complete=False, length=None, verify=None):
+        """Append what ``source(sink)`` delivers at ``offset``; the new state.
+
+        ``source`` calls ``sink(piece)`` for each piece of the request content
+        (a body's ``read_to``).  ``length``, when given, is a length the request
+        declares (Upload-Length, or offset + Content-Length with Upload-Complete:
+        ?1); it must agree with one declared before.  With ``complete`` the file
+        takes its name once its length is right and ``verify(path)`` (if given)
+        did not raise: atomically, the previous version intact on any failure.
+        The returned state's ``replaced`` says whether a file had that name.
+
+        Errors: 404 gone, 409 Conflict (wrong offset, or another append holds
+        the upload), 400 completed or inconsistent length, 413 over max_upload,
+        409 the name is a directory, 507/500 from the disk.  When the client
+        leaves mid-append, what arrived is kept (fsynced) and the exception
+        from ``source`` propagates.
+        """
+        if not isinstance(upload_id, str) or not ID.fullmatch(upload_id):
+            raise gone(str(upload_id))
+        try:
+            fd = os.open(self._data(upload_id), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            partial = self.open(upload_id)
+            raise completed() if partial is not None and partial.complete else gone(upload_id)
+        except OSError as exc:
+            raise storage_error(exc) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                partial = self.open(upload_id)
+                if partial is None:
+                    raise gone(upload_id) from None
+                raise Conflict(partial.offset, offset, busy=True) from None
+            return Append(self, fd, upload_id).run(offset, source, complete, length, verify)
+        finally:
+            os.close(fd)           # lets go of the lock too
+
+    def cancel(self, upload_id):
+        """Deactivate ``upload_id`` and free its bytes; 404 when it is gone.
+
+        Not waiting for an append in progress (its client may be silent for
+        minutes): the files go at once, and the append notices at its next
+        checkpoint or its end that its data file has no name left, and stops.
+        """
+        if self.open(upload_id) is None:
+            raise gone(str(upload_id))
+        self._remove(upload_id)
+
+    def expire(self, now=None, batch=EXPIRE_BATCH):
+        """Remove up to ``batch`` expired uploads (and leftovers of a crash);
+        how many were removed.  Reads at most every .meta in the folder
+        (MAX_PARTIALS of them, give or take those being made)."""
+        now = time.time() if now is None else now
+        removed = 0
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if removed >= batch:
+                    break
+                if not entry.name.startswith(PREFIX):
+                    continue
+                upload_id = entry.name[len(PREFIX):len(PREFIX) + 24]
+                rest = entry.name[len(PREFIX) + 24:]
+                if not ID.fullmatch(upload_id):
+                    continue
+                if rest == META:
+                    partial = self._read(upload_id)
+                    if partial is None or partial.expires <= now:
+                        self._remove(upload_id)
+                        removed += 1
+                elif rest == '' or rest.startswith(META + '-'):
+                    # A data file whose .meta is gone (a crash while creating or
+                    # cancelling) or a .meta's temporary file a crash left: old
+                    # enough that nobody is writing it any more.
+                    if rest == '' and os.path.exists(self._meta(upload_id)):
+                        continue
+                    try:
+                        if entry.stat(follow_symlinks=False).st_mtime + self.expire_after <= now:
+                            os.unlink(entry.path)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
+
+    def _count(self):
+        with os.scandir(self.directory) as entries:
+            return sum(1 for entry in entries
+                       if entry.name.startswith(PREFIX) and entry.name.endswith(META))
+
+
+class Append:
+    """One append, holding the upload's lock: its data file ``fd`` and the state."""
+
+    def __init__(self, store, fd, upload_id):
+        self.store = store
+        self.fd = fd
+        self.id = upload_id
+        self.partial = None
+        self.size = 0              # bytes in the data file
+        self.ours = None           # an error of ours (the disk's), not the client's
+        self.flush = None          # the background checkpoint in progress
+        self.flush_error = None
+        self.flushed = 0           # size when the last checkpoint started
+
+    def run(self, offset, source, complete, length, verify):
+        store = self.store
+        # Read under the lock: an append that just ended moved the offset.
+        partial = store.open(self.id)
+        if partial is None or os.fstat(self.fd).st_nlink == 0:
+            raise gone(self.id)
+        if partial.complete:
+            raise completed()
+        if offset != partial.offset:
+            raise Conflict(partial.offset, offset)
+        if length is not None:
+            if partial.length is not None and length != partial.length:
+                raise inconsistent_length(
+                    f'the upload was declared {partial.length} bytes long, not {length}')
+            if store.max_upload is not None and length > store.max_upload:
+                raise UploadError(413, f'upload: {length} bytes, more than '
+                                       f'{store.max_upload} bytes', close=True)
+            if length < partial.offset:
+                raise inconsistent_length(f'{length} bytes declared, {partial.offset} held')
+            partial = self.replace(partial, length=length)
+        self.partial = partial
+        self.recover()
+        try:
+            source(self.sink)
+        except BaseException as exc:
+            if self.ours is not None or isinstance(exc, Rejected):
+                self.roll_back()
+                raise
+            self.keep()            # the client left or sent a broken body: keep what came
+            raise
+        self.keep()
+        if complete:
+            return self.complete(verify)
+        return self.partial
+
+    def replace(self, partial, **changes):
+        """``partial`` with ``changes``, durably written; 404 if the upload was
+        cancelled (then its .meta is not revived)."""
+        new = dataclasses.replace(partial, **changes)
+        if os.fstat(self.fd).st_nlink == 0 and not new.complete:
+            raise gone(self.id)
+        try:
+            self.store._write(new)
+        except OSError as exc:
+            raise storage_error(exc) from None
+        if os.fstat(self.fd).st_nlink == 0 and not new.complete:
+            self.store._remove(self.id)            # cancelled meanwhile
+            raise gone(self.id)
+        return new
+
+    def recover(self):
+        """Cut what a crash left past the durable offset; deactivate a shortened file."""
+        size = os.fstat(self.fd).st_size
+        durable = self.partial.offset
+        if size < durable:
+            self.store._remove(self.id)
+            raise UploadError(404, f'upload {self.id[:40]!r} lost data it had acknowledged')
+        if size > durable:
+            os.ftruncate(self.fd, durable)
+        os.lseek(self.fd, durable, os.SEEK_SET)
+        self.size = self.flushed = durable
+
+    def sink(self, piece):
+        try:
+            self._write(piece)
+        except BaseException as exc:
+            self.ours = exc
+            raise
+
+    def _write(self, piece):
+        store, partial = self.store, self.partial
+        end = self.size + len(piece)
+        if partial.length is not None and end > partial.length:
+            # The draft: reject once the offset would pass the length, and mark
+            # the upload invalid; this piece is not written.
+            store._remove(self.id)
+            raise inconsistent_length(f'more than the {partial.length} bytes declared')
+        if store.max_upload is not None and end > store.max_upload:
+            store._remove(self.id)
+            raise UploadError(413, f'upload: more than {store.max_upload} bytes', close=True)
+        if self.flush_error is not None:
+            raise self.flush_error
+        view = memoryview(piece)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            raise storage_error(exc) from None
+        self.size = end
+        if end - self.flushed >= WRITEBACK_STEP and not (self.flush and self.flush.is_alive()):
+            self.flushed = end
+            self.flush = threading.Thread(target=self.checkpoint, args=(end,),
+                                          name='checkpoint', daemon=True)
+            self.flush.start()
+
+    def checkpoint(self, size):
+        """On a thread of its own: make ``size`` bytes durable, then say so in .meta,
+        so that a long append cut by a crash resumes near where it was."""
+        try:
+            os.fdatasync(self.fd)
+            self.partial = self.replace(self.partial, offset=size)
+        except OSError as exc:
+            self.flush_error = storage_error(exc)
+        except HTTPError as exc:       # cancelled, or the disk failed writing .meta
+            self.flush_error = exc
+
+    def wait(self):
+        if self.flush is not None:
+            self.flush.join()
+            self.flush = None
+
+    def keep(self):
+        """Make everything written durable and the new offset."""
+        self.wait()
+        if self.size == self.partial.offset:
+            return
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            self.roll_back()
+            raise storage_error(exc) from None
+        self.partial = self.replace(self.partial, offset=self.size)
+
+    def roll_back(self):
+        """After an error of ours: back to the last durable offset."""
+        self.wait()
+        try:
+            os.ftruncate(self.fd, self.partial.offset)
+        except OSError:
+            pass             # recover() cuts it at the next append
+
+    def complete(self, verify):
+        """Give the durable file its name: renamed first, then the .meta says
+        complete (a crash between leaves the file whole and the upload unknown,
+        never a .meta claiming a file that is not there)."""
+        store, partial = self.store, self.partial
+        if partial.length is not None and partial.offset != partial.length:
+            raise inconsistent_length(f'complete at {partial.offset} bytes, '
+                                      f'{partial.length} declared')
+        path = os.path.join(store.directory, partial.name)
+        if verify is not None:
+            verify(store._data(self.id))
+        if os.path.isdir(path):
+            raise UploadError(409, f'{partial.name!r} is a directory')
+        replaced = os.path.exists(path)
+        try:
+            os.replace(store._data(self.id), path)
+            sync_directory(store.directory)
+        except FileNotFoundError:
+            raise gone(self.id) from None          # cancelled at the last moment
+        except OSError as exc:
+            raise storage_error(exc) from None
+        done = Completed(**{**vars(partial), 'length': partial.offset, 'complete': True,
+                            'replaced': replaced})
+        try:
+            # Remembered until it expires, so that a client that missed the
+            # answer learns from HEAD that the upload completed (the draft).
+            self.replace(done)
+        except HTTPError:
+            pass       # the file is stored whole: the answer says so all the same
+        return done
+
+
+@dataclass(frozen=True)
+class Completed(Partial):
+    replaced: bool = False     # a file of that name was replaced (200), or not (201)
+
+
+def limit_field(max_size, max_age, interop=None):
+    """Upload-Limit's value (a Structured Fields Dictionary of Integers): the
+    lifetime is called max-age since draft 06 (interop 7), expires before."""
+    members = []
+    if max_size is not None:
+        members.append(f'max-size={int(max_size)}')
+    age = 'expires' if interop is not None and interop < 7 else 'max-age'
+    members.append(f'{age}={int(max_age)}')
+    return ', '.join(members)

@@ -14,6 +14,7 @@ import textwrap
 
 ROWS = []
 NOTES = []
+SECTIONS = []  # (index in ROWS where it starts, heading): a table of its own in results.md
 BARS = []      # (panel title, unit, {series: {server: value}}, log scale)
 
 
@@ -89,6 +90,11 @@ def note(text):
     NOTES.append(text)
 
 
+def section(heading):
+    """The rows recorded from now on go under ``heading``, in a table of their own."""
+    SECTIONS.append((len(ROWS), heading))
+
+
 def bars(title, unit, series, log=False):
     """A panel of grouped bars for the chart: {series name: {server: value}}."""
     BARS.append((title, unit, series, log))
@@ -97,6 +103,7 @@ def bars(title, unit, series, log=False):
 def reset():
     ROWS.clear()
     NOTES.clear()
+    SECTIONS.clear()
     BARS.clear()
 
 
@@ -112,7 +119,12 @@ def number(value):
     return f'{value:.2f}'
 
 
+TABLE_HEAD = ['| scenario | figure | value | peer | peer value | ratio | target | verdict |',
+              '| --- | --- | ---: | --- | ---: | ---: | --- | --- |']
+
+
 def markdown(ran):
+    headings = dict(SECTIONS)
     lines = [
         '# minihttp benchmark results',
         '',
@@ -121,10 +133,12 @@ def markdown(ran):
         'Every ratio is against a peer measured in the same run, on the same machine; '
         'a shared machine makes them noisy.',
         '',
-        '| scenario | figure | value | peer | peer value | ratio | target | verdict |',
-        '| --- | --- | ---: | --- | ---: | ---: | --- | --- |',
     ]
-    for row in ROWS:
+    if 0 not in headings:
+        lines += TABLE_HEAD
+    for index, row in enumerate(ROWS):
+        if index in headings:
+            lines += [''] * (index > 0) + [f'## {headings[index]}', '', *TABLE_HEAD]
         ratio = row.ratio_text
         peer_value = '' if row.peer_value is None else f'{number(row.peer_value)} {row.unit}'
         lines.append(f'| {row.scenario} | {row.subject} | {number(row.value)} {row.unit} | '

@@ -27,8 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MiB, GiB = 1 << 20, 1 << 30
 MB = 1e6
-# minihttp, and every server role of the benchmarks, prints this once it accepts connections.
-LISTENING = re.compile(r'listening on http://[^ ]*:(\d+)/')
+# minihttp, and every server role of the benchmarks, prints this once it accepts connections
+# (minihttp with --tls-cert says https://).
+LISTENING = re.compile(r'listening on https?://[^ ]*:(\d+)/')
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 CURL_TIMEOUT = 300
@@ -315,7 +316,7 @@ def response_length(buf):
 
 
 class Exchange:
-    """One connection making one GET, driven by a selector."""
+    """One connection making one GET, driven by a selector (by its descriptor, ``fd``)."""
 
     def __init__(self, index, port, request):
         self.index = index
@@ -323,6 +324,7 @@ class Exchange:
         self.started = time.monotonic()
         self.buf = bytearray()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.fd = self.sock.fileno()
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.connect_ex(('127.0.0.1', port))
@@ -336,7 +338,10 @@ class Exchange:
 
     def readable(self):
         """True once the whole response is in, False if it never will be, None for more."""
-        data = self.sock.recv(65536)
+        return self.received(self.sock.recv(65536))
+
+    def received(self, data):
+        """readable()'s answer once ``data`` came (b'' for the end of the connection)."""
         if not data:
             return False
         self.buf += data
@@ -346,7 +351,8 @@ class Exchange:
         return self.buf.startswith(b'HTTP/1.1 200 ')
 
 
-def get_many(port, path, count, *, interval=None, window=None, timeout=10.0, keep=False):
+def get_many(port, path, count, *, interval=None, window=None, timeout=10.0, keep=False,
+             exchange=Exchange):
     """``count`` GETs of ``path``, each on a new connection: (latencies, kept sockets).
 
     A new connection starts every ``interval`` s (an open loop: a slow server
@@ -354,53 +360,54 @@ def get_many(port, path, count, *, interval=None, window=None, timeout=10.0, kee
     flight.  A latency runs from the connect to the whole 200 response; a
     GET that failed or took longer than ``timeout`` counts as None.  With
     ``keep``, the answered connections are left open and returned.
+    ``exchange`` makes one connection's exchange: Exchange, or one over TLS.
     """
     request = f'GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n'.encode()
     latencies = [None] * count
     kept = []
     started = 0
     first = time.monotonic()
-    in_flight = {}
+    in_flight = {}       # by descriptor: a TLS exchange replaces its socket object
     with selectors.DefaultSelector() as sel:
         while started < count or in_flight:
             now = time.monotonic()
             while started < count and (window is None or len(in_flight) < window) and (
                     interval is None or now >= first + started * interval):
-                exchange = Exchange(started, port, request)
-                in_flight[exchange.sock] = exchange
-                sel.register(exchange.sock, selectors.EVENT_WRITE, exchange)
+                one = exchange(started, port, request)
+                in_flight[one.fd] = one
+                sel.register(one.fd, selectors.EVENT_WRITE, one)
                 started += 1
-            for sock, exchange in list(in_flight.items()):
-                if now - exchange.started > timeout:
-                    del in_flight[sock]
-                    sel.unregister(sock)
-                    sock.close()
-            waits = [exchange.started + timeout for exchange in in_flight.values()]
+            for fd, one in list(in_flight.items()):
+                if now - one.started > timeout:
+                    del in_flight[fd]
+                    sel.unregister(fd)
+                    one.sock.close()
+            waits = [one.started + timeout for one in in_flight.values()]
             if started < count and interval is not None:
                 waits.append(first + started * interval)
             if not waits:
                 continue
             for key, events in sel.select(max(0.0, min(waits) - time.monotonic())):
-                exchange = key.data
+                one = key.data
                 try:
                     if events & selectors.EVENT_WRITE:
-                        result = None if exchange.writable() else False
+                        result = None if one.writable() else False
                         if result is None:
-                            sel.modify(key.fileobj, selectors.EVENT_READ, exchange)
+                            sel.modify(one.fd, selectors.EVENT_READ, one)
                     else:
-                        result = exchange.readable()
+                        result = one.readable()
                 except OSError:
                     result = False
                 if result is None:
                     continue
-                del in_flight[exchange.sock]
-                sel.unregister(exchange.sock)
+                del in_flight[one.fd]
+                sel.unregister(one.fd)
                 if result:
-                    latencies[exchange.index] = time.monotonic() - exchange.started
+                    latencies[one.index] = time.monotonic() - one.started
                 if result and keep:
-                    kept.append(exchange.sock)
+                    kept.append(one.sock)
                 else:
-                    exchange.sock.close()
+                    one.sock.close()
     return latencies, kept
 
 
@@ -440,22 +447,31 @@ def curl_transfer(*args):
     return int(status), int(float(up)), int(float(down)), float(seconds), body
 
 
-def download(port, path, size):
-    """Seconds curl took to download ``path`` (all ``size`` bytes of it)."""
-    status, _, down, seconds, _ = curl_transfer('-o', os.devnull, f'http://127.0.0.1:{port}{path}')
+def over_tls(cafile):
+    """curl's options for https trusting only ``cafile``, and the scheme; plain HTTP for None."""
+    return (('--cacert', cafile), 'https') if cafile else ((), 'http')
+
+
+def download(port, path, size, cafile=None):
+    """Seconds curl took to download ``path`` (all ``size`` bytes of it); over https with
+    ``cafile`` (the certificate to trust)."""
+    options, scheme = over_tls(cafile)
+    status, _, down, seconds, _ = curl_transfer(*options, '-o', os.devnull,
+                                                f'{scheme}://127.0.0.1:{port}{path}')
     if status != 200 or down != size:
         raise SystemExit(f'download from port {port}: {status}, {down} of {size} bytes')
     return seconds
 
 
-def upload(url, path, size, framing, check=None):
+def upload(url, path, size, framing, check=None, cafile=None):
     """Seconds ``curl -T`` took, with Content-Length or chunked.
 
     ``check``, if given, is called with the response body (to see that the
-    upload was stored right).
+    upload was stored right).  An https ``url`` needs ``cafile``.
     """
     extra = ['-H', 'Transfer-Encoding: chunked'] if framing == 'chunked' else []
-    status, up, _, seconds, body = curl_transfer('-T', path, *extra, url)
+    options, _ = over_tls(cafile)
+    status, up, _, seconds, body = curl_transfer(*options, '-T', path, *extra, url)
     if status not in (200, 201, 204) or up < size:
         raise SystemExit(f'upload to {url}: {status}, {up} of {size} bytes sent')
     if check is not None:

@@ -57,7 +57,7 @@ import tempfile
 import time
 
 from bench import _results
-from bench._support import (GiB, MB, MiB, Child, ServerProcess, download, fd_count,
+from bench._support import (GiB, MB, MiB, Child, Exchange, ServerProcess, download, fd_count,
                             fetch, free_port, get_many, median_of, memory, minihttp_supports,
                             percentile, raise_open_files, settle, start_minihttp, steady, stored_by_minihttp,
                             thread_count, typical, upload, write_random, wrk)
@@ -119,8 +119,8 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     server {{
-        listen 127.0.0.1:{port};
-        root {root};
+        listen 127.0.0.1:{port}{listen};
+        root {root};{tls}
         location /uploads/ {{
             alias {uploads}/;
             dav_methods PUT;
@@ -130,14 +130,25 @@ http {{
     }}
 }}
 '''
+# With tls=(cert, key): the settings minihttp's TLS has (minihttp.tls), so that the two are
+# compared on the same terms.  `listen ... ssl` is what `ssl on` became (deprecated in 1.15,
+# gone in 1.25).  Left at nginx's defaults, and said here: ssl_ciphers HIGH:!aNULL:!MD5 (TLS
+# 1.2 only; TLS 1.3's suites are OpenSSL's defaults, as in Python), ssl_session_tickets on,
+# ssl_session_cache none (resumption by tickets only), ssl_buffer_size 16k.  HTTP/1.1 only:
+# nginx answers ALPN http/1.1.
+NGINX_TLS = '''
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;'''
 # nginx says this once its listening socket is open, before its workers start.
 NGINX_READY = re.compile(r'start worker process')
 
 
-def start_nginx(work, root, connections=4096):
+def start_nginx(work, root, connections=4096, tls=None):
     """nginx in the foreground, 2 workers, its prefix, logs and temporary files under ``work``.
 
-    ``connections`` is each worker's worker_connections.
+    ``connections`` is each worker's worker_connections; with ``tls`` (certificate
+    and key files) it speaks HTTPS only.
     """
     prefix = os.path.join(work, 'nginx')
     uploads = os.path.join(work, 'nginx-uploads')
@@ -149,6 +160,8 @@ def start_nginx(work, root, connections=4096):
         # As root, nginx would run its workers as nobody, who cannot reach our 0700 directory.
         file.write(NGINX_CONF.format(prefix=prefix, port=port, root=root, uploads=uploads,
                                      connections=connections, nofile=2 * connections + 100,
+                                     listen=' ssl' if tls else '',
+                                     tls=NGINX_TLS.format(cert=tls[0], key=tls[1]) if tls else '',
                                      user='user root;' if os.geteuid() == 0 else ''))
     return ServerProcess(NGINX, ['nginx', '-p', prefix, '-c', conf, '-e', 'stderr',
                                  '-g', 'daemon off;'],
@@ -364,17 +377,18 @@ def is_open(sock):
     return False
 
 
-def hold(port, path, count, window):
+def hold(port, path, count, window, exchange=Exchange, still=is_open):
     """A client process of the idle scenario: open ``count`` connections, GET once on each, hold.
 
     Prints ``held N of COUNT``; once its standard input closes, checks its
-    connections and prints ``open N``.
+    connections (``still``) and prints ``open N``.  ``exchange`` as get_many's.
     """
     raise_open_files()
-    _, kept = get_many(port, path, count, window=window, timeout=SETUP_TIMEOUT / 2, keep=True)
+    _, kept = get_many(port, path, count, window=window, timeout=SETUP_TIMEOUT / 2, keep=True,
+                       exchange=exchange)
     print(f'held {len(kept)} of {count}', flush=True)
     sys.stdin.read()
-    print(f'open {sum(1 for sock in kept if is_open(sock))}', flush=True)
+    print(f'open {sum(1 for sock in kept if still(sock))}', flush=True)
 
 
 def idle(work, root, count, fresh, interval, holders, extra):

@@ -165,6 +165,20 @@ class App:
         """
         return request.method not in WRITE and not request.has('want-repr-digest')
 
+    def admit(self, request, framing):
+        """Refuse, from the head alone and without I/O, what would be refused before a
+        byte of its body is read: a write without its token or with writes off (401,
+        403), an upload announced larger than --max-upload (413).  The server asks
+        in the loop, so such a request is answered at once rather than after its
+        body begins or a thread is free (a client may send a head and wait)."""
+        if request.method not in WRITE:
+            return
+        if self.browsers is not None:
+            self.browsers.check(request)
+        self.authorize(request)
+        if request.method == 'PUT' and request.path.startswith(UPLOADS):
+            self.store.refuse_oversize(framing.length)
+
     @staticmethod
     def options(allowed):
         return Response(204, [('Allow', allowed)])
@@ -258,7 +272,7 @@ class App:
         """
         boundary = multipart.boundary_of(request.get('content-type', ''))
         body = request.body
-        self.store.refuse_oversize(body)
+        self.store.refuse_oversize(body.length)
         incoming, fields = [], multipart.FormFields()
         receiving = []          # the upload whose part is being read, if any
 

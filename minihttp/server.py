@@ -160,7 +160,9 @@ class HTTPServer(Protocol):
 
     ``app(request) -> Response``; when the app has ``inline(request)``, a
     request it answers False for (a write, say) goes to the pool even without
-    a body.
+    a body; when it has ``admit(request, framing)``, that runs in the loop
+    first, for work bound for the pool, and may refuse it (HTTPError) on its
+    head alone.
 
     Its own per-exchange state is ``conn.exchange``: Waiting, a Request whose
     body work waits (for its first bytes, or a thread), until a pool thread takes it.
@@ -188,6 +190,7 @@ class HTTPServer(Protocol):
         self.min_rate = min_rate          # bytes a second, judged per rate_window (0: none)
         self.rate_window = rate_window
         self._inline = getattr(app, 'inline', None)
+        self._admit = getattr(app, 'admit', None)
         # A live record is republished at most every update_interval seconds, by clock.
         self.update_interval = update_interval
         self.clock = clock
@@ -223,6 +226,16 @@ class HTTPServer(Protocol):
             try:
                 framing = request_framing(request)
                 if framing.kind != NONE or not self.inline(request):
+                    if self._admit is not None:
+                        # What the head alone refuses (a write not allowed, an upload
+                        # announced too large) is answered now, not after the body
+                        # or a thread is waited for; a body never read is not kept
+                        # on the connection (it closes, lingering).
+                        try:
+                            self._admit(request, framing)
+                        except HTTPError as error:
+                            error.close = error.close or framing.has_body
+                            raise
                     job = Job(self.exchange, conn, request, now)
                     self.go_live(conn, job, request, None, now)
                     conn.give(job)
@@ -428,9 +441,8 @@ class HTTPServer(Protocol):
             if not isinstance(exc, TimeoutError):
                 response, job.ended = self.failed(conn)
             else:                       # stalled, or too slow: the Pace says which
-                # The 408 tells the client; the log says why, as for a cut response.
-                say(f'{self.peer(conn)}: 408 to {request.method} {request.path}: request '
-                    f'body {exc}', err=True)
+                # The 408 tells the client; its access-log line says why (the one
+                # place every answer's reason is logged).
                 response = error_response(HTTPError(408, f'request body {exc}', close=True))
                 job.ended = (TIMED_OUT, f'request body {exc}')
         if response is not job.response:
@@ -478,9 +490,7 @@ class HTTPServer(Protocol):
                                   f'cut after {sent} bytes of its body')
         elif isinstance(exc, TimeoutError):
             # The client reads too slowly (or an echo's body comes too slowly):
-            # nothing can be said to it any more, so the log says it.
-            say(f'{self.peer(conn)}: closed mid-response to {request.method} {request.path}: '
-                f'{exc}', err=True)
+            # nothing can be said to it any more; its access-log line says it.
             ended = (TIMED_OUT, f'mid-response, after {sent} bytes: {exc}')
         elif isinstance(exc, HTTPError):
             # The request body failed while its echo was being streamed: the

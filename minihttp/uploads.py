@@ -251,10 +251,10 @@ class UploadStore:
         except OSError as exc:
             raise storage_error(exc) from None
 
-    def refuse_oversize(self, body):
-        """413 for a body announced larger than --max-upload, before a byte is
-        read (and so before 100 Continue is sent)."""
-        SizeLimit('upload', self.max_upload).refuse(body.length)
+    def refuse_oversize(self, length):
+        """413 for a body announced ``length`` bytes (None: not announced), larger than
+        --max-upload, before a byte is read (and so before 100 Continue is sent)."""
+        SizeLimit('upload', self.max_upload).refuse(length)
 
     def put(self, name, body, algorithms=(), verify=None):
         """Store a request body under ``name``; return (summary, replaced, digests).
@@ -264,7 +264,7 @@ class UploadStore:
         read and before the file takes its name, may refuse it with HTTPError.
         """
         path = self.path(name)
-        self.refuse_oversize(body)
+        self.refuse_oversize(body.length)
         incoming = self.incoming(algorithms)
         try:
             body.read_to(incoming.write)

@@ -367,6 +367,18 @@ def test_content_length_over_the_limit_is_refused_before_the_body(small_store):
     assert snapshot(small_store.directory) == before
 
 
+def test_content_length_over_the_limit_is_refused_at_once_without_waiting_for_the_body(
+        small_store):
+    """No Expect, and the body never comes: the head alone decides the 413, answered in
+    the loop at once (not a 408 at --body-timeout, 30 s, when the body never begins)."""
+    with RawClient(small_store.port, timeout=5.0) as client:
+        client.send(request_bytes('PUT', '/uploads/kept.bin', ['Content-Length: 2000000']))
+        reply = client.reply('PUT')
+        assert reply.status == 413
+        assert b'larger than' in reply.body or b'1000' in reply.body
+        assert reply.headers['connection'] == 'close'
+
+
 def test_curl_over_the_limit_gets_413(small_store, tmp_path):
     big = tmp_path / 'big.bin'
     big.write_bytes(os.urandom(5000))
@@ -674,6 +686,12 @@ def test_token_guards_writes_and_not_reads(minihttp, tmp_path, source):
     assert requests.get(url, timeout=10).content == b'mine'          # reads stay open
     assert requests.get(store.url('/uploads/'), timeout=10).status_code == 200
     assert requests.delete(url, headers=granted, timeout=10).status_code == 204
+    # A head without the token whose body never comes: 401 at once, from the head alone.
+    with RawClient(store.port, timeout=5.0) as client:
+        client.send(request_bytes('PUT', '/uploads/guarded.txt', ['Content-Length: 10']))
+        reply = client.reply('PUT')
+        assert reply.status == 401
+        assert reply.headers['connection'] == 'close'
 
 
 def test_beyond_loopback_without_token_refuses_writes(minihttp, tmp_path):

@@ -9,7 +9,6 @@ descriptors released on every path, memory and time that do not grow with the
 number of files beyond the zip directory's bytes.
 """
 
-import collections
 import gc
 import io
 import os
@@ -324,42 +323,6 @@ def test_pax_headers_for_what_ustar_cannot_hold():
     for n in range(0, 200):
         record = pax_record(b'path', b'x' * n)
         assert int(record.split(b' ')[0]) == len(record)
-
-
-@pytest.mark.timeout(180)
-@pytest.mark.skipif(not os.environ.get('MINIHTTP_BIG_TESTS'),
-                    reason='reads 4 GiB (20-40 s here, holes read at ~200 MB/s): '
-                           'MINIHTTP_BIG_TESTS=1 to run; test_zip64_fields_are_read_back '
-                           'covers the same records with small files')
-def test_a_sparse_file_past_4_gib_as_zip64(tmp_path):
-    """A real 4 GiB + 1 file (sparse, so made at once): the zip is streamed whole, kept as
-    its first and last MiB (the middle is the file's zeros), and zipfile reads it."""
-    top = tmp_path / 'folder'
-    top.mkdir()
-    (top / 'a.txt').write_bytes(b'before')
-    size = (4 << 30) + 1
-    with open(top / 'big', 'wb') as f:
-        f.truncate(size)
-    (top / 'c.txt').write_bytes(b'after')
-    keep = 1 << 20
-    head, last, total = bytearray(), collections.deque(maxlen=4), 0
-    for piece in archive_pieces(str(tmp_path), ['folder'], 'zip'):
-        if len(head) < keep:
-            head += piece[:keep - len(head)]
-        last.append(bytes(piece))
-        total += len(piece)
-    tail = b''.join(last)
-    assert len(head) + len(tail) < total          # the middle (zeros) left out
-    with open(tmp_path / 'big.zip', 'wb') as f:
-        f.write(head)
-        f.truncate(total)
-        f.seek(total - len(tail))
-        f.write(tail)
-    with zipfile.ZipFile(tmp_path / 'big.zip') as z:
-        assert {i.filename: i.file_size for i in z.infolist()} == {
-            'a.txt': 6, 'big': size, 'c.txt': 5}
-        assert z.read('a.txt') == b'before' and z.read('c.txt') == b'after'
-        assert z.getinfo('c.txt').header_offset > 4 << 30    # an offset in zip64 too
 
 
 def many_files(tmp_path, count):

@@ -26,10 +26,11 @@ from .errors import HTTPError
 # RFC 9110 section 9.2.1: the methods whose semantics are read-only.  Every
 # other method is unsafe, and a foreign page's unsafe request is refused.
 SAFE_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
-# The scheme of every request this server takes: it speaks no TLS.  Behind a
-# proxy that does, the page's origin is https://...: name it with --allow-origin.
-SCHEME = 'http'
-DEFAULT_PORT = ':80'
+# The port an origin of each scheme leaves out (RFC 6454 section 4).  A server's
+# own pages have its own scheme: http, or https with --tls-cert.  Behind a proxy
+# that speaks TLS for it, the page's origin is https://...: name it with
+# --allow-origin.
+DEFAULT_PORTS = {'http': ':80', 'https': ':443'}
 
 # Host names that always mean this machine: localhost and its subdomains
 # (RFC 6761 section 6.3), 127.0.0.0/8 and ::1.  The common ones are matched
@@ -82,13 +83,15 @@ def authority(request):
     return request.get('host')
 
 
-def same_authority(one, other):
-    """``host[:port]`` pairs compared as origins are: case-blind, :80 implied."""
+def same_authority(one, other, scheme='http'):
+    """``host[:port]`` pairs compared as origins of ``scheme`` are: case-blind, its
+    default port implied."""
     one, other = one.lower(), other.lower()
-    if one.endswith(DEFAULT_PORT):
-        one = one[:-len(DEFAULT_PORT)]
-    if other.endswith(DEFAULT_PORT):
-        other = other[:-len(DEFAULT_PORT)]
+    default = DEFAULT_PORTS[scheme]
+    if one.endswith(default):
+        one = one[:-len(default)]
+    if other.endswith(default):
+        other = other[:-len(default)]
     return one == other
 
 
@@ -132,9 +135,11 @@ class Browsers:
     are not ours to know: Host is checked only when ``hosts`` are given (then
     against them, the bound name and the loopback names).  ``origins``: pages
     (scheme://host[:port]) besides the server's own that may use unsafe methods.
+    ``scheme``: the server's own ('https' when it serves TLS), its pages' origins'.
     """
 
-    def __init__(self, bound=None, loopback=True, hosts=(), origins=()):
+    def __init__(self, bound=None, loopback=True, hosts=(), origins=(), scheme='http'):
+        self.scheme = scheme
         names = {normal_host(name) for name in hosts}
         try:
             names.add(normal_host(bound or 'localhost'))
@@ -185,8 +190,8 @@ class Browsers:
         origin = origin.strip()
         scheme, sep, rest = origin.partition('://')
         where = authority(request)
-        if sep and scheme.lower() == SCHEME and where is not None and same_authority(
-                rest, where):
+        if sep and scheme.lower() == self.scheme and where is not None and same_authority(
+                rest, where, self.scheme):
             return        # the page is this server's own
         if origin.lower() not in self.origins:
             raise HTTPError(403, f'{request.method} from a page of another origin '

@@ -515,7 +515,8 @@ def run_serve(args):
     writes = bool(args.token) or loopback
     records = FramingLog()    # how each message was framed: --trace and GET /_framing
     # Which Host and Origin browsers may send: against DNS rebinding and foreign pages.
-    browsers = Browsers(args.host, loopback, hosts=args.allow_host, origins=args.allow_origin)
+    browsers = Browsers(args.host, loopback, hosts=args.allow_host, origins=args.allow_origin,
+                        scheme='http' if context is None else 'https')
     try:
         app = App(args.root, uploads, args.max_upload, token=args.token or None,
                   writes=writes, records=records, block_port=args.block_port or None,

@@ -521,10 +521,15 @@ def read_chunked(file):
 
 
 class Client:
-    """A socket that sends exactly the bytes given and reads replies one by one."""
+    """A socket that sends exactly the bytes given and reads replies one by one.
 
-    def __init__(self, port, host='127.0.0.1', timeout=WAIT):
+    With ``context`` (a client ssl.SSLContext) it speaks TLS to ``localhost``.
+    """
+
+    def __init__(self, port, host='127.0.0.1', timeout=WAIT, context=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if context is not None:
+            self.sock = context.wrap_socket(self.sock, server_hostname='localhost')
         self.file = self.sock.makefile('rb')
 
     def __enter__(self):
@@ -778,8 +783,8 @@ def curl(*args, timeout=CURL_TIMEOUT, stdin=None):
 class Feed:
     """A client of GET /_framing/stream: its head, then server-sent events out of its chunks."""
 
-    def __init__(self, port, after=0):
-        self.client = Client(port)
+    def __init__(self, port, after=0, context=None):
+        self.client = Client(port, context=context)
         self.client.send(get(f'/_framing/stream?after={after}'))
         file = self.file = self.client.file
         assert file.readline().startswith(b'HTTP/1.1 200 ')

@@ -252,3 +252,17 @@ def test_names_and_origins_are_compared_as_browsers_spell_them():
     assert status_of(browsers, request('GET', '/', ('Host', 'evil.example'))) == 421
     assert upload_fields('text/html; charset=utf-8')[-1] == ('Content-Disposition', 'attachment')
     assert upload_fields('video/mp4')[-1][0] != 'Content-Disposition'
+
+
+def test_over_tls_the_server_s_own_origin_is_https():
+    """With --tls-cert the page is https://host:port: its writes are its own, and a page
+    of the same host and port over plain http is another origin (RFC 6454 section 4)."""
+    browsers = Browsers('127.0.0.1', loopback=True, scheme='https')
+    assert status_of(browsers, request('POST', '/echo', ('Host', 'localhost:8443'),
+                                       ('Origin', 'https://localhost:8443'))) is None
+    assert status_of(browsers, request('POST', '/echo', ('Host', 'localhost'),
+                                       ('Origin', 'https://localhost:443'))) is None
+    assert status_of(browsers, request('POST', '/echo', ('Host', 'localhost:8443'),
+                                       ('Origin', 'http://localhost:8443'))) == 403
+    assert status_of(Browsers('127.0.0.1'), request(
+        'POST', '/echo', ('Host', 'localhost:8443'), ('Origin', 'https://localhost:8443'))) == 403

@@ -734,3 +734,71 @@ def test_tls_records_are_a_third_row_hex_headers_collapsed_runs(browser, site, s
             'tls-records.png' if screen == 'desktop' else 'tls-records-phone.png')))
     finally:
         context.close()
+
+
+def spki_pin(cert):
+    """The base64 SHA-256 of a certificate's SubjectPublicKeyInfo: what Chromium's
+    --ignore-certificate-errors-spki-list takes, to trust exactly that key."""
+    pem = subprocess.run(['openssl', 'x509', '-in', cert, '-noout', '-pubkey'], check=True,
+                         capture_output=True, timeout=WAIT).stdout
+    der = subprocess.run(['openssl', 'pkey', '-pubin', '-outform', 'DER'], input=pem,
+                         check=True, capture_output=True, timeout=WAIT).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.mark.timeout(120)
+def test_the_page_over_tls_echoes_uploads_and_draws_each_exchanges_records(
+        browser, minihttp, pki, tmp_path):
+    """The page served over HTTPS to a Chromium that trusts the test certificate's key
+    (and no other: not ignore_https_errors), used as over HTTP; each of its exchanges
+    drawn with the third row, the TLS records that carried it."""
+    uploads = tmp_path / 'uploads'
+    server = minihttp('serve', '--port', 0, '--block-port', free_port(), '--uploads', uploads,
+                      '--max-upload', '1M', '--quiet', '--tls-cert', pki['cert'],
+                      '--tls-key', pki['key'], listening=HTTP_LISTENING)
+    base = f'https://localhost:{server.port}'
+    # Another Chromium, from the module's Playwright (one per thread): its flags differ.
+    pinned = browser.browser_type.launch(executable_path=CHROMIUM, args=[
+        *FLAGS, f'--ignore-certificate-errors-spki-list={spki_pin(pki["cert"])}'])
+    try:
+        context, page = open_page(pinned, DESKTOP)
+        page.goto(base + '/_minihttp/')
+        page.wait_for_selector('#idea-head[data-id]', state='attached')
+        assert page.evaluate('location.protocol') == 'https:'
+        page.click('#send')           # a POST whose Origin is https://localhost:PORT
+        page.locator('#echo .echoed').wait_for()
+        assert page.locator('#echo .echoed').inner_text() == 'Beautiful is better than ugly.'
+        data = os.urandom(200_000)
+        picked = tmp_path / 'picked.bin'
+        picked.write_bytes(data)
+        page.set_input_files('#pick', str(picked))
+        page.wait_for_selector('#transfers >> text=stored (201)')
+        assert (uploads / 'picked.bin').read_bytes() == data
+        page.get_by_label("this page's own requests").check()
+        kept = requests.get(base + '/_framing', verify=pki['cert'], timeout=WAIT).json()
+        exchanges = [r for r in kept['records'] if r['kind'] == 'http' and r['request']
+                     and r['request']['target'] in ('/_minihttp/', '/echo',
+                                                    '/uploads/picked.bin')]
+        assert {r['request']['target'] for r in exchanges} == {
+            '/_minihttp/', '/echo', '/uploads/picked.bin'}, exchanges
+        for record in exchanges:
+            assert record['tls']['version'] in ('TLSv1.2', 'TLSv1.3'), record['tls']
+            drawn = page.locator(f'.record[data-id="{record["id"]}"]')
+            drawn.wait_for()
+            assert drawn.locator('.tlshead').count() >= 1
+            labels = drawn.locator('.row .label').all_inner_texts()
+            assert 'TLS in' in labels and 'TLS out' in labels, labels
+            # Each header as on the wire: type, version, a 2-byte length, in hex.
+            assert all(re.fullmatch(r'(1[4-7]) 03 0[1-4] [0-9a-f]{2} [0-9a-f]{2}', text)
+                       for text in drawn.locator('.tlshead').all_inner_texts())
+        # The page's own GET was the connection's first exchange: its handshake drawn.
+        first = [r for r in exchanges if r['request']['target'] == '/_minihttp/'][-1]
+        if first['tls']['handshake']:
+            labels = page.locator(f'.record[data-id="{first["id"]}"] .row .label')
+            assert 'handshake in' in labels.all_inner_texts()
+        assert page.errors == [], page.errors
+        assert page.dialogs == [], page.dialogs
+        save(page, 'tls-page.png')
+        context.close()
+    finally:
+        pinned.close()

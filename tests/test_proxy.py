@@ -9,6 +9,7 @@ can retry.  Without nginx the tests skip, saying why (.ci/run installs it).
 """
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -46,7 +47,7 @@ http {{
         listen 127.0.0.1:{port};
         client_max_body_size 0;
         location / {{
-            proxy_pass http://minihttp;
+            proxy_pass {scheme}://minihttp;{upstream_tls}
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
@@ -58,29 +59,50 @@ http {{
 '''
 
 
+# With TLS upstreams: nginx verifies their certificate against the one it is
+# given, by the name the certificate carries (not the upstream block's name).
+UPSTREAM_TLS = '''
+            proxy_ssl_trusted_certificate {cert};
+            proxy_ssl_verify on;
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;'''
+
+
 @pytest.fixture
-def proxied(minihttp, tmp_path):
+def proxied(minihttp, tmp_path, request):
     """Two minihttp upstreams sharing a root and an upload directory, nginx in front.
 
-    Returns (nginx's base URL, the upstream processes, the root, the uploads).
+    Parametrised indirectly with 'https' (and the ``pki`` fixture), the upstreams
+    serve TLS and nginx proxies to them over it.  Returns (nginx's base URL, the
+    upstream processes, the root, the uploads, the upstreams' base URL and curl's
+    options to trust them).
     """
+    scheme = getattr(request, 'param', 'http')
     root, uploads, prefix = tmp_path / 'root', tmp_path / 'uploads', tmp_path / 'nginx'
     for directory in (root, uploads, prefix, prefix / 'body', prefix / 'proxy'):
         directory.mkdir()
+    serving, trusting, upstream_tls = [], [], ''
+    if scheme == 'https':
+        cert = request.getfixturevalue('pki')['cert']
+        serving = ['--tls-cert', cert, '--tls-key', request.getfixturevalue('pki')['key']]
+        trusting = ['--cacert', cert]
+        upstream_tls = UPSTREAM_TLS.format(cert=cert)
     upstreams = [minihttp('serve', '--port', 0, '--block-port', 0, '--root', root,
-                          '--uploads', uploads, '--quiet', listening=HTTP_LISTENING)
+                          '--uploads', uploads, '--quiet', *serving, listening=HTTP_LISTENING)
                  for _ in range(2)]
     port = free_port()
     (prefix / 'nginx.conf').write_text(CONFIG.format(
         user='user root;' if os.geteuid() == 0 else '', prefix=prefix, port=port,
-        first=upstreams[0].port, second=upstreams[1].port))
+        first=upstreams[0].port, second=upstreams[1].port, scheme=scheme,
+        upstream_tls=upstream_tls))
     nginx = subprocess.Popen([NGINX, '-p', str(prefix), '-c', str(prefix / 'nginx.conf'),
                               '-e', str(prefix / 'error.log'), '-g', 'daemon off;'],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
-        yield f'http://127.0.0.1:{port}', upstreams, root, uploads
+        yield (f'http://127.0.0.1:{port}', upstreams, root, uploads,
+               f'{scheme}://localhost:{upstreams[0].port}', trusting)
     finally:
         nginx.send_signal(signal.SIGTERM)
         try:
@@ -96,8 +118,9 @@ def curl(*args):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize('proxied', ['http', 'https'], indirect=True)
 def test_through_nginx_uploads_ranges_and_downloads_give_the_same_bytes(proxied, tmp_path):
-    base, upstreams, root, uploads = proxied
+    base, upstreams, root, uploads, direct, trusting = proxied
     data = os.urandom(3 << 20)
     source = tmp_path / 'source.bin'
     source.write_bytes(data)
@@ -106,13 +129,21 @@ def test_through_nginx_uploads_ranges_and_downloads_give_the_same_bytes(proxied,
     assert hashlib.sha256((uploads / 'up.bin').read_bytes()).digest() == \
         hashlib.sha256(data).digest()
     (root / 'big.bin').write_bytes(data)
-    direct = f'http://127.0.0.1:{upstreams[0].port}'
     for path in ('/big.bin', '/uploads/up.bin'):
         assert curl(f'{base}{path}') == data
         for ranges in ('0-99', '1000-', '-500', '0-9,100-109'):
             assert same_parts(curl('-r', ranges, f'{base}{path}'),
-                              curl('-r', ranges, f'{direct}{path}'))
+                              curl(*trusting, '-r', ranges, f'{direct}{path}'))
     assert curl('-r', '-500', f'{base}/big.bin') == data[-500:]
+    # Both upstreams answered (the second only ever through nginx), over TLS when they
+    # serve it: their own records say.
+    for upstream in upstreams:
+        records = json.loads(curl(*trusting, f'{direct.rsplit(":", 1)[0]}:{upstream.port}'
+                                  '/_framing'))['records']
+        through = [record for record in records if record['kind'] == 'http'
+                   and record['request']['target'] != '/_framing']
+        assert through, f'upstream {upstream.port} answered nothing'
+        assert all((record['tls'] is not None) == bool(trusting) for record in through)
 
 
 def served(upstream):
@@ -130,7 +161,7 @@ def same_parts(one, other):
 
 @pytest.mark.timeout(120)
 def test_stopping_one_upstream_under_load_loses_no_retried_request(proxied):
-    base, upstreams, root, _ = proxied
+    base, upstreams, root, *_ = proxied
     (root / 'page.html').write_bytes(b'<p>the same page from either upstream</p>\n' * 50)
     expected = (root / 'page.html').read_bytes()
     results, stop = [], threading.Event()

@@ -1,0 +1,364 @@
+"""Every feature over TLS as over TCP: one table of scenarios, run both ways.
+
+Each test here takes ``site``, an in-process minihttp served plain or over TLS
+(the session's test certificate, trusted by the client's context alone), or
+``scheme`` for a `minihttp` process started either way.  The test bodies do
+not know which: the same bytes go out, the same answers must come back, and
+after a client that vanishes at any step the server's descriptors and
+threads are back where they were.  What only TLS has (the handshake, the
+wrong scheme, renegotiation) is in test_tls_server.py and at the end here.
+"""
+
+import hashlib
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import threading
+
+import pytest
+
+from minihttp import tls
+from minihttp.app import App
+from minihttp.eventloop import HANDSHAKE, WAITING, EventLoop
+from minihttp.records import FramingLog
+from minihttp.server import HTTPServer
+from support import (HTTP_LISTENING, LISTENING, OPENSSL, WAIT, Client, Feed, MinihttpProcess,
+                     chunked, curl, get, multipart_body, post, run_minihttp, sha256_file, temps,
+                     wait_until)
+
+pytestmark = pytest.mark.timeout(90)
+
+BIG = (1 << 20) + 17
+INDEX = b'<p>the same page either way</p>\n'
+SCHEMES = ['plain', 'tls']
+
+
+class Site:
+    """An in-process minihttp on loopback, plain or TLS: its loop, port, root, uploads.
+
+    ``client()`` opens a support.Client speaking the site's scheme; ``connect()``
+    a bare socket (TLS handshake done).
+    """
+
+    def __init__(self, tmp_path, pki, scheme):
+        self.scheme = scheme
+        self.root = tmp_path / 'root'
+        self.root.mkdir()
+        (self.root / 'index.html').write_bytes(INDEX)
+        self.big = self.root / 'big.bin'
+        self.big.write_bytes(os.urandom(BIG))
+        self.uploads = tmp_path / 'uploads'
+        records = FramingLog()
+        app = App(str(self.root), str(self.uploads), records=records)
+        protocol = HTTPServer(app, access_log=False, head_timeout=5.0, body_timeout=5.0,
+                              keepalive_timeout=5.0, records=records)
+        self.context = tls.client_context(pki['cert']) if scheme == 'tls' else None
+        self.loop = EventLoop('127.0.0.1', 0, protocol, threads=4, context=(
+            tls.server_context(pki['cert'], pki['key']) if scheme == 'tls' else None))
+        self.loop.start()
+        self.port = self.loop.address[1]
+
+    def client(self):
+        return Client(self.port, context=self.context)
+
+    def connect(self):
+        sock = socket.create_connection(('127.0.0.1', self.port), timeout=WAIT)
+        if self.context is None:
+            return sock
+        return self.context.wrap_socket(sock, server_hostname='localhost')
+
+
+@pytest.fixture(params=SCHEMES)
+def site(request, tmp_path, pki):
+    served = Site(tmp_path, pki, request.param)
+    yield served
+    served.loop.stop(0.5)
+
+
+def put(path, *fields, body=b''):
+    return get(path, 'HTTP/1.1', *fields, method='PUT', body=body)
+
+
+# -- keep-alive, pipelining, 100-continue ------------------------------------------------
+
+def test_keep_alive_and_pipelined_requests_in_one_write(site):
+    with site.client() as client:
+        client.send(get('/index.html') + get('/big.bin') + get('/index.html', 'HTTP/1.1',
+                                                                 'Connection: close'))
+        first, big, last = client.reply(), client.reply(), client.reply()
+        assert (first.status, big.status, last.status) == (200, 200, 200)
+        assert first.body == last.body == INDEX
+        assert big.body == site.big.read_bytes()
+        client.assert_closed_after(last)
+    with site.client() as client:          # kept alive: five requests one after another
+        for _ in range(5):
+            reply = client.exchange(get('/index.html'))
+            assert reply.status == 200 and not reply.closes
+
+
+def test_100_continue_then_the_body(site):
+    body = os.urandom(200_000)
+    with site.client() as client:
+        client.send(put('/uploads/continued.bin', 'Expect: 100-continue',
+                        f'Content-Length: {len(body)}'))
+        assert client.reply().status == 100        # before a byte of the body
+        client.send(body)
+        reply = client.reply()
+        assert reply.status == 201
+        assert json.loads(reply.body)['sha256'] == hashlib.sha256(body).hexdigest()
+
+
+# -- uploads -------------------------------------------------------------------------
+
+@pytest.mark.parametrize('framing', ['content-length', 'chunked'])
+def test_an_upload_is_stored_whole(site, framing):
+    data = os.urandom(700_000)
+    if framing == 'chunked':
+        request = put('/uploads/up.bin', 'Transfer-Encoding: chunked',
+                      body=chunked(*(data[i:i + 65536] for i in range(0, len(data), 65536))))
+    else:
+        request = put('/uploads/up.bin', f'Content-Length: {len(data)}', body=data)
+    with site.client() as client:
+        reply = client.exchange(request)
+    assert reply.status == 201, reply.body
+    assert json.loads(reply.body)['framing'] == framing
+    assert sha256_file(site.uploads / 'up.bin') == hashlib.sha256(data).hexdigest()
+
+
+def test_a_multipart_form_upload_stores_each_file(site):
+    parts = [('one', 'first.bin', os.urandom(100_000)), ('two', 'second.txt', b'hello\r\n--')]
+    body = multipart_body('parity-boundary', parts)
+    with site.client() as client:
+        reply = client.exchange(post('/uploads/', body, 'Accept: application/json',
+                                     'Content-Type: multipart/form-data; boundary=parity-boundary'))
+    assert reply.status in (200, 201), reply.body
+    for _, filename, content in parts:
+        assert (site.uploads / filename).read_bytes() == content
+
+
+# -- ranges ----------------------------------------------------------------------------
+
+def test_a_range_and_multiple_ranges(site):
+    data = site.big.read_bytes()
+    with site.client() as client:
+        one = client.exchange(get('/big.bin', 'HTTP/1.1', 'Range: bytes=1000-1999'))
+        assert one.status == 206
+        assert one.get('content-range') == f'bytes 1000-1999/{BIG}'
+        assert one.body == data[1000:2000]
+        many = client.exchange(get('/big.bin', 'HTTP/1.1', 'Range: bytes=0-3,-5,500000-500099'))
+    assert many.status == 206
+    boundary = re.fullmatch(r'multipart/byteranges; boundary=(\S+)',
+                            many.get('content-type'))[1].encode()
+    parts = many.body.split(b'--' + boundary)
+    assert parts[0] == b'' and parts[-1] == b'--\r\n'
+    got = []
+    for part in parts[1:-1]:
+        head, _, content = part.partition(b'\r\n\r\n')
+        first, last = map(int, re.search(rb'Content-Range: bytes (\d+)-(\d+)/', head).groups())
+        assert content[:-2] == data[first:last + 1] and content.endswith(b'\r\n')
+        got.append((first, last))
+    assert got == [(0, 3), (BIG - 5, BIG - 1), (500000, 500099)]
+
+
+# -- /echo and /_framing/stream --------------------------------------------------------
+
+def test_echo_mirrors_a_content_length_body_and_a_chunked_one(site):
+    data = os.urandom(300_000)
+    with site.client() as client:
+        sized = client.exchange(post('/echo', data))
+        assert sized.status == 200 and sized.body == data
+        assert sized.get('content-length') == str(len(data))
+        assert sized.get('transfer-encoding') is None
+        assert sized.get('x-request-framing') == f'content-length {len(data)}'
+        pieces = [data[:1], data[1:70_000], data[70_000:]]
+        streamed = client.exchange(get('/echo', 'HTTP/1.1', 'Transfer-Encoding: chunked',
+                                       method='PUT', body=chunked(*pieces)))
+    assert streamed.status == 200 and streamed.body == data
+    assert streamed.get('transfer-encoding') == 'chunked'
+    assert streamed.get('content-length') is None
+    assert streamed.get('x-request-framing').startswith('chunked')
+
+
+def test_framing_events_arrive_live_while_an_upload_is_under_way(site):
+    feed = Feed(site.port, context=site.context)
+    try:
+        with site.client() as client:
+            client.send(put('/uploads/live.bin', 'Transfer-Encoding: chunked',
+                            body=b'5\r\nhello\r\n'))
+            mine = []
+            while not mine:          # the record opens before the upload ends
+                mine = [event for event in feed.events(1)
+                        if (event['data'].get('request') or {}).get('target') == '/uploads/live.bin']
+            assert mine[0]['data']['ended']['kind'] == 'open'
+            assert (mine[0]['data']['tls'] is None) == (site.scheme == 'plain')
+            client.send(b'3\r\nbye\r\n0\r\n\r\n')
+            assert client.reply().status == 201
+    finally:
+        feed.close()
+    assert (site.uploads / 'live.bin').read_bytes() == b'hellobye'
+
+
+# -- clients that vanish at every step -------------------------------------------------
+
+FORM = multipart_body('vanish', [('f', 'form.bin', os.urandom(200_000))])
+
+
+def cut_short(request, keep):
+    """A request's first ``keep`` bytes (negative: all but the last -keep)."""
+    return request[:keep]
+
+
+# What a client sent before it went: each request cut short where its framing was
+# being read.  The body is still arriving when it goes, so the server is reading it.
+CUT_SHORT = [
+    pytest.param(cut_short(get('/'), 20), id='mid-head'),
+    pytest.param(put('/uploads/cut.bin', 'Content-Length: 1000000') + b'x' * 100_000,
+                 id='mid-body'),
+    pytest.param(cut_short(put('/uploads/cut.bin', 'Transfer-Encoding: chunked',
+                               body=chunked(b'y' * 65536, b'z' * 65536)), -60_000),
+                 id='mid-chunked'),
+    pytest.param(cut_short(post('/uploads/', FORM, 'Content-Type: multipart/form-data; '
+                                'boundary=vanish'), -100_000), id='mid-multipart'),
+    pytest.param(cut_short(post('/echo', b'e' * 1_000_000), -900_000), id='mid-echo'),
+]
+
+
+def descriptors():
+    return len(os.listdir('/proc/self/fd'))
+
+
+def go(sock, reset):
+    """Leave: with a FIN, or with a reset (SO_LINGER 0) as a client that crashes."""
+    if reset:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    sock.close()
+
+
+def settled(site):
+    """A connection served and closed (the pool's threads started), then the baseline."""
+    with site.client() as client:
+        client.assert_closed_after(client.exchange(get('/', 'HTTP/1.1', 'Connection: close')))
+    wait_until(lambda: not site.loop.connections, 'the first connection closed')
+    return descriptors(), threading.active_count()
+
+
+def assert_back(site, fds, threads):
+    wait_until(lambda: not site.loop.connections, 'every connection closed by the loop')
+    wait_until(lambda: descriptors() <= fds and threading.active_count() <= threads,
+               f'descriptors back to {fds} and threads to {threads}')
+    assert not temps(site.uploads) and not list(site.uploads.glob('cut.bin'))
+    assert not list(site.uploads.glob('form.bin'))
+    with site.client() as client:          # and the server still serves
+        assert client.exchange(get('/index.html')).body == INDEX
+
+
+@pytest.mark.parametrize('reset', [False, True], ids=['closed', 'reset'])
+@pytest.mark.parametrize('sent', CUT_SHORT)
+def test_a_client_gone_mid_request_leaves_descriptors_threads_and_files_at_baseline(
+        site, sent, reset):
+    fds, threads = settled(site)
+    sock = site.connect()
+    sock.sendall(sent)
+    if sent.startswith(b'POST /echo '):         # the echo has begun coming back
+        assert sock.recv(100).startswith(b'HTTP/1.1 200 ')
+    elif b'\r\n\r\n' in sent:                  # the body is being read, off the loop
+        wait_until(lambda: any(conn.state not in (WAITING, HANDSHAKE)
+                               for conn in site.loop.connections), 'the body on its way')
+    go(sock, reset)
+    assert_back(site, fds, threads)
+
+
+@pytest.mark.parametrize('reset', [False, True], ids=['closed', 'reset'])
+def test_a_client_gone_mid_response_of_a_large_file_leaves_baseline(site, reset):
+    fds, threads = settled(site)
+    sock = site.connect()
+    sock.sendall(get('/big.bin'))
+    assert sock.recv(1000).startswith(b'HTTP/1.1 200 ')
+    go(sock, reset)
+    assert_back(site, fds, threads)
+
+
+# -- processes: --workers 2 and the block transport --------------------------------------
+
+@pytest.fixture(params=SCHEMES)
+def scheme(request, pki):
+    """('plain' or 'tls', the server's TLS options, curl's trust options, the URL scheme)."""
+    if request.param == 'plain':
+        return request.param, [], [], 'http'
+    return (request.param, ['--tls-cert', pki['cert'], '--tls-key', pki['key']],
+            ['--cacert', pki['cert']], 'https')
+
+
+def test_two_workers_both_serve_uploads_and_downloads(minihttp, scheme, tmp_path):
+    _, serving, trusting, url = scheme
+    root = tmp_path / 'root'
+    root.mkdir()
+    data = os.urandom(500_000)
+    (root / 'file.bin').write_bytes(data)
+    server = minihttp('serve', '--port', 0, '--block-port', 0, '--workers', 2, '--root', root,
+                      '--uploads', tmp_path / 'uploads', '--quiet', *serving,
+                      listening=HTTP_LISTENING)
+    base = f'{url}://localhost:{server.port}'
+    source = tmp_path / 'source.bin'
+    source.write_bytes(data)
+    done = curl(*trusting, '--fail', '-T', source, '-H', 'Transfer-Encoding: chunked',
+                f'{base}/uploads/sent.bin')
+    assert done.returncode == 0, done.stderr
+    assert sha256_file(tmp_path / 'uploads' / 'sent.bin') == sha256_file(source)
+    # Separate connections, spread over the workers by the kernel: each gets it whole.
+    for _ in range(8):
+        done = curl(*trusting, '--fail', '-o', tmp_path / 'got.bin', f'{base}/file.bin')
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / 'got.bin').read_bytes() == data
+    assert server.proc.poll() is None
+
+
+def test_the_block_client_sends_a_file_and_the_server_saves_it(minihttp, scheme, tmp_path):
+    _, serving, _, _ = scheme
+    saved = tmp_path / 'saved'
+    server = minihttp('blocks', '-p', 0, '--save', saved, *serving, listening=LISTENING)
+    payload = tmp_path / 'payload.bin'
+    payload.write_bytes(os.urandom(900_000))
+    trusting = ['--tls', '--cafile', serving[1]] if serving else []
+    done = run_minihttp('blocks', '-c', *trusting, '-p', server.port, '--file', payload,
+                        'localhost', timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    server.wait_for_line('end of stream')
+    (stored,) = saved.glob('blocks-*.bin')
+    assert sha256_file(stored) == sha256_file(payload)
+
+
+# -- TLS only: renegotiation -------------------------------------------------------------
+
+@pytest.fixture
+def tls_site(tmp_path, pki):
+    served = Site(tmp_path, pki, 'tls')
+    yield served
+    served.loop.stop(0.5)
+
+
+@pytest.mark.skipif(OPENSSL is None, reason='the openssl command is not installed')
+def test_a_tls12_client_that_renegotiates_is_refused_and_closed(tls_site, pki):
+    """openssl s_client's 'R' line starts a real renegotiation (a new ClientHello inside
+    the TLS 1.2 session); the server refuses it, and the connection ends."""
+    fds, threads = settled(tls_site)
+    client = MinihttpProcess(['s_client', '-tls1_2', '-connect', f'127.0.0.1:{tls_site.port}',
+                              '-servername', 'localhost', '-CAfile', pki['cert']],
+                             command=(OPENSSL,), stdin=subprocess.PIPE)
+    try:
+        client.wait_for_line(r'Protocol *: TLSv1\.2')
+        client.proc.stdin.write(b'GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n')
+        client.proc.stdin.flush()
+        client.wait_for_line(re.escape(INDEX.decode().strip()))    # served before it
+        client.proc.stdin.write(b'R\n')       # stdin stays open: only the server ends it
+        client.proc.stdin.flush()
+        client.wait_for_line('RENEGOTIATING')                      # the attempt was made
+        client.proc.wait(WAIT)      # it ended: the connection was closed under it
+    finally:
+        client.stop()
+    said = client.output()
+    assert re.search(r'no renegotiation|NO_RENEGOTIATION|handshake failure', said, re.I), said
+    assert_back(tls_site, fds, threads)

@@ -765,6 +765,14 @@ def test_the_page_over_tls_echoes_uploads_and_draws_each_exchanges_records(
         page.goto(base + '/_minihttp/')
         page.wait_for_selector('#idea-head[data-id]', state='attached')
         assert page.evaluate('location.protocol') == 'https:'
+        # The commands to try speak TLS too, trusting the certificate.
+        page.wait_for_function(
+            "!document.getElementById('commands').textContent.includes('HOST/')")
+        commands = page.locator('#commands').inner_text()
+        assert f'curl --cacert cert.pem -i https://localhost:{server.port}/' in commands
+        assert 'http://' not in commands
+        assert 'python3 -m minihttp blocks -c --tls --cafile cert.pem -p ' in commands
+        assert 'https://' in page.locator('#chunked-command').inner_text()
         page.click('#send')           # a POST whose Origin is https://localhost:PORT
         page.locator('#echo .echoed').wait_for()
         assert page.locator('#echo .echoed').inner_text() == 'Beautiful is better than ugly.'

@@ -449,11 +449,15 @@ async function fillCommands() {
   try {
     blockPort = (await (await fetch(own('/_framing?after=999999999'))).json()).block_port;
   } catch (error) { /* the commands keep their placeholders */ }
+  // Over HTTPS both ports speak TLS: curl and the block client are told which
+  // certificate to trust (the server's cert.pem, as README's HTTPS section makes it).
+  const tls = location.protocol === 'https:';
   const blockHost = blockPort === null ? '(the block server is off)'
-                                       : `-p ${blockPort} ${location.hostname}`;
+    : `${tls ? '--tls --cafile cert.pem ' : ''}-p ${blockPort} ${location.hostname}`;
   for (const id of ['commands', 'chunked-command']) {
-    $(id).textContent = $(id).textContent
-      .replaceAll('BLOCKHOST', blockHost).replaceAll('HOST', location.host);
+    let text = $(id).textContent.replaceAll('BLOCKHOST', blockHost);
+    if (tls) text = text.replaceAll('curl ', 'curl --cacert cert.pem ').replaceAll('http://HOST', 'https://HOST');
+    $(id).textContent = text.replaceAll('HOST', location.host);
   }
 }
 

@@ -194,7 +194,7 @@ def _read_bounded(path, what, limit):
     except OSError as exc:
         raise TLSConfigError(f'{what} {path}: cannot be read ({exc.strerror or exc})') from None
     if len(data) > limit:
-        raise TLSConfigError(f'{what} {path}: larger than {limit} bytes, not a PEM file')
+        raise TLSConfigError(f'{what} {path}: larger than {limit} bytes, too large for a {what}')
     return data
 
 

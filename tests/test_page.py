@@ -80,6 +80,26 @@ def site(minihttp, tmp_path):
     return f'http://127.0.0.1:{server.port}', uploads, server
 
 
+def test_over_tls_the_commands_say_https_and_trust_the_certificate(browser, minihttp, pki):
+    server = minihttp('serve', '--port', 0, '--block-port', free_port(), '--quiet',
+                      '--tls-cert', pki['cert'], '--tls-key', pki['key'],
+                      listening=HTTP_LISTENING)
+    context = browser.new_context(viewport=DESKTOP, ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT * 1000)
+        load(page, f'https://localhost:{server.port}')
+        page.wait_for_function("!document.querySelector('#commands').textContent"
+                               ".includes('HOST')")
+        commands = page.locator('#commands').inner_text()
+        assert 'http://' not in commands and commands.count('https://localhost:') == 4
+        assert commands.count('curl --cacert cert.pem ') == 4
+        assert commands.count('blocks -c --tls --cafile cert.pem -p ') == 2
+        assert 'https://' in page.locator('#chunked-command').inner_text()
+    finally:
+        context.close()
+
+
 def records(base):
     return requests.get(f'{base}/_framing', timeout=WAIT).json()['records']
 

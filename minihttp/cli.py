@@ -195,7 +195,11 @@ def tls_context(args):
             raise tls.TLSConfigError(f'key file {args.tls_key}: is encrypted, and there is no '
                                      'terminal to ask for its password: give '
                                      '--tls-password-file')
-        return getpass.getpass(f'password for {args.tls_key}: ')
+        try:
+            return getpass.getpass(f'password for {args.tls_key}: ')
+        except EOFError:            # Ctrl-D at the prompt: a traceback said nothing
+            raise tls.TLSConfigError(f'key file {args.tls_key}: is encrypted, and no '
+                                     'password was typed') from None
     return tls.server_context(args.tls_cert, args.tls_key, args.tls_password_file, ask)
 
 

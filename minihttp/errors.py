@@ -13,6 +13,7 @@ Every other error is ours, and is logged with its traceback
 """
 
 import errno
+import ssl
 
 
 class HTTPError(Exception):
@@ -105,5 +106,13 @@ PEER_GONE = frozenset({
 
 
 def peer_gone(exc):
-    """Whether ``exc`` means the peer went away (PEER_GONE), rather than an error of ours."""
-    return isinstance(exc, OSError) and exc.errno in PEER_GONE
+    """Whether ``exc`` means the peer went away (PEER_GONE), rather than an error of ours.
+
+    Over TLS, an ssl.SSLError from a read or a write is the peer breaking the
+    stream (a record failing its MAC, a message out of place, its TCP end with
+    no close_notify under our response): OpenSSL has sent its fatal alert and the
+    connection is as dead as after a reset.  Any client can send such bytes, so
+    they are no error of ours to log with a traceback.  (The wants to read or
+    write never get here: TLSConnection raises them as BlockingIOError.)
+    """
+    return isinstance(exc, OSError) and (exc.errno in PEER_GONE or isinstance(exc, ssl.SSLError))

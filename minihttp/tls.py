@@ -194,7 +194,7 @@ def _read_bounded(path, what, limit):
     except OSError as exc:
         raise TLSConfigError(f'{what} {path}: cannot be read ({exc.strerror or exc})') from None
     if len(data) > limit:
-        raise TLSConfigError(f'{what} {path}: larger than {limit} bytes, not a PEM file')
+        raise TLSConfigError(f'{what} {path}: larger than {limit} bytes, too large for a {what}')
     return data
 
 
@@ -611,6 +611,10 @@ class TLSConnection:
         self._file_buffer = None    # send_file's, taken at its first call
         self._unsent = None         # ciphertext the socket has not taken yet (a memoryview)
         self._owed = 0              # plaintext encrypted into _unsent, not yet reported sent
+        # Scanning, do_handshake's ciphertext is held until OpenSSL has taken it:
+        # what it has not taken when the handshake ends (TLS 1.3 lets a client send
+        # its request with its Finished) is the first exchange's, not the handshake's.
+        self._held = None
         self.first = b''            # the connection's first bytes (up to 5): TLS or not?
         self.handed = 0             # plaintext bytes sent (as a TimedSocket's ``handed``)
         self.closed = False
@@ -731,7 +735,9 @@ class TLSConnection:
         piece = self._buffer[:got]
         if len(self.first) < RECORD_HEADER.size:
             self.first += bytes(piece[:RECORD_HEADER.size - len(self.first)])
-        if self.received is not None:
+        if self._held is not None:
+            self._held += piece
+        elif self.received is not None:
             self._scan(self.received, piece)
         self._incoming.write(piece)
         return True
@@ -752,21 +758,39 @@ class TLSConnection:
         An ssl.SSLError is the peer's failure (plain HTTP: see ``plain_http``),
         ssl.SSLEOFError or ConnectionResetError its going away mid-handshake.
         """
+        if self._held is None and self.received is not None and self.handshake is None:
+            self._held = bytearray()
         while True:
             self._flush()
             try:
                 self._ssl.do_handshake()
             except ssl.SSLWantReadError:
                 self._flush()
+                self._scan_taken()
                 self._receive()
                 continue
             except ssl.SSLError:
                 self._try_flush()          # the alert saying why, if the socket takes it
+                if self._held is not None:     # what came, for whoever looks (plain HTTP?)
+                    held, self._held = self._held, None
+                    self._scan(self.received, held)
                 raise
             self._flush()                  # the last flight (TLS 1.3: session tickets)
             if self.received is not None and self.handshake is None:
+                self._scan_taken()
                 self.handshake = self.records()
+                held, self._held = self._held, None
+                self._scan(self.received, held)     # the first exchange's early records
             return
+
+    def _scan_taken(self):
+        """Scan the held ciphertext OpenSSL has taken from the incoming BIO, and let it
+        go (what is held is then at most the BIO's own: one receive)."""
+        held = self._held
+        if held:
+            taken = len(held) - self._incoming.pending
+            self._scan(self.received, held[:taken])      # a copy: a few KiB, once
+            del held[:taken]
 
     def plain_http(self):
         """Whether the peer's first bytes were not a TLS record (plain HTTP, say)."""
@@ -873,7 +897,7 @@ class TLSConnection:
         timeout should not cost a send)."""
         if not self.closed:
             self.closed = True
-            self._buffer = self._unsent = self._file_buffer = None
+            self._buffer = self._unsent = self._file_buffer = self._held = None
             self.sock.close()
 
     def __enter__(self):

@@ -80,6 +80,26 @@ def site(minihttp, tmp_path):
     return f'http://127.0.0.1:{server.port}', uploads, server
 
 
+def test_over_tls_the_commands_say_https_and_trust_the_certificate(browser, minihttp, pki):
+    server = minihttp('serve', '--port', 0, '--block-port', free_port(), '--quiet',
+                      '--tls-cert', pki['cert'], '--tls-key', pki['key'],
+                      listening=HTTP_LISTENING)
+    context = browser.new_context(viewport=DESKTOP, ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT * 1000)
+        load(page, f'https://localhost:{server.port}')
+        page.wait_for_function("!document.querySelector('#commands').textContent"
+                               ".includes('HOST')")
+        commands = page.locator('#commands').inner_text()
+        assert 'http://' not in commands and commands.count('https://localhost:') == 4
+        assert commands.count('curl --cacert cert.pem ') == 4
+        assert commands.count('blocks -c --tls --cafile cert.pem -p ') == 2
+        assert 'https://' in page.locator('#chunked-command').inner_text()
+    finally:
+        context.close()
+
+
 def records(base):
     return requests.get(f'{base}/_framing', timeout=WAIT).json()['records']
 
@@ -765,14 +785,6 @@ def test_the_page_over_tls_echoes_uploads_and_draws_each_exchanges_records(
         page.goto(base + '/_minihttp/')
         page.wait_for_selector('#idea-head[data-id]', state='attached')
         assert page.evaluate('location.protocol') == 'https:'
-        # The commands to try speak TLS too, trusting the certificate.
-        page.wait_for_function(
-            "!document.getElementById('commands').textContent.includes('HOST/')")
-        commands = page.locator('#commands').inner_text()
-        assert f'curl --cacert cert.pem -i https://localhost:{server.port}/' in commands
-        assert 'http://' not in commands
-        assert 'python3 -m minihttp blocks -c --tls --cafile cert.pem -p ' in commands
-        assert 'https://' in page.locator('#chunked-command').inner_text()
         page.click('#send')           # a POST whose Origin is https://localhost:PORT
         page.locator('#echo .echoed').wait_for()
         assert page.locator('#echo .echoed').inner_text() == 'Beautiful is better than ugly.'

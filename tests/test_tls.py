@@ -8,6 +8,7 @@ import selectors
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 
@@ -84,6 +85,31 @@ def test_a_garbled_certificate_and_a_huge_file_are_refused(pki, tmp_path):
         tls.certificate_facts(str(garbled))
     with pytest.raises(TLSConfigError, match='/dev/zero: larger than'):
         tls.certificate_facts('/dev/zero')
+    # A password file is no PEM file: the message says which it is too large for.
+    with pytest.raises(TLSConfigError, match='password file /dev/zero: larger than 4096 bytes,'
+                                             ' too large for a password file$'):
+        tls.server_context(pki['cert'], pki['encrypted-key'], password_file='/dev/zero')
+
+
+def test_ctrl_d_at_the_password_prompt_is_one_error_naming_the_key(pki, monkeypatch):
+    import argparse
+    import getpass
+    import io
+    from minihttp import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def ctrl_d(prompt):
+        raise EOFError
+    monkeypatch.setattr(sys, 'stdin', Terminal())
+    monkeypatch.setattr(getpass, 'getpass', ctrl_d)
+    args = argparse.Namespace(tls_cert=pki['cert'], tls_key=pki['encrypted-key'],
+                              tls_password_file=None)
+    with pytest.raises(TLSConfigError, match=r'key file \S+encrypted-key.pem: is encrypted, '
+                                             'and no password was typed'):
+        cli.tls_context(args)
 
 
 def test_a_client_context_trusts_its_cafile_alone(pki):

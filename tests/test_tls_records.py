@@ -6,6 +6,7 @@ import inspect
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 from types import SimpleNamespace
@@ -102,6 +103,42 @@ def test_a_first_exchange_shows_the_handshake_and_its_own_records(connected):
     assert said['received']['more'] == 0 and said['received']['messages'] == []
     words = record_of(tls_facts(server))['words']      # (the tallies were cut: nothing since)
     assert 'TLS handshake' not in words
+
+
+def test_a_request_sent_with_the_clients_finished_is_the_first_exchanges(contexts):
+    """TLS 1.3 lets a client send its request with its Finished, in one TCP segment
+    (curl and Chromium do): the server takes both in one receive, yet the request's
+    record is the first exchange's, not the handshake's."""
+    with socket.create_server(('127.0.0.1', 0)) as listener:
+        client_sock = socket.create_connection(listener.getsockname(), timeout=WAIT)
+        server_sock, _ = listener.accept()
+    server_sock.settimeout(WAIT)
+    server = TLSConnection(server_sock, contexts[0], server_side=True, scan=True)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = contexts[1].wrap_bio(incoming, outgoing, server_hostname='localhost')
+    thread = threading.Thread(target=server.do_handshake, daemon=True)
+    thread.start()
+    with client_sock, server:
+        while True:
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                client_sock.sendall(outgoing.read())
+                incoming.write(client_sock.recv(65536))
+        client.write(REQUEST)
+        client_sock.sendall(outgoing.read())         # Finished and the request together
+        thread.join(WAIT)
+        assert server.handshake is not None
+        read_exactly(server, len(REQUEST))
+        said = record_of(tls_facts(server))['tls']
+    if said['version'] != 'TLSv1.3':
+        pytest.skip('the request cannot cross the Finished below TLS 1.3')
+    handshake = said['handshake']['received']
+    assert handshake['types'] == {'handshake': 1, 'change_cipher_spec': 1,
+                                  'application_data': 1}         # the hello, CCS, Finished
+    assert said['received']['types'] == {'application_data': 1}
+    assert said['received']['sizes'][0][2] >= len(REQUEST)
 
 
 def test_the_handshake_is_shown_once_and_each_exchange_has_its_records(connected):

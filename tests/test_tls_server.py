@@ -300,6 +300,32 @@ def test_an_unknown_ca_is_one_log_line_without_traceback(minihttp, pki):
     assert 'Traceback' not in server.output()
 
 
+@pytest.mark.parametrize('junk', [
+    b'\x17\x03\x03\x40\x00' + bytes(16384),   # a full application_data record failing its MAC
+    b'\x15\x03\x03\x00\x02\x01\x5a' * 50,      # clear alerts after the handshake
+], ids=['bad-mac-record', 'clear-alerts'])
+def test_a_client_breaking_tls_after_the_handshake_costs_no_traceback(minihttp, pki, junk):
+    server = minihttp('serve', '--port', 0, '--block-port', 0, '--tls-cert', pki['cert'],
+                      '--tls-key', pki['key'], listening=HTTP_LISTENING)
+    context = tls.client_context(pki['cert'])
+    raw = socket.create_connection(('127.0.0.1', server.port), timeout=WAIT)
+    with context.wrap_socket(raw, server_hostname='localhost') as sock:
+        socket.socket.sendall(sock, junk)          # past TLS, on the TCP stream itself
+        with pytest.raises((ssl.SSLError, OSError)):
+            while sock.recv(4096):
+                pass
+            raise EOFError
+    with context.wrap_socket(socket.create_connection(('127.0.0.1', server.port), timeout=WAIT),
+                             server_hostname='localhost') as sock:
+        sock.sendall(f'GET /after-the-junk HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n'
+                     'Connection: close\r\n\r\n'.encode())
+        assert sock.recv(12) == b'HTTP/1.1 404'
+
+    server.wait_for_line('after-the-junk')
+    server.stop()
+    assert 'Traceback' not in server.output()
+
+
 # -- the command line ---------------------------------------------------------------
 
 def test_serve_over_tls_says_https_and_the_certificate(minihttp, pki):

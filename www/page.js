@@ -449,15 +449,16 @@ async function fillCommands() {
   try {
     blockPort = (await (await fetch(own('/_framing?after=999999999'))).json()).block_port;
   } catch (error) { /* the commands keep their placeholders */ }
-  // Over HTTPS both ports speak TLS: curl and the block client are told which
-  // certificate to trust (the server's cert.pem, as README's HTTPS section makes it).
+  // Served over TLS, both ports speak it: the commands say https:// and trust the
+  // server's certificate (cert.pem, as the README makes it), or they would all fail.
   const tls = location.protocol === 'https:';
   const blockHost = blockPort === null ? '(the block server is off)'
     : `${tls ? '--tls --cafile cert.pem ' : ''}-p ${blockPort} ${location.hostname}`;
   for (const id of ['commands', 'chunked-command']) {
-    let text = $(id).textContent.replaceAll('BLOCKHOST', blockHost);
-    if (tls) text = text.replaceAll('curl ', 'curl --cacert cert.pem ').replaceAll('http://HOST', 'https://HOST');
-    $(id).textContent = text.replaceAll('HOST', location.host);
+    let text = $(id).textContent;
+    if (tls) text = text.replaceAll('curl ', 'curl --cacert cert.pem ')
+      .replaceAll('http://HOST', 'https://HOST');
+    $(id).textContent = text.replaceAll('BLOCKHOST', blockHost).replaceAll('HOST', location.host);
   }
 }
 

@@ -404,7 +404,7 @@ def run_blocks(args):
     except StartupError as exc:
         return fail(moved_by(exc, '-p'))
     host, bound = listener.address
-    say(f'block server listening on {address(host, bound)}')
+    say(f'block server listening on {address(host, bound)}{" (TLS)" if context else ""}')
     if context:
         say(f'TLS with {tls.certificate_facts(args.tls_cert).describe()}')
     if args.save:
@@ -588,7 +588,9 @@ def banner(args, listeners, app, writes, created):
     url = f'{scheme}://{address(*http.address)}/'
     say(f'http server listening on {url}')
     if others:
-        say(f'block server listening on {address(*others[0].address)}')
+        # Both ports speak TLS when it is on: a block client then needs --tls.
+        say(f'block server listening on {address(*others[0].address)}'
+            f'{" (TLS: blocks -c --tls)" if args.tls_cert else ""}')
     else:
         say('block server: off (--block-port 0)')
     if args.tls_cert:

@@ -1118,6 +1118,12 @@ class EventLoop:
                 continue
             if conn.state is CLOSED or conn.state is BUSY:
                 continue
+            if conn.state is HANDSHAKE and conn.tls.plain_http():
+                # Plain bytes too few for OpenSSL to refuse (a 'G', then nothing):
+                # the same answer in clear as a whole plain request gets.
+                self._handshake_failed(conn, None)
+                self._send_queued()     # this pass has sent its queue already
+                continue
             if conn.state is HANDSHAKE and conn.tls.first:
                 say_soon(f'{self.name}: TLS handshake with {conn.peer[0]}:{conn.peer[1]} not '
                          f'finished within {self.protocol.head_timeout:g} s', err=True)

@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # What the stand-alone block server prints once it accepts connections:
 # `block server listening on 127.0.0.1:1060` (an IPv6 host in brackets).
-LISTENING = r'block server listening on (?P<host>\[[^\]]+\]|[^\s:\[]+):(?P<port>\d+)$'
+LISTENING = (r'block server listening on (?P<host>\[[^\]]+\]|[^\s:\[]+):(?P<port>\d+)'
+             r'(?: \(TLS[^)]*\))?$')
 # What `serve` prints once the HTTP listener accepts: the host as bound ([::1] for IPv6).
 HTTP_LISTENING = r'http server listening on https?://(?P<host>\[[^\]]+\]|[^/:]+):(?P<port>\d+)/'
 

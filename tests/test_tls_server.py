@@ -278,6 +278,26 @@ def test_plain_http_on_the_tls_port_gets_400_in_clear_and_a_close(server):
         client.assert_closed_after(reply)
 
 
+def test_one_plain_byte_then_silence_on_the_tls_port_gets_the_plain_400_at_its_deadline(
+        tmp_path, pki):
+    """Too few bytes for OpenSSL to refuse ('G', then nothing): at the handshake's
+    deadline the client still gets the clear 400 a whole plain request gets."""
+    served = TLSServer(tmp_path, pki, head_timeout=0.5)
+    try:
+        with socket.create_connection(('127.0.0.1', served.port), timeout=WAIT) as sock:
+            sock.sendall(b'G')
+            answer = b''
+            while True:
+                piece = sock.recv(4096)
+                if not piece:
+                    break
+                answer += piece
+        assert answer.startswith(b'HTTP/1.1 400 '), answer
+        assert tls.PLAIN_HTTP_LINE.encode() in answer
+    finally:
+        served.loop.stop(0.5)
+
+
 def test_a_tls_hello_on_the_plain_port_is_logged_and_closed(serve):
     server = serve()
     with socket.create_connection(('127.0.0.1', server.port), timeout=WAIT) as sock:
@@ -330,10 +350,11 @@ def test_a_client_breaking_tls_after_the_handshake_costs_no_traceback(minihttp, 
 
 def test_serve_over_tls_says_https_and_the_certificate(minihttp, pki):
     redirect = free_port()
-    server = minihttp('serve', '--port', 0, '--block-port', 0, '--redirect-port', redirect,
-                      '--tls-cert', pki['cert'], '--tls-key', pki['encrypted-key'],
+    server = minihttp('serve', '--port', 0, '--block-port', free_port(), '--redirect-port',
+                      redirect, '--tls-cert', pki['cert'], '--tls-key', pki['encrypted-key'],
                       '--tls-password-file', pki['password'], listening=HTTP_LISTENING)
     assert f'https://127.0.0.1:{server.port}/' in server.output()
+    server.wait_for_line(r'^block server listening on 127\.0\.0\.1:\d+ \(TLS: blocks -c --tls\)$')
     facts = tls.certificate_facts(pki['cert'])
     server.wait_for_line(f'SHA-256 {facts.fingerprint}')
     done = curl('-i', f'http://127.0.0.1:{redirect}/a/b?c=1')

@@ -240,7 +240,7 @@ function tlsRow(label, facts, title) {
     boxes.push(...collapsed(facts.records, facts.sizes || null, [], tlsRecordBoxes, 'record'));
   }
   if ((facts.messages || []).length) {
-    boxes.push(box(facts.messages.join(', '), 'trailer',
+    boxes.push(box(`messages: ${facts.messages.join(', ')}`, 'trailer',
                    'the handshake messages these records carried, read while in clear'));
   }
   if (facts.malformed) boxes.push(box('not TLS', 'missing', facts.malformed));

@@ -315,8 +315,8 @@ def tls_facts(sock, final=True):
         received, sent = sock.received.tally, sock.sent.tally
     if handshake is not None:
         handshake = (tally_facts(handshake[0]), tally_facts(handshake[1]))
-    return (sock.version(), sock.selected_alpn_protocol(), handshake,
-            tally_facts(received), tally_facts(sent))
+    version, alpn = sock.negotiated or (sock.version(), sock.selected_alpn_protocol())
+    return version, alpn, handshake, tally_facts(received), tally_facts(sent)
 
 
 def scanned(sock):

@@ -66,7 +66,10 @@ ALPN = ['http/1.1']
 # RFC 8446 section 5.1 (ContentType) and RFC 6520 (heartbeat).
 CONTENT_TYPES = {20: 'change_cipher_spec', 21: 'alert', 22: 'handshake',
                  23: 'application_data', 24: 'heartbeat'}
-CHANGE_CIPHER_SPEC, HANDSHAKE = 20, 22
+CHANGE_CIPHER_SPEC, HANDSHAKE, APPLICATION_DATA = 20, 22, 23
+# legacy_record_version of every record after the hellos, TLS 1.2 and 1.3 alike
+# (RFC 8446 section 5.1).
+TLS_1_2 = 0x0303
 # RFC 8446 section 4 and RFC 5246 section 7.4 (HandshakeType).
 HANDSHAKE_TYPES = {0: 'hello_request', 1: 'client_hello', 2: 'server_hello',
                    4: 'new_session_ticket', 5: 'end_of_early_data',
@@ -505,50 +508,59 @@ class RecordScanner:
         """Scan a piece of the stream (bytes or a memoryview); MalformedRecord on a
         header no peer may send, after which the scanner ignores what follows.
 
-        The usual piece is whole records: one unpack of a header and one skip of its
-        payload each, a few hundred nanoseconds a record."""
-        if self.tally.malformed:
+        The usual piece is whole records: one unpack of each header, its payload
+        skipped, and no call per record but the unpack (this runs for every
+        receive and send of a TLS connection)."""
+        tally = self.tally
+        if tally.malformed:
             return
         pos, size = 0, len(data)
+        left = self._left
         while pos < size:
-            left = self._left
             if left:
-                take = left if left < size - pos else size - pos
+                end = pos + left if pos + left < size else size
                 if self._clear and self._type == HANDSHAKE:
-                    self._handshake(data, pos, pos + take)
-                self._left = left - take
-                pos += take
-            elif self._have or size - pos < RECORD_HEADER.size:
-                pos = self._header_piece(data, pos, size)
-            else:
-                self._record(*RECORD_HEADER.unpack_from(data, pos))   # no copy
+                    self._handshake(data, pos, end)
+                left -= end - pos
+                pos = end
+                continue
+            if not self._have and pos + RECORD_HEADER.size <= size:
+                kind, version, length = RECORD_HEADER.unpack_from(data, pos)     # no copy
                 pos += RECORD_HEADER.size
+            else:
+                pos = self._header_piece(data, pos, size)
+                if self._have:
+                    break                   # the header goes on in the next piece
+                kind, version, length = RECORD_HEADER.unpack_from(self._header)
+            if kind != APPLICATION_DATA or version != TLS_1_2 or length > MAX_RECORD_LENGTH:
+                self._unusual(kind, version, length)
+            tally.records += 1
+            tally.bytes += RECORD_HEADER.size + length
+            types = tally.types
+            types[kind] = types.get(kind, 0) + 1
+            if len(tally.sizes) < RECORDED_CHUNKS:
+                tally.sizes.append((kind, version, length))
+            self._type = kind
+            left = length
+        self._left = left
 
     def _header_piece(self, data, pos, size):
-        """A header split across pieces: keep its bytes until all five are here."""
+        """A header split across pieces: keep its bytes until all five are here
+        (``_have`` is 0 again once they are)."""
         have = self._have
         take = min(RECORD_HEADER.size - have, size - pos)
         self._header[have:have + take] = data[pos:pos + take]
-        self._have = have = have + take
-        if have == RECORD_HEADER.size:
-            self._have = 0
-            self._record(*RECORD_HEADER.unpack_from(self._header))
+        self._have = (have + take) % RECORD_HEADER.size
         return pos + take
 
-    def _record(self, kind, version, length):
-        tally = self.tally
+    def _unusual(self, kind, version, length):
+        """A header that is not TLS 1.2/1.3 application data: malformed (raises), or a
+        handshake's record (change_cipher_spec ends the clear text)."""
         if kind not in CONTENT_TYPES or length > MAX_RECORD_LENGTH or version >> 8 != 3:
+            tally = self.tally
             tally.malformed = (f'record header type {kind}, version {version:#06x},'
                                f' length {length}')
             raise MalformedRecord(f'not a TLS record: {tally.malformed}')
-        tally.records += 1
-        tally.bytes += RECORD_HEADER.size + length
-        types = tally.types
-        types[kind] = types.get(kind, 0) + 1
-        if len(tally.sizes) < RECORDED_CHUNKS:
-            tally.sizes.append((kind, version, length))
-        self._type = kind
-        self._left = length
         if kind == CHANGE_CIPHER_SPEC:
             self._clear = False
 
@@ -616,6 +628,9 @@ class TLSConnection:
     # kept for whoever shows them (records.tls_facts takes them with the connection's
     # first exchange).
     handshake = None
+    # (version, ALPN protocol), asked of OpenSSL once the handshake is done: every
+    # exchange's record says them.
+    negotiated = None
 
     def __init__(self, sock, context, server_side, server_hostname=None, scan=False):
         self.sock = sock
@@ -806,6 +821,7 @@ class TLSConnection:
                 self._try_flush()          # the alert saying why, if the socket takes it
                 raise
             self._flush()                  # the last flight (TLS 1.3: session tickets)
+            self.negotiated = (self._ssl.version(), self._ssl.selected_alpn_protocol())
             if self.received is not None and self.handshake is None:
                 self.handshake = self.records()
             return
@@ -902,20 +918,14 @@ class TLSConnection:
         own response without a send per exchange, and the answers of one pass of the
         loop still leave together in one send.
         """
-        total = 0
-        views = [memoryview(buffer).cast('B') for buffer in buffers if buffer]
-        while views:
-            written = self._write(views)
-            total += written
-            while written:
-                if written >= len(views[0]):
-                    written -= len(views.pop(0))
-                else:
-                    views[0] = views[0][written:]
-                    written = 0
-        self._take()
-        self.handed += total
-        return total
+        # One write of them all: records as full as they can be, one for a head and
+        # a small body.  (The loop bounds what it queues: limits.PIPELINE_QUEUE.)
+        data = buffers[0] if len(buffers) == 1 else b''.join(buffers)
+        if data:
+            self._ssl.write(data)     # a memory BIO takes all of it
+            self._take()
+        self.handed += len(data)
+        return len(data)
 
     def _write(self, buffers):
         """Encrypt up to TLS_SEND_SIZE bytes of ``buffers`` into the outgoing BIO; how

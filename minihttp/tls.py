@@ -841,11 +841,13 @@ class TLSConnection:
             # and send us to the socket, so go there first.
             if self._unsent or self._outgoing.pending:
                 self._try_flush()
-            if not self._receive():
-                return self._read_end(buffer, size)
+            self._receive()       # at the socket's EOF, the read below says what it was
         while True:
             try:
-                return self._ssl.read(size, buffer)
+                got = self._ssl.read(size, buffer)
+                if got < size and self._incoming.pending:
+                    got = self._read_held(buffer, got, size)
+                return got
             except ssl.SSLWantReadError:
                 if not self._unsent:
                     self._try_flush()
@@ -860,12 +862,18 @@ class TLSConnection:
                 # cut short shows as one to the framing readers above.
                 return 0
 
-    def _read_end(self, buffer, size):
-        """The socket's EOF came before any record: what OpenSSL makes of it."""
+    def _read_held(self, buffer, got, size):
+        """After a read of ``got`` bytes: more of the records already received, up to
+        ``size`` (OpenSSL decrypts one record a read; a receive takes several, so a
+        64 KiB read of a body is one call, not four).  Stops at a record not all here,
+        or at close_notify (the next call meets it again, and says 0)."""
+        view = memoryview(buffer)
         try:
-            return self._ssl.read(size, buffer)
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            return 0
+            while got < size and self._incoming.pending:
+                got += self._ssl.read(size - got, view[got:size])
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass
+        return got
 
     def recv(self, size):
         buffer = bytearray(size)

@@ -86,6 +86,9 @@ HANDSHAKE = 'handshake'    # TLS: the loop drives the handshake, on head_timeout
 
 # Pieces one sendmsg may gather (Linux's IOV_MAX is 1024).
 IOV_MAX = 512
+# A connection's ``outgoing`` when its answers are TLS ciphertext held by its
+# TLSConnection (sealed there as they were queued).
+SEALED = ('sealed',)
 
 _clock = time.monotonic
 
@@ -426,8 +429,15 @@ class Connection:
 
         Answers to all the requests one pass of the loop read leave together:
         pipelined answers in one sendmsg, and one wake-up of a client reading
-        many connections, not one per answer.
+        many connections, not one per answer.  Over TLS they are encrypted now
+        (TLSConnection.seal), so that the records that carry an answer are counted
+        with its exchange, and their ciphertext waits in the TLSConnection.
         """
+        if self.tls is not None:
+            self.queued += self.tls.seal(pieces)
+            if self.queued:
+                self.outgoing = SEALED
+            return
         outgoing = self.outgoing
         if outgoing is None:
             outgoing = self.outgoing = []
@@ -439,6 +449,11 @@ class Connection:
     def flush(self):
         """Send what is queued without blocking; True once nothing is left."""
         pieces = self.outgoing
+        if pieces is SEALED:
+            if self.tls is not None and not self.tls.flush():
+                return False
+            pieces = None         # sent (or, TLS dropped at a close, never to be)
+            self.queued = 0
         while pieces:
             try:
                 sent = self.sock.sendmsg(pieces if len(pieces) <= IOV_MAX else pieces[:IOV_MAX])

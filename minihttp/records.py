@@ -22,7 +22,7 @@ import threading
 
 from .limits import (RECORDED_CHUNKS, RECORDED_LAST, RECORDED_TARGET, RECORDED_TRAILER,
                      RECORDS_KEPT)
-from .tls import TLSConnection
+from .tls import TLSConnection, type_name, version_text
 from .transfer import CHUNKED, CLOSE, LENGTH, NONE, STREAM, Framing
 
 
@@ -315,8 +315,8 @@ def tls_facts(sock, final=True):
         received, sent = sock.received.tally, sock.sent.tally
     if handshake is not None:
         handshake = (tally_facts(handshake[0]), tally_facts(handshake[1]))
-    return (sock.version(), sock.selected_alpn_protocol(), handshake,
-            tally_facts(received), tally_facts(sent))
+    version, alpn = sock.negotiated or (sock.version(), sock.selected_alpn_protocol())
+    return version, alpn, handshake, tally_facts(received), tally_facts(sent)
 
 
 def scanned(sock):
@@ -325,9 +325,10 @@ def scanned(sock):
 
 
 def tally_facts(tally):
-    """One direction's tls.RecordTally as a record keeps it: (records, bytes, (type,
-    count) pairs, the first records' (type, version, length), the handshake messages
-    seen in clear, why scanning stopped or None).  Bounded as the tally is: at most
+    """One direction's tls.RecordTally as a record keeps it: (records, bytes, (content
+    type, count) pairs, the first records' (content type, version, length) as numbers
+    (direction_dict names them: a record is made per exchange, shown far less), the
+    handshake messages seen in clear, why scanning stopped or None).  Bounded as the tally is: at most
     RECORDED_CHUNKS records listed, RECORDED_HANDSHAKE messages, five content types."""
     return (tally.records, tally.bytes, tuple(tally.types.items()), tuple(tally.sizes),
             tuple(tally.handshake), tally.malformed)
@@ -408,8 +409,10 @@ def direction_dict(facts):
     length] of the first records), ``more`` (records not in ``sizes``), ``messages``
     (the handshake messages seen in clear), and ``malformed`` when scanning stopped."""
     records, total, types, listed, messages, malformed = facts
-    out = {'records': records, 'bytes': total, 'types': dict(types),
-           'sizes': [list(entry) for entry in listed], 'more': records - len(listed),
+    out = {'records': records, 'bytes': total,
+           'types': {type_name(kind): count for kind, count in types},
+           'sizes': [[type_name(kind), version_text(version), length]
+                     for kind, version, length in listed], 'more': records - len(listed),
            'messages': list(messages)}
     if malformed:
         out['malformed'] = malformed

@@ -39,7 +39,7 @@ from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK, M
 from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, REFUSED,
                       RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog, dropped_event,
                       counted, ended_words, event_bytes, http_record, public,
-                      response_facts, scanned, tls_facts)
+                      response_facts, tls_facts)
 from .report import log_failure, say, say_soon
 
 CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
@@ -678,13 +678,6 @@ class HTTPServer(Protocol):
         else:
             response = response_facts(writer.response.status, writer.framing, writer.chunks,
                                       writer.sent, writer.trailers, done, writer.sizes)
-        if conn.queued and scanned(conn.sock):
-            # TLS records are counted as they cross the socket: an answer the loop
-            # queued goes now, not with the pass's others, so that this record has them.
-            try:
-                conn.flush()
-            except OSError:
-                pass                  # the loop's next flush meets it, and closes
         record = http_record(conn.peer, now, request, body, response, ended,
                              tls_facts(conn.sock))
         if live is not None:

@@ -53,6 +53,11 @@ TLS_RECEIVE_SIZE = 64 * KiB
 # The plaintext one send encrypts: bounds the ciphertext held for a
 # non-blocking socket that cannot take it yet (a record's overhead is ~29 bytes).
 TLS_SEND_SIZE = 64 * KiB
+# Pieces of one send that together fit in a record (a head and a small body) are
+# joined and encrypted once: one record, one encryption, not one per piece.
+TLS_JOIN_SIZE = 2 ** 14
+# Ciphertext pieces one sendmsg gathers (Linux's IOV_MAX is 1024).
+TLS_IOV_MAX = 512
 # Handshake message types a tally lists (a handshake has about a dozen).
 RECORDED_HANDSHAKE = 32
 
@@ -61,7 +66,10 @@ ALPN = ['http/1.1']
 # RFC 8446 section 5.1 (ContentType) and RFC 6520 (heartbeat).
 CONTENT_TYPES = {20: 'change_cipher_spec', 21: 'alert', 22: 'handshake',
                  23: 'application_data', 24: 'heartbeat'}
-CHANGE_CIPHER_SPEC, HANDSHAKE = 20, 22
+CHANGE_CIPHER_SPEC, HANDSHAKE, APPLICATION_DATA = 20, 22, 23
+# legacy_record_version of every record after the hellos, TLS 1.2 and 1.3 alike
+# (RFC 8446 section 5.1).
+TLS_1_2 = 0x0303
 # RFC 8446 section 4 and RFC 5246 section 7.4 (HandshakeType).
 HANDSHAKE_TYPES = {0: 'hello_request', 1: 'client_hello', 2: 'server_hello',
                    4: 'new_session_ticket', 5: 'end_of_early_data',
@@ -427,26 +435,40 @@ def certificate_facts(path):
 class RecordTally:
     """What one direction's records were, since the tally began: how many and
     how many bytes of each content type, the first RECORDED_CHUNKS records as
-    (type name, version, length), and the handshake messages seen in clear."""
+    (type, version, length) as their headers said them (numbers: named when
+    shown, by ``type_name`` and ``version_text``), and the handshake messages
+    seen in clear."""
 
     __slots__ = ('records', 'bytes', 'types', 'sizes', 'handshake', 'malformed')
 
     def __init__(self):
         self.records = 0
         self.bytes = 0              # record bytes, headers included
-        self.types = {}             # type name -> records
-        self.sizes = []             # (type name, version, length), the first few
+        self.types = {}             # content type -> records
+        self.sizes = []             # (content type, version, length), the first few
         self.handshake = []         # handshake message names, the first few
         self.malformed = None       # why scanning stopped, if it did
 
     def as_dict(self):
-        return {'records': self.records, 'bytes': self.bytes, 'types': dict(self.types),
-                'sizes': [list(entry) for entry in self.sizes],
+        return {'records': self.records, 'bytes': self.bytes,
+                'types': {type_name(kind): n for kind, n in self.types.items()},
+                'sizes': [[type_name(kind), version_text(version), length]
+                          for kind, version, length in self.sizes],
                 'more': self.records - len(self.sizes), 'handshake': list(self.handshake),
                 **({'malformed': self.malformed} if self.malformed else {})}
 
     def __repr__(self):
         return f'RecordTally({self.as_dict()})'
+
+
+def type_name(kind):
+    """A record's content type as RFC 8446 names it."""
+    return CONTENT_TYPES.get(kind) or str(kind)
+
+
+def version_text(version):
+    """A record header's legacy_record_version as 'major.minor' (0x0303: '3.3')."""
+    return f'{version >> 8}.{version & 0xff}'
 
 
 class RecordScanner:
@@ -484,48 +506,61 @@ class RecordScanner:
 
     def feed(self, data):
         """Scan a piece of the stream (bytes or a memoryview); MalformedRecord on a
-        header no peer may send, after which the scanner ignores what follows."""
-        if self.tally.malformed:
+        header no peer may send, after which the scanner ignores what follows.
+
+        The usual piece is whole records: one unpack of each header, its payload
+        skipped, and no call per record but the unpack (this runs for every
+        receive and send of a TLS connection)."""
+        tally = self.tally
+        if tally.malformed:
             return
         pos, size = 0, len(data)
+        left = self._left
         while pos < size:
-            left = self._left
             if left:
-                take = min(left, size - pos)
-                if self._type == HANDSHAKE and self._clear:
-                    self._handshake(data, pos, pos + take)
-                self._left = left - take
-                pos += take
+                end = pos + left if pos + left < size else size
+                if self._clear and self._type == HANDSHAKE:
+                    self._handshake(data, pos, end)
+                left -= end - pos
+                pos = end
                 continue
-            have = self._have
-            if not have and size - pos >= RECORD_HEADER.size:
-                header = RECORD_HEADER.unpack_from(data, pos)     # the usual case: no copy
+            if not self._have and pos + RECORD_HEADER.size <= size:
+                kind, version, length = RECORD_HEADER.unpack_from(data, pos)     # no copy
                 pos += RECORD_HEADER.size
             else:
-                take = min(RECORD_HEADER.size - have, size - pos)
-                self._header[have:have + take] = data[pos:pos + take]
-                pos += take
-                self._have = have = have + take
-                if have < RECORD_HEADER.size:
-                    return
-                self._have = 0
-                header = RECORD_HEADER.unpack_from(self._header)
-            self._record(*header)
+                pos = self._header_piece(data, pos, size)
+                if self._have:
+                    break                   # the header goes on in the next piece
+                kind, version, length = RECORD_HEADER.unpack_from(self._header)
+            if kind != APPLICATION_DATA or version != TLS_1_2 or length > MAX_RECORD_LENGTH:
+                self._unusual(kind, version, length)
+            tally.records += 1
+            tally.bytes += RECORD_HEADER.size + length
+            types = tally.types
+            types[kind] = types.get(kind, 0) + 1
+            if len(tally.sizes) < RECORDED_CHUNKS:
+                tally.sizes.append((kind, version, length))
+            self._type = kind
+            left = length
+        self._left = left
 
-    def _record(self, kind, version, length):
-        tally = self.tally
-        name = CONTENT_TYPES.get(kind)
-        if name is None or length > MAX_RECORD_LENGTH or version >> 8 != 3:
+    def _header_piece(self, data, pos, size):
+        """A header split across pieces: keep its bytes until all five are here
+        (``_have`` is 0 again once they are)."""
+        have = self._have
+        take = min(RECORD_HEADER.size - have, size - pos)
+        self._header[have:have + take] = data[pos:pos + take]
+        self._have = (have + take) % RECORD_HEADER.size
+        return pos + take
+
+    def _unusual(self, kind, version, length):
+        """A header that is not TLS 1.2/1.3 application data: malformed (raises), or a
+        handshake's record (change_cipher_spec ends the clear text)."""
+        if kind not in CONTENT_TYPES or length > MAX_RECORD_LENGTH or version >> 8 != 3:
+            tally = self.tally
             tally.malformed = (f'record header type {kind}, version {version:#06x},'
                                f' length {length}')
             raise MalformedRecord(f'not a TLS record: {tally.malformed}')
-        tally.records += 1
-        tally.bytes += RECORD_HEADER.size + length
-        tally.types[name] = tally.types.get(name, 0) + 1
-        if len(tally.sizes) < RECORDED_CHUNKS:
-            tally.sizes.append((name, f'{version >> 8}.{version & 0xff}', length))
-        self._type = kind
-        self._left = length
         if kind == CHANGE_CIPHER_SPEC:
             self._clear = False
 
@@ -593,6 +628,9 @@ class TLSConnection:
     # kept for whoever shows them (records.tls_facts takes them with the connection's
     # first exchange).
     handshake = None
+    # (version, ALPN protocol), asked of OpenSSL once the handshake is done: every
+    # exchange's record says them.
+    negotiated = None
 
     def __init__(self, sock, context, server_side, server_hostname=None, scan=False):
         self.sock = sock
@@ -609,7 +647,11 @@ class TLSConnection:
         # pool thread, one of its own taken at the first receive.
         self._buffer = None
         self._file_buffer = None    # send_file's, taken at its first call
-        self._unsent = None         # ciphertext the socket has not taken yet (a memoryview)
+        # Ciphertext the socket has not taken yet, in order: what a send could not
+        # send, and what ``seal`` encrypted for the next ``flush``.  Whatever OpenSSL
+        # writes later (an alert, a close_notify) goes after it.
+        self._unsent = []
+        self._sealed = 0            # its bytes
         self._owed = 0              # plaintext encrypted into _unsent, not yet reported sent
         # Scanning, do_handshake's ciphertext is held until OpenSSL has taken it:
         # what it has not taken when the handshake ends (TLS 1.3 lets a client send
@@ -675,7 +717,7 @@ class TLSConnection:
     @property
     def unsent(self):
         """Ciphertext bytes held for the socket."""
-        return len(self._unsent) if self._unsent is not None else 0
+        return self._sealed
 
     def records(self):
         """(received, sent) tallies since the last call (or since do_handshake cut the
@@ -687,31 +729,46 @@ class TLSConnection:
 
     # -- moving ciphertext ------------------------------------------------------
 
-    def _flush(self):
-        """Send the ciphertext OpenSSL wrote; WantWrite when the socket cannot take it all."""
-        unsent = self._unsent
-        if unsent is None:
-            if not self._outgoing.pending:
-                return
+    def _take(self):
+        """Move the ciphertext OpenSSL wrote behind what is held, counting its records."""
+        if self._outgoing.pending:
             data = self._outgoing.read()
             if self.sent is not None:
                 self._scan(self.sent, data)
-            unsent = memoryview(data)
+            self._unsent.append(data)
+            self._sealed += len(data)
+
+    def _flush(self):
+        """Send the ciphertext held and what OpenSSL wrote; WantWrite when the socket
+        cannot take it all (the rest is kept, in order)."""
+        self._take()
+        unsent = self._unsent
         if self._blocking:
-            self._unsent = unsent
-            self._transport.sendall(unsent)
-            self._unsent = None
+            while unsent:
+                self._transport.sendall(unsent[0])
+                self._sealed -= len(unsent.pop(0))
             return
         while unsent:
             try:
-                sent = self._transport.send(unsent)
+                if len(unsent) == 1:
+                    sent = self._transport.send(unsent[0])
+                else:
+                    sent = self._transport.sendmsg(unsent[:TLS_IOV_MAX])
             except BlockingIOError:
-                self._unsent = unsent
                 raise _want_write() from None
-            unsent = unsent[sent:]
-        self._unsent = None
-        if self._outgoing.pending:       # (never, as called: one write's ciphertext at a time)
+            self._sealed -= sent
+            while unsent and sent >= len(unsent[0]):
+                sent -= len(unsent.pop(0))
+            if sent:
+                unsent[0] = memoryview(unsent[0])[sent:]
+
+    def flush(self):
+        """Send what ``seal`` encrypted, without waiting: True once none is left."""
+        try:
             self._flush()
+        except BlockingIOError:
+            return False
+        return True
 
     def _try_flush(self):
         """Send what can go now, keeping the rest for the next send (reads may make
@@ -776,6 +833,7 @@ class TLSConnection:
                     self._scan(self.received, held)
                 raise
             self._flush()                  # the last flight (TLS 1.3: session tickets)
+            self.negotiated = (self._ssl.version(), self._ssl.selected_alpn_protocol())
             if self.received is not None and self.handshake is None:
                 self._scan_taken()
                 self.handshake = self.records()
@@ -802,11 +860,20 @@ class TLSConnection:
         size = nbytes or len(buffer)
         if not size:
             return 0
+        if not self._incoming.pending and not self._ssl.pending():
+            # Nothing held: a read would only fail (an exception, a few microseconds)
+            # and send us to the socket, so go there first.
+            if self._unsent or self._outgoing.pending:
+                self._try_flush()
+            self._receive()       # at the socket's EOF, the read below says what it was
         while True:
             try:
-                return self._ssl.read(size, buffer)
+                got = self._ssl.read(size, buffer)
+                if got < size and self._incoming.pending:
+                    got = self._read_held(buffer, got, size)
+                return got
             except ssl.SSLWantReadError:
-                if self._unsent is None:
+                if not self._unsent:
                     self._try_flush()
                 # At the socket's EOF the BIO is told, and OpenSSL decides: a
                 # clean close or a truncation (below).
@@ -818,6 +885,19 @@ class TLSConnection:
                 # suppress_ragged_eofs: an end, as on a plain socket; a message
                 # cut short shows as one to the framing readers above.
                 return 0
+
+    def _read_held(self, buffer, got, size):
+        """After a read of ``got`` bytes: more of the records already received, up to
+        ``size`` (OpenSSL decrypts one record a read; a receive takes several, so a
+        64 KiB read of a body is one call, not four).  Stops at a record not all here,
+        or at close_notify (the next call meets it again, and says 0)."""
+        view = memoryview(buffer)
+        try:
+            while got < size and self._incoming.pending:
+                got += self._ssl.read(size - got, view[got:size])
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass
+        return got
 
     def recv(self, size):
         buffer = bytearray(size)
@@ -840,8 +920,9 @@ class TLSConnection:
     def sendmsg(self, buffers):
         """Send from several buffers, as socket.sendmsg: how many bytes of them went.
 
-        Up to TLS_SEND_SIZE bytes of them are encrypted (a record or more each,
-        no joining) and go in one send: answers queued together leave together.
+        Up to TLS_SEND_SIZE bytes of them are encrypted (small pieces joined into
+        one record: _write) and go in one send: answers queued together leave
+        together.
         """
         if self._owed:
             # Asked again after WantWrite: these bytes were encrypted then.
@@ -850,13 +931,7 @@ class TLSConnection:
             self.handed += owed
             return owed
         self._flush()
-        written = 0
-        for buffer in buffers:
-            view = memoryview(buffer).cast('B')
-            if view:
-                written += self._ssl.write(view[:TLS_SEND_SIZE - written])
-                if written >= TLS_SEND_SIZE:
-                    break
+        written = self._write(buffers)
         if written:
             try:
                 self._flush()
@@ -864,6 +939,45 @@ class TLSConnection:
                 self._owed = written
                 raise
         self.handed += written
+        return written
+
+    def seal(self, buffers):
+        """Encrypt all of ``buffers`` now and hold the ciphertext for ``flush``; how
+        many plaintext bytes that was.
+
+        The event loop queues answers this way: their records cross the scanner
+        (``records``) when the answer is queued, so each exchange's tally has its
+        own response without a send per exchange, and the answers of one pass of the
+        loop still leave together in one send.
+        """
+        # One write of them all: records as full as they can be, one for a head and
+        # a small body.  (The loop bounds what it queues: limits.PIPELINE_QUEUE.)
+        data = buffers[0] if len(buffers) == 1 else b''.join(buffers)
+        if data:
+            self._ssl.write(data)     # a memory BIO takes all of it
+            self._take()
+        self.handed += len(data)
+        return len(data)
+
+    def _write(self, buffers):
+        """Encrypt up to TLS_SEND_SIZE bytes of ``buffers`` into the outgoing BIO; how
+        many.  Pieces that fit in one record together are joined first: one record
+        for a head and its small body, not one each."""
+        if len(buffers) > 1:
+            total = 0
+            for buffer in buffers:
+                total += len(buffer)
+                if total > TLS_JOIN_SIZE:
+                    break
+            else:
+                return self._ssl.write(b''.join(buffers)) if total else 0
+        written = 0
+        for buffer in buffers:
+            view = memoryview(buffer).cast('B')
+            if view:
+                written += self._ssl.write(view[:TLS_SEND_SIZE - written])
+                if written >= TLS_SEND_SIZE:
+                    break
         return written
 
     def send_file(self, fd, offset, count):
@@ -897,7 +1011,8 @@ class TLSConnection:
         timeout should not cost a send)."""
         if not self.closed:
             self.closed = True
-            self._buffer = self._unsent = self._file_buffer = self._held = None
+            self._buffer = self._file_buffer = self._held = None
+            self._unsent, self._sealed = [], 0
             self.sock.close()
 
     def __enter__(self):

@@ -23,6 +23,7 @@ import pytest
 import requests
 from minihttp.blocks import put_block
 from minihttp.records import NO_TRAILERS, NUMBER, http_record, public
+from minihttp.tls import CONTENT_TYPES
 from support import HTTP_LISTENING, REPO, WAIT, chunked, exchange, free_port, wait_until
 
 
@@ -672,6 +673,11 @@ def tls_record(number, handshake, received, sent):
 
 
 def direction(*sizes, count=None, messages=()):
+    """Tally facts of records given as (type name, 'major.minor', length): a tally keeps
+    the header's numbers, which records.public names."""
+    numbers = {name: kind for kind, name in CONTENT_TYPES.items()}
+    sizes = [(numbers[name], int(major) << 8 | int(minor), length)
+             for name, (major, _, minor), length in sizes]
     types = {}
     for kind, _, _ in sizes:
         types[kind] = types.get(kind, 0) + 1

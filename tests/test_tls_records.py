@@ -251,3 +251,20 @@ def test_a_tls_get_served_by_the_loop_is_recorded_with_its_records(contexts, tmp
     assert second['tls']['sent']['types'].get('application_data', 0) >= 1
     assert second['tls']['sent']['bytes'] > 1100       # the 1100-byte page and its head
     assert 'TLS: request in 1 record' in second['words']
+
+
+def test_a_sealed_answer_is_counted_when_queued_and_its_head_and_body_are_one_record(connected):
+    """The loop's way (eventloop.Connection.send): the answer is encrypted as it is
+    queued, so its records belong to this exchange before anything is sent, and a head
+    with a small body is one record; flush sends it, and the client reads it whole."""
+    client, server = connected
+    client.sendall(REQUEST)
+    read_exactly(server, len(REQUEST))
+    server.settimeout(0.0)
+    assert server.seal([RESPONSE[:41], RESPONSE[41:]]) == len(RESPONSE)
+    assert server.unsent > len(RESPONSE)
+    said = record_of(tls_facts(server))['tls']
+    assert said['sent']['records'] == 1 and said['sent']['sizes'][0][2] > len(RESPONSE)
+    assert server.flush() and server.unsent == 0
+    assert read_exactly(client, len(RESPONSE)) == RESPONSE
+    assert tls_facts(server)[4][0] == 0           # the send itself counted nothing more

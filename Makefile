@@ -28,7 +28,7 @@ bench: $(STAMP)
 # runs without them, saying what it skipped.
 bench-deps: $(STAMP)
 	apt-get update
-	apt-get install -y nginx wrk curl
+	apt-get install -y nginx wrk curl openssl
 	$(VENV)/bin/python -m pip install --quiet -e '.[bench]'
 
 # Coverage-guided fuzzing (atheris) of every parser, FUZZ_SECONDS each; crashing inputs

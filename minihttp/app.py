@@ -4,8 +4,10 @@
 * ``/headers``  the request's fields as received (any method);
 * ``/_framing`` the server's recent framing records, as JSON, and
   ``/_framing/stream`` the same as they come (server-sent events);
-* ``/uploads/`` the upload directory: GET a file or the listing, PUT and
-  DELETE ``/uploads/<name>``, POST a multipart/form-data form;
+* ``/uploads/`` the upload directory: GET a file or a folder's listing
+  (HTML, or JSON), PUT and DELETE ``/uploads/<name>`` (a name may hold
+  folders: ``a/b/c.txt``), PUT and DELETE ``/uploads/<folder>/`` (make an
+  empty folder, remove one), POST a multipart/form-data form to a folder;
 * ``/_minihttp/`` the demo page, shipped in the package, whatever the root;
 * anything else: a file or directory under the document root.
 
@@ -28,7 +30,8 @@ from .responses import Response
 from .limits import MAX_RECORD_DIGITS, MAX_UPLOAD
 from .records import EventStream, FramingLog
 from .transfer import CHUNKED, NONE
-from .uploads import UploadStore, check_name, stored_spelling
+from .uploads import (Condition, UploadStore, check_name, folder_html, folder_json,
+                      stored_spelling)
 
 HTML = 'text/html; charset=utf-8'
 JSON = 'application/json'
@@ -121,8 +124,10 @@ class App:
         self.page = {'GET': self.get_page, 'HEAD': self.get_page}
         self.upload_file = {'GET': self.get_upload, 'HEAD': self.get_upload,
                             'PUT': self.put_upload, 'DELETE': self.delete_upload}
-        self.upload_directory = {'GET': self.get_upload, 'HEAD': self.get_upload,
-                                 'POST': self.post_form}
+        self.upload_root = {'GET': self.get_upload, 'HEAD': self.get_upload,
+                            'POST': self.post_form}
+        self.upload_folder = {**self.upload_root, 'PUT': self.put_folder,
+                              'DELETE': self.delete_folder}
 
     def __call__(self, request):
         if self.browsers is not None:
@@ -139,7 +144,9 @@ class App:
             if handlers is None:
                 return self.headers(request)
         elif path.startswith(UPLOADS):
-            handlers = self.upload_file if len(path) > len(UPLOADS) else self.upload_directory
+            # A folder's URL ends with "/", as a directory's does (files.serve_path).
+            handlers = (self.upload_root if path == UPLOADS else
+                        self.upload_folder if path.endswith('/') else self.upload_file)
         elif path.startswith(PAGE_URL):
             handlers = self.page
         else:
@@ -211,14 +218,24 @@ class App:
         return files.serve_path(request, PAGE_DIR, '/' + name)
 
     def get_upload(self, request):
-        if request.path == UPLOADS and 'application/json' in request.get('accept', ''):
-            # Read on a pool thread, as the answer is sent: a large directory
-            # takes long to read, and the loop serves everyone meanwhile.
+        """A file (files.serve_path, which redirects a folder named without its "/"), or
+        a folder's listing: HTML, or JSON for a client that accepts it.  Read on a pool
+        thread, as the answer is sent: a large folder takes long to read, and the loop
+        serves everyone meanwhile.  Never the folder's index.html: uploads are no site."""
+        if not request.path.endswith('/'):
+            return files.serve_path(request, self.store.directory,
+                                    '/' + stored_spelling(request.path[len(UPLOADS):]),
+                                    self.fields_of_upload)
+        try:
+            folder = folder_name(request)
+        except HTTPError:
+            raise HTTPError(404, f'no folder at {request.path[:80]}') from None
+        if 'application/json' in request.get('accept', ''):
+            shown = folder and folder + '/'
             return Response(200, [('Content-Type', JSON), ('Cache-Control', 'no-store')],
-                            json_pieces(lambda: {'files': self.store.stored()}))
-        return files.serve_path(request, self.store.directory,
-                                '/' + stored_spelling(request.path[len(UPLOADS):]),
-                                self.fields_of_upload)
+                            self.store.listing(folder, lambda fd: folder_json(fd, shown)))
+        return Response(200, [('Content-Type', HTML)], self.store.listing(
+            folder, lambda fd: folder_html(fd, unquote(request.path))))
 
     @staticmethod
     def fields_of_upload(path):
@@ -231,36 +248,49 @@ class App:
 
     # -- uploads ------------------------------------------------------------------
 
-    @staticmethod
-    def upload_name(request):
-        try:
-            return check_name(unquote(request.path[len(UPLOADS):], errors='strict'))
-        except UnicodeDecodeError:
-            raise HTTPError(400, 'upload name is not UTF-8') from None
-
     def put_upload(self, request):
         """Store the body; a digest the client sent (RFC 9530, in the head or the
         trailers) is checked before the file takes its name: 400 on a mismatch.
+        If-Match, If-None-Match (* too) and If-Unmodified-Since are checked before
+        the body is read and again as the file takes its name: 412 (with the
+        current ETag) when they fail, so a client never replaces by accident.
 
-        The answer's Repr-Digest is the digest of what was stored: in a response
+        The answer's Repr-Digest and ETag are of what was stored: in a response
         to a state-changing request, representation metadata describe the new
         representation (RFC 9110 section 8.8), not the JSON summary sent.
         """
-        name = self.upload_name(request)
+        name = upload_name(request.path)
         checked = []
-        summary, replaced, stored = self.store.put(
+        summary, replaced, stored, etag = self.store.put(
             name, request.body, digests.upload_algorithms(request),
-            lambda computed: checked.extend(digests.check_upload(request, computed)))
+            lambda computed: checked.extend(digests.check_upload(request, computed)),
+            Condition.of(request))
         summary.update(framing_summary(request.body))
         if checked:
             summary['digests_checked'] = checked
-        fields = [('Repr-Digest', digests.serialize(stored))]
+        fields = [('Repr-Digest', digests.serialize(stored)), ('ETag', etag)]
         if replaced:
             return json_response(200, summary, fields)
         return json_response(201, summary, [('Location', UPLOADS + quote(name)), *fields])
 
     def delete_upload(self, request):
-        self.store.delete(self.upload_name(request))
+        self.store.delete(upload_name(request.path), Condition.of(request))
+        return Response(204)
+
+    def put_folder(self, request):
+        """Make the folder and its missing parents: 201, or 200 when it was there."""
+        name = folder_name(request)
+        if request.body.length != 0:
+            raise HTTPError(400, f'a folder is made by a PUT without a body: '
+                                 f'{request.path[:80]} ends with "/"')
+        made = self.store.make_folder(name)
+        answer = {'folder': name + '/'}
+        if not made:
+            return json_response(200, answer)
+        return json_response(201, answer, [('Location', UPLOADS + quote(name) + '/')])
+
+    def delete_folder(self, request):
+        self.store.remove_folder(folder_name(request))
         return Response(204)
 
     def post_form(self, request):
@@ -276,10 +306,14 @@ class App:
         incoming, fields = [], multipart.FormFields()
         receiving = []          # the upload whose part is being read, if any
 
+        folder = folder_name(request)
+
         def on_part(part):
             if part.filename is None:
                 return fields.sink(part.name)
-            name = check_name(part.filename)
+            # A browser sends a picked folder's files named by their path in it
+            # ("photos/2024/cat.jpg": Chromium's webkitRelativePath): kept as folders.
+            name = check_name(f'{folder}/{part.filename}' if folder else part.filename)
             upload = self.store.incoming()
             incoming.append((name, upload))
             receiving.append(upload)
@@ -292,10 +326,9 @@ class App:
         try:
             multipart.read_parts(body, boundary, on_part, self.store.max_upload, on_end)
             for name, _ in incoming:
-                if os.path.isdir(self.store.path(name)):
-                    raise HTTPError(409, f'{name!r} is a directory')
+                self.store.check_write(name)
             for name, upload in incoming:
-                upload.commit(self.store.path(name))
+                self.store.commit(name, upload)
         finally:
             for _, upload in incoming:
                 upload.discard()
@@ -366,9 +399,19 @@ class App:
                         text.encode('latin-1'))
 
 
-def json_pieces(make):
-    """A body that is ``make()`` as JSON, made when the body is sent (on a pool thread)."""
-    yield (json.dumps(make(), indent=1) + '\n').encode()
+def upload_name(path, folder=False):
+    """The checked name of the file (or ``folder``) at ``path`` under /uploads/
+    (uploads.check_name)."""
+    try:
+        return check_name(unquote(path[len(UPLOADS):], errors='strict'), folder)
+    except UnicodeDecodeError:
+        raise HTTPError(400, 'upload name is not UTF-8') from None
+
+
+def folder_name(request):
+    """The checked name of the folder at the request's path, without its "/" ('' for
+    /uploads/ itself)."""
+    return '' if request.path == UPLOADS else upload_name(request.path[:-1], folder=True)
 
 
 def after(request):

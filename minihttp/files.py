@@ -290,10 +290,15 @@ def precondition(request, st, etag):
 
     In RFC 9110 section 13.2.2's order: If-Match, If-Unmodified-Since,
     If-None-Match, If-Modified-Since (the date fields only when the ETag field
-    of the pair is absent).
+    of the pair is absent).  ``st`` None: there is no current representation
+    (a PUT that would make it): If-Match names none of it and fails, "*"
+    included (section 13.1.1); If-None-Match holds; a date has nothing to be
+    compared with.
     """
     if not request.has_any(CONDITIONAL_FIELDS):
         return None
+    if st is None:
+        return 412 if request.has('if-match') else None
     mtime = int(st.st_mtime)
     if_match = request.get('if-match')
     if if_match is not None:
@@ -763,14 +768,8 @@ def listing(request, root, path):
         os.close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
     except OSError:
         raise HTTPError(403, 'directory not readable') from None
-    title = html.escape(unquote(request.path))
 
-    def pieces():
-        yield (f'<!doctype html>\n<html><head><meta charset="utf-8">'
-               f'<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n'
-               '<table>\n<tr><th>Name</th><th>Size</th></tr>\n'
-               '<tr><td><a href="../">../</a></td><td></td></tr>\n').encode()
-        rows = []
+    def entries():
         top = real_root(root)
         try:
             with os.scandir(path) as found:
@@ -784,16 +783,31 @@ def listing(request, root, path):
                 if entry.is_symlink() and not inside(os.path.realpath(entry.path), top):
                     continue    # never served, so not listed: not even its size
                 is_dir = entry.is_dir()
-                size = '' if is_dir else str(entry.stat().st_size)
+                size = None if is_dir else entry.stat().st_size
             except OSError:
                 continue
-            name = entry.name + ('/' if is_dir else '')
-            rows.append(f'<tr><td><a href="{html.escape(quote(name))}">{html.escape(name)}'
-                        f'</a></td><td>{size}</td></tr>\n')
-            if len(rows) == LISTING_BATCH:
-                yield ''.join(rows).encode()
-                rows = []
-        rows.append('</table>\n</body></html>\n')
-        yield ''.join(rows).encode()
+            yield entry.name, is_dir, size
 
-    return Response(200, [('Content-Type', 'text/html; charset=utf-8')], pieces())
+    return Response(200, [('Content-Type', 'text/html; charset=utf-8')],
+                    listing_pieces(unquote(request.path), entries()))
+
+
+def listing_pieces(title, entries):
+    """The HTML of a listing titled ``title`` (a URL path, decoded), its rows made from
+    ``entries``, (name, is a directory, size or None), in pieces of LISTING_BATCH rows:
+    made as they are sent, so a large directory is never held whole."""
+    title = html.escape(title)
+    yield (f'<!doctype html>\n<html><head><meta charset="utf-8">'
+           f'<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n'
+           '<table>\n<tr><th>Name</th><th>Size</th></tr>\n'
+           '<tr><td><a href="../">../</a></td><td></td></tr>\n').encode()
+    rows = []
+    for name, is_dir, size in entries:
+        name += '/' if is_dir else ''
+        rows.append(f'<tr><td><a href="{html.escape(quote(name))}">{html.escape(name)}'
+                    f'</a></td><td>{"" if size is None else size}</td></tr>\n')
+        if len(rows) == LISTING_BATCH:
+            yield ''.join(rows).encode()
+            rows = []
+    rows.append('</table>\n</body></html>\n')
+    yield ''.join(rows).encode()

@@ -264,6 +264,24 @@ MAX_FORM_PARTS = 100
 # The longest upload name, in bytes of UTF-8: what Linux file systems store
 # in one name (NAME_MAX); a longer one gets 400, not an error from the disk.
 MAX_UPLOAD_NAME = 255
+# Folders above an upload ("a/b/c.txt" has two), at most: every request that
+# reaches it opens each folder in turn (one openat per level, some in the
+# event loop, for a listing), and an archive of the uploads holds a descriptor
+# per level; archives walk as deep (archives.MAX_DEPTH), so every folder made
+# here can be downloaded whole.  Real trees (source, photos, node_modules)
+# stay well within it.
+MAX_FOLDER_DEPTH = 32
+# The longest upload path ("a/b/c.txt"), in bytes of UTF-8: with the uploads
+# folder's own path it stays under Linux's PATH_MAX (4096), which tools that
+# copy or back up the folder need; percent-encoded (up to 3 bytes per byte) it
+# still fits in a request line (MAX_REQUEST_LINE); and it bounds what a name
+# costs to check and to keep in a form's list of parts.
+MAX_UPLOAD_PATH = 1024
+# The names of one folder held in memory to sort its listing (each costing its
+# length and archives.NAME_COST): a larger folder is listed in the order the
+# file system gives, so listing 100,000 entries takes bounded memory, and time
+# linear in them.
+LISTING_SORT_BUDGET = 4 * MiB
 
 # --- integrity digests (RFC 9530) ---------------------------------------------
 # A file's Repr-Digest is read ahead of the answer (the whole file, on a pool

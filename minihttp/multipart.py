@@ -88,8 +88,11 @@ class Part:
         self.name = params.get('name')
         self.filename = file_name(params)
         if self.filename is not None:
-            # Old browsers send a client-side path; keep its last segment.
-            self.filename = re.split(r'[\\/]', self.filename)[-1]
+            # Old browsers on Windows send the client-side path ("C:\\Users\\...");
+            # keep its last segment.  A "/" stays: browsers name the files of a
+            # picked folder by their path in it ("pics/2024/cat.jpg", the File's
+            # webkitRelativePath), and uploads.check_name takes it as folders.
+            self.filename = self.filename.rpartition('\\')[2]
 
 
 def file_name(params):

@@ -9,22 +9,28 @@ directory exactly as it was, including a previous version of the same name.
 """
 
 import errno
+import fcntl
 import hashlib
+import json
 import os
 import re
+import stat
 import threading
 import unicodedata
 from urllib.parse import quote, unquote
 
+from .archives import DIRECTORY, FILE, listed, unsorted
 from .atomic import AtomicFile
 from .digests import ALGORITHMS, DEFAULT
 from .errors import HTTPError, SizeLimit
-from .limits import MAX_UPLOAD_NAME, WRITEBACK_STEP
+from .files import CONDITIONAL_FIELDS, LISTING_BATCH, etag_of, listing_pieces, precondition
+from .limits import (LISTING_SORT_BUDGET, MAX_FOLDER_DEPTH, MAX_UPLOAD_NAME, MAX_UPLOAD_PATH,
+                     WRITEBACK_STEP)
 
 TEMP_PREFIX = '.upload-'
 
-# A stored name is one path segment of ordinary characters, not hidden, and at
-# most MAX_UPLOAD_NAME bytes long in UTF-8 (the file system counts bytes).
+# Each segment of a stored name is ordinary characters, not hidden, and at most
+# MAX_UPLOAD_NAME bytes long in UTF-8 (the file system counts bytes).
 NAME = re.compile(r'[^/\\\x00-\x1f\x7f]+')
 
 # Characters a name may not hold although they are neither "/" nor C0 controls:
@@ -60,8 +66,16 @@ def invisible(char):
     return None
 
 
-def check_name(name):
+def check_name(name, folder=False):
     """The name to store, or HTTPError 400 saying why it cannot be stored.
+
+    A name is a file's path below the uploads folder: folders and the file,
+    separated by "/" ("photos/2024/cat.jpg"), or a folder's (``folder``: its
+    last segment is a folder too).  Each segment is checked as a name of its
+    own (check_segment); there are at most MAX_FOLDER_DEPTH folders, and
+    MAX_UPLOAD_PATH bytes of UTF-8 in all.  An empty segment (a leading,
+    trailing or doubled "/") is refused: the caller strips the one "/" that
+    makes a folder's URL.
 
     The name is stored in Unicode normalization form C (UAX #15): a Mac sends
     "résumé.txt" decomposed (NFD: "e" then U+0301), Windows and Linux composed,
@@ -71,23 +85,44 @@ def check_name(name):
     """
     if not name:
         raise HTTPError(400, 'upload name is empty')
-    if name.startswith('.'):
-        raise HTTPError(400, f'upload name may not start with a dot: {name[:60]!r}')
-    if not NAME.fullmatch(name):
-        raise HTTPError(400, f'upload name must be one path segment without control '
+    # Counted before anything else is done with it: the work below is linear in
+    # the name, and the name is bounded by the request line.
+    folders = name.count('/') + folder
+    if folders > MAX_FOLDER_DEPTH:
+        raise HTTPError(400, f'upload name is {folders} folders deep, deeper than '
+                             f'{MAX_FOLDER_DEPTH}: {name[:60]!r}...')
+    name = '/'.join([check_segment(segment, name) for segment in name.split('/')])
+    size = len(name.encode('utf-8', 'surrogatepass'))
+    if size > MAX_UPLOAD_PATH:
+        raise HTTPError(400, f'upload name is {size} bytes in UTF-8, longer than '
+                             f'{MAX_UPLOAD_PATH}: {name[:40]!r}...')
+    return name
+
+
+def check_segment(segment, name):
+    """One segment of ``name``, in NFC, or HTTPError 400: not empty, not hidden (which
+    also refuses "." and ".."), ordinary characters only, at most a file name long."""
+    if not segment:
+        raise HTTPError(400, f'upload name has an empty segment (a leading, trailing or '
+                             f'doubled "/"): {name[:60]!r}')
+    if segment.startswith('.'):
+        raise HTTPError(400, f'upload name may not have a segment starting with a dot: '
+                             f'{name[:60]!r}')
+    if not NAME.fullmatch(segment):
+        raise HTTPError(400, f'upload name may not hold a backslash or control '
                              f'characters: {name[:60]!r}')
-    for char in name:
+    for char in segment:
         what = invisible(char)
         if what is not None:
             called = unicodedata.name(char, '')    # C0 and C1 controls have none
             raise HTTPError(400, f'upload name contains U+{ord(char):04X}'
                                  f'{f" ({called})" if called else ""}, {what}')
-    name = unicodedata.normalize('NFC', name)
-    size = len(name.encode('utf-8', 'surrogatepass'))
+    segment = unicodedata.normalize('NFC', segment)
+    size = len(segment.encode('utf-8', 'surrogatepass'))
     if size > MAX_UPLOAD_NAME:
-        raise HTTPError(400, f'upload name is {size} bytes in UTF-8, longer than a file '
-                             f'name may be ({MAX_UPLOAD_NAME}): {name[:40]!r}...')
-    return name
+        raise HTTPError(400, f'upload name has a segment of {size} bytes in UTF-8, longer '
+                             f'than a file name may be ({MAX_UPLOAD_NAME}): {segment[:40]!r}...')
+    return segment
 
 
 def stored_spelling(url_path):
@@ -208,8 +243,181 @@ def storage_error(exc):
     return HTTPError(500, f'cannot store the upload: {exc.strerror}', close=True)
 
 
+# Each folder below the uploads folder is opened relative to its parent, never
+# through a symbolic link (O_NOFOLLOW): a link planted there, whoever planted it,
+# cannot take a write, a delete or a listing outside the folder.  (O_DIRECTORY with
+# O_NOFOLLOW refuses a link with ENOTDIR, whatever it points to.)
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+FOLDER_MODE = 0o755
+# A commit whose folder a DELETE removed between its opening and the rename makes
+# the folder again, this many times at most (a client deleting as fast as another
+# uploads gets 409 rather than a loop).
+COMMIT_TRIES = 3
+
+
+def split(name):
+    """A checked name's folders and file: 'a/b/c.txt' -> (['a', 'b'], 'c.txt')."""
+    *folders, base = name.split('/')
+    return folders, base
+
+
+def lstat_at(fd, name):
+    """The entry ``name`` of the folder ``fd`` as it is (a link not followed), or None."""
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+class Condition:
+    """What a conditional write (PUT, DELETE) asks of the name's current file (RFC 9110
+    section 13.1): decided by files.precondition, as for a GET, from the file's ETag.
+
+    ``exclusive``: If-None-Match: * asks that nothing be there at all.  A check
+    followed by a rename would leave a window for another writer, so such a
+    write is made with link(2), which never replaces a name (EEXIST instead).
+    """
+
+    def __init__(self, request):
+        self.request = request
+        self.exclusive = request.get('if-none-match', '').strip() == '*'
+
+    @classmethod
+    def of(cls, request):
+        """The request's Condition, or None when it has no conditional field."""
+        return cls(request) if request.has_any(CONDITIONAL_FIELDS) else None
+
+    def check(self, st, name):
+        """HTTPError 412 unless the request's conditions hold for ``st`` (None: no file);
+        the answer carries the current ETag, for the client to see what it lost to."""
+        etag = None if st is None else etag_of(st)
+        if precondition(self.request, st, etag) == 412:
+            raise self.failed(name, etag)
+
+    @staticmethod
+    def failed(name, etag):
+        return HTTPError(412, f'{name[:60]!r} ' + ('does not exist' if etag is None else
+                                                     f'is {etag}, not the one asked for'),
+                         headers=[] if etag is None else [('ETag', etag)])
+
+
+class FolderBody:
+    """A response body made from an open folder: ``make(fd)`` yields the pieces.
+
+    Owns the descriptor from the start: iterated to the end or not, ``close``
+    (called on a body never sent, as for HEAD, and on one cut) releases it.
+    """
+
+    def __init__(self, fd, make):
+        self._fd = fd
+        self._make = make
+        self._pieces = None
+
+    def __iter__(self):
+        if self._pieces is not None or self._fd < 0:
+            raise ValueError('a FolderBody is iterated once')
+        self._pieces = self._run()
+        return self._pieces
+
+    def _run(self):
+        try:
+            yield from self._make(self._fd)
+        finally:
+            self._close_fd()
+
+    def close(self):
+        pieces, self._pieces = self._pieces, False
+        if pieces:
+            pieces.close()
+        self._close_fd()
+
+    def _close_fd(self):
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def entries(fd, kinds=(DIRECTORY, FILE), names=None):
+    """(name, kind, lstat) of what a folder shows: its folders and regular files of
+    ``kinds``, not hidden (temporaries, partial uploads), symlinks left out; sorted
+    by name within LISTING_SORT_BUDGET (archives.listed, or ``names`` it gave),
+    else in the file system's order.  Linear in the entries: one scandir, one
+    fstatat each."""
+    if names is None:
+        names, _ = listed(fd, [LISTING_SORT_BUDGET])
+    try:
+        for name, kind in names:
+            if kind not in kinds:
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue        # gone since it was listed
+            if stat.S_ISDIR(st.st_mode) if kind is DIRECTORY else stat.S_ISREG(st.st_mode):
+                yield name, kind, st
+    finally:
+        close = getattr(names, 'close', None)
+        if close is not None:
+            close()             # an unsorted listing: its scandir
+
+
+def folder_json(fd, folder):
+    """A folder's listing as JSON, in pieces of LISTING_BATCH entries: {"folder", "folders":
+    [{"name", "modified"}], "files": [{"name", "bytes", "modified"}]}, names relative.
+
+    The folders come first, then the files: from the one sorted list of names
+    when the folder's names fit in LISTING_SORT_BUDGET, else from two passes
+    over the folder (never a list of either kind held beyond the budget)."""
+    names, _ = listed(fd, [LISTING_SORT_BUDGET])
+    if hasattr(names, 'close'):         # unsorted, read as it goes: once per kind
+        names.close()
+        folders, files = unsorted(fd), unsorted(fd)
+    else:
+        folders = files = list(names)
+    yield b'{"folder": %s,\n "folders": [' % json.dumps(folder).encode()
+    yield from json_rows(({'name': name, 'modified': st.st_mtime}
+                          for name, _, st in entries(fd, (DIRECTORY,), folders)))
+    yield b'],\n "files": ['
+    yield from json_rows(({'name': name, 'bytes': st.st_size, 'modified': st.st_mtime}
+                          for name, _, st in entries(fd, (FILE,), files)))
+    yield b']}\n'
+
+
+def json_rows(items):
+    """JSON values separated by commas, one a line, in pieces of LISTING_BATCH."""
+    rows, separator = [], '\n  '
+    for item in items:
+        rows.append(separator + json.dumps(item))
+        separator = ',\n  '
+        if len(rows) == LISTING_BATCH:
+            yield ''.join(rows).encode()
+            rows = []
+    if rows:
+        yield ''.join(rows).encode()
+
+
+def folder_html(fd, title):
+    """A folder's listing as HTML (files.listing_pieces), in the same order as its JSON."""
+    return listing_pieces(title, ((name, kind is DIRECTORY, None if kind is DIRECTORY
+                                   else st.st_size) for name, kind, st in entries(fd)))
+
+
 class UploadStore:
-    """The upload directory: store, replace and delete files atomically."""
+    """The upload directory: store, replace and delete files atomically, in folders.
+
+    Every temporary file is made in the uploads folder itself, whichever folder
+    its upload goes to, and renamed from there into place (rename(2) between two
+    folders of one file system is as atomic as within one): what a killed
+    process left behind is always found by a scan of that one folder, at start
+    and when a worker dies, however deep the uploads go.
+
+    Each folder below is opened relative to its parent with O_NOFOLLOW, and what
+    is done in it (make, rename, link, unlink, rmdir, list) is done relative to
+    that descriptor: no symbolic link is ever followed below the uploads folder
+    itself (which is followed as the operator gave it).  Reading a file goes
+    through files.serve_path instead, which follows a link only to a file that
+    is inside the folder (the kernel's word on where the open file is).
+    """
 
     def __init__(self, directory, max_upload):
         self.directory = directory
@@ -222,7 +430,8 @@ class UploadStore:
 
     def sweep(self, pid=None):
         """Remove the temporaries of uploads cut by a kill: every one (at start), or
-        those of process ``pid`` (a worker that died; the others' are in progress)."""
+        those of process ``pid`` (a worker that died; the others' are in progress).
+        They are all in the uploads folder itself, whatever folder they were for."""
         prefix = TEMP_PREFIX if pid is None else f'{TEMP_PREFIX}{pid}-'
         for entry in os.scandir(self.directory):
             if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
@@ -232,18 +441,137 @@ class UploadStore:
                     pass
 
     def path(self, name):
+        """Where ``name`` is, as a path: for messages and tests only, never opened to
+        write (a symlink on the way would be followed): commit, delete do that."""
         return os.path.join(self.directory, check_name(name))
 
-    def stored(self):
-        """The stored files, by name: [{name, bytes, modified}] (temporaries and
-        directories left out)."""
-        found = []
-        for entry in os.scandir(self.directory):
-            if entry.name.startswith('.') or not entry.is_file(follow_symlinks=False):
-                continue
-            st = entry.stat(follow_symlinks=False)
-            found.append({'name': entry.name, 'bytes': st.st_size, 'modified': st.st_mtime})
-        return sorted(found, key=lambda item: item['name'])
+    # -- folders, opened safely ------------------------------------------------------
+
+    def _open_root(self):
+        try:
+            return os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise storage_error(exc) from None
+
+    def _folder(self, root, folders, create=False, writing=True):
+        """The descriptor of ``root``/``folders``..., each opened below its parent with
+        O_NOFOLLOW (the caller closes it), and whether the last was made here.
+
+        A missing folder is made when ``create`` (its parent fsynced, so that the
+        name survives a crash as the file renamed into it will), else the answer
+        is -1.  A file or a symlink on the way is 409 when ``writing`` (the name
+        cannot be made), else 404 (there is nothing to read or delete there).
+        """
+        fd, made = os.open('.', FOLDER_FLAGS, dir_fd=root), False
+        try:
+            for depth, segment in enumerate(folders):
+                parent, fd = fd, -1
+                try:
+                    fd = self._below(parent, segment, folders[:depth + 1], writing)
+                    if fd < 0 and create:
+                        try:
+                            os.mkdir(segment, FOLDER_MODE, dir_fd=parent)
+                            os.fsync(parent)
+                            made = True
+                        except FileExistsError:
+                            pass            # made by another request meanwhile
+                        fd = self._below(parent, segment, folders[:depth + 1], writing)
+                    if fd < 0:
+                        return -1, made
+                finally:
+                    os.close(parent)
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            raise storage_error(exc) from None
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        return fd, made
+
+    @staticmethod
+    def _below(parent, segment, path, writing):
+        """The folder ``segment`` of the folder ``parent``, opened; -1 when missing."""
+        try:
+            return os.open(segment, FOLDER_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return -1
+        except NotADirectoryError:
+            st = lstat_at(parent, segment)
+            what = ('a symbolic link, which uploads never follow'
+                    if st is not None and stat.S_ISLNK(st.st_mode) else 'a file, not a folder')
+            where = '/'.join(path)
+            if writing:
+                raise HTTPError(409, f'{where[:80]!r} is {what}') from None
+            raise HTTPError(404, f'no folder {where[:80]!r}: it is {what}') from None
+        except PermissionError:
+            raise HTTPError(403, f'folder {"/".join(path)[:80]!r} is not accessible') from None
+
+    def make_folder(self, name):
+        """Make the folder ``name`` and its missing parents; whether it was made (False:
+        it was there).  409 when a file or symlink is on the way, or has the name."""
+        root = self._open_root()
+        try:
+            fd, made = self._folder(root, name.split('/'), create=True)
+            os.close(fd)
+        finally:
+            os.close(root)
+        return made
+
+    def remove_folder(self, name):
+        """Remove the empty folder ``name``: 404 when there is none, 409 when not empty."""
+        *folders, last = name.split('/')
+        root = self._open_root()
+        try:
+            parent, _ = self._folder(root, folders, writing=False)
+            if parent < 0:
+                raise HTTPError(404, f'no folder {name[:80]!r}')
+            try:
+                # Locked while removed: a commit into it holds the same lock, and
+                # sees afterwards that it is gone (COMMIT_TRIES).
+                folder = self._below(parent, last, name.split('/'), writing=False)
+                if folder < 0:
+                    raise HTTPError(404, f'no folder {name[:80]!r}')
+                try:
+                    fcntl.flock(folder, fcntl.LOCK_EX)
+                    os.rmdir(last, dir_fd=parent)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise HTTPError(409, f'folder {name[:80]!r} is not empty') from None
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                        raise HTTPError(404, f'no folder {name[:80]!r}') from None
+                    raise storage_error(exc) from None
+                finally:
+                    os.close(folder)
+            finally:
+                os.close(parent)
+        finally:
+            os.close(root)
+
+    def listing(self, name, make):
+        """A FolderBody of the folder ``name`` ('' for the uploads folder itself), its
+        pieces ``make(fd)``: the folder is opened now (404 when it is not one), read as
+        the body is sent (on a pool thread)."""
+        root = self._open_root()
+        try:
+            fd, _ = self._folder(root, name.split('/') if name else [], writing=False)
+        finally:
+            os.close(root)
+        if fd < 0:
+            raise HTTPError(404, f'no folder {name[:80]!r}')
+        return FolderBody(fd, make)
+
+    def stored(self, name=''):
+        """The files of the folder ``name``, by name: [{name, bytes, modified}]."""
+        body = self.listing(name, lambda fd: entries(fd, (FILE,)))
+        try:
+            return [{'name': found, 'bytes': st.st_size, 'modified': st.st_mtime}
+                    for found, _, st in body]
+        finally:
+            body.close()
+
+    # -- files -----------------------------------------------------------------------
 
     def incoming(self, more=()):
         try:
@@ -256,34 +584,130 @@ class UploadStore:
         --max-upload, before a byte is read (and so before 100 Continue is sent)."""
         SizeLimit('upload', self.max_upload).refuse(length)
 
-    def put(self, name, body, algorithms=(), verify=None):
-        """Store a request body under ``name``; return (summary, replaced, digests).
+    def check_write(self, name, condition=None):
+        """Refuse now what the commit of ``name`` would refuse, before a byte of the body
+        is read: 409 when a file or symlink is where a folder must be, or a folder
+        has the name; 412 when ``condition`` fails.  Nothing is made here (an upload
+        that fails leaves no folder behind); commit decides again, under the lock."""
+        folders, base = split(name)
+        root = self._open_root()
+        try:
+            fd, _ = self._folder(root, folders)
+        finally:
+            os.close(root)
+        try:
+            current = None if fd < 0 else lstat_at(fd, base)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self._may_replace(name, current, condition)
+
+    @staticmethod
+    def _may_replace(name, current, condition):
+        if current is not None and stat.S_ISDIR(current.st_mode):
+            raise HTTPError(409, f'{name[:80]!r} is a folder')
+        if condition is not None:
+            condition.check(current, name)
+
+    def put(self, name, body, algorithms=(), verify=None, condition=None):
+        """Store a request body under ``name``; return (summary, replaced, digests, etag).
 
         ``algorithms`` are hashed besides sha-256, in the same pass;
         ``verify(digests)``, called once the whole body (and its trailers) is
-        read and before the file takes its name, may refuse it with HTTPError.
+        read and before the file takes its name, may refuse it with HTTPError;
+        ``condition`` (a Condition) is checked before the body is read, and
+        again as the file takes its name.
         """
-        path = self.path(name)
         self.refuse_oversize(body.length)
+        self.check_write(name, condition)
         incoming = self.incoming(algorithms)
         try:
             body.read_to(incoming.write)
             if verify is not None:
                 verify(incoming.digests())
             incoming.finish()
-            replaced = os.path.exists(path)
-            if os.path.isdir(path):
-                raise HTTPError(409, f'{name!r} is a directory')
-            incoming.commit(path)
+            replaced, st = self.commit(name, incoming, condition)
         finally:
             incoming.discard()
-        return incoming.summary(name), replaced, incoming.digests()
+        return incoming.summary(name), replaced, incoming.digests(), etag_of(st)
 
-    def delete(self, name):
-        path = self.path(name)
+    def commit(self, name, incoming, condition=None):
+        """Give the finished temporary file ``incoming`` (anything whose ``temp_path``
+        is in the uploads folder: an Incoming, an AtomicFile, a partial upload's
+        data) the name ``name``, making the missing folders; ``temp_path`` becomes
+        None.  Returns (whether a file was replaced, the new file's stat).
+
+        The target folder is locked (flock) from the check of what the name holds
+        to the rename, and every commit and delete takes that lock: a condition
+        checked holds when the file takes the name, against every minihttp process
+        sharing the folder (not against other programs writing there, which the
+        file system gives no way to exclude; If-None-Match: * holds against them
+        too, by link).  The lock is held for a stat and a rename, never for I/O
+        that waits on a client.
+        """
+        folders, base = split(name)
+        temp = os.path.basename(incoming.temp_path)
+        root = self._open_root()
         try:
-            os.unlink(path)
-        except FileNotFoundError:
-            raise HTTPError(404, f'no upload named {name[:60]!r}') from None
+            for _ in range(COMMIT_TRIES):
+                fd, _ = self._folder(root, folders, create=True)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    if os.fstat(fd).st_nlink == 0:
+                        continue        # removed by a DELETE since it was opened
+                    current = lstat_at(fd, base)
+                    self._may_replace(name, current, condition)
+                    st = os.stat(temp, dir_fd=root)
+                    self._rename(root, temp, fd, base, name, condition)
+                    incoming.temp_path = None
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    os.fsync(fd)        # the new name, durable
+                    return current is not None, st
+                except OSError as exc:
+                    raise storage_error(exc) from None
+                finally:
+                    os.close(fd)
+            raise HTTPError(409, f'the folder of {name[:80]!r} was removed while the upload '
+                                 f'was stored, {COMMIT_TRIES} times')
+        finally:
+            os.close(root)
+
+    @staticmethod
+    def _rename(root, temp, fd, base, name, condition):
+        if condition is not None and condition.exclusive:
+            try:
+                os.link(temp, base, src_dir_fd=root, dst_dir_fd=fd, follow_symlinks=False)
+            except FileExistsError:
+                raise condition.failed(name, None) from None
+            os.unlink(temp, dir_fd=root)
+            return
+        try:
+            os.rename(temp, base, src_dir_fd=root, dst_dir_fd=fd)
         except IsADirectoryError:
-            raise HTTPError(409, f'{name[:60]!r} is a directory') from None
+            raise HTTPError(409, f'{name[:80]!r} is a folder') from None
+
+    def delete(self, name, condition=None):
+        """Remove the file ``name``: 404 when there is none, 409 when it is a folder,
+        412 when ``condition`` fails.  A symlink is removed itself, never followed."""
+        folders, base = split(name)
+        root = self._open_root()
+        try:
+            fd, _ = self._folder(root, folders, writing=False)
+        finally:
+            os.close(root)
+        if fd < 0:
+            raise HTTPError(404, f'no upload named {name[:80]!r}')
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = lstat_at(fd, base)
+            if current is None:
+                raise HTTPError(404, f'no upload named {name[:80]!r}')
+            if stat.S_ISDIR(current.st_mode):
+                raise HTTPError(409, f'{name[:80]!r} is a folder: its URL ends with "/"')
+            if condition is not None:
+                condition.check(current, name)
+            os.unlink(base, dir_fd=fd)
+        except FileNotFoundError:
+            raise HTTPError(404, f'no upload named {name[:80]!r}') from None
+        finally:
+            os.close(fd)

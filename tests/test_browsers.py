@@ -211,9 +211,13 @@ def test_an_uploaded_index_html_is_not_served_as_the_directory_s_page(site):
     server, root = site()
     os.makedirs(root / 'uploads' / 'sub')
     (root / 'uploads' / 'sub' / 'index.html').write_text(PAGE)
-    for target in ('/uploads/sub/', '/uploads/sub/index.html'):
-        response = requests.get(f'http://127.0.0.1:{server.port}{target}', timeout=WAIT)
-        assert response.headers['Content-Disposition'] == 'attachment', target
+    response = requests.get(f'http://127.0.0.1:{server.port}/uploads/sub/index.html',
+                            timeout=WAIT)
+    assert response.headers['Content-Disposition'] == 'attachment'
+    # A folder of uploads is its listing, never its index.html.
+    listing = requests.get(f'http://127.0.0.1:{server.port}/uploads/sub/', timeout=WAIT)
+    assert listing.status_code == 200 and 'href="index.html"' in listing.text
+    assert PAGE not in listing.text
 
 
 # -- the decisions themselves ------------------------------------------------------------------

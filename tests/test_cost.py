@@ -30,7 +30,7 @@ from typing import Any, Callable
 import pytest
 
 from minihttp import cli, digests, files, multipart, records
-from minihttp.app import App, after
+from minihttp.app import after, upload_name
 from minihttp.blocks import get_block
 from minihttp.browsers import Browsers
 from minihttp.framing import StreamReader
@@ -252,9 +252,16 @@ COSTS = [
     Cost('path: percent-escapes that are not UTF-8', files.url_segments,
          lambda n: '/' + '%C3' * n, MAX_REQUEST_LINE // 24, None),
     Cost('upload name: a long name with a control character',
-         lambda data: App.upload_name(parse_head(data)),
+         lambda data: upload_name(parse_head(data).path),
          lambda n: head([], b'PUT /uploads/' + b'a' * n + b'%01 HTTP/1.1'),
          MAX_REQUEST_LINE // 8 - 32, 400),
+    Cost('upload name: many folders', lambda data: upload_name(parse_head(data).path),
+         lambda n: head([], b'PUT /uploads/' + b'a/' * n + b'z HTTP/1.1'),
+         MAX_REQUEST_LINE // 16 - 16, 400),
+    Cost('upload name: a folder of escaped characters, then a hidden name',
+         lambda data: upload_name(parse_head(data).path),
+         lambda n: head([], b'PUT /uploads/' + b'%C3%A9' * n + b'/.z HTTP/1.1'),
+         MAX_REQUEST_LINE // 48 - 8, 400),
     Cost('framing record: userinfo and a query of empty items',
          lambda text: records.redact(text).startswith('http://x/?&=*'),
          lambda n: 'http://' + 'a@' * n + 'x/?' + '&=' * n, MAX_REQUEST_LINE // 32 - 4, True),

@@ -257,7 +257,8 @@ def test_delete(store):
 
 @pytest.mark.parametrize('target', [
     '/uploads/..', '/uploads/%2e%2e', '/uploads/.hidden', '/uploads/%2ehidden',
-    '/uploads/a%2fb', '/uploads/a%2Fb', '/uploads/a/b', '/uploads/..%2fescape',
+    '/uploads/a/../b', '/uploads/a%2f..%2fb', '/uploads/a//b', '/uploads/a/.hidden/b',
+    '/uploads/..%2fescape', '/uploads/a/%2e%2e/%2e%2e/escape', '/uploads//a',
     '/uploads/a%5cb', '/uploads/%00', '/uploads/a%00b', '/uploads/%0a', '/uploads/%ff',
 ])
 @pytest.mark.parametrize('method', ['PUT', 'DELETE'])

@@ -278,7 +278,8 @@ class App:
         return Response(204)
 
     def put_folder(self, request):
-        """Make the folder and its missing parents: 201, or 200 when it was there."""
+        """Make the folder and its missing parents: 201, or 200 when it was there (412
+        with If-None-Match: *, which mkdir(2) decides: it never makes one twice)."""
         name = folder_name(request)
         if request.body.length != 0:
             raise HTTPError(400, f'a folder is made by a PUT without a body: '
@@ -286,6 +287,9 @@ class App:
         made = self.store.make_folder(name)
         answer = {'folder': name + '/'}
         if not made:
+            condition = Condition.of(request)
+            if condition is not None and condition.exclusive:
+                raise condition.failed(name + '/', None)
             return json_response(200, answer)
         return json_response(201, answer, [('Location', UPLOADS + quote(name) + '/')])
 

@@ -292,12 +292,14 @@ class Condition:
         the answer carries the current ETag, for the client to see what it lost to."""
         etag = None if st is None else etag_of(st)
         if precondition(self.request, st, etag) == 412:
-            raise self.failed(name, etag)
+            raise self.failed(name, etag, exists=st is not None)
 
     @staticmethod
-    def failed(name, etag):
-        return HTTPError(412, f'{name[:60]!r} ' + ('does not exist' if etag is None else
-                                                     f'is {etag}, not the one asked for'),
+    def failed(name, etag, exists=True):
+        """The 412 of ``name``: it is there (its ETag when a file's), or not at all."""
+        what = 'exists' if etag is None and exists else 'does not exist' if etag is None else \
+            f'is {etag}, not the one asked for'
+        return HTTPError(412, f'{name[:60]!r} {what}',
                          headers=[] if etag is None else [('ETag', etag)])
 
 

@@ -225,6 +225,17 @@ def test_a_form_posted_to_a_folder_keeps_the_paths_a_browser_sends(site):
     assert not (site.directory.parent / 'escape.txt').exists()
 
 
+def test_a_listing_never_sent_still_closes_its_folder(site):
+    assert ask(site, 'PUT', '/uploads/h/x.txt', body=b'x').status == 201
+    ask(site, 'HEAD', '/uploads/h/')
+    before = len(os.listdir('/proc/self/fd'))
+    for _ in range(20):
+        reply = ask(site, 'HEAD', '/uploads/h/', JSON)
+        assert reply.status == 200 and reply.body == b''
+    wait_until(lambda: len(os.listdir('/proc/self/fd')) <= before,
+               'the folders opened for HEAD closed')
+
+
 # -- conditional writes -------------------------------------------------------------------
 
 def test_if_none_match_star_never_replaces(site):
@@ -233,7 +244,8 @@ def test_if_none_match_star_never_replaces(site):
     assert refused.status == 412 and refused.headers['etag']
     assert_one_line_reason(refused)
     assert (site.directory / 'c' / 'once.txt').read_bytes() == b'first'
-    assert ask(site, 'PUT', '/uploads/c/', ['If-None-Match: *']).status == 200   # a folder PUT
+    assert ask(site, 'PUT', '/uploads/c/', ['If-None-Match: *']).status == 412   # a folder PUT
+    assert ask(site, 'PUT', '/uploads/c/d/', ['If-None-Match: *']).status == 201
 
 
 def test_if_match_refuses_a_lost_update(site):
@@ -409,3 +421,39 @@ def test_curl_puts_into_folders_and_lists_them(site, tmp_path):
     gone = curl('-s', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'DELETE',
                 site.url('/uploads/a/empty/'))
     assert gone.stdout == b'204'
+
+
+# -- a folder picked in Chromium ------------------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_chromium_sends_a_picked_folder_with_its_paths_and_they_are_kept(site, tmp_path):
+    """What Chromium sends for <input type=file webkitdirectory>: each file's part named
+    by its webkitRelativePath ("tree/sub/deep.txt"), which the form keeps as folders."""
+    sync_api = pytest.importorskip('playwright.sync_api', reason='playwright is not installed')
+    chromium = shutil.which('chromium')
+    if chromium is None:
+        pytest.skip('chromium is not installed (apt-get install chromium)')
+    picked = tmp_path / 'tree'
+    (picked / 'sub').mkdir(parents=True)
+    (picked / 'top.txt').write_bytes(b'top\n')
+    (picked / 'sub' / 'deep.txt').write_bytes(b'deep\n')
+    (site.directory.parent / 'root' / 'pick.html').write_text(
+        '<!doctype html><form method="post" enctype="multipart/form-data" '
+        'action="/uploads/picked/"><input type="file" name="files" webkitdirectory>'
+        '<button>Send</button></form>')
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
+            '--no-sandbox', '--disable-gpu', '--no-first-run',
+            '--disable-background-networking', '--disable-component-update'])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(WAIT * 1000)
+            page.goto(site.url('/pick.html'))
+            page.set_input_files('input', str(picked))
+            with page.expect_navigation():
+                page.click('button')
+            assert 'Uploaded' in page.content()
+        finally:
+            browser.close()
+    assert (site.directory / 'picked' / 'tree' / 'top.txt').read_bytes() == b'top\n'
+    assert (site.directory / 'picked' / 'tree' / 'sub' / 'deep.txt').read_bytes() == b'deep\n'

@@ -139,6 +139,28 @@ def test_a_multipart_form_upload_stores_each_file(site):
         assert (site.uploads / filename).read_bytes() == content
 
 
+def test_folders_conditional_puts_and_listings(site):
+    with site.client() as client:
+        made = client.exchange(put('/uploads/a/b/f.bin', 'If-None-Match: *',
+                                   'Content-Length: 5', body=b'first'))
+        again = client.exchange(put('/uploads/a/b/f.bin', 'If-None-Match: *',
+                                    'Content-Length: 6', body=b'second'))
+        stale = client.exchange(put('/uploads/a/b/f.bin', 'If-Match: "stale"',
+                                    'Content-Length: 5', body=b'third'))
+        folder = client.exchange(put('/uploads/a/empty/', 'Content-Length: 0'))
+        listed = client.exchange(get('/uploads/a/', 'HTTP/1.1', 'Accept: application/json'))
+        full = client.exchange(get('/uploads/a/', 'HTTP/1.1', method='DELETE'))
+        emptied = client.exchange(get('/uploads/a/empty/', 'HTTP/1.1', method='DELETE'))
+    assert (made.status, again.status, stale.status) == (201, 412, 412)
+    assert again.get('etag') == made.get('etag')
+    assert folder.status == 201 and (full.status, emptied.status) == (409, 204)
+    assert listed.status == 200 and listed.get('transfer-encoding') == 'chunked'
+    answer = json.loads(listed.body)
+    assert answer['folder'] == 'a/' and answer['files'] == []
+    assert [folder['name'] for folder in answer['folders']] == ['b', 'empty']
+    assert (site.uploads / 'a' / 'b' / 'f.bin').read_bytes() == b'first'
+
+
 # -- ranges ----------------------------------------------------------------------------
 
 def test_a_range_and_multiple_ranges(site):
@@ -217,6 +239,8 @@ CUT_SHORT = [
     pytest.param(cut_short(get('/'), 20), id='mid-head'),
     pytest.param(put('/uploads/cut.bin', 'Content-Length: 1000000') + b'x' * 100_000,
                  id='mid-body'),
+    pytest.param(put('/uploads/deep/er/cut.bin', 'Content-Length: 1000000') + b'x' * 100_000,
+                 id='mid-body-into-folders'),
     pytest.param(cut_short(put('/uploads/cut.bin', 'Transfer-Encoding: chunked',
                                body=chunked(b'y' * 65536, b'z' * 65536)), -60_000),
                  id='mid-chunked'),
@@ -251,6 +275,7 @@ def assert_back(site, fds, threads):
                f'descriptors back to {fds} and threads to {threads}')
     assert not temps(site.uploads) and not list(site.uploads.glob('cut.bin'))
     assert not list(site.uploads.glob('form.bin'))
+    assert not (site.uploads / 'deep').exists()      # folders are made with the file only
     with site.client() as client:          # and the server still serves
         assert client.exchange(get('/index.html')).body == INDEX
 
@@ -276,6 +301,20 @@ def test_a_client_gone_mid_response_of_a_large_file_leaves_baseline(site, reset)
     fds, threads = settled(site)
     sock = site.connect()
     sock.sendall(get('/big.bin'))
+    assert sock.recv(1000).startswith(b'HTTP/1.1 200 ')
+    go(sock, reset)
+    assert_back(site, fds, threads)
+
+
+@pytest.mark.parametrize('reset', [False, True], ids=['closed', 'reset'])
+def test_a_client_gone_mid_listing_leaves_baseline(site, reset):
+    many = site.uploads / 'many'
+    many.mkdir(parents=True)
+    for n in range(20_000):          # a listing of about 1.5 MB: more than buffers hold
+        os.mknod(many / f'entry-{n:05d}', 0o100644)
+    fds, threads = settled(site)
+    sock = site.connect()
+    sock.sendall(get('/uploads/many/', 'HTTP/1.1', 'Accept: application/json'))
     assert sock.recv(1000).startswith(b'HTTP/1.1 200 ')
     go(sock, reset)
     assert_back(site, fds, threads)

@@ -81,6 +81,8 @@ HANDSHAKE_TYPES = {0: 'hello_request', 1: 'client_hello', 2: 'server_hello',
                    24: 'key_update', 254: 'message_hash'}
 
 RECORD_HEADER = struct.Struct('!BHH')      # type, legacy_record_version, length
+RECORD_HEADER_SIZE = RECORD_HEADER.size
+_unpack_header = RECORD_HEADER.unpack_from
 HANDSHAKE_HEADER_SIZE = 4                  # msg_type, a 3-byte length
 
 # What nginx answers plain HTTP on an HTTPS port (400, and the connection closes).
@@ -506,17 +508,66 @@ class RecordScanner:
         self.tally.malformed = tally.malformed        # a stopped scanner stays stopped
         return tally
 
+    def restart(self):
+        """Begin the tally afresh in place (records.tls_facts has taken its facts): no
+        new tally per exchange.  A stopped scanner stays stopped."""
+        tally = self.tally
+        tally.records = tally.bytes = 0
+        tally.types.clear()
+        tally.sizes.clear()
+        tally.handshake.clear()
+
     def feed(self, data):
         """Scan a piece of the stream (bytes or a memoryview); MalformedRecord on a
         header no peer may send, after which the scanner ignores what follows.
 
-        The usual piece is whole records: one unpack of each header, its payload
-        skipped, and no call per record but the unpack (this runs for every
-        receive and send of a TLS connection)."""
+        The usual piece (every receive and send of a TLS connection after its
+        handshake) is application_data records: here each costs one unpack of its
+        header and a jump over its payload, with the tally's counts added once per
+        piece; a record that runs on into the next piece is left to skip there.
+        Anything else (a header cut between pieces, a handshake record in clear,
+        an alert, a malformed header) goes the general way, ``_feed``."""
         tally = self.tally
         if tally.malformed:
             return
-        pos, size = 0, len(data)
+        size = len(data)
+        pos = self._left
+        if pos:
+            if self._clear and self._type == HANDSHAKE:
+                return self._feed(data, 0)      # its messages are read too
+            if pos >= size:                 # all of it inside the current record
+                self._left = pos - size
+                return
+        elif self._have:
+            return self._feed(data, 0)
+        start, count, sizes = pos, 0, tally.sizes
+        room = RECORDED_CHUNKS - len(sizes)
+        unpack = _unpack_header
+        while pos + RECORD_HEADER_SIZE <= size:
+            header = unpack(data, pos)
+            kind, version, length = header
+            if kind != APPLICATION_DATA or version != TLS_1_2 or length > MAX_RECORD_LENGTH:
+                break
+            if count < room:
+                sizes.append(header)
+            count += 1
+            pos += RECORD_HEADER_SIZE + length
+        if count:
+            tally.records += count
+            tally.bytes += pos - start
+            types = tally.types
+            types[APPLICATION_DATA] = types.get(APPLICATION_DATA, 0) + count
+            self._type = APPLICATION_DATA
+        if pos >= size:
+            self._left = pos - size
+        else:
+            self._left = 0
+            self._feed(data, pos)
+
+    def _feed(self, data, pos):
+        """The general way from ``pos``: one step per header, any header, any cut."""
+        tally = self.tally
+        size = len(data)
         left = self._left
         while pos < size:
             if left:

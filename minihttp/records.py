@@ -305,23 +305,19 @@ def tls_facts(sock, final=True):
     shown once, with the connection's first exchange.  An open version (not
     ``final``) looks at them as they stand and takes nothing.
     """
-    if not scanned(sock):
+    if not isinstance(sock, TLSConnection) or sock.received is None:    # not scanned TLS
         return None
+    received, sent = sock.received, sock.sent
+    facts = tally_facts(received.tally), tally_facts(sent.tally)
     handshake = sock.handshake
     if final:
-        received, sent = sock.records()
+        received.restart()                     # in place: no new tallies per exchange
+        sent.restart()
         sock.handshake = None                  # taken: the next exchanges show none
-    else:
-        received, sent = sock.received.tally, sock.sent.tally
     if handshake is not None:
         handshake = (tally_facts(handshake[0]), tally_facts(handshake[1]))
     version, alpn = sock.negotiated or (sock.version(), sock.selected_alpn_protocol())
-    return version, alpn, handshake, tally_facts(received), tally_facts(sent)
-
-
-def scanned(sock):
-    """Whether ``sock`` is TLS whose records are counted (a tls.TLSConnection with scan)."""
-    return isinstance(sock, TLSConnection) and sock.received is not None
+    return (version, alpn, handshake, *facts)
 
 
 def tally_facts(tally):

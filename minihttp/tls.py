@@ -693,6 +693,11 @@ class TLSConnection:
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
                                      server_hostname=server_hostname)
+        # What reads, writes and pending go to on the hot paths: the C object behind
+        # the SSLObject (its read, write and pending only call this one's, with the
+        # same arguments and errors), one Python frame less each; the SSLObject
+        # where an interpreter has no such attribute.
+        self._sslobj = getattr(self._ssl, '_sslobj', self._ssl)
         self.received = RecordScanner() if scan else None
         self.sent = RecordScanner() if scan else None
         # The ciphertext scratch a receive fills (it is copied into the BIO at once):
@@ -765,7 +770,7 @@ class TLSConnection:
         several records; OpenSSL decrypts one per read).  A loop must try a read
         before it waits for the socket while this is not 0; the read may still
         raise WantRead, when what is held is part of a record."""
-        return self._ssl.pending() + self._incoming.pending
+        return self._sslobj.pending() + self._incoming.pending
 
     @property
     def unsent(self):
@@ -783,18 +788,22 @@ class TLSConnection:
     # -- moving ciphertext ------------------------------------------------------
 
     def _take(self):
-        """Move the ciphertext OpenSSL wrote behind what is held, counting its records."""
-        if self._outgoing.pending:
-            data = self._outgoing.read()
-            if self.sent is not None:
-                self._scan(self.sent, data)
-            self._unsent.append(data)
-            self._sealed += len(data)
+        """Move the ciphertext OpenSSL wrote behind what is held, counting its records
+        (callers ask ``self._outgoing.pending`` first: a call saved when there is none)."""
+        data = self._outgoing.read()
+        if self.sent is not None:
+            try:
+                self.sent.feed(data)
+            except MalformedRecord:
+                pass        # the tally says so (ours are never malformed)
+        self._unsent.append(data)
+        self._sealed += len(data)
 
     def _flush(self):
         """Send the ciphertext held and what OpenSSL wrote; WantWrite when the socket
         cannot take it all (the rest is kept, in order)."""
-        self._take()
+        if self._outgoing.pending:
+            self._take()
         unsent = self._unsent
         if self._blocking:
             while unsent:
@@ -833,22 +842,26 @@ class TLSConnection:
 
     def _receive(self):
         """One receive of ciphertext into the incoming BIO; False at the socket's EOF."""
-        if self._buffer is None:
-            self._buffer = memoryview(bytearray(TLS_RECEIVE_SIZE))
+        buffer = self._buffer
+        if buffer is None:
+            buffer = self._buffer = memoryview(bytearray(TLS_RECEIVE_SIZE))
         try:
-            got = self._transport.recv_into(self._buffer)
+            got = self._transport.recv_into(buffer)
         except BlockingIOError:
             raise _want_read() from None
         if not got:
             self._incoming.write_eof()
             return False
-        piece = self._buffer[:got]
-        if len(self.first) < RECORD_HEADER.size:
-            self.first += bytes(piece[:RECORD_HEADER.size - len(self.first)])
-        if self._held is not None:
+        piece = buffer[:got]
+        if len(self.first) < RECORD_HEADER_SIZE:
+            self.first += bytes(piece[:RECORD_HEADER_SIZE - len(self.first)])
+        if self._held is not None:          # the handshake's
             self._held += piece
         elif self.received is not None:
-            self._scan(self.received, piece)
+            try:
+                self.received.feed(piece)
+            except MalformedRecord:
+                pass        # the tally says so; OpenSSL decides what becomes of the connection
         self._incoming.write(piece)
         return True
 
@@ -913,7 +926,8 @@ class TLSConnection:
         size = nbytes or len(buffer)
         if not size:
             return 0
-        if not self._incoming.pending and not self._ssl.pending():
+        sslobj = self._sslobj
+        if not self._incoming.pending and not sslobj.pending():
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
             if self._unsent or self._outgoing.pending:
@@ -921,7 +935,7 @@ class TLSConnection:
             self._receive()       # at the socket's EOF, the read below says what it was
         while True:
             try:
-                got = self._ssl.read(size, buffer)
+                got = sslobj.read(size, buffer)
                 if got < size and self._incoming.pending:
                     got = self._read_held(buffer, got, size)
                 return got
@@ -947,7 +961,7 @@ class TLSConnection:
         view = memoryview(buffer)
         try:
             while got < size and self._incoming.pending:
-                got += self._ssl.read(size - got, view[got:size])
+                got += self._sslobj.read(size - got, view[got:size])
         except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
             pass
         return got
@@ -1007,8 +1021,9 @@ class TLSConnection:
         # a small body.  (The loop bounds what it queues: limits.PIPELINE_QUEUE.)
         data = buffers[0] if len(buffers) == 1 else b''.join(buffers)
         if data:
-            self._ssl.write(data)     # a memory BIO takes all of it
-            self._take()
+            self._sslobj.write(data)      # a memory BIO takes all of it
+            if self._outgoing.pending:
+                self._take()
         self.handed += len(data)
         return len(data)
 
@@ -1023,12 +1038,12 @@ class TLSConnection:
                 if total > TLS_JOIN_SIZE:
                     break
             else:
-                return self._ssl.write(b''.join(buffers)) if total else 0
+                return self._sslobj.write(b''.join(buffers)) if total else 0
         written = 0
         for buffer in buffers:
             view = memoryview(buffer).cast('B')
             if view:
-                written += self._ssl.write(view[:TLS_SEND_SIZE - written])
+                written += self._sslobj.write(view[:TLS_SEND_SIZE - written])
                 if written >= TLS_SEND_SIZE:
                     break
         return written

@@ -32,7 +32,7 @@ lowest layer first:
     app          the routes: files, uploads, /echo, /headers, /_framing
     server       the HTTP protocol on the loop: heads and small answers inline, bodies on the pool
     blockserver  the block protocol on the loop: headers there, payloads on the pool
-    hub          every worker's records in every worker, as blocks over socket pairs
+    hub          every worker's records in any worker that reads them, asked for as blocks
     cli          the command line
 """
 

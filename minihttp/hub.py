@@ -1,23 +1,33 @@
-"""Every worker's framing records in every worker: Listing 5-2's blocks over socket pairs.
+"""Every worker's framing records in every worker that reads them: Listing 5-2's blocks over
+socket pairs, asked for on demand.
 
 With ``--workers N`` each worker process serves HTTP on its own, but any of
-them may answer ``GET /_framing`` or hold a ``/_framing/stream``.  So each
-process keeps its own records and also sends them to the parent, a batch to
-a block (a 4-byte length, then a JSON list of records); the parent passes
-each block on, as it came, to every other worker, and sends its own (the
-block server's) to all of them the same way.  Every worker then keeps every
-process's records.  The framing core carries the server's own bookkeeping:
-the book's framing once more.
+them may answer ``GET /_framing`` or hold a ``/_framing/stream``.  Each
+process keeps only its own records while nobody looks: a request costs no
+more with workers than without (sending every record to the parent, as this
+hub first did, cost 15-25% of a TLS worker's time under load).  A reader asks:
 
-A process numbers its records in a series of its own (every (N + 1)-th
-number), so that numbers never collide.  Records are sent by a thread, in
-batches gathered for HUB_BATCH_INTERVAL, and a batch holds at most the
-RECORDS_KEPT newest (no process keeps more): a request costs an append, not
-a system call, the parent never parses a record, and under heavy load the
-other workers see the newest records of each tenth of a second.
+* a worker about to read its records (``FramingLog.kept``: GET /_framing, a
+  stream opening) sends ``?`` and a tag up to the parent, which passes the
+  question to every other worker and answers with its own records (the block
+  server's); each worker answers with its own, which the parent passes to
+  every other worker.  An answer is a block: ``R``, the tag, the highest
+  record number the process gave, and as JSON its records that are new or
+  changed since its last answer (every worker was sent that one too).  The
+  reader waits until every process has answered (at most HUB_ASK_TIMEOUT: a
+  worker being replaced does not), so what it serves includes every process's
+  records as they were when it asked;
+* a worker holding a stream asks every HUB_BATCH_INTERVAL while it does, and
+  the answers reach the stream as they are merged (``FramingLog.merge``).
+
+An answer costs what changed since the last one: a client reading /_framing in
+a loop costs each other process a look over its ring per read, and each record
+is made JSON for the others once per version.  A process numbers its records
+in a series of its own (every (N + 1)-th number), so that numbers never
+collide; the parent never parses a record, only the number in an answer's
+header (a replacement worker numbers on from its predecessor's).
 """
 
-import collections
 import contextlib
 import json
 import os
@@ -27,7 +37,10 @@ import time
 
 from .blocks import TruncatedBlock, get_block, put_block
 from .framing import StreamReader
-from .limits import HUB_BATCH_INTERVAL, RECORDS_KEPT
+from .limits import HUB_ASK_TIMEOUT, HUB_BATCH_INTERVAL
+from .records import NUMBER, VERSION
+
+ASK, ANSWER = b'?', b'R'
 
 
 class Hub:
@@ -46,7 +59,20 @@ class Hub:
         self._lock = threading.Lock()
         self._downs = []            # in the parent: the way down to each worker
         self._last = [0] * workers  # in the parent: the last record number each worker sent
-        self._sender = None         # in the parent: what sends its own records down
+        # In a worker: its index and way up, and the question a read waits on.  A
+        # question's answers come from every other process: the other workers and the
+        # parent.
+        self._index = None
+        self._up = None
+        self._round = 0
+        self._waiting = None        # the tag of the question a read waits on
+        self._answers = 0
+        self._answered = threading.Event()
+        self._streams = threading.Event()
+        # What this process's last answer told (number -> version), and the lock of
+        # answering (the parent answers from a thread per worker).
+        self._told = {}
+        self._answering = threading.Lock()
         # Numbers: the parent's series is 0, worker n's is n + 1.
         records.number_in_series(0, workers + 1)
 
@@ -67,9 +93,11 @@ class Hub:
             ends[end.fileno()] = (st.st_dev, st.st_ino)
         return ends
 
+    # -- in a worker ------------------------------------------------------------------
+
     def in_worker(self, index):
-        """In worker ``index``, just forked: its records go up; what comes down is kept."""
-        self._sender = None         # the parent's, when this worker replaces another
+        """In worker ``index``, just forked: its records stay here until asked for; a
+        read of them here asks the others for theirs."""
         for n, (up, down) in enumerate(self._pairs):
             up[0].close()
             down[0].close()
@@ -77,26 +105,69 @@ class Hub:
                 up[1].close()
                 down[1].close()
         (_, up), (_, down) = self._pairs[index]
+        self._index, self._up = index, up
+        self._told = {}             # the parent's, when this worker replaces another
         series = len(self._pairs) + 1
         self.records.number_in_series(index + 1, series, after=self._last[index])
-        self.records.listen(Sender([up], self._lock, 'records to the parent').send, own=True)
-        start_receiving(down, self.records.keep, 'records from the parent')
+        self.records.on_read(self.ask, self._streams.set)
+        start_receiving(down, self._from_parent, 'records from the parent')
+        threading.Thread(target=self._follow, name='records for streams', daemon=True).start()
+
+    def ask(self, wait=True):
+        """Ask every other process for its records; with ``wait`` (a read, in the loop's
+        thread), until all have answered, within HUB_ASK_TIMEOUT."""
+        with self._lock:
+            self._round += 1
+            tag = b'%d.%d' % (self._index, self._round)
+            if wait:
+                self._waiting, self._answers = tag, 0
+                self._answered.clear()
+            send_all([self._up], ASK + tag)
+        if wait:
+            self._answered.wait(HUB_ASK_TIMEOUT)
+
+    def _follow(self):
+        """While this worker holds a stream: ask every HUB_BATCH_INTERVAL (the answers
+        reach the streams as they are merged)."""
+        while True:
+            self._streams.wait()
+            self._streams.clear()
+            while self.records.streams:
+                self.ask(wait=False)
+                time.sleep(HUB_BATCH_INTERVAL)
+
+    def _from_parent(self, payload):
+        kind = payload[:1]
+        if kind == ASK:
+            mine = self._answer(payload[1:])
+            with self._lock:
+                send_all([self._up], mine)
+            return
+        if kind != ANSWER:
+            return
+        tag, _, data = payload[1:].split(b' ', 2)
+        self.records.merge(json.loads(data))
+        with self._lock:
+            if tag == self._waiting:
+                self._answers += 1
+                if self._answers >= len(self._pairs):   # the other workers and the parent
+                    self._answered.set()
+
+    # -- in the parent ----------------------------------------------------------------
 
     def in_parent(self):
-        """In the parent, once every worker is forked: pass each worker's on to the others."""
+        """In the parent, once every worker is forked: pass questions and answers on."""
         self._downs = [down[0] for _, down in self._pairs]
         for index in range(len(self._pairs)):
             self.join(index)
-        self._sender = Sender(self._downs, self._lock, 'records to the workers')
-        self.records.listen(self._send_down, own=True)
 
     def renew(self, index):
         """In the parent, before worker ``index`` is replaced: new pairs for its place."""
         self._pairs[index] = self._new_pairs()
 
     def join(self, index):
-        """In the parent, once worker ``index`` is forked: its records are passed on to
-        the others, and theirs (and the parent's) to it."""
+        """In the parent, once worker ``index`` is forked: its questions and answers are
+        passed on to the others, and theirs (and the parent's answers) to it."""
         up, down = self._pairs[index]
         up[1].close()
         down[1].close()
@@ -104,22 +175,38 @@ class Hub:
             gone, self._downs[index] = self._downs[index], down[0]
         if gone is not down[0]:
             gone.close()            # the dead worker's way down
-        start_receiving(up[0], None, 'records from a worker',
-                        relay=lambda payload: self._relay(index, payload))
+        start_receiving(up[0], lambda payload: self._from_worker(index, payload),
+                        'records from a worker')
 
-    def _send_down(self, record):
-        if self._sender is not None:
-            self._sender.send(record)
-
-    def _relay(self, index, payload):
-        # The batch's last record has its highest number, last in the JSON: read from
-        # the tail, without parsing the batch.
-        try:
-            self._last[index] = int(payload[-24:-2].rpartition(b',')[2])
-        except ValueError:
-            pass
+    def _from_worker(self, index, payload):
+        kind = payload[:1]
+        if kind == ASK:
+            mine = self._answer(payload[1:])
+        elif kind == ANSWER:
+            mine = None
+            try:        # the highest number it gave: its replacement numbers on from it
+                self._last[index] = max(self._last[index], int(payload[1:].split(b' ', 2)[1]))
+            except (ValueError, IndexError):
+                pass
+        else:
+            return
         with self._lock:            # whole blocks, never two interleaved
             send_all([down for n, down in enumerate(self._downs) if n != index], payload)
+            if mine is not None:
+                send_all(self._downs, mine)
+
+
+    def _answer(self, tag):
+        """The block that answers question ``tag``: this process's own records that are
+        new or in a new version since its last answer."""
+        with self._answering:
+            own, last = self.records.own()
+            told = self._told
+            changed = [record for record in own
+                       if told.get(record[NUMBER], -1) < record[VERSION]]
+            self._told = {record[NUMBER]: record[VERSION] for record in own}
+        return b'%s%s %d %s' % (ANSWER, tag, last,
+                                json.dumps(changed, separators=(',', ':')).encode())
 
 
 @contextlib.contextmanager
@@ -136,42 +223,9 @@ def send_all(socks, payload):
             pass                    # that process has gone: nobody to tell
 
 
-class Sender:
-    """A thread that sends the records given to it, in batches, to every socket."""
-
-    def __init__(self, socks, lock, name):
-        self.socks = socks
-        self.lock = lock
-        # No more than another process keeps: under load, the newest of each batch.
-        self.pending = collections.deque(maxlen=RECORDS_KEPT)
-        self.ready = threading.Event()
-        threading.Thread(target=self._run, name=name, daemon=True).start()
-
-    def send(self, record):
-        """Called for each record, in any thread: queue it, wake the sender if it sleeps."""
-        self.pending.append(record)
-        if not self.ready.is_set():
-            self.ready.set()
-
-    def _run(self):
-        pending = self.pending
-        while True:
-            self.ready.wait()
-            # Let a batch gather: a few sends a second, not one per request.
-            time.sleep(HUB_BATCH_INTERVAL)
-            self.ready.clear()
-            batch = []
-            while pending:
-                batch.append(pending.popleft())
-            if batch:
-                payload = json.dumps(batch, separators=(',', ':')).encode()
-                with self.lock:
-                    send_all(self.socks, payload)
-
-
-def start_receiving(sock, take, name, relay=None):
-    """A thread that reads batches of records, one block each, until the other end closes
-    (then closes its own): each record to ``take``, or each block as it came to ``relay``."""
+def start_receiving(sock, handle, name):
+    """A thread that reads blocks until the other end closes (then closes its own), each
+    to ``handle``."""
     def receive():
         with sock:
             reader = StreamReader(sock)
@@ -182,9 +236,5 @@ def start_receiving(sock, take, name, relay=None):
                     return
                 if not payload:
                     return
-                if relay is not None:
-                    relay(payload)
-                    continue
-                for record in json.loads(payload):
-                    take(record)
+                handle(payload)
     threading.Thread(target=receive, name=name, daemon=True).start()

@@ -195,10 +195,14 @@ RECORDED_TARGET = 200
 # does not fit is cut (ending in '...'), and the fields after it are left out
 # (the record still counts them).  A trailer section may be MAX_TRAILER long.
 RECORDED_TRAILER = 512
-# With --workers, how long records gather before they travel to the parent,
-# and back to every worker, in one block: bounds those sends to a few a second
-# per process, whatever the request rate.
+# With --workers, the shortest time between two questions of one worker for the
+# other processes' records (minihttp.hub: asked by a read of /_framing, and this
+# often while the worker holds a /_framing/stream): a client reading in a loop
+# costs the others a few answers a second per worker, whatever its request rate.
 HUB_BATCH_INTERVAL = 0.1
+# How long a read of the records waits for every other process's answer (they
+# take a few milliseconds; a worker being replaced never answers).
+HUB_ASK_TIMEOUT = 0.25
 # How often at most an exchange's live record is republished while its body
 # arrives (a clock reading before each receive, nothing per piece): a few
 # updates a second per upload, whatever its speed; a stream coalesces the

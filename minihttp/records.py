@@ -43,16 +43,21 @@ class FramingLog:
         self._changed = {}
         self._lock = threading.Lock()
         self._listeners = []
-        self._own_listeners = []
         # Record number -> the record as compact JSON (bytes), made when first read and
         # shared by every answer and stream that sends it; pruned to the ring's records.
         self._json = {}
+        self._series = (0, 1)    # own numbers are series mod count (number_in_series)
+        # With --workers (minihttp.hub): what a read calls first (to ask the other
+        # processes for theirs), what a stream's opening calls, and how many are open.
+        self._reading = None
+        self._streaming = None
+        self.streams = 0
 
-    def listen(self, listener, own=False):
+    def listen(self, listener):
         """Call ``listener(record)`` for every record and every update of one from now
-        on (in the adding thread; an update's ``record[VERSION]`` is above 0); with
-        ``own``, for this process's records only (those it sends to others)."""
-        (self._own_listeners if own else self._listeners).append(listener)
+        on, this process's and those merged from others (in the adding or merging
+        thread; an update's ``record[VERSION]`` is above 0)."""
+        self._listeners.append(listener)
 
     def number_in_series(self, series, count, after=0):
         """Number this process's records series, series + count, ...: with --workers, each
@@ -62,6 +67,22 @@ class FramingLog:
         if after >= first:
             first = after + count
         self._numbers = itertools.count(first, count)
+        self._series = (series % count, count)
+
+    def on_read(self, reading, streaming):
+        """With --workers: ``reading()`` is called before every read of the records
+        (``kept``), ``streaming()`` when a stream opens (minihttp.hub asks the others)."""
+        self._reading, self._streaming = reading, streaming
+
+    def watch(self):
+        """A stream of the records opened here (minihttp.server): while any is open, the
+        other processes' records are asked for as they come."""
+        self.streams += 1
+        if self._streaming is not None:
+            self._streaming()
+
+    def unwatch(self):
+        self.streams -= 1
 
     def held(self):
         """The lock that every change takes, to hold across a fork (minihttp.hub)."""
@@ -76,8 +97,6 @@ class FramingLog:
 
     def _tell(self, record):
         """Tell every listener of a record of ours (or a new version of one)."""
-        for listener in self._own_listeners:
-            listener(record)
         for listener in self._listeners:
             listener(record)
         return record
@@ -106,26 +125,52 @@ class FramingLog:
             ring = {kept[NUMBER] for kept in records}
             self._changed = {n: at for n, at in self._changed.items() if n in ring}
 
-    def keep(self, record):
-        """Keep a record another process numbered and sent (minihttp.hub), or a new
-        version of one, and tell the listeners (not the own-record ones: it is not
-        ours to send on)."""
+    def own(self):
+        """This process's records kept, oldest first, and the highest number it gave."""
+        residue, count = self._series
         with self._lock:
-            if record[VERSION]:
-                self._replace(record, record)
-            else:
-                self._records.append(record)
-            if record[NUMBER] > self._latest:
-                self._latest = record[NUMBER]
-        for listener in self._listeners:
-            listener(record)
-        return record
+            own = [record for record in self._records if record[NUMBER] % count == residue]
+        return own, max((record[NUMBER] for record in own), default=0)
+
+    def merge(self, records):
+        """Keep another process's records (minihttp.hub: its ``own``, in any version):
+        those new here and those in a newer version than kept; the ring then keeps the
+        newest of all by the time each exchange began, whichever process made it.  The
+        listeners are told of each."""
+        told = []
+        with self._lock:
+            kept = self._records
+            where = {record[NUMBER]: index for index, record in enumerate(kept)}
+            new = []
+            for record in records:
+                index = where.get(record[NUMBER])
+                if index is None:
+                    new.append(record)
+                elif record[VERSION] > kept[index][VERSION]:
+                    self._replace(kept[index], record)
+                else:
+                    continue
+                told.append(record)
+            if new:
+                merged = sorted([*kept, *new], key=lambda record: record[1])
+                kept.clear()
+                kept.extend(merged)         # the deque keeps the newest RECORDS_KEPT
+                self._latest = max(self._latest, max(record[NUMBER] for record in new))
+        for record in told:
+            for listener in self._listeners:
+                listener(record)
 
     def kept(self, after=0):
         """The records kept, each in its current version, that a client which has seen
         every record and update up to record ``after`` may lack, oldest first: those
         numbered above ``after``, and those updated since record ``after`` was numbered
-        (once the latest number was ``after`` or more)."""
+        (once the latest number was ``after`` or more).  With --workers, every other
+        process's are asked for first (``on_read``)."""
+        if self._reading is not None:
+            self._reading()
+        return self._kept(after)
+
+    def _kept(self, after=0):
         with self._lock:
             if not self._changed:
                 return [record for record in self._records if record[NUMBER] > after]
@@ -145,7 +190,7 @@ class FramingLog:
             return made[1]
         data = json.dumps(public(record), separators=(',', ':')).encode()
         if len(self._json) >= 2 * self._records.maxlen:
-            ring = {kept[NUMBER] for kept in self.kept()}
+            ring = {kept[NUMBER] for kept in self._kept()}
             self._json = {n: made for n, made in self._json.items() if n in ring}
         self._json[number] = (record, data)     # a later version replaces it
         return data
@@ -305,23 +350,19 @@ def tls_facts(sock, final=True):
     shown once, with the connection's first exchange.  An open version (not
     ``final``) looks at them as they stand and takes nothing.
     """
-    if not scanned(sock):
+    if not isinstance(sock, TLSConnection) or sock.received is None:    # not scanned TLS
         return None
+    received, sent = sock.received, sock.sent
+    facts = tally_facts(received.tally), tally_facts(sent.tally)
     handshake = sock.handshake
     if final:
-        received, sent = sock.records()
+        received.restart()                     # in place: no new tallies per exchange
+        sent.restart()
         sock.handshake = None                  # taken: the next exchanges show none
-    else:
-        received, sent = sock.received.tally, sock.sent.tally
     if handshake is not None:
         handshake = (tally_facts(handshake[0]), tally_facts(handshake[1]))
     version, alpn = sock.negotiated or (sock.version(), sock.selected_alpn_protocol())
-    return version, alpn, handshake, tally_facts(received), tally_facts(sent)
-
-
-def scanned(sock):
-    """Whether ``sock`` is TLS whose records are counted (a tls.TLSConnection with scan)."""
-    return isinstance(sock, TLSConnection) and sock.received is not None
+    return (version, alpn, handshake, *facts)
 
 
 def tally_facts(tally):

@@ -48,7 +48,7 @@ CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
 class Stream:
     """One open feed of records: the events waiting for its client, at most STREAM_QUEUE."""
 
-    __slots__ = ('chunked', 'events', 'updates', 'dropped')
+    __slots__ = ('chunked', 'events', 'updates', 'dropped', 'first')
 
     def __init__(self, chunked):
         self.chunked = chunked
@@ -57,6 +57,10 @@ class Stream:
         # a slow client is sent the current version of each record, not every step.
         self.updates = {}
         self.dropped = 0          # records that went unsent since the last send
+        # Record number -> version of the records it began with: with --workers, those
+        # merged from the others while it opened are told to the streams afterwards,
+        # and this one has them already.
+        self.first = {}
 
 
 class Job(PoolJob):
@@ -302,8 +306,10 @@ class HTTPServer(Protocol):
         self.log(conn.peer, request, response.status, 0, now, say_soon)
         self.record(conn, request, request.body, writer, now, say_soon, done=False)
         stream = self._streams[conn] = Stream(writer.chunked)
+        self.records.watch()        # with --workers, the others' records come while it is open
         for record in self.records.kept(response.body.after)[-STREAM_QUEUE:]:
             stream.events.append(event_bytes(record, self.records.as_json(record)))
+            stream.first[record[NUMBER]] = record[VERSION]
         return STREAM
 
     def published(self, record):
@@ -316,6 +322,8 @@ class HTTPServer(Protocol):
         event = event_bytes(record, self.records.as_json(record))
         number = record[NUMBER] if record[VERSION] else None
         for conn, stream in list(self._streams.items()):
+            if stream.first.get(record[NUMBER], -1) >= record[VERSION]:
+                continue                  # it began with this version
             if number is not None:        # an update: the stream's pending one replaced
                 updates = stream.updates
                 if number in updates or len(updates) < STREAM_QUEUE:
@@ -346,7 +354,8 @@ class HTTPServer(Protocol):
     def closed(self, conn):
         """The loop closed a connection: forget its stream, if it was one; work that no
         thread took (the server stopped first) is logged and its record closed."""
-        self._streams.pop(conn, None)
+        if self._streams.pop(conn, None) is not None:
+            self.records.unwatch()
         waiting = conn.exchange
         live = waiting.live if waiting is not None else None
         if live is not None and conn.state is not BUSY and not live.closed:

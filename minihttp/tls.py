@@ -81,6 +81,8 @@ HANDSHAKE_TYPES = {0: 'hello_request', 1: 'client_hello', 2: 'server_hello',
                    24: 'key_update', 254: 'message_hash'}
 
 RECORD_HEADER = struct.Struct('!BHH')      # type, legacy_record_version, length
+RECORD_HEADER_SIZE = RECORD_HEADER.size
+_unpack_header = RECORD_HEADER.unpack_from
 HANDSHAKE_HEADER_SIZE = 4                  # msg_type, a 3-byte length
 
 # What nginx answers plain HTTP on an HTTPS port (400, and the connection closes).
@@ -506,17 +508,66 @@ class RecordScanner:
         self.tally.malformed = tally.malformed        # a stopped scanner stays stopped
         return tally
 
+    def restart(self):
+        """Begin the tally afresh in place (records.tls_facts has taken its facts): no
+        new tally per exchange.  A stopped scanner stays stopped."""
+        tally = self.tally
+        tally.records = tally.bytes = 0
+        tally.types.clear()
+        tally.sizes.clear()
+        tally.handshake.clear()
+
     def feed(self, data):
         """Scan a piece of the stream (bytes or a memoryview); MalformedRecord on a
         header no peer may send, after which the scanner ignores what follows.
 
-        The usual piece is whole records: one unpack of each header, its payload
-        skipped, and no call per record but the unpack (this runs for every
-        receive and send of a TLS connection)."""
+        The usual piece (every receive and send of a TLS connection after its
+        handshake) is application_data records: here each costs one unpack of its
+        header and a jump over its payload, with the tally's counts added once per
+        piece; a record that runs on into the next piece is left to skip there.
+        Anything else (a header cut between pieces, a handshake record in clear,
+        an alert, a malformed header) goes the general way, ``_feed``."""
         tally = self.tally
         if tally.malformed:
             return
-        pos, size = 0, len(data)
+        size = len(data)
+        pos = self._left
+        if pos:
+            if self._clear and self._type == HANDSHAKE:
+                return self._feed(data, 0)      # its messages are read too
+            if pos >= size:                 # all of it inside the current record
+                self._left = pos - size
+                return
+        elif self._have:
+            return self._feed(data, 0)
+        start, count, sizes = pos, 0, tally.sizes
+        room = RECORDED_CHUNKS - len(sizes)
+        unpack = _unpack_header
+        while pos + RECORD_HEADER_SIZE <= size:
+            header = unpack(data, pos)
+            kind, version, length = header
+            if kind != APPLICATION_DATA or version != TLS_1_2 or length > MAX_RECORD_LENGTH:
+                break
+            if count < room:
+                sizes.append(header)
+            count += 1
+            pos += RECORD_HEADER_SIZE + length
+        if count:
+            tally.records += count
+            tally.bytes += pos - start
+            types = tally.types
+            types[APPLICATION_DATA] = types.get(APPLICATION_DATA, 0) + count
+            self._type = APPLICATION_DATA
+        if pos >= size:
+            self._left = pos - size
+        else:
+            self._left = 0
+            self._feed(data, pos)
+
+    def _feed(self, data, pos):
+        """The general way from ``pos``: one step per header, any header, any cut."""
+        tally = self.tally
+        size = len(data)
         left = self._left
         while pos < size:
             if left:
@@ -642,6 +693,11 @@ class TLSConnection:
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
                                      server_hostname=server_hostname)
+        # What reads, writes and pending go to on the hot paths: the C object behind
+        # the SSLObject (its read, write and pending only call this one's, with the
+        # same arguments and errors), one Python frame less each; the SSLObject
+        # where an interpreter has no such attribute.
+        self._sslobj = getattr(self._ssl, '_sslobj', self._ssl)
         self.received = RecordScanner() if scan else None
         self.sent = RecordScanner() if scan else None
         # The ciphertext scratch a receive fills (it is copied into the BIO at once):
@@ -714,7 +770,7 @@ class TLSConnection:
         several records; OpenSSL decrypts one per read).  A loop must try a read
         before it waits for the socket while this is not 0; the read may still
         raise WantRead, when what is held is part of a record."""
-        return self._ssl.pending() + self._incoming.pending
+        return self._sslobj.pending() + self._incoming.pending
 
     @property
     def unsent(self):
@@ -732,18 +788,22 @@ class TLSConnection:
     # -- moving ciphertext ------------------------------------------------------
 
     def _take(self):
-        """Move the ciphertext OpenSSL wrote behind what is held, counting its records."""
-        if self._outgoing.pending:
-            data = self._outgoing.read()
-            if self.sent is not None:
-                self._scan(self.sent, data)
-            self._unsent.append(data)
-            self._sealed += len(data)
+        """Move the ciphertext OpenSSL wrote behind what is held, counting its records
+        (callers ask ``self._outgoing.pending`` first: a call saved when there is none)."""
+        data = self._outgoing.read()
+        if self.sent is not None:
+            try:
+                self.sent.feed(data)
+            except MalformedRecord:
+                pass        # the tally says so (ours are never malformed)
+        self._unsent.append(data)
+        self._sealed += len(data)
 
     def _flush(self):
         """Send the ciphertext held and what OpenSSL wrote; WantWrite when the socket
         cannot take it all (the rest is kept, in order)."""
-        self._take()
+        if self._outgoing.pending:
+            self._take()
         unsent = self._unsent
         if self._blocking:
             while unsent:
@@ -782,22 +842,26 @@ class TLSConnection:
 
     def _receive(self):
         """One receive of ciphertext into the incoming BIO; False at the socket's EOF."""
-        if self._buffer is None:
-            self._buffer = memoryview(bytearray(TLS_RECEIVE_SIZE))
+        buffer = self._buffer
+        if buffer is None:
+            buffer = self._buffer = memoryview(bytearray(TLS_RECEIVE_SIZE))
         try:
-            got = self._transport.recv_into(self._buffer)
+            got = self._transport.recv_into(buffer)
         except BlockingIOError:
             raise _want_read() from None
         if not got:
             self._incoming.write_eof()
             return False
-        piece = self._buffer[:got]
-        if len(self.first) < RECORD_HEADER.size:
-            self.first += bytes(piece[:RECORD_HEADER.size - len(self.first)])
-        if self._held is not None:
+        piece = buffer[:got]
+        if len(self.first) < RECORD_HEADER_SIZE:
+            self.first += bytes(piece[:RECORD_HEADER_SIZE - len(self.first)])
+        if self._held is not None:          # the handshake's
             self._held += piece
         elif self.received is not None:
-            self._scan(self.received, piece)
+            try:
+                self.received.feed(piece)
+            except MalformedRecord:
+                pass        # the tally says so; OpenSSL decides what becomes of the connection
         self._incoming.write(piece)
         return True
 
@@ -862,7 +926,8 @@ class TLSConnection:
         size = nbytes or len(buffer)
         if not size:
             return 0
-        if not self._incoming.pending and not self._ssl.pending():
+        sslobj = self._sslobj
+        if not self._incoming.pending and not sslobj.pending():
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
             if self._unsent or self._outgoing.pending:
@@ -870,7 +935,7 @@ class TLSConnection:
             self._receive()       # at the socket's EOF, the read below says what it was
         while True:
             try:
-                got = self._ssl.read(size, buffer)
+                got = sslobj.read(size, buffer)
                 if got < size and self._incoming.pending:
                     got = self._read_held(buffer, got, size)
                 return got
@@ -896,7 +961,7 @@ class TLSConnection:
         view = memoryview(buffer)
         try:
             while got < size and self._incoming.pending:
-                got += self._ssl.read(size - got, view[got:size])
+                got += self._sslobj.read(size - got, view[got:size])
         except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
             pass
         return got
@@ -956,8 +1021,9 @@ class TLSConnection:
         # a small body.  (The loop bounds what it queues: limits.PIPELINE_QUEUE.)
         data = buffers[0] if len(buffers) == 1 else b''.join(buffers)
         if data:
-            self._ssl.write(data)     # a memory BIO takes all of it
-            self._take()
+            self._sslobj.write(data)      # a memory BIO takes all of it
+            if self._outgoing.pending:
+                self._take()
         self.handed += len(data)
         return len(data)
 
@@ -972,12 +1038,12 @@ class TLSConnection:
                 if total > TLS_JOIN_SIZE:
                     break
             else:
-                return self._ssl.write(b''.join(buffers)) if total else 0
+                return self._sslobj.write(b''.join(buffers)) if total else 0
         written = 0
         for buffer in buffers:
             view = memoryview(buffer).cast('B')
             if view:
-                written += self._ssl.write(view[:TLS_SEND_SIZE - written])
+                written += self._sslobj.write(view[:TLS_SEND_SIZE - written])
                 if written >= TLS_SEND_SIZE:
                     break
         return written

@@ -262,6 +262,30 @@ def test_with_workers_every_worker_serves_every_process_s_records(minihttp):
                                            or r['request']['target'] in targets}
 
 
+def test_with_workers_one_read_of_any_worker_has_every_worker_s_records(minihttp):
+    # Nobody reads the records while the requests are served: each worker keeps its
+    # own (none travel), and the first read asks the others and waits for them.  So
+    # one read, not a poll, names every target, whichever worker served it or reads.
+    server = minihttp('serve', '--port', 0, '--block-port', 0, '--workers', '2', '--quiet',
+                      listening=HTTP_LISTENING)
+    line = server.wait_for_line(r'^http served by 2 worker processes: (?P<pids>\d+ \d+)$')
+    workers = {int(pid) for pid in line['pids'].split()}
+    for round_ in range(3):
+        # New connections: the kernel spreads them over both workers (24 all on one:
+        # a chance of 2 ** -23).
+        targets = {f'/one-read-{round_}-{n}' for n in range(24)}
+        for target in sorted(targets):
+            with Client(server.port) as client:
+                assert client.exchange(get(target)).status == 404
+        records = framing_records(server.port)
+        served = [r for r in records if r['kind'] == 'http'
+                  and r['request']['target'] in targets]
+        assert {r['request']['target'] for r in served} == targets
+        assert {r['process'] for r in served} == workers
+        ids = [r['id'] for r in records]
+        assert len(set(ids)) == len(ids)      # asked again, none is kept twice
+
+
 def wait_for_records(port, targets, timeout=WAIT):
     """GET /_framing until its records name every target (they travel between processes)."""
     deadline = time.monotonic() + timeout

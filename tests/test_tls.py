@@ -363,6 +363,23 @@ def test_the_scanner_on_any_pieces(cuts):
                                      'application_data': 1}
 
 
+@given(lengths=st.lists(st.integers(0, 300), min_size=1, max_size=80),
+       alert_at=st.integers(0, 90), cuts=st.lists(st.integers(0, 30000), max_size=12))
+def test_the_scanner_s_fast_path_agrees_with_the_general_one(lengths, alert_at, cuts):
+    # Whole application_data records take the fast path; one byte at a time never
+    # does (every header is cut): both must tally the same, alerts, runs past the
+    # first RECORDED_CHUNKS sizes and records cut across pieces included.
+    records = [b'\x17\x03\x03' + n.to_bytes(2, 'big') + bytes(n) for n in lengths]
+    records.insert(min(alert_at, len(records)), b'\x15\x03\x03\x00\x02\x01\x00')
+    stream = b''.join(records)
+    points = sorted({min(cut, len(stream)) for cut in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    bytewise = scan(*(stream[i:i + 1] for i in range(len(stream))))
+    assert scan(stream) == scan(*pieces) == bytewise
+    assert bytewise['records'] == len(lengths) + 1 and bytewise['bytes'] == len(stream)
+    assert bytewise['types'] == {'application_data': len(lengths), 'alert': 1}
+
+
 def test_the_scanner_refuses_a_record_longer_than_rfc_8446_allows():
     scanner = RecordScanner()
     scanner.feed(b'\x17\x03\x03' + MAX_RECORD_LENGTH.to_bytes(2, 'big'))

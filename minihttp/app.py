@@ -162,15 +162,17 @@ class App:
             self.authorize(request)
         return handler(request)
 
-    @staticmethod
-    def inline(request):
+    def inline(self, request):
         """Whether a request without a body may be answered in the event loop.
 
         Reads are: a stat, an open, a small pread at most.  Writes are not:
         they fsync and rename, which may wait for the disk; nor is a read that
-        asks for a digest (Want-Repr-Digest), which may read a whole file first.
+        asks for a digest (Want-Repr-Digest), which may read a whole file first;
+        nor, with --workers, a read of /_framing, which waits for the other
+        processes' answers (minihttp.hub, at most HUB_ASK_TIMEOUT).
         """
-        return request.method not in WRITE and not request.has('want-repr-digest')
+        return (request.method not in WRITE and not request.has('want-repr-digest')
+                and not (self.records.asks_others and request.path == '/_framing'))
 
     def admit(self, request, framing):
         """Refuse, from the head alone and without I/O, what would be refused before a

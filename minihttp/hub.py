@@ -65,9 +65,10 @@ class Hub:
         self._index = None
         self._up = None
         self._round = 0
-        self._waiting = None        # the tag of the question a read waits on
-        self._answers = 0
-        self._answered = threading.Event()
+        # The questions reads wait on: tag -> [answers so far, the Event set by the
+        # last].  Each read has its own, so that reads on several pool threads never
+        # take each other's answers.
+        self._waiting = {}
         self._streams = threading.Event()
         # What this process's last answer told (number -> version), and the lock of
         # answering (the parent answers from a thread per worker).
@@ -114,17 +115,22 @@ class Hub:
         threading.Thread(target=self._follow, name='records for streams', daemon=True).start()
 
     def ask(self, wait=True):
-        """Ask every other process for its records; with ``wait`` (a read, in the loop's
-        thread), until all have answered, within HUB_ASK_TIMEOUT."""
+        """Ask every other process for its records; with ``wait`` (a read: on a pool
+        thread, never the loop's, see App.inline), until all have answered, within
+        HUB_ASK_TIMEOUT."""
+        answered = threading.Event()
         with self._lock:
             self._round += 1
             tag = b'%d.%d' % (self._index, self._round)
             if wait:
-                self._waiting, self._answers = tag, 0
-                self._answered.clear()
+                self._waiting[tag] = [0, answered]
             send_all([self._up], ASK + tag)
         if wait:
-            self._answered.wait(HUB_ASK_TIMEOUT)
+            try:
+                answered.wait(HUB_ASK_TIMEOUT)
+            finally:
+                with self._lock:
+                    del self._waiting[tag]
 
     def _follow(self):
         """While this worker holds a stream: ask every HUB_BATCH_INTERVAL (the answers
@@ -148,10 +154,11 @@ class Hub:
         tag, _, data = payload[1:].split(b' ', 2)
         self.records.merge(json.loads(data))
         with self._lock:
-            if tag == self._waiting:
-                self._answers += 1
-                if self._answers >= len(self._pairs):   # the other workers and the parent
-                    self._answered.set()
+            waiting = self._waiting.get(tag)
+            if waiting is not None:
+                waiting[0] += 1
+                if waiting[0] >= len(self._pairs):   # the other workers and the parent
+                    waiting[1].set()
 
     # -- in the parent ----------------------------------------------------------------
 

@@ -74,6 +74,11 @@ class FramingLog:
         (``kept``), ``streaming()`` when a stream opens (minihttp.hub asks the others)."""
         self._reading, self._streaming = reading, streaming
 
+    @property
+    def asks_others(self):
+        """Whether a read of the records waits for other processes' (``on_read``)."""
+        return self._reading is not None
+
     def watch(self):
         """A stream of the records opened here (minihttp.server): while any is open, the
         other processes' records are asked for as they come."""

@@ -358,3 +358,18 @@ def test_records_and_the_stream_keep_the_path_and_the_query_s_names_not_its_valu
     # The access log keeps the request line, as Common Log Format does; nothing else.
     secret = [line for line in server.output().splitlines() if 's3cret' in line or 'pa55' in line]
     assert len(secret) == 2 and all(re.search(CLF, line) for line in secret), secret
+
+
+def test_with_workers_a_read_of_the_records_waits_on_the_pool_never_in_the_loop(tmp_path):
+    """A read with --workers waits for the other processes' answers (minihttp.hub):
+    that wait must hold a pool thread, never the loop every connection shares."""
+    from minihttp.app import App
+    from minihttp.request import parse_head
+    records = FramingLog()
+    app = App(root=str(tmp_path), records=records)
+    read = parse_head(b'GET /_framing HTTP/1.1\r\nHost: localhost')
+    page = parse_head(b'GET /index.html HTTP/1.1\r\nHost: localhost')
+    assert app.inline(read) and app.inline(page)
+    records.on_read(lambda: None, lambda: None)
+    assert not app.inline(read)
+    assert app.inline(page)

@@ -195,6 +195,11 @@ RECORDED_TARGET = 200
 # does not fit is cut (ending in '...'), and the fields after it are left out
 # (the record still counts them).  A trailer section may be MAX_TRAILER long.
 RECORDED_TRAILER = 512
+# Interim (1xx) responses a record keeps of one exchange, and fields of each:
+# a handler sends a few (100 Continue, a 104 for an upload); the bound holds
+# whatever one does.
+RECORDED_INTERIMS = 8
+RECORDED_INTERIM_FIELDS = 8
 # With --workers, how long records gather before they travel to the parent,
 # and back to every worker, in one block: bounds those sends to a few a second
 # per process, whatever the request rate.
@@ -264,6 +269,23 @@ MAX_FORM_PARTS = 100
 # The longest upload name, in bytes of UTF-8: what Linux file systems store
 # in one name (NAME_MAX); a longer one gets 400, not an error from the disk.
 MAX_UPLOAD_NAME = 255
+
+# --- resumable uploads (minihttp.resumable) ------------------------------------
+# Default lifetime of an upload resource, counted from its creation (not from
+# its last append: a client trickling a byte an hour could otherwise keep one
+# forever, the draft's Slowloris concern).  Announced as max-age; serve
+# --partial-expiry sets it.
+EXPIRE_AFTER = 24 * 3600
+# Uploads in progress (and completed ones remembered until they expire) in the
+# folder: each may hold up to --max-upload on the disk, so this bounds the disk
+# that unfinished uploads can take, and the work of a sweep.
+MAX_PARTIALS = 256
+# Uploads removed by one call of expire(): the work one sweep may do (a sweep
+# runs at each creation, and at start).
+EXPIRE_BATCH = 32
+# A .meta file is a few hundred bytes (a name is at most 255 bytes of UTF-8);
+# one larger than this is not ours, and is never read whole.
+MAX_META = 4096
 
 # --- integrity digests (RFC 9530) ---------------------------------------------
 # A file's Repr-Digest is read ahead of the answer (the whole file, on a pool

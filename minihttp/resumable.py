@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from .atomic import FILE_MODE, AtomicFile, sync_directory
 from .errors import HTTPError
-from .limits import WRITEBACK_STEP
+from .limits import EXPIRE_AFTER, EXPIRE_BATCH, MAX_META, MAX_PARTIALS, WRITEBACK_STEP
 from .uploads import TEMP_PREFIX, check_name, storage_error
 
 PREFIX = '.partial-'
@@ -58,21 +58,6 @@ assert not PREFIX.startswith(TEMP_PREFIX) and not TEMP_PREFIX.startswith(PREFIX)
 # base64 alphabet.  Anything else never reaches the file system.
 ID_BYTES = 18
 ID = re.compile(r'[A-Za-z0-9_-]{24}')
-
-# --- limits (to move to limits.py when the routes are wired) -----------------
-# Default lifetime of an upload resource, counted from its creation (not from
-# its last append: a client trickling a byte an hour could otherwise keep one
-# forever, the draft's Slowloris concern).  Announced as max-age.
-EXPIRE_AFTER = 24 * 3600
-# Uploads in progress (and completed ones remembered until they expire) in the
-# folder: each may hold up to --max-upload on the disk, so this bounds the disk
-# that unfinished uploads can take, and the work of a sweep.
-MAX_PARTIALS = 256
-# Uploads removed by one call of expire(): the work one sweep may do.
-EXPIRE_BATCH = 32
-# A .meta file is a few hundred bytes (a name is at most 255 bytes of UTF-8);
-# one larger than this is not ours, and is never read whole.
-MAX_META = 4096
 
 # --- the draft's problem types (RFC 9457), for the routes' error bodies -------
 PROBLEMS = 'https://iana.org/assignments/http-problem-types#'

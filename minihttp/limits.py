@@ -283,6 +283,13 @@ MAX_PARTIALS = 256
 # Uploads removed by one call of expire(): the work one sweep may do (a sweep
 # runs at each creation, and at start).
 EXPIRE_BATCH = 32
+# How long an append waits for another to let go of the upload before its 409:
+# an append says its last offset (what HEAD reads) a moment before it lets go,
+# and the draft says an offset HEAD gave MUST be accepted by the next PATCH.
+# A real race (a client resuming while its old request still sends) waits
+# this long for its 409.  Polled every APPEND_LOCK_POLL seconds.
+APPEND_LOCK_WAIT = 1.0
+APPEND_LOCK_POLL = 0.005
 # A .meta file is a few hundred bytes (a name is at most 255 bytes of UTF-8);
 # one larger than this is not ours, and is never read whole.
 MAX_META = 4096

@@ -11,6 +11,7 @@ those pieces without blocking (``sends``); a pool thread writes them blocking,
 or hands a file to sendfile (``write``).
 """
 
+import json
 import socket
 from email.utils import formatdate
 from http import HTTPStatus
@@ -300,7 +301,14 @@ def close_unsent(body):
 
 
 def error_response(error):
-    """The response for an HTTPError: its status and one line of plain text."""
+    """The response for an HTTPError: its status and one line of plain text, or, for
+    an error that names an RFC 9457 problem (``problem``, a dict), that problem as
+    JSON with the reason as its ``detail``."""
+    problem = getattr(error, 'problem', None)
+    if problem is not None:
+        text = json.dumps({**problem, 'detail': error.reason}).encode() + b'\n'
+        return Response(error.status, [('Content-Type', 'application/problem+json'),
+                                       *error.headers], text, close=error.close)
     text = f'{error.status} {_REASONS.get(error.status, "")}: {error.reason}\n'.encode(
         'utf-8', 'replace')
     return Response(error.status, [('Content-Type', 'text/plain; charset=utf-8'),

@@ -23,9 +23,9 @@ the upload is deactivated (the draft: "If the server loses any part of the
 state, it MUST deactivate the upload resource").
 
 One append at a time per upload, across processes: an append holds
-``flock(LOCK_EX | LOCK_NB)`` on the data file for its whole length, so a
-second one racing for it fails at once with 409 (never interleaved bytes,
-never a wait behind a client that went silent).  ``flock`` rather than
+``flock(LOCK_EX)`` on the data file for its whole length, so a second one
+racing for it fails with 409 (never interleaved bytes) after waiting at most
+APPEND_LOCK_WAIT (never behind a client that went silent).  ``flock`` rather than
 ``lockf``: its lock belongs to the open file, so two threads of one process
 exclude each other too (POSIX record locks belong to the process).
 
@@ -47,7 +47,8 @@ from dataclasses import dataclass
 
 from .atomic import FILE_MODE, AtomicFile, sync_directory
 from .errors import HTTPError
-from .limits import EXPIRE_AFTER, EXPIRE_BATCH, MAX_META, MAX_PARTIALS, WRITEBACK_STEP
+from .limits import (APPEND_LOCK_POLL, APPEND_LOCK_WAIT, EXPIRE_AFTER, EXPIRE_BATCH, MAX_META,
+                     MAX_PARTIALS, WRITEBACK_STEP)
 from .uploads import TEMP_PREFIX, check_name, storage_error
 
 PREFIX = '.partial-'
@@ -267,9 +268,7 @@ class PartialStore:
         except OSError as exc:
             raise storage_error(exc) from None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not lock(fd):
                 partial = self.open(upload_id)
                 if partial is None:
                     raise gone(upload_id) from None
@@ -328,6 +327,24 @@ class PartialStore:
         with os.scandir(self.directory) as entries:
             return sum(1 for entry in entries
                        if entry.name.startswith(PREFIX) and entry.name.endswith(META))
+
+
+def lock(fd):
+    """Take the upload's lock; False if another append holds it APPEND_LOCK_WAIT on.
+
+    Not at once: an append ending has made its offset durable (HEAD says it)
+    just before it lets go, and a client that resumes at once from that offset
+    must not get 409.  flock has no timeout: polled, on this pool thread only.
+    """
+    deadline = time.monotonic() + APPEND_LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(APPEND_LOCK_POLL)
 
 
 class Append:

@@ -160,7 +160,8 @@ class HTTPServer(Protocol):
     request it answers False for (a write, say) goes to the pool even without
     a body; when it has ``admit(request, framing)``, that runs in the loop
     first, for work bound for the pool, and may refuse it (HTTPError) on its
-    head alone.
+    head alone, or say (True) that the handler speaks before the body (an
+    interim response): its thread starts without waiting for the body to begin.
 
     Its own per-exchange state is ``conn.exchange``: Waiting, a Request whose
     body work waits (for its first bytes, or a thread), until a pool thread takes it.
@@ -228,21 +229,25 @@ class HTTPServer(Protocol):
             try:
                 framing = request_framing(request)
                 if framing.kind != NONE or not self.inline(request):
+                    early = False
                     if self._admit is not None:
                         # What the head alone refuses (a write not allowed, an upload
                         # announced too large) is answered now, not after the body
                         # or a thread is waited for; a body never read is not kept
                         # on the connection (it closes, lingering).
                         try:
-                            self._admit(request, framing)
+                            early = self._admit(request, framing)
                         except HTTPError as error:
                             error.close = error.close or framing.has_body
                             raise
                     job = Job(self.exchange, conn, request, now)
                     self.go_live(conn, job, request, None, now)
                     conn.give(job)
-                    if not framing.has_body or request.get('expect') is not None:
-                        return POOL     # nothing to wait for from the client first
+                    if not framing.has_body or request.get('expect') is not None or early:
+                        # Nothing to wait for from the client first, or something to
+                        # tell it before its body (a 100, an interim response the
+                        # app sends: the client may wait for it to send the body).
+                        return POOL
                     return BODY
                 body = request.body = Body(reader)
                 request.interim_sink, request.interim_conn = self._queue_interim, conn

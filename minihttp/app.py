@@ -383,7 +383,10 @@ class App:
         partial = self.partials.create(name, length)
         location = PARTIALS + partial.id
         limit = limit_field(self.partials.max_upload, partial.max_age(), version)
-        if version is not None:
+        # No 104 for a creation without content: nothing to resume, and the 201
+        # says the same at once.  (nginx 1.22 passes a 104 on as if final, so that
+        # behind it uploads are made this way: the careful creation of the draft.)
+        if version is not None and request.body.framing.has_body:
             request.interim(104, [('Location', location),
                                   ('Upload-Draft-Interop-Version', str(version)),
                                   ('Upload-Limit', limit)])

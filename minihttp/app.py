@@ -18,6 +18,7 @@ known one on a path that does not take it 405 with Allow (section 15.5.6),
 OPTIONS answers with Allow (section 9.3.7).
 """
 
+import contextlib
 import hashlib
 import hmac
 import html
@@ -209,13 +210,26 @@ class App:
         if self.browsers is not None:
             self.browsers.check(request)
         self.authorize(request)
+        resumable = request.has('upload-complete')
         if request.method in ('PUT', 'PATCH') and request.path.startswith((UPLOADS, PARTIALS)):
-            self.store.refuse_oversize(framing.length)
-        return request.method in ('PUT', 'POST') and request.has('upload-complete')
+            with self.limits_on_413(resumable or request.method == 'PATCH'):
+                self.store.refuse_oversize(framing.length)
+        return request.method in ('PUT', 'POST') and resumable
 
     @staticmethod
     def options(allowed, fields=()):
         return Response(204, [('Allow', allowed), *fields])
+
+    @contextlib.contextmanager
+    def limits_on_413(self, resumable=True):
+        """The draft: a 413 of the upload limits says them (Upload-Limit)."""
+        try:
+            yield
+        except HTTPError as error:
+            if resumable and error.status == 413:
+                error.headers.append(('Upload-Limit', limit_field(
+                    self.partials.max_upload, self.partials.expire_after)))
+            raise
 
     def limits(self, interop=None):
         """What OPTIONS says where uploads may be resumed: the PATCH media type (the
@@ -380,7 +394,8 @@ class App:
             version = None       # nothing to announce: the 201 carries the URL
         length = declared_length(request, 0, complete)
         self.partials.expire()
-        partial = self.partials.create(name, length)
+        with self.limits_on_413():
+            partial = self.partials.create(name, length)
         location = PARTIALS + partial.id
         limit = limit_field(self.partials.max_upload, partial.max_age(), version)
         # No 104 for a creation without content: nothing to resume, and the 201
@@ -404,14 +419,9 @@ class App:
             with open(path, 'rb') as file:
                 checked.append(hashlib.file_digest(file, 'sha256').digest())
 
-        try:
+        with self.limits_on_413():
             state = self.partials.append(upload_id, offset, request.body.read_to, complete,
                                          length, digest)
-        except HTTPError as error:
-            if error.status == 413:         # the draft: a 413 of its limits says them
-                error.headers.append(('Upload-Limit', limit_field(
-                    self.partials.max_upload, self.partials.expire_after)))
-            raise
         if not state.complete:
             return Response(status, [*fields, ('Upload-Offset', str(state.offset)),
                                      ('Upload-Complete', '?0')])

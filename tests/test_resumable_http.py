@@ -264,6 +264,10 @@ def test_parts_count_against_max_upload(tmp_path):
         location = create_and_cut(port, 'small.bin', b'x' * 10_000, 6_000, complete=False)
         reply = patch(port, location, 6_000, b'y' * 5_000)     # 11,000 in all: over
         assert reply.status == 413 and 'max-size=10000' in reply.headers['upload-limit']
+        with RawClient(port) as client:       # refused on its head: announced too large
+            client.send(creation('large.bin', 10_001))
+            reply = client.reply('PUT')
+        assert reply.status == 413 and 'max-size=10000' in reply.headers['upload-limit']
     finally:
         loop.stop(0.5)
 

@@ -31,17 +31,13 @@ import time
 
 from bench import _results
 from bench._support import start_minihttp, write_random
+from minihttp.cli import size
 
 MiB = 1024 * 1024
 TARGET = 0.9
 # How long one HEAD may keep saying less than the client sent after a cut (the server
 # fsyncs what arrived before it says the offset).
 SETTLE = 60.0
-
-
-def size(text):
-    units = {'K': 1024, 'M': MiB, 'G': 1024 * MiB}
-    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
 
 
 def read_head(sock, data=b''):

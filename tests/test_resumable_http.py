@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import threading
 
 import h11
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from minihttp.app import App
 from minihttp.eventloop import EventLoop
 from minihttp.records import FramingLog, public
+from minihttp.responses import Response
 from minihttp.resumable import PREFIX
 from minihttp.server import HTTPServer
 from support import (HTTP_LISTENING, MinihttpProcess, RawClient, curl, request_bytes,
@@ -420,3 +422,38 @@ def test_a_client_cut_mid_patch_keeps_what_arrived(site):
     wait_until(lambda: offset_of(site.port, location) == 321_000, 'the cut append kept')
     assert patch(site.port, location, 321_000, data[321_000:]).status == 201
     assert sha256_file(site.uploads / 'twice.bin') == sha(data)
+
+
+# -- request.interim from either side: the loop (an inline answer) or a pool thread ------
+
+@pytest.mark.parametrize('method', ['GET', 'POST'], ids=['in the loop', 'on a pool thread'])
+def test_an_interim_response_goes_before_the_final_one(method):
+    threads = set()
+
+    def app(request):
+        threads.add(threading.current_thread().name)
+        request.body.read()
+        sent = request.interim(103, [('Link', '</a.css>; rel=preload')])
+        return Response(200, [('X-Sent', str(sent))], b'final')
+
+    records = FramingLog()
+    loop = EventLoop('127.0.0.1', 0, HTTPServer(app, access_log=False, records=records),
+                     threads=2)
+    loop.start()
+    try:
+        for version, expected in (('HTTP/1.1', [103]), ('HTTP/1.0', [])):
+            with RawClient(loop.address[1]) as client:
+                body = b'abc' if method == 'POST' else b''
+                client.send(request_bytes(method, '/', [], body).replace(
+                    b' HTTP/1.1\r\n', f' {version}\r\n'.encode(), 1))
+                reply = client.reply(method)
+            assert reply.informational == expected      # never to HTTP/1.0 (RFC 9110 15.2)
+            assert reply.body == b'final' and reply.headers['x-sent'] == str(bool(expected))
+        wait_until(lambda: len(records.kept()) == 2, 'two records')
+        first = public(records.kept()[0])
+        assert first['interim'] == [{'status': 103, 'fields': [['Link', '*']]}]
+        assert public(records.kept()[1])['interim'] == []
+        # The loop's own thread answers a GET inline; a body goes to a pool thread.
+        assert all(('pool' in name) == (method == 'POST') for name in threads), threads
+    finally:
+        loop.stop(0.5)

@@ -8,6 +8,10 @@
   (HTML, or JSON), PUT and DELETE ``/uploads/<name>`` (a name may hold
   folders: ``a/b/c.txt``), PUT and DELETE ``/uploads/<folder>/`` (make an
   empty folder, remove one), POST a multipart/form-data form to a folder;
+  a PUT or POST to ``/uploads/<name>`` with ``Upload-Complete`` creates a resumable
+  upload (draft-ietf-httpbis-resumable-upload), announced by a ``104`` with its
+  resumption URL, ``/_uploads/<ID>``: HEAD there says its offset, PATCH
+  appends at that offset, DELETE cancels it;
 * ``/_minihttp/`` the demo page, shipped in the package, whatever the root;
 * anything else: a file or directory under the document root.
 
@@ -16,6 +20,8 @@ known one on a path that does not take it 405 with Allow (section 15.5.6),
 OPTIONS answers with Allow (section 9.3.7).
 """
 
+import contextlib
+import hashlib
 import hmac
 import html
 import json
@@ -27,9 +33,10 @@ from .browsers import upload_fields
 from .errors import HTTPError
 from .grammar import KNOWN_METHODS, decimal
 from .responses import Response
-from .limits import MAX_RECORD_DIGITS, MAX_UPLOAD
+from .limits import EXPIRE_AFTER, MAX_RECORD_DIGITS, MAX_UPLOAD
 from .records import EventStream, FramingLog
-from .transfer import CHUNKED, NONE
+from .resumable import PartialStore, gone, inconsistent_length, limit_field
+from .transfer import CHUNKED, LENGTH, NONE
 from .uploads import (Condition, UploadStore, check_name, folder_html, folder_json,
                       stored_spelling)
 
@@ -40,8 +47,20 @@ JSON = 'application/json'
 TRAILERS_HEADING = '\n# trailer section (after the last chunk)\n'
 
 READ = ('GET', 'HEAD')
-WRITE = ('PUT', 'POST', 'DELETE')
+WRITE = ('PUT', 'POST', 'DELETE', 'PATCH')
 UPLOADS = '/uploads/'
+# Resumption URLs: /_uploads/<ID> (resumable.ID), one per upload resource.
+PARTIALS = '/_uploads/'
+# The media type of an append (the draft: a PATCH's content is this, or 415).
+PARTIAL_UPLOAD = 'application/partial-upload'
+# Upload-Draft-Interop-Version values served (the draft: no 104 for any other, nor
+# for none).  6 (draft 04-05) to 9 (draft 13 on) differ in what this server does
+# alike for all, except the lifetime's name in Upload-Limit (expires before 7,
+# max-age since: resumable.limit_field says each its own).  6 is what Apple's
+# URLSession sends; 3-5 had no Upload-Limit nor application/partial-upload.
+INTEROP_VERSIONS = frozenset({6, 7, 8, 9})
+# A Structured Field Integer has at most 15 digits (RFC 9651 section 3.3.1).
+SF_INTEGER_DIGITS = 15
 # The demo page is package data (minihttp/www, the repository's www/), served
 # here whichever folder is the root: `minihttp` run anywhere still teaches.
 PAGE_URL = '/_minihttp/'
@@ -96,7 +115,8 @@ class App:
     """
 
     def __init__(self, root='www', uploads=None, max_upload=MAX_UPLOAD, token=None,
-                 writes=True, records=None, block_port=None, browsers=None):
+                 writes=True, records=None, block_port=None, browsers=None,
+                 partial_expiry=EXPIRE_AFTER):
         self.root = root
         self.block_port = block_port
         self.browsers = browsers
@@ -104,6 +124,11 @@ class App:
         self.records = FramingLog() if records is None else records
         self.store = UploadStore(uploads or os.path.join(root, 'uploads'), max_upload)
         self.store.prepare()
+        # Resumable uploads: their state in the same folder (hidden files), so that
+        # any worker, or another server sharing the folder, resumes any of them.
+        self.partials = PartialStore(self.store.directory, max_upload, partial_expiry,
+                                     uploads=self.store)
+        self.partials.expire()
         # Files under the root that are uploads (the upload directory inside the
         # root, as by default) are served as uploads whichever URL reaches them.
         within = os.path.relpath(os.path.realpath(self.store.directory), os.path.realpath(root))
@@ -123,11 +148,15 @@ class App:
         self.files = {'GET': self.get_file, 'HEAD': self.get_file}
         self.page = {'GET': self.get_page, 'HEAD': self.get_page}
         self.upload_file = {'GET': self.get_upload, 'HEAD': self.get_upload,
-                            'PUT': self.put_upload, 'DELETE': self.delete_upload}
+                            'PUT': self.put_upload, 'POST': self.post_upload,
+                            'DELETE': self.delete_upload}
         self.upload_root = {'GET': self.get_upload, 'HEAD': self.get_upload,
                             'POST': self.post_form}
         self.upload_folder = {**self.upload_root, 'PUT': self.put_folder,
                               'DELETE': self.delete_folder}
+        # An upload resource: its state (GET is HEAD's answer), an append, a cancel.
+        self.partial = {'HEAD': self.head_partial, 'GET': self.head_partial,
+                        'PATCH': self.patch_partial, 'DELETE': self.delete_partial}
 
     def __call__(self, request):
         if self.browsers is not None:
@@ -138,7 +167,7 @@ class App:
             raise HTTPError(501, f'method {method[:20]} is not implemented')
         path = request.path
         if path == '*':
-            return self.options('GET, HEAD, OPTIONS, POST, PUT, DELETE')
+            return self.options('GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH', self.limits())
         if path in self.routes:
             handlers = self.routes[path]
             if handlers is None:
@@ -147,6 +176,8 @@ class App:
             # A folder's URL ends with "/", as a directory's does (files.serve_path).
             handlers = (self.upload_root if path == UPLOADS else
                         self.upload_folder if path.endswith('/') else self.upload_file)
+        elif path.startswith(PARTIALS):
+            handlers = self.partial
         elif path.startswith(PAGE_URL):
             handlers = self.page
         else:
@@ -155,7 +186,9 @@ class App:
         if handler is None:
             allowed = ', '.join(sorted({*handlers, 'OPTIONS'}))
             if method == 'OPTIONS':
-                return self.options(allowed)
+                # Where an upload resource is, or may be created: the draft's limits.
+                uploads = handlers is self.upload_file or handlers is self.partial
+                return self.options(allowed, self.limits() if uploads else ())
             raise HTTPError(405, f'{method} is not allowed on {path[:80]}',
                             headers=[('Allow', allowed)])
         if method in WRITE:
@@ -179,18 +212,42 @@ class App:
         byte of its body is read: a write without its token or with writes off (401,
         403), an upload announced larger than --max-upload (413).  The server asks
         in the loop, so such a request is answered at once rather than after its
-        body begins or a thread is free (a client may send a head and wait)."""
+        body begins or a thread is free (a client may send a head and wait).
+        True for a resumable upload's creation: its 104 goes before the body, which
+        a client may wait for (the draft), so its thread starts at once."""
         if request.method not in WRITE:
-            return
+            return False
         if self.browsers is not None:
             self.browsers.check(request)
         self.authorize(request)
-        if request.method == 'PUT' and request.path.startswith(UPLOADS):
-            self.store.refuse_oversize(framing.length)
+        resumable = request.has('upload-complete')
+        if request.method in ('PUT', 'PATCH') and request.path.startswith((UPLOADS, PARTIALS)):
+            with self.limits_on_413(resumable or request.method == 'PATCH'):
+                self.store.refuse_oversize(framing.length)
+        return request.method in ('PUT', 'POST') and resumable
 
     @staticmethod
-    def options(allowed):
-        return Response(204, [('Allow', allowed)])
+    def options(allowed, fields=()):
+        return Response(204, [('Allow', allowed), *fields])
+
+    @contextlib.contextmanager
+    def limits_on_413(self, resumable=True):
+        """The draft: a 413 of the upload limits says them (Upload-Limit)."""
+        try:
+            yield
+        except HTTPError as error:
+            if resumable and error.status == 413:
+                error.headers.append(('Upload-Limit', limit_field(
+                    self.partials.max_upload, self.partials.expire_after)))
+            raise
+
+    def limits(self, interop=None):
+        """What OPTIONS says where uploads may be resumed: the PATCH media type (the
+        draft before 13 asks for Accept-Patch) and Upload-Limit, the lifetime a new
+        upload resource would have."""
+        return [('Accept-Patch', PARTIAL_UPLOAD),
+                ('Upload-Limit', limit_field(self.partials.max_upload,
+                                             self.partials.expire_after, interop))]
 
     def authorize(self, request):
         """Writes need the token when one is set, and are refused when writes are off."""
@@ -256,12 +313,19 @@ class App:
         If-Match, If-None-Match (* too) and If-Unmodified-Since are checked before
         the body is read and again as the file takes its name: 412 (with the
         current ETag) when they fail, so a client never replaces by accident.
+        With Upload-Complete, a resumable upload is created instead (create_upload).
 
         The answer's Repr-Digest and ETag are of what was stored: in a response
         to a state-changing request, representation metadata describe the new
         representation (RFC 9110 section 8.8), not the JSON summary sent.
         """
         name = upload_name(request.path)
+        if request.has('upload-complete'):
+            complete = sf_boolean(request.get('upload-complete'))
+            if complete is not None:     # the draft: any other value, as if absent
+                response = self.create_upload(request, name, complete)
+                if response is not None:
+                    return response
         checked = []
         summary, replaced, stored, etag = self.store.put(
             name, request.body, digests.upload_algorithms(request),
@@ -346,6 +410,113 @@ class App:
                              for name, value in fields.items if name is not None}}
         return json_response(200, answer)
 
+    # -- resumable uploads (draft-ietf-httpbis-resumable-upload) ---------------------
+
+    def post_upload(self, request):
+        """POST /uploads/<name> creates a resumable upload (with Upload-Complete);
+        without it there is nothing to create: a plain upload is a PUT."""
+        if not request.has('upload-complete'):
+            raise HTTPError(400, 'POST /uploads/<name> creates a resumable upload: send '
+                                 'Upload-Complete, or PUT a whole file')
+        return self.put_upload(request)
+
+    def create_upload(self, request, name, complete):
+        """A creation: the upload resource made, announced by a 104 (with its URL, the
+        interop version and the limits) when the client speaks a version served, then
+        the content appended.  A client cut mid-body keeps what arrived (the append
+        fsyncs it), to resume with HEAD and PATCH.  None: not resumable (a complete
+        upload from a client that named no version served is a plain PUT; the draft:
+        no 104 then, and the fields are ignored)."""
+        version = sf_integer(request.get('upload-draft-interop-version'))
+        if version not in INTEROP_VERSIONS:
+            if complete:
+                return None
+            version = None       # nothing to announce: the 201 carries the URL
+        length = declared_length(request, 0, complete)
+        self.partials.expire()
+        with self.limits_on_413():
+            partial = self.partials.create(name, length)
+        location = PARTIALS + partial.id
+        limit = limit_field(self.partials.max_upload, partial.max_age(), version)
+        # No 104 for a creation without content: nothing to resume, and the 201
+        # says the same at once.  (nginx 1.22 passes a 104 on as if final, so that
+        # behind it uploads are made this way: the careful creation of the draft.)
+        if version is not None and request.body.framing.has_body:
+            request.interim(104, [('Location', location),
+                                  ('Upload-Draft-Interop-Version', str(version)),
+                                  ('Upload-Limit', limit)])
+        return self.append(request, partial.id, 0, complete, None,
+                           [('Location', location), ('Upload-Limit', limit)], 201)
+
+    def append(self, request, upload_id, offset, complete, length, fields, status):
+        """Append the request's content at ``offset``.  Complete: the stored file's
+        summary, as a PUT answers (201 new, 200 replaced), with Upload-Complete: ?1.
+        Not: ``status`` (201 for a creation, 204 for an append) with ``fields``, the
+        offset and Upload-Complete: ?0."""
+        checked = []
+
+        def digest(path):
+            with open(path, 'rb') as file:
+                checked.append(hashlib.file_digest(file, 'sha256').digest())
+
+        with self.limits_on_413():
+            state = self.partials.append(upload_id, offset, request.body.read_to, complete,
+                                         length, digest)
+        if not state.complete:
+            return Response(status, [*fields, ('Upload-Offset', str(state.offset)),
+                                     ('Upload-Complete', '?0')])
+        summary = {'name': state.name, 'bytes': state.offset, 'sha256': checked[0].hex(),
+                   'resumable': True, **framing_summary(request.body)}
+        answer = [('Upload-Complete', '?1'),
+                  ('Repr-Digest', digests.serialize({digests.DEFAULT: checked[0]}))]
+        if state.replaced:
+            return json_response(200, summary, answer)
+        return json_response(201, summary, [('Location', UPLOADS + quote(state.name)), *answer])
+
+    def partial_id(self, request):
+        return request.path[len(PARTIALS):]
+
+    def head_partial(self, request):
+        """The upload resource's state: what HEAD must say (Upload-Offset,
+        Upload-Complete, Upload-Length when declared, Upload-Limit) and never from
+        a cache.  No token: the unguessable ID is the key, and this reveals only
+        an offset; every write (PATCH, DELETE) needs the token."""
+        partial = self.partials.open(self.partial_id(request))
+        if partial is None:
+            raise gone(self.partial_id(request))
+        version = sf_integer(request.get('upload-draft-interop-version'))
+        fields = [('Upload-Offset', str(partial.offset)),
+                  ('Upload-Complete', '?1' if partial.complete else '?0')]
+        if partial.length is not None:
+            fields.append(('Upload-Length', str(partial.length)))
+        fields.append(('Upload-Limit', limit_field(self.partials.max_upload,
+                                                   partial.max_age(), version)))
+        fields.append(('Cache-Control', 'no-store'))
+        return Response(204, fields)
+
+    def patch_partial(self, request):
+        """An append: application/partial-upload at exactly the upload's offset (409
+        with the right one otherwise, or when another append holds the upload),
+        framed by Content-Length or chunked alike."""
+        media = request.get('content-type', '').partition(';')[0].strip().lower()
+        if media != PARTIAL_UPLOAD:
+            raise HTTPError(415, f'an append is {PARTIAL_UPLOAD}', close=True,
+                            headers=[('Accept-Patch', PARTIAL_UPLOAD)])
+        offset = sf_integer(request.get('upload-offset'))
+        complete = sf_boolean(request.get('upload-complete'))
+        if offset is None or complete is None:
+            raise HTTPError(400, 'an append needs Upload-Offset (an integer) and '
+                                 'Upload-Complete (?0 or ?1)', close=True)
+        length = declared_length(request, offset, complete)
+        return self.append(request, self.partial_id(request), offset, complete, length,
+                           (), 204)
+
+    def delete_partial(self, request):
+        """Cancel: the upload resource and its bytes go; an append in progress
+        stops at its next write (resumable.PartialStore.cancel)."""
+        self.partials.cancel(self.partial_id(request))
+        return Response(204)
+
     # -- diagnostics --------------------------------------------------------------
 
     @staticmethod
@@ -418,6 +589,35 @@ def folder_name(request):
     """The checked name of the folder at the request's path, without its "/" ('' for
     /uploads/ itself)."""
     return '' if request.path == UPLOADS else upload_name(request.path[:-1], folder=True)
+
+
+def sf_boolean(value):
+    """A Structured Field Boolean (RFC 9651 section 3.3.6) with no parameters: True,
+    False, or None for anything else (the draft: the field is then ignored)."""
+    if value is None:
+        return None
+    return {'?1': True, '?0': False}.get(value.strip(' '))
+
+
+def sf_integer(value):
+    """A non-negative Structured Field Integer (RFC 9651 section 3.3.1), or None."""
+    if value is None:
+        return None
+    return decimal(value.strip(' '), SF_INTEGER_DIGITS)
+
+
+def declared_length(request, offset, complete):
+    """The upload's length as a request declares it (the draft's two ways: Upload-Length,
+    and with Upload-Complete: ?1 the offset plus Content-Length), or None; 400 when
+    the two disagree."""
+    length = sf_integer(request.get('upload-length'))
+    framing = request.body.framing
+    if complete and framing.kind == LENGTH:
+        whole = offset + framing.length
+        if length is not None and length != whole:
+            raise inconsistent_length(f'Upload-Length {length}, but the content ends at {whole}')
+        length = whole
+    return length
 
 
 def after(request):

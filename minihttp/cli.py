@@ -22,7 +22,7 @@ from .blockserver import BlockServer
 from .digests import ALGORITHMS, DEFAULT, serialize
 from .app import PAGE_URL, App, Redirect
 from .browsers import Browsers, normal_host, normal_origin
-from .limits import (BLOCK_CLIENT_WAIT, BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT,
+from .limits import (BLOCK_CLIENT_WAIT, BLOCK_PORT, BLOCK_THREADS, BODY_TIMEOUT, EXPIRE_AFTER,
                      CLIENT_BLOCK_SIZE, DOCUMENT_ROOT, HEAD_TIMEOUT, HOST, HTTP_PORT,
                      KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MAX_CONNECTIONS,
                      MAX_UPLOAD, MIN_RATE, POOL_THREADS, RATE_WINDOW, SHUTDOWN_GRACE,
@@ -247,6 +247,10 @@ def add_serve_options(parser):
     limits = parser.add_argument_group('limits')
     limits.add_argument('--max-upload', type=size, default=MAX_UPLOAD, metavar='SIZE',
                         help='largest upload, 413 beyond it (default: 1G)')
+    limits.add_argument('--partial-expiry', type=positive_seconds, default=EXPIRE_AFTER,
+                        metavar='SECONDS',
+                        help='a resumable upload not completed this long after its creation '
+                             'is removed, with its bytes (default: %(default)s)')
     limits.add_argument('--max-connections', type=int, default=MAX_CONNECTIONS, metavar='N',
                         help='HTTP connections held at once, per process; beyond them a new '
                              'one gets 503 and is closed (default: %(default)s)')
@@ -524,7 +528,7 @@ def run_serve(args):
     try:
         app = App(args.root, uploads, args.max_upload, token=args.token or None,
                   writes=writes, records=records, block_port=args.block_port or None,
-                  browsers=browsers)
+                  browsers=browsers, partial_expiry=args.partial_expiry)
     except OSError as exc:
         return fail(f'--uploads: cannot use {exc.filename}: {exc.strerror}')
     http = HTTPServer(app, trace=args.trace, access_log=args.access_log,

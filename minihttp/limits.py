@@ -195,6 +195,11 @@ RECORDED_TARGET = 200
 # does not fit is cut (ending in '...'), and the fields after it are left out
 # (the record still counts them).  A trailer section may be MAX_TRAILER long.
 RECORDED_TRAILER = 512
+# Interim (1xx) responses a record keeps of one exchange, and fields of each:
+# a handler sends a few (100 Continue, a 104 for an upload); the bound holds
+# whatever one does.
+RECORDED_INTERIMS = 8
+RECORDED_INTERIM_FIELDS = 8
 # With --workers, the shortest time between two questions of one worker for the
 # other processes' records (minihttp.hub: asked by a read of /_framing, and this
 # often while the worker holds a /_framing/stream): a client reading in a loop
@@ -286,6 +291,30 @@ MAX_UPLOAD_PATH = 1024
 # file system gives, so listing 100,000 entries takes bounded memory, and time
 # linear in them.
 LISTING_SORT_BUDGET = 4 * MiB
+
+# --- resumable uploads (minihttp.resumable) ------------------------------------
+# Default lifetime of an upload resource, counted from its creation (not from
+# its last append: a client trickling a byte an hour could otherwise keep one
+# forever, the draft's Slowloris concern).  Announced as max-age; serve
+# --partial-expiry sets it.
+EXPIRE_AFTER = 24 * 3600
+# Uploads in progress (and completed ones remembered until they expire) in the
+# folder: each may hold up to --max-upload on the disk, so this bounds the disk
+# that unfinished uploads can take, and the work of a sweep.
+MAX_PARTIALS = 256
+# Uploads removed by one call of expire(): the work one sweep may do (a sweep
+# runs at each creation, and at start).
+EXPIRE_BATCH = 32
+# How long an append waits for another to let go of the upload before its 409:
+# an append says its last offset (what HEAD reads) a moment before it lets go,
+# and the draft says an offset HEAD gave MUST be accepted by the next PATCH.
+# A real race (a client resuming while its old request still sends) waits
+# this long for its 409.  Polled every APPEND_LOCK_POLL seconds.
+APPEND_LOCK_WAIT = 1.0
+APPEND_LOCK_POLL = 0.005
+# A .meta file is a few hundred bytes (a name is at most 255 bytes of UTF-8);
+# one larger than this is not ours, and is never read whole.
+MAX_META = 4096
 
 # --- integrity digests (RFC 9530) ---------------------------------------------
 # A file's Repr-Digest is read ahead of the answer (the whole file, on a pool

@@ -20,8 +20,8 @@ import json
 import os
 import threading
 
-from .limits import (RECORDED_CHUNKS, RECORDED_LAST, RECORDED_TARGET, RECORDED_TRAILER,
-                     RECORDS_KEPT)
+from .limits import (RECORDED_CHUNKS, RECORDED_INTERIM_FIELDS, RECORDED_INTERIMS,
+                     RECORDED_LAST, RECORDED_TARGET, RECORDED_TRAILER, RECORDS_KEPT)
 from .tls import TLSConnection, type_name, version_text
 from .transfer import CHUNKED, CLOSE, LENGTH, NONE, STREAM, Framing
 
@@ -264,7 +264,23 @@ def http_record(peer, now, request, body, response, ended=ENDED_WHOLE, tls=None)
             target = redact(target)
         head = (request.method, target[:RECORDED_TARGET], request.version, request.head_size,
                 body_facts(body))
-    return ['http', now, _process[0], peer, head, response, ended, tls, 0, 0]
+    interims = () if request is None or not request.interims else interim_facts(request.interims)
+    return ['http', now, _process[0], peer, head, response, ended, tls, interims, 0, 0]
+
+
+# Interim fields whose values a record shows: the resumable-upload draft's, which
+# say offsets, lengths and limits.  Any other is "*": a Location names an upload
+# resource whose unguessable ID is its only key (records are shown to anyone).
+SHOWN_INTERIM_VALUES = frozenset({'upload-offset', 'upload-length', 'upload-complete',
+                                  'upload-limit', 'upload-draft-interop-version'})
+
+
+def interim_facts(interims):
+    """The interim (1xx) responses sent before the final one, as a record keeps them:
+    ((status, ((name, value), ...)), ...), at most RECORDED_INTERIMS of them."""
+    return tuple((status, tuple((name, value if name.lower() in SHOWN_INTERIM_VALUES else '*')
+                                for name, value in fields[:RECORDED_INTERIM_FIELDS]))
+                 for status, fields in interims[:RECORDED_INTERIMS])
 
 
 def redact(target):
@@ -417,6 +433,9 @@ def public(record):
         how, why = record[6]
         out['ended'] = {'kind': how, 'reason': why}
         out['tls'] = tls_dict(record[7])
+        # Interim (1xx) responses sent before the final one, in order.
+        out['interim'] = [{'status': status, 'fields': [list(field) for field in fields]}
+                          for status, fields in record[8]]
     out['words'] = describe(out)
     return out
 
@@ -497,6 +516,9 @@ def describe_http(record):
             parts.append(f'body {spelled(body)}, {body["bytes"]} B of it')
         else:        # 'unread', or the framing's one spelling
             parts.append(f'body {spelled(body)}')
+    for interim in record.get('interim', ()):
+        names = ', '.join(name for name, _ in interim['fields'])
+        parts.append(f'interim {interim["status"]}' + (f' ({names})' if names else ''))
     response = record['response']
     kind, sent = response['framing'], response['bytes']
     if kind == CHUNKED and response['done']:

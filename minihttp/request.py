@@ -19,7 +19,7 @@ class Request:
     """One request: its head as received, and the reader of its body."""
 
     __slots__ = ('method', 'target', 'version', 'fields', 'head_size', 'path', 'query',
-                 '_index', 'body')
+                 '_index', 'body', 'interims', 'interim_sink', 'interim_conn')
 
     def __init__(self, method, target, version, fields, head_size=0):
         self.method = method
@@ -28,10 +28,29 @@ class Request:
         self.fields = fields      # [(name, value)] as received, in order
         self.head_size = head_size
         self.body = None
+        # Interim (1xx) responses sent so far, ((status, fields), ...), for the record;
+        # and how the server sends one on this request's connection (None: it cannot).
+        self.interims = ()
+        self.interim_sink = None
+        self.interim_conn = None
         self._index = index_fields(fields)
         path, _, query = request_path(method, target).partition('?')
         self.path = path
         self.query = query
+
+    def interim(self, status, fields=()):
+        """Send an interim (1xx) response now, ahead of the final one, from whichever
+        thread runs the handler; whether it went.
+
+        Never to an HTTP/1.0 client: RFC 9110 section 15.2 says a server MUST
+        NOT send it one (it would take the 1xx for the final answer).  The
+        server sends it in order before the final response, plain or TLS, and
+        keeps it in ``interims`` for the exchange's record.
+        """
+        if self.interim_sink is None or self.version != 'HTTP/1.1':
+            return False
+        self.interim_sink(self, status, tuple(fields))
+        return True
 
     @property
     def trailers(self):

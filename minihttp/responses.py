@@ -11,6 +11,7 @@ those pieces without blocking (``sends``); a pool thread writes them blocking,
 or hands a file to sendfile (``write``).
 """
 
+import json
 import socket
 from email.utils import formatdate
 from http import HTTPStatus
@@ -28,6 +29,8 @@ SERVER = f'minihttp/{__version__}'
 MSG_MORE = getattr(socket, 'MSG_MORE', 0)
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+# draft-ietf-httpbis-resumable-upload: not (yet) in Python's table.
+_REASONS[104] = 'Upload Resumption Supported'
 
 # A body of one of these is sent whole, in one write with its head.
 BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -113,6 +116,18 @@ def status_line(status):
 def head_bytes(status, headers, now):
     parts = [status_line(status), http_date(now)]
     parts.extend([f'{name}: {value}\r\n' for name, value in headers])
+    parts.append('\r\n')
+    return ''.join(parts).encode('latin-1')
+
+
+def interim_head(status, fields):
+    """An interim response's whole message: a status line and fields, no body, no
+    Date (RFC 9110 section 15.2: 1xx is the head alone, ended by the empty line).
+    101 is not one: it switches protocols, and is a final answer here."""
+    if not 100 <= status < 200 or status == 101:
+        raise ResponseError(f'{status} is not an interim status')
+    parts = [status_line(status)]
+    parts.extend([f'{name}: {value}\r\n' for name, value in fields])
     parts.append('\r\n')
     return ''.join(parts).encode('latin-1')
 
@@ -286,7 +301,14 @@ def close_unsent(body):
 
 
 def error_response(error):
-    """The response for an HTTPError: its status and one line of plain text."""
+    """The response for an HTTPError: its status and one line of plain text, or, for
+    an error that names an RFC 9457 problem (``problem``, a dict), that problem as
+    JSON with the reason as its ``detail``."""
+    problem = getattr(error, 'problem', None)
+    if problem is not None:
+        text = json.dumps({**problem, 'detail': error.reason}).encode() + b'\n'
+        return Response(error.status, [('Content-Type', 'application/problem+json'),
+                                       *error.headers], text, close=error.close)
     text = f'{error.status} {_REASONS.get(error.status, "")}: {error.reason}\n'.encode(
         'utf-8', 'replace')
     return Response(error.status, [('Content-Type', 'text/plain; charset=utf-8'),

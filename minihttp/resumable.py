@@ -23,9 +23,9 @@ the upload is deactivated (the draft: "If the server loses any part of the
 state, it MUST deactivate the upload resource").
 
 One append at a time per upload, across processes: an append holds
-``flock(LOCK_EX | LOCK_NB)`` on the data file for its whole length, so a
-second one racing for it fails at once with 409 (never interleaved bytes,
-never a wait behind a client that went silent).  ``flock`` rather than
+``flock(LOCK_EX)`` on the data file for its whole length, so a second one
+racing for it fails with 409 (never interleaved bytes) after waiting at most
+APPEND_LOCK_WAIT (never behind a client that went silent).  ``flock`` rather than
 ``lockf``: its lock belongs to the open file, so two threads of one process
 exclude each other too (POSIX record locks belong to the process).
 
@@ -42,13 +42,15 @@ import re
 import secrets
 import threading
 import time
+import types
 import dataclasses
 from dataclasses import dataclass
 
-from .atomic import FILE_MODE, AtomicFile, sync_directory
+from .atomic import FILE_MODE, AtomicFile
 from .errors import HTTPError
-from .limits import WRITEBACK_STEP
-from .uploads import TEMP_PREFIX, check_name, storage_error
+from .limits import (APPEND_LOCK_POLL, APPEND_LOCK_WAIT, EXPIRE_AFTER, EXPIRE_BATCH, MAX_META,
+                     MAX_PARTIALS, WRITEBACK_STEP)
+from .uploads import TEMP_PREFIX, UploadStore, check_name, storage_error
 
 PREFIX = '.partial-'
 META = '.meta'
@@ -58,21 +60,6 @@ assert not PREFIX.startswith(TEMP_PREFIX) and not TEMP_PREFIX.startswith(PREFIX)
 # base64 alphabet.  Anything else never reaches the file system.
 ID_BYTES = 18
 ID = re.compile(r'[A-Za-z0-9_-]{24}')
-
-# --- limits (to move to limits.py when the routes are wired) -----------------
-# Default lifetime of an upload resource, counted from its creation (not from
-# its last append: a client trickling a byte an hour could otherwise keep one
-# forever, the draft's Slowloris concern).  Announced as max-age.
-EXPIRE_AFTER = 24 * 3600
-# Uploads in progress (and completed ones remembered until they expire) in the
-# folder: each may hold up to --max-upload on the disk, so this bounds the disk
-# that unfinished uploads can take, and the work of a sweep.
-MAX_PARTIALS = 256
-# Uploads removed by one call of expire(): the work one sweep may do.
-EXPIRE_BATCH = 32
-# A .meta file is a few hundred bytes (a name is at most 255 bytes of UTF-8);
-# one larger than this is not ours, and is never read whole.
-MAX_META = 4096
 
 # --- the draft's problem types (RFC 9457), for the routes' error bodies -------
 PROBLEMS = 'https://iana.org/assignments/http-problem-types#'
@@ -149,10 +136,13 @@ class PartialStore:
     """Partial uploads in ``directory``, each at most ``max_upload`` bytes
     (None: no limit), living ``expire_after`` seconds from their creation."""
 
-    def __init__(self, directory, max_upload, expire_after=EXPIRE_AFTER):
+    def __init__(self, directory, max_upload, expire_after=EXPIRE_AFTER, uploads=None):
         self.directory = directory
         self.max_upload = max_upload
         self.expire_after = expire_after
+        # The uploads a completed one joins, by the one way every upload takes its
+        # name (UploadStore.commit: folders made, locked, never through a symlink).
+        self.uploads = UploadStore(directory, max_upload) if uploads is None else uploads
 
     # --- where things are -------------------------------------------------------
     def _data(self, upload_id):
@@ -282,9 +272,7 @@ class PartialStore:
         except OSError as exc:
             raise storage_error(exc) from None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not lock(fd):
                 partial = self.open(upload_id)
                 if partial is None:
                     raise gone(upload_id) from None
@@ -343,6 +331,24 @@ class PartialStore:
         with os.scandir(self.directory) as entries:
             return sum(1 for entry in entries
                        if entry.name.startswith(PREFIX) and entry.name.endswith(META))
+
+
+def lock(fd):
+    """Take the upload's lock; False if another append holds it APPEND_LOCK_WAIT on.
+
+    Not at once: an append ending has made its offset durable (HEAD says it)
+    just before it lets go, and a client that resumes at once from that offset
+    must not get 409.  flock has no timeout: polled, on this pool thread only.
+    """
+    deadline = time.monotonic() + APPEND_LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(APPEND_LOCK_POLL)
 
 
 class Append:
@@ -498,19 +504,12 @@ class Append:
         if partial.length is not None and partial.offset != partial.length:
             raise inconsistent_length(f'complete at {partial.offset} bytes, '
                                       f'{partial.length} declared')
-        path = os.path.join(store.directory, partial.name)
+        data = store._data(self.id)
         if verify is not None:
-            verify(store._data(self.id))
-        if os.path.isdir(path):
-            raise UploadError(409, f'{partial.name!r} is a directory')
-        replaced = os.path.exists(path)
-        try:
-            os.replace(store._data(self.id), path)
-            sync_directory(store.directory)
-        except FileNotFoundError:
-            raise gone(self.id) from None          # cancelled at the last moment
-        except OSError as exc:
-            raise storage_error(exc) from None
+            verify(data)
+        if not os.path.exists(data):
+            raise gone(self.id)                    # cancelled at the last moment
+        replaced, _ = store.uploads.commit(partial.name, types.SimpleNamespace(temp_path=data))
         done = Completed(**{**vars(partial), 'length': partial.offset, 'complete': True,
                             'replaced': replaced})
         try:

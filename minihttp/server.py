@@ -31,7 +31,7 @@ from .errors import HTTPError, peer_gone
 from .request import read_request
 from .tls import plain_http_error, tls_on_plain_error
 from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
-                        is_bytes)
+                        interim_head, is_bytes)
 from .transfer import CHUNKED, LENGTH, NONE, request_framing
 from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK, MAX_DRAIN,
                      MIN_RATE, PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER,
@@ -41,8 +41,6 @@ from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, 
                       counted, ended_words, event_bytes, http_record, public,
                       response_facts, tls_facts)
 from .report import log_failure, say, say_soon
-
-CONTINUE = b'HTTP/1.1 100 Continue\r\n\r\n'
 
 
 class Stream:
@@ -166,7 +164,8 @@ class HTTPServer(Protocol):
     request it answers False for (a write, say) goes to the pool even without
     a body; when it has ``admit(request, framing)``, that runs in the loop
     first, for work bound for the pool, and may refuse it (HTTPError) on its
-    head alone.
+    head alone, or say (True) that the handler speaks before the body (an
+    interim response): its thread starts without waiting for the body to begin.
 
     Its own per-exchange state is ``conn.exchange``: Waiting, a Request whose
     body work waits (for its first bytes, or a thread), until a pool thread takes it.
@@ -194,6 +193,10 @@ class HTTPServer(Protocol):
         self.min_rate = min_rate          # bytes a second, judged per rate_window (0: none)
         self.rate_window = rate_window
         self._inline = getattr(app, 'inline', None)
+        # How a handler's request.interim goes out: queued by the loop, or written by
+        # the pool thread; bound once here, not per request.
+        self._queue_interim = self.queue_interim
+        self._write_interim = self.write_interim
         self._admit = getattr(app, 'admit', None)
         # A live record is republished at most every update_interval seconds, by clock.
         self.update_interval = update_interval
@@ -230,23 +233,28 @@ class HTTPServer(Protocol):
             try:
                 framing = request_framing(request)
                 if framing.kind != NONE or not self.inline(request):
+                    early = False
                     if self._admit is not None:
                         # What the head alone refuses (a write not allowed, an upload
                         # announced too large) is answered now, not after the body
                         # or a thread is waited for; a body never read is not kept
                         # on the connection (it closes, lingering).
                         try:
-                            self._admit(request, framing)
+                            early = self._admit(request, framing)
                         except HTTPError as error:
                             error.close = error.close or framing.has_body
                             raise
                     job = Job(self.exchange, conn, request, now)
                     self.go_live(conn, job, request, None, now)
                     conn.give(job)
-                    if not framing.has_body or request.get('expect') is not None:
-                        return POOL     # nothing to wait for from the client first
+                    if not framing.has_body or request.get('expect') is not None or early:
+                        # Nothing to wait for from the client first, or something to
+                        # tell it before its body (a 100, an interim response the
+                        # app sends: the client may wait for it to send the body).
+                        return POOL
                     return BODY
                 body = request.body = Body(reader)
+                request.interim_sink, request.interim_conn = self._queue_interim, conn
                 response = self.app(request)
             except HTTPError as error:
                 response, ended = error_response(error), refused(error)
@@ -420,9 +428,10 @@ class HTTPServer(Protocol):
         """The rest of an exchange whose head the loop read: the body, the answer."""
         conn.exchange = None       # the pool's now: the loop will not expire it
         body = None
+        request.interim_sink, request.interim_conn = self._write_interim, conn
         try:
             body = request.body = job.live.body = open_body(
-                request, conn.reader, self.continuer(request, conn.timed))
+                request, conn.reader, self.continuer(request))
             if body.framing.kind != NONE:
                 # The loop's buffer is sized for heads: a body is received in
                 # pieces as large as before (a large one's reader grows further).
@@ -605,12 +614,13 @@ class HTTPServer(Protocol):
         return CLOSE
 
     @staticmethod
-    def continuer(request, sock):
+    def continuer(request):
         """What to do before the first body byte is read, per the Expect field.
 
         RFC 9110 section 10.1.1: send 100 Continue only when about to read the
         body (so a refused upload is never sent); an HTTP/1.0 client's
-        100-continue MUST be ignored; other expectations get 417.
+        100-continue MUST be ignored; other expectations get 417.  The 100 is
+        an interim response like any other (request.interim).
         """
         expect = request.get('expect')
         if expect is None:
@@ -619,7 +629,20 @@ class HTTPServer(Protocol):
             raise HTTPError(417, f'cannot meet the expectation {expect[:40]!r}', close=True)
         if request.version != 'HTTP/1.1':
             return None
-        return lambda: write_all(sock, CONTINUE)
+        return lambda: request.interim(100)
+
+    # -- interim responses (request.interim), from the loop or a pool thread ---------------
+
+    def queue_interim(self, request, status, fields):
+        """In the loop: queued ahead of the final answer, which is queued after it."""
+        request.interim_conn.send((interim_head(status, fields),))
+        request.interims += ((status, fields),)
+
+    def write_interim(self, request, status, fields):
+        """On the pool thread that runs the handler: written now, through the paced
+        socket (TLS over it when the connection is TLS), before the final response."""
+        write_all(request.interim_conn.timed, interim_head(status, fields))
+        request.interims += ((status, fields),)
 
     @staticmethod
     def can_keep(body, response):

@@ -187,7 +187,7 @@ COSTS = [
          content_length(7)),
     Cost('Content-Length: a numeral of leading zeros', lambda data: request_framing(parse_head(data)),
          lambda n: head([b'Content-Length: ' + b'0' * n + b'7']), MAX_HEAD // 8 - 16, 400),
-    Cost('Expect: a long expectation', lambda data: HTTPServer.continuer(parse_head(data), None),
+    Cost('Expect: a long expectation', lambda data: HTTPServer.continuer(parse_head(data)),
          lambda n: head([b'Expect: 100-' + b'c ' * n + b'x']), MAX_HEAD // 16 - 16, 417),
     # The chunked body (RFC 9112 section 7.1): size lines and trailers.
     Cost('chunk size line: whitespace runs before a bad byte', chunked_body,

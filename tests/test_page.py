@@ -664,7 +664,8 @@ def tls_record(number, handshake, received, sent):
     """An exchange over TLS as records.public makes it, from tally facts (records.tally_facts'
     shape: records, bytes, types, the first (type, version, length), messages, malformed);
     with ``received`` None, over plain TCP."""
-    request = SimpleNamespace(method='GET', target='/big', version='HTTP/1.1', head_size=40)
+    request = SimpleNamespace(method='GET', target='/big', version='HTTP/1.1', head_size=40,
+                              interims=())
     response = (200, 'content-length', 1_500_000, 0, 1_500_000, NO_TRAILERS, True, None)
     made = http_record(('127.0.0.1', 41000), 1.0, request, None, response,
                        tls=received and ('TLSv1.3', 'http/1.1', handshake, received, sent))

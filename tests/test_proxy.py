@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 
@@ -193,3 +194,46 @@ def test_stopping_one_upstream_under_load_loses_no_retried_request(proxied):
     assert len(results) >= before + 200        # served on by the other upstream
     assert all(result == (200, True) for result in results), \
         [result for result in results if result != (200, True)][:5]
+
+
+@pytest.mark.timeout(120)
+def test_through_nginx_either_upstream_resumes_the_same_upload(proxied):
+    """Two upstreams share the uploads folder: an upload made through one is resumed
+    through nginx by whichever it picks (round robin), even after a cut mid-PATCH.
+    nginx 1.22 passes on no 1xx, so the upload is made the careful way: an empty
+    creation whose 201 carries the resumption URL."""
+    base, upstreams, _, uploads, *_ = proxied
+    data = os.urandom(3 << 20)
+    partial = {'Content-Type': 'application/partial-upload'}
+    made = requests.put(f'{base}/uploads/via-nginx.bin', data=b'', timeout=WAIT,
+                        headers={'Upload-Complete': '?0', 'Upload-Draft-Interop-Version': '9'})
+    assert made.status_code == 201, made.text
+    url = base + made.headers['Location']
+    first = requests.patch(url, data=data[:1 << 20], timeout=WAIT, headers={
+        **partial, 'Upload-Offset': '0', 'Upload-Complete': '?0'})
+    assert first.status_code == 204 and first.headers['Upload-Offset'] == str(1 << 20)
+    # A PATCH cut after 700,000 more bytes: nginx passes them on as they come.
+    host, port = base.rsplit('/', 1)[1].split(':')
+    with socket.create_connection((host, int(port)), timeout=WAIT) as sock:
+        sock.sendall(f'PATCH {made.headers["Location"]} HTTP/1.1\r\nHost: {host}\r\n'
+                     f'Content-Type: application/partial-upload\r\nUpload-Offset: {1 << 20}\r\n'
+                     f'Upload-Complete: ?1\r\nContent-Length: {len(data) - (1 << 20)}\r\n\r\n'
+                     .encode() + data[1 << 20:(1 << 20) + 700_000])
+    # What HEAD says, through either upstream, is where the rest goes; an append still
+    # ending on the other upstream answers 409 with the offset, and we go again.
+    for _ in range(20):
+        offset = int(requests.head(url, timeout=WAIT).headers['Upload-Offset'])
+        assert 1 << 20 <= offset <= (1 << 20) + 700_000
+        rest = requests.patch(url, data=data[offset:], timeout=WAIT, headers={
+            **partial, 'Upload-Offset': str(offset), 'Upload-Complete': '?1'})
+        if rest.status_code != 409:
+            break
+    assert rest.status_code == 201, rest.text
+    assert rest.json()['sha256'] == hashlib.sha256(data).hexdigest()
+    assert hashlib.sha256((uploads / 'via-nginx.bin').read_bytes()).digest() == \
+        hashlib.sha256(data).digest()
+    # Both upstreams took part, by their own records.
+    for upstream in upstreams:
+        records = requests.get(f'http://127.0.0.1:{upstream.port}/_framing', timeout=WAIT)
+        assert any(record['kind'] == 'http' and record['request']['target'].startswith(
+            '/_uploads/') for record in records.json()['records']), upstream.port

@@ -113,6 +113,35 @@ def test_100_continue_then_the_body(site):
 
 # -- uploads -------------------------------------------------------------------------
 
+def test_a_resumable_upload_cut_then_resumed(site):
+    """The 104 (an interim response from the handler's thread) before the body, a cut,
+    HEAD for the offset, PATCH for the rest: the same bytes stored either way."""
+    data = os.urandom(900_000)
+    cut = 345_678
+    with site.client() as client:
+        client.send(put('/uploads/resumed.bin', 'Upload-Complete: ?1',
+                        'Upload-Draft-Interop-Version: 9', f'Content-Length: {len(data)}'))
+        interim = client.reply()
+        assert interim.status == 104 and interim.get('upload-draft-interop-version') == '9'
+        location = interim.get('location')
+        client.send(data[:cut])
+
+    def offset():
+        with site.client() as client:
+            reply = client.exchange(get(location, 'HTTP/1.1', method='HEAD'), 'HEAD')
+            assert reply.status == 204 and reply.get('cache-control') == 'no-store'
+            return int(reply.get('upload-offset'))
+
+    wait_until(lambda: offset() == cut, f'offset {cut} held')
+    with site.client() as client:
+        reply = client.exchange(put(location, 'Content-Type: application/partial-upload',
+                                    f'Upload-Offset: {cut}', 'Upload-Complete: ?1',
+                                    f'Content-Length: {len(data) - cut}',
+                                    body=data[cut:]).replace(b'PUT ', b'PATCH ', 1))
+    assert reply.status == 201 and reply.get('upload-complete') == '?1'
+    assert sha256_file(site.uploads / 'resumed.bin') == hashlib.sha256(data).hexdigest()
+
+
 @pytest.mark.parametrize('framing', ['content-length', 'chunked'])
 def test_an_upload_is_stored_whole(site, framing):
     data = os.urandom(700_000)

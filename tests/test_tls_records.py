@@ -78,7 +78,8 @@ def exchange(client, server, request=REQUEST, reads=1):
 
 
 def record_of(tls_said):
-    request = SimpleNamespace(method='GET', target='/a', version='HTTP/1.1', head_size=36)
+    request = SimpleNamespace(method='GET', target='/a', version='HTTP/1.1', head_size=36,
+                              interims=())
     record = http_record(('127.0.0.1', 5000), 1.0, request, None, records.NOT_SENT,
                          tls=tls_said)
     record[records.NUMBER] = 1

@@ -247,17 +247,6 @@ def test_a_folder_comes_as_one_chunked_archive(site, kind):
     assert got == archivable_files
 
 
-@pytest.mark.parametrize('reset', [False, True], ids=['closed', 'reset'])
-def test_a_client_gone_mid_archive_leaves_baseline(site, reset):
-    archived_folder(site)
-    fds, threads = settled(site)
-    sock = site.connect()
-    sock.sendall(get('/uploads/folder/?archive=tar'))
-    assert sock.recv(1000).startswith(b'HTTP/1.1 200 ')
-    go(sock, reset)
-    assert_back(site, fds, threads)
-
-
 # -- /echo and /_framing/stream --------------------------------------------------------
 
 def test_echo_mirrors_a_content_length_body_and_a_chunked_one(site):
@@ -370,10 +359,13 @@ def test_a_client_gone_mid_request_leaves_descriptors_threads_and_files_at_basel
 
 
 @pytest.mark.parametrize('reset', [False, True], ids=['closed', 'reset'])
-def test_a_client_gone_mid_response_of_a_large_file_leaves_baseline(site, reset):
+@pytest.mark.parametrize('target', ['/big.bin', '/uploads/folder/?archive=tar'],
+                         ids=['file', 'archive'])
+def test_a_client_gone_mid_response_of_a_large_file_leaves_baseline(site, reset, target):
+    archived_folder(site)
     fds, threads = settled(site)
     sock = site.connect()
-    sock.sendall(get('/big.bin'))
+    sock.sendall(get(target))
     assert sock.recv(1000).startswith(b'HTTP/1.1 200 ')
     go(sock, reset)
     assert_back(site, fds, threads)

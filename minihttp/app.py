@@ -304,14 +304,15 @@ class App:
     def archive(self, folder, kind):
         """The folder (a checked name, '' for the uploads folder) as one archive of
         ``kind``, made on a pool thread as it is sent: chunked, since its length is
-        known only at its end (minihttp.archives).
+        known only at its end (minihttp.archives); a
+        tar's large files by sendfile, in their chunks (responses.FileRegion).
 
         Opened here, in the loop (an open per segment, each with O_NOFOLLOW), so
         that a folder not there is a 404 before any head; HEAD closes it unread.
         """
         segments = folder.split('/') if folder else []
         archive = archive_pieces(self.store.directory, segments, kind,
-                                 segments[-1] if segments else 'uploads')
+                                 segments[-1] if segments else 'uploads', regions=True)
         return Response(200, [*archive.headers(), ('Cache-Control', 'no-store'), *CONTAINED],
                         archive)
 

@@ -30,6 +30,7 @@ from contextlib import closing
 from urllib.parse import quote
 
 from .errors import HTTPError, ResponseError
+from .responses import FileRegion
 
 # The reused buffer the archive is gathered in: headers, file contents read straight
 # into it, padding.  Each piece sent is this large (but the last), one read and one
@@ -48,6 +49,10 @@ NAME_COST = 64
 # then (about 60 bytes and the name, per entry): beyond this the zip is cut.
 # tar has no such limit.
 ZIP_DIRECTORY_BUDGET = 16 * 1024 * 1024
+# A file of at least this many bytes goes into a tar as a FileRegion (when asked:
+# ``regions``), sent with sendfile from the page cache, not read into the buffer;
+# smaller ones are gathered, many to a piece, one send for them all.
+REGION_MIN = 64 * 1024
 # gzip level of tar.gz: 1 costs a third of the CPU of the default 6 for
 # archives only a little larger; one download holds one pool thread busy.
 GZIP_LEVEL = 1
@@ -284,6 +289,13 @@ class Gather:
             left -= got
         return crc
 
+    def region(self, fd, size):
+        """``size`` bytes of the file ``fd`` from its start, as one FileRegion after what
+        the buffer holds: the writer sends it with sendfile before it asks for more."""
+        yield from self.flush()
+        yield FileRegion(fd, 0, size)
+        self.written += size
+
     def flush(self):
         if self.fill:
             yield self.view[:self.fill]
@@ -357,24 +369,30 @@ def padding(size):
     return ZEROS[:-size % BLOCK]
 
 
-def tar_pieces(top, prefix):
+def tar_pieces(top, prefix, regions=False):
     gather = Gather()
     with closing(walk(top, prefix)) as entries:
-        yield from tar_body(gather, entries)
+        yield from tar_body(gather, entries, regions)
     yield from gather.put(ZEROS)
     yield from gather.flush()
 
 
-def tar_body(gather, entries):
+def tar_body(gather, entries, regions):
+    """Each entry's header, then its bytes: a FileRegion for a large file when
+    ``regions`` (a tar stores files as they are), else read into the buffer."""
     for path, kind, st, fd in entries:
         yield from gather.put(tar_entry(path, kind, st))
         if kind is FILE and st.st_size:
-            yield from gather.read(fd, st.st_size, path)
+            if regions and st.st_size >= REGION_MIN:
+                yield from gather.region(fd, st.st_size)
+            else:
+                yield from gather.read(fd, st.st_size, path)
             yield from gather.put(padding(st.st_size))
 
 
-def tar_gz_pieces(top, prefix):
-    """tar, gzip-compressed as it goes (zlib's gzip framing: wbits 16 + 15)."""
+def tar_gz_pieces(top, prefix, regions=False):
+    """tar, gzip-compressed as it goes (zlib's gzip framing: wbits 16 + 15): every byte
+    read, to be compressed, whatever ``regions`` says."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     with closing(tar_pieces(top, prefix)) as pieces:
         for piece in pieces:
@@ -414,7 +432,9 @@ def dos_time(mtime):
             (t.tm_year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday)
 
 
-def zip_pieces(top, prefix):
+def zip_pieces(top, prefix, regions=False):
+    """A zip of stored entries: every byte read, for its CRC-32, whatever ``regions``
+    says."""
     gather = Gather()
     directory = bytearray()            # the central directory, written at the end
     with closing(walk(top, prefix)) as entries:
@@ -498,9 +518,10 @@ class Archive:
     on one cut) releases it and every descriptor the walk holds.
     """
 
-    def __init__(self, fd, kind, name):
+    def __init__(self, fd, kind, name, regions=False):
         self.kind = kind
         self.name = name
+        self.regions = regions
         self._fd = fd
         self._pieces = None
 
@@ -513,7 +534,7 @@ class Archive:
     def _make(self):
         try:
             prefix = self.name.encode('utf-8') + b'/'
-            with closing(MAKERS[self.kind](self._fd, prefix)) as pieces:
+            with closing(MAKERS[self.kind](self._fd, prefix, self.regions)) as pieces:
                 yield from pieces
         finally:
             self._close_folder()
@@ -540,13 +561,15 @@ class Archive:
             self._fd = -1
 
 
-def archive_pieces(root, folder, kind, name=None):
+def archive_pieces(root, folder, kind, name=None, regions=False):
     """The folder ``root/folder...`` (``folder``: path segments, checked already as URL
     segments are) as an Archive of ``kind`` ('tar', 'tar.gz', 'zip').
 
     Opens the folder now, so that the handler can answer 404 or 403 before any head;
     the rest happens as the body is iterated.  Each piece is bytes-like and valid
-    only until the next is asked for (Gather says why).  ``name`` is the download's
+    only until the next is asked for (Gather says why); with ``regions``, a tar's
+    large files come as responses.FileRegion pieces instead, for the response
+    writer's sendfile, valid as long.  ``name`` is the download's
     name without suffix (default: the folder's last segment, or 'archive'), and the
     one folder everything in the archive is under, as `tar -cf - name` makes it: an
     archive unpacked where it was saved makes that folder, never a heap of files.
@@ -557,4 +580,4 @@ def archive_pieces(root, folder, kind, name=None):
                              or not utf8(name)):
         raise ValueError(f'an archive is named by one path segment, not {name[:60]!r}')
     fd = open_folder(root, folder)          # which checks the segments alike
-    return Archive(fd, kind, name or (folder[-1] if folder else 'archive'))
+    return Archive(fd, kind, name or (folder[-1] if folder else 'archive'), regions)

@@ -280,7 +280,9 @@ def test_a_file_that_shrinks_while_sent_cuts_the_response(site, kind):
     body, whole = dechunked(rest_of(sock, received))
     assert not whole and b'after f' not in body
     line = site.wait_for_line(r'trace .*response 200 by chunked.*')
-    assert 'cut' in line[0] and 'shrank while it was read' in line[0], line[0]
+    # zip reads each byte (its CRC); tar sends a large file with sendfile (a FileRegion)
+    assert 'cut' in line[0], line[0]
+    assert ('shrank while it was read' if kind == 'zip' else 'file ended after') in line[0]
 
 
 @pytest.mark.parametrize('kind', ['tar', 'tar.gz', 'zip'])

@@ -27,7 +27,7 @@ import pytest
 from minihttp import archives
 from minihttp.archives import ArchiveError, FILE, archive_pieces, pax_record, tar_entry
 from minihttp.errors import HTTPError
-from minihttp.responses import Response, ResponseWriter
+from minihttp.responses import FileRegion, Response, ResponseWriter
 from support import FakeSocket, archivable
 
 pytestmark = pytest.mark.timeout(60)
@@ -138,6 +138,23 @@ def test_unzip_agrees_when_present(root, tmp_path):
     out = subprocess.run(['unzip', '-t', 'a.zip'], cwd=tmp_path, capture_output=True,
                          timeout=30)
     assert out.returncode == 0, out.stdout[-500:]
+
+
+@pytest.mark.parametrize('kind', ['tar', 'tar.gz', 'zip'])
+def test_regions_stand_for_the_bytes_a_tar_would_hold(root, kind):
+    """With ``regions``, a tar's large files are FileRegions of their open descriptor
+    (for sendfile), each valid until the next piece is asked for; read there and
+    then, they make the same archive.  zip and tar.gz read every byte anyway."""
+    data, regions = bytearray(), 0
+    for piece in archive_pieces(str(root), ['folder'], kind, regions=True):
+        if isinstance(piece, FileRegion):
+            regions += 1
+            assert piece.length >= archives.REGION_MIN
+            data += os.pread(piece.fd, piece.length, piece.offset)
+        else:
+            data += piece
+    assert bytes(data) == archive(root, kind)
+    assert regions == (1 if kind == 'tar' else 0)        # 'five MiB'
 
 
 def test_tar_gz_is_one_gzip_stream_of_the_tar(root):

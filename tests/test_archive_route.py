@@ -212,7 +212,8 @@ def paused_client(port, target):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)      # before connect
     sock.settimeout(WAIT)
     sock.connect(('127.0.0.1', port))
-    sock.sendall(f'GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n'.encode())
+    sock.sendall(f'GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
+                 .encode())
     received = bytearray()
     while len(received) < 300_000:
         piece = sock.recv(65536)

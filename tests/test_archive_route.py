@@ -54,6 +54,7 @@ def build(top):
     os.symlink('a.txt', top / 'link inside')
     os.symlink(outside, top / 'nested' / 'folder outside')
     (top / '.upload-1234-x').write_bytes(b'in progress')
+    (top / '.partial-abc').write_bytes(b'in progress, resumable')
     os.mkfifo(top / 'a fifo')
 
 
@@ -137,6 +138,26 @@ def test_the_uploads_folder_itself_as_one_archive(site):
         'nested/big.bin']
 
 
+def test_folders_made_by_put_come_back_in_the_archive(site):
+    connection = http.client.HTTPConnection('127.0.0.1', site.port, timeout=WAIT)
+    try:
+        for name, data in (('made/by put/é.txt', b'one'), ('made/two.bin', b'two')):
+            connection.request('PUT', '/uploads/' + quote(name), body=data)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 201                # parents made by the PUT
+        connection.request('PUT', '/uploads/made/empty/')
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 201
+    finally:
+        connection.close()
+    status, _, data = fetch(site.port, '/uploads/made/?archive=tar.gz')
+    assert status == 200
+    assert tarfile_view(data) == {'made': None, 'made/by put': None, 'made/by put/é.txt': b'one',
+                                  'made/empty': None, 'made/two.bin': b'two'}
+
+
 def test_the_head_is_chunked_and_names_the_download_as_the_folder_is_named(site):
     folder = site.uploads / 'photos' / NFC
     folder.mkdir()
@@ -171,8 +192,10 @@ def test_the_head_is_chunked_and_names_the_download_as_the_folder_is_named(site)
     ('/uploads/photos/a.txt/?archive=tar', 404, 'no such folder'),
     ('/uploads/photos/link%20inside/?archive=tar', 404, 'no such folder'),
     ('/uploads/photos/nested/folder%20outside/?archive=tar', 404, 'no such folder'),
-    ('/uploads/%2e%2e/?archive=tar', 400, 'may not start with a dot'),
-    ('/uploads/photos/%ff/?archive=tar', 400, 'not UTF-8'),
+    # Names no upload can have: no folder there, as for its listing.
+    ('/uploads/%2e%2e/?archive=tar', 404, 'no folder at'),
+    ('/uploads/photos/%ff/?archive=tar', 404, 'no folder at'),
+    ('/uploads/' + 'a/' * 33 + '?archive=tar', 404, 'no folder at'),
 ])
 def test_refused_before_any_head(site, target, status, words):
     got, fields, body = fetch(site.port, target)

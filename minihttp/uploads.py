@@ -292,13 +292,18 @@ class Condition:
         the answer carries the current ETag, for the client to see what it lost to."""
         etag = None if st is None else etag_of(st)
         if precondition(self.request, st, etag) == 412:
+            if st is not None and not self.exclusive:
+                why = ('not an ETag If-Match names' if self.request.has('if-match')
+                       else 'the request\'s condition does not hold')
+                raise self.failed(name, etag, why=why)
             raise self.failed(name, etag, exists=st is not None)
 
     @staticmethod
-    def failed(name, etag, exists=True):
-        """The 412 of ``name``: it is there (its ETag when a file's), or not at all."""
-        what = 'exists' if etag is None and exists else 'does not exist' if etag is None else \
-            f'is {etag}, not the one asked for'
+    def failed(name, etag, exists=True, why=None):
+        """The 412 of ``name``: it is there (If-None-Match: * asked that it be not), it
+        is not there at all, or it is there with ``etag`` and ``why`` that fails."""
+        what = ('does not exist' if not exists else
+                'already exists (If-None-Match: *)' if why is None else f'is {etag}: {why}')
         return HTTPError(412, f'{name[:60]!r} {what}',
                          headers=[] if etag is None else [('ETag', etag)])
 

@@ -243,6 +243,7 @@ def test_if_none_match_star_never_replaces(site):
     refused = ask(site, 'PUT', '/uploads/c/once.txt', ['If-None-Match: *'], b'second')
     assert refused.status == 412 and refused.headers['etag']
     assert_one_line_reason(refused)
+    assert b"'c/once.txt' already exists (If-None-Match: *)" in refused.body
     assert (site.directory / 'c' / 'once.txt').read_bytes() == b'first'
     assert ask(site, 'PUT', '/uploads/c/', ['If-None-Match: *']).status == 412   # a folder PUT
     assert ask(site, 'PUT', '/uploads/c/d/', ['If-None-Match: *']).status == 201
@@ -256,6 +257,7 @@ def test_if_match_refuses_a_lost_update(site):
     assert second.status == 200 and second.headers['etag'] != etag
     stale = ask(site, 'PUT', '/uploads/doc.txt', [f'If-Match: {etag}'], b'v3 from a stale copy')
     assert stale.status == 412 and stale.headers['etag'] == second.headers['etag']
+    assert b'not an ETag If-Match names' in stale.body
     assert (site.directory / 'doc.txt').read_bytes() == b'v2'
     assert ask(site, 'PUT', '/uploads/new.txt', ['If-Match: *'], b'x').status == 412
     assert ask(site, 'PUT', '/uploads/doc.txt', ['If-Match: *'], b'v4').status == 200

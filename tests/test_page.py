@@ -1142,3 +1142,31 @@ def test_interim_responses_are_drawn_before_the_final_head_with_their_fields(pag
     assert entry.locator('.interim').first.get_attribute('title').startswith('an interim')
     assert page.errors == [], page.errors
     entry.screenshot(path=str(ARTIFACTS / 'interim.png'))
+
+
+@pytest.mark.timeout(120)
+def test_a_dropped_folder_is_walked_to_its_files_and_empty_folders(page, site):
+    """The drop path's walk, given entries shaped as Chromium's FileSystemEntry
+    (DataTransferItem.webkitGetAsEntry): a synthetic drop carries none, and Chromium's
+    drag automation gives none for a folder.  A folder's entries come in batches, then
+    an empty one, as readEntries gives them."""
+    base, uploads, _ = site
+    (uploads / 'here').mkdir(parents=True)
+    page.goto(base + '/#folder=here%2F')
+    page.wait_for_selector('#idea-head[data-id]', state='attached')
+    page.evaluate("""() => {
+      const file = (path, text) => ({isFile: true, fullPath: path,
+        file: (ok) => ok(new File([text], path.split('/').pop()))});
+      const folder = (path, ...batches) => ({isFile: false, fullPath: path,
+        createReader: () => ({readEntries: (ok) => ok(batches.shift() || [])})});
+      walk(folder('/dropped', [file('/dropped/one.txt', 'one')],
+                  [folder('/dropped/inner', [file('/dropped/inner/two.txt', 'two')]),
+                   folder('/dropped/empty')]), shownFolder());
+    }""")
+    page.wait_for_function('() => [...document.querySelectorAll("#transfers p")].filter('
+                           '(p) => p.textContent.includes("stored (201)")).length === 2')
+    wait_until(lambda: (uploads / 'here' / 'dropped' / 'empty').is_dir(), 'the empty folder')
+    assert (uploads / 'here' / 'dropped' / 'one.txt').read_bytes() == b'one'
+    assert (uploads / 'here' / 'dropped' / 'inner' / 'two.txt').read_bytes() == b'two'
+    page.locator('#stored a', has_text='dropped/').wait_for()
+    assert page.errors == [], page.errors

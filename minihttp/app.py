@@ -29,7 +29,8 @@ import os
 from urllib.parse import parse_qs, quote, unquote
 
 from . import digests, files, multipart
-from .browsers import upload_fields
+from .archives import KINDS, archive_pieces
+from .browsers import CONTAINED, upload_fields
 from .errors import HTTPError
 from .grammar import KNOWN_METHODS, decimal
 from .responses import Response
@@ -278,7 +279,8 @@ class App:
 
     def get_upload(self, request):
         """A file (files.serve_path, which redirects a folder named without its "/"), or
-        a folder's listing: HTML, or JSON for a client that accepts it.  Read on a pool
+        a folder's listing: HTML, or JSON for a client that accepts it, or with
+        ?archive=KIND the folder as one archive (``archive``).  Read on a pool
         thread, as the answer is sent: a large folder takes long to read, and the loop
         serves everyone meanwhile.  Never the folder's index.html: uploads are no site."""
         if not request.path.endswith('/'):
@@ -289,12 +291,30 @@ class App:
             folder = folder_name(request)
         except HTTPError:
             raise HTTPError(404, f'no folder at {request.path[:80]}') from None
+        kind = archive_kind(request.query) if request.query else None
+        if kind is not None:
+            return self.archive(folder, kind)
         if 'application/json' in request.get('accept', ''):
             shown = folder and folder + '/'
             return Response(200, [('Content-Type', JSON), ('Cache-Control', 'no-store')],
                             self.store.listing(folder, lambda fd: folder_json(fd, shown)))
         return Response(200, [('Content-Type', HTML)], self.store.listing(
             folder, lambda fd: folder_html(fd, unquote(request.path))))
+
+    def archive(self, folder, kind):
+        """The folder (a checked name, '' for the uploads folder) as one archive of
+        ``kind``, made on a pool thread as it is sent: chunked, since its length is
+        known only at its end (minihttp.archives); a
+        tar's large files by sendfile, in their chunks (responses.FileRegion).
+
+        Opened here, in the loop (an open per segment, each with O_NOFOLLOW), so
+        that a folder not there is a 404 before any head; HEAD closes it unread.
+        """
+        segments = folder.split('/') if folder else []
+        archive = archive_pieces(self.store.directory, segments, kind,
+                                 segments[-1] if segments else 'uploads', regions=True)
+        return Response(200, [*archive.headers(), ('Cache-Control', 'no-store'), *CONTAINED],
+                        archive)
 
     @staticmethod
     def fields_of_upload(path):
@@ -583,6 +603,17 @@ def upload_name(path, folder=False):
         return check_name(unquote(path[len(UPLOADS):], errors='strict'), folder)
     except UnicodeDecodeError:
         raise HTTPError(400, 'upload name is not UTF-8') from None
+
+
+def archive_kind(query):
+    """The kind an ``archive=`` query parameter asks for (None: none asked); unknown
+    kinds are archive_pieces' 400, which names the kinds there are."""
+    kinds = parse_qs(query, keep_blank_values=True).get('archive')
+    if kinds is None:
+        return None
+    if len(kinds) > 1:
+        raise HTTPError(400, f'archive= given {len(kinds)} times: one of {", ".join(KINDS)}')
+    return kinds[0]
 
 
 def folder_name(request):

@@ -2,7 +2,8 @@
 
 ``archive_pieces(root, folder, kind)`` opens the folder at once (404 before any
 head when it is not there) and returns an ``Archive``: an iterable of bytes-like
-pieces for a Response body, sent chunked.  Nothing is built ahead: the folder is
+pieces for a Response body, sent chunked, everything in it under one folder
+named as the download.  Nothing is built ahead: the folder is
 walked lazily, each file read as its turn comes, and the headers are written
 here from the specs (POSIX.1-2001 ustar and pax, PKWARE's APPNOTE 6.3 for zip),
 not by tarfile or zipfile, which want a file object and keep what they write.
@@ -29,6 +30,7 @@ from contextlib import closing
 from urllib.parse import quote
 
 from .errors import HTTPError, ResponseError
+from .responses import FileRegion
 
 # The reused buffer the archive is gathered in: headers, file contents read straight
 # into it, padding.  Each piece sent is this large (but the last), one read and one
@@ -47,6 +49,10 @@ NAME_COST = 64
 # then (about 60 bytes and the name, per entry): beyond this the zip is cut.
 # tar has no such limit.
 ZIP_DIRECTORY_BUDGET = 16 * 1024 * 1024
+# A file of at least this many bytes goes into a tar as a FileRegion (when asked:
+# ``regions``), sent with sendfile from the page cache, not read into the buffer;
+# smaller ones are gathered, many to a piece, one send for them all.
+REGION_MIN = 64 * 1024
 # gzip level of tar.gz: 1 costs a third of the CPU of the default 6 for
 # archives only a little larger; one download holds one pool thread busy.
 GZIP_LEVEL = 1
@@ -86,7 +92,7 @@ def open_folder(root, folder):
     re-pointed to a new release is followed, as minihttp.files does), each segment
     below it opened with O_NOFOLLOW.  404 when it is not a directory there."""
     for segment in folder:
-        if segment in ('', '.', '..') or '/' in segment or '\0' in segment:
+        if segment in ('', '.', '..') or '/' in segment or '\0' in segment or not utf8(segment):
             raise HTTPError(404, 'no such folder')
     try:
         fd = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)
@@ -164,11 +170,12 @@ def utf8(name):
     return True
 
 
-def walk(top):
-    """(path, DIRECTORY or FILE, stat, descriptor) for every entry under the directory
-    ``top`` (a descriptor, the caller's to close), depth first, each directory before
-    what it holds.  ``path`` is bytes, relative, '/'-separated, a directory's ending
-    in '/'.
+def walk(top, prefix):
+    """(path, DIRECTORY or FILE, stat, descriptor) for ``top`` itself (a directory's
+    descriptor, the caller's to close), named ``prefix`` (bytes ending in '/'), and
+    every entry under it, depth first, each directory before what it holds.
+    ``path`` is bytes, relative, '/'-separated, under ``prefix``, a directory's
+    ending in '/'.
 
     A file's descriptor is open while its tuple is out, and closed when the walk is
     resumed: read it before asking for the next.  Each entry is opened relative to
@@ -178,8 +185,9 @@ def walk(top):
     budget = [SORT_BUDGET]
     stack = []                      # [(descriptor, names left, their cost, path prefix)]
     try:
+        yield prefix, DIRECTORY, os.fstat(top), -1
         names, cost = listed(top, budget)
-        stack.append((-1, names, cost, b''))
+        stack.append((-1, names, cost, prefix))
         while stack:
             parent, names, _, prefix = stack[-1]
             for name, kind in names:
@@ -281,6 +289,13 @@ class Gather:
             left -= got
         return crc
 
+    def region(self, fd, size):
+        """``size`` bytes of the file ``fd`` from its start, as one FileRegion after what
+        the buffer holds: the writer sends it with sendfile before it asks for more."""
+        yield from self.flush()
+        yield FileRegion(fd, 0, size)
+        self.written += size
+
     def flush(self):
         if self.fill:
             yield self.view[:self.fill]
@@ -354,26 +369,32 @@ def padding(size):
     return ZEROS[:-size % BLOCK]
 
 
-def tar_pieces(top):
+def tar_pieces(top, prefix, regions=False):
     gather = Gather()
-    with closing(walk(top)) as entries:
-        yield from tar_body(gather, entries)
+    with closing(walk(top, prefix)) as entries:
+        yield from tar_body(gather, entries, regions)
     yield from gather.put(ZEROS)
     yield from gather.flush()
 
 
-def tar_body(gather, entries):
+def tar_body(gather, entries, regions):
+    """Each entry's header, then its bytes: a FileRegion for a large file when
+    ``regions`` (a tar stores files as they are), else read into the buffer."""
     for path, kind, st, fd in entries:
         yield from gather.put(tar_entry(path, kind, st))
         if kind is FILE and st.st_size:
-            yield from gather.read(fd, st.st_size, path)
+            if regions and st.st_size >= REGION_MIN:
+                yield from gather.region(fd, st.st_size)
+            else:
+                yield from gather.read(fd, st.st_size, path)
             yield from gather.put(padding(st.st_size))
 
 
-def tar_gz_pieces(top):
-    """tar, gzip-compressed as it goes (zlib's gzip framing: wbits 16 + 15)."""
+def tar_gz_pieces(top, prefix, regions=False):
+    """tar, gzip-compressed as it goes (zlib's gzip framing: wbits 16 + 15): every byte
+    read, to be compressed, whatever ``regions`` says."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    with closing(tar_pieces(top)) as pieces:
+    with closing(tar_pieces(top, prefix)) as pieces:
         for piece in pieces:
             out = compressor.compress(piece)
             if out:
@@ -411,10 +432,12 @@ def dos_time(mtime):
             (t.tm_year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday)
 
 
-def zip_pieces(top):
+def zip_pieces(top, prefix, regions=False):
+    """A zip of stored entries: every byte read, for its CRC-32, whatever ``regions``
+    says."""
     gather = Gather()
     directory = bytearray()            # the central directory, written at the end
-    with closing(walk(top)) as entries:
+    with closing(walk(top, prefix)) as entries:
         count = yield from zip_body(gather, entries, directory)
     start = gather.written
     for at in range(0, len(directory), PIECE):
@@ -495,9 +518,10 @@ class Archive:
     on one cut) releases it and every descriptor the walk holds.
     """
 
-    def __init__(self, fd, kind, name):
+    def __init__(self, fd, kind, name, regions=False):
         self.kind = kind
         self.name = name
+        self.regions = regions
         self._fd = fd
         self._pieces = None
 
@@ -509,7 +533,8 @@ class Archive:
 
     def _make(self):
         try:
-            with closing(MAKERS[self.kind](self._fd)) as pieces:
+            prefix = self.name.encode('utf-8') + b'/'
+            with closing(MAKERS[self.kind](self._fd, prefix, self.regions)) as pieces:
                 yield from pieces
         finally:
             self._close_folder()
@@ -536,16 +561,23 @@ class Archive:
             self._fd = -1
 
 
-def archive_pieces(root, folder, kind, name=None):
+def archive_pieces(root, folder, kind, name=None, regions=False):
     """The folder ``root/folder...`` (``folder``: path segments, checked already as URL
     segments are) as an Archive of ``kind`` ('tar', 'tar.gz', 'zip').
 
     Opens the folder now, so that the handler can answer 404 or 403 before any head;
     the rest happens as the body is iterated.  Each piece is bytes-like and valid
-    only until the next is asked for (Gather says why).  ``name`` is the download's
-    name without suffix (default: the folder's last segment, or 'archive').
+    only until the next is asked for (Gather says why); with ``regions``, a tar's
+    large files come as responses.FileRegion pieces instead, for the response
+    writer's sendfile, valid as long.  ``name`` is the download's
+    name without suffix (default: the folder's last segment, or 'archive'), and the
+    one folder everything in the archive is under, as `tar -cf - name` makes it: an
+    archive unpacked where it was saved makes that folder, never a heap of files.
     """
     if kind not in MAKERS:
         raise HTTPError(400, f'no archive kind {kind[:20]!r}: tar, tar.gz or zip')
-    fd = open_folder(root, folder)
-    return Archive(fd, kind, name or (folder[-1] if folder else 'archive'))
+    if name is not None and (name in ('', '.', '..') or '/' in name or '\0' in name
+                             or not utf8(name)):
+        raise ValueError(f'an archive is named by one path segment, not {name[:60]!r}')
+    fd = open_folder(root, folder)          # which checks the segments alike
+    return Archive(fd, kind, name or (folder[-1] if folder else 'archive'), regions)

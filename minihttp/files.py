@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote
 from .digests import ALGORITHMS, digest_of, serialize, wanted_algorithm
 from .errors import HTTPError, ResponseError
 from .grammar import CRLF, HEAD_END, decimal
-from .responses import MSG_MORE, Response
+from .responses import MSG_MORE, Response, send_range
 from .limits import (DIGEST_CACHE_BUDGET, DIGEST_PIECE, MAX_DIGEST_AHEAD, MAX_HTTP_DATE,
                      MAX_RANGE_DIGITS, MAX_RANGES, PATH_CACHE_BUDGET, SMALL_FILE,
                      SMALL_FILES_BUDGET)
@@ -91,24 +91,6 @@ class MultiRangeBody(FileBody):
             return self.length
         finally:
             self.close()
-
-
-def send_range(sock, fd, offset, length, announced=None):
-    """``length`` bytes of ``fd`` from ``offset``, page cache to socket (of the
-    ``announced`` bytes the head promised, for the message when the file shrank).
-
-    ``sock`` is the pool's TimedSocket (minihttp.eventloop): its ``send_file``
-    waits for room in the socket's buffer, and cuts a client that stopped
-    reading or reads too slowly.
-    """
-    end = offset + length
-    while offset < end:
-        sent = sock.send_file(fd, offset, end - offset)
-        if not sent:
-            # The file shrank under us: the client cannot find the end.
-            raise ResponseError(f'file ended after {length - (end - offset)} of '
-                                f'{announced or length} bytes')
-        offset += sent
 
 
 # -- paths --------------------------------------------------------------------

@@ -8,7 +8,9 @@ framed: as they are for content-length and close, each in a chunk for chunked
 (``chunk``, the one chunk encoder, which the event stream uses too), then the
 last chunk with the trailer section (``last_chunk``).  The event loop queues
 those pieces without blocking (``sends``); a pool thread writes them blocking,
-or hands a file to sendfile (``write``).
+or hands a file to sendfile (``write``): a whole file (a FileBody, from
+minihttp.files), or a region of one among a body's pieces (a FileRegion, from
+minihttp.archives), which goes in its chunk like any piece.
 """
 
 import json
@@ -62,9 +64,10 @@ class Response:
     """What a handler returns: status, fields, and a body of one of three kinds.
 
     ``body`` is bytes-like (sent with Content-Length), or an iterable of
-    bytes-like pieces (with ``length`` known: Content-Length; unknown: chunked
-    to an HTTP/1.1 client, close-delimited to HTTP/1.0), or a FileBody sent
-    with sendfile.  ``headers`` are (name, value) pairs; the server adds Date,
+    bytes-like pieces or FileRegions (with ``length`` known: Content-Length;
+    unknown: chunked to an HTTP/1.1 client, close-delimited to HTTP/1.0), or a
+    FileBody sent with sendfile.  Each piece is sent whole before the next is
+    asked for, so a piece may be a view of a buffer its maker then reuses.  ``headers`` are (name, value) pairs; the server adds Date,
     Server, the framing fields and Connection.
 
     ``trailers``, when given, is called once, after the body's last piece was
@@ -260,8 +263,60 @@ class ResponseWriter:
             self.sent = body.sendfile(sock)
             return self
         for pieces in self.sends():
-            write_all(sock, *pieces)
+            if any(type(piece) is FileRegion for piece in pieces):
+                send_region(sock, pieces)
+            else:
+                write_all(sock, *pieces)
         return self
+
+
+def send_region(sock, pieces):
+    """A write whose piece is a FileRegion, alone or in its chunk (``chunk``: size line,
+    region, CRLF): the bytes around it with MSG_MORE, so that they wait to leave with
+    the file's (the next write, at the latest the last chunk, sends without it)."""
+    for piece in pieces:
+        if type(piece) is FileRegion:
+            piece.send(sock)
+        else:
+            sock.sendall(piece, MSG_MORE)
+
+
+class FileRegion:
+    """``length`` bytes of the open file ``fd`` from ``offset``, as a piece of a body: sent
+    by the pool's writer with sendfile (read and encrypted, over TLS), never read into
+    memory here.  The descriptor is its maker's, open until the body is asked for its
+    next piece.  Never queued by the event loop, which sends only bytes-like bodies."""
+
+    __slots__ = ('fd', 'offset', 'length')
+
+    def __init__(self, fd, offset, length):
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def send(self, sock):
+        send_range(sock, self.fd, self.offset, self.length)
+
+
+def send_range(sock, fd, offset, length, announced=None):
+    """``length`` bytes of ``fd`` from ``offset``, page cache to socket (of the
+    ``announced`` bytes the head promised, for the message when the file shrank).
+
+    ``sock`` is the pool's TimedSocket (minihttp.eventloop): its ``send_file``
+    waits for room in the socket's buffer, and cuts a client that stopped
+    reading or reads too slowly.
+    """
+    end = offset + length
+    while offset < end:
+        sent = sock.send_file(fd, offset, end - offset)
+        if not sent:
+            # The file shrank under us: the client cannot find the end.
+            raise ResponseError(f'file ended after {length - (end - offset)} of '
+                                f'{announced or length} bytes')
+        offset += sent
 
 
 def byte_length(piece):

@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -346,6 +347,25 @@ def sha256_file(path):
         while piece := file.read(1 << 20):
             digest.update(piece)
     return digest.hexdigest()
+
+
+def archivable(top):
+    """{relative path: bytes, or None for a folder} of what an archive of the folder ``top``
+    must hold: folders and regular files, no symlink, no hidden name (minihttp.archives)."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if not d.startswith('.')
+                       and not os.path.islink(os.path.join(dirpath, d))]
+        rel = os.path.relpath(dirpath, top)
+        for d in dirnames:
+            found[os.path.normpath(os.path.join(rel, d))] = None
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if name.startswith('.') or not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+            with open(path, 'rb') as file:
+                found[os.path.normpath(os.path.join(rel, name))] = file.read()
+    return found
 
 
 def snapshot(directory):

@@ -10,13 +10,16 @@ wrong scheme, renegotiation) is in test_tls_server.py and at the end here.
 """
 
 import hashlib
+import io
 import json
 import os
 import re
 import socket
 import struct
 import subprocess
+import tarfile
 import threading
+import zipfile
 
 import pytest
 
@@ -26,8 +29,8 @@ from minihttp.eventloop import HANDSHAKE, WAITING, EventLoop
 from minihttp.records import FramingLog
 from minihttp.server import HTTPServer
 from support import (HTTP_LISTENING, LISTENING, OPENSSL, WAIT, Client, Feed, MinihttpProcess,
-                     chunked, curl, get, multipart_body, post, run_minihttp, sha256_file, temps,
-                     wait_until)
+                     archivable, chunked, curl, get, multipart_body, post, run_minihttp,
+                     sha256_file, temps, wait_until)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -214,6 +217,36 @@ def test_a_range_and_multiple_ranges(site):
     assert got == [(0, 3), (BIG - 5, BIG - 1), (500000, 500099)]
 
 
+# -- a folder as one archive, chunked while it is made ---------------------------------
+
+def archived_folder(site):
+    """A folder under the uploads folder with a file larger than a piece of the archive."""
+    folder = site.uploads / 'folder' / 'inner'
+    folder.mkdir(parents=True)
+    (folder / 'big.bin').write_bytes(site.big.read_bytes())
+    (folder / 'small.txt').write_bytes(INDEX)
+    return site.uploads / 'folder'
+
+
+@pytest.mark.parametrize('kind', ['tar', 'zip'])
+def test_a_folder_comes_as_one_chunked_archive(site, kind):
+    archivable_files = archivable(archived_folder(site))
+    with site.client() as client:
+        reply = client.exchange(get(f'/uploads/folder/?archive={kind}'))
+        assert reply.status == 200 and reply.get('transfer-encoding') == 'chunked'
+        head = client.exchange(get(f'/uploads/folder/?archive={kind}', method='HEAD'), 'HEAD')
+    assert head.status == 200 and head.body == b'' and head.get('transfer-encoding') == 'chunked'
+    if kind == 'zip':
+        with zipfile.ZipFile(io.BytesIO(reply.body)) as z:
+            got = {name.removeprefix('folder/').rstrip('/'): None if name.endswith('/')
+                   else z.read(name) for name in z.namelist() if name != 'folder/'}
+    else:
+        with tarfile.open(fileobj=io.BytesIO(reply.body)) as tar:
+            got = {m.name.removeprefix('folder/'): tar.extractfile(m).read() if m.isfile()
+                   else None for m in tar if m.name != 'folder'}
+    assert got == archivable_files
+
+
 # -- /echo and /_framing/stream --------------------------------------------------------
 
 def test_echo_mirrors_a_content_length_body_and_a_chunked_one(site):
@@ -326,10 +359,13 @@ def test_a_client_gone_mid_request_leaves_descriptors_threads_and_files_at_basel
 
 
 @pytest.mark.parametrize('reset', [False, True], ids=['closed', 'reset'])
-def test_a_client_gone_mid_response_of_a_large_file_leaves_baseline(site, reset):
+@pytest.mark.parametrize('target', ['/big.bin', '/uploads/folder/?archive=tar'],
+                         ids=['file', 'archive'])
+def test_a_client_gone_mid_response_of_a_large_file_leaves_baseline(site, reset, target):
+    archived_folder(site)
     fds, threads = settled(site)
     sock = site.connect()
-    sock.sendall(get('/big.bin'))
+    sock.sendall(get(target))
     assert sock.recv(1000).startswith(b'HTTP/1.1 200 ')
     go(sock, reset)
     assert_back(site, fds, threads)

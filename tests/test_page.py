@@ -19,6 +19,7 @@ import socket
 import struct
 import subprocess
 import threading
+import zipfile
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -1054,6 +1055,22 @@ def test_a_picked_folder_is_uploaded_with_its_structure_and_navigated(page, site
         assert sha256((uploads / 'into' / 'album' / name).read_bytes()) == sha256(data), name
     # Into it by its rows, as a person would; the address follows, Back goes up.
     page.locator('#stored a', has_text='album/').click()
+    page.locator('#stored a', has_text='sub/').wait_for()
+    # Out as one zip, made by the server as it is sent: every file as uploaded, under
+    # one folder named as the download; its record a chunked response of unknown length.
+    with page.expect_download() as download:
+        page.get_by_role('link', name='Download album as zip').click()
+    assert download.value.suggested_filename == 'album.zip'
+    with zipfile.ZipFile(download.value.path()) as archive:
+        got = {name.removeprefix('album/'): sha256(archive.read(name))
+               for name in archive.namelist() if not name.endswith('/')}
+    assert got == {name: sha256(data) for name, data in files.items()}
+    wait_until(lambda: http_records(base, '/uploads/into/album/?archive=*'), 'the zip recorded')
+    record, = http_records(base, '/uploads/into/album/?archive=*')
+    assert record['response']['framing'] == 'chunked' and record['response']['done']
+    entry = page.locator(f'.record[data-id="{record["id"]}"]')
+    entry.wait_for()
+    assert entry.locator('.row').nth(1).locator('.last').count() == 1
     page.locator('#stored a', has_text='sub/').click()
     page.locator('#stored tr', has_text='b.bin').wait_for()
     assert page.locator('#where').inner_text() == 'Folder: uploads / into / album / sub'

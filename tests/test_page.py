@@ -9,13 +9,17 @@ installs it).
 """
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
+import threading
+import zipfile
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -101,6 +105,12 @@ def test_over_tls_the_commands_say_https_and_trust_the_certificate(browser, mini
         context.close()
 
 
+def visible(folder):
+    """The names in an uploads folder that the server serves: not its hidden ones (an
+    upload resource's state, kept a while after it completes: resumable.PartialStore)."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith('.'))
+
+
 def records(base):
     return requests.get(f'{base}/_framing', timeout=WAIT).json()['records']
 
@@ -181,7 +191,7 @@ def test_the_page_uploads_lists_downloads_deletes_and_draws_live_framing(page, s
     row.get_by_role('button', name='Delete picked.bin').click()
     row.get_by_role('button', name='Yes, delete picked.bin').click()
     row.wait_for(state='detached')
-    assert sorted(os.listdir(uploads)) == ['chunked.bin']
+    assert visible(uploads) == ['chunked.bin']
     page.locator('#uploads-said', has_text='Deleted picked.bin.').wait_for()
     assert page.errors == [], page.errors
     save(page, 'page.png')
@@ -447,7 +457,7 @@ def test_any_screen_one_column_no_sideways_scroll_named_controls(browser, site, 
         # Touch targets of 40 px at least (a checkbox's is its label), and every control
         # named.
         targets = page.locator('button:visible, select:visible, input:visible, '
-                               '#stored a').evaluate_all(
+                               '#stored a, #where a, #archives a').evaluate_all(
             '''(controls) => controls.map((control) => {
                  const rect = (control.closest('label') || control).getBoundingClientRect();
                  return [control.outerHTML, rect.width, rect.height]; })''')
@@ -829,3 +839,351 @@ def test_the_page_over_tls_echoes_uploads_and_draws_each_exchanges_records(
         context.close()
     finally:
         pinned.close()
+
+
+# -- resumable uploads and folders from the page (issue 17) ------------------------------
+
+class CuttingProxy:
+    """A TCP proxy on loopback between Chromium and the server, as a dropped Wi-Fi would
+    be: bytes copied both ways by a thread per direction, except that the first request
+    whose head begins ``PATCH /_uploads/`` is cut after ``cut`` bytes of its body: those
+    reach the server, which then reads the end of the stream (FIN); the browser's side
+    is reset.  ``done`` is set once it cut.  A context manager: every socket closed and
+    every thread joined on the way out."""
+
+    MARK = b'PATCH /_uploads/'
+
+    def __init__(self, port, cut):
+        self.port_to = port
+        self.cut = cut
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.sockets = []
+        self.threads = []
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+
+    def __enter__(self):
+        self.start(self.accept)
+        return self
+
+    def __exit__(self, *exc):
+        # shutdown, not close alone: it wakes a thread blocked in accept or recv.
+        with self.lock:
+            for sock in [self.listener, *self.sockets]:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        for thread in self.threads:
+            thread.join(WAIT)
+        assert not any(thread.is_alive() for thread in self.threads)
+
+    def start(self, target, *args):
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self.lock:
+            self.threads.append(thread)
+        thread.start()
+
+    def accept(self):
+        while True:
+            try:
+                browser, _ = self.listener.accept()
+            except OSError:
+                return                      # the listener closed: the proxy stops
+            server = socket.create_connection(('127.0.0.1', self.port_to), timeout=WAIT)
+            with self.lock:
+                self.sockets += [browser, server]
+            self.start(self.upstream, browser, server)
+            self.start(self.copy, server, browser)
+
+    @staticmethod
+    def copy(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass                            # cut, or closed at the end
+
+    def upstream(self, browser, server):
+        """Browser to server, watching for the PATCH to cut while none was cut: the
+        connection's bytes kept until then (a few MiB at most, in a test)."""
+        seen = bytearray()
+        sent = 0
+        try:
+            while not self.done.is_set():
+                data = browser.recv(65536)
+                if not data:
+                    server.shutdown(socket.SHUT_WR)
+                    return
+                seen += data
+                start = seen.find(self.MARK)
+                end = -1 if start < 0 else seen.find(b'\r\n\r\n', start)
+                limit = len(seen) if end < 0 else min(len(seen), end + 4 + self.cut)
+                server.sendall(seen[sent:limit])
+                sent = limit
+                if end >= 0 and limit == end + 4 + self.cut:
+                    server.shutdown(socket.SHUT_WR)       # the server reads all it got
+                    browser.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack('ii', 1, 0))
+                    browser.close()                       # the browser's side: reset
+                    self.done.set()
+                    return
+            self.copy(browser, server)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def roomy(minihttp, tmp_path):
+    """A server whose uploads may be a few MiB; (its port, its uploads folder)."""
+    uploads = tmp_path / 'uploads'
+    server = minihttp('serve', '--port', 0, '--block-port', free_port(), '--uploads', uploads,
+                      '--max-upload', '64M', '--quiet', listening=HTTP_LISTENING)
+    return server.port, uploads
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.timeout(120)
+def test_an_upload_cut_mid_patch_resumes_by_itself_to_the_same_bytes(page, roomy, tmp_path):
+    port, uploads = roomy
+    data = os.urandom(4 << 20)
+    picked = tmp_path / 'resumed.bin'
+    picked.write_bytes(data)
+    cut = 1_234_567
+    with CuttingProxy(port, cut) as proxy:
+        load(page, f'http://127.0.0.1:{proxy.port}')
+        page.set_input_files('#pick', str(picked))
+        line = page.locator('#transfers p', has_text='resumed.bin')
+        line.locator('text=stored (201)').wait_for()
+        assert proxy.done.is_set()
+        assert sha256((uploads / 'resumed.bin').read_bytes()) == sha256(data)
+        # The offset it resumed from is the server's (HEAD), and said in words.
+        assert line.get_attribute('data-resumed-at') == str(cut)
+        said = page.evaluate('([at, of]) => `resumed at ${human(at)} of ${human(of)}`',
+                             [cut, len(data)])
+        assert said == 'resumed at 1.2 MB of 4.2 MB'
+        assert said in line.inner_text()
+        assert page.locator('#transfers .error').count() == 0
+        # The feed: the cut PATCH, a HEAD, the PATCH of the rest from the offset, each
+        # named as this page's step of the upload.
+        base = f'http://127.0.0.1:{port}'
+        kept = [r for r in records(base) if r['kind'] == 'http' and r['request']
+                and r['request']['target'].startswith('/_uploads/')]
+        patches = [r for r in kept if r['request']['method'] == 'PATCH']
+        first = patches[0]['request']['body']
+        assert (first['length'], first['bytes'], first['done']) == (len(data), cut, False)
+        rest, = [r for r in patches if r['response']['status'] == 201]
+        assert rest['request']['body']['length'] == len(data) - cut
+        heads = [r for r in kept if r['request']['method'] == 'HEAD']
+        assert heads and all(r['response']['status'] == 204 for r in heads)
+        page.get_by_label("this page's own requests").check()
+        for record, word, step in ((patches[0], 'append', 'an append, at the offset it names'),
+                                   (rest, 'append', 'an append, at the offset it names'),
+                                   (heads[-1], 'offset?', 'asks the offset held')):
+            entry = page.locator(f'.record[data-id="{record["id"]}"]')
+            entry.wait_for()
+            assert f"{step}: this page's upload of resumed.bin" in entry.inner_text()
+            assert entry.locator('.step').inner_text() == f'resumable: {word}'
+        cut_request = page.locator(f'.record[data-id="{patches[0]["id"]}"] .row').first
+        assert cut_request.locator('.missing').inner_text().endswith('after 1.2 MB of 4.2 MB')
+        save(page, 'resumed.png')
+        # A 409 in the console is the browser's own line: Chromium may send the cut
+        # PATCH again by itself, on a new connection and from the same offset, which
+        # the server refuses (it holds more); the page then asks HEAD, as after a cut.
+        assert [e for e in page.errors if 'status of 409' not in e] == [], page.errors
+        assert all(r['response']['status'] in (None, 201, 409) for r in patches), patches
+
+
+@pytest.mark.timeout(120)
+def test_cancel_deletes_the_upload_resource_and_leaves_no_file(page, roomy, tmp_path):
+    port, uploads = roomy
+    base = f'http://127.0.0.1:{port}'
+    load(page, base)
+    throttle = page.context.new_cdp_session(page)
+    throttle.send('Network.enable')
+    throttle.send('Network.emulateNetworkConditions', {
+        'offline': False, 'latency': 0, 'downloadThroughput': -1, 'uploadThroughput': 65536})
+    slow = tmp_path / 'slow.bin'
+    slow.write_bytes(os.urandom(2 << 20))
+    page.set_input_files('#pick', str(slow))
+    line = page.locator('#transfers p', has_text='slow.bin')
+    page.wait_for_function("() => [...document.querySelectorAll('#transfers progress')]"
+                           ".some((bar) => bar.value > 0 && bar.value < bar.max)")
+    made, = page.evaluate('[...resources.keys()]')
+    assert requests.head(base + made, timeout=WAIT).status_code == 204     # it is there
+    line.get_by_role('button', name='Cancel upload of slow.bin').click()
+    line.locator('text=cancelled: the server keeps nothing of it').wait_for()
+    assert requests.head(base + made, timeout=WAIT).status_code == 404
+    assert os.listdir(uploads) == []            # neither the file nor the upload's state
+    deleted, = [r for r in http_records(base, made) if r['request']['method'] == 'DELETE']
+    assert deleted['response']['status'] == 204
+    page.get_by_label("this page's own requests").check()
+    entry = page.locator(f'.record[data-id="{deleted["id"]}"]')
+    entry.wait_for()
+    assert "cancels the upload: this page's upload of slow.bin" in entry.inner_text()
+    assert page.errors == [], page.errors
+
+
+def tree(root):
+    """A folder with structure: {relative path: bytes}, written under ``root``."""
+    files = {'a.txt': b'alpha\n', 'sub/b.bin': os.urandom(200_000),
+             'sub/deeper/c.txt': b'see\n', 'sub/deeper/d e.txt': b'spaced\n'}
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return files
+
+
+@pytest.mark.timeout(120)
+def test_a_picked_folder_is_uploaded_with_its_structure_and_navigated(page, site, tmp_path):
+    base, uploads, _ = site
+    (uploads / 'into').mkdir(parents=True)
+    files = tree(tmp_path / 'album')
+    # Opened in a folder first (the address says which): the folder goes there.
+    page.goto(base + '/#folder=into%2F')
+    page.wait_for_selector('#idea-head[data-id]', state='attached')
+    assert page.locator('#where').inner_text() == 'Folder: uploads / into'
+    page.set_input_files('#pick-folder', str(tmp_path / 'album'))
+    page.wait_for_function('(n) => [...document.querySelectorAll("#transfers p")].filter('
+                           '(p) => p.textContent.includes("stored (201)")).length === n',
+                           arg=len(files))
+    for name, data in files.items():
+        assert sha256((uploads / 'into' / 'album' / name).read_bytes()) == sha256(data), name
+    # Into it by its rows, as a person would; the address follows, Back goes up.
+    page.locator('#stored a', has_text='album/').click()
+    page.locator('#stored a', has_text='sub/').wait_for()
+    # Out as one zip, made by the server as it is sent: every file as uploaded, under
+    # one folder named as the download; its record a chunked response of unknown length.
+    with page.expect_download() as download:
+        page.get_by_role('link', name='Download album as zip').click()
+    assert download.value.suggested_filename == 'album.zip'
+    with zipfile.ZipFile(download.value.path()) as archive:
+        got = {name.removeprefix('album/'): sha256(archive.read(name))
+               for name in archive.namelist() if not name.endswith('/')}
+    assert got == {name: sha256(data) for name, data in files.items()}
+    wait_until(lambda: http_records(base, '/uploads/into/album/?archive=*'), 'the zip recorded')
+    record, = http_records(base, '/uploads/into/album/?archive=*')
+    assert record['response']['framing'] == 'chunked' and record['response']['done']
+    entry = page.locator(f'.record[data-id="{record["id"]}"]')
+    entry.wait_for()
+    assert entry.locator('.row').nth(1).locator('.last').count() == 1
+    page.locator('#stored a', has_text='sub/').click()
+    page.locator('#stored tr', has_text='b.bin').wait_for()
+    assert page.locator('#where').inner_text() == 'Folder: uploads / into / album / sub'
+    assert page.evaluate('location.hash') == '#folder=' + 'into/album/sub/'.replace('/', '%2F')
+    assert page.locator('#stored tr', has_text='b.bin').locator('td').nth(1).inner_text() == (
+        str(len(files['sub/b.bin'])))
+    assert page.locator('#stored tr', has_text='deeper/').locator('td').nth(1).inner_text() == (
+        'folder')
+    page.locator('#stored a', has_text='deeper/').click()
+    row = page.locator('#stored tr', has_text='d e.txt')
+    with page.expect_download() as download:
+        row.locator('a').click()
+    assert Path(download.value.path()).read_bytes() == files['sub/deeper/d e.txt']
+    # The folder's downloads: zip and tar, of the folder shown.
+    archives = page.locator('#archives a')
+    assert archives.all_inner_texts() == ['zip', 'tar']
+    assert [archives.nth(n).get_attribute('href') for n in (0, 1)] == [
+        '/uploads/into/album/sub/deeper/?archive=zip', '/uploads/into/album/sub/deeper/?archive=tar']
+    page.go_back()
+    page.locator('#stored tr', has_text='b.bin').wait_for()
+    page.get_by_role('link', name='Up one folder').click()
+    page.locator('#stored tr', has_text='a.txt').wait_for()
+    page.get_by_role('link', name='uploads (the top folder)').click()
+    page.locator('#stored a', has_text='into/').wait_for()
+    assert page.locator('#archives a').first.get_attribute('href') == '/uploads/?archive=zip'
+    assert page.errors == [], page.errors
+    save(page, 'folders.png')
+
+
+@pytest.mark.timeout(120)
+def test_a_folder_is_made_and_deleted_from_the_page_and_409_said_when_not_empty(page, site):
+    base, uploads, _ = site
+    load(page, base)
+    page.get_by_label('New folder in this one').fill('made')
+    page.get_by_role('button', name='New folder').click()
+    page.locator('#uploads-said', has_text='Made the folder made/.').wait_for()
+    assert (uploads / 'made').is_dir()
+    row = page.locator('#stored tr', has_text='made/')
+    row.wait_for()
+    # Made again: If-None-Match: * says it is there, rather than taking it for made.
+    page.get_by_label('New folder in this one').fill('made')
+    page.keyboard.press('Enter')
+    page.locator('#uploads-said.error', has_text='made/ was not made: 412').wait_for()
+    # Not empty: the server's 409 reason, in the status line; the folder stays.
+    (uploads / 'made' / 'kept.txt').write_bytes(b'kept')
+    row.get_by_role('button', name='Delete made/').click()
+    row.get_by_role('button', name='Yes, delete made/').click()
+    said = page.locator('#uploads-said.error')
+    said.wait_for()
+    assert said.inner_text() == "made/ was not deleted: 409 Conflict: folder 'made' is not empty"
+    assert (uploads / 'made' / 'kept.txt').exists()
+    (uploads / 'made' / 'kept.txt').unlink()
+    page.locator('#stored tr', has_text='made/').get_by_role(
+        'button', name='Delete made/').click()
+    page.get_by_role('button', name='Yes, delete made/').click()
+    page.locator('#uploads-said', has_text='Deleted made/.').wait_for()
+    page.locator('#stored tr', has_text='made/').wait_for(state='detached')
+    assert not (uploads / 'made').exists()
+    # The browser's console lines for the 412 and the 409 are its own; the page raised
+    # nothing, and said everything on the page.
+    assert [e for e in page.errors if not e.startswith('Failed to load resource')] == []
+
+
+@pytest.mark.timeout(120)
+def test_interim_responses_are_drawn_before_the_final_head_with_their_fields(page, site):
+    """A creation with its content and Expect: 100-continue (as curl sends one): the
+    104 with its fields, then the 100, then the final head, in the order sent."""
+    base, _, server = site
+    load(page, base)
+    data = b'r' * 5000
+    reply = exchange(server.port, 'PUT', '/uploads/interim.bin', [
+        'Upload-Complete: ?1', 'Upload-Draft-Interop-Version: 9', 'Expect: 100-continue',
+        f'Content-Length: {len(data)}'], data)
+    assert reply.status == 201
+    wait_until(lambda: http_records(base, '/uploads/interim.bin'), 'the creation recorded')
+    record, = http_records(base, '/uploads/interim.bin')
+    assert [i['status'] for i in record['interim']] == [104, 100]
+    entry = page.locator(f'.record[data-id="{record["id"]}"]')
+    entry.wait_for()
+    shown = entry.locator('.row').nth(1).locator('.box').all_inner_texts()
+    fields = [rf'{name}: {value}\r\n' for name, value in record['interim'][0]['fields']]
+    assert shown[:len(fields) + 6] == [
+        'response', r'104 Upload Resumption Supported\r\n', *fields, r'\r\n',
+        '100 Continue', r'\r\n\r\n', '201']
+    assert r'Location: *\r\n' in fields
+    assert entry.locator('.interim').first.get_attribute('title').startswith('an interim')
+    assert page.errors == [], page.errors
+    entry.screenshot(path=str(ARTIFACTS / 'interim.png'))
+
+
+@pytest.mark.timeout(120)
+def test_a_dropped_folder_is_walked_to_its_files_and_empty_folders(page, site):
+    """The drop path's walk, given entries shaped as Chromium's FileSystemEntry
+    (DataTransferItem.webkitGetAsEntry): a synthetic drop carries none, and Chromium's
+    drag automation gives none for a folder.  A folder's entries come in batches, then
+    an empty one, as readEntries gives them."""
+    base, uploads, _ = site
+    (uploads / 'here').mkdir(parents=True)
+    page.goto(base + '/#folder=here%2F')
+    page.wait_for_selector('#idea-head[data-id]', state='attached')
+    page.evaluate("""() => {
+      const file = (path, text) => ({isFile: true, fullPath: path,
+        file: (ok) => ok(new File([text], path.split('/').pop()))});
+      const folder = (path, ...batches) => ({isFile: false, fullPath: path,
+        createReader: () => ({readEntries: (ok) => ok(batches.shift() || [])})});
+      walk(folder('/dropped', [file('/dropped/one.txt', 'one')],
+                  [folder('/dropped/inner', [file('/dropped/inner/two.txt', 'two')]),
+                   folder('/dropped/empty')]), shownFolder());
+    }""")
+    page.wait_for_function('() => [...document.querySelectorAll("#transfers p")].filter('
+                           '(p) => p.textContent.includes("stored (201)")).length === 2')
+    wait_until(lambda: (uploads / 'here' / 'dropped' / 'empty').is_dir(), 'the empty folder')
+    assert (uploads / 'here' / 'dropped' / 'one.txt').read_bytes() == b'one'
+    assert (uploads / 'here' / 'dropped' / 'inner' / 'two.txt').read_bytes() == b'two'
+    page.locator('#stored a', has_text='dropped/').wait_for()
+    assert page.errors == [], page.errors

@@ -12,6 +12,8 @@ const LAST = 2;           // its last few, and how many between
 const OWN = '_page_' + Math.random().toString(36).slice(2, 10);
 const OWN_MARK = /[?&]_page[A-Za-z0-9_]*=/;
 const own = (url) => url + (url.includes('?') ? '&' : '?') + OWN + '=1';
+// Upload resources (resumable uploads) live at /_uploads/<ID>.
+const PARTIALS = '/_uploads/';
 
 // -- small helpers -----------------------------------------------------------------
 
@@ -49,10 +51,17 @@ function announce(where, text, isError = false) {
 }
 
 // What went wrong, in words: the server's one-line reason, which starts with the status
-// already (so never "401: 401 Unauthorized").
+// already (so never "401: 401 Unauthorized"); an RFC 9457 problem (JSON) says it as
+// its ``detail``.
 function problem(status, text) {
   if (status === 0) return 'the connection failed (is the server running?)';
-  const line = text.trim().split('\n')[0];
+  let line = text.trim().split('\n')[0];
+  if (line.startsWith('{')) {
+    try {
+      const said = JSON.parse(line);
+      line = said.detail || said.title || line;
+    } catch (error) { /* not JSON after all: said as it came */ }
+  }
   return line.startsWith(String(status)) ? line : `${status}: ${line || 'no reason given'}`;
 }
 
@@ -119,6 +128,22 @@ function stopped(record, received, of) {
   return box(`${how} after ${amount}`, 'missing', end.reason || undefined);
 }
 
+// What a request to an upload resource does (the steps of a resumable upload): a word
+// for its box, and a sentence that says whose it is when this page made it; null for
+// any other request.
+const STEPS = {PATCH: ['append', 'an append, at the offset it names'],
+               HEAD: ['offset?', 'asks the offset held'],
+               GET: ['offset?', 'asks the offset held'],
+               DELETE: ['cancel', 'cancels the upload']};
+
+function partialStep(record) {
+  const target = path(record);
+  if (!target.startsWith(PARTIALS)) return null;
+  const [word, step] = STEPS[record.request.method] || ['upload', 'a request to an upload'];
+  const name = resources.get(target);
+  return {word, words: name === undefined ? step : `${step}: this page's upload of ${name}`};
+}
+
 function drawRequest(record) {
   const request = record.request;
   if (request === null || request === undefined) {
@@ -143,17 +168,48 @@ function drawRequest(record) {
       boxes.push(stopped(record, body.bytes, body.length));
     }
   }
+  const step = partialStep(record);
+  if (step) {
+    boxes.push(box(`resumable: ${step.word}`, 'label step', `${step.words} (a step of a `
+                   + 'resumable upload, draft-ietf-httpbis-resumable-upload)'));
+  }
   return row(...boxes);
+}
+
+// Interim (1xx) responses, each a head of its own sent before the final one: its status
+// line, the fields the record kept (an upload resource's Location as *), the empty line.
+const INTERIM = {100: 'Continue', 102: 'Processing', 103: 'Early Hints',
+                 104: 'Upload Resumption Supported'};
+
+function interimBoxes(record) {
+  const boxes = [];
+  for (const interim of record.interim || []) {
+    const line = `${interim.status} ${INTERIM[interim.status] || ''}`.trim();
+    const title = 'an interim response: a head of its own, before the final one';
+    if (!interim.fields.length) {
+      boxes.push(box(line, 'head interim', title), box('\\r\\n\\r\\n', 'delim'));
+      continue;
+    }
+    boxes.push(box(`${line}\\r\\n`, 'head interim', title));
+    for (const [name, value] of interim.fields) {
+      boxes.push(box(`${name}: ${value}\\r\\n`, 'trailer interim-field'));
+    }
+    boxes.push(box('\\r\\n', 'delim'));
+  }
+  return boxes;
 }
 
 function drawResponse(record) {
   const response = record.response || {status: null};
   const end = ended(record);
+  const interim = interimBoxes(record);
   if (response.status === null || response.status === undefined) {
-    return row(box('response', 'label'), end.kind === 'open'
+    return row(box('response', 'label'), ...interim, end.kind === 'open'
       ? box('not sent yet', 'growing') : box('no response sent', 'missing', end.reason));
   }
-  const boxes = [box('response', 'label'), box(String(response.status), 'head'),
+  const boxes = [box('response', 'label'), ...interim,
+                 box(String(response.status), 'head',
+                     interim.length ? 'the final response, after the interim ones' : undefined),
                  box('\\r\\n\\r\\n', 'delim')];
   // Cut: the record says so, or says the response did not reach its end (done false),
   // as when the client of a streaming echo left; an event stream kept open is not cut.
@@ -307,7 +363,8 @@ function isError(record) {
 const path = (record) => (record.request ? record.request.target.split('?')[0] : '');
 const KINDS = {
   all: () => true,
-  uploads: (record) => path(record).startsWith('/uploads/'),
+  uploads: (record) => path(record).startsWith('/uploads/')
+    || path(record).startsWith(PARTIALS),
   echo: (record) => path(record) === '/echo',
   blocks: (record) => record.kind === 'blocks',
   errors: isError,
@@ -338,8 +395,9 @@ function entryFor(record) {
   entry.dataset.id = record.id;
   const words = document.createElement('div');
   words.className = 'words';
+  const step = record.kind === 'http' && record.request ? partialStep(record) : null;
   words.textContent = `#${record.id} ${record.peer}: ${record.words}`
-    + (isOpen(record) ? ' (in progress)' : '');
+    + (isOpen(record) ? ' (in progress)' : '') + (step ? ` · ${step.words}` : '');
   entry.append(words, drawRecord(record));
   return entry;
 }
@@ -491,56 +549,278 @@ $('send').addEventListener('click', async () => {
   }
 });
 
-// -- uploads ---------------------------------------------------------------------
+// -- uploads: resumable (draft-ietf-httpbis-resumable-upload), into folders -----------
+
+const INTEROP = '9';            // Upload-Draft-Interop-Version this page speaks
+const PARTIAL = 'application/partial-upload';
+const RETRIES = 5;              // tries in a row that move no byte before giving up
+const BACKOFF = 500;            // ms before the first retry, doubled each time after
+const PARALLEL = 3;             // uploads sent at once: a folder's files wait their turn
+const MAX_WALK = 32;            // folder depth a dropped folder is walked to (the server's)
 
 function authorization() {
   const token = $('token').value.trim();
   return token ? {'Authorization': `Bearer ${token}`} : {};
 }
 
-function upload(file) {
-  const line = document.createElement('p');
-  const bar = document.createElement('progress');
-  bar.max = file.size || 1;
-  bar.value = 0;
-  bar.setAttribute('aria-label', `Upload of ${file.name}`);
-  const status = document.createElement('span');
-  const cancel = document.createElement('button');
-  cancel.type = 'button';
-  cancel.textContent = 'Cancel';
-  cancel.setAttribute('aria-label', `Cancel upload of ${file.name}`);
-  line.append(`${file.name} `, bar, ' ', cancel, ' ', status);
-  $('transfers').prepend(line);
-  const request = new XMLHttpRequest();
+// The URL of a name under /uploads/ ('a/b/c.txt', or a folder's 'a/b/'): each segment
+// encoded, the slashes kept.
+const uploadURL = (name) => '/uploads/' + name.split('/').map(encodeURIComponent).join('/');
+
+// The upload resources this page made: their path (/_uploads/<ID>) -> the name they
+// become, so that the log can say which of its PATCH and HEAD requests are this page's.
+const resources = new Map();
+
+const aborted = () => new DOMException('cancelled', 'AbortError');
+const isAbort = (error) => error instanceof DOMException && error.name === 'AbortError';
+
+// A stop that the page does not retry: the server's answer, in its words.
+class Refused extends Error {
+  constructor(xhr) {
+    super(problem(xhr.status, xhr.responseText));
+  }
+}
+
+// Transfers wait here for one of PARALLEL places (a folder of 500 files is not 500
+// connections at once; the browser would queue them anyway, with no Cancel).
+const queued = [];
+let sending = 0;
+
+function next() {
+  while (sending < PARALLEL && queued.length) {
+    const transfer = queued.shift();
+    sending += 1;
+    transfer.run().finally(() => { sending -= 1; next(); });
+  }
+}
+
+// The list is read again once after a burst of uploads ends, not once per file.
+let relist = null;
+function listSoon() {
+  clearTimeout(relist);
+  relist = setTimeout(listStored, 150);
+}
+
+// One file on its way to ``name`` (a path under /uploads/): a line with a bar, a
+// Cancel and what happened, and the steps of the resumable protocol.
+class Transfer {
+  constructor(file, name) {
+    this.file = file;
+    this.name = name;
+    this.url = null;            // the upload resource, once made
+    this.xhr = null;            // the request under way
+    this.pause = null;          // the wait before a retry: its cancel
+    this.creating = false;
+    this.cancelled = false;
+    this.resumedAt = null;
+    this.line = document.createElement('p');
+    this.bar = document.createElement('progress');
+    this.bar.max = file.size || 1;
+    this.bar.value = 0;
+    this.bar.setAttribute('aria-label', `Upload of ${name}`);
+    this.status = document.createElement('span');
+    this.status.textContent = 'waiting for its turn';
+    this.cancel = button('Cancel', `Cancel upload of ${name}`, () => this.stop());
+    this.line.append(`${name} `, this.bar, ' ', this.cancel, ' ', this.status);
+    $('transfers').prepend(this.line);
+  }
+
+  say(words, isError = false) {
+    this.status.className = isError ? 'error' : '';
+    this.status.textContent = words;
+    announce('uploads-said', `${this.name}: ${words}`, isError);
+  }
+
   // Ends the line: no Cancel, and no bar unless the file arrived whole.
-  const finish = (words, isError) => {
-    if (document.activeElement === cancel) $('choose').focus();   // not lost with it
-    cancel.remove();
-    if (isError) bar.remove();
-    status.className = isError ? 'error' : '';
-    status.textContent = words;
-    announce('uploads-said', `${file.name}: ${words}`, isError);
-  };
-  request.open('PUT', '/uploads/' + encodeURIComponent(file.name));
-  for (const [name, value] of Object.entries(authorization())) request.setRequestHeader(name, value);
-  request.upload.onprogress = (event) => { bar.value = event.loaded; };
-  request.onload = () => {
-    if (request.status < 300) {
-      bar.value = bar.max;
-      finish(`stored (${request.status})`, false);
-    } else {
-      finish(`not stored: ${problem(request.status, request.responseText)}`, true);
+  finish(words, isError, whole = false) {
+    if (document.activeElement === this.cancel) $('choose').focus();   // not lost with it
+    this.cancel.remove();
+    if (!whole) this.bar.remove();
+    this.say(words, isError);
+    listSoon();
+  }
+
+  // One request by XMLHttpRequest (fetch says nothing of an upload's progress):
+  // resolves to it once answered, whatever the status; rejects with a TypeError
+  // when the connection failed, with an AbortError when cancelled.
+  send(method, url, headers, body = null, progress = null) {
+    return new Promise((resolve, reject) => {
+      if (this.cancelled && !this.creating) {
+        reject(aborted());
+        return;
+      }
+      const xhr = new XMLHttpRequest();
+      xhr.open(method, url);
+      for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+      if (progress) xhr.upload.onprogress = (event) => progress(event.loaded);
+      xhr.onload = () => resolve(xhr);
+      xhr.onerror = () => reject(new TypeError('the connection failed'));
+      xhr.onabort = () => reject(aborted());
+      this.xhr = xhr;
+      xhr.send(body);
+    });
+  }
+
+  // The request, or null when the connection failed (to be retried).
+  async attempt(...request) {
+    try {
+      return await this.send(...request);
+    } catch (error) {
+      if (error instanceof TypeError) return null;
+      throw error;
     }
-    listStored();
-  };
-  request.onerror = () => finish(`not stored: ${problem(0, '')}`, true);
-  request.onabort = () => {
-    finish('cancelled: the server keeps nothing of it', false);
-    bar.remove();
-    listStored();
-  };
-  cancel.onclick = () => request.abort();
-  request.send(file);
+  }
+
+  wait(ms) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, ms);
+      this.pause = () => { clearTimeout(timer); reject(aborted()); };
+    });
+  }
+
+  async run() {
+    if (this.cancelled) return;
+    try {
+      const stored = await this.upload();
+      this.bar.value = this.bar.max;
+      const resumed = this.resumedAt === null ? ''
+        : `, resumed at ${human(this.resumedAt)} of ${human(this.file.size)}`;
+      this.finish(`${stored}${resumed}`, false, true);
+    } catch (error) {
+      if (isAbort(error) || this.cancelled) await this.discard();
+      else this.finish(`not stored: ${error instanceof TypeError ? problem(0, '')
+                                                                : error.message}`, true);
+    }
+  }
+
+  // Creation (the draft's careful way: no content, so no 104 to wait for, which
+  // fetch and XMLHttpRequest never show), then appends until the server holds it all;
+  // what to say of the file stored.
+  async upload() {
+    const {file} = this;
+    this.say('sending');
+    this.creating = true;
+    let answer;
+    try {
+      answer = await this.send('PUT', uploadURL(this.name), {
+        'Upload-Complete': '?0', 'Upload-Draft-Interop-Version': INTEROP,
+        'Upload-Length': String(file.size), ...authorization()});
+    } catch (error) {
+      throw error instanceof TypeError ? new Error(problem(0, '')) : error;
+    } finally {
+      this.creating = false;
+    }
+    const location = answer.getResponseHeader('Location');
+    if (answer.status === 201 && location && location.startsWith('/_uploads/')) {
+      this.url = location;
+      resources.set(location, this.name);
+    }
+    if (this.cancelled) throw aborted();        // cancelled while it was being made
+    if (answer.status >= 300) throw new Refused(answer);
+    if (this.url === null) return this.whole();   // a server that does not resume
+    return this.append(Number(answer.getResponseHeader('Upload-Offset')) || 0);
+  }
+
+  // PATCH from ``offset``; after a cut, a 409 or a 502-504, HEAD for the offset the
+  // server holds and PATCH again from there, RETRIES times in a row at most.
+  async append(offset) {
+    const {file} = this;
+    let tries = 0;
+    let known = true;           // whether ``offset`` is the server's
+    for (;;) {
+      if (known) {
+        const start = offset;
+        const answer = await this.attempt('PATCH', this.url, {
+          'Content-Type': PARTIAL, 'Upload-Offset': String(start), 'Upload-Complete': '?1',
+          'Upload-Draft-Interop-Version': INTEROP, ...authorization()},
+          file.slice(start), (loaded) => { this.bar.value = start + loaded; });
+        if (answer !== null) {
+          if (answer.status < 300) return `stored (${answer.status})`;
+          if (!retried(answer.status)) throw new Refused(answer);
+        }
+      }
+      tries += 1;
+      if (tries > RETRIES) {
+        throw new Error(`the server could not be reached ${RETRIES} times in a row `
+                        + `(it holds ${human(offset)} of ${human(file.size)})`);
+      }
+      this.say(`interrupted at ${human(this.bar.value)}: asking the server where to resume, `
+               + `in ${BACKOFF * 2 ** (tries - 1) / 1000} s`);
+      await this.wait(BACKOFF * 2 ** (tries - 1));
+      const state = await this.attempt('HEAD', this.url,
+                                       {'Upload-Draft-Interop-Version': INTEROP});
+      known = state !== null && state.status < 300;
+      if (state !== null && !known && !retried(state.status)) {
+        throw new Error(`${problem(state.status, 'the server no longer holds this upload '
+                                   + '(cancelled, or expired)')}`);
+      }
+      if (!known) continue;
+      // Complete: the append's answer was lost on the way, not its bytes.
+      if (state.getResponseHeader('Upload-Complete') === '?1') return 'stored (HEAD says complete)';
+      const held = Number(state.getResponseHeader('Upload-Offset'));
+      if (held > offset) tries = 0;          // bytes moved: the count starts again
+      offset = held;
+      this.resumedAt = held;
+      this.line.dataset.resumedAt = String(held);
+      this.bar.value = held;
+      this.say(`resumed at ${human(held)} of ${human(file.size)}`);
+    }
+  }
+
+  // The whole file in one PUT, for a server that made no upload resource.
+  async whole() {
+    const answer = await this.send('PUT', uploadURL(this.name), authorization(), this.file,
+                                   (loaded) => { this.bar.value = loaded; });
+    if (answer.status >= 300) throw new Refused(answer);
+    return `stored (${answer.status})`;
+  }
+
+  // Cancel: the request under way stops; the upload resource, if made, is deleted.
+  stop() {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    const waiting = queued.indexOf(this);
+    if (waiting >= 0) {
+      queued.splice(waiting, 1);
+      this.finish('cancelled before it began', false);
+      return;
+    }
+    this.cancel.disabled = true;
+    this.say('cancelling…');
+    // A creation is left to finish: its answer names the resource to delete.
+    if (this.xhr && !this.creating) this.xhr.abort();
+    if (this.pause) this.pause();
+  }
+
+  async discard() {
+    if (this.url === null) {
+      this.finish('cancelled: the server keeps nothing of it', false);
+      return;
+    }
+    try {
+      const answer = await fetch(this.url, {method: 'DELETE', headers: authorization()});
+      if (answer.ok || answer.status === 404) {
+        this.finish('cancelled: the server keeps nothing of it', false);
+      } else {
+        this.finish('cancelled, but the upload was not deleted: '
+                    + problem(answer.status, await answer.text()), true);
+      }
+    } catch (error) {
+      this.finish(`cancelled, but the upload was not deleted: ${problem(0, '')}`, true);
+    }
+  }
+}
+
+// The answers after which an append is tried again (from the offset HEAD says): 409
+// (not at the server's offset, or another append held it), a gateway's or a busy
+// server's; any other 4xx or 5xx is the server's last word.
+const retried = (status) => status === 409 || (status >= 502 && status <= 504);
+
+// Each file to ``folder`` + its path: a picked folder's files by webkitRelativePath,
+// others by their name.
+function upload(file, name) {
+  queued.push(new Transfer(file, name));
+  next();
 }
 
 function button(text, label, onclick) {
@@ -552,7 +832,22 @@ function button(text, label, onclick) {
   return made;
 }
 
-// Delete asks first, in the row itself: "Delete README.md?" Yes / Keep.
+// A write of the uploads section, with the token: whether it worked; when not, said
+// in the section's status line as "<notDone>: <the server's reason>".
+async function write(method, url, headers, notDone) {
+  try {
+    const answer = await fetch(url, {method, headers: {...headers, ...authorization()}});
+    if (answer.ok) return true;
+    announce('uploads-said', `${notDone}: ${problem(answer.status, await answer.text())}`, true);
+  } catch (error) {
+    announce('uploads-said', `${notDone}: ${problem(0, '')}`, true);
+  }
+  return false;
+}
+
+// Delete asks first, in the row itself: "Delete README.md?" Yes / Keep.  A folder's
+// name ends with "/": it is deleted only when empty (409 otherwise, said as the
+// server says it).
 function deleteButton(name, href, cell) {
   const ask = () => {
     const question = document.createElement('span');
@@ -562,16 +857,8 @@ function deleteButton(name, href, cell) {
       cell.firstChild.focus();
     });
     const yes = button('Yes, delete', `Yes, delete ${name}`, async () => {
-      try {
-        const answer = await fetch(href, {method: 'DELETE', headers: authorization()});
-        if (answer.ok) {
-          announce('uploads-said', `Deleted ${name}.`);
-        } else {
-          announce('uploads-said', `${name} was not deleted: `
-                   + problem(answer.status, await answer.text()), true);
-        }
-      } catch (error) {
-        announce('uploads-said', `${name} was not deleted: ${problem(0, '')}`, true);
+      if (await write('DELETE', href, {}, `${name} was not deleted`)) {
+        announce('uploads-said', `Deleted ${name}.`);
       }
       listStored();
     });
@@ -581,51 +868,188 @@ function deleteButton(name, href, cell) {
   return button('Delete', `Delete ${name}`, ask);
 }
 
-async function listStored() {
-  const body = $('stored').tBodies[0];
+// -- folders: the one shown is in the address (#folder=a/b/), so Back goes up -----------
+
+function shownFolder() {
+  const match = /^#folder=(.*)$/.exec(location.hash);
+  if (!match) return '';
   try {
-    const response = await fetch(own('/uploads/'), {headers: {'Accept': 'application/json'}});
+    const name = decodeURIComponent(match[1]);
+    return name && !name.endsWith('/') ? name + '/' : name;
+  } catch (error) {
+    return '';
+  }
+}
+
+const folderHash = (folder) => '#folder=' + encodeURIComponent(folder);
+
+function link(text, href, label) {
+  const made = document.createElement('a');
+  made.href = href;
+  made.textContent = text;
+  if (label) made.setAttribute('aria-label', label);
+  return made;
+}
+
+// Where the list is: uploads / a / b, each a link up; and the folder's downloads, made
+// by the server while they are sent (chunked: their length is known only at the end).
+function drawWhere(folder) {
+  const parts = folder ? folder.slice(0, -1).split('/') : [];
+  const trail = [link('uploads', folderHash(''), 'uploads (the top folder)')];
+  parts.forEach((part, i) => {
+    trail.push(' / ', link(part, folderHash(parts.slice(0, i + 1).join('/') + '/')));
+  });
+  trail[trail.length - 1].setAttribute('aria-current', 'location');
+  $('where').replaceChildren('Folder: ', ...trail);
+  const title = folder ? parts[parts.length - 1] : 'uploads';
+  const archive = (kind) => link(kind, uploadURL(folder) + `?archive=${kind}`,
+                                 `Download ${title} as ${kind}`);
+  $('archives').replaceChildren(`Download ${title}/ as one file, made as it is sent: `,
+                                archive('zip'), ' ', archive('tar'));
+}
+
+function folderRow(folder, entry) {
+  const tr = document.createElement('tr');
+  const [name, size, actions] = [0, 1, 2].map(() => document.createElement('td'));
+  const path = folder + entry.name + '/';
+  name.append(link(entry.name + '/', folderHash(path), `Open folder ${entry.name}`));
+  size.append('folder');
+  actions.append(deleteButton(entry.name + '/', uploadURL(path), actions));
+  tr.append(name, size, actions);
+  tr.className = 'folder';
+  return tr;
+}
+
+function fileRow(folder, file) {
+  const tr = document.createElement('tr');
+  const anchor = link(file.name, uploadURL(folder + file.name));
+  anchor.download = file.name;
+  const [name, size, actions] = [0, 1, 2].map(() => document.createElement('td'));
+  name.append(anchor);
+  size.append(String(file.bytes));
+  actions.append(deleteButton(file.name, anchor.href, actions));
+  tr.append(name, size, actions);
+  return tr;
+}
+
+async function listStored() {
+  const folder = shownFolder();
+  const body = $('stored').tBodies[0];
+  drawWhere(folder);
+  try {
+    const response = await fetch(own(uploadURL(folder)), {headers: {'Accept': 'application/json'}});
     if (!response.ok) throw new Error(problem(response.status, await response.text()));
-    const files = (await response.json()).files;
-    body.replaceChildren(...files.map((file) => {
-      const tr = document.createElement('tr');
-      const link = document.createElement('a');
-      link.href = '/uploads/' + encodeURIComponent(file.name);
-      link.download = file.name;
-      link.textContent = file.name;
-      const [name, size, actions] = [0, 1, 2].map(() => document.createElement('td'));
-      name.append(link);
-      size.append(String(file.bytes));
-      actions.append(deleteButton(file.name, link.href, actions));
-      tr.append(name, size, actions);
-      return tr;
-    }));
+    const listing = await response.json();
+    if (shownFolder() !== folder) return;        // another folder was opened meanwhile
+    const rows = [];
+    if (folder) {
+      const up = document.createElement('tr');
+      const cell = document.createElement('td');
+      cell.colSpan = 3;
+      const parent = folder.slice(0, -1).split('/').slice(0, -1).join('/');
+      cell.append(link('..', folderHash(parent ? parent + '/' : ''), 'Up one folder'));
+      up.append(cell);
+      rows.push(up);
+    }
+    rows.push(...listing.folders.map((entry) => folderRow(folder, entry)),
+              ...listing.files.map((file) => fileRow(folder, file)));
+    body.replaceChildren(...rows);
   } catch (error) {
     const tr = document.createElement('tr');
     const td = document.createElement('td');
     td.colSpan = 3;
     td.className = 'error';
-    td.textContent = `Cannot list the uploads: ${error instanceof TypeError
+    td.textContent = `Cannot list ${folder ? folder : 'the uploads'}: ${error instanceof TypeError
       ? problem(0, '') : error.message}`;
+    if (folder) td.append(' ', link('back to the top', folderHash('')));
     tr.append(td);
     body.replaceChildren(tr);
   }
 }
 
+// New folder: PUT <folder>/ with If-None-Match: *, so that one already there is said
+// (412), never taken for made.
+async function makeFolder() {
+  const typed = $('folder-name').value.trim().replace(/^\/+|\/+$/g, '');
+  if (!typed) {
+    announce('uploads-said', 'Type the new folder\'s name first.', true);
+    $('folder-name').focus();
+    return;
+  }
+  const name = shownFolder() + typed + '/';
+  if (await write('PUT', uploadURL(name), {'If-None-Match': '*'}, `${name} was not made`)) {
+    announce('uploads-said', `Made the folder ${name}.`);
+    $('folder-name').value = '';
+  }
+  listStored();
+}
+
+// A dropped folder, walked: each file to ``into`` + its path in what was dropped, and
+// each empty folder made (a folder's structure is its folders too).
+async function walk(entry, into, depth = 0) {
+  const path = into + entry.fullPath.replace(/^\/+/, '');
+  if (entry.isFile) {
+    upload(await new Promise((resolve, reject) => entry.file(resolve, reject)), path);
+    return;
+  }
+  if (depth >= MAX_WALK) {
+    announce('uploads-said', `${path}/ is deeper than ${MAX_WALK} folders: not sent.`, true);
+    return;
+  }
+  const reader = entry.createReader();
+  let count = 0;
+  for (;;) {            // readEntries gives a folder in batches, then an empty one
+    const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+    if (!batch.length) break;
+    count += batch.length;
+    for (const child of batch) await walk(child, into, depth + 1);
+  }
+  if (count === 0) {
+    await write('PUT', uploadURL(path + '/'), {}, `${path}/ was not made`);
+    listSoon();
+  }
+}
+
 $('choose').addEventListener('click', () => $('pick').click());
+$('choose-folder').addEventListener('click', () => $('pick-folder').click());
 $('pick').addEventListener('change', () => {
-  for (const file of $('pick').files) upload(file);
+  const folder = shownFolder();
+  for (const file of $('pick').files) upload(file, folder + file.name);
   // Emptied, so that choosing the same file again (after a refusal, with the token
   // now given) is a change too: else the browser sees the same choice and says nothing.
   $('pick').value = '';
 });
+$('pick-folder').addEventListener('change', () => {
+  const folder = shownFolder();
+  for (const file of $('pick-folder').files) {
+    upload(file, folder + (file.webkitRelativePath || file.name));
+  }
+  $('pick-folder').value = '';
+});
+$('make-folder').addEventListener('click', makeFolder);
+$('folder-name').addEventListener('keydown', (event) => {
+  if (event.key === 'Enter') makeFolder();
+});
+window.addEventListener('hashchange', listStored);
 const drop = $('drop');
 drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));
 drop.addEventListener('drop', (event) => {
   event.preventDefault();
   drop.classList.remove('over');
-  for (const file of event.dataTransfer.files) upload(file);
+  const folder = shownFolder();
+  // Taken now: the drop's items are readable only while its event is handled.
+  const entries = [...event.dataTransfer.items]
+    .map((item) => (item.kind === 'file' && item.webkitGetAsEntry ? item.webkitGetAsEntry() : null))
+    .filter(Boolean);
+  if (!entries.length) {
+    for (const file of event.dataTransfer.files) upload(file, folder + file.name);
+    return;
+  }
+  for (const entry of entries) {
+    walk(entry, folder).catch((error) => announce(
+      'uploads-said', `${entry.name} could not be read: ${error.message || error}`, true));
+  }
 });
 
 fillCommands();

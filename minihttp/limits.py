@@ -206,8 +206,9 @@ RECORDED_INTERIM_FIELDS = 8
 # costs the others a few answers a second per worker, whatever its request rate.
 HUB_BATCH_INTERVAL = 0.1
 # How long a read of the records waits for every other process's answer (they
-# take a few milliseconds; a worker being replaced never answers).
-HUB_ASK_TIMEOUT = 0.25
+# take a few milliseconds, more on a loaded machine; a worker being replaced
+# never answers).  The wait holds a pool thread, never the loop (App.inline).
+HUB_ASK_TIMEOUT = 1.0
 # How often at most an exchange's live record is republished while its body
 # arrives (a clock reading before each receive, nothing per piece): a few
 # updates a second per upload, whatever its speed; a stream coalesces the

@@ -483,3 +483,34 @@ def test_a_file_that_shrinks_while_sent_is_cut_logged_and_recorded(serving, tmp_
         return Response(200, [], FileBody(fd, 0, size), length=size)
     assert_cut(serving, shrinking,
                rf'ResponseError: file ended after {(1 << 20) // 2} of {1 << 20} bytes')
+
+
+def test_a_full_disk_under_folders_and_resumable_uploads_answers_507_and_shows_nothing(
+        minihttp, tmp_path):
+    """Issue 17's writes keep today's guarantee on a full disk: a PUT into new folders
+    makes none of them, and a resumable append keeps only what was durable (HEAD says
+    it; DELETE then leaves the folder as it was)."""
+    from support import exchange
+    with mounted(tmp_path / 'uploads', 'size=1m') as uploads:
+        server = minihttp('serve', '--port', 0, '--block-port', 0, '--uploads', uploads,
+                          '--quiet', listening=HTTP_LISTENING)
+        content = os.urandom(2 << 20)            # more than the 1 MiB disk holds
+        reply = exchange(server.port, 'PUT', '/uploads/a/b/x.bin', [], content)
+        assert reply.status == 507 and reply.body.count(b'\n') == 1, reply.body
+        assert os.listdir(uploads) == []          # no folder, no temporary file
+        version = 'Upload-Draft-Interop-Version: 9'
+        created = exchange(server.port, 'PUT', '/uploads/r.bin',
+                           ['Upload-Complete: ?0', version, 'Content-Length: 0'])
+        assert created.status == 201, created.body
+        location = created.headers['location']
+        appended = exchange(server.port, 'PATCH', location,
+                            ['Content-Type: application/partial-upload', 'Upload-Offset: 0',
+                             'Upload-Complete: ?1', version], content)
+        assert appended.status == 507, appended.body
+        state = exchange(server.port, 'HEAD', location, [version])
+        assert state.status == 204 and state.headers['upload-complete'] == '?0'
+        assert int(state.headers['upload-offset']) < len(content)
+        assert not [name for name in os.listdir(uploads) if not name.startswith('.')]
+        assert exchange(server.port, 'DELETE', location).status == 204
+        assert os.listdir(uploads) == []
+        server.stop()

@@ -455,7 +455,7 @@ class App:
         length = declared_length(request, 0, complete)
         self.partials.expire()
         with self.limits_on_413():
-            partial = self.partials.create(name, length)
+            partial = self.partials.create(name, length, condition=Condition.of(request))
         location = PARTIALS + partial.id
         limit = limit_field(self.partials.max_upload, partial.max_age(), version)
         # No 104 for a creation without content: nothing to resume, and the 201

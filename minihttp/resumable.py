@@ -50,7 +50,7 @@ from .atomic import FILE_MODE, AtomicFile
 from .errors import HTTPError
 from .limits import (APPEND_LOCK_POLL, APPEND_LOCK_WAIT, EXPIRE_AFTER, EXPIRE_BATCH, MAX_META,
                      MAX_PARTIALS, WRITEBACK_STEP)
-from .uploads import TEMP_PREFIX, UploadStore, check_name, storage_error
+from .uploads import TEMP_PREFIX, Condition, UploadStore, check_name, storage_error
 
 PREFIX = '.partial-'
 META = '.meta'
@@ -126,6 +126,9 @@ class Partial:
     complete: bool
     created: float           # time.time() at creation
     expires: float
+    # The creation's conditional fields (uploads.Condition.fields), checked again
+    # as the file takes its name, whichever request completes it.
+    conditions: dict | None = None
 
     def max_age(self, now=None):
         """Seconds left to live, for Upload-Limit's max-age (expires before draft 06)."""
@@ -167,7 +170,7 @@ class PartialStore:
             meta = json.loads(raw)
             return Partial(upload_id, meta['name'], meta['length'], meta['offset'],
                            meta['complete'], meta['created'],
-                           meta['created'] + self.expire_after)
+                           meta['created'] + self.expire_after, meta.get('conditions'))
         except (ValueError, KeyError, TypeError):
             return None          # torn or foreign: AtomicFile never leaves one torn
 
@@ -175,6 +178,8 @@ class PartialStore:
         """Replace the .meta of ``partial`` atomically and durably."""
         meta = {'name': partial.name, 'length': partial.length, 'offset': partial.offset,
                 'complete': partial.complete, 'created': partial.created}
+        if partial.conditions:
+            meta['conditions'] = partial.conditions
         out = AtomicFile(self.directory, f'{PREFIX}{partial.id}{META}-')
         try:
             out.file.write(json.dumps(meta, ensure_ascii=False).encode('utf-8'))
@@ -192,13 +197,19 @@ class PartialStore:
                 pass
 
     # --- the upload resource ------------------------------------------------------
-    def create(self, name, length=None, now=None):
+    def create(self, name, length=None, now=None, condition=None):
         """A new upload resource that becomes ``name`` once complete.
 
         413 when ``length`` (declared) is over max_upload; 507 when the disk
         has not that much room or MAX_PARTIALS uploads are already in progress.
+        Refused at once, before any content is stored, as a PUT would be: 409
+        when a folder (or a file where a folder must be) has the name, 412 when
+        ``condition`` (an uploads.Condition) fails; the condition is kept and
+        checked again on completion.
         """
         name = check_name(name)
+        self.uploads.check_write(name, condition)
+        conditions = None if condition is None else condition.fields()
         if length is not None and self.max_upload is not None and length > self.max_upload:
             raise UploadError(413, f'upload: {length} bytes, more than {self.max_upload} bytes',
                               close=True)
@@ -219,7 +230,7 @@ class PartialStore:
                 os.close(fd)
             created = time.time() if now is None else now
             partial = Partial(upload_id, name, length, 0, False, created,
-                              created + self.expire_after)
+                              created + self.expire_after, conditions)
             try:
                 self._write(partial)
             except BaseException:
@@ -509,7 +520,8 @@ class Append:
             verify(data)
         if not os.path.exists(data):
             raise gone(self.id)                    # cancelled at the last moment
-        replaced, _ = store.uploads.commit(partial.name, types.SimpleNamespace(temp_path=data))
+        replaced, _ = store.uploads.commit(partial.name, types.SimpleNamespace(temp_path=data),
+                                           Condition.kept(partial.conditions))
         done = Completed(**{**vars(partial), 'length': partial.offset, 'complete': True,
                             'replaced': replaced})
         try:

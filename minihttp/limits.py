@@ -298,9 +298,9 @@ LISTING_SORT_BUDGET = 4 * MiB
 # forever, the draft's Slowloris concern).  Announced as max-age; serve
 # --partial-expiry sets it.
 EXPIRE_AFTER = 24 * 3600
-# Uploads in progress (and completed ones remembered until they expire) in the
-# folder: each may hold up to --max-upload on the disk, so this bounds the disk
-# that unfinished uploads can take, and the work of a sweep.
+# Uploads in progress in the folder (completed ones, remembered until they
+# expire, hold no bytes and are not counted): each may hold up to --max-upload
+# on the disk, so this bounds the disk that unfinished uploads can take.
 MAX_PARTIALS = 256
 # Uploads removed by one call of expire(): the work one sweep may do (a sweep
 # runs at each creation, and at start).

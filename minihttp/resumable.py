@@ -59,7 +59,8 @@ assert not PREFIX.startswith(TEMP_PREFIX) and not TEMP_PREFIX.startswith(PREFIX)
 # An upload's ID: secrets.token_urlsafe(18), 24 characters of the URL-safe
 # base64 alphabet.  Anything else never reaches the file system.
 ID_BYTES = 18
-ID = re.compile(r'[A-Za-z0-9_-]{24}')
+ID_LENGTH = 24             # base64: 4 characters per 3 bytes
+ID = re.compile(r'[A-Za-z0-9_-]{%d}' % ID_LENGTH)
 
 # --- the draft's problem types (RFC 9457), for the routes' error bodies -------
 PROBLEMS = 'https://iana.org/assignments/http-problem-types#'
@@ -315,8 +316,8 @@ class PartialStore:
                     break
                 if not entry.name.startswith(PREFIX):
                     continue
-                upload_id = entry.name[len(PREFIX):len(PREFIX) + 24]
-                rest = entry.name[len(PREFIX) + 24:]
+                upload_id = entry.name[len(PREFIX):len(PREFIX) + ID_LENGTH]
+                rest = entry.name[len(PREFIX) + ID_LENGTH:]
                 if not ID.fullmatch(upload_id):
                     continue
                 if rest == META:
@@ -339,9 +340,14 @@ class PartialStore:
         return removed
 
     def _count(self):
+        """Uploads in progress: those with a data file.  Not the completed ones
+        remembered until they expire (a .meta alone, no bytes held): counted, they
+        refused every resumable upload for a day after MAX_PARTIALS completed,
+        as a page uploading a folder of 300 files does."""
+        whole = len(PREFIX) + ID_LENGTH         # a data file's name, no suffix
         with os.scandir(self.directory) as entries:
             return sum(1 for entry in entries
-                       if entry.name.startswith(PREFIX) and entry.name.endswith(META))
+                       if len(entry.name) == whole and entry.name.startswith(PREFIX))
 
 
 def lock(fd):

@@ -448,7 +448,10 @@ class App:
         upload from a client that named no version served is a plain PUT; the draft:
         no 104 then, and the fields are ignored)."""
         version = sf_integer(request.get('upload-draft-interop-version'))
-        if version not in INTEROP_VERSIONS:
+        if version not in INTEROP_VERSIONS or request.version != 'HTTP/1.1':
+            # An HTTP/1.0 client gets no 104 (request.interim): cut, it would never
+            # learn the upload's URL, whose bytes would lie on the disk until it
+            # expired, one of MAX_PARTIALS.
             if complete:
                 return None
             version = None       # nothing to announce: the 201 carries the URL

@@ -312,6 +312,20 @@ def test_no_104_without_a_version_served_and_never_to_http_1_0(site):
         assert (site.uploads / name).read_bytes() == b'abc'
 
 
+def test_an_http_1_0_creation_cut_leaves_no_upload_behind(site):
+    """No 104 goes to HTTP/1.0, so such a client never learns an upload's URL: its
+    complete creation is a plain PUT, and cut, it leaves nothing (no partial holding
+    its bytes for --partial-expiry, one of MAX_PARTIALS)."""
+    with RawClient(site.port) as client:
+        client.send(creation('old.bin', 100_000, http='HTTP/1.0'), b'x' * 30_000)
+        client.shut_write()
+        assert client.sock.recv(1) == b''            # closed unanswered: the client left
+    # The server let go of the cut body: no temporary file, no upload kept.
+    wait_until(lambda: not [p for p in site.uploads.iterdir() if p.name.startswith('.')],
+               'nothing hidden left in the uploads folder')
+    assert not (site.uploads / 'old.bin').exists()
+
+
 def test_the_record_keeps_the_104(site):
     data = b'z' * 1000
     with RawClient(site.port) as client:

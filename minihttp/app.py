@@ -448,14 +448,17 @@ class App:
         upload from a client that named no version served is a plain PUT; the draft:
         no 104 then, and the fields are ignored)."""
         version = sf_integer(request.get('upload-draft-interop-version'))
-        if version not in INTEROP_VERSIONS:
+        if version not in INTEROP_VERSIONS or request.version != 'HTTP/1.1':
+            # An HTTP/1.0 client gets no 104 (request.interim): cut, it would never
+            # learn the upload's URL, whose bytes would lie on the disk until it
+            # expired, one of MAX_PARTIALS.
             if complete:
                 return None
             version = None       # nothing to announce: the 201 carries the URL
         length = declared_length(request, 0, complete)
         self.partials.expire()
         with self.limits_on_413():
-            partial = self.partials.create(name, length)
+            partial = self.partials.create(name, length, condition=Condition.of(request))
         location = PARTIALS + partial.id
         limit = limit_field(self.partials.max_upload, partial.max_age(), version)
         # No 104 for a creation without content: nothing to resume, and the 201

@@ -299,9 +299,9 @@ LISTING_SORT_BUDGET = 4 * MiB
 # forever, the draft's Slowloris concern).  Announced as max-age; serve
 # --partial-expiry sets it.
 EXPIRE_AFTER = 24 * 3600
-# Uploads in progress (and completed ones remembered until they expire) in the
-# folder: each may hold up to --max-upload on the disk, so this bounds the disk
-# that unfinished uploads can take, and the work of a sweep.
+# Uploads in progress in the folder (completed ones, remembered until they
+# expire, hold no bytes and are not counted): each may hold up to --max-upload
+# on the disk, so this bounds the disk that unfinished uploads can take.
 MAX_PARTIALS = 256
 # Uploads removed by one call of expire(): the work one sweep may do (a sweep
 # runs at each creation, and at start).
@@ -313,9 +313,14 @@ EXPIRE_BATCH = 32
 # this long for its 409.  Polled every APPEND_LOCK_POLL seconds.
 APPEND_LOCK_WAIT = 1.0
 APPEND_LOCK_POLL = 0.005
-# A .meta file is a few hundred bytes (a name is at most 255 bytes of UTF-8);
-# one larger than this is not ours, and is never read whole.
-MAX_META = 4096
+# A resumable upload's conditional fields (If-Match, If-None-Match, If-Unmodified-
+# Since), kept in its .meta to be checked again when it completes: each at most
+# this many characters (an ETag of ours is about 30; a date 29), 400 beyond.
+MAX_KEPT_CONDITION = 256
+# A .meta file is a couple of KiB at most (a name is at most MAX_UPLOAD_PATH bytes
+# of UTF-8, doubled at worst by JSON's escapes, and the kept conditions); one
+# larger than this is not ours, and is never read whole.
+MAX_META = 8 * KiB
 
 # --- integrity digests (RFC 9530) ---------------------------------------------
 # A file's Repr-Digest is read ahead of the answer (the whole file, on a pool

@@ -50,7 +50,7 @@ from .atomic import FILE_MODE, AtomicFile
 from .errors import HTTPError
 from .limits import (APPEND_LOCK_POLL, APPEND_LOCK_WAIT, EXPIRE_AFTER, EXPIRE_BATCH, MAX_META,
                      MAX_PARTIALS, WRITEBACK_STEP)
-from .uploads import TEMP_PREFIX, UploadStore, check_name, storage_error
+from .uploads import TEMP_PREFIX, Condition, UploadStore, check_name, storage_error
 
 PREFIX = '.partial-'
 META = '.meta'
@@ -59,7 +59,8 @@ assert not PREFIX.startswith(TEMP_PREFIX) and not TEMP_PREFIX.startswith(PREFIX)
 # An upload's ID: secrets.token_urlsafe(18), 24 characters of the URL-safe
 # base64 alphabet.  Anything else never reaches the file system.
 ID_BYTES = 18
-ID = re.compile(r'[A-Za-z0-9_-]{24}')
+ID_LENGTH = 24             # base64: 4 characters per 3 bytes
+ID = re.compile(r'[A-Za-z0-9_-]{%d}' % ID_LENGTH)
 
 # --- the draft's problem types (RFC 9457), for the routes' error bodies -------
 PROBLEMS = 'https://iana.org/assignments/http-problem-types#'
@@ -126,6 +127,9 @@ class Partial:
     complete: bool
     created: float           # time.time() at creation
     expires: float
+    # The creation's conditional fields (uploads.Condition.fields), checked again
+    # as the file takes its name, whichever request completes it.
+    conditions: dict | None = None
 
     def max_age(self, now=None):
         """Seconds left to live, for Upload-Limit's max-age (expires before draft 06)."""
@@ -167,7 +171,7 @@ class PartialStore:
             meta = json.loads(raw)
             return Partial(upload_id, meta['name'], meta['length'], meta['offset'],
                            meta['complete'], meta['created'],
-                           meta['created'] + self.expire_after)
+                           meta['created'] + self.expire_after, meta.get('conditions'))
         except (ValueError, KeyError, TypeError):
             return None          # torn or foreign: AtomicFile never leaves one torn
 
@@ -175,6 +179,8 @@ class PartialStore:
         """Replace the .meta of ``partial`` atomically and durably."""
         meta = {'name': partial.name, 'length': partial.length, 'offset': partial.offset,
                 'complete': partial.complete, 'created': partial.created}
+        if partial.conditions:
+            meta['conditions'] = partial.conditions
         out = AtomicFile(self.directory, f'{PREFIX}{partial.id}{META}-')
         try:
             out.file.write(json.dumps(meta, ensure_ascii=False).encode('utf-8'))
@@ -192,13 +198,19 @@ class PartialStore:
                 pass
 
     # --- the upload resource ------------------------------------------------------
-    def create(self, name, length=None, now=None):
+    def create(self, name, length=None, now=None, condition=None):
         """A new upload resource that becomes ``name`` once complete.
 
         413 when ``length`` (declared) is over max_upload; 507 when the disk
         has not that much room or MAX_PARTIALS uploads are already in progress.
+        Refused at once, before any content is stored, as a PUT would be: 409
+        when a folder (or a file where a folder must be) has the name, 412 when
+        ``condition`` (an uploads.Condition) fails; the condition is kept and
+        checked again on completion.
         """
         name = check_name(name)
+        self.uploads.check_write(name, condition)
+        conditions = None if condition is None else condition.fields()
         if length is not None and self.max_upload is not None and length > self.max_upload:
             raise UploadError(413, f'upload: {length} bytes, more than {self.max_upload} bytes',
                               close=True)
@@ -219,7 +231,7 @@ class PartialStore:
                 os.close(fd)
             created = time.time() if now is None else now
             partial = Partial(upload_id, name, length, 0, False, created,
-                              created + self.expire_after)
+                              created + self.expire_after, conditions)
             try:
                 self._write(partial)
             except BaseException:
@@ -304,8 +316,8 @@ class PartialStore:
                     break
                 if not entry.name.startswith(PREFIX):
                     continue
-                upload_id = entry.name[len(PREFIX):len(PREFIX) + 24]
-                rest = entry.name[len(PREFIX) + 24:]
+                upload_id = entry.name[len(PREFIX):len(PREFIX) + ID_LENGTH]
+                rest = entry.name[len(PREFIX) + ID_LENGTH:]
                 if not ID.fullmatch(upload_id):
                     continue
                 if rest == META:
@@ -328,9 +340,14 @@ class PartialStore:
         return removed
 
     def _count(self):
+        """Uploads in progress: those with a data file.  Not the completed ones
+        remembered until they expire (a .meta alone, no bytes held): counted, they
+        refused every resumable upload for a day after MAX_PARTIALS completed,
+        as a page uploading a folder of 300 files does."""
+        whole = len(PREFIX) + ID_LENGTH         # a data file's name, no suffix
         with os.scandir(self.directory) as entries:
             return sum(1 for entry in entries
-                       if entry.name.startswith(PREFIX) and entry.name.endswith(META))
+                       if len(entry.name) == whole and entry.name.startswith(PREFIX))
 
 
 def lock(fd):
@@ -509,7 +526,8 @@ class Append:
             verify(data)
         if not os.path.exists(data):
             raise gone(self.id)                    # cancelled at the last moment
-        replaced, _ = store.uploads.commit(partial.name, types.SimpleNamespace(temp_path=data))
+        replaced, _ = store.uploads.commit(partial.name, types.SimpleNamespace(temp_path=data),
+                                           Condition.kept(partial.conditions))
         done = Completed(**{**vars(partial), 'length': partial.offset, 'complete': True,
                             'replaced': replaced})
         try:

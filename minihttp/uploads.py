@@ -24,8 +24,8 @@ from .atomic import AtomicFile
 from .digests import ALGORITHMS, DEFAULT
 from .errors import HTTPError, SizeLimit
 from .files import CONDITIONAL_FIELDS, LISTING_BATCH, etag_of, listing_pieces, precondition
-from .limits import (LISTING_SORT_BUDGET, MAX_FOLDER_DEPTH, MAX_UPLOAD_NAME, MAX_UPLOAD_PATH,
-                     WRITEBACK_STEP)
+from .limits import (LISTING_SORT_BUDGET, MAX_FOLDER_DEPTH, MAX_KEPT_CONDITION, MAX_UPLOAD_NAME,
+                     MAX_UPLOAD_PATH, WRITEBACK_STEP)
 
 TEMP_PREFIX = '.upload-'
 
@@ -287,6 +287,23 @@ class Condition:
         """The request's Condition, or None when it has no conditional field."""
         return cls(request) if request.has_any(CONDITIONAL_FIELDS) else None
 
+    def fields(self):
+        """The conditional fields, {lower-case name: value}: what a resumable upload
+        keeps, to check them again when a later request completes it (``kept``).
+        400 for a value longer than MAX_KEPT_CONDITION, which a .meta has no room for."""
+        kept = {name: self.request.get(name) for name in sorted(CONDITIONAL_FIELDS)
+                if self.request.has(name)}
+        for name, value in kept.items():
+            if len(value) > MAX_KEPT_CONDITION:
+                raise HTTPError(400, f'{name} is {len(value)} characters long: a resumable '
+                                     f'upload keeps at most {MAX_KEPT_CONDITION}')
+        return kept
+
+    @classmethod
+    def kept(cls, fields):
+        """The Condition of ``fields`` that ``fields()`` gave (None for none): a PUT's."""
+        return cls(KeptFields(fields)) if fields else None
+
     def check(self, st, name):
         """HTTPError 412 unless the request's conditions hold for ``st`` (None: no file);
         the answer carries the current ETag, for the client to see what it lost to."""
@@ -306,6 +323,25 @@ class Condition:
                 'already exists (If-None-Match: *)' if why is None else f'is {etag}: {why}')
         return HTTPError(412, f'{name[:60]!r} {what}',
                          headers=[] if etag is None else [('ETag', etag)])
+
+
+class KeptFields:
+    """Conditional fields kept from a request (Condition.fields), read as precondition
+    reads a request's: the method of the write they guard is a PUT's."""
+
+    method = 'PUT'
+
+    def __init__(self, fields):
+        self._fields = dict(fields)
+
+    def get(self, name, default=None):
+        return self._fields.get(name, default)
+
+    def has(self, name):
+        return name in self._fields
+
+    def has_any(self, names):
+        return not self._fields.keys().isdisjoint(names)
 
 
 class FolderBody:

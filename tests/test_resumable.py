@@ -343,6 +343,24 @@ def test_too_many_uploads_in_progress(folder, monkeypatch):
     assert caught.value.status == 507
 
 
+def test_completed_uploads_do_not_count_as_in_progress(folder, monkeypatch):
+    """A completed upload is remembered until it expires (for a HEAD), but holds no
+    bytes: a folder of more files than MAX_PARTIALS, uploaded one after another, is
+    never refused; one cancelled frees its place too."""
+    monkeypatch.setattr(resumable, 'MAX_PARTIALS', 3)
+    store = PartialStore(folder, max_upload=None)
+    for n in range(8):
+        partial = store.create(f'done-{n}.bin')
+        store.append(partial.id, 0, pieces(b'x' * n), complete=True)
+    assert len(hidden(folder)) == 8                     # all remembered
+    held = [store.create(f'{n}.bin') for n in range(3)]
+    with pytest.raises(HTTPError) as caught:
+        store.create('one-more.bin')
+    assert caught.value.status == 507
+    store.cancel(held[0].id)
+    store.create('one-more.bin')
+
+
 def test_names_are_checked(store):
     for bad in ('', '.hidden', 'a/../b', 'x\u202e.txt'):
         with pytest.raises(HTTPError) as caught:

@@ -312,6 +312,20 @@ def test_no_104_without_a_version_served_and_never_to_http_1_0(site):
         assert (site.uploads / name).read_bytes() == b'abc'
 
 
+def test_an_http_1_0_creation_cut_leaves_no_upload_behind(site):
+    """No 104 goes to HTTP/1.0, so such a client never learns an upload's URL: its
+    complete creation is a plain PUT, and cut, it leaves nothing (no partial holding
+    its bytes for --partial-expiry, one of MAX_PARTIALS)."""
+    with RawClient(site.port) as client:
+        client.send(creation('old.bin', 100_000, http='HTTP/1.0'), b'x' * 30_000)
+        client.shut_write()
+        assert client.sock.recv(1) == b''            # closed unanswered: the client left
+    # The server let go of the cut body: no temporary file, no upload kept.
+    wait_until(lambda: not [p for p in site.uploads.iterdir() if p.name.startswith('.')],
+               'nothing hidden left in the uploads folder')
+    assert not (site.uploads / 'old.bin').exists()
+
+
 def test_the_record_keeps_the_104(site):
     data = b'z' * 1000
     with RawClient(site.port) as client:
@@ -469,3 +483,99 @@ def test_a_resumed_upload_into_folders_makes_them_on_completion(site):
     reply = patch(site.port, location, cut, data[cut:])
     assert reply.status == 201, reply.body
     assert sha256_file(site.uploads / 'trip' / 'day 1' / 'photo.raw') == sha(data)
+
+
+# -- conditions and names, decided at the creation as a PUT's are ---------------------
+
+def put(port, name, data, *fields):
+    with RawClient(port) as client:
+        client.send(request_bytes('PUT', f'/uploads/{name}', [*fields, 'Connection: close'],
+                                  data))
+        return client.reply('PUT')
+
+
+def partials(site):
+    return sorted(p.name for p in site.uploads.iterdir() if p.name.startswith(PREFIX))
+
+
+@pytest.mark.parametrize('fields, existing', [
+    (['If-None-Match: *'], 'a file'),
+    (['If-Match: "not-its-etag"'], 'a file'),
+    ([], 'a folder')])
+def test_a_creation_is_refused_before_its_content_as_a_put_is(site, fields, existing):
+    """If-None-Match: * on a name taken (412), If-Match with another ETag (412), a folder's
+    name (409): answered from the head, before any 104 and any byte stored, never after
+    the whole body, and never a silent replacement."""
+    if existing == 'a file':
+        assert put(site.port, 'taken.txt', b'theirs').status == 201
+    else:
+        (site.uploads / 'taken.txt').mkdir()
+    with RawClient(site.port) as client:
+        client.send(creation('taken.txt', 6, *fields, 'Connection: close'), b'mine!!')
+        reply = client.reply('PUT')
+    assert reply.status == (412 if fields else 409), reply.body
+    assert reply.informational == [], reply.informational       # no 104, no 100
+    assert partials(site) == []
+    if existing == 'a file':
+        assert (site.uploads / 'taken.txt').read_bytes() == b'theirs'
+
+
+def test_if_none_match_star_holds_until_a_later_patch_completes(site):
+    """The creation's If-None-Match: * is kept with the upload: a file that took the
+    name meanwhile is not replaced by the PATCH that completes it (412, which says
+    why), and the upload stays where it was for the client to decide."""
+    data = os.urandom(200_000)
+    with RawClient(site.port) as client:
+        client.send(creation('mine.bin', len(data), 'If-None-Match: *'))
+        location = read_104(client)['location']
+        client.send(data[:50_000])
+    wait_until(lambda: offset_of(site.port, location) == 50_000, 'offset held')
+    assert put(site.port, 'mine.bin', b'theirs').status == 201
+    reply = patch(site.port, location, 50_000, data[50_000:])
+    assert reply.status == 412, reply.body
+    assert b'exists (If-None-Match: *)' in reply.body
+    assert (site.uploads / 'mine.bin').read_bytes() == b'theirs'
+    assert offset_of(site.port, location) == len(data)
+
+
+def test_if_match_holds_until_a_later_patch_completes(site):
+    """If-Match: the ETag the client read; a PUT that replaced the file meanwhile makes
+    the completion a 412 carrying the new ETag (a lost update prevented)."""
+    first = put(site.port, 'doc.txt', b'version 1')
+    etag = first.headers['etag']
+    data = os.urandom(100_000)
+    with RawClient(site.port) as client:
+        client.send(creation('doc.txt', len(data), f'If-Match: {etag}'))
+        location = read_104(client)['location']
+        client.send(data[:10_000])
+    wait_until(lambda: offset_of(site.port, location) == 10_000, 'offset held')
+    second = put(site.port, 'doc.txt', b'version 2 by another')
+    reply = patch(site.port, location, 10_000, data[10_000:])
+    assert reply.status == 412, reply.body
+    assert reply.headers['etag'] == second.headers['etag']
+    assert (site.uploads / 'doc.txt').read_bytes() == b'version 2 by another'
+
+
+def test_a_kept_condition_that_holds_completes(site):
+    """The same conditions, holding, let the upload take its name (and If-Match keeps
+    to the ETag of the file as it was when the upload was created)."""
+    etag = put(site.port, 'doc.txt', b'version 1').headers['etag']
+    data = os.urandom(100_000)
+    for name, field in (('doc.txt', f'If-Match: {etag}'), ('new.txt', 'If-None-Match: *')):
+        with RawClient(site.port) as client:
+            client.send(creation(name, len(data), field))
+            location = read_104(client)['location']
+            client.send(data[:30_000])
+        wait_until(lambda: offset_of(site.port, location) == 30_000, 'offset held')
+        reply = patch(site.port, location, 30_000, data[30_000:])
+        assert reply.status in (200, 201), reply.body
+        assert sha256_file(site.uploads / name) == sha(data)
+
+
+def test_a_conditional_field_too_long_to_keep_is_400(site):
+    with RawClient(site.port) as client:
+        client.send(creation('x.bin', 3, 'If-None-Match: "' + 'a' * 300 + '"',
+                             'Connection: close'), b'abc')
+        reply = client.reply('PUT')
+    assert reply.status == 400 and b'if-none-match is 302 characters' in reply.body, reply.body
+    assert partials(site) == []

@@ -21,7 +21,6 @@ OPTIONS answers with Allow (section 9.3.7).
 """
 
 import contextlib
-import hashlib
 import hmac
 import html
 import json
@@ -36,7 +35,7 @@ from .grammar import KNOWN_METHODS, decimal
 from .responses import Response
 from .limits import EXPIRE_AFTER, MAX_RECORD_DIGITS, MAX_UPLOAD
 from .records import EventStream, FramingLog
-from .resumable import PartialStore, gone, inconsistent_length, limit_field
+from .resumable import PartialStore, Rejected, gone, inconsistent_length, limit_field
 from .transfer import CHUNKED, LENGTH, NONE
 from .uploads import (Condition, UploadStore, check_name, folder_html, folder_json,
                       stored_spelling)
@@ -54,6 +53,10 @@ UPLOADS = '/uploads/'
 PARTIALS = '/_uploads/'
 # The media type of an append (the draft: a PATCH's content is this, or 415).
 PARTIAL_UPLOAD = 'application/partial-upload'
+# RFC 9530 for resumable uploads: a Content-Digest is of one request's content
+# (a part), a Repr-Digest of the whole upload.
+PART_DIGEST = ('content-digest',)
+REPR_DIGEST = 'repr-digest'
 # Upload-Draft-Interop-Version values served (the draft: no 104 for any other, nor
 # for none).  6 (draft 04-05) to 9 (draft 13 on) differ in what this server does
 # alike for all, except the lifetime's name in Upload-Limit (expires before 7,
@@ -284,6 +287,10 @@ class App:
         thread, as the answer is sent: a large folder takes long to read, and the loop
         serves everyone meanwhile.  Never the folder's index.html: uploads are no site."""
         if not request.path.endswith('/'):
+            if request.query and archive_kind(request.query) is not None:
+                # Not silently the file: the client asked for an archive it would not get.
+                raise HTTPError(400, f'?archive= is for folders, whose URL ends with "/": '
+                                     f'{request.path[:80]} names a file')
             return files.serve_path(request, self.store.directory,
                                     '/' + stored_spelling(request.path[len(UPLOADS):]),
                                     self.fields_of_upload)
@@ -456,9 +463,13 @@ class App:
                 return None
             version = None       # nothing to announce: the 201 carries the URL
         length = declared_length(request, 0, complete)
+        # The draft sends the whole upload's Repr-Digest with the creation: kept
+        # with the upload, checked once it is complete (append's ``verify``).
+        digest = digests.to_keep(request, REPR_DIGEST)
         self.partials.expire()
         with self.limits_on_413():
-            partial = self.partials.create(name, length, condition=Condition.of(request))
+            partial = self.partials.create(name, length, condition=Condition.of(request),
+                                           digest=digest)
         location = PARTIALS + partial.id
         limit = limit_field(self.partials.max_upload, partial.max_age(), version)
         # No 104 for a creation without content: nothing to resume, and the 201
@@ -475,23 +486,57 @@ class App:
         """Append the request's content at ``offset``.  Complete: the stored file's
         summary, as a PUT answers (201 new, 200 replaced), with Upload-Complete: ?1.
         Not: ``status`` (201 for a creation, 204 for an append) with ``fields``, the
-        offset and Upload-Complete: ?0."""
-        checked = []
+        offset and Upload-Complete: ?0.
 
-        def digest(path):
-            with open(path, 'rb') as file:
-                checked.append(hashlib.file_digest(file, 'sha256').digest())
+        Integrity (RFC 9530, the draft's "Integrity Digests"): a Content-Digest (head,
+        or trailer) is of this request's content, hashed as it passes; on a mismatch
+        the part is not appended (400, the offset where it was, to send it again).
+        A Repr-Digest (the creation's, kept; the completing request's, head or
+        trailer) is of the whole upload, checked before the file takes its name."""
+        checked = []
+        algorithms = digests.upload_algorithms(request, PART_DIGEST, always=())
+
+        def part(sink):
+            hashes = {name: digests.ALGORITHMS[name]() for name in algorithms}
+
+            def hashing(piece):
+                for one in hashes.values():
+                    one.update(piece)
+                sink(piece)
+
+            request.body.read_to(hashing if hashes else sink)
+            computed = {name: one.digest() for name, one in hashes.items()}
+            try:
+                checked.extend(digests.check_upload(request, computed, PART_DIGEST))
+            except HTTPError as error:
+                raise Rejected(error.status, f'{error.reason}: this part was not appended, '
+                                             f'send it again', offset, fields) from None
+
+        stored = {}
+
+        def verify(path, partial):
+            sections = [('', [(REPR_DIGEST, partial.digest)])] if partial.digest else []
+            if request.method == 'PATCH':         # a creation's head is the one kept
+                sections.append(('', request.fields))
+            sections.append((' trailer', request.body.trailers))
+            wanted = {digests.DEFAULT, *digests.named_algorithms(sections, (REPR_DIGEST,))}
+            stored.update(digests.file_digests(path, wanted))
+            checked.extend(digests.check_fields(sections, (REPR_DIGEST,), stored,
+                                                'the upload stored'))
 
         with self.limits_on_413():
-            state = self.partials.append(upload_id, offset, request.body.read_to, complete,
-                                         length, digest)
+            state = self.partials.append(upload_id, offset, part, complete, length, verify,
+                                         whole=bool(algorithms))
         if not state.complete:
             return Response(status, [*fields, ('Upload-Offset', str(state.offset)),
                                      ('Upload-Complete', '?0')])
-        summary = {'name': state.name, 'bytes': state.offset, 'sha256': checked[0].hex(),
-                   'resumable': True, **framing_summary(request.body)}
-        answer = [('Upload-Complete', '?1'),
-                  ('Repr-Digest', digests.serialize({digests.DEFAULT: checked[0]}))]
+        summary = {'name': state.name, 'bytes': state.offset,
+                   'sha256': stored[digests.DEFAULT].hex(), 'resumable': True,
+                   **framing_summary(request.body)}
+        if checked:
+            summary['digests_checked'] = checked
+        answer = [('Upload-Complete', '?1'), ('Repr-Digest', digests.serialize(stored)),
+                  ('ETag', state.etag)]
         if state.replaced:
             return json_response(200, summary, answer)
         return json_response(201, summary, [('Location', UPLOADS + quote(state.name)), *answer])

@@ -250,7 +250,7 @@ def add_serve_options(parser):
     limits.add_argument('--partial-expiry', type=positive_seconds, default=EXPIRE_AFTER,
                         metavar='SECONDS',
                         help='a resumable upload not completed this long after its creation '
-                             'is removed, with its bytes (default: %(default)s)')
+                             'is removed, with its bytes (default: %(default)s seconds, a day)')
     limits.add_argument('--max-connections', type=int, default=MAX_CONNECTIONS, metavar='N',
                         help='HTTP connections held at once, per process; beyond them a new '
                              'one gets 503 and is closed (default: %(default)s)')

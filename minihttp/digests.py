@@ -22,6 +22,7 @@ import hmac
 import re
 
 from .errors import HTTPError
+from .limits import DIGEST_PIECE
 
 # The algorithms computed here, in the order we prefer them: the two of RFC 9530
 # section 5's registry that are not marked insecure.  Every other key is
@@ -108,58 +109,114 @@ def field_value(fields, name):
     return ', '.join(values) if values else None
 
 
-def announced_in_trailers(request):
-    """Whether the head says a digest follows in the trailers (RFC 9110 section 6.6.2)."""
-    return any(name in INTEGRITY_FIELDS for name in request.tokens('trailer'))
+def announced_in_trailers(request, names=INTEGRITY_FIELDS):
+    """Whether the head says one of ``names`` follows in the trailers (RFC 9110 section 6.6.2)."""
+    return any(name in names for name in request.tokens('trailer'))
 
 
-def upload_algorithms(request):
+def upload_algorithms(request, names=INTEGRITY_FIELDS, always=(DEFAULT,)):
     """The algorithms to compute while an upload is received, in the same pass.
 
-    sha-256 always; sha-512 when the head carries a sha-512 digest, or
-    announces (with ``Trailer``) a digest field in the trailers, where it may be.
+    ``always`` (sha-256 for a whole upload, whose JSON shows it); those of a
+    digest field in ``names`` the head carries; every one when the head
+    announces (with ``Trailer``) such a field in the trailers, where it may be.
     """
-    wanted = {DEFAULT}
-    for name in INTEGRITY_FIELDS:
+    wanted = set(always)
+    for name in names:
         value = request.get(name)
         members = parse_dictionary(value) if value is not None else None
         if members:
             wanted.update(key for key in members if key in ALGORITHMS)
-    if announced_in_trailers(request):
+    if announced_in_trailers(request, names):
         wanted.update(ALGORITHMS)
     return wanted
 
 
-def check_upload(request, computed):
-    """Compare every digest the client sent (head and trailers) with ``computed``.
+def check_upload(request, computed, names=INTEGRITY_FIELDS, head=True):
+    """Compare every digest field in ``names`` the client sent (in the head unless
+    ``head`` is false, and in the trailers) with ``computed``.
 
     ``computed`` maps algorithm names to digests of the bytes received.
     Returns what was checked, e.g. ['content-digest sha-256'], [] when the
     client sent none we know.  A mismatch, a malformed digest of a known
     algorithm, or one we did not compute is HTTPError 400: nothing is stored.
     """
+    sections = [(' trailer', request.body.trailers)]
+    if head:
+        sections.insert(0, ('', request.fields))
+    return check_fields(sections, names, computed)
+
+
+def named_algorithms(sections, names):
+    """Our algorithms that a field in ``names`` names in ``sections`` (as check_fields)."""
+    wanted = set()
+    for _, fields in sections:
+        for name in names:
+            value = field_value(fields, name)
+            members = parse_dictionary(value) if value is not None else None
+            wanted.update(key for key in members or () if key in ALGORITHMS)
+    return wanted
+
+
+def check_fields(sections, names, computed, of='the content received'):
+    """check_upload's comparison over ``sections``: [(where, [(name, value)])];
+    ``of`` says in a mismatch's reason what ``computed`` is the digest of."""
     checked = []
-    sections = (('', request.fields), (' trailer', request.body.trailers))
     for where, fields in sections:
-        for name in INTEGRITY_FIELDS:
+        for name in names:
             value = field_value(fields, name)
             members = parse_dictionary(value) if value is not None else None
             for algorithm, item in (members or {}).items():
                 if algorithm not in ALGORITHMS:
                     continue
                 what = f'{name}{where} {algorithm}'
-                expected = byte_sequence(item)
-                if expected is None or len(expected) != SIZES[algorithm]:
-                    raise HTTPError(400, f'{what} is not a {SIZES[algorithm]}-byte '
-                                         f'Byte Sequence (:base64:)')
+                expected = digest_value(what, algorithm, item)
                 if algorithm not in computed:
                     raise HTTPError(400, f'{what} cannot be checked: announce it with '
                                          f'"Trailer: {name}" to have {algorithm} computed')
                 # Constant time: how much of a digest matched says nothing to the client.
                 if not hmac.compare_digest(expected, computed[algorithm]):
-                    raise HTTPError(400, f'{what} does not match the content received')
+                    raise HTTPError(400, f'{what} does not match {of}')
                 checked.append(what)
     return checked
+
+
+def digest_value(what, algorithm, item):
+    """The digest a member's ``item`` holds; 400 naming ``what`` when it is not one of
+    ``algorithm``'s size (the client asked for a check we cannot do)."""
+    expected = byte_sequence(item)
+    if expected is None or len(expected) != SIZES[algorithm]:
+        raise HTTPError(400, f'{what} is not a {SIZES[algorithm]}-byte Byte Sequence (:base64:)')
+    return expected
+
+
+def to_keep(request, name):
+    """The digests of the known algorithms in the head's field ``name``, checked for
+    form and serialized again (at most a few hundred characters whatever was sent),
+    for a resumable upload to check once it is complete; None when there are none.
+    400 for a known algorithm whose value is not a digest of its size."""
+    value = request.get(name)
+    members = parse_dictionary(value) if value is not None else None
+    kept = {}
+    for algorithm, item in (members or {}).items():
+        if algorithm in ALGORITHMS:
+            kept[algorithm] = digest_value(f'{name} {algorithm}', algorithm, item)
+    return serialize(kept) if kept else None
+
+
+def file_digests(path, algorithms):
+    """{algorithm: digest} of the file at ``path``, every algorithm in one pass."""
+    hashes = {name: ALGORITHMS[name]() for name in algorithms}
+    buffer = bytearray(DIGEST_PIECE)
+    view = memoryview(buffer)
+    with open(path, 'rb', buffering=0) as file:
+        while True:
+            got = file.readinto(buffer)
+            if not got:
+                break
+            for one in hashes.values():
+                one.update(view[:got])
+    return {name: one.digest() for name, one in hashes.items()}
 
 
 # Want-Repr-Digest preferences are Integers from 0 ("not acceptable") to 10

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 from .atomic import FILE_MODE, AtomicFile
 from .errors import HTTPError
+from .files import etag_of
 from .limits import (APPEND_LOCK_POLL, APPEND_LOCK_WAIT, EXPIRE_AFTER, EXPIRE_BATCH, MAX_META,
                      MAX_PARTIALS, WRITEBACK_STEP)
 from .uploads import TEMP_PREFIX, Condition, UploadStore, check_name, storage_error
@@ -98,7 +99,11 @@ class Conflict(UploadError):
 class Rejected(UploadError):
     """Raised by an append's ``source`` (say, a Content-Digest that does not
     match, RFC 9530) to throw this append's bytes away rather than keep them
-    as a cut append's are: the offset stays where the append started."""
+    as a cut append's are: the offset stays where the append started (Upload-Offset)."""
+
+    def __init__(self, status, reason, offset=None, headers=()):
+        fields = [] if offset is None else [('Upload-Offset', str(offset))]
+        super().__init__(status, reason, headers=[*fields, *headers])
 
 
 def gone(upload_id):
@@ -130,6 +135,9 @@ class Partial:
     # The creation's conditional fields (uploads.Condition.fields), checked again
     # as the file takes its name, whichever request completes it.
     conditions: dict | None = None
+    # The creation's Repr-Digest (digests.to_keep), checked against the whole
+    # file as it takes its name (the draft, section "Representation Digests").
+    digest: str | None = None
 
     def max_age(self, now=None):
         """Seconds left to live, for Upload-Limit's max-age (expires before draft 06)."""
@@ -171,7 +179,8 @@ class PartialStore:
             meta = json.loads(raw)
             return Partial(upload_id, meta['name'], meta['length'], meta['offset'],
                            meta['complete'], meta['created'],
-                           meta['created'] + self.expire_after, meta.get('conditions'))
+                           meta['created'] + self.expire_after, meta.get('conditions'),
+                           meta.get('digest'))
         except (ValueError, KeyError, TypeError):
             return None          # torn or foreign: AtomicFile never leaves one torn
 
@@ -181,6 +190,8 @@ class PartialStore:
                 'complete': partial.complete, 'created': partial.created}
         if partial.conditions:
             meta['conditions'] = partial.conditions
+        if partial.digest:
+            meta['digest'] = partial.digest
         out = AtomicFile(self.directory, f'{PREFIX}{partial.id}{META}-')
         try:
             out.file.write(json.dumps(meta, ensure_ascii=False).encode('utf-8'))
@@ -198,7 +209,7 @@ class PartialStore:
                 pass
 
     # --- the upload resource ------------------------------------------------------
-    def create(self, name, length=None, now=None, condition=None):
+    def create(self, name, length=None, now=None, condition=None, digest=None):
         """A new upload resource that becomes ``name`` once complete.
 
         413 when ``length`` (declared) is over max_upload; 507 when the disk
@@ -206,7 +217,8 @@ class PartialStore:
         Refused at once, before any content is stored, as a PUT would be: 409
         when a folder (or a file where a folder must be) has the name, 412 when
         ``condition`` (an uploads.Condition) fails; the condition is kept and
-        checked again on completion.
+        checked again on completion, as is ``digest`` (a Repr-Digest value to
+        keep, digests.to_keep) by the ``verify`` of the completing append.
         """
         name = check_name(name)
         self.uploads.check_write(name, condition)
@@ -231,7 +243,7 @@ class PartialStore:
                 os.close(fd)
             created = time.time() if now is None else now
             partial = Partial(upload_id, name, length, 0, False, created,
-                              created + self.expire_after, conditions)
+                              created + self.expire_after, conditions, digest)
             try:
                 self._write(partial)
             except BaseException:
@@ -257,16 +269,25 @@ class PartialStore:
             raise gone(upload_id)
         return partial.offset
 
-    def append(self, upload_id, offset, source, complete=False, length=None, verify=None):
+    def append(self, upload_id, offset, source, complete=False, length=None, verify=None,
+               whole=False):
         """Append what ``source(sink)`` delivers at ``offset``; the new state.
 
         ``source`` calls ``sink(piece)`` for each piece of the request content
         (a body's ``read_to``).  ``length``, when given, is a length the request
         declares (Upload-Length, or offset + Content-Length with Upload-Complete:
         ?1); it must agree with one declared before.  With ``complete`` the file
-        takes its name once its length is right and ``verify(path)`` (if given)
-        did not raise: atomically, the previous version intact on any failure.
-        The returned state's ``replaced`` says whether a file had that name.
+        takes its name once its length is right and ``verify(path, partial)``
+        (if given) did not raise: atomically, the previous version intact on any
+        failure.  The returned state's ``replaced`` says whether a file had that
+        name.  A completion refused by a client error (4xx: ``verify``, a
+        condition kept, a folder of that name) ends the upload, its bytes
+        removed: the draft calls such an answer the processing of the whole
+        representation (Upload-Complete: ?1), which resending would not change.
+
+        ``whole``: this append's bytes are kept all or none (their digest is to
+        be checked once they are all in): no checkpoint claims a part of them,
+        and a client that leaves midway leaves the offset where it was.
 
         Errors: 404 gone, 409 Conflict (wrong offset, or another append holds
         the upload), 400 completed or inconsistent length, 413 over max_upload,
@@ -289,7 +310,8 @@ class PartialStore:
                 if partial is None:
                     raise gone(upload_id) from None
                 raise Conflict(partial.offset, offset, busy=True) from None
-            return Append(self, fd, upload_id).run(offset, source, complete, length, verify)
+            return Append(self, fd, upload_id, whole).run(offset, source, complete, length,
+                                                          verify)
         finally:
             os.close(fd)           # lets go of the lock too
 
@@ -371,11 +393,13 @@ def lock(fd):
 class Append:
     """One append, holding the upload's lock: its data file ``fd`` and the state."""
 
-    def __init__(self, store, fd, upload_id):
+    def __init__(self, store, fd, upload_id, whole=False):
         self.store = store
+        self.whole = whole         # all or nothing: no checkpoint moves the offset
         self.fd = fd
         self.id = upload_id
         self.partial = None
+        self.start = 0             # the offset this append started at
         self.size = 0              # bytes in the data file
         self.ours = None           # an error of ours (the disk's), not the client's
         self.flush = None          # the background checkpoint in progress
@@ -403,12 +427,13 @@ class Append:
                 raise inconsistent_length(f'{length} bytes declared, {partial.offset} held')
             partial = self.replace(partial, length=length)
         self.partial = partial
+        self.start = partial.offset
         self.recover()
         try:
             source(self.sink)
         except BaseException as exc:
-            if self.ours is not None or isinstance(exc, Rejected):
-                self.roll_back()
+            if self.ours is not None or self.whole or isinstance(exc, Rejected):
+                self.roll_back(to_start=isinstance(exc, Rejected))
                 raise
             self.keep()            # the client left or sent a broken body: keep what came
             raise
@@ -479,10 +504,12 @@ class Append:
 
     def checkpoint(self, size):
         """On a thread of its own: make ``size`` bytes durable, then say so in .meta,
-        so that a long append cut by a crash resumes near where it was."""
+        so that a long append cut by a crash resumes near where it was (not for
+        a ``whole`` append: its bytes count only once all are in and checked)."""
         try:
             os.fdatasync(self.fd)
-            self.partial = self.replace(self.partial, offset=size)
+            if not self.whole:
+                self.partial = self.replace(self.partial, offset=size)
         except OSError as exc:
             self.flush_error = storage_error(exc)
         except HTTPError as exc:       # cancelled, or the disk failed writing .meta
@@ -505,9 +532,14 @@ class Append:
             raise storage_error(exc) from None
         self.partial = self.replace(self.partial, offset=self.size)
 
-    def roll_back(self):
-        """After an error of ours: back to the last durable offset."""
+    def roll_back(self, to_start=False):
+        """After an error of ours: back to the last durable offset.  ``to_start``
+        (a part rejected): back to where this append started, even past a
+        checkpoint of it (one not ``whole``: a digest in trailers not announced),
+        which no answer acknowledged; a crash before that leaves it claimed."""
         self.wait()
+        if to_start and self.partial.offset != self.start:
+            self.partial = self.replace(self.partial, offset=self.start)
         try:
             os.ftruncate(self.fd, self.partial.offset)
         except OSError:
@@ -522,14 +554,26 @@ class Append:
             raise inconsistent_length(f'complete at {partial.offset} bytes, '
                                       f'{partial.length} declared')
         data = store._data(self.id)
-        if verify is not None:
-            verify(data)
         if not os.path.exists(data):
             raise gone(self.id)                    # cancelled at the last moment
-        replaced, _ = store.uploads.commit(partial.name, types.SimpleNamespace(temp_path=data),
-                                           Condition.kept(partial.conditions))
+        try:
+            if verify is not None:
+                verify(data, partial)
+            replaced, st = store.uploads.commit(partial.name,
+                                                types.SimpleNamespace(temp_path=data),
+                                                Condition.kept(partial.conditions))
+        except HTTPError as error:
+            if 400 <= error.status < 500:
+                # The representation is refused as a whole (a digest, a condition):
+                # no byte of it can be sent again to change that (the draft: "resuming
+                # the upload would not resolve this error"), so its bytes go now,
+                # rather than lie on the disk until --partial-expiry.  A 5xx (a full
+                # disk at the rename) keeps them: the client may complete it again.
+                store._remove(self.id)
+                error.headers.append(('Upload-Complete', '?1'))
+            raise
         done = Completed(**{**vars(partial), 'length': partial.offset, 'complete': True,
-                            'replaced': replaced})
+                            'replaced': replaced, 'etag': etag_of(st)})
         try:
             # Remembered until it expires, so that a client that missed the
             # answer learns from HEAD that the upload completed (the draft).
@@ -542,6 +586,7 @@ class Append:
 @dataclass(frozen=True)
 class Completed(Partial):
     replaced: bool = False     # a file of that name was replaced (200), or not (201)
+    etag: str | None = None    # the stored file's (files.etag_of), as a PUT answers it
 
 
 def limit_field(max_size, max_age, interop=None):

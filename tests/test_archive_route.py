@@ -192,6 +192,9 @@ def test_the_head_is_chunked_and_names_the_download_as_the_folder_is_named(site)
     ('/uploads/photos/a.txt/?archive=tar', 404, 'no such folder'),
     ('/uploads/photos/link%20inside/?archive=tar', 404, 'no such folder'),
     ('/uploads/photos/nested/folder%20outside/?archive=tar', 404, 'no such folder'),
+    # A file's URL: never the file served as if the query were not there.
+    ('/uploads/photos/a.txt?archive=zip', 400, 'is for folders, whose URL ends with "/"'),
+    ('/uploads/photos/nested?archive=tar', 400, 'is for folders, whose URL ends with "/"'),
     # Names no upload can have: no folder there, as for its listing.
     ('/uploads/%2e%2e/?archive=tar', 404, 'no folder at'),
     ('/uploads/photos/%ff/?archive=tar', 404, 'no folder at'),

@@ -17,7 +17,8 @@ import pytest
 
 import listing52
 from minihttp.blocks import put_block
-from minihttp.cli import default_uploads
+from minihttp.cli import build_parser, default_uploads
+from minihttp.limits import EXPIRE_AFTER
 from support import (CLF, HTTP_LISTENING, REPO, WAIT, exchange, free_port, run_minihttp)
 
 
@@ -175,3 +176,11 @@ def test_the_client_exits_1_when_the_server_closes_before_the_end():
                 client.wait()
     assert client.returncode == 1, err
     assert b'reset' in err and b'Sent' not in out
+
+
+def test_partial_expiry_help_says_its_default_with_its_unit(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(['serve', '--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert EXPIRE_AFTER == 86400         # "a day" below is this value in words
+    assert '(default: 86400 seconds, a day)' in text

@@ -20,6 +20,7 @@ from minihttp.errors import HTTPError
 from minihttp.resumable import (Conflict, PartialStore, PREFIX, Rejected, UploadError,
                                 limit_field)
 from minihttp.uploads import TEMP_PREFIX, UploadStore
+from support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -494,3 +495,37 @@ def test_limit_field():
     assert limit_field(1000, 3600) == 'max-size=1000, max-age=3600'
     assert limit_field(1000, 3600, interop=6) == 'max-size=1000, expires=3600'
     assert limit_field(None, 5, interop=9) == 'max-age=5'
+
+
+@pytest.mark.parametrize('whole', [False, True], ids=['checkpointed', 'whole'])
+def test_a_rejected_part_goes_back_to_where_it_started(store, folder, monkeypatch, whole):
+    """Past checkpoints too: a part rejected (a Content-Digest that did not match) is
+    not acknowledged, so the offset returns to where the append started.  A ``whole``
+    part (its digest known from the head) has no checkpoint claim any of it."""
+    monkeypatch.setattr(resumable, 'WRITEBACK_STEP', 1000)
+    partial = store.create('parts.bin')
+    store.append(partial.id, 0, pieces(b'a' * 10))
+    seen = []
+
+    def source(sink):
+        for _ in range(5):
+            sink(b'b' * 1000)
+        if not whole:          # the background checkpoint claims them
+            wait_until(lambda: store.offset(partial.id) > 10, 'a checkpoint')
+        seen.append(store.offset(partial.id))
+        raise Rejected(400, 'content-digest sha-256 does not match the content received')
+
+    with pytest.raises(Rejected):
+        store.append(partial.id, 10, source, whole=whole)
+    assert (seen[0] == 10) if whole else (seen[0] > 10)
+    assert store.offset(partial.id) == 10
+    assert os.path.getsize(os.path.join(folder, PREFIX + partial.id)) == 10
+
+
+def test_a_whole_part_cut_midway_keeps_nothing(store, folder):
+    partial = store.create('whole.bin')
+    store.append(partial.id, 0, pieces(b'a' * 10))
+    with pytest.raises(ConnectionResetError):
+        store.append(partial.id, 10, cut_after(b'b' * 500), whole=True)
+    assert store.offset(partial.id) == 10
+    assert os.path.getsize(os.path.join(folder, PREFIX + partial.id)) == 10

@@ -6,6 +6,7 @@ the same folder, --workers 2, --trace, curl) start `minihttp serve`.  h11 reads
 the 104 and the final response as the oracle of their wire format.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -523,7 +524,9 @@ def test_a_creation_is_refused_before_its_content_as_a_put_is(site, fields, exis
 def test_if_none_match_star_holds_until_a_later_patch_completes(site):
     """The creation's If-None-Match: * is kept with the upload: a file that took the
     name meanwhile is not replaced by the PATCH that completes it (412, which says
-    why), and the upload stays where it was for the client to decide."""
+    why).  The 412 ends the upload (Upload-Complete: ?1, the draft's answer about the
+    whole representation, which resending would not change): its bytes are gone at
+    once, not left on the disk until --partial-expiry."""
     data = os.urandom(200_000)
     with RawClient(site.port) as client:
         client.send(creation('mine.bin', len(data), 'If-None-Match: *'))
@@ -534,8 +537,10 @@ def test_if_none_match_star_holds_until_a_later_patch_completes(site):
     reply = patch(site.port, location, 50_000, data[50_000:])
     assert reply.status == 412, reply.body
     assert b'exists (If-None-Match: *)' in reply.body
+    assert reply.headers['upload-complete'] == '?1'
     assert (site.uploads / 'mine.bin').read_bytes() == b'theirs'
-    assert offset_of(site.port, location) == len(data)
+    assert head(site.port, location).status == 404
+    assert partials(site) == []
 
 
 def test_if_match_holds_until_a_later_patch_completes(site):
@@ -553,7 +558,9 @@ def test_if_match_holds_until_a_later_patch_completes(site):
     reply = patch(site.port, location, 10_000, data[10_000:])
     assert reply.status == 412, reply.body
     assert reply.headers['etag'] == second.headers['etag']
+    assert reply.headers['upload-complete'] == '?1'
     assert (site.uploads / 'doc.txt').read_bytes() == b'version 2 by another'
+    assert partials(site) == []
 
 
 def test_a_kept_condition_that_holds_completes(site):
@@ -578,4 +585,168 @@ def test_a_conditional_field_too_long_to_keep_is_400(site):
                              'Connection: close'), b'abc')
         reply = client.reply('PUT')
     assert reply.status == 400 and b'if-none-match is 302 characters' in reply.body, reply.body
+    assert partials(site) == []
+
+
+# -- integrity digests (RFC 9530; the draft's "Integrity Digests") -------------------------
+
+def sf_digest(data, algorithm='sha-256'):
+    """A digest field's value for ``data``."""
+    make = {'sha-256': hashlib.sha256, 'sha-512': hashlib.sha512}[algorithm]
+    return f'{algorithm}=:{base64.b64encode(make(data).digest()).decode()}:'
+
+
+def framed(data, field, where):
+    """(head fields, body) sending ``data`` with ``field`` (name: value) in the head,
+    or in a chunked body's trailer section, announced by Trailer."""
+    if where == 'head':
+        return [field, f'Content-Length: {len(data)}'], data
+    name = field.partition(':')[0]
+    body = b'%x\r\n%s\r\n0\r\n%s\r\n\r\n' % (len(data), data, field.encode())
+    return [f'Trailer: {name}', 'Transfer-Encoding: chunked'], body
+
+
+def create(port, name, data, fields=(), complete=False, body=None):
+    """A creation sending ``data`` (or the ``body`` given, framed by ``fields``): its reply."""
+    framing = [] if body is not None else [f'Content-Length: {len(data)}']
+    with RawClient(port) as client:
+        client.send(request_bytes('PUT', f'/uploads/{name}', [
+            f'Upload-Complete: {"?1" if complete else "?0"}', INTEROP, *framing, *fields,
+            'Connection: close'], data if body is None else body))
+        return client.reply('PUT')
+
+
+def append_part(port, location, offset, data, fields=(), complete=True, body=None):
+    framing = [] if body is not None else [f'Content-Length: {len(data)}']
+    with RawClient(port) as client:
+        client.send(request_bytes('PATCH', location, [
+            PATCH_TYPE, f'Upload-Offset: {offset}',
+            f'Upload-Complete: {"?1" if complete else "?0"}', *framing, *fields,
+            'Connection: close'], data if body is None else body))
+        return client.reply('PATCH')
+
+
+@pytest.mark.parametrize('where', ['head', 'trailer'])
+def test_a_creations_content_digest_is_its_parts(site, where):
+    """A creation's Content-Digest is of its content: wrong, the part is not kept (400
+    naming the digest, the upload's Location and offset 0 to send it to); right, it is,
+    and the answer lists it as checked."""
+    data = os.urandom(300_000)
+    fields, body = framed(data[:100_000], f'Content-Digest: {sf_digest(b"other")}', where)
+    reply = create(site.port, 'c.bin', data[:100_000], fields, body=body)
+    assert reply.status == 400, reply.body
+    assert b'content-digest' in reply.body and b'does not match' in reply.body
+    assert reply.body.count(b'\n') == 1
+    location = reply.headers['location']
+    assert reply.headers['upload-offset'] == '0'
+    assert offset_of(site.port, location) == 0
+    assert os.path.getsize(site.uploads / (PREFIX + location.rsplit('/', 1)[1])) == 0
+    fields, body = framed(data[:100_000], f'Content-Digest: {sf_digest(data[:100_000])}',
+                          where)
+    reply = append_part(site.port, location, 0, data[:100_000], fields, complete=False,
+                        body=body)
+    assert reply.status == 204 and reply.headers['upload-offset'] == '100000', reply.body
+    reply = append_part(site.port, location, 100_000, data[100_000:],
+                        [f'Content-Digest: {sf_digest(data[100_000:])}'])
+    assert reply.status == 201, reply.body
+    assert json.loads(reply.body)['digests_checked'] == ['content-digest sha-256']
+    assert sha256_file(site.uploads / 'c.bin') == sha(data)
+
+
+@pytest.mark.parametrize('where', ['head', 'trailer'])
+def test_a_patchs_content_digest_is_its_parts(site, where):
+    """A PATCH whose Content-Digest does not match its content: 400 naming it, the part
+    not appended (HEAD says the offset from before, the file was cut back), no file
+    stored; sent again with the right digest, it completes the upload."""
+    data = os.urandom(400_000)
+    location = create_and_cut(site.port, 'p.bin', data, 150_000)
+    rest = data[150_000:]
+    fields, body = framed(rest, f'Content-Digest: {sf_digest(rest[::-1])}', where)
+    reply = append_part(site.port, location, 150_000, rest, fields, body=body)
+    assert reply.status == 400, reply.body
+    assert b'content-digest' + (b' trailer' if where == 'trailer' else b'') + \
+        b' sha-256 does not match' in reply.body
+    assert reply.headers['upload-offset'] == '150000'
+    assert offset_of(site.port, location) == 150_000
+    assert os.path.getsize(site.uploads / (PREFIX + location.rsplit('/', 1)[1])) == 150_000
+    assert not (site.uploads / 'p.bin').exists()
+    fields, body = framed(rest, f'Content-Digest: {sf_digest(rest, "sha-512")}', where)
+    reply = append_part(site.port, location, 150_000, rest, fields, body=body)
+    assert reply.status == 201, reply.body
+    checked = 'content-digest trailer sha-512' if where == 'trailer' else \
+        'content-digest sha-512'
+    assert json.loads(reply.body)['digests_checked'] == [checked]
+    assert sha256_file(site.uploads / 'p.bin') == sha(data)
+
+
+def test_a_part_with_a_digest_cut_midway_is_not_kept(site):
+    """A part whose digest is to be checked is all or nothing: the bytes that arrived
+    before the client left cannot be checked, so HEAD never counts them, and the
+    file is cut back to the offset from before once the server sees the client gone."""
+    data = os.urandom(200_000)
+    with RawClient(site.port) as client:
+        client.send(creation('cut.bin', len(data), f'Content-Digest: {sf_digest(data)}'))
+        location = read_104(client)['location']
+        client.send(data[:120_000])
+        path = site.uploads / (PREFIX + location.rsplit('/', 1)[1])
+        wait_until(lambda: os.path.getsize(path) == 120_000, 'the bytes written')
+        assert offset_of(site.port, location) == 0
+    wait_until(lambda: os.path.getsize(path) == 0, 'the part rolled back')
+    assert offset_of(site.port, location) == 0
+
+
+def test_repr_digest_of_the_creation_is_checked_on_completion(site):
+    """The draft sends the whole upload's Repr-Digest with the creation: kept with the
+    upload, checked when a later PATCH completes it; the answer's Repr-Digest (sha-256,
+    and sha-512 when asked for) and ETag are the stored file's, as a PUT's are."""
+    data = os.urandom(300_000)
+    reply = create(site.port, 'r.bin', data[:100_000],
+                   [f'Repr-Digest: {sf_digest(data, "sha-512")}'])
+    assert reply.status == 201, reply.body
+    reply = append_part(site.port, reply.headers['location'], 100_000, data[100_000:])
+    assert reply.status == 201, reply.body
+    assert json.loads(reply.body)['digests_checked'] == ['repr-digest sha-512']
+    assert reply.headers['repr-digest'] == f'{sf_digest(data)}, {sf_digest(data, "sha-512")}'
+    with RawClient(site.port) as client:
+        client.send(request_bytes('HEAD', '/uploads/r.bin', ['Connection: close']))
+        assert client.reply('HEAD').headers['etag'] == reply.headers['etag']
+
+
+@pytest.mark.parametrize('where', ['creation', 'head', 'trailer'])
+def test_a_wrong_repr_digest_ends_the_upload(site, where):
+    """A Repr-Digest that does not match the whole upload: 400 naming it with
+    Upload-Complete: ?1 (the draft: about the whole representation; resending cannot
+    change it), no file stored, and the upload's bytes removed (HEAD: 404)."""
+    data = os.urandom(300_000)
+    wrong = f'Repr-Digest: {sf_digest(data[1:])}'
+    reply = create(site.port, 'w.bin', data[:100_000], [wrong] if where == 'creation' else [])
+    location = reply.headers['location']
+    rest = data[100_000:]
+    fields, body = framed(rest, wrong, where if where != 'creation' else 'head')
+    if where == 'creation':
+        fields, body = [f'Content-Length: {len(rest)}'], rest
+    reply = append_part(site.port, location, 100_000, rest, fields, body=body)
+    assert reply.status == 400, reply.body
+    assert b'repr-digest' in reply.body and b'does not match the upload stored' in reply.body
+    assert reply.headers['upload-complete'] == '?1'
+    assert not (site.uploads / 'w.bin').exists()
+    assert head(site.port, location).status == 404
+    assert partials(site) == []
+
+
+def test_a_right_repr_digest_on_a_one_request_creation(site):
+    data = os.urandom(50_000)
+    reply = create(site.port, 'one.bin', data, [f'Repr-Digest: {sf_digest(data)}',
+                                                f'Content-Digest: {sf_digest(data)}'],
+                   complete=True)
+    assert reply.status == 201, reply.body
+    assert json.loads(reply.body)['digests_checked'] == ['content-digest sha-256',
+                                                          'repr-digest sha-256']
+    assert reply.headers['repr-digest'] == sf_digest(data)
+
+
+def test_a_malformed_repr_digest_is_refused_with_the_creation(site):
+    """Kept for the end, it is checked for form at once: 400 before any byte is stored."""
+    reply = create(site.port, 'm.bin', b'abc', ['Repr-Digest: sha-256=:c2hvcnQ=:'])
+    assert reply.status == 400 and b'repr-digest sha-256 is not a 32-byte' in reply.body
     assert partials(site) == []

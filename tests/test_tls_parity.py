@@ -9,6 +9,7 @@ threads are back where they were.  What only TLS has (the handshake, the
 wrong scheme, renegotiation) is in test_tls_server.py and at the end here.
 """
 
+import base64
 import hashlib
 import io
 import json
@@ -143,6 +144,28 @@ def test_a_resumable_upload_cut_then_resumed(site):
                                     body=data[cut:]).replace(b'PUT ', b'PATCH ', 1))
     assert reply.status == 201 and reply.get('upload-complete') == '?1'
     assert sha256_file(site.uploads / 'resumed.bin') == hashlib.sha256(data).hexdigest()
+
+
+def test_a_parts_content_digest_in_a_trailer_is_checked(site):
+    """A PATCH's Content-Digest in the trailer section: wrong, the part is not appended
+    (400, the offset from before); right, it completes the upload."""
+    data = os.urandom(300_000)
+    with site.client() as client:
+        created = client.exchange(put('/uploads/checked.bin', 'Upload-Complete: ?0',
+                                      'Content-Length: 0'))
+    assert created.status == 201, created.body
+    location = created.get('location')
+    for digest, status in ((hashlib.sha256(b'other'), 400), (hashlib.sha256(data), 201)):
+        field = 'Content-Digest: sha-256=:' + base64.b64encode(digest.digest()).decode() + ':'
+        with site.client() as client:
+            reply = client.exchange(put(
+                location, 'Content-Type: application/partial-upload', 'Upload-Offset: 0',
+                'Upload-Complete: ?1', 'Trailer: Content-Digest', 'Transfer-Encoding: chunked',
+                body=chunked(data[:100_000], data[100_000:], trailers=[field])
+            ).replace(b'PUT ', b'PATCH ', 1))
+        assert reply.status == status, reply.body
+    assert json.loads(reply.body)['digests_checked'] == ['content-digest trailer sha-256']
+    assert sha256_file(site.uploads / 'checked.bin') == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize('framing', ['content-length', 'chunked'])

@@ -1187,3 +1187,38 @@ def test_a_dropped_folder_is_walked_to_its_files_and_empty_folders(page, site):
     assert (uploads / 'here' / 'dropped' / 'inner' / 'two.txt').read_bytes() == b'two'
     page.locator('#stored a', has_text='dropped/').wait_for()
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('address', ['..%2F..%2F', 'a%2F..%2F..%2F', '.%2F', '%2E%2E%2F', '%',
+                                     'a%2F%2Fb%2F'])
+def test_a_crafted_folder_address_never_leaves_the_uploads(page, site, address):
+    """#folder= is anyone's to write in a link: "..", which the URL parser resolves
+    (/uploads/../ is the site's root, where the page would list, link archives and
+    make folders), is no folder; nor a broken escape or an empty segment.  The page
+    says so and shows the top folder, and the address no longer holds it."""
+    base, uploads, _ = site
+    (uploads / 'top.txt').parent.mkdir(parents=True, exist_ok=True)
+    (uploads / 'top.txt').write_bytes(b'top')
+    page.goto(f'{base}/#folder={address}')
+    page.wait_for_selector('#idea-head[data-id]', state='attached')
+    page.locator('#stored tr', has_text='top.txt').wait_for()
+    assert page.locator('#where').inner_text() == 'Folder: uploads'
+    assert page.locator('#archives a').evaluate_all('(links) => links.map((a) => a.href)') == [
+        f'{base}/uploads/?archive=zip', f'{base}/uploads/?archive=tar']
+    said = page.locator('#uploads-said.error').inner_text()
+    assert said == 'The address named no folder of the uploads: showing the top folder.'
+    assert page.evaluate('location.hash') == ''
+    assert page.locator('#stored a', has_text='..').count() == 0
+    # Nothing but /uploads/ was asked for: never the root as a listing.
+    listed = [r['request']['target'].split('?')[0] for r in records(base)
+              if r['kind'] == 'http' and r['request'] and '_page_' in r['request']['target']
+              and r['request']['target'].startswith(('/uploads', '/?'))]
+    assert listed and set(listed) == {'/uploads/'}, listed
+    # A typed folder name is held to the same: ".." is refused in words, never sent.
+    page.get_by_label('New folder in this one').fill('../made')
+    page.get_by_role('button', name='New folder').click()
+    page.locator('#uploads-said.error', has_text="../made cannot be a folder's name").wait_for()
+    assert not [r for r in records(base) if r['kind'] == 'http' and r['request']
+                and r['request']['method'] == 'PUT']
+    assert page.errors == [], page.errors

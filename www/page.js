@@ -870,16 +870,38 @@ function deleteButton(name, href, cell) {
 
 // -- folders: the one shown is in the address (#folder=a/b/), so Back goes up -----------
 
-function shownFolder() {
-  const match = /^#folder=(.*)$/.exec(location.hash);
-  if (!match) return '';
-  try {
-    const name = decodeURIComponent(match[1]);
-    return name && !name.endsWith('/') ? name + '/' : name;
-  } catch (error) {
-    return '';
+// Why ``name`` (a path under /uploads/, a folder's ending in "/") cannot be one, or
+// null: each segment as the server checks it (uploads.check_segment), and above all
+// never "." or "..", which the URL parser resolves (even as %2E%2E), so that
+// /uploads/../ would be the site's root, not a folder of the uploads.
+function badName(name) {
+  const segments = name.replace(/\/$/, '').split('/');
+  if (segments.some((segment) => segment === '')) return 'it has an empty segment';
+  if (segments.some((segment) => segment.startsWith('.'))) {
+    return 'a segment starts with a dot (".." would leave the uploads)';
   }
+  if (/[\\\x00-\x1f\x7f]/.test(name)) return 'it holds a backslash or a control character';
+  return null;
 }
+
+// The folder the address names (#folder=a%2Fb%2F: 'a/b/'), '' for the top one;
+// null when the address names none the uploads could hold (a link crafted with
+// #folder=..%2F, or a broken %-escape).
+function addressedFolder() {
+  const match = /^#folder=(.*)$/.exec(location.hash);
+  if (!match || match[1] === '') return '';
+  let name;
+  try {
+    name = decodeURIComponent(match[1]);
+  } catch (error) {
+    return null;
+  }
+  name = name.endsWith('/') ? name : name + '/';
+  return badName(name) === null ? name : null;
+}
+
+// The folder shown, which uploads and New folder go into.
+const shownFolder = () => addressedFolder() || '';
 
 const folderHash = (folder) => '#folder=' + encodeURIComponent(folder);
 
@@ -933,6 +955,13 @@ function fileRow(folder, file) {
 }
 
 async function listStored() {
+  if (addressedFolder() === null) {
+    // Said, and dropped from the address (no history entry), so that nothing below
+    // reads it: the top folder is shown instead.
+    announce('uploads-said', 'The address named no folder of the uploads: showing the '
+             + 'top folder.', true);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
   const folder = shownFolder();
   const body = $('stored').tBodies[0];
   drawWhere(folder);
@@ -977,6 +1006,12 @@ async function makeFolder() {
     return;
   }
   const name = shownFolder() + typed + '/';
+  const bad = badName(name);
+  if (bad) {
+    announce('uploads-said', `${typed} cannot be a folder's name: ${bad}.`, true);
+    $('folder-name').focus();
+    return;
+  }
   if (await write('PUT', uploadURL(name), {'If-None-Match': '*'}, `${name} was not made`)) {
     announce('uploads-said', `Made the folder ${name}.`);
     $('folder-name').value = '';

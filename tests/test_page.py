@@ -1222,3 +1222,37 @@ def test_a_crafted_folder_address_never_leaves_the_uploads(page, site, address):
     assert not [r for r in records(base) if r['kind'] == 'http' and r['request']
                 and r['request']['method'] == 'PUT']
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(120)
+def test_a_name_already_there_is_never_replaced_by_accident_and_replace_is_a_choice(
+        page, site, tmp_path):
+    """The page sends If-None-Match: *: a file of the same name is left as it is and the
+    412 said in words, with Replace offered; Replace sends If-Match: the ETag of the
+    file the person was told of, so a file changed meanwhile is not replaced either."""
+    base, uploads, _ = site
+    uploads.mkdir(parents=True, exist_ok=True)
+    (uploads / 'same.txt').write_bytes(b'theirs')
+    mine = tmp_path / 'same.txt'
+    mine.write_bytes(b'mine, newer')
+    load(page, base)
+    page.set_input_files('#pick', str(mine))
+    line = page.locator('#transfers p', has_text='same.txt')
+    line.locator('.error', has_text='already there (412)').wait_for()
+    assert line.locator('.error').inner_text() == (
+        'not stored: a file of this name is already there (412); it was left as it is')
+    assert (uploads / 'same.txt').read_bytes() == b'theirs'
+    assert line.locator('progress').count() == 0
+    assert not [r for r in records(base) if r['kind'] == 'http' and r['request']
+                and r['request']['method'] == 'PATCH']      # no byte sent
+    # Changed meanwhile: Replace names the version it was told of, and is refused too.
+    (uploads / 'same.txt').write_bytes(b'theirs, changed')
+    line.get_by_role('button', name='Replace same.txt with the file you chose').click()
+    page.locator('#transfers p .error', has_text='changed since you chose Replace').wait_for()
+    assert (uploads / 'same.txt').read_bytes() == b'theirs, changed'
+    # Chosen again, on what is there now: replaced.
+    page.locator('#transfers p').first.get_by_role(
+        'button', name='Replace same.txt with the file you chose').click()
+    page.locator('#transfers p', has_text='stored (200)').wait_for()
+    assert (uploads / 'same.txt').read_bytes() == b'mine, newer'
+    assert [e for e in page.errors if 'status of 412' not in e] == [], page.errors

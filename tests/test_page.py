@@ -1256,3 +1256,43 @@ def test_a_name_already_there_is_never_replaced_by_accident_and_replace_is_a_cho
     page.locator('#transfers p', has_text='stored (200)').wait_for()
     assert (uploads / 'same.txt').read_bytes() == b'mine, newer'
     assert [e for e in page.errors if 'status of 412' not in e] == [], page.errors
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('screen', ['desktop', 'phone'])
+def test_names_of_255_bytes_wrap_in_their_column_and_nothing_scrolls_sideways(
+        browser, site, screen):
+    """A name is one word of up to 255 bytes: in the rows, the breadcrumb and a Delete's
+    question it wraps; the sizes, "folder" and the buttons stay whole, never cut into
+    letters; the page never scrolls sideways."""
+    base, uploads, _ = site
+    long_folder, long_file = 'D' * 200, 'L' * 250 + '.txt'
+    (uploads / long_folder).mkdir(parents=True)
+    (uploads / long_folder / long_file).write_bytes(b'x' * 12345)
+    (uploads / long_folder / 'short.txt').write_bytes(b'y')
+    context, page = open_page(browser, {'width': 360, 'height': 800} if screen == 'phone'
+                              else DESKTOP)
+    try:
+        page.goto(f'{base}/#folder={long_folder}%2F')
+        row = page.locator('#stored tr', has_text='.txt').first
+        row.wait_for()
+        page.get_by_role('button', name=f'Delete {long_file}').click()
+        page.get_by_role('button', name=f'Yes, delete {long_file}').wait_for()
+        assert page.evaluate('document.scrollingElement.scrollWidth') <= page.evaluate(
+            'innerWidth')
+        # Each size, "folder", heading and button is one line of text.
+        lines = page.locator('#stored td:nth-child(2), #stored button, #stored th:nth-child(-n+2)').evaluate_all(
+            '''(cells) => cells.map((cell) => {
+                 const text = document.createRange();
+                 text.selectNodeContents(cell);
+                 const tops = new Set([...text.getClientRects()].map((r) => Math.round(r.top)));
+                 return [cell.textContent, tops.size]; })''')
+        assert len(lines) >= 7 and all(count == 1 for _, count in lines), lines
+        # The name's column takes the room: the widest.
+        widths = row.locator('td').evaluate_all(
+            '(cells) => cells.map((cell) => cell.getBoundingClientRect().width)')
+        assert widths[0] > max(widths[1:]), widths
+        save(page, f'long-names-{screen}.png')
+        assert page.errors == [], page.errors
+    finally:
+        context.close()

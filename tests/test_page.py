@@ -1187,3 +1187,112 @@ def test_a_dropped_folder_is_walked_to_its_files_and_empty_folders(page, site):
     assert (uploads / 'here' / 'dropped' / 'inner' / 'two.txt').read_bytes() == b'two'
     page.locator('#stored a', has_text='dropped/').wait_for()
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('address', ['..%2F..%2F', 'a%2F..%2F..%2F', '.%2F', '%2E%2E%2F', '%',
+                                     'a%2F%2Fb%2F'])
+def test_a_crafted_folder_address_never_leaves_the_uploads(page, site, address):
+    """#folder= is anyone's to write in a link: "..", which the URL parser resolves
+    (/uploads/../ is the site's root, where the page would list, link archives and
+    make folders), is no folder; nor a broken escape or an empty segment.  The page
+    says so and shows the top folder, and the address no longer holds it."""
+    base, uploads, _ = site
+    (uploads / 'top.txt').parent.mkdir(parents=True, exist_ok=True)
+    (uploads / 'top.txt').write_bytes(b'top')
+    page.goto(f'{base}/#folder={address}')
+    page.wait_for_selector('#idea-head[data-id]', state='attached')
+    page.locator('#stored tr', has_text='top.txt').wait_for()
+    assert page.locator('#where').inner_text() == 'Folder: uploads'
+    assert page.locator('#archives a').evaluate_all('(links) => links.map((a) => a.href)') == [
+        f'{base}/uploads/?archive=zip', f'{base}/uploads/?archive=tar']
+    said = page.locator('#uploads-said.error').inner_text()
+    assert said == 'The address named no folder of the uploads: showing the top folder.'
+    assert page.evaluate('location.hash') == ''
+    assert page.locator('#stored a', has_text='..').count() == 0
+    # Nothing but /uploads/ was asked for: never the root as a listing.
+    listed = [r['request']['target'].split('?')[0] for r in records(base)
+              if r['kind'] == 'http' and r['request'] and '_page_' in r['request']['target']
+              and r['request']['target'].startswith(('/uploads', '/?'))]
+    assert listed and set(listed) == {'/uploads/'}, listed
+    # A typed folder name is held to the same: ".." is refused in words, never sent.
+    page.get_by_label('New folder in this one').fill('../made')
+    page.get_by_role('button', name='New folder').click()
+    page.locator('#uploads-said.error', has_text="../made cannot be a folder's name").wait_for()
+    assert not [r for r in records(base) if r['kind'] == 'http' and r['request']
+                and r['request']['method'] == 'PUT']
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(120)
+def test_a_name_already_there_is_never_replaced_by_accident_and_replace_is_a_choice(
+        page, site, tmp_path):
+    """The page sends If-None-Match: *: a file of the same name is left as it is and the
+    412 said in words, with Replace offered; Replace sends If-Match: the ETag of the
+    file the person was told of, so a file changed meanwhile is not replaced either."""
+    base, uploads, _ = site
+    uploads.mkdir(parents=True, exist_ok=True)
+    (uploads / 'same.txt').write_bytes(b'theirs')
+    mine = tmp_path / 'same.txt'
+    mine.write_bytes(b'mine, newer')
+    load(page, base)
+    page.set_input_files('#pick', str(mine))
+    line = page.locator('#transfers p', has_text='same.txt')
+    line.locator('.error', has_text='already there (412)').wait_for()
+    assert line.locator('.error').inner_text() == (
+        'not stored: a file of this name is already there (412); it was left as it is')
+    assert (uploads / 'same.txt').read_bytes() == b'theirs'
+    assert line.locator('progress').count() == 0
+    assert not [r for r in records(base) if r['kind'] == 'http' and r['request']
+                and r['request']['method'] == 'PATCH']      # no byte sent
+    # Changed meanwhile: Replace names the version it was told of, and is refused too.
+    (uploads / 'same.txt').write_bytes(b'theirs, changed')
+    line.get_by_role('button', name='Replace same.txt with the file you chose').click()
+    page.locator('#transfers p .error', has_text='changed since you chose Replace').wait_for()
+    assert (uploads / 'same.txt').read_bytes() == b'theirs, changed'
+    # Chosen again, on what is there now: replaced.
+    page.locator('#transfers p').first.get_by_role(
+        'button', name='Replace same.txt with the file you chose').click()
+    page.locator('#transfers p', has_text='stored (200)').wait_for()
+    assert (uploads / 'same.txt').read_bytes() == b'mine, newer'
+    assert [e for e in page.errors if 'status of 412' not in e] == [], page.errors
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('screen', ['desktop', 'phone'])
+def test_names_of_255_bytes_wrap_in_their_column_and_nothing_scrolls_sideways(
+        browser, site, screen):
+    """A name is one word of up to 255 bytes: in the rows, the breadcrumb and a Delete's
+    question it wraps; the sizes, "folder" and the buttons stay whole, never cut into
+    letters; the page never scrolls sideways."""
+    base, uploads, _ = site
+    long_folder, long_file = 'D' * 200, 'L' * 250 + '.txt'
+    (uploads / long_folder).mkdir(parents=True)
+    (uploads / long_folder / long_file).write_bytes(b'x' * 12345)
+    (uploads / long_folder / 'short.txt').write_bytes(b'y')
+    context, page = open_page(browser, {'width': 360, 'height': 800} if screen == 'phone'
+                              else DESKTOP)
+    try:
+        page.goto(f'{base}/#folder={long_folder}%2F')
+        row = page.locator('#stored tr', has_text='.txt').first
+        row.wait_for()
+        page.get_by_role('button', name=f'Delete {long_file}').click()
+        page.get_by_role('button', name=f'Yes, delete {long_file}').wait_for()
+        assert page.evaluate('document.scrollingElement.scrollWidth') <= page.evaluate(
+            'innerWidth')
+        # Each size, "folder", heading and button is one line of text.
+        lines = page.locator('#stored td:nth-child(2), #stored button, #stored th:nth-child(-n+2)').evaluate_all(
+            '''(cells) => cells.map((cell) => {
+                 const text = document.createRange();
+                 text.selectNodeContents(cell);
+                 const tops = new Set([...text.getClientRects()].map((r) => Math.round(r.top)));
+                 return [cell.textContent, tops.size]; })''')
+        assert len(lines) >= 7 and all(count == 1 for _, count in lines), lines
+        # The name's column takes the room: the widest.
+        widths = row.locator('td').evaluate_all(
+            '(cells) => cells.map((cell) => cell.getBoundingClientRect().width)')
+        assert widths[0] > max(widths[1:]), widths
+        save(page, f'long-names-{screen}.png')
+        assert page.errors == [], page.errors
+    finally:
+        context.close()

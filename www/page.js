@@ -578,6 +578,8 @@ const isAbort = (error) => error instanceof DOMException && error.name === 'Abor
 class Refused extends Error {
   constructor(xhr) {
     super(problem(xhr.status, xhr.responseText));
+    this.status = xhr.status;
+    this.etag = xhr.getResponseHeader('ETag');
   }
 }
 
@@ -602,11 +604,14 @@ function listSoon() {
 }
 
 // One file on its way to ``name`` (a path under /uploads/): a line with a bar, a
-// Cancel and what happened, and the steps of the resumable protocol.
+// Cancel and what happened, and the steps of the resumable protocol.  It never
+// replaces a file by accident: it is sent with If-None-Match: *, or, once the person
+// chose Replace, with If-Match: ``replacing`` (the ETag of the file they were told of).
 class Transfer {
-  constructor(file, name) {
+  constructor(file, name, replacing = null) {
     this.file = file;
     this.name = name;
+    this.condition = replacing === null ? {'If-None-Match': '*'} : {'If-Match': replacing};
     this.url = null;            // the upload resource, once made
     this.xhr = null;            // the request under way
     this.pause = null;          // the wait before a retry: its cancel
@@ -688,9 +693,27 @@ class Transfer {
       this.finish(`${stored}${resumed}`, false, true);
     } catch (error) {
       if (isAbort(error) || this.cancelled) await this.discard();
+      else if (error instanceof Refused && error.status === 412) this.refusedAsThere(error);
       else this.finish(`not stored: ${error instanceof TypeError ? problem(0, '')
                                                                 : error.message}`, true);
     }
+  }
+
+  // 412: a file of that name is there (or changed since Replace was chosen).  Said,
+  // and left as it is; Replace is offered, and replaces only the version it names.
+  refusedAsThere(error) {
+    const again = this.condition['If-Match'] !== undefined;
+    this.finish(again ? 'not stored: the file there changed since you chose Replace (412); '
+                        + 'it was left as it is'
+                      : 'not stored: a file of this name is already there (412); it was left '
+                        + 'as it is', true);
+    if (error.etag === null) return;
+    const replace = button('Replace', `Replace ${this.name} with the file you chose`, () => {
+      replace.remove();
+      queued.push(new Transfer(this.file, this.name, error.etag));
+      next();
+    });
+    this.status.before(replace, ' ');
   }
 
   // Creation (the draft's careful way: no content, so no 104 to wait for, which
@@ -704,7 +727,7 @@ class Transfer {
     try {
       answer = await this.send('PUT', uploadURL(this.name), {
         'Upload-Complete': '?0', 'Upload-Draft-Interop-Version': INTEROP,
-        'Upload-Length': String(file.size), ...authorization()});
+        'Upload-Length': String(file.size), ...this.condition, ...authorization()});
     } catch (error) {
       throw error instanceof TypeError ? new Error(problem(0, '')) : error;
     } finally {
@@ -769,7 +792,8 @@ class Transfer {
 
   // The whole file in one PUT, for a server that made no upload resource.
   async whole() {
-    const answer = await this.send('PUT', uploadURL(this.name), authorization(), this.file,
+    const answer = await this.send('PUT', uploadURL(this.name),
+                                   {...this.condition, ...authorization()}, this.file,
                                    (loaded) => { this.bar.value = loaded; });
     if (answer.status >= 300) throw new Refused(answer);
     return `stored (${answer.status})`;
@@ -870,16 +894,38 @@ function deleteButton(name, href, cell) {
 
 // -- folders: the one shown is in the address (#folder=a/b/), so Back goes up -----------
 
-function shownFolder() {
-  const match = /^#folder=(.*)$/.exec(location.hash);
-  if (!match) return '';
-  try {
-    const name = decodeURIComponent(match[1]);
-    return name && !name.endsWith('/') ? name + '/' : name;
-  } catch (error) {
-    return '';
+// Why ``name`` (a path under /uploads/, a folder's ending in "/") cannot be one, or
+// null: each segment as the server checks it (uploads.check_segment), and above all
+// never "." or "..", which the URL parser resolves (even as %2E%2E), so that
+// /uploads/../ would be the site's root, not a folder of the uploads.
+function badName(name) {
+  const segments = name.replace(/\/$/, '').split('/');
+  if (segments.some((segment) => segment === '')) return 'it has an empty segment';
+  if (segments.some((segment) => segment.startsWith('.'))) {
+    return 'a segment starts with a dot (".." would leave the uploads)';
   }
+  if (/[\\\x00-\x1f\x7f]/.test(name)) return 'it holds a backslash or a control character';
+  return null;
 }
+
+// The folder the address names (#folder=a%2Fb%2F: 'a/b/'), '' for the top one;
+// null when the address names none the uploads could hold (a link crafted with
+// #folder=..%2F, or a broken %-escape).
+function addressedFolder() {
+  const match = /^#folder=(.*)$/.exec(location.hash);
+  if (!match || match[1] === '') return '';
+  let name;
+  try {
+    name = decodeURIComponent(match[1]);
+  } catch (error) {
+    return null;
+  }
+  name = name.endsWith('/') ? name : name + '/';
+  return badName(name) === null ? name : null;
+}
+
+// The folder shown, which uploads and New folder go into.
+const shownFolder = () => addressedFolder() || '';
 
 const folderHash = (folder) => '#folder=' + encodeURIComponent(folder);
 
@@ -933,6 +979,13 @@ function fileRow(folder, file) {
 }
 
 async function listStored() {
+  if (addressedFolder() === null) {
+    // Said, and dropped from the address (no history entry), so that nothing below
+    // reads it: the top folder is shown instead.
+    announce('uploads-said', 'The address named no folder of the uploads: showing the '
+             + 'top folder.', true);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
   const folder = shownFolder();
   const body = $('stored').tBodies[0];
   drawWhere(folder);
@@ -977,6 +1030,12 @@ async function makeFolder() {
     return;
   }
   const name = shownFolder() + typed + '/';
+  const bad = badName(name);
+  if (bad) {
+    announce('uploads-said', `${typed} cannot be a folder's name: ${bad}.`, true);
+    $('folder-name').focus();
+    return;
+  }
   if (await write('PUT', uploadURL(name), {'If-None-Match': '*'}, `${name} was not made`)) {
     announce('uploads-said', `Made the folder ${name}.`);
     $('folder-name').value = '';

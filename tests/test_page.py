@@ -1296,3 +1296,90 @@ def test_names_of_255_bytes_wrap_in_their_column_and_nothing_scrolls_sideways(
         assert page.errors == [], page.errors
     finally:
         context.close()
+
+
+# -- a second review: restarts, the token, many files, the keyboard, a CSP ---------------
+
+def throttled(page, upload):
+    """Chromium's own throttle on this page's uploads (bytes/s)."""
+    session = page.context.new_cdp_session(page)
+    session.send('Network.enable')
+    session.send('Network.emulateNetworkConditions', {
+        'offline': False, 'latency': 0, 'downloadThroughput': -1, 'uploadThroughput': upload})
+
+
+def sending(page, name):
+    """Wait until ``name``'s bar has moved and not ended."""
+    page.wait_for_function("(name) => [...document.querySelectorAll('#transfers p')].some("
+                           "(p) => p.textContent.startsWith(name + ' ') && (bar => bar && "
+                           "bar.value > 0 && bar.value < bar.max)(p.querySelector('progress')))",
+                           arg=name)
+
+
+def wait_out(page, line, seconds):
+    """Let ``seconds`` of the page's clock (installed) pass, a retry's wait at a time,
+    while the server is away: each wait is said, then skipped."""
+    waited = 0
+    while waited < seconds:
+        line.locator('text=/retrying in \\d+(\\.\\d+)? s/').wait_for()
+        assert line.get_by_role('button', name=re.compile('^Cancel upload')).is_enabled()
+        said = line.inner_text()
+        delay = float(re.search(r'retrying in (\d+(?:\.\d+)?) s', said).group(1))
+        page.evaluate("(line) => line.querySelector('span').textContent = 'skipped'",
+                      line.element_handle())
+        page.clock.fast_forward(int(delay * 1000))
+        waited += delay
+    return said
+
+
+@pytest.mark.timeout(120)
+def test_an_upload_outlives_a_server_restart_and_gives_up_only_after_minutes(
+        page, minihttp, tmp_path):
+    """Stopped mid-PATCH (by PID) and started again a while later on the same port and
+    uploads folder: the page waits it out (saying so, Cancel there all along) and
+    finishes the same bytes.  The page's clock is Playwright's: half a minute of
+    retries passes in a moment (the old page gave up after 5 tries, ~15 s)."""
+    uploads = tmp_path / 'uploads'
+    options = ('--block-port', free_port(), '--uploads', uploads, '--max-upload', '64M',
+               '--grace', '0', '--quiet')
+    server = minihttp('serve', '--port', 0, *options, listening=HTTP_LISTENING)
+    port = server.port
+    data = os.urandom(3 << 20)
+    picked = tmp_path / 'restarted.bin'
+    picked.write_bytes(data)
+    page.clock.install()
+    load(page, f'http://127.0.0.1:{port}')
+    throttled(page, 512 << 10)
+    page.set_input_files('#pick', str(picked))
+    sending(page, 'restarted.bin')
+    server.stop()
+    line = page.locator('#transfers p', has_text='restarted.bin')
+    said = wait_out(page, line, 40)
+    assert 'server unreachable, retrying in 8 s (it held' in said, said
+    assert page.locator('#uploads-said').inner_text().startswith('restarted.bin: ')
+    again = minihttp('serve', '--port', port, *options, listening=HTTP_LISTENING)
+    assert again.port == port
+    throttled(page, -1)
+    line.locator('text=/retrying in/').wait_for()
+    page.clock.fast_forward(8000)
+    line.locator('text=stored (201)').wait_for()
+    assert sha256((uploads / 'restarted.bin').read_bytes()) == sha256(data)
+    assert 'resumed at' in line.inner_text()
+    again.stop()
+
+    # Away for good: after two minutes with no byte moving, the page says so and stops.
+    gone = tmp_path / 'gone.bin'
+    gone.write_bytes(data)
+    third = minihttp('serve', '--port', port, *options, listening=HTTP_LISTENING)
+    throttled(page, 512 << 10)
+    page.set_input_files('#pick', str(gone))
+    sending(page, 'gone.bin')
+    third.stop()
+    line = page.locator('#transfers p', has_text='gone.bin')
+    with pytest.raises(sync_api.TimeoutError):
+        page.set_default_timeout(3000)
+        wait_out(page, line, 200)
+    page.set_default_timeout(WAIT * 1000)
+    said = line.locator('.error').inner_text()
+    assert said.startswith('not stored: the server was unreachable for 2 minutes'), said
+    assert line.get_by_role('button').count() == 0

@@ -553,8 +553,9 @@ $('send').addEventListener('click', async () => {
 
 const INTEROP = '9';            // Upload-Draft-Interop-Version this page speaks
 const PARTIAL = 'application/partial-upload';
-const RETRIES = 5;              // tries in a row that move no byte before giving up
-const BACKOFF = 500;            // ms before the first retry, doubled each time after
+const RETRY_FOR = 120000;       // ms an upload keeps retrying with no byte moving
+const BACKOFF = 500;            // ms before the first retry, doubled each time after,
+const BACKOFF_MAX = 8000;       // up to this
 const PARALLEL = 3;             // uploads sent at once: a folder's files wait their turn
 const MAX_WALK = 32;            // folder depth a dropped folder is walked to (the server's)
 
@@ -745,12 +746,17 @@ class Transfer {
   }
 
   // PATCH from ``offset``; after a cut, a 409 or a 502-504, HEAD for the offset the
-  // server holds and PATCH again from there, RETRIES times in a row at most.
+  // server holds and PATCH again from there.  A person would rather wait out a server
+  // restarting or a Wi-Fi coming back than start again: the page keeps trying, the
+  // wait doubling up to BACKOFF_MAX, until RETRY_FOR has passed with no byte moving
+  // (Cancel stays there all along).
   async append(offset) {
     const {file} = this;
-    let tries = 0;
     let known = true;           // whether ``offset`` is the server's
+    let delay = BACKOFF;
+    let since = Date.now();     // when a byte last moved
     for (;;) {
+      let reached = true;       // whether the server answered the last request
       if (known) {
         const start = offset;
         const answer = await this.attempt('PATCH', this.url, {
@@ -761,15 +767,19 @@ class Transfer {
           if (answer.status < 300) return `stored (${answer.status})`;
           if (!retried(answer.status)) throw new Refused(answer);
         }
+        reached = answer !== null;
       }
-      tries += 1;
-      if (tries > RETRIES) {
-        throw new Error(`the server could not be reached ${RETRIES} times in a row `
-                        + `(it holds ${human(offset)} of ${human(file.size)})`);
+      if (Date.now() - since + delay > RETRY_FOR) {
+        throw new Error(`the server was unreachable for ${RETRY_FOR / 60000} minutes with no `
+                        + `byte moving (it holds ${human(offset)} of ${human(file.size)})`);
       }
-      this.say(`interrupted at ${human(this.bar.value)}: asking the server where to resume, `
-               + `in ${BACKOFF * 2 ** (tries - 1) / 1000} s`);
-      await this.wait(BACKOFF * 2 ** (tries - 1));
+      this.say(known && reached
+        ? `interrupted at ${human(this.bar.value)}: asking the server where to resume, `
+          + `in ${delay / 1000} s`
+        : `server unreachable, retrying in ${delay / 1000} s (it held ${human(offset)} of `
+          + `${human(file.size)})`);
+      await this.wait(delay);
+      delay = Math.min(delay * 2, BACKOFF_MAX);
       const state = await this.attempt('HEAD', this.url,
                                        {'Upload-Draft-Interop-Version': INTEROP});
       known = state !== null && state.status < 300;
@@ -781,7 +791,10 @@ class Transfer {
       // Complete: the append's answer was lost on the way, not its bytes.
       if (state.getResponseHeader('Upload-Complete') === '?1') return 'stored (HEAD says complete)';
       const held = Number(state.getResponseHeader('Upload-Offset'));
-      if (held > offset) tries = 0;          // bytes moved: the count starts again
+      if (held > offset) {           // bytes moved: the wait starts again
+        since = Date.now();
+        delay = BACKOFF;
+      }
       offset = held;
       this.resumedAt = held;
       this.line.dataset.resumedAt = String(held);

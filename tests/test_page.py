@@ -1383,3 +1383,54 @@ def test_an_upload_outlives_a_server_restart_and_gives_up_only_after_minutes(
     said = line.locator('.error').inner_text()
     assert said.startswith('not stored: the server was unreachable for 2 minutes'), said
     assert line.get_by_role('button').count() == 0
+
+
+@pytest.mark.timeout(120)
+def test_with_a_token_every_write_carries_it_and_a_401_is_said_never_retried(
+        page, minihttp, tmp_path):
+    uploads = tmp_path / 'uploads'
+    server = minihttp('serve', '--port', 0, '--block-port', free_port(), '--uploads', uploads,
+                      '--max-upload', '64M', '--token', 'sesame', '--quiet',
+                      listening=HTTP_LISTENING)
+    base = f'http://127.0.0.1:{server.port}'
+    load(page, base)
+    data = os.urandom(300_000)
+    picked = tmp_path / 'guarded.bin'
+    picked.write_bytes(data)
+    for typed in ('', 'wrong'):
+        page.get_by_label('Token').fill(typed)
+        page.set_input_files('#pick', str(picked))
+        refused = page.locator('#transfers p').first.locator('.error')
+        refused.wait_for()
+        assert refused.inner_text().startswith('not stored: 401'), refused.inner_text()
+        assert 'Bearer' in page.locator('#uploads-said').inner_text()
+    asked = [r['request']['method'] for r in records(base) if r['kind'] == 'http'
+             and r['request'] and not r['request']['target'].startswith(('/_framing', '/?'))
+             and '_page_' not in r['request']['target'] and r['request']['method'] != 'GET']
+    assert asked == ['PUT', 'PUT'], asked            # no retry, no PATCH, no HEAD
+    page.get_by_label('New folder in this one').fill('kept')
+    page.get_by_role('button', name='New folder').click()
+    page.locator('#uploads-said.error', has_text='kept/ was not made: 401').wait_for()
+
+    # The token typed: creation, PATCH, folder PUT and DELETE, the upload's DELETE all pass.
+    page.get_by_label('Token').fill('sesame')
+    page.get_by_role('button', name='New folder').click()
+    page.locator('#uploads-said', has_text='Made the folder kept/.').wait_for()
+    page.set_input_files('#pick', str(picked))
+    page.locator('#transfers p').first.locator('text=stored (201)').wait_for()
+    assert (uploads / 'guarded.bin').read_bytes() == data
+    row = page.locator('#stored tr', has_text='kept/')
+    row.get_by_role('button', name='Delete kept/').click()
+    row.get_by_role('button', name='Yes, delete kept/').click()
+    page.locator('#uploads-said', has_text='Deleted kept/.').wait_for()
+    assert not (uploads / 'kept').exists()
+    throttled(page, 65536)
+    slow = tmp_path / 'slow.bin'
+    slow.write_bytes(os.urandom(1 << 20))
+    page.set_input_files('#pick', str(slow))
+    sending(page, 'slow.bin')
+    page.get_by_role('button', name='Cancel upload of slow.bin').click()
+    page.locator('#transfers p', has_text='slow.bin').locator(
+        'text=cancelled: the server keeps nothing of it').wait_for()
+    assert visible(uploads) == ['guarded.bin']
+    assert [e for e in page.errors if 'status of 401' not in e] == [], page.errors

@@ -1300,12 +1300,14 @@ def test_names_of_255_bytes_wrap_in_their_column_and_nothing_scrolls_sideways(
 
 # -- a second review: restarts, the token, many files, the keyboard, a CSP ---------------
 
-def throttled(page, upload):
-    """Chromium's own throttle on this page's uploads (bytes/s)."""
+def throttled(page, upload, latency=0):
+    """Chromium's own throttle on this page's uploads (bytes/s; -1: none) and latency
+    added to each request (ms)."""
     session = page.context.new_cdp_session(page)
     session.send('Network.enable')
     session.send('Network.emulateNetworkConditions', {
-        'offline': False, 'latency': 0, 'downloadThroughput': -1, 'uploadThroughput': upload})
+        'offline': False, 'latency': latency, 'downloadThroughput': -1,
+        'uploadThroughput': upload})
 
 
 def sending(page, name):
@@ -1434,3 +1436,40 @@ def test_with_a_token_every_write_carries_it_and_a_401_is_said_never_retried(
         'text=cancelled: the server keeps nothing of it').wait_for()
     assert visible(uploads) == ['guarded.bin']
     assert [e for e in page.errors if 'status of 401' not in e] == [], page.errors
+
+
+@pytest.mark.timeout(120)
+def test_a_folder_of_200_files_is_counted_cancellable_and_listed_now_and_then(
+        page, site, tmp_path):
+    base, uploads, _ = site
+    many = tmp_path / 'many'
+    many.mkdir()
+    for n in range(200):
+        (many / f'{n:03}.txt').write_bytes(b'%d\n' % n * 50)
+    load(page, base)
+    listings = []
+    page.on('request', lambda request: re.search(r'/uploads/\?_page_', request.url)
+            and listings.append(request.url))
+    throttled(page, -1, latency=30)       # each request a little late: a burst that lasts
+    page.set_input_files('#pick-folder', str(many))
+    # The last in the queue (lines are newest first) is cancelled before it began.
+    last = page.locator('#transfers p').first
+    name = last.inner_text().split(' ')[0]
+    last.get_by_role('button', name=f'Cancel upload of {name}').click()
+    last.locator('text=cancelled before it began').wait_for()
+    said = page.locator('#uploads-said')
+    said.locator('text=/^\\d+ of 200 stored, 1 cancelled…$/').wait_for()
+    # Listed while the others go on, not only at the end.
+    page.wait_for_function("() => document.querySelector('#stored').innerText.includes('many/')"
+                           " && document.querySelector('#uploads-said').textContent"
+                           ".endsWith('…')")
+    said.locator('text=199 of 200 stored, 1 cancelled.').wait_for()
+    assert len(visible(uploads / 'many')) == 199
+    assert not (uploads / name).exists()
+    page.locator('#stored a', has_text='many/').wait_for()
+    assert 2 <= len(listings) <= 20, len(listings)
+    # The folder's list stays in reach: the lines scroll in their own box.
+    tops = page.evaluate("['transfers', 'stored'].map((id) => "
+                         "document.getElementById(id).getBoundingClientRect().top)")
+    assert tops[1] - tops[0] < 600, tops
+    assert page.errors == [], page.errors

@@ -597,11 +597,41 @@ function next() {
   }
 }
 
-// The list is read again once after a burst of uploads ends, not once per file.
+// The list is read again after uploads end: at once for one, at most once a RELIST
+// while a folder's files keep ending (never once per file), and once after the last.
+const RELIST = 1000;
 let relist = null;
+let listedAt = 0;
 function listSoon() {
-  clearTimeout(relist);
-  relist = setTimeout(listStored, 150);
+  if (relist !== null) return;          // the one pending comes after this end too
+  relist = setTimeout(() => {
+    relist = null;
+    listedAt = Date.now();
+    listStored();
+  }, Math.max(150, listedAt + RELIST - Date.now()));
+}
+
+// The files sent since the queue was last empty: with more than one, the status line
+// counts them ("37 of 200 stored") rather than saying each file's every step; each
+// file's line still says its own.
+const batch = {total: 0, stored: 0, cancelled: 0, failed: 0};
+
+function enqueue(transfer) {
+  if (sending === 0 && queued.length === 0) {
+    Object.assign(batch, {total: 0, stored: 0, cancelled: 0, failed: 0});
+  }
+  batch.total += 1;
+  queued.push(transfer);
+  next();
+}
+
+function countBatch() {
+  const ended = batch.stored + batch.cancelled + batch.failed;
+  const parts = [`${batch.stored} of ${batch.total} stored`];
+  if (batch.cancelled) parts.push(`${batch.cancelled} cancelled`);
+  if (batch.failed) parts.push(`${batch.failed} not stored (their lines say why)`);
+  announce('uploads-said', parts.join(', ') + (ended < batch.total ? '…' : '.'),
+           batch.failed > 0);
 }
 
 // One file on its way to ``name`` (a path under /uploads/): a line with a bar, a
@@ -634,7 +664,7 @@ class Transfer {
   say(words, isError = false) {
     this.status.className = isError ? 'error' : '';
     this.status.textContent = words;
-    announce('uploads-said', `${this.name}: ${words}`, isError);
+    if (batch.total <= 1) announce('uploads-said', `${this.name}: ${words}`, isError);
   }
 
   // Ends the line: no Cancel, and no bar unless the file arrived whole.
@@ -643,6 +673,8 @@ class Transfer {
     this.cancel.remove();
     if (!whole) this.bar.remove();
     this.say(words, isError);
+    batch[whole ? 'stored' : this.cancelled ? 'cancelled' : 'failed'] += 1;
+    if (batch.total > 1) countBatch();
     listSoon();
   }
 
@@ -711,8 +743,7 @@ class Transfer {
     if (error.etag === null) return;
     const replace = button('Replace', `Replace ${this.name} with the file you chose`, () => {
       replace.remove();
-      queued.push(new Transfer(this.file, this.name, error.etag));
-      next();
+      enqueue(new Transfer(this.file, this.name, error.etag));
     });
     this.status.before(replace, ' ');
   }
@@ -856,8 +887,7 @@ const retried = (status) => status === 409 || (status >= 502 && status <= 504);
 // Each file to ``folder`` + its path: a picked folder's files by webkitRelativePath,
 // others by their name.
 function upload(file, name) {
-  queued.push(new Transfer(file, name));
-  next();
+  enqueue(new Transfer(file, name));
 }
 
 function button(text, label, onclick) {

@@ -1473,3 +1473,62 @@ def test_a_folder_of_200_files_is_counted_cancellable_and_listed_now_and_then(
                          "document.getElementById(id).getBoundingClientRect().top)")
     assert tops[1] - tops[0] < 600, tops
     assert page.errors == [], page.errors
+
+
+def tab_to(page, accessible, limit=80):
+    """Press Tab until the focused element's text or label is ``accessible``."""
+    for _ in range(limit):
+        page.keyboard.press('Tab')
+        if page.evaluate("(e => e.getAttribute('aria-label') || e.textContent.trim())"
+                         "(document.activeElement)") == accessible:
+            return
+    raise AssertionError(f'{accessible!r} not reached by Tab')
+
+
+@pytest.mark.timeout(120)
+def test_folders_by_keyboard_alone_and_back_and_forward(page, site):
+    base, uploads, _ = site
+    (uploads / 'k' / 'inner').mkdir(parents=True)
+    (uploads / 'k' / 'note.txt').write_bytes(b'note')
+    load(page, base)
+    page.locator('#stored a', has_text='k/').wait_for()
+    with page.expect_file_chooser() as chooser:
+        tab_to(page, 'Choose a folder to upload')
+        page.keyboard.press('Enter')
+    assert chooser.value.element.get_attribute('id') == 'pick-folder'
+    tab_to(page, 'Open folder k')
+    page.keyboard.press('Enter')
+    page.locator('#stored tr', has_text='note.txt').wait_for()
+    # Focus stays where the person is: on the folder now shown, not back at the top.
+    assert page.evaluate("document.activeElement.getAttribute('aria-current')") == 'location'
+    reached = []
+    for _ in range(12):
+        page.keyboard.press('Tab')
+        reached.append(page.evaluate("(e => e.getAttribute('aria-label') || "
+                                     "e.textContent.trim())(document.activeElement)"))
+    for control in ('Download k as zip', 'Download k as tar', 'Up one folder',
+                    'Open folder inner', 'Delete inner/', 'Delete note.txt'):
+        assert control in reached, (control, reached)
+    tab_to(page, 'Delete note.txt')
+    page.keyboard.press('Space')
+    page.keyboard.press('Enter')                 # on Keep, which took the focus
+    assert (uploads / 'k' / 'note.txt').exists()
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == (
+        'Delete note.txt')
+    page.keyboard.press('Enter')
+    page.keyboard.press('Shift+Tab')             # Yes, delete
+    page.keyboard.press('Enter')
+    page.locator('#uploads-said', has_text='Deleted note.txt.').wait_for()
+    page.locator('#stored tr', has_text='note.txt').wait_for(state='detached')
+    assert page.evaluate("document.activeElement.getAttribute('aria-current')") == 'location'
+    tab_to(page, 'Open folder inner')
+    page.keyboard.press('Enter')
+    page.locator('#where', has_text='inner').wait_for()
+    page.go_back()
+    page.locator('#stored a', has_text='inner/').wait_for()
+    assert page.locator('#where').inner_text() == 'Folder: uploads / k'
+    page.go_back()
+    page.locator('#stored a', has_text='k/').wait_for()
+    page.go_forward()
+    page.locator('#stored a', has_text='inner/').wait_for()
+    assert page.errors == [], page.errors

@@ -1031,7 +1031,12 @@ async function listStored() {
   }
   const folder = shownFolder();
   const body = $('stored').tBodies[0];
+  // A keyboard's place among the rows or the breadcrumb (the link just followed, the
+  // Delete just answered) goes with them when they are drawn again: it is put on the
+  // folder now shown, not dropped to the top of the page.
+  const focused = ['stored', 'where'].some((id) => $(id).contains(document.activeElement));
   drawWhere(folder);
+  if (focused) $('where').querySelector('[aria-current]').focus();
   try {
     const response = await fetch(own(uploadURL(folder)), {headers: {'Accept': 'application/json'}});
     if (!response.ok) throw new Error(problem(response.status, await response.text()));

@@ -1114,15 +1114,17 @@ def test_a_folder_is_made_and_deleted_from_the_page_and_409_said_when_not_empty(
     page.get_by_label('New folder in this one').fill('made')
     page.keyboard.press('Enter')
     page.locator('#uploads-said.error', has_text='made/ was not made: 412').wait_for()
+    page.locator('#stored[aria-busy=false]').wait_for()
     # Not empty: the server's 409 reason, in the status line; the folder stays.
     (uploads / 'made' / 'kept.txt').write_bytes(b'kept')
     row.get_by_role('button', name='Delete made/').click()
     row.get_by_role('button', name='Yes, delete made/').click()
-    said = page.locator('#uploads-said.error')
+    said = page.locator('#uploads-said.error', has_text='was not deleted')
     said.wait_for()
     assert said.inner_text() == "made/ was not deleted: 409 Conflict: folder 'made' is not empty"
     assert (uploads / 'made' / 'kept.txt').exists()
     (uploads / 'made' / 'kept.txt').unlink()
+    page.locator('#stored[aria-busy=false]').wait_for()    # its rows read again
     page.locator('#stored tr', has_text='made/').get_by_role(
         'button', name='Delete made/').click()
     page.get_by_role('button', name='Yes, delete made/').click()

@@ -1021,6 +1021,7 @@ function fileRow(folder, file) {
   return tr;
 }
 
+let listings = 0;        // listStored's calls: only the latest one ends the busy state
 async function listStored() {
   if (addressedFolder() === null) {
     // Said, and dropped from the address (no history entry), so that nothing below
@@ -1037,6 +1038,10 @@ async function listStored() {
   const focused = ['stored', 'where'].some((id) => $(id).contains(document.activeElement));
   drawWhere(folder);
   if (focused) $('where').querySelector('[aria-current]').focus();
+  // Busy while its rows are being read again: a screen reader waits for the new ones
+  // (and so can a test, rather than press a button about to be replaced).
+  const listing = (listings += 1);
+  $('stored').setAttribute('aria-busy', 'true');
   try {
     const response = await fetch(own(uploadURL(folder)), {headers: {'Accept': 'application/json'}});
     if (!response.ok) throw new Error(problem(response.status, await response.text()));
@@ -1065,6 +1070,8 @@ async function listStored() {
     if (folder) td.append(' ', link('back to the top', folderHash('')));
     tr.append(td);
     body.replaceChildren(tr);
+  } finally {
+    if (listing === listings) $('stored').setAttribute('aria-busy', 'false');
   }
 }
 

@@ -1534,3 +1534,22 @@ def test_folders_by_keyboard_alone_and_back_and_forward(page, site):
     page.go_forward()
     page.locator('#stored a', has_text='inner/').wait_for()
     assert page.errors == [], page.errors
+
+
+@pytest.mark.timeout(60)
+def test_the_pages_content_security_policy_runs_no_inline_script(page, site):
+    base, uploads, _ = site
+    violations = []
+    page.on('console', lambda message: 'Content Security Policy' in message.text
+            and violations.append(message.text))
+    load(page, base)
+    page.locator('#where a').first.wait_for()
+    # Markup smuggled in (as a hostile name would be, were it ever drawn as HTML): its
+    # inline handler is refused, and says so.
+    page.evaluate("""() => { const held = document.createElement('div');
+      held.innerHTML = '<img src="x" onerror="window.ran = true">';
+      document.body.append(held); }""")
+    wait_until(lambda: violations, 'the inline handler refused')
+    assert page.evaluate('window.ran') is None
+    assert 'script-src' in violations[0] or 'default-src' in violations[0]
+    page.errors.clear()

@@ -290,7 +290,7 @@ class App:
             if request.query and archive_kind(request.query) is not None:
                 # Not silently the file: the client asked for an archive it would not get.
                 raise HTTPError(400, f'?archive= is for folders, whose URL ends with "/": '
-                                     f'{request.path[:80]} names a file')
+                                     f'{request.path[:80]} does not')
             return files.serve_path(request, self.store.directory,
                                     '/' + stored_spelling(request.path[len(UPLOADS):]),
                                     self.fields_of_upload)

@@ -441,6 +441,19 @@ def serve_path(request, root, url_path, fields=None):
     fd, st = opened
     if stat.S_ISREG(st.st_mode) and not request.path.endswith('/'):
         return serve_file(request, fd, st, path, fields)
+    if stat.S_ISDIR(st.st_mode) and request.path.endswith('/'):
+        try:
+            index = open_inside(root, [*parts, 'index.html'])
+        except BaseException:
+            os.close(fd)
+            raise
+        if index is not None:
+            index_fd, index_st = index
+            if stat.S_ISREG(index_st.st_mode):
+                os.close(fd)
+                return serve_file(request, index_fd, index_st, wanted, fields)
+            os.close(index_fd)
+        return listing(request, root, fd, path)      # the listing owns fd from here
     os.close(fd)
     if stat.S_ISREG(st.st_mode):
         # 'file/' names a directory, and there is none (open(2) says ENOTDIR);
@@ -448,22 +461,14 @@ def serve_path(request, root, url_path, fields=None):
         raise HTTPError(404, f'not a directory: {request.path[:80]}')
     if not stat.S_ISDIR(st.st_mode):
         raise HTTPError(404, f'not a regular file: {request.path[:80]}')
-    if not request.path.endswith('/'):
-        # One leading slash: '//name/' would be a network-path reference
-        # (RFC 3986 section 4.2), a redirect to the host 'name'.
-        location = quote('/' + request.path.lstrip('/') + '/', safe="/%:@!$&'()*+,;=~-._")
-        if request.query:
-            location += '?' + request.query
-        return Response(301, [('Location', location),
-                              ('Content-Type', 'text/plain; charset=utf-8')],
-                        f'moved to {location}\n'.encode())
-    index = open_inside(root, [*parts, 'index.html'])
-    if index is not None:
-        fd, st = index
-        if stat.S_ISREG(st.st_mode):
-            return serve_file(request, fd, st, wanted, fields)
-        os.close(fd)
-    return listing(request, root, os.path.join(real_root(root), *parts))
+    # A directory named without its "/" (with it, it is served above).  One leading
+    # slash: '//name/' would be a network-path reference (RFC 3986 section 4.2), a
+    # redirect to the host 'name'.
+    location = quote('/' + request.path.lstrip('/') + '/', safe="/%:@!$&'()*+,;=~-._")
+    if request.query:
+        location += '?' + request.query
+    return Response(301, [('Location', location), ('Content-Type', 'text/plain; charset=utf-8')],
+                    f'moved to {location}\n'.encode())
 
 
 def extension(name):
@@ -739,22 +744,23 @@ def worth_parts(ranges):
     return all(ordered[i][1] < ordered[i + 1][0] for i in range(len(ordered) - 1))
 
 
-def listing(request, root, path):
-    """An HTML directory listing, streamed in chunks since its length is not known.
+def listing(request, root, fd, path):
+    """An HTML directory listing of the directory open as ``fd`` (at ``path``), streamed
+    in chunks since its length is not known.
 
-    Only the directory's opening is tried here (403 if it cannot be): reading,
-    sorting and describing its entries, long for a large directory, is the
-    body's work, which the server does on a pool thread, not in its loop.
+    Read through the descriptor open_inside checked, never by its path again: a
+    folder on the way swapped for a symlink meanwhile cannot turn the listing to
+    another directory.  Reading, sorting and describing its entries, long for a
+    large directory, is the body's work, which the server does on a pool thread,
+    not in its loop; the body owns the descriptor (FolderBody) whether it is sent,
+    cut or never read.
     """
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-    except OSError:
-        raise HTTPError(403, 'directory not readable') from None
+    here = where(fd, path)
 
-    def entries():
+    def entries(fd):
         top = real_root(root)
         try:
-            with os.scandir(path) as found:
+            with os.scandir(fd) as found:
                 entries = sorted(found, key=lambda e: e.name)
         except OSError:
             entries = []      # gone or closed to us since it was opened: an empty listing
@@ -762,7 +768,8 @@ def listing(request, root, path):
             if entry.name.startswith('.'):
                 continue
             try:
-                if entry.is_symlink() and not inside(os.path.realpath(entry.path), top):
+                if entry.is_symlink() and not inside(
+                        os.path.realpath(os.path.join(here, entry.name)), top):
                     continue    # never served, so not listed: not even its size
                 is_dir = entry.is_dir()
                 size = None if is_dir else entry.stat().st_size
@@ -771,7 +778,43 @@ def listing(request, root, path):
             yield entry.name, is_dir, size
 
     return Response(200, [('Content-Type', 'text/html; charset=utf-8')],
-                    listing_pieces(unquote(request.path), entries()))
+                    FolderBody(fd, lambda fd: listing_pieces(unquote(request.path), entries(fd))))
+
+
+class FolderBody:
+    """A response body made from an open folder: ``make(fd)`` yields the pieces.
+
+    Owns the descriptor from the start: iterated to the end or not, ``close``
+    (called on a body never sent, as for HEAD, and on one cut) releases it.
+    """
+
+    def __init__(self, fd, make):
+        self._fd = fd
+        self._make = make
+        self._pieces = None
+
+    def __iter__(self):
+        if self._pieces is not None or self._fd < 0:
+            raise ValueError('a FolderBody is iterated once')
+        self._pieces = self._run()
+        return self._pieces
+
+    def _run(self):
+        try:
+            yield from self._make(self._fd)
+        finally:
+            self._close_fd()
+
+    def close(self):
+        pieces, self._pieces = self._pieces, False
+        if pieces:
+            pieces.close()
+        self._close_fd()
+
+    def _close_fd(self):
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def listing_pieces(title, entries):

@@ -23,7 +23,8 @@ from .archives import DIRECTORY, FILE, listed, unsorted
 from .atomic import AtomicFile
 from .digests import ALGORITHMS, DEFAULT
 from .errors import HTTPError, SizeLimit
-from .files import CONDITIONAL_FIELDS, LISTING_BATCH, etag_of, listing_pieces, precondition
+from .files import (CONDITIONAL_FIELDS, LISTING_BATCH, FolderBody, etag_of, listing_pieces,
+                    precondition)
 from .limits import (LISTING_SORT_BUDGET, MAX_FOLDER_DEPTH, MAX_KEPT_CONDITION, MAX_UPLOAD_NAME,
                      MAX_UPLOAD_PATH, WRITEBACK_STEP)
 
@@ -342,42 +343,6 @@ class KeptFields:
 
     def has_any(self, names):
         return not self._fields.keys().isdisjoint(names)
-
-
-class FolderBody:
-    """A response body made from an open folder: ``make(fd)`` yields the pieces.
-
-    Owns the descriptor from the start: iterated to the end or not, ``close``
-    (called on a body never sent, as for HEAD, and on one cut) releases it.
-    """
-
-    def __init__(self, fd, make):
-        self._fd = fd
-        self._make = make
-        self._pieces = None
-
-    def __iter__(self):
-        if self._pieces is not None or self._fd < 0:
-            raise ValueError('a FolderBody is iterated once')
-        self._pieces = self._run()
-        return self._pieces
-
-    def _run(self):
-        try:
-            yield from self._make(self._fd)
-        finally:
-            self._close_fd()
-
-    def close(self):
-        pieces, self._pieces = self._pieces, False
-        if pieces:
-            pieces.close()
-        self._close_fd()
-
-    def _close_fd(self):
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 def entries(fd, kinds=(DIRECTORY, FILE), names=None):

@@ -602,3 +602,32 @@ def test_a_small_file_served_from_memory_follows_every_change(tmp_path, minihttp
     assert fetch().content == big
     path.unlink()
     assert fetch().status_code == 404
+
+
+def test_a_folder_swapped_for_a_symlink_after_its_check_is_still_the_one_listed(
+        tmp_path, monkeypatch):
+    """The listing reads the directory open_inside opened and checked, by its descriptor:
+    a folder renamed away and replaced by a symlink to outside the root in between (a
+    race a local writer could win) cannot turn the listing to another directory."""
+    from minihttp import files
+    from minihttp.request import parse_head
+    root, outside = tmp_path / 'root', tmp_path / 'outside'
+    (root / 'docs').mkdir(parents=True)
+    (root / 'docs' / 'mine.txt').write_bytes(b'in the root')
+    outside.mkdir()
+    (outside / 'SECRET-outside.txt').write_bytes(b'not served')
+    checked = files.open_inside
+
+    def open_then_swap(top, parts):
+        opened = checked(top, parts)
+        if list(parts) == ['docs'] and not (root / 'docs-moved').exists():
+            os.rename(root / 'docs', root / 'docs-moved')
+            os.symlink(outside, root / 'docs')
+        return opened
+    monkeypatch.setattr(files, 'open_inside', open_then_swap)
+    request = parse_head(b'GET /docs/ HTTP/1.1\r\nHost: localhost')
+    response = files.serve_path(request, str(root), '/docs/')
+    page = b''.join(bytes(piece) for piece in response.body)
+    assert (root / 'docs-moved').is_dir() and (root / 'docs').is_symlink()   # swapped
+    assert b'mine.txt' in page
+    assert b'SECRET-outside' not in page

@@ -209,7 +209,7 @@ class App:
         processes' answers (minihttp.hub, at most HUB_ASK_TIMEOUT).
         """
         return (request.method not in WRITE and not request.has('want-repr-digest')
-                and not (self.records.asks_others and request.path == '/_framing'))
+                and not (request.path == '/_framing' and self.records.asks_others))
 
     def admit(self, request, framing):
         """Refuse, from the head alone and without I/O, what would be refused before a

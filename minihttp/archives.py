@@ -30,6 +30,7 @@ from contextlib import closing
 from urllib.parse import quote
 
 from .errors import HTTPError, ResponseError
+from .files import FolderBody
 from .responses import FileRegion
 
 # The reused buffer the archive is gathered in: headers, file contents read straight
@@ -510,34 +511,23 @@ def zip_end(count, size, start, end64_at):
 MAKERS = {'tar': tar_pieces, 'tar.gz': tar_gz_pieces, 'zip': zip_pieces}
 
 
-class Archive:
+class Archive(FolderBody):
     """A folder as an archive: the folder is open already; iterating makes the pieces.
 
-    Owns the folder's descriptor from the start: iterated to the end or not,
-    ``close`` (which Job.close calls on a response never sent, as for HEAD, and
-    on one cut) releases it and every descriptor the walk holds.
+    A FolderBody: it owns the folder's descriptor from the start, and ``close``
+    (which Job.close calls on a response never sent, as for HEAD, and on one cut)
+    closes the walk (GeneratorExit down to it, whose finally closes every
+    descriptor it holds) and then the folder.
     """
 
     def __init__(self, fd, kind, name, regions=False):
+        super().__init__(fd, self._pieces_of)
         self.kind = kind
         self.name = name
         self.regions = regions
-        self._fd = fd
-        self._pieces = None
 
-    def __iter__(self):
-        if self._pieces is not None or self._fd < 0:
-            raise ValueError('an Archive is iterated once')
-        self._pieces = self._make()
-        return self._pieces
-
-    def _make(self):
-        try:
-            prefix = self.name.encode('utf-8') + b'/'
-            with closing(MAKERS[self.kind](self._fd, prefix, self.regions)) as pieces:
-                yield from pieces
-        finally:
-            self._close_folder()
+    def _pieces_of(self, fd):
+        return MAKERS[self.kind](fd, self.name.encode('utf-8') + b'/', self.regions)
 
     def headers(self):
         """Content-Type and Content-Disposition (RFC 6266: an ASCII filename, and the
@@ -548,17 +538,6 @@ class Archive:
         return [('Content-Type', content_type),
                 ('Content-Disposition',
                  f'attachment; filename="{plain}"; filename*=UTF-8\'\'{quote(filename)}')]
-
-    def close(self):
-        pieces, self._pieces = self._pieces, False
-        if pieces:
-            pieces.close()       # GeneratorExit down to walk, whose finally closes the rest
-        self._close_folder()
-
-    def _close_folder(self):
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 def archive_pieces(root, folder, kind, name=None, regions=False):

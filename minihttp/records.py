@@ -371,19 +371,21 @@ def tls_facts(sock, final=True):
     shown once, with the connection's first exchange.  An open version (not
     ``final``) looks at them as they stand and takes nothing.
     """
-    if not isinstance(sock, TLSConnection) or sock.received is None:    # not scanned TLS
+    if not isinstance(sock, TLSConnection):         # plain TCP
         return None
-    received, sent = sock.received, sock.sent
+    received, sent, handshake = sock.received, sock.sent, sock.handshake
+    if received is None:                            # TLS, not scanned
+        return None
     facts = tally_facts(received.tally), tally_facts(sent.tally)
-    handshake = sock.handshake
-    if final:
-        received.restart()                     # in place: no new tallies per exchange
-        sent.restart()
-        sock.handshake = None                  # taken: the next exchanges show none
     if handshake is not None:
+        if final:
+            sock.handshake = None                   # taken: the next exchanges show none
         handshake = (tally_facts(handshake[0]), tally_facts(handshake[1]))
+    if final:
+        received.restart()                          # in place: no new tallies per exchange
+        sent.restart()
     version, alpn = sock.negotiated or (sock.version(), sock.selected_alpn_protocol())
-    return (version, alpn, handshake, *facts)
+    return (version, alpn, handshake, facts[0], facts[1])
 
 
 def tally_facts(tally):

@@ -512,10 +512,11 @@ class RecordScanner:
         """Begin the tally afresh in place (records.tls_facts has taken its facts): no
         new tally per exchange.  A stopped scanner stays stopped."""
         tally = self.tally
-        tally.records = tally.bytes = 0
-        tally.types.clear()
-        tally.sizes.clear()
-        tally.handshake.clear()
+        if tally.records:         # else nothing was counted: nothing to clear
+            tally.records = tally.bytes = 0
+            tally.types.clear()
+            tally.sizes.clear()
+            tally.handshake.clear()
 
     def feed(self, data):
         """Scan a piece of the stream (bytes or a memoryview); MalformedRecord on a
@@ -532,6 +533,20 @@ class RecordScanner:
             return
         size = len(data)
         pos = self._left
+        if not pos and not self._have and size >= RECORD_HEADER_SIZE:
+            # The most usual piece of all: one whole record (a request, a small answer).
+            header = _unpack_header(data, 0)
+            kind, version, length = header
+            if (length + RECORD_HEADER_SIZE == size and kind == APPLICATION_DATA
+                    and version == TLS_1_2 and length <= MAX_RECORD_LENGTH):
+                tally.records += 1
+                tally.bytes += size
+                types = tally.types
+                types[APPLICATION_DATA] = types.get(APPLICATION_DATA, 0) + 1
+                if len(tally.sizes) < RECORDED_CHUNKS:
+                    tally.sizes.append(header)
+                self._type = APPLICATION_DATA
+                return
         if pos:
             if self._clear and self._type == HANDSHAKE:
                 return self._feed(data, 0)      # its messages are read too
@@ -789,7 +804,7 @@ class TLSConnection:
 
     def _take(self):
         """Move the ciphertext OpenSSL wrote behind what is held, counting its records
-        (callers ask ``self._outgoing.pending`` first: a call saved when there is none)."""
+        (callers that may find none ask ``self._outgoing.pending`` first)."""
         data = self._outgoing.read()
         if self.sent is not None:
             try:
@@ -799,46 +814,42 @@ class TLSConnection:
         self._unsent.append(data)
         self._sealed += len(data)
 
-    def _flush(self):
-        """Send the ciphertext held and what OpenSSL wrote; WantWrite when the socket
-        cannot take it all (the rest is kept, in order)."""
+    def flush(self):
+        """Send the ciphertext held and what OpenSSL wrote: True once none is left,
+        False when a non-blocking socket cannot take it all (the rest is kept, in
+        order, for the next call).  A blocking socket takes it all.
+
+        Reads may make alerts and session tickets: they go with this, never worth a
+        wait of their own.  One call for the loop's usual flush: one record sealed, one
+        send that takes it."""
         if self._outgoing.pending:
             self._take()
         unsent = self._unsent
+        if not unsent:
+            return True
+        transport = self._transport
         if self._blocking:
             while unsent:
-                self._transport.sendall(unsent[0])
+                transport.sendall(unsent[0])
                 self._sealed -= len(unsent.pop(0))
-            return
+            return True
         while unsent:
             try:
-                if len(unsent) == 1:
-                    sent = self._transport.send(unsent[0])
-                else:
-                    sent = self._transport.sendmsg(unsent[:TLS_IOV_MAX])
+                sent = (transport.send(unsent[0]) if len(unsent) == 1
+                        else transport.sendmsg(unsent[:TLS_IOV_MAX]))
             except BlockingIOError:
-                raise _want_write() from None
+                return False
             self._sealed -= sent
             while unsent and sent >= len(unsent[0]):
                 sent -= len(unsent.pop(0))
             if sent:
                 unsent[0] = memoryview(unsent[0])[sent:]
-
-    def flush(self):
-        """Send what ``seal`` encrypted, without waiting: True once none is left."""
-        try:
-            self._flush()
-        except BlockingIOError:
-            return False
         return True
 
-    def _try_flush(self):
-        """Send what can go now, keeping the rest for the next send (reads may make
-        alerts and session tickets: they are not worth a wait)."""
-        try:
-            self._flush()
-        except BlockingIOError:
-            pass
+    def _flush(self):
+        """``flush``, raising WantWrite when the socket cannot take it all."""
+        if not self.flush():
+            raise _want_write()
 
     def _receive(self):
         """One receive of ciphertext into the incoming BIO; False at the socket's EOF."""
@@ -853,11 +864,14 @@ class TLSConnection:
             self._incoming.write_eof()
             return False
         piece = buffer[:got]
-        if len(self.first) < RECORD_HEADER_SIZE:
-            self.first += bytes(piece[:RECORD_HEADER_SIZE - len(self.first)])
-        if self._held is not None:          # the handshake's
-            self._held += piece
-        elif self.received is not None:
+        if self.negotiated is None:         # the handshake's: its first bytes, held
+            if len(self.first) < RECORD_HEADER_SIZE:
+                self.first += bytes(piece[:RECORD_HEADER_SIZE - len(self.first)])
+            if self._held is not None:
+                self._held += piece
+            elif self.received is not None:
+                self._scan(self.received, piece)
+        elif self.received is not None:     # every later receive: scanned in place
             try:
                 self.received.feed(piece)
             except MalformedRecord:
@@ -893,7 +907,7 @@ class TLSConnection:
                 self._receive()
                 continue
             except ssl.SSLError:
-                self._try_flush()          # the alert saying why, if the socket takes it
+                self.flush()          # the alert saying why, if the socket takes it
                 if self._held is not None:     # what came, for whoever looks (plain HTTP?)
                     held, self._held = self._held, None
                     self._scan(self.received, held)
@@ -931,7 +945,7 @@ class TLSConnection:
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
             if self._unsent or self._outgoing.pending:
-                self._try_flush()
+                self.flush()
             self._receive()       # at the socket's EOF, the read below says what it was
         while True:
             try:
@@ -941,7 +955,7 @@ class TLSConnection:
                 return got
             except ssl.SSLWantReadError:
                 if not self._unsent:
-                    self._try_flush()
+                    self.flush()
                 # At the socket's EOF the BIO is told, and OpenSSL decides: a
                 # clean close or a truncation (below).
                 self._receive()
@@ -1021,9 +1035,8 @@ class TLSConnection:
         # a small body.  (The loop bounds what it queues: limits.PIPELINE_QUEUE.)
         data = buffers[0] if len(buffers) == 1 else b''.join(buffers)
         if data:
-            self._sslobj.write(data)      # a memory BIO takes all of it
-            if self._outgoing.pending:
-                self._take()
+            self._sslobj.write(data)      # a memory BIO takes all of it, and holds records
+            self._take()
         self.handed += len(data)
         return len(data)
 
@@ -1070,7 +1083,7 @@ class TLSConnection:
 
     def _try_flush_quietly(self):
         try:
-            self._try_flush()
+            self.flush()
         except OSError:
             pass
 

@@ -38,7 +38,8 @@ from minihttp.bodies import ChunkedBody, ContentLengthBody
 from minihttp.errors import HTTPError
 from minihttp.request import parse_head
 from minihttp.transfer import CHUNKED_BODY, content_length, request_framing
-from minihttp.limits import (MAX_CHUNK_LINE, MAX_FIELDS, MAX_HEAD, MAX_PART_HEAD,
+from minihttp.tls import RECORDED_HANDSHAKE, MalformedRecord, RecordScanner
+from minihttp.limits import (RECORDED_CHUNKS, MAX_CHUNK_LINE, MAX_FIELDS, MAX_HEAD, MAX_PART_HEAD,
                              MAX_REQUEST_LINE, MAX_TRAILER, MAX_TRAILER_FIELDS)
 from minihttp.server import HTTPServer
 from support import FakeSocket, RawClient, Served, WAIT, request_bytes
@@ -114,6 +115,24 @@ def blocks(data):
     while get_block(reader, limit=1 << 20):
         pass
     return reader.at_eof()
+
+
+def tls_records(data, piece=None):
+    """A stream of TLS records scanned as tls.RecordScanner watches a connection's bytes,
+    in pieces of ``piece`` bytes (None: one piece): how it ended, and the tally's size."""
+    scanner = RecordScanner()
+    view = memoryview(data)
+    try:
+        for start in range(0, len(view), piece or len(view) or 1):
+            scanner.feed(view[start:start + piece] if piece else view)
+    except MalformedRecord:
+        return 'malformed', len(scanner.tally.sizes)
+    return len(scanner.tally.sizes), len(scanner.tally.handshake)
+
+
+APPLICATION_RECORD = b'\x17\x03\x03\x00\x00'          # an empty application_data record
+# A handshake record in clear of 1,024 empty handshake messages (type 0, length 0).
+HANDSHAKE_RECORD = b'\x16\x03\x01\x10\x00' + b'\x00' * 4096
 
 
 def size_option(text):
@@ -236,6 +255,17 @@ COSTS = [
     # The block transport (Listing 5-2): headers one after another.
     Cost('blocks: many one-byte blocks', blocks,
          lambda n: b'\x00\x00\x00\x01x' * n + b'\x00\x00\x00\x00', 1024, True),
+    # TLS records (RFC 8446 section 5.1), headers one after another, as the scanner sees them.
+    Cost('TLS: many empty records in one piece', tls_records,
+         lambda n: APPLICATION_RECORD * n, 1024, (RECORDED_CHUNKS, 0)),
+    Cost('TLS: many empty records, a byte at a time', lambda data: tls_records(data, 1),
+         lambda n: APPLICATION_RECORD * n, 256, (RECORDED_CHUNKS, 0)),
+    Cost('TLS: many empty records, then a malformed header', tls_records,
+         lambda n: APPLICATION_RECORD * n + b'\x17\x03\x03\xff\xff', 1024,
+         ('malformed', RECORDED_CHUNKS)),
+    Cost('TLS: handshake records of empty messages, in pieces of 3 bytes',
+         lambda data: tls_records(data, 3)[1], lambda n: HANDSHAKE_RECORD * n, 4,
+         RECORDED_HANDSHAKE),
     # Query strings and record numbers (GET /_framing).
     Cost('query: repeated separators before a bad number', lambda data: after(parse_head(data)),
          lambda n: head([], b'GET /_framing?' + b'&' * n + b'after=x HTTP/1.1'),

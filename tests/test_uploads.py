@@ -879,3 +879,16 @@ def test_a_client_gone_mid_body_ends_the_handoff_and_leaves_nothing(
             assert client.read_exact(1) == b''
     wait_until(lambda: not handoff_threads(), 'the handoff thread ended')
     wait_until(lambda: snapshot(in_process.directory) == before, 'the temporary file removed')
+
+
+def test_a_form_whose_files_are_handed_off_stores_each_whole(in_process, handed_off):
+    files = [('one', 'first.bin', os.urandom(30_000)), ('two', 'second.bin', os.urandom(25_001))]
+    body = multipart_body('handed', files)
+    reply = exchange(in_process.port, 'POST', '/uploads/',
+                     ['Content-Type: multipart/form-data; boundary=handed'], body)
+    assert reply.status == 200, reply.body
+    stored = {item['name']: item['sha256'] for item in json.loads(reply.body)['stored']}
+    assert stored == {name: hashlib.sha256(content).hexdigest() for _, name, content in files}
+    for _, name, content in files:
+        assert (in_process.directory / name).read_bytes() == content
+    wait_until(lambda: not handoff_threads(), 'every handoff thread ended')

@@ -256,6 +256,13 @@ MAX_UPLOAD = 1 * GiB
 # bytes, so that the fsync after its last byte waits for about one step, not
 # for all of it (by default the kernel starts writing at 10% of memory dirty).
 WRITEBACK_STEP = 64 * MiB
+# An upload's bytes past the first HANDOFF_AFTER are hashed and written by a
+# thread of its own (uploads.Handoff), in blocks of HANDOFF_BLOCK, at most
+# HANDOFF_BLOCKS of them held (the memory one upload takes for it); smaller
+# uploads cost no thread.
+HANDOFF_AFTER = 1 * MiB
+HANDOFF_BLOCK = 256 * KiB
+HANDOFF_BLOCKS = 4
 # A multipart part's head (Content-Disposition and friends): bytes and lines.
 MAX_PART_HEAD = 16 * KiB
 MAX_PART_FIELDS = 32

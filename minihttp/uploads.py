@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import re
 import stat
 import threading
@@ -25,8 +26,9 @@ from .digests import ALGORITHMS, DEFAULT
 from .errors import HTTPError, SizeLimit
 from .files import (CONDITIONAL_FIELDS, LISTING_BATCH, FolderBody, etag_of, listing_pieces,
                     precondition)
-from .limits import (LISTING_SORT_BUDGET, MAX_FOLDER_DEPTH, MAX_KEPT_CONDITION, MAX_UPLOAD_NAME,
-                     MAX_UPLOAD_PATH, WRITEBACK_STEP)
+from .limits import (HANDOFF_AFTER, HANDOFF_BLOCK, HANDOFF_BLOCKS, LISTING_SORT_BUDGET,
+                     MAX_FOLDER_DEPTH, MAX_KEPT_CONDITION, MAX_UPLOAD_NAME, MAX_UPLOAD_PATH,
+                     WRITEBACK_STEP)
 
 TEMP_PREFIX = '.upload-'
 
@@ -145,6 +147,14 @@ class Incoming(AtomicFile):
 
     sha-256 always; ``more`` names other algorithms (digests.ALGORITHMS) to
     compute in the same pass, for a digest the client sent to be checked.
+
+    The first HANDOFF_AFTER bytes are hashed and written by the thread that
+    receives them; the rest through a Handoff, by a thread of its own, so that
+    hashing and writing (which let go of the interpreter) overlap receiving
+    and decrypting the next bytes: over TLS the sha-256 alone costs about as
+    much as the decryption.  Either way every byte is hashed and written in
+    order, and the hashes are read (``digests``, ``summary``) and the file
+    flushed (``finish``) only once all were (``settle``).
     """
 
     def __init__(self, directory, limit, more=()):
@@ -152,23 +162,41 @@ class Incoming(AtomicFile):
         super().__init__(directory, f'{TEMP_PREFIX}{os.getpid()}-')
         self.hash = hashlib.sha256()
         self.more = {name: ALGORITHMS[name]() for name in more if name != DEFAULT}
-        self.size = 0
+        self.size = 0           # bytes given
+        self.stored = 0         # bytes hashed and written
         self.room = SizeLimit('upload', limit)
         self.writeback = Writeback(self.file, WRITEBACK_STEP)
+        self.handoff = None
 
     def write(self, piece):
         self.size = self.room.take(len(piece))
+        if self.handoff is None:
+            if self.size <= HANDOFF_AFTER:
+                self._store(piece)
+                return
+            self.handoff = Handoff(self._store, HANDOFF_BLOCK, HANDOFF_BLOCKS)
+        self.handoff.put(piece)
+
+    def _store(self, piece):
+        """Hash and write ``piece``: on the receiving thread, then on the handoff's."""
         self.hash.update(piece)
         for other in self.more.values():
             other.update(piece)
         try:
             self.file.write(piece)
-            self.writeback.wrote(self.size)
+            self.stored += len(piece)
+            self.writeback.wrote(self.stored)
         except OSError as exc:
             raise storage_error(exc) from None
 
+    def settle(self):
+        """Wait until every byte given is hashed and written; raise what stopped that."""
+        if self.handoff is not None:
+            self.handoff.finish()
+
     def finish(self):
         """Flush to disk; the caller commits afterwards."""
+        self.settle()
         try:
             self.writeback.wait()
             super().finish()
@@ -176,6 +204,8 @@ class Incoming(AtomicFile):
             raise storage_error(exc) from None
 
     def discard(self):
+        if self.handoff is not None:
+            self.handoff.stop()
         try:
             self.writeback.wait()
         except OSError:
@@ -183,12 +213,123 @@ class Incoming(AtomicFile):
         super().discard()
 
     def summary(self, name):
+        self.settle()
         return {'name': name, 'bytes': self.size, 'sha256': self.hash.hexdigest()}
 
     def digests(self):
         """{algorithm: digest} of every hash computed (RFC 9530 names)."""
+        self.settle()
         return {DEFAULT: self.hash.digest(),
                 **{name: other.digest() for name, other in self.more.items()}}
+
+
+class Handoff:
+    """Bytes passed, in order, to one thread that consumes them: bounded, owned, ended.
+
+    ``put`` copies a piece (a view of a reader's reused buffer, good only until
+    the caller returns) into a block of ``size`` bytes; a full block goes to
+    the thread, which calls ``consume`` with it and gives the block back.  At
+    most ``count`` blocks are ever made: a writer ahead of the thread waits for
+    one to come back, so what is held is bounded whatever the peer sends.
+    A ``consume`` that raises stops the consuming (later blocks are dropped);
+    its error is raised by the next ``put`` and by ``finish``.
+
+    The one owner ends it on every path, by ``finish`` (the rest consumed, the
+    error raised) or ``stop`` (the rest dropped, nothing raised); both wait for
+    the thread and may be called again (``finish`` after ``stop`` raises
+    HandoffStopped).  The thread is started here and ends only by them.
+    """
+
+    def __init__(self, consume, size, count):
+        self.consume = consume
+        self.size = size
+        self.count = count
+        self.full = queue.SimpleQueue()     # (block, bytes in it), in order; None: the end
+        self.free = queue.SimpleQueue()     # blocks the thread is done with
+        self.block = bytearray(size)
+        self.view = memoryview(self.block)
+        self.used = 0                       # bytes in the block being filled
+        self.made = 1
+        self.error = None
+        self.ended = False
+        self.thread = threading.Thread(target=self._run, name='handoff', daemon=True)
+        self.thread.start()
+
+    def put(self, piece):
+        if self.error is not None:
+            raise self.error
+        if self.ended:
+            raise ValueError('put after the handoff ended')
+        size, used, view = self.size, self.used, self.view
+        given = len(piece)
+        if used + given < size:             # the usual piece: into the block, no more
+            view[used:used + given] = piece
+            self.used = used + given
+            return
+        piece, at = memoryview(piece).cast('B'), 0      # slices of it copy nothing
+        while at < given:
+            take = min(size - used, given - at)
+            view[used:used + take] = piece[at:at + take]
+            used += take
+            at += take
+            if used == size:
+                self._pass(used)
+                used, view = 0, self.view
+        self.used = used
+
+    def _pass(self, used):
+        """The block to the thread; then a free one: a new one while fewer than
+        ``count`` were made and none came back, else the next to come back."""
+        self.full.put((self.block, used))
+        self.view.release()
+        if self.made < self.count and self.free.empty():
+            self.made += 1
+            self.block = bytearray(self.size)
+        else:
+            self.block = self.free.get()
+        self.view = memoryview(self.block)
+        self.used = 0
+
+    def _run(self):
+        full, free = self.full, self.free
+        while True:
+            item = full.get()
+            if item is None:
+                return
+            block, used = item
+            if self.error is None:
+                try:
+                    with memoryview(block) as view:
+                        self.consume(view[:used])
+                except BaseException as exc:        # the owner's to raise
+                    self.error = exc
+            free.put(block)
+
+    def finish(self):
+        """Consume what is left and end the thread; raise the error that stopped it."""
+        if not self.ended:
+            if self.used and self.error is None:
+                self.full.put((self.block, self.used))
+            self._end()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self):
+        """Drop what is not consumed yet and end the thread."""
+        if not self.ended:
+            self.error = self.error or HandoffStopped('the upload was thrown away')
+            self._end()
+
+    def _end(self):
+        self.ended = True
+        self.full.put(None)
+        self.thread.join()
+        self.view.release()
+        self.block = self.free = self.full = None
+
+
+class HandoffStopped(Exception):
+    """What a stopped Handoff's ``finish`` says: its owner dropped the rest."""
 
 
 class Writeback:

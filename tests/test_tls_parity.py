@@ -168,9 +168,12 @@ def test_a_parts_content_digest_in_a_trailer_is_checked(site):
     assert sha256_file(site.uploads / 'checked.bin') == hashlib.sha256(data).hexdigest()
 
 
+# The larger is hashed and written on a thread of its own past its first MiB
+# (uploads.Handoff), the smaller by the thread that reads it.
+@pytest.mark.parametrize('size', [700_000, 3 * 1024 * 1024 + 5])
 @pytest.mark.parametrize('framing', ['content-length', 'chunked'])
-def test_an_upload_is_stored_whole(site, framing):
-    data = os.urandom(700_000)
+def test_an_upload_is_stored_whole(site, framing, size):
+    data = os.urandom(size)
     if framing == 'chunked':
         request = put('/uploads/up.bin', 'Transfer-Encoding: chunked',
                       body=chunked(*(data[i:i + 65536] for i in range(0, len(data), 65536))))
@@ -329,6 +332,9 @@ CUT_SHORT = [
     pytest.param(cut_short(put('/uploads/cut.bin', 'Transfer-Encoding: chunked',
                                body=chunked(b'y' * 65536, b'z' * 65536)), -60_000),
                  id='mid-chunked'),
+    pytest.param(cut_short(put('/uploads/cut.bin', 'Transfer-Encoding: chunked',
+                               body=chunked(*[b'h' * (1 << 20)] * 3)), -600_000),
+                 id='mid-chunked-handed-off'),
     pytest.param(cut_short(post('/uploads/', FORM, 'Content-Type: multipart/form-data; '
                                 'boundary=vanish'), -100_000), id='mid-multipart'),
     pytest.param(cut_short(post('/echo', b'e' * 1_000_000), -900_000), id='mid-echo'),

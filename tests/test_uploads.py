@@ -8,6 +8,7 @@ full disk, a limit passed) must leave the upload directory exactly as it was,
 dotfiles included, with the previous version of the name intact.
 """
 
+import base64
 import errno
 import hashlib
 import json
@@ -709,3 +710,185 @@ def test_beyond_loopback_without_token_refuses_writes(minihttp, tmp_path):
                          timeout=10).status_code == 403
     assert requests.get(store.url('/open.txt'), timeout=10).content == b'reads work\n'
     assert os.listdir(tmp_path / 'uploads') == []
+
+
+# -- the handoff: hashing and writing on a thread of the upload's own -----------------
+
+def handoff_threads():
+    return [thread for thread in threading.enumerate() if thread.name == 'handoff']
+
+
+class Consumed:
+    """A Handoff's consume that keeps what it is given, optionally held at a gate
+    before its first block or failing from a block on."""
+
+    def __init__(self, gate=None, fail_at=None):
+        self.blocks = []
+        self.gate = gate
+        self.fail_at = fail_at
+        self.at_gate = threading.Event()
+
+    def __call__(self, view):
+        if self.gate is not None and not self.blocks:
+            self.at_gate.set()
+            assert self.gate.wait(WAIT), 'the gate never opened'
+        if self.fail_at is not None and len(self.blocks) >= self.fail_at:
+            raise disk_full()
+        self.blocks.append(bytes(view))
+
+
+def test_handoff_consumes_every_byte_in_order_in_blocks():
+    data = os.urandom(50_000)
+    consumed = Consumed()
+    handoff = uploads_module.Handoff(consumed, 1000, 3)
+    sizes = random.Random(16).choices([0, 1, 7, 999, 1000, 1001, 2500], k=200)
+    at = 0
+    for size in sizes:
+        if at < len(data):
+            handoff.put(data[at:at + size] if size % 2 else memoryview(data)[at:at + size])
+            at += size
+    handoff.put(data[at:])
+    handoff.finish()
+    assert b''.join(consumed.blocks) == data
+    assert all(len(block) == 1000 for block in consumed.blocks[:-1])
+    assert handoff.made <= 3 and not handoff.thread.is_alive()
+    handoff.finish()                         # again: nothing more, nothing raised
+    with pytest.raises(ValueError):
+        handoff.put(b'late')
+
+
+def test_handoff_holds_at_most_its_blocks_while_the_thread_is_behind():
+    gate = threading.Event()
+    consumed = Consumed(gate)
+    handoff = uploads_module.Handoff(consumed, 1000, 3)
+    given = []
+
+    def writer():
+        for index in range(10):
+            handoff.put(bytes([index]) * 1000)
+            given.append(index)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        # The thread holds the first block at the gate, two more wait for it: every
+        # block made is out, and the writer waits for one to come back.
+        wait_until(lambda: handoff.made == 3 and handoff.full.qsize() == 2,
+                   'three blocks out')
+        assert len(given) <= 3 and thread.is_alive() and handoff.made == 3
+    finally:
+        gate.set()
+        thread.join(WAIT)
+    handoff.finish()
+    assert handoff.made == 3
+    assert consumed.blocks == [bytes([index]) * 1000 for index in range(10)]
+
+
+def test_handoff_error_is_raised_by_the_next_put_and_by_finish():
+    consumed = Consumed(fail_at=1)
+    handoff = uploads_module.Handoff(consumed, 100, 2)
+    handoff.put(b'a' * 250)                  # two blocks passed, the second fails
+    wait_until(lambda: handoff.error is not None, 'the failure seen')
+    with pytest.raises(OSError) as caught:
+        handoff.put(b'b')
+    assert caught.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):
+        handoff.finish()
+    assert consumed.blocks == [b'a' * 100] and not handoff.thread.is_alive()
+
+
+def test_handoff_stop_drops_what_is_waiting_and_ends_its_thread():
+    gate = threading.Event()
+    consumed = Consumed(gate)
+    handoff = uploads_module.Handoff(consumed, 100, 3)
+    handoff.put(b'a' * 100 + b'b' * 100 + b'c' * 50)
+    assert consumed.at_gate.wait(WAIT)
+    stopping = threading.Thread(target=handoff.stop)
+    stopping.start()
+    try:
+        wait_until(lambda: handoff.error is not None, 'the stop said')
+    finally:
+        gate.set()
+        stopping.join(WAIT)
+    assert not stopping.is_alive() and not handoff.thread.is_alive()
+    assert consumed.blocks == [b'a' * 100]   # the block at the gate ended; the rest dropped
+    with pytest.raises(uploads_module.HandoffStopped):
+        handoff.finish()
+
+
+@pytest.fixture
+def handed_off(monkeypatch):
+    """Every upload past its first 10,000 bytes hashed and written by a handoff's thread,
+    in blocks of 4096 bytes, two of them."""
+    monkeypatch.setattr(uploads_module, 'HANDOFF_AFTER', 10_000)
+    monkeypatch.setattr(uploads_module, 'HANDOFF_BLOCK', 4096)
+    monkeypatch.setattr(uploads_module, 'HANDOFF_BLOCKS', 2)
+
+
+@pytest.mark.parametrize('framing', ['length', 'chunked'])
+def test_a_handed_off_upload_is_stored_whole_and_its_digest_checked(
+        in_process, handed_off, framing):
+    content = os.urandom(300_001)
+    digest = base64.b64encode(hashlib.sha256(content).digest()).decode()
+    wrong = base64.b64encode(hashlib.sha256(b'other').digest()).decode()
+    replies = {}
+    for name, given in (('right.bin', digest), ('wrong.bin', wrong)):
+        fields = [f'Content-Digest: sha-256=:{given}:']
+        body = content
+        if framing == 'chunked':
+            fields.append('Transfer-Encoding: chunked')
+            body = chunked(*[content[i:i + 65_536] for i in range(0, len(content), 65_536)])
+        replies[name] = exchange(in_process.port, 'PUT', f'/uploads/{name}', fields, body)
+    # The digest is checked once every byte was hashed, not before the handoff's last.
+    assert replies['right.bin'].status == 201, replies['right.bin'].body
+    assert replies['wrong.bin'].status == 400, replies['wrong.bin'].body
+    assert json.loads(replies['right.bin'].body)['sha256'] == hashlib.sha256(content).hexdigest()
+    assert (in_process.directory / 'right.bin').read_bytes() == content
+    assert not (in_process.directory / 'wrong.bin').exists() and not temps(in_process.directory)
+    wait_until(lambda: not handoff_threads(), 'every handoff thread ended')
+
+
+@pytest.mark.parametrize('fails', ['write', 'flush'])
+def test_a_full_disk_under_the_handoff_gives_507_and_leaves_nothing(
+        in_process, handed_off, monkeypatch, fails):
+    before = store_victim(in_process, 'victim.bin')
+    content = os.urandom(200_000)
+    opened = uploads_module.Incoming.__init__
+
+    def nearly_full(self, *args):
+        opened(self, *args)
+        self.file = FullDisk(self.file, 100_000 if fails == 'write' else None)
+    monkeypatch.setattr(uploads_module.Incoming, '__init__', nearly_full)
+    with RawClient(in_process.port) as client:
+        client.send(request_bytes('PUT', '/uploads/victim.bin', [], content))
+        reply = client.reply('PUT')
+    assert reply.status == 507
+    assert snapshot(in_process.directory) == before
+    wait_until(lambda: not handoff_threads(), 'the handoff thread ended')
+
+
+@pytest.mark.parametrize('how', ['half-close', 'close'])
+def test_a_client_gone_mid_body_ends_the_handoff_and_leaves_nothing(
+        in_process, handed_off, how):
+    before = store_victim(in_process, 'victim.bin')
+    with RawClient(in_process.port) as client:
+        client.send(request_bytes('PUT', '/uploads/victim.bin', ['Content-Length: 1000000'],
+                                  b'y' * 200_000))
+        wait_until(handoff_threads, 'the handoff under way')
+        if how == 'half-close':
+            client.shut_write()
+            assert client.read_exact(1) == b''
+    wait_until(lambda: not handoff_threads(), 'the handoff thread ended')
+    wait_until(lambda: snapshot(in_process.directory) == before, 'the temporary file removed')
+
+
+def test_a_form_whose_files_are_handed_off_stores_each_whole(in_process, handed_off):
+    files = [('one', 'first.bin', os.urandom(30_000)), ('two', 'second.bin', os.urandom(25_001))]
+    body = multipart_body('handed', files)
+    reply = exchange(in_process.port, 'POST', '/uploads/',
+                     ['Content-Type: multipart/form-data; boundary=handed'], body)
+    assert reply.status == 200, reply.body
+    stored = {item['name']: item['sha256'] for item in json.loads(reply.body)['stored']}
+    assert stored == {name: hashlib.sha256(content).hexdigest() for _, name, content in files}
+    for _, name, content in files:
+        assert (in_process.directory / name).read_bytes() == content
+    wait_until(lambda: not handoff_threads(), 'every handoff thread ended')

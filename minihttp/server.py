@@ -8,14 +8,17 @@ buffered are answered in order in the same pass.  A request with a body (or
 a 100-continue to send), or an answer that must stream (a large file, a
 listing), is handed to a pool thread as ``exchange`` or ``respond``: the
 plain sequential code of a thread-per-connection server, pulling the body off
-the same StreamReader.  Either way one access log line and one framing
-record (and with --trace, its line) describe the exchange, however it ended:
-whole, refused, timed out, the client gone, or the response cut (the
-record's ``ended``: a kind and a reason; the log line of an exchange that did
-not end whole or refused says it in a last quoted field).  An exchange handed
-to the pool has a live record (``Live``): published open once it has lasted
-``update_interval`` (waiting for its body or a thread, or on a thread reading
-its body or sending its answer), republished as it changes, closed at the end.
+the same StreamReader.  A head seen before byte for byte, whose answer was a
+small file held in memory and still is, is answered again from what the first
+exchange decided (``Answer``), without parsing it or asking the app.  Every
+way, one access log line and one framing record (and with --trace, its line)
+describe the exchange, however it ended: whole, refused, timed out, the client
+gone, or the response cut (the record's ``ended``: a kind and a reason; the log
+line of an exchange that did not end whole or refused says it in a last quoted
+field).  An exchange handed to the pool has a live record (``Live``): published
+open once it has lasted ``update_interval`` (waiting for its body or a thread,
+or on a thread reading its body or sending its answer), republished as it
+changes, closed at the end.
 """
 
 import collections
@@ -240,7 +243,7 @@ class HTTPServer(Protocol):
         self.rate_window = rate_window
         # Answers given again to heads seen before (Answer), touched only in the loop's
         # thread, bounded in bytes.
-        self._answers = Remembered(ANSWERS_BUDGET)
+        self.answers = Remembered(ANSWERS_BUDGET)
         self._inline = getattr(app, 'inline', None)
         # How a handler's request.interim goes out: queued by the loop, or written by
         # the pool thread; bound once here, not per request.
@@ -265,7 +268,7 @@ class HTTPServer(Protocol):
         the head is not all here yet: the loop waits for more.
         """
         reader = conn.reader
-        answers = self._answers.entries
+        answers = self.answers.entries
         while True:
             try:
                 head = read_head(reader)
@@ -343,7 +346,7 @@ class HTTPServer(Protocol):
         if conn.stopping:
             return None
         if not answer.source.holds():
-            self._answers.pop(head, answer.cost)
+            self.answers.pop(head, answer.cost)
             return None
         conn.head_read()
         now = time.time()
@@ -368,7 +371,7 @@ class HTTPServer(Protocol):
         line = request_line(request)
         cost = (4 * ENTRY_COST + len(head) + len(line) + len(writer.head)
                 + response.source.cost())
-        self._answers.put(head, Answer(response.source, head_pieces, body, response.status,
+        self.answers.put(head, Answer(response.source, head_pieces, body, response.status,
                                        writer.sent, line, record[REQUEST], record[RESPONSE],
                                        outcome, cost), cost)
 

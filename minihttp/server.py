@@ -282,11 +282,11 @@ class HTTPServer(Protocol):
             answer = answers.get(head)
             outcome = None if answer is None else self.again(conn, head, answer)
             if outcome is None:
-                outcome = self.serve(conn, head)
+                outcome = self.serve_head(conn, head)
             if outcome is not READ or not reader.buffered or conn.queued >= PIPELINE_QUEUE:
                 return outcome
 
-    def serve(self, conn, head):
+    def serve_head(self, conn, head):
         """Parse a request head and answer it in the loop, or hand its work to the pool;
         what the connection waits for next."""
         try:
@@ -353,8 +353,9 @@ class HTTPServer(Protocol):
         conn.send(redated(answer.head, now) + answer.body)
         if self.access_log:
             self.log_line(conn.peer, answer.line, answer.status, answer.sent, now, say_soon)
-        self.keep(conn, exchange_record(conn.peer, now, answer.request, answer.response,
-                                        ENDED_WHOLE, tls_facts(conn.sock)), say_soon)
+        record = exchange_record(conn.peer, now, answer.request, answer.response, ENDED_WHOLE,
+                                 tls_facts(conn.sock))
+        self.keep_record(conn, record, say_soon)
         return answer.outcome
 
     def remember(self, conn, head, request, writer, writes, record, outcome, now):
@@ -821,10 +822,10 @@ class HTTPServer(Protocol):
         else:
             response = response_facts(writer.response.status, writer.framing, writer.chunks,
                                       writer.sent, writer.trailers, done, writer.sizes)
-        return self.keep(conn, http_record(conn.peer, now, request, body, response, ended,
-                                           tls_facts(conn.sock)), say, live)
+        record = http_record(conn.peer, now, request, body, response, ended, tls_facts(conn.sock))
+        return self.keep_record(conn, record, say, live)
 
-    def keep(self, conn, record, say=say, live=None):
+    def keep_record(self, conn, record, say=say, live=None):
         """Keep an exchange's record (closing its live one, if published) and say it
         with --trace; the record kept."""
         if live is not None:

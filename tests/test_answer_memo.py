@@ -229,3 +229,15 @@ def test_memory_is_bounded_in_bytes_however_many_heads(site, monkeypatch):
             client.send(get('/index.html'))
             assert client.reply().body == INDEX
         assert site.app.calls == 300 + 1 + 1
+
+
+def test_a_head_after_an_empty_line_is_remembered_as_it_came(site):
+    """The empty line a server ignores before a request line (RFC 9112 section 2.2) is
+    part of the bytes looked up, and of the head's size in each record."""
+    data = get('/index.html')
+    for ask in (data, b'\r\n' + data, b'\r\n' + data, data):
+        assert site.ask(ask).body == INDEX
+    assert site.app.calls == 2
+    wait_until(lambda: len(site.records()) == 4, 'four records')
+    sizes = [record['request']['head'] for record in site.records()]
+    assert sizes == [len(data), len(data) + 2, len(data) + 2, len(data)]

@@ -38,9 +38,9 @@ from .tls import plain_http_error, tls_on_plain_error
 from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, dated,
                         error_response, interim_head, is_bytes, redated)
 from .transfer import CHUNKED, LENGTH, NONE, request_framing
-from .limits import (ANSWERS_BUDGET, BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK, MAX_DRAIN,
-                     MIN_RATE, PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER,
-                     STREAM_QUEUE, UPDATE_INTERVAL)
+from .limits import (ANSWERS_BUDGET, BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK,
+                     MAX_DRAIN, MIN_RATE, PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE,
+                     RETRY_AFTER, STREAM_QUEUE, UPDATE_INTERVAL)
 from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, REFUSED, REQUEST,
                       RESPONSE, RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog,
                       dropped_event, counted, ended_words, event_bytes, exchange_record,

@@ -434,7 +434,7 @@ def serve_path(request, root, url_path, fields=None):
     hit = small_files.get(wanted)
     if hit is not None:
         st, data, _ = hit
-        return with_digest(request, cached_file(request, *hit), st, data)
+        return with_digest(request, cached_file(request, wanted, *hit), st, data)
     opened = open_inside(root, parts)
     if opened is None:
         raise HTTPError(404, f'no file at {request.path[:80]}')
@@ -486,7 +486,7 @@ def serve_file(request, fd, st, path, fields=None):
             raise HTTPError(503, 'the file changed while it was read; try again')
         headers = file_headers(st, path, fields)
         small_files.put(path, st, data, headers)
-        return with_digest(request, cached_file(request, st, data, headers), st, data)
+        return with_digest(request, cached_file(request, path, st, data, headers), st, data)
     try:
         response = with_digest(request, file_response(request, st, file_headers(st, path, fields)),
                                st, fd=fd)
@@ -526,6 +526,7 @@ def with_digest(request, response, st, data=None, fd=-1):
     """
     if not request.has('want-repr-digest') or response.status not in (200, 206):
         return response
+    response.source = None        # its fields depend on more than the file's bytes
     wanted = request.get('want-repr-digest')
     algorithm = wanted_algorithm(wanted)
     if algorithm is None:
@@ -656,10 +657,18 @@ def file_headers(st, path, fields):
 SELECTING_FIELDS = CONDITIONAL_FIELDS | {'range'}
 
 
-def cached_file(request, st, data, headers):
-    """The response for a small file held in memory."""
+def cached_file(request, path, st, data, headers):
+    """The response for a small file held in memory (SmallFiles, at ``path``).
+
+    In the common case (the whole file, 200: no field that selects another answer)
+    the answer depends on the request's head and on that file alone: its
+    ``source`` says so (Held), and the server may give the same head the same
+    answer again while the file is held unchanged.
+    """
     if not request.has_any(SELECTING_FIELDS):
-        return Response(200, headers, data)           # the common case, at once
+        response = Response(200, headers, data)           # the common case, at once
+        response.source = Held(path, data)
+        return response
     response = file_response(request, st, headers)
     plan = response.body
     if plan is None:
@@ -671,6 +680,28 @@ def cached_file(request, st, data, headers):
                   for piece in (head, data[first:first + length])]
         response.body = b''.join([*pieces, plan.closing or b''])
     return response
+
+
+class Held:
+    """What an answer made from a small file held in memory depends on, besides the
+    request's head: the SmallFiles entry at ``path``, holding ``data``.  It ``holds()``
+    while that entry is there with these very bytes, its file unchanged (the stat of
+    SmallFiles.get): a file changed, replaced or gone, or read again, does not."""
+
+    __slots__ = ('path', 'data')
+
+    def __init__(self, path, data):
+        self.path = path
+        self.data = data
+
+    def holds(self):
+        hit = small_files.get(self.path)
+        return hit is not None and hit[1] is self.data
+
+    def cost(self):
+        """What keeping it holds: the file's bytes (shared with SmallFiles while it keeps
+        them, counted all the same: a Held can outlive its entry) and its path."""
+        return len(self.data) + sys.getsizeof(self.path)
 
 
 class Plan:

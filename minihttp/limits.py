@@ -239,6 +239,11 @@ SMALL_FILES_BUDGET = 32 * MiB
 # KB for 8 KiB of short segments): memory for all of them, per process.  A
 # path that would take more than an eighth of it is never remembered.
 PATH_CACHE_BUDGET = 2 * MiB
+# The answers a server gives again to a request head seen before, byte for byte
+# (server.Answer): memory for all of them, per server, counting each one's head,
+# answer head and file bytes (shared with the small files' though they may be).
+# Distinct heads beyond it (a client varying a field) empty it, never grow it.
+ANSWERS_BUDGET = 8 * MiB
 # Most ranges one request may ask for before it gets the whole file instead
 # (many tiny ranges cost far more to send than the bytes they carry).
 MAX_RANGES = 16

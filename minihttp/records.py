@@ -265,7 +265,20 @@ def http_record(peer, now, request, body, response, ended=ENDED_WHOLE, tls=None)
         head = (request.method, target[:RECORDED_TARGET], request.version, request.head_size,
                 body_facts(body))
     interims = () if request is None or not request.interims else interim_facts(request.interims)
-    return ['http', now, _process[0], peer, head, response, ended, tls, interims, 0, 0]
+    return exchange_record(peer, now, head, response, ended, tls, interims)
+
+
+def exchange_record(peer, now, request, response, ended=ENDED_WHOLE, tls=None, interims=()):
+    """An HTTP exchange's record from its facts: ``request`` and ``response`` as
+    http_record makes them (an exchange that repeats another byte for byte, the server's
+    remembered answer, is recorded with the first one's: record[REQUEST] and
+    record[RESPONSE]); numbered when a FramingLog adds it."""
+    return ['http', now, _process[0], peer, request, response, ended, tls, interims, 0, 0]
+
+
+# Where an HTTP record keeps the facts of its request (head and body) and of its response.
+REQUEST = 4
+RESPONSE = 5
 
 
 # Interim fields whose values a record shows: the resumable-upload draft's, which

@@ -273,6 +273,19 @@ def read_request(reader):
     Returns None when the peer closed cleanly before a new request began.
     Raises HTTPError for anything malformed or too large.
     """
+    head = read_head(reader)
+    return None if head is None else parse_request(head)
+
+
+def read_head(reader):
+    """The bytes of one request head off the stream, as they came (any empty lines
+    before it included, its final blank line not), unparsed: one delimiter read.
+
+    Returns None when the peer closed cleanly before a new request began.
+    Raises HTTPError for a head too large, cut, or after too many empty lines;
+    whatever else is wrong with it is parse_request's to say.  The server looks
+    a head up by these bytes (an answer it remembers) before parsing it.
+    """
     for _ in range(MAX_EMPTY_LINES + 1):
         if reader.at_eof():
             return None
@@ -288,16 +301,29 @@ def read_request(reader):
         except IncompleteRead as exc:
             raise HTTPError(400, f'connection closed inside the request head ({exc.received}'
                                  ' bytes)', close=True) from None
-        # RFC 9112 section 2.2: a server SHOULD ignore at least one empty line
-        # (CRLF) received before the request-line.  We ignore a few.
-        # Whole CRLFs only: a bare CR or LF before the request line is not an
-        # empty line, and a bare CR MUST be treated as invalid (section 2.2),
-        # so it is left for parse_head to refuse.
-        stripped = head[LEADING_CRLFS.match(head).end():] if head[:2] == CRLF else head
-        if len(head) - len(stripped) > 2 * MAX_EMPTY_LINES:
+        empty = empty_lines(head)
+        if empty > 2 * MAX_EMPTY_LINES:
             break
-        if stripped:
-            request = parse_head(stripped)
-            request.head_size = len(head) + len(HEAD_END)
-            return request
+        if empty < len(head):
+            return head
     raise HTTPError(400, 'too many empty lines before the request line', close=True)
+
+
+def empty_lines(head):
+    """How many bytes of empty lines (whole CRLFs) begin a head.
+
+    RFC 9112 section 2.2: a server SHOULD ignore at least one empty line
+    (CRLF) received before the request-line.  We ignore a few (read_head).
+    Whole CRLFs only: a bare CR or LF before the request line is not an
+    empty line, and a bare CR MUST be treated as invalid (section 2.2), so
+    it is left for parse_head to refuse.
+    """
+    return LEADING_CRLFS.match(head).end() if head[:2] == CRLF else 0
+
+
+def parse_request(head):
+    """The Request of a head as read_head gave it: its empty lines skipped, the rest
+    parsed (parse_head), its size on the wire counted from its first byte."""
+    request = parse_head(head[empty_lines(head):])
+    request.head_size = len(head) + len(HEAD_END)
+    return request

@@ -58,6 +58,8 @@ class PerSecond:
 # ready to join into a response head.
 http_date = PerSecond(
     lambda second: f'Date: {formatdate(second, usegmt=True)}\r\nServer: {SERVER}\r\n')
+# The same, as bytes, for a head made again (redated).
+http_date_bytes = PerSecond(lambda second: http_date(second).encode('latin-1'))
 
 
 class Response:
@@ -77,9 +79,17 @@ class Response:
     place for them, and RFC 9110 section 6.5 lets a sender leave them out).
     ``trailer_names`` may announce their names in a Trailer field (RFC 9110
     section 6.6.2), checked before the head is sent.
+
+    ``source`` is None, or what a handler says the answer depended on besides the
+    request's head, when that is one thing alone: an object whose ``holds()`` says
+    whether it is unchanged (files.cached_file's answer from a small file held in
+    memory).  The server may then give the same head the same answer again,
+    without asking the handler, while it holds.  Whoever changes a response after
+    it was made sets it back to None.
     """
 
-    __slots__ = ('status', 'headers', 'body', 'length', 'close', 'trailers', 'trailer_names')
+    __slots__ = ('status', 'headers', 'body', 'length', 'close', 'trailers', 'trailer_names',
+                 'source')
 
     def __init__(self, status=200, headers=(), body=b'', length=None, close=False,
                  trailers=None, trailer_names=()):
@@ -94,6 +104,7 @@ class Response:
         self.close = close
         self.trailers = trailers
         self.trailer_names = trailer_names
+        self.source = None
 
 
 def is_bytes(body):
@@ -121,6 +132,23 @@ def head_bytes(status, headers, now):
     parts.extend([f'{name}: {value}\r\n' for name, value in headers])
     parts.append('\r\n')
     return ''.join(parts).encode('latin-1')
+
+
+def dated(head, status, now):
+    """A head that head_bytes made at ``now``, cut around its Date and Server fields:
+    (what comes before them, what comes after), for ``redated`` to make the same head
+    at another second without its fields; None for a head not made so."""
+    start = len(status_line(status))
+    date = http_date_bytes(now)
+    if head[start:start + len(date)] != date:
+        return None
+    return head[:start], head[start + len(date):]
+
+
+def redated(pieces, now):
+    """The pieces of a head ``dated`` cut, with the Date of ``now`` between them: to be
+    sent together (a scatter send, or joined into one TLS write), never joined here."""
+    return pieces[0], http_date_bytes(now), pieces[1]
 
 
 def interim_head(status, fields):

@@ -8,38 +8,43 @@ buffered are answered in order in the same pass.  A request with a body (or
 a 100-continue to send), or an answer that must stream (a large file, a
 listing), is handed to a pool thread as ``exchange`` or ``respond``: the
 plain sequential code of a thread-per-connection server, pulling the body off
-the same StreamReader.  Either way one access log line and one framing
-record (and with --trace, its line) describe the exchange, however it ended:
-whole, refused, timed out, the client gone, or the response cut (the
-record's ``ended``: a kind and a reason; the log line of an exchange that did
-not end whole or refused says it in a last quoted field).  An exchange handed
-to the pool has a live record (``Live``): published open once it has lasted
-``update_interval`` (waiting for its body or a thread, or on a thread reading
-its body or sending its answer), republished as it changes, closed at the end.
+the same StreamReader.  A head seen before byte for byte, whose answer was a
+small file held in memory and still is, is answered again from what the first
+exchange decided (``Answer``), without parsing it or asking the app.  Every
+way, one access log line and one framing record (and with --trace, its line)
+describe the exchange, however it ended: whole, refused, timed out, the client
+gone, or the response cut (the record's ``ended``: a kind and a reason; the log
+line of an exchange that did not end whole or refused says it in a last quoted
+field).  An exchange handed to the pool has a live record (``Live``): published
+open once it has lasted ``update_interval`` (waiting for its body or a thread,
+or on a thread reading its body or sending its answer), republished as it
+changes, closed at the end.
 """
 
 import collections
 import sys
 import threading
 import time
+import typing
 
 from .eventloop import (AWAITING_BODY, BODY, BUSY, CLOSE, LINGER, POOL, QUEUED, READ, STREAM,
                         Job as PoolJob, Protocol)
 from .framing import write_all
 from .bodies import PARTIAL, Body, BodyCut, bounded, buffered_body, open_body
 from .errors import HTTPError, peer_gone
-from .request import read_request
+from .files import ENTRY_COST, Remembered
+from .request import parse_request, read_head
 from .tls import plain_http_error, tls_on_plain_error
-from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, error_response,
-                        interim_head, is_bytes)
+from .responses import (PerSecond, ResponseWriter, bodiless, chunk, close_unsent, dated,
+                        error_response, interim_head, is_bytes, redated)
 from .transfer import CHUNKED, LENGTH, NONE, request_framing
-from .limits import (BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK, MAX_DRAIN,
-                     MIN_RATE, PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE, RETRY_AFTER,
-                     STREAM_QUEUE, UPDATE_INTERVAL)
-from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, REFUSED,
-                      RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog, dropped_event,
-                      counted, ended_words, event_bytes, http_record, public,
-                      response_facts, tls_facts)
+from .limits import (ANSWERS_BUDGET, BODY_TIMEOUT, HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, LIVE_TICK,
+                     MAX_DRAIN, MIN_RATE, PIPELINE_QUEUE, RATE_WINDOW, READ_BUFFER_SIZE,
+                     RETRY_AFTER, STREAM_QUEUE, UPDATE_INTERVAL)
+from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, REFUSED, REQUEST,
+                      RESPONSE, RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog,
+                      dropped_event, counted, ended_words, event_bytes, exchange_record,
+                      http_record, public, response_facts, tls_facts)
 from .report import log_failure, say, say_soon
 
 
@@ -157,6 +162,50 @@ class Waiting:
         self.found = None
 
 
+class Answer(typing.NamedTuple):
+    """An answer the server gives again, without parsing or asking the app, to a request
+    head it has seen before byte for byte (``HTTPServer.again``), while ``source`` holds.
+
+    A head is remembered only after the one parser parsed it and the one app answered
+    it (``HTTPServer.remember``): every decision the parser, the app (routes, the Host
+    and Origin check, which file) and the server (framing, inline or not, keep-alive)
+    made, they made from those bytes and from the server's configuration, which is
+    fixed for its life (root, token, Host names, one listening socket: TLS or plain,
+    one per server).  Only the answer a handler marked as depending on its head and on
+    one thing alone besides (``Response.source``: a small file held in memory, whole,
+    200, no conditional, range or digest field) is remembered, and only when it was
+    answered in the loop, whole, with no interim response, while the server was not
+    stopping.  What else could change the answer to the same bytes is looked at again
+    at each use:
+
+    * the file: ``source.holds()``, a stat showing it unchanged (changed, replaced or
+      gone, it is not, and the answer is forgotten: the full path answers);
+    * the time: the head is made again with the current second's Date (``redated``);
+      the log line and the record take the current time;
+    * the peer and the TLS records that carry the answer: the log line and the record
+      take the connection's own (records.tls_facts);
+    * a stopping server: it says Connection: close, so the full path answers.
+
+    Everything else is the first exchange's: the head cut around its Date
+    (``head``), the body pieces sent with it (``body``: the file's bytes, or none
+    for HEAD), the access log's status, bytes and request line, the record's facts
+    of the request and the response, and what the connection did next (``outcome``:
+    kept or closed, decided from the head: HTTP/1.0, Connection).  ``cost``: what it
+    holds, as the Remembered that keeps it counts it.
+    """
+
+    source: object
+    head: tuple
+    body: tuple
+    status: int
+    sent: int
+    line: str
+    request: tuple
+    response: tuple
+    outcome: object
+    cost: int
+
+
 class HTTPServer(Protocol):
     """The protocol an EventLoop runs: HTTP/1.1 over each of its connections.
 
@@ -192,6 +241,9 @@ class HTTPServer(Protocol):
         self.body_timeout = body_timeout
         self.min_rate = min_rate          # bytes a second, judged per rate_window (0: none)
         self.rate_window = rate_window
+        # Answers given again to heads seen before (Answer), touched only in the loop's
+        # thread, bounded in bytes.
+        self.answers = Remembered(ANSWERS_BUDGET)
         self._inline = getattr(app, 'inline', None)
         # How a handler's request.interim goes out: queued by the loop, or written by
         # the pool thread; bound once here, not per request.
@@ -216,60 +268,113 @@ class HTTPServer(Protocol):
         the head is not all here yet: the loop waits for more.
         """
         reader = conn.reader
+        answers = self.answers.entries
         while True:
             try:
-                request = read_request(reader)
+                head = read_head(reader)
             except BlockingIOError:
                 return READ
             except HTTPError as error:
                 return self.answer(conn, None, None, error_response(error), time.time(),
                                    refused(error))
-            if request is None:
+            if head is None:
                 return CLOSE            # the client closed between requests
-            conn.head_read()
-            now = time.time()
-            body = None
-            ended = ENDED_WHOLE
-            try:
-                framing = request_framing(request)
-                if framing.kind != NONE or not self.inline(request):
-                    early = False
-                    if self._admit is not None:
-                        # What the head alone refuses (a write not allowed, an upload
-                        # announced too large) is answered now, not after the body
-                        # or a thread is waited for; a body never read is not kept
-                        # on the connection (it closes, lingering).
-                        try:
-                            early = self._admit(request, framing)
-                        except HTTPError as error:
-                            error.close = error.close or framing.has_body
-                            raise
-                    job = Job(self.exchange, conn, request, now)
-                    self.go_live(conn, job, request, None, now)
-                    conn.give(job)
-                    if not framing.has_body or request.get('expect') is not None or early:
-                        # Nothing to wait for from the client first, or something to
-                        # tell it before its body (a 100, an interim response the
-                        # app sends: the client may wait for it to send the body).
-                        return POOL
-                    return BODY
-                body = request.body = Body(reader)
-                request.interim_sink, request.interim_conn = self._queue_interim, conn
-                response = self.app(request)
-            except HTTPError as error:
-                response, ended = error_response(error), refused(error)
-            except Exception:
-                response, ended = self.failed(conn)
-            if isinstance(response.body, EventStream) and request.method == 'GET':
-                return self.open_stream(conn, request, response, now)
-            if not is_bytes(response.body) and not bodiless(request.method, response.status):
-                job = Job(self.respond, conn, request, body, now, response=response, ended=ended)
-                self.go_live(conn, job, request, body, now)
-                conn.give(job)
-                return POOL
-            outcome = self.answer(conn, request, body, response, now, ended)
+            answer = answers.get(head)
+            outcome = None if answer is None else self.again(conn, head, answer)
+            if outcome is None:
+                outcome = self.serve_head(conn, head)
             if outcome is not READ or not reader.buffered or conn.queued >= PIPELINE_QUEUE:
                 return outcome
+
+    def serve_head(self, conn, head):
+        """Parse a request head and answer it in the loop, or hand its work to the pool;
+        what the connection waits for next."""
+        try:
+            request = parse_request(head)
+        except HTTPError as error:
+            return self.answer(conn, None, None, error_response(error), time.time(),
+                               refused(error))
+        conn.head_read()
+        now = time.time()
+        body = None
+        ended = ENDED_WHOLE
+        try:
+            framing = request_framing(request)
+            if framing.kind != NONE or not self.inline(request):
+                early = False
+                if self._admit is not None:
+                    # What the head alone refuses (a write not allowed, an upload
+                    # announced too large) is answered now, not after the body
+                    # or a thread is waited for; a body never read is not kept
+                    # on the connection (it closes, lingering).
+                    try:
+                        early = self._admit(request, framing)
+                    except HTTPError as error:
+                        error.close = error.close or framing.has_body
+                        raise
+                job = Job(self.exchange, conn, request, now)
+                self.go_live(conn, job, request, None, now)
+                conn.give(job)
+                if not framing.has_body or request.get('expect') is not None or early:
+                    # Nothing to wait for from the client first, or something to
+                    # tell it before its body (a 100, an interim response the
+                    # app sends: the client may wait for it to send the body).
+                    return POOL
+                return BODY
+            body = request.body = Body(conn.reader)
+            request.interim_sink, request.interim_conn = self._queue_interim, conn
+            response = self.app(request)
+        except HTTPError as error:
+            response, ended = error_response(error), refused(error)
+        except Exception:
+            response, ended = self.failed(conn)
+        if isinstance(response.body, EventStream) and request.method == 'GET':
+            return self.open_stream(conn, request, response, now)
+        if not is_bytes(response.body) and not bodiless(request.method, response.status):
+            job = Job(self.respond, conn, request, body, now, response=response, ended=ended)
+            self.go_live(conn, job, request, body, now)
+            conn.give(job)
+            return POOL
+        return self.answer(conn, request, body, response, now, ended, head=head)
+
+    def again(self, conn, head, answer):
+        """Give a head seen before its remembered Answer, if it still holds: queued,
+        logged and recorded as the first was (with this connection's peer and TLS
+        records, and the current time); what the connection waits for next, or
+        None: the full path must answer (the file changed, or the server is
+        stopping), and a changed file's answer is forgotten."""
+        if conn.stopping:
+            return None
+        if not answer.source.holds():
+            self.answers.pop(head, answer.cost)
+            return None
+        conn.head_read()
+        now = time.time()
+        conn.send(redated(answer.head, now) + answer.body)
+        if self.access_log:
+            self.log_line(conn.peer, answer.line, answer.status, answer.sent, now, say_soon)
+        record = exchange_record(conn.peer, now, answer.request, answer.response, ENDED_WHOLE,
+                                 tls_facts(conn.sock))
+        self.keep_record(conn, record, say_soon)
+        return answer.outcome
+
+    def remember(self, conn, head, request, writer, writes, record, outcome, now):
+        """Keep the answer just queued for ``head`` (its ``writes``: the head and body
+        pieces, one write), to give again (``again``), if it may be (Answer says when)."""
+        response = writer.response
+        if (response.source is None or request.interims or conn.stopping
+                or len(writes) != 1 or writes[0][0] is not writer.head):
+            return
+        head_pieces = dated(writer.head, response.status, now)
+        if head_pieces is None:
+            return
+        body = writes[0][1:]
+        line = request_line(request)
+        cost = (4 * ENTRY_COST + len(head) + len(line) + len(writer.head)
+                + response.source.cost())
+        self.answers.put(head, Answer(response.source, head_pieces, body, response.status,
+                                       writer.sent, line, record[REQUEST], record[RESPONSE],
+                                       outcome, cost), cost)
 
     def inline(self, request):
         """Whether a request without a body may be answered in the loop.
@@ -284,21 +389,27 @@ class HTTPServer(Protocol):
             return False
         return self._inline is None or self._inline(request)
 
-    def answer(self, conn, request, body, response, now, ended=ENDED_WHOLE, live=None):
+    def answer(self, conn, request, body, response, now, ended=ENDED_WHOLE, live=None,
+               head=None):
         """Queue a response whose body is bytes-like (or none); the loop sends it.
         ``ended``: how the exchange ends (records.ENDED_WHOLE, or why it was refused);
-        ``live``: its Live record, if it has one."""
+        ``live``: its Live record, if it has one; ``head``: the request head's bytes,
+        when the answer may be remembered for them (``remember``)."""
         keep = (request is not None and request.keep_alive and not conn.stopping
                 and self.can_keep(body, response))
         if request is None:
             writer = ResponseWriter(response, 'GET', None, keep, now)
         else:
             writer = ResponseWriter(response, request.method, request.version, keep, now)
-        for pieces in writer.sends():
+        writes = writer.sends()
+        for pieces in writes:
             conn.send(pieces)
         self.log(conn.peer, request, response.status, writer.sent, now, say_soon, ended)
-        self.record(conn, request, body, writer, now, say_soon, ended, live=live)
-        return self.after(request, body, writer.keep_alive)
+        record = self.record(conn, request, body, writer, now, say_soon, ended, live=live)
+        outcome = self.after(request, body, writer.keep_alive)
+        if head is not None and ended is ENDED_WHOLE:
+            self.remember(conn, head, request, writer, writes, record, outcome, now)
+        return outcome
 
     # -- the live feed of framing records, held by the loop ------------------------------
 
@@ -689,10 +800,11 @@ class HTTPServer(Protocol):
         ...' for an abort; the status as begun ('-' when no response began), the
         bytes sent so far.
         """
-        if not self.access_log:
-            return
-        line = (f'{request.method} {log_escaped(request.target)} {request.version}'
-                if request is not None else '-')
+        if self.access_log:
+            self.log_line(peer, request_line(request), status, sent, now, say, ended)
+
+    def log_line(self, peer, line, status, sent, now, say=say, ended=ENDED_WHOLE):
+        """The access log's line, its request line given (``request_line``)."""
         text = f'{peer[0]} - - [{self._clock(now)}] "{line}" {status or "-"} {sent or "-"}'
         if ended[0] != ENDED_WHOLE[0]:
             words = ended_words({'kind': ended[0], 'reason': ended[1]}, status)
@@ -704,20 +816,25 @@ class HTTPServer(Protocol):
         """Keep how this exchange was framed (``writer`` wrote its response; None when
         none began; ``done``: whether it went to its end) and how it ended; with
         --trace, say it in the words of chapter 5.  A live record (``live``, once
-        published) is closed: this is its last version."""
+        published) is closed: this is its last version.  Returns the record kept."""
         if writer is None:
             response = NOT_SENT
         else:
             response = response_facts(writer.response.status, writer.framing, writer.chunks,
                                       writer.sent, writer.trailers, done, writer.sizes)
-        record = http_record(conn.peer, now, request, body, response, ended,
-                             tls_facts(conn.sock))
+        record = http_record(conn.peer, now, request, body, response, ended, tls_facts(conn.sock))
+        return self.keep_record(conn, record, say, live)
+
+    def keep_record(self, conn, record, say=say, live=None):
+        """Keep an exchange's record (closing its live one, if published) and say it
+        with --trace; the record kept."""
         if live is not None:
             record = self.close_live(live, record)
         else:
             record = self.records.add(record)
         if self.trace:
             say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+        return record
 
     def close_live(self, live, record):
         """Publish an exchange's last version (its first, if it ended within the interval):
@@ -743,6 +860,13 @@ def body_progress(body):
         return (f'after {body.received} bytes of the body ({counted(body.chunks, "chunk")}, '
                 'no last chunk)')
     return f'after {body.received} bytes of the body'
+
+
+def request_line(request):
+    """The request as the access log quotes it: method, target, version ('-' for none)."""
+    if request is None:
+        return '-'
+    return f'{request.method} {log_escaped(request.target)} {request.version}'
 
 
 def log_escaped(target):

@@ -1,0 +1,243 @@
+"""Answers given again: a request head seen before, byte for byte, whose answer was a small
+file held in memory, is answered from what the first exchange decided (server.Answer).
+
+Every test runs plain and over TLS, and counts the app's calls: a head answered again
+never reaches the app, so each test knows whether it saw a remembered answer or a new
+one.  h11 reads every answer (support.RawClient); the raw bytes are compared with the
+Date field masked, the one thing a remembered answer makes anew.
+"""
+
+import os
+import re
+
+import pytest
+
+from minihttp import server as server_module
+from minihttp import tls
+from minihttp.app import App
+from minihttp.browsers import Browsers
+from minihttp.eventloop import EventLoop
+from minihttp.records import FramingLog, public
+from minihttp.server import HTTPServer
+from support import RawClient, get, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+INDEX = b'<p>a page answered again</p>\n'
+DATE = re.compile(rb'\r\nDate: [^\r]*\r\n')
+LOG_TIME = re.compile(r'\[[^\]]*\]')
+
+
+class CountingApp(App):
+    """The app, counting the requests it was asked to answer."""
+
+    calls = 0
+
+    def __call__(self, request):
+        self.calls += 1
+        return super().__call__(request)
+
+
+class Site:
+    """An in-process server, plain or TLS, its access log and --trace lines captured."""
+
+    def __init__(self, tmp_path, pki, scheme, monkeypatch):
+        self.root = tmp_path / 'root'
+        self.root.mkdir()
+        (self.root / 'index.html').write_bytes(INDEX)
+        self.lines = []
+        monkeypatch.setattr(server_module, 'say_soon',
+                            lambda line, err=False: self.lines.append(line))
+        records = FramingLog()
+        browsers = Browsers(scheme='http' if scheme == 'plain' else 'https')
+        self.app = CountingApp(str(self.root), str(tmp_path / 'uploads'), records=records,
+                               browsers=browsers)
+        self.protocol = HTTPServer(self.app, trace=True, head_timeout=5.0, body_timeout=5.0,
+                                   keepalive_timeout=5.0, records=records)
+        self.context = tls.client_context(pki['cert']) if scheme == 'tls' else None
+        self.loop = EventLoop('127.0.0.1', 0, self.protocol, threads=2, context=(
+            tls.server_context(pki['cert'], pki['key']) if scheme == 'tls' else None))
+        self.loop.start()
+        self.port = self.loop.address[1]
+        browsers.listening(self.port)
+
+    def client(self):
+        client = RawClient(self.port)
+        if self.context is not None:
+            client.sock = self.context.wrap_socket(client.sock, server_hostname='localhost')
+        return client
+
+    def ask(self, data, method='GET'):
+        """One request on a connection of its own; its reply."""
+        with self.client() as client:
+            client.send(data)
+            return client.reply(method)
+
+    def records(self):
+        return [public(record) for record in self.protocol.records.kept()]
+
+
+@pytest.fixture(params=['plain', 'tls'])
+def site(request, tmp_path, pki, monkeypatch):
+    served = Site(tmp_path, pki, request.param, monkeypatch)
+    yield served
+    served.loop.stop(0.5)
+
+
+def undated(raw):
+    """An answer's bytes with its Date field's value masked."""
+    assert len(DATE.findall(raw)) == 1, raw
+    return DATE.sub(b'\r\nDate: *\r\n', raw)
+
+
+def same_facts(record):
+    """What a record says that an answer given again says alike: all but its number,
+    time, peer and TLS records."""
+    return {key: value for key, value in record.items()
+            if key not in ('id', 'version', 'time', 'peer', 'tls', 'words')}
+
+
+def test_a_head_seen_before_gets_the_same_bytes_but_its_date(site):
+    with site.client() as client:
+        client.send(get('/index.html'))
+        first = client.reply()
+        for _ in range(3):
+            client.send(get('/index.html'))
+            again = client.reply()
+            assert again.status == 200 and again.body == INDEX
+            assert undated(again.raw) == undated(first.raw)
+    assert site.app.calls == 1
+    # Another connection, and several heads in one write (pipelined): the same.
+    with site.client() as client:
+        client.send(get('/index.html') * 3)
+        for _ in range(3):
+            assert undated(client.reply().raw) == undated(first.raw)
+    assert site.app.calls == 1
+    assert first.headers['content-length'] == str(len(INDEX))
+
+
+def test_records_access_log_and_trace_say_the_same_for_an_answer_given_again(site):
+    with site.client() as client:
+        for _ in range(2):
+            client.send(get('/index.html?q=1'))
+            assert client.reply().body == INDEX
+    assert site.app.calls == 1
+    wait_until(lambda: len(site.records()) == 2, 'two records')
+    first, again = site.records()
+    assert same_facts(first) == same_facts(again)
+    assert first['request']['target'] == '/index.html?q=*'
+    assert (first['peer'], first['time'] <= again['time']) == (again['peer'], True)
+    assert again['id'] > first['id']
+    if site.context is None:
+        assert first['tls'] is again['tls'] is None
+        assert first['words'] == again['words']
+    else:    # each its own TLS records: the handshake with the first, the answer each
+        assert first['tls']['handshake'] is not None and again['tls']['handshake'] is None
+        assert again['tls']['sent']['records'] >= 1
+        assert again['tls']['sent']['bytes'] > len(INDEX)
+    logged = [line for line in site.lines if not line.startswith('trace ')]
+    assert len(logged) == 2 and '"GET /index.html?q=1 HTTP/1.1" 200' in logged[0]
+    assert LOG_TIME.sub('', logged[0]) == LOG_TIME.sub('', logged[1])
+    traced = [line for line in site.lines if line.startswith('trace ')]
+    assert len(traced) == 2 and traced[0].split(';')[:3] == traced[1].split(';')[:3]
+
+
+def test_a_file_changed_replaced_or_removed_is_seen(site):
+    index = site.root / 'index.html'
+    assert site.ask(get('/index.html')).body == INDEX
+    assert site.ask(get('/index.html')).body == INDEX
+    assert site.app.calls == 1
+    index.write_bytes(b'changed in place, longer\n')            # the same inode
+    assert site.ask(get('/index.html')).body == b'changed in place, longer\n'
+    stat = index.stat()
+    index.write_bytes(b'changed in place, same size\n'[:stat.st_size])
+    os.utime(index, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert site.ask(get('/index.html')).body == b'changed in place, same size\n'[:stat.st_size]
+    (site.root / 'new.html').write_bytes(b'a new file, renamed over\n')
+    os.replace(site.root / 'new.html', index)
+    assert site.ask(get('/index.html')).body == b'a new file, renamed over\n'
+    calls = site.app.calls
+    assert site.ask(get('/index.html')).body == b'a new file, renamed over\n'
+    assert site.app.calls == calls                             # remembered again
+    index.unlink()
+    gone = site.ask(get('/index.html'))
+    assert gone.status == 404 and b'renamed over' not in gone.raw
+    assert site.ask(get('/index.html')).status == 404           # errors are not remembered
+    assert site.app.calls == calls + 2
+    index.write_bytes(INDEX)
+    assert site.ask(get('/index.html')).body == INDEX
+
+
+def test_each_head_gets_its_own_answer(site):
+    whole = site.ask(get('/index.html'))
+    etag = whole.headers['etag']
+    asks = {
+        'close': (get('/index.html', 'HTTP/1.1', 'Connection: close'), 'GET'),
+        'http/1.0': (get('/index.html', 'HTTP/1.0'), 'GET'),
+        'http/1.0 kept': (get('/index.html', 'HTTP/1.0', 'Connection: keep-alive'), 'GET'),
+        'head': (get('/index.html', method='HEAD'), 'HEAD'),
+        'other host': (get('/index.html').replace(b'localhost', b'127.0.0.1'), 'GET'),
+        'foreign host': (get('/index.html').replace(b'localhost', b'evil.example'), 'GET'),
+        'not modified': (get('/index.html', 'HTTP/1.1', f'If-None-Match: {etag}'), 'GET'),
+        'range': (get('/index.html', 'HTTP/1.1', 'Range: bytes=0-3'), 'GET'),
+    }
+    for _ in range(2):          # the second time, those remembered are answered again
+        replies = {name: site.ask(data, method) for name, (data, method) in asks.items()}
+        assert replies['close'].headers['connection'] == 'close'
+        assert replies['close'].body == INDEX
+        assert replies['http/1.0'].headers['connection'] == 'close'
+        assert replies['http/1.0'].body == INDEX
+        assert replies['http/1.0 kept'].headers['connection'] == 'keep-alive'
+        assert replies['head'].body == b'' and replies['head'].headers['content-length'] == str(
+            len(INDEX))
+        assert replies['other host'].body == INDEX
+        assert replies['foreign host'].status == 421
+        assert replies['not modified'].status == 304
+        assert replies['range'].status == 206 and replies['range'].body == INDEX[:4]
+    # Remembered: the first answer and five of the eight heads (not 421, 304, 206).
+    assert site.app.calls == 1 + 8 + 3
+
+
+@pytest.mark.parametrize('version', ['HTTP/1.1 Connection: close', 'HTTP/1.0'])
+def test_a_remembered_answer_closes_the_connection_as_the_first_did(site, version):
+    data = (get('/index.html', 'HTTP/1.1', 'Connection: close') if version != 'HTTP/1.0'
+            else get('/index.html', 'HTTP/1.0'))
+    for _ in range(3):
+        with site.client() as client:
+            client.send(data + get('/index.html'))     # nothing after a close is answered
+            assert client.reply().body == INDEX
+            assert client.at_eof()
+    assert site.app.calls == 1
+
+
+def test_memory_is_bounded_in_bytes_however_many_heads(site, monkeypatch):
+    budget = 64 * 1024
+    answers = site.protocol.answers = server_module.Remembered(budget)
+    with site.client() as client:
+        for n in range(300):
+            client.send(get('/index.html', 'HTTP/1.1', f'X-Distinct: {n:0800}'))
+            assert client.reply().body == INDEX
+            assert answers.size <= budget
+        assert 0 < len(answers.entries) < 300
+        assert site.app.calls == 300
+        # A head larger than an eighth of the budget is never kept.
+        client.send(get('/index.html', 'HTTP/1.1', 'X-Large: ' + 'x' * (budget // 8)))
+        assert client.reply().body == INDEX
+        assert not any(len(head) > budget // 8 for head in answers.entries)
+        # And the heads asked for again are remembered again.
+        for _ in range(3):
+            client.send(get('/index.html'))
+            assert client.reply().body == INDEX
+        assert site.app.calls == 300 + 1 + 1
+
+
+def test_a_head_after_an_empty_line_is_remembered_as_it_came(site):
+    """The empty line a server ignores before a request line (RFC 9112 section 2.2) is
+    part of the bytes looked up, and of the head's size in each record."""
+    data = get('/index.html')
+    for ask in (data, b'\r\n' + data, b'\r\n' + data, data):
+        assert site.ask(ask).body == INDEX
+    assert site.app.calls == 2
+    wait_until(lambda: len(site.records()) == 4, 'four records')
+    sizes = [record['request']['head'] for record in site.records()]
+    assert sizes == [len(data), len(data) + 2, len(data) + 2, len(data)]

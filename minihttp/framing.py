@@ -230,7 +230,9 @@ class StreamReader:
         end = self._end
         if self._start == end:
             self._start = self._end = end = 0
-        if end == len(self._buf):
+            if self._buf is _NOTHING:
+                self._take_buffer()      # released: the next request's buffer
+        elif end == len(self._buf):
             self._make_room(limit)
             end = self._end
         # An empty buffer (each request of a keep-alive connection) is received
@@ -410,8 +412,11 @@ class Snapshot(StreamReader):
         self._start, self._end = reader._start, reader._end
         self._waiting = None
 
-    # Never move, grow or give up the shared bytes.
+    # Never move, grow, take or give up the shared bytes.
     def _make_room(self, limit=None):
+        pass
+
+    def _take_buffer(self):
         pass
 
     def reserve(self, size):

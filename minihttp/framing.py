@@ -100,7 +100,9 @@ class StreamReader:
     costs no buffer); the next receive takes one again, from ``spares`` (a
     list that readers of many connections share, to which ``release``
     returns buffers of the first size, SPARE_BUFFER_BYTES of them at most)
-    when it can.
+    when it can.  A spare is kept as its memoryview: a keep-alive connection
+    gives its buffer back and takes one again for every request, and makes no
+    view for it.
     """
 
     __slots__ = ('_recv_into', '_size', '_spares', '_buf', '_view', '_start', '_end',
@@ -110,8 +112,7 @@ class StreamReader:
         self._recv_into = sock.recv_into
         self._size = buffer_size
         self._spares = spares
-        self._buf = spares.pop() if spares else bytearray(buffer_size)
-        self._view = memoryview(self._buf)
+        self._take_buffer()
         self._start = 0  # first unread byte
         self._end = 0    # one past the last received byte
         # A read that had to wait, and how far it got, so that asking again
@@ -136,11 +137,17 @@ class StreamReader:
         spares = self._spares
         if spares is not None and len(self._buf) == self._size and \
                 (len(spares) + 1) * self._size <= SPARE_BUFFER_BYTES:
-            spares.append(self._buf)
+            spares.append(self._view)
         self._buf = _NOTHING
         self._view = _NOTHING_VIEW
         self._start = self._end = 0
         return True
+
+    def _take_buffer(self):
+        """A buffer of the first size: a spare if there is one."""
+        spares = self._spares
+        view = self._view = spares.pop() if spares else memoryview(bytearray(self._size))
+        self._buf = view.obj
 
     def snapshot(self):
         """A reader over the bytes buffered now, for looking ahead (see Snapshot)."""
@@ -208,9 +215,7 @@ class StreamReader:
             self._view[:count] = self._view[self._start:self._end]
             self._start, self._end = 0, count
         elif self._buf is _NOTHING:
-            # A released reader's next buffer: a spare if there is one.
-            self._buf = self._spares.pop() if self._spares else bytearray(self._size)
-            self._view = memoryview(self._buf)
+            self._take_buffer()      # a released reader's next buffer
         else:
             size = 2 * count
             if limit is not None:
@@ -222,11 +227,18 @@ class StreamReader:
 
         BlockingIOError from a non-blocking socket passes through with every
         buffered byte where it was."""
-        if self._start == self._end:
-            self._start = self._end = 0
-        self._make_room(limit)
-        got = self._recv_into(self._view[self._end:])
-        self._end += got
+        end = self._end
+        if self._start == end:
+            self._start = self._end = end = 0
+            if self._buf is _NOTHING:
+                self._take_buffer()      # released: the next request's buffer
+        elif end == len(self._buf):
+            self._make_room(limit)
+            end = self._end
+        # An empty buffer (each request of a keep-alive connection) is received
+        # into whole: no view of its tail to make.
+        got = self._recv_into(self._view[end:] if end else self._view)
+        self._end = end + got
         return got
 
     # -- exact reads ---------------------------------------------------------
@@ -400,8 +412,11 @@ class Snapshot(StreamReader):
         self._start, self._end = reader._start, reader._end
         self._waiting = None
 
-    # Never move, grow or give up the shared bytes.
+    # Never move, grow, take or give up the shared bytes.
     def _make_room(self, limit=None):
+        pass
+
+    def _take_buffer(self):
         pass
 
     def reserve(self, size):

@@ -15,7 +15,8 @@ import socket
 import pytest
 from hypothesis import given, strategies as st
 
-from minihttp.eventloop import Connection, EventLoop, Pace, Protocol, TimedSocket
+from minihttp.eventloop import (READABLE, WRITABLE, Connection, EventLoop, Pace, Poller, Protocol,
+                                TimedSocket)
 from minihttp.framing import StreamReader
 from minihttp.errors import HTTPError
 from minihttp.request import read_request
@@ -220,6 +221,27 @@ def read_reply(reader):
     head = reader.read_until(b'\r\n\r\n', 4096).decode('latin-1')
     length = int(re.search(r'(?im)^content-length: *(\d+)', head)[1])
     return reader.read_exact(length)
+
+
+def test_the_poller_says_which_descriptor_is_ready_for_what_and_whose_it_is():
+    poller = Poller()
+    a, b = socket.socketpair()
+    try:
+        poller.register(a, READABLE, 'a')
+        assert poller.poll(0) == []
+        b.send(b'x')
+        ((fd, events),) = poller.poll(5.0)
+        assert poller.owners[fd] == 'a' and events & READABLE and not events & WRITABLE
+        a.recv(1)
+        poller.modify(a, WRITABLE)
+        ((fd, events),) = poller.poll(5.0)
+        assert poller.owners[fd] == 'a' and events & WRITABLE and not events & READABLE
+        poller.unregister(a)
+        assert poller.owners == {} and poller.poll(0) == []
+    finally:
+        poller.close()
+        a.close()
+        b.close()
 
 
 # -- the loop's bookkeeping, on a loop that is not running ------------------------------

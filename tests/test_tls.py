@@ -401,6 +401,24 @@ def test_a_tally_keeps_the_first_record_sizes_only():
     assert scanner.tally.records == 0
 
 
+def test_take_gives_each_exchange_its_records_in_the_order_their_types_came():
+    scanner = RecordScanner()
+    data = b'\x17\x03\x03\x00\x02ab'
+    alert = b'\x15\x03\x03\x00\x02\x01\x00'
+    scanner.feed(memoryview(data))                  # whole records: the fast path
+    scanner.feed(memoryview(data * 2))
+    scanner.feed(memoryview(alert + data))          # an alert: the general path
+    scanner.feed(memoryview(data))
+    data_size, alert_size = (23, 0x0303, 2), (21, 0x0303, 2)
+    assert scanner.take() == (6, 42, ((23, 5), (21, 1)),
+                              (data_size,) * 3 + (alert_size,) + (data_size,) * 2, (), None)
+    assert scanner.take() == (0, 0, (), (), (), None)        # begun afresh
+    scanner.feed(memoryview(alert))
+    scanner.feed(memoryview(data))
+    assert scanner.take(restart=False)[2] == ((21, 1), (23, 1))
+    assert scanner.take()[:2] == (2, 14) and scanner.tally.records == 0
+
+
 # -- non-blocking --------------------------------------------------------------------
 
 def drive(conns, step, deadline):

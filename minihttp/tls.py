@@ -474,6 +474,11 @@ def version_text(version):
     return f'{version >> 8}.{version & 0xff}'
 
 
+# A tally's content types when they are n application_data records and nothing else
+# (every exchange after a handshake, n small): made once, not per exchange.
+DATA_KINDS = ((),) + tuple(((APPLICATION_DATA, n),) for n in range(1, 9))
+
+
 class RecordScanner:
     """One direction's TLS records, from its raw bytes fed in any pieces.
 
@@ -536,8 +541,10 @@ class RecordScanner:
         if types:
             self._fold()
             kinds = tuple(types.items())
+        elif records < len(DATA_KINDS):
+            kinds = DATA_KINDS[records]
         else:
-            kinds = ((APPLICATION_DATA, records),) if records else ()
+            kinds = ((APPLICATION_DATA, records),)
         sizes = self.sizes
         facts = (records, self.bytes, kinds, tuple(sizes), tuple(handshake) if handshake else (),
                  self.malformed)
@@ -840,9 +847,10 @@ class TLSConnection:
         """Move the ciphertext OpenSSL wrote behind what is held, counting its records
         (callers that may find none ask ``self._outgoing.pending`` first)."""
         data = self._outgoing.read()
-        if self.sent is not None:
+        sent = self.sent
+        if sent is not None:
             try:
-                self.sent.feed(data)
+                sent.feed(data)
             except MalformedRecord:
                 pass        # the tally says so (ours are never malformed)
         self._unsent.append(data)
@@ -874,7 +882,10 @@ class TLSConnection:
             except BlockingIOError:
                 return False
             self._sealed -= sent
-            while unsent and sent >= len(unsent[0]):
+            if not self._sealed:
+                unsent.clear()          # the usual case: the kernel took it all
+                return True
+            while sent >= len(unsent[0]):
                 sent -= len(unsent.pop(0))
             if sent:
                 unsent[0] = memoryview(unsent[0])[sent:]
@@ -898,16 +909,17 @@ class TLSConnection:
             self._incoming.write_eof()
             return False
         piece = buffer[:got]
+        received = self.received
         if self.negotiated is None:         # the handshake's: its first bytes, held
             if len(self.first) < RECORD_HEADER_SIZE:
                 self.first += bytes(piece[:RECORD_HEADER_SIZE - len(self.first)])
             if self._held is not None:
                 self._held += piece
-            elif self.received is not None:
-                self._scan(self.received, piece)
-        elif self.received is not None:     # every later receive: scanned in place
+            elif received is not None:
+                self._scan(received, piece)
+        elif received is not None:          # every later receive: scanned in place
             try:
-                self.received.feed(piece)
+                received.feed(piece)
             except MalformedRecord:
                 pass        # the tally says so; OpenSSL decides what becomes of the connection
         self._incoming.write(piece)
@@ -974,8 +986,8 @@ class TLSConnection:
         size = nbytes or len(buffer)
         if not size:
             return 0
-        sslobj = self._sslobj
-        if not self._incoming.pending and not sslobj.pending():
+        sslobj, incoming = self._sslobj, self._incoming
+        if not incoming.pending and not sslobj.pending():
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
             if self._unsent or self._outgoing.pending:
@@ -984,7 +996,7 @@ class TLSConnection:
         while True:
             try:
                 got = sslobj.read(size, buffer)
-                if got < size and self._incoming.pending:
+                if got < size and incoming.pending:
                     got = self._read_held(buffer, got, size)
                 return got
             except ssl.SSLWantReadError:
@@ -1068,11 +1080,12 @@ class TLSConnection:
         # One write of them all: records as full as they can be, one for a head and
         # a small body.  (The loop bounds what it queues: limits.PIPELINE_QUEUE.)
         data = buffers[0] if len(buffers) == 1 else b''.join(buffers)
-        if data:
+        size = len(data)
+        if size:
             self._sslobj.write(data)      # a memory BIO takes all of it, and holds records
             self._take()
-        self.handed += len(data)
-        return len(data)
+        self.handed += size
+        return size
 
     def _write(self, buffers):
         """Encrypt up to TLS_SEND_SIZE bytes of ``buffers`` into the outgoing BIO; how

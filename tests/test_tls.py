@@ -485,6 +485,38 @@ def test_a_non_blocking_handshake_and_transfer_driven_by_a_selector(pair, contex
     assert server.pending() == 0
 
 
+def test_sealed_answers_leave_whole_and_in_order_through_a_socket_taking_parts(pair,
+                                                                            contexts):
+    # As the event loop queues answers: sealed now (their records tallied), sent by
+    # flush calls that a full socket interrupts; what the kernel took is never resent.
+    client_sock, server_sock = pair
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server = TLSConnection(server_sock, contexts[0], server_side=True, scan=True)
+    peer = Peer(server.do_handshake)
+    client = TLSConnection(client_sock, contexts[1], server_side=False,
+                           server_hostname='localhost')
+    client.do_handshake()
+    peer.result()
+    server.records()
+    server.setblocking(False)
+    answers = [bytes([n]) * (1000 + 5000 * n) for n in range(12)]
+    for answer in answers:
+        assert server.seal([answer[:10], answer[10:]]) == len(answer)
+    sealed = server.unsent
+    assert sealed > sum(map(len, answers))
+    _, sent = server.records()
+    assert sent.bytes == sealed and sent.types == {23: sent.records}
+    reader = Peer(lambda: read_exactly(client, sum(map(len, answers))))
+    partial, deadline = 0, time.monotonic() + WAIT
+    with selectors.DefaultSelector() as selector:
+        selector.register(server_sock, selectors.EVENT_WRITE)
+        while not server.flush():
+            partial += 1
+            assert 0 < server.unsent <= sealed
+            assert selector.select(deadline - time.monotonic()), 'the socket never drained'
+    assert reader.result() == b''.join(answers) and server.unsent == 0 and partial
+
+
 def test_pending_says_there_is_plaintext_without_the_socket(pair, contexts):
     client_sock, server_sock = pair
     server_context, client_context = contexts

@@ -402,12 +402,10 @@ def tls_facts(sock, final=True):
 
 
 def tally_facts(tally):
-    """One direction's tls.RecordTally as a record keeps it, as RecordScanner.take made
-    it: (records, bytes, (content type, count) pairs, the first records' (content type,
-    version, length) as numbers (direction_dict names them: a record is made per
-    exchange, shown far less), the handshake messages seen in clear, why scanning
-    stopped or None).  Bounded as the tally is: at most RECORDED_CHUNKS records listed,
-    RECORDED_HANDSHAKE messages, five content types."""
+    """One direction's tls.RecordTally as a record keeps it: the tuple RecordScanner.take
+    made, its content types, versions and lengths as numbers (direction_dict names them:
+    a record is made per exchange, shown far less).  Bounded as the tally is: at most
+    RECORDED_CHUNKS records listed, RECORDED_HANDSHAKE messages, five content types."""
     return tally.facts
 
 

@@ -386,29 +386,27 @@ def tls_facts(sock, final=True):
     """
     if not isinstance(sock, TLSConnection):         # plain TCP
         return None
-    received, sent, handshake = sock.received, sock.sent, sock.handshake
+    received = sock.received
     if received is None:                            # TLS, not scanned
         return None
-    facts = tally_facts(received.tally), tally_facts(sent.tally)
+    # Each direction's tally made its tuple in one step (RecordScanner.take), and
+    # begun afresh in place when final: no new tallies or lists per exchange.
+    facts = received.take(final), sock.sent.take(final)
+    handshake = sock.handshake
     if handshake is not None:
         if final:
             sock.handshake = None                   # taken: the next exchanges show none
         handshake = (tally_facts(handshake[0]), tally_facts(handshake[1]))
-    if final:
-        received.restart()                          # in place: no new tallies per exchange
-        sent.restart()
     version, alpn = sock.negotiated or (sock.version(), sock.selected_alpn_protocol())
     return (version, alpn, handshake, facts[0], facts[1])
 
 
 def tally_facts(tally):
-    """One direction's tls.RecordTally as a record keeps it: (records, bytes, (content
-    type, count) pairs, the first records' (content type, version, length) as numbers
-    (direction_dict names them: a record is made per exchange, shown far less), the
-    handshake messages seen in clear, why scanning stopped or None).  Bounded as the tally is: at most
+    """One direction's tls.RecordTally as a record keeps it: the tuple RecordScanner.take
+    made, its content types, versions and lengths as numbers (direction_dict names them:
+    a record is made per exchange, shown far less).  Bounded as the tally is: at most
     RECORDED_CHUNKS records listed, RECORDED_HANDSHAKE messages, five content types."""
-    return (tally.records, tally.bytes, tuple(tally.types.items()), tuple(tally.sizes),
-            tuple(tally.handshake), tally.malformed)
+    return tally.facts
 
 
 def trailer_dict(facts):

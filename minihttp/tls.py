@@ -437,21 +437,20 @@ def certificate_facts(path):
 # --- the record layer ---------------------------------------------------------
 
 class RecordTally:
-    """What one direction's records were, since the tally began: how many and
-    how many bytes of each content type, the first RECORDED_CHUNKS records as
-    (type, version, length) as their headers said them (numbers: named when
-    shown, by ``type_name`` and ``version_text``), and the handshake messages
-    seen in clear."""
+    """What one direction's records were, since the tally began, as RecordScanner.take
+    said it: how many and how many bytes of each content type, the first RECORDED_CHUNKS
+    records as (type, version, length) as their headers said them (numbers: named when
+    shown, by ``type_name`` and ``version_text``), and the handshake messages seen in
+    clear.  A snapshot: ``facts`` is take's tuple, the rest its parts to read."""
 
-    __slots__ = ('records', 'bytes', 'types', 'sizes', 'handshake', 'malformed')
+    __slots__ = ('facts', 'records', 'bytes', 'types', 'sizes', 'handshake', 'malformed')
 
-    def __init__(self):
-        self.records = 0
-        self.bytes = 0              # record bytes, headers included
-        self.types = {}             # content type -> records
-        self.sizes = []             # (content type, version, length), the first few
-        self.handshake = []         # handshake message names, the first few
-        self.malformed = None       # why scanning stopped, if it did
+    def __init__(self, facts):
+        self.facts = facts
+        self.records, self.bytes, types, sizes, handshake, self.malformed = facts
+        self.types = dict(types)        # content type -> records
+        self.sizes = list(sizes)        # (content type, version, length), the first few
+        self.handshake = list(handshake)    # handshake message names, the first few
 
     def as_dict(self):
         return {'records': self.records, 'bytes': self.bytes,
@@ -475,6 +474,11 @@ def version_text(version):
     return f'{version >> 8}.{version & 0xff}'
 
 
+# A tally's content types when they are n application_data records and nothing else
+# (every exchange after a handshake, n small): made once, not per exchange.
+DATA_KINDS = ((),) + tuple(((APPLICATION_DATA, n),) for n in range(1, 9))
+
+
 class RecordScanner:
     """One direction's TLS records, from its raw bytes fed in any pieces.
 
@@ -486,13 +490,27 @@ class RecordScanner:
     handshake, TLS 1.3's hellos) the handshake records' payloads are read the
     same way one level further down: a 4-byte header (type, a 3-byte length)
     and that many bytes, so each handshake message is named.
+
+    The tally is kept here, as two ints and small lists reused for every exchange
+    (``take`` makes it a tuple in one step): ``records``, ``bytes`` (headers
+    included), ``sizes`` (the first records' headers), ``handshake`` (message
+    names), ``malformed`` (why scanning stopped).  Records of the usual kind,
+    application_data (every one after a handshake), are counted in ``records``
+    alone; ``_types`` counts the others, with the application_data before them
+    folded in first (``_fold``), so that the content types keep the order in which
+    they came.
     """
 
-    __slots__ = ('tally', '_header', '_have', '_left', '_type', '_clear', '_hs_header',
-                 '_hs_have', '_hs_left')
+    __slots__ = ('records', 'bytes', 'sizes', 'handshake', 'malformed', '_types', '_header',
+                 '_have', '_left', '_type', '_clear', '_hs_header', '_hs_have', '_hs_left')
 
     def __init__(self):
-        self.tally = RecordTally()
+        self.records = 0
+        self.bytes = 0
+        self.sizes = []
+        self.handshake = []
+        self.malformed = None
+        self._types = {}            # content type -> records, once any but application_data
         self._header = bytearray(RECORD_HEADER.size)
         self._have = 0              # header bytes read of the next record
         self._left = 0              # payload bytes of the current record not yet seen
@@ -502,21 +520,49 @@ class RecordScanner:
         self._hs_have = 0
         self._hs_left = 0
 
-    def cut(self):
-        """The tally so far, and a fresh one from here (for one HTTP message's records)."""
-        tally, self.tally = self.tally, RecordTally()
-        self.tally.malformed = tally.malformed        # a stopped scanner stays stopped
-        return tally
+    @property
+    def tally(self):
+        """The tally so far, as a RecordTally (it goes on)."""
+        return RecordTally(self.take(restart=False))
 
-    def restart(self):
-        """Begin the tally afresh in place (records.tls_facts has taken its facts): no
-        new tally per exchange.  A stopped scanner stays stopped."""
-        tally = self.tally
-        if tally.records:         # else nothing was counted: nothing to clear
-            tally.records = tally.bytes = 0
-            tally.types.clear()
-            tally.sizes.clear()
-            tally.handshake.clear()
+    def cut(self):
+        """The tally so far as a RecordTally, and a fresh one from here."""
+        return RecordTally(self.take())
+
+    def take(self, restart=True):
+        """The tally in one step, as numbers: (records, bytes, (content type, count)
+        pairs in the order they came, the first records' (content type, version,
+        length), the handshake messages seen in clear, why scanning stopped or None).
+        ``restart``: and begin it afresh, in place.  A stopped scanner stays stopped."""
+        records, handshake = self.records, self.handshake
+        if not records and not handshake:
+            return 0, 0, (), (), (), self.malformed
+        types = self._types
+        if types:
+            self._fold()
+            kinds = tuple(types.items())
+        elif records < len(DATA_KINDS):
+            kinds = DATA_KINDS[records]
+        else:
+            kinds = ((APPLICATION_DATA, records),)
+        sizes = self.sizes
+        facts = (records, self.bytes, kinds, tuple(sizes), tuple(handshake) if handshake else (),
+                 self.malformed)
+        if restart:
+            self.records = self.bytes = 0
+            sizes.clear()
+            if types:
+                types.clear()
+            if handshake:
+                handshake.clear()
+        return facts
+
+    def _fold(self):
+        """Count the application_data records counted in ``records`` alone into ``_types``."""
+        types = self._types
+        unfolded = self.records - sum(types.values())
+        if unfolded:
+            types[APPLICATION_DATA] = types.get(APPLICATION_DATA, 0) + unfolded
 
     def feed(self, data):
         """Scan a piece of the stream (bytes or a memoryview); MalformedRecord on a
@@ -524,28 +570,25 @@ class RecordScanner:
 
         The usual piece (every receive and send of a TLS connection after its
         handshake) is application_data records: here each costs one unpack of its
-        header and a jump over its payload, with the tally's counts added once per
-        piece; a record that runs on into the next piece is left to skip there.
-        Anything else (a header cut between pieces, a handshake record in clear,
-        an alert, a malformed header) goes the general way, ``_feed``."""
-        tally = self.tally
-        if tally.malformed:
+        header and a jump over its payload, with the counts added once per piece;
+        a record that runs on into the next piece is left to skip there.  Anything
+        else (a header cut between pieces, a handshake record in clear, an alert, a
+        malformed header) goes the general way, ``_feed``."""
+        if self.malformed:
             return
         size = len(data)
         pos = self._left
         if not pos and not self._have and size >= RECORD_HEADER_SIZE:
-            # The most usual piece of all: one whole record (a request, a small answer).
+            # The most usual piece of all: one whole record (a request, a small answer),
+            # which leaves nothing to skip in the next piece.
             header = _unpack_header(data, 0)
             kind, version, length = header
             if (length + RECORD_HEADER_SIZE == size and kind == APPLICATION_DATA
                     and version == TLS_1_2 and length <= MAX_RECORD_LENGTH):
-                tally.records += 1
-                tally.bytes += size
-                types = tally.types
-                types[APPLICATION_DATA] = types.get(APPLICATION_DATA, 0) + 1
-                if len(tally.sizes) < RECORDED_CHUNKS:
-                    tally.sizes.append(header)
-                self._type = APPLICATION_DATA
+                self.records = records = self.records + 1
+                self.bytes += size
+                if records <= RECORDED_CHUNKS:      # sizes holds the first records'
+                    self.sizes.append(header)
                 return
         if pos:
             if self._clear and self._type == HANDSHAKE:
@@ -555,7 +598,7 @@ class RecordScanner:
                 return
         elif self._have:
             return self._feed(data, 0)
-        start, count, sizes = pos, 0, tally.sizes
+        start, count, sizes = pos, 0, self.sizes
         room = RECORDED_CHUNKS - len(sizes)
         unpack = _unpack_header
         while pos + RECORD_HEADER_SIZE <= size:
@@ -568,10 +611,8 @@ class RecordScanner:
             count += 1
             pos += RECORD_HEADER_SIZE + length
         if count:
-            tally.records += count
-            tally.bytes += pos - start
-            types = tally.types
-            types[APPLICATION_DATA] = types.get(APPLICATION_DATA, 0) + count
+            self.records += count
+            self.bytes += pos - start
             self._type = APPLICATION_DATA
         if pos >= size:
             self._left = pos - size
@@ -581,7 +622,9 @@ class RecordScanner:
 
     def _feed(self, data, pos):
         """The general way from ``pos``: one step per header, any header, any cut."""
-        tally = self.tally
+        types = self._types
+        if self.records:
+            self._fold()            # the content types in the order they came
         size = len(data)
         left = self._left
         while pos < size:
@@ -602,12 +645,11 @@ class RecordScanner:
                 kind, version, length = RECORD_HEADER.unpack_from(self._header)
             if kind != APPLICATION_DATA or version != TLS_1_2 or length > MAX_RECORD_LENGTH:
                 self._unusual(kind, version, length)
-            tally.records += 1
-            tally.bytes += RECORD_HEADER.size + length
-            types = tally.types
+            self.records += 1
+            self.bytes += RECORD_HEADER.size + length
             types[kind] = types.get(kind, 0) + 1
-            if len(tally.sizes) < RECORDED_CHUNKS:
-                tally.sizes.append((kind, version, length))
+            if len(self.sizes) < RECORDED_CHUNKS:
+                self.sizes.append((kind, version, length))
             self._type = kind
             left = length
         self._left = left
@@ -625,10 +667,9 @@ class RecordScanner:
         """A header that is not TLS 1.2/1.3 application data: malformed (raises), or a
         handshake's record (change_cipher_spec ends the clear text)."""
         if kind not in CONTENT_TYPES or length > MAX_RECORD_LENGTH or version >> 8 != 3:
-            tally = self.tally
-            tally.malformed = (f'record header type {kind}, version {version:#06x},'
-                               f' length {length}')
-            raise MalformedRecord(f'not a TLS record: {tally.malformed}')
+            self.malformed = (f'record header type {kind}, version {version:#06x},'
+                              f' length {length}')
+            raise MalformedRecord(f'not a TLS record: {self.malformed}')
         if kind == CHANGE_CIPHER_SPEC:
             self._clear = False
 
@@ -650,7 +691,7 @@ class RecordScanner:
             self._hs_have = 0
             kind = self._hs_header[0]
             self._hs_left = int.from_bytes(self._hs_header[1:], 'big')
-            handshake = self.tally.handshake
+            handshake = self.handshake
             if len(handshake) < RECORDED_HANDSHAKE:
                 handshake.append(HANDSHAKE_TYPES.get(kind, str(kind)))
 
@@ -806,9 +847,10 @@ class TLSConnection:
         """Move the ciphertext OpenSSL wrote behind what is held, counting its records
         (callers that may find none ask ``self._outgoing.pending`` first)."""
         data = self._outgoing.read()
-        if self.sent is not None:
+        sent = self.sent
+        if sent is not None:
             try:
-                self.sent.feed(data)
+                sent.feed(data)
             except MalformedRecord:
                 pass        # the tally says so (ours are never malformed)
         self._unsent.append(data)
@@ -840,7 +882,10 @@ class TLSConnection:
             except BlockingIOError:
                 return False
             self._sealed -= sent
-            while unsent and sent >= len(unsent[0]):
+            if not self._sealed:
+                unsent.clear()          # the usual case: the kernel took it all
+                return True
+            while sent >= len(unsent[0]):
                 sent -= len(unsent.pop(0))
             if sent:
                 unsent[0] = memoryview(unsent[0])[sent:]
@@ -864,16 +909,17 @@ class TLSConnection:
             self._incoming.write_eof()
             return False
         piece = buffer[:got]
+        received = self.received
         if self.negotiated is None:         # the handshake's: its first bytes, held
             if len(self.first) < RECORD_HEADER_SIZE:
                 self.first += bytes(piece[:RECORD_HEADER_SIZE - len(self.first)])
             if self._held is not None:
                 self._held += piece
-            elif self.received is not None:
-                self._scan(self.received, piece)
-        elif self.received is not None:     # every later receive: scanned in place
+            elif received is not None:
+                self._scan(received, piece)
+        elif received is not None:          # every later receive: scanned in place
             try:
-                self.received.feed(piece)
+                received.feed(piece)
             except MalformedRecord:
                 pass        # the tally says so; OpenSSL decides what becomes of the connection
         self._incoming.write(piece)
@@ -940,8 +986,8 @@ class TLSConnection:
         size = nbytes or len(buffer)
         if not size:
             return 0
-        sslobj = self._sslobj
-        if not self._incoming.pending and not sslobj.pending():
+        sslobj, incoming = self._sslobj, self._incoming
+        if not incoming.pending and not sslobj.pending():
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
             if self._unsent or self._outgoing.pending:
@@ -950,7 +996,7 @@ class TLSConnection:
         while True:
             try:
                 got = sslobj.read(size, buffer)
-                if got < size and self._incoming.pending:
+                if got < size and incoming.pending:
                     got = self._read_held(buffer, got, size)
                 return got
             except ssl.SSLWantReadError:
@@ -1034,11 +1080,12 @@ class TLSConnection:
         # One write of them all: records as full as they can be, one for a head and
         # a small body.  (The loop bounds what it queues: limits.PIPELINE_QUEUE.)
         data = buffers[0] if len(buffers) == 1 else b''.join(buffers)
-        if data:
+        size = len(data)
+        if size:
             self._sslobj.write(data)      # a memory BIO takes all of it, and holds records
             self._take()
-        self.handed += len(data)
-        return len(data)
+        self.handed += size
+        return size
 
     def _write(self, buffers):
         """Encrypt up to TLS_SEND_SIZE bytes of ``buffers`` into the outgoing BIO; how

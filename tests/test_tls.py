@@ -401,6 +401,24 @@ def test_a_tally_keeps_the_first_record_sizes_only():
     assert scanner.tally.records == 0
 
 
+def test_take_gives_each_exchange_its_records_in_the_order_their_types_came():
+    scanner = RecordScanner()
+    data = b'\x17\x03\x03\x00\x02ab'
+    alert = b'\x15\x03\x03\x00\x02\x01\x00'
+    scanner.feed(memoryview(data))                  # whole records: the fast path
+    scanner.feed(memoryview(data * 2))
+    scanner.feed(memoryview(alert + data))          # an alert: the general path
+    scanner.feed(memoryview(data))
+    data_size, alert_size = (23, 0x0303, 2), (21, 0x0303, 2)
+    assert scanner.take() == (6, 42, ((23, 5), (21, 1)),
+                              (data_size,) * 3 + (alert_size,) + (data_size,) * 2, (), None)
+    assert scanner.take() == (0, 0, (), (), (), None)        # begun afresh
+    scanner.feed(memoryview(alert))
+    scanner.feed(memoryview(data))
+    assert scanner.take(restart=False)[2] == ((21, 1), (23, 1))
+    assert scanner.take()[:2] == (2, 14) and scanner.tally.records == 0
+
+
 # -- non-blocking --------------------------------------------------------------------
 
 def drive(conns, step, deadline):
@@ -465,6 +483,38 @@ def test_a_non_blocking_handshake_and_transfer_driven_by_a_selector(pair, contex
     drive([client, server], step, deadline)
     assert bytes(got) == PAYLOAD and wants['write'] > 0
     assert server.pending() == 0
+
+
+def test_sealed_answers_leave_whole_and_in_order_through_a_socket_taking_parts(pair,
+                                                                            contexts):
+    # As the event loop queues answers: sealed now (their records tallied), sent by
+    # flush calls that a full socket interrupts; what the kernel took is never resent.
+    client_sock, server_sock = pair
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server = TLSConnection(server_sock, contexts[0], server_side=True, scan=True)
+    peer = Peer(server.do_handshake)
+    client = TLSConnection(client_sock, contexts[1], server_side=False,
+                           server_hostname='localhost')
+    client.do_handshake()
+    peer.result()
+    server.records()
+    server.setblocking(False)
+    answers = [bytes([n]) * (1000 + 5000 * n) for n in range(12)]
+    for answer in answers:
+        assert server.seal([answer[:10], answer[10:]]) == len(answer)
+    sealed = server.unsent
+    assert sealed > sum(map(len, answers))
+    _, sent = server.records()
+    assert sent.bytes == sealed and sent.types == {23: sent.records}
+    reader = Peer(lambda: read_exactly(client, sum(map(len, answers))))
+    partial, deadline = 0, time.monotonic() + WAIT
+    with selectors.DefaultSelector() as selector:
+        selector.register(server_sock, selectors.EVENT_WRITE)
+        while not server.flush():
+            partial += 1
+            assert 0 < server.unsent <= sealed
+            assert selector.select(deadline - time.monotonic()), 'the socket never drained'
+    assert reader.result() == b''.join(answers) and server.unsent == 0 and partial
 
 
 def test_pending_says_there_is_plaintext_without_the_socket(pair, contexts):

@@ -15,8 +15,8 @@ import socket
 import pytest
 from hypothesis import given, strategies as st
 
-from minihttp.eventloop import (READABLE, WRITABLE, Connection, EventLoop, Pace, Poller, Protocol,
-                                TimedSocket)
+from minihttp.eventloop import (READ, READABLE, WRITABLE, Connection, EventLoop, Pace, Poller,
+                                Protocol, TimedSocket)
 from minihttp.framing import StreamReader
 from minihttp.errors import HTTPError
 from minihttp.request import read_request
@@ -264,6 +264,44 @@ def pair():
     yield a, b
     a.close()
     b.close()
+
+
+def test_a_stale_readiness_leaves_a_new_connection_silent_and_its_tls_hello_seen(pair):
+    """A descriptor closed and taken again by a connection accepted in the same pass of
+    the loop (the cap's room made by closing a silent one, say) is ready for what the
+    old one received: the new one, asked to read, finds nothing.  It has said nothing
+    yet: it stays silent (it may still make room at the cap) and its first bytes are
+    still looked at (a TLS hello on the plain port gets its own answer)."""
+    class Reading(Protocol):
+        keepalive_timeout = head_timeout = body_timeout = 1.0
+        advanced = 0
+        hellos = 0
+
+        def advance(self, conn):
+            self.advanced += 1
+            return READ
+
+        def wrong_scheme(self, conn, tls_hello):
+            self.hellos += tls_hello
+
+    protocol = Reading()
+    loop = EventLoop('127.0.0.1', 0, protocol, threads=1)
+    loop._poller = Poller()                       # as a running loop has
+    ours, theirs = pair
+    ours.setblocking(False)
+    try:
+        conn = Connection(ours, ('local', 0), loop)
+        loop.connections.add(conn)
+        loop._silent[conn] = None
+        loop._on_readable(conn)                   # the stale readiness: nothing came
+        assert conn.silent and conn in loop._silent and protocol.advanced == 0
+        theirs.sendall(b'\x16\x03\x01\x00\x05hello')
+        loop._on_readable(conn)
+        assert protocol.hellos == 1 and not conn.silent and conn not in loop._silent
+    finally:
+        loop._close(conn)
+        loop._poller.close()
+        loop.sock.close()
 
 
 def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):

@@ -10,11 +10,15 @@ per connection; answers that wait for a full socket) directly.
 """
 
 import re
+import select
 import socket
+import types
 
 import pytest
 from hypothesis import given, strategies as st
 
+from minihttp import eventloop
+from minihttp.app import App
 from minihttp.eventloop import (READ, READABLE, WRITABLE, Connection, EventLoop, Pace, Poller,
                                 Protocol, TimedSocket)
 from minihttp.framing import StreamReader
@@ -223,8 +227,12 @@ def read_reply(reader):
     return reader.read_exact(length)
 
 
-def test_the_poller_says_which_descriptor_is_ready_for_what_and_whose_it_is():
+@pytest.mark.parametrize('kernel', ['epoll', 'poll'])
+def test_the_poller_says_which_descriptor_is_ready_for_what_and_whose_it_is(kernel, monkeypatch):
+    if kernel == 'poll':        # as where there is no epoll: poll(2), its timeout in ms
+        monkeypatch.setattr(eventloop, 'select', types.SimpleNamespace(poll=select.poll))
     poller = Poller()
+    assert poller._ms == (kernel == 'poll')
     a, b = socket.socketpair()
     try:
         poller.register(a, READABLE, 'a')
@@ -242,6 +250,31 @@ def test_the_poller_says_which_descriptor_is_ready_for_what_and_whose_it_is():
         poller.close()
         a.close()
         b.close()
+
+
+def test_a_loop_on_poll_serves_as_on_epoll(tmp_path, monkeypatch):
+    """Where there is no epoll the loop runs on poll(2): keep-alive, pipelined requests,
+    a client gone between requests, a pool thread's work and its return."""
+    monkeypatch.setattr(eventloop, 'select', types.SimpleNamespace(poll=select.poll))
+    (tmp_path / 'index.html').write_bytes(b'polled\n')
+    (tmp_path / 'big.bin').write_bytes(b'b' * 300_000)          # sent by a pool thread
+    loop = EventLoop('127.0.0.1', 0, HTTPServer(App(str(tmp_path)), access_log=False),
+                     threads=2)
+    loop.start()
+    try:
+        assert loop._poller._ms
+        gone = socket.create_connection(loop.address, timeout=5.0)
+        gone.close()
+        with socket.create_connection(loop.address, timeout=5.0) as client:
+            reader = StreamReader(client, 4096)
+            ask = b'GET /%s HTTP/1.1\r\nHost: localhost\r\n\r\n'
+            client.sendall(ask % b'index.html' * 2 + ask % b'big.bin')
+            assert read_reply(reader) == b'polled\n' == read_reply(reader)
+            assert read_reply(reader) == b'b' * 300_000
+            client.sendall(ask % b'index.html')
+            assert read_reply(reader) == b'polled\n'
+    finally:
+        loop.stop(0.5)
 
 
 # -- the loop's bookkeeping, on a loop that is not running ------------------------------

@@ -893,9 +893,14 @@ class EventLoop:
 
     def _on_readable(self, conn):
         if conn.silent:
+            first = self._first_bytes(conn) if self.context is None else b''
+            if first is None:
+                # Nothing came: its descriptor's readiness was another's, closed and
+                # taken again within this pass (a silent one closed to make room).
+                return
             conn.silent = False
             self._silent.pop(conn, None)
-            if self.context is None and self._speaks_tls(conn):
+            if looks_like_tls(first):
                 self._wrong_scheme(conn, True)
                 return
         if conn.state is AWAITING_BODY:
@@ -1088,12 +1093,16 @@ class EventLoop:
 
     # -- closing ----------------------------------------------------------------------
 
-    def _speaks_tls(self, conn):
-        """Whether a plain port's new connection begins with a TLS hello (a peek)."""
+    @staticmethod
+    def _first_bytes(conn):
+        """A plain port's new connection's first bytes, peeked (whether they begin a TLS
+        hello), b'' at its end, or None while none came."""
         try:
-            return looks_like_tls(conn.raw.recv(2, socket.MSG_PEEK))
+            return conn.raw.recv(2, socket.MSG_PEEK)
+        except BlockingIOError:
+            return None
         except OSError:
-            return False      # the read that follows meets it, and says so
+            return b''        # the read that follows meets it, and says so
 
     def _linger(self, conn, deadline):
         """Close without destroying our own answer (RFC 9112 section 9.6).

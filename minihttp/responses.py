@@ -43,15 +43,16 @@ class PerSecond:
 
     def __init__(self, make):
         self._make = make
-        self._second = None
-        self._text = ''
+        # (second, its text), replaced as one: the loop and the pool's threads ask at
+        # once, and a second set apart from its text could be left with another's.
+        self._known = (None, '')
 
     def __call__(self, now):
         second = int(now)
-        if second != self._second:
-            self._second = second
-            self._text = self._make(second)
-        return self._text
+        known = self._known
+        if known[0] != second:
+            known = self._known = (second, self._make(second))
+        return known[1]
 
 
 # The Date field (RFC 9110 section 6.6.1) and the constant Server field,

@@ -611,7 +611,9 @@ class HTTPServer(Protocol):
             writer.sent = sent = max(0, handed - len(writer.head))
         else:
             sent = 0    # refused before its head was made
-        if peer_gone(exc):
+        if conn.cut:
+            ended = stopped_at_grace(f'after {sent} bytes of its response body')
+        elif peer_gone(exc):
             ended = (CLIENT_LEFT, f'{exc.strerror or exc} after {sent} bytes of the body')
         elif isinstance(exc, BodyCut):
             # An echo's request body ended early: the client left, its answer half sent.
@@ -638,8 +640,12 @@ class HTTPServer(Protocol):
 
     def unanswered(self, conn, request, body, now, how, live=None):
         """The client went away before its answer began (``how``: 'connection closed',
-        or the error's words): said and recorded, with how far its body came."""
-        ended = (CLIENT_LEFT, f'{how} {body_progress(body)}')
+        or the error's words): said and recorded, with how far its body came.  When the
+        loop cut it, the server stopping, the server ended it, not the client."""
+        if conn.cut:
+            ended = stopped_at_grace(body_progress(body))
+        else:
+            ended = (CLIENT_LEFT, f'{how} {body_progress(body)}')
         self.log(conn.peer, request, None, 0, now, ended=ended)
         self.record(conn, request, body, None, now, ended=ended, live=live)
         return CLOSE
@@ -860,6 +866,13 @@ def body_progress(body):
         return (f'after {body.received} bytes of the body ({counted(body.chunks, "chunk")}, '
                 'no last chunk)')
     return f'after {body.received} bytes of the body'
+
+
+def stopped_at_grace(progress):
+    """How an exchange ends that the loop cut (``conn.cut``: its socket shut when a
+    stopping server's grace was over): the peer sees its stream end as a client gone
+    would, but the record and the log line say whose doing it was."""
+    return (TIMED_OUT, f'the server stopped at the end of its grace, {progress}')
 
 
 def request_line(request):

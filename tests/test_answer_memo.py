@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from minihttp import eventloop
 from minihttp import server as server_module
 from minihttp import tls
 from minihttp.app import App
@@ -19,7 +20,7 @@ from minihttp.browsers import Browsers
 from minihttp.eventloop import EventLoop
 from minihttp.records import FramingLog, public
 from minihttp.server import HTTPServer
-from support import RawClient, get, wait_until
+from support import RawClient, get, post, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -168,6 +169,26 @@ def test_a_file_changed_replaced_or_removed_is_seen(site):
     assert site.ask(get('/index.html')).body == INDEX
 
 
+def test_an_upload_replaced_by_put_or_swapped_for_a_link_or_a_folder_is_seen(site, tmp_path):
+    uploads = tmp_path / 'uploads'
+    ask = get('/uploads/note.txt')
+    for content in (b'first version\n', b'other version\n'):      # the same size
+        stored = site.ask(post('/uploads/note.txt', content, method='PUT'), 'PUT').status
+        assert stored in (200, 201)
+        for _ in range(2):
+            reply = site.ask(ask)
+            assert reply.body == content and reply.headers['content-security-policy'] == 'sandbox'
+    calls = site.app.calls
+    outside = tmp_path / 'outside.txt'
+    outside.write_bytes(b'not to be served\n')
+    os.replace(uploads / 'note.txt', uploads / 'kept.txt')
+    os.symlink(outside, uploads / 'note.txt')
+    assert site.ask(ask).status == 404 and site.app.calls == calls + 1
+    os.unlink(uploads / 'note.txt')
+    os.mkdir(uploads / 'note.txt')
+    assert site.ask(ask).status == 301 and site.app.calls == calls + 2
+
+
 def test_each_head_gets_its_own_answer(site):
     whole = site.ask(get('/index.html'))
     etag = whole.headers['etag']
@@ -208,6 +229,23 @@ def test_a_remembered_answer_closes_the_connection_as_the_first_did(site, versio
             assert client.reply().body == INDEX
             assert client.at_eof()
     assert site.app.calls == 1
+
+
+def test_a_stopping_server_answers_a_remembered_head_anew_with_a_close(site, monkeypatch):
+    with site.client() as client:
+        client.send(get('/index.html'))
+        assert 'connection' not in client.reply().headers
+    assert site.app.calls == 1 and len(site.protocol.answers.entries) == 1
+    # As every connection sees it once its loop began to stop.
+    monkeypatch.setattr(eventloop.Connection, 'stopping', property(lambda conn: True))
+    for _ in range(2):
+        with site.client() as client:
+            client.send(get('/index.html') * 2)
+            reply = client.reply()
+            assert reply.body == INDEX and reply.headers['connection'] == 'close'
+            assert client.at_eof()                       # the second is not answered
+    assert site.app.calls == 3                           # none given again, none kept
+    assert len(site.protocol.answers.entries) == 1
 
 
 def test_memory_is_bounded_in_bytes_however_many_heads(site, monkeypatch):

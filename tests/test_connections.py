@@ -72,10 +72,12 @@ import time
 
 import pytest
 
+from minihttp.app import App
 from minihttp.cli import build_parser
 from minihttp.eventloop import EventLoop
 from minihttp.responses import Response
 from minihttp.limits import SMALL_FILE
+from minihttp.records import public
 from minihttp.server import HTTPServer
 from support import (Client, REPO, WAIT, assert_back_to_baseline, chunked, get, post, read_reply,
                      resources, temps, wait_until, wait_until_refused)
@@ -448,6 +450,27 @@ def test_the_server_raises_its_descriptor_limit_to_hold_its_connections(serve, r
 
 
 # -- stopping, workers, the pool -------------------------------------------------------
+
+def test_a_download_cut_at_the_grace_is_recorded_as_the_server_stopping(tmp_path):
+    """A response still being sent when a stopping server's grace is over is cut by the
+    server: its record says so, not that the client left."""
+    (tmp_path / 'big.bin').write_bytes(b'x' * (32 << 20))
+    protocol = HTTPServer(App(str(tmp_path), str(tmp_path / 'uploads')), access_log=False)
+    loop = EventLoop('127.0.0.1', 0, protocol)
+    loop.start()
+    try:
+        with socket.create_connection(loop.address, timeout=WAIT) as client:
+            client.sendall(get('/big.bin'))
+            assert client.recv(1, socket.MSG_PEEK) == b'H'    # the answer has begun
+            loop.stop(0.2)                                    # and is not read meanwhile
+    finally:
+        loop.stop(0.2)
+
+    def ended():
+        return [public(record)['ended'] for record in protocol.records.kept()]
+    wait_until(lambda: [end['kind'] for end in ended()] == ['timed out'], 'the record closed')
+    assert ended()[0]['reason'].startswith('the server stopped at the end of its grace, after ')
+
 
 def test_sigterm_closes_idle_connections_and_lets_an_upload_finish(serve, tmp_path):
     server = serve('--uploads', tmp_path, '--grace', str(WAIT))

@@ -10,13 +10,17 @@ per connection; answers that wait for a full socket) directly.
 """
 
 import re
+import select
 import socket
+import types
 
 import pytest
 from hypothesis import given, strategies as st
 
-from minihttp.eventloop import (READABLE, WRITABLE, Connection, EventLoop, Pace, Poller, Protocol,
-                                TimedSocket)
+from minihttp import eventloop
+from minihttp.app import App
+from minihttp.eventloop import (READ, READABLE, WRITABLE, Connection, EventLoop, Pace, Poller,
+                                Protocol, TimedSocket)
 from minihttp.framing import StreamReader
 from minihttp.errors import HTTPError
 from minihttp.request import read_request
@@ -223,8 +227,12 @@ def read_reply(reader):
     return reader.read_exact(length)
 
 
-def test_the_poller_says_which_descriptor_is_ready_for_what_and_whose_it_is():
+@pytest.mark.parametrize('kernel', ['epoll', 'poll'])
+def test_the_poller_says_which_descriptor_is_ready_for_what_and_whose_it_is(kernel, monkeypatch):
+    if kernel == 'poll':        # as where there is no epoll: poll(2), its timeout in ms
+        monkeypatch.setattr(eventloop, 'select', types.SimpleNamespace(poll=select.poll))
     poller = Poller()
+    assert poller._ms == (kernel == 'poll')
     a, b = socket.socketpair()
     try:
         poller.register(a, READABLE, 'a')
@@ -242,6 +250,31 @@ def test_the_poller_says_which_descriptor_is_ready_for_what_and_whose_it_is():
         poller.close()
         a.close()
         b.close()
+
+
+def test_a_loop_on_poll_serves_as_on_epoll(tmp_path, monkeypatch):
+    """Where there is no epoll the loop runs on poll(2): keep-alive, pipelined requests,
+    a client gone between requests, a pool thread's work and its return."""
+    monkeypatch.setattr(eventloop, 'select', types.SimpleNamespace(poll=select.poll))
+    (tmp_path / 'index.html').write_bytes(b'polled\n')
+    (tmp_path / 'big.bin').write_bytes(b'b' * 300_000)          # sent by a pool thread
+    loop = EventLoop('127.0.0.1', 0, HTTPServer(App(str(tmp_path)), access_log=False),
+                     threads=2)
+    loop.start()
+    try:
+        assert loop._poller._ms
+        gone = socket.create_connection(loop.address, timeout=5.0)
+        gone.close()
+        with socket.create_connection(loop.address, timeout=5.0) as client:
+            reader = StreamReader(client, 4096)
+            ask = b'GET /%s HTTP/1.1\r\nHost: localhost\r\n\r\n'
+            client.sendall(ask % b'index.html' * 2 + ask % b'big.bin')
+            assert read_reply(reader) == b'polled\n' == read_reply(reader)
+            assert read_reply(reader) == b'b' * 300_000
+            client.sendall(ask % b'index.html')
+            assert read_reply(reader) == b'polled\n'
+    finally:
+        loop.stop(0.5)
 
 
 # -- the loop's bookkeeping, on a loop that is not running ------------------------------
@@ -264,6 +297,44 @@ def pair():
     yield a, b
     a.close()
     b.close()
+
+
+def test_a_stale_readiness_leaves_a_new_connection_silent_and_its_tls_hello_seen(pair):
+    """A descriptor closed and taken again by a connection accepted in the same pass of
+    the loop (the cap's room made by closing a silent one, say) is ready for what the
+    old one received: the new one, asked to read, finds nothing.  It has said nothing
+    yet: it stays silent (it may still make room at the cap) and its first bytes are
+    still looked at (a TLS hello on the plain port gets its own answer)."""
+    class Reading(Protocol):
+        keepalive_timeout = head_timeout = body_timeout = 1.0
+        advanced = 0
+        hellos = 0
+
+        def advance(self, conn):
+            self.advanced += 1
+            return READ
+
+        def wrong_scheme(self, conn, tls_hello):
+            self.hellos += tls_hello
+
+    protocol = Reading()
+    loop = EventLoop('127.0.0.1', 0, protocol, threads=1)
+    loop._poller = Poller()                       # as a running loop has
+    ours, theirs = pair
+    ours.setblocking(False)
+    try:
+        conn = Connection(ours, ('local', 0), loop)
+        loop.connections.add(conn)
+        loop._silent[conn] = None
+        loop._on_readable(conn)                   # the stale readiness: nothing came
+        assert conn.silent and conn in loop._silent and protocol.advanced == 0
+        theirs.sendall(b'\x16\x03\x01\x00\x05hello')
+        loop._on_readable(conn)
+        assert protocol.hellos == 1 and not conn.silent and conn not in loop._silent
+    finally:
+        loop._close(conn)
+        loop._poller.close()
+        loop.sock.close()
 
 
 def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):

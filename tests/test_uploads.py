@@ -23,6 +23,10 @@ import pytest
 import requests
 
 from minihttp import uploads as uploads_module
+from minihttp.app import App
+from minihttp.eventloop import EventLoop
+from minihttp.records import public
+from minihttp.server import HTTPServer
 from minihttp.uploads import TEMP_PREFIX
 from support import (HTTP_LISTENING, RawClient, Served, Store, WAIT, chunked, curl, exchange,
                      multipart_body, peak_rss, request_bytes, serve_args, sha256_file, snapshot,
@@ -879,6 +883,34 @@ def test_a_client_gone_mid_body_ends_the_handoff_and_leaves_nothing(
             assert client.read_exact(1) == b''
     wait_until(lambda: not handoff_threads(), 'the handoff thread ended')
     wait_until(lambda: snapshot(in_process.directory) == before, 'the temporary file removed')
+
+
+def test_a_server_stopping_cuts_a_handed_off_upload_at_its_grace_and_says_it_did(
+        tmp_path, handed_off):
+    """The server, not the client, ends an upload still arriving when its grace is over:
+    its record says so (timed out: the server stopped), and the temporary file and the
+    handoff's thread are gone."""
+    (tmp_path / 'root').mkdir()
+    directory = tmp_path / 'uploads'
+    protocol = HTTPServer(App(str(tmp_path / 'root'), str(directory)), access_log=False)
+    loop = EventLoop('127.0.0.1', 0, protocol)
+    loop.start()
+    try:
+        with RawClient(loop.address[1]) as client:
+            client.send(request_bytes('PUT', '/uploads/cut.bin', ['Content-Length: 1000000'],
+                                      b'y' * 200_000))
+            wait_until(handoff_threads, 'the handoff under way')
+            loop.stop(0.2)
+            assert client.read_exact(1) == b''        # cut: no answer, the stream ends
+    finally:
+        loop.stop(0.2)                                # again: nothing more to stop
+    wait_until(lambda: not handoff_threads(), 'the handoff thread ended')
+    assert not temps(directory) and not (directory / 'cut.bin').exists()
+    wait_until(lambda: [public(record)['ended']['kind'] for record in protocol.records.kept()]
+               == ['timed out'], 'the record closed')
+    (record,) = [public(record) for record in protocol.records.kept()]
+    assert record['ended']['reason'] == (
+        'the server stopped at the end of its grace, after 200000 bytes of the body')
 
 
 def test_a_form_whose_files_are_handed_off_stores_each_whole(in_process, handed_off):

@@ -25,7 +25,7 @@ from minihttp.errors import ResponseError
 from minihttp.eventloop import EventLoop
 from minihttp.files import FileBody
 from minihttp.records import EventStream
-from minihttp.responses import Response, ResponseWriter, chunk, last_chunk
+from minihttp.responses import PerSecond, Response, ResponseWriter, chunk, last_chunk
 from minihttp.server import HTTPServer
 from minihttp.transfer import CHUNKED_BODY, EVENT_STREAM, NO_BODY, UNTIL_CLOSE, content_length
 
@@ -338,3 +338,12 @@ def test_a_server_whose_handler_lies_about_the_length_closes_the_connection(liar
     with pytest.raises(h11.RemoteProtocolError):
         while client.next_event() is not h11.PAUSED:
             pass
+
+
+def test_a_text_per_second_made_by_two_threads_at_once_is_each_second_s_own():
+    """PerSecond serves the loop and the pool's threads (Date, the access log's time):
+    a thread that makes the text of its second while another is making the next
+    one's must not leave one second's time with the other's text."""
+    texts = PerSecond(lambda second: (texts(1) if second == 2 else None, f't{second}')[1])
+    assert texts(2) == 't2'           # made while the second 1's was made meanwhile
+    assert texts(1) == 't1' and texts(2) == 't2' and texts(2.5) == 't2'

@@ -345,7 +345,7 @@ class HTTPServer(Protocol):
         stopping), and a changed file's answer is forgotten."""
         if conn.stopping:
             return None
-        if not answer.source.holds():
+        if not answer.source.holds(self.loop.turn):
             self.answers.pop(head, answer.cost)
             return None
         conn.head_read()

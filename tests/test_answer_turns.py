@@ -3,14 +3,21 @@
 exchange said (server.Answer.logged), and the framing record from the first one's facts.
 Nothing a client or a reader of the log and the records sees may differ."""
 
+import re
+
 import pytest
 
 from minihttp import files
 from minihttp.files import Held, small_files
-from support import get
+from support import get, wait_until
 from test_answer_memo import INDEX, Site
 
 pytestmark = pytest.mark.timeout(60)
+
+# A Common Log Format line, whole: nothing before the address, nothing after the bytes.
+LOG_LINE = re.compile(r'127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+                      r'"GET /index\.html HTTP/1\.1" 200 %d' % len(INDEX))
+
 
 @pytest.fixture(params=['plain', 'tls'])
 def site(request, tmp_path, pki, monkeypatch):
@@ -69,3 +76,16 @@ def test_answers_given_again_in_one_turn_stat_their_file_once(site, stats):
         assert site.loop.turn > turn
         assert stats.count(path) == 1
 
+
+def test_access_log_lines_are_whole_and_an_answer_given_again_says_what_the_first_did(site):
+    with site.client() as client:
+        client.send(get('/index.html') * 3 + get('/missing'))
+        assert [client.reply().status for _ in range(4)] == [200, 200, 200, 404]
+    assert site.app.calls == 2                       # the first and the 404
+    wait_until(lambda: len([line for line in site.lines if not line.startswith('trace ')]) == 4,
+               'four log lines')
+    *given, missing = [line for line in site.lines if not line.startswith('trace ')]
+    for line in given:
+        assert LOG_LINE.fullmatch(line), line
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET /missing HTTP/1\.1" 404 \d+ '
+                        r'"refused 404: no file at /missing"', missing), missing

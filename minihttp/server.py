@@ -186,17 +186,17 @@ class Answer(typing.NamedTuple):
       take the connection's own (records.tls_facts);
     * a stopping server: it says Connection: close, so the full path answers.
 
-    Everything else is the first exchange's: the head cut around its Date
-    (``head``), the body pieces sent with it (``body``: the file's bytes, or none
-    for HEAD), the access log's line after its time (``logged``), the record's facts
+    Everything else is the first exchange's: what is sent (``pieces``: the head cut
+    around its Date and the body pieces sent with it, the file's bytes or none for
+    HEAD; redated and made into one tuple at most once a second, a PerSecond),
+    the access log's line after its time (``logged``), the record's facts
     of the request and the response, and what the connection did next (``outcome``:
     kept or closed, decided from the head: HTTP/1.0, Connection).  ``cost``: what it
     holds, as the Remembered that keeps it counts it.
     """
 
     source: object
-    head: tuple
-    body: tuple
+    pieces: PerSecond
     logged: str
     request: tuple
     response: tuple
@@ -344,13 +344,13 @@ class HTTPServer(Protocol):
         if conn.stopping:
             return None
         # One unpacking, not an attribute lookup per field (each a descriptor's call).
-        source, head_pieces, body, said, request, response, outcome, cost = answer
+        source, pieces, said, request, response, outcome, cost = answer
         if not source.holds(self.loop.turn):
             self.answers.pop(head, cost)
             return None
         conn.head_read()
         now = time.time()
-        conn.send(redated(head_pieces, now) + body)
+        conn.send(pieces(now))
         peer = conn.peer
         if self.access_log:
             self.log_line(peer, said, now, say_soon)
@@ -369,11 +369,12 @@ class HTTPServer(Protocol):
         if head_pieces is None:
             return
         body = writes[0][1:]
+        pieces = PerSecond(lambda second: redated(head_pieces, second) + body)
         said = logged(request_line(request), response.status, writer.sent)
-        cost = (4 * ENTRY_COST + len(head) + len(said) + len(writer.head)
+        cost = (5 * ENTRY_COST + len(head) + len(said) + len(writer.head)
                 + response.source.cost())
-        self.answers.put(head, Answer(response.source, head_pieces, body, said,
-                                       record[REQUEST], record[RESPONSE], outcome, cost), cost)
+        self.answers.put(head, Answer(response.source, pieces, said, record[REQUEST],
+                                       record[RESPONSE], outcome, cost), cost)
 
     def inline(self, request):
         """Whether a request without a body may be answered in the loop.

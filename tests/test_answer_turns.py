@@ -4,10 +4,14 @@ exchange said (server.Answer.logged), and the framing record from the first one'
 Nothing a client or a reader of the log and the records sees may differ."""
 
 import re
+import time
+import types
+from email.utils import formatdate
 
 import pytest
 
 from minihttp import files
+from minihttp import server as server_module
 from minihttp.files import Held, small_files
 from support import get, wait_until
 from test_answer_memo import INDEX, Site
@@ -89,3 +93,28 @@ def test_access_log_lines_are_whole_and_an_answer_given_again_says_what_the_firs
         assert LOG_LINE.fullmatch(line), line
     assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET /missing HTTP/1\.1" 404 \d+ '
                         r'"refused 404: no file at /missing"', missing), missing
+
+
+def test_an_answer_given_again_is_dated_and_logged_in_its_own_second(site, monkeypatch):
+    clock = [1_000_000_000.25]
+    fake = types.SimpleNamespace(time=lambda: clock[0], strftime=time.strftime,
+                                 gmtime=time.gmtime, monotonic=time.monotonic)
+    monkeypatch.setattr(server_module, 'time', fake)
+    seen = []
+    with site.client() as client:
+        for now in (clock[0], clock[0] + 0.5, clock[0] + 1.0, clock[0] + 61.0, clock[0] + 61.5):
+            clock[0] = now
+            client.send(get('/index.html'))
+            reply = client.reply()
+            assert reply.body == INDEX
+            assert reply.headers['date'] == formatdate(int(now), usegmt=True)
+            seen.append(reply.raw)
+    assert site.app.calls == 1
+    assert len({re.sub(rb'Date: [^\r]*', b'', raw) for raw in seen}) == 1
+    wait_until(lambda: len(site.records()) == 5, 'five records')
+    assert [record['time'] for record in site.records()] == [
+        1_000_000_000.25 + offset for offset in (0.0, 0.5, 1.0, 61.0, 61.5)]
+    stamps = [re.search(r'\[([^]]+)\]', line)[1] for line in site.lines
+              if not line.startswith('trace ')]
+    assert stamps == ['09/Sep/2001:01:46:40 +0000'] * 2 + ['09/Sep/2001:01:46:41 +0000'] + [
+        '09/Sep/2001:01:47:41 +0000'] * 2

@@ -387,6 +387,9 @@ class SmallFiles:
 
     def __init__(self, budget=SMALL_FILES_BUDGET):
         self._entries = Remembered(budget)    # path -> (identity, bytes, header fields)
+        # An entry as it was when last checked, no stat (Held, within a turn of the
+        # loop): the dict's own get, not a call of ours in front of it.
+        self.entry = self._entries.entries.get
 
     @staticmethod
     def identity(st):
@@ -410,11 +413,6 @@ class SmallFiles:
             self._entries.pop(path, self.cost(path, entry[1]))
             return None
         return st, entry[1], entry[2]
-
-    def kept(self, path):
-        """The bytes held for ``path`` as they were when last checked (no stat), or None."""
-        entry = self._entries.entries.get(path)
-        return None if entry is None else entry[1]
 
     def put(self, path, st, data, headers):
         self._entries.put(path, (self.identity(st), data, headers), self.cost(path, data))
@@ -719,7 +717,8 @@ class Held:
         forgotten at once, not at the turn's end: no answer older than one
         given already follows it."""
         if turn == self.turn:
-            return small_files.kept(self.path) is self.data
+            entry = small_files.entry(self.path)
+            return entry is not None and entry[1] is self.data
         hit = small_files.get(self.path)
         if hit is None or hit[1] is not self.data:
             return False

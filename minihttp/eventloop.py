@@ -570,6 +570,10 @@ class EventLoop:
     run_until_signalled and run_workers drive.
     """
 
+    # The loop's passes, counted as each poll returns (read in the loop's thread): what
+    # the kernel held when a poll returned is older than anything done after it.
+    turn = 0
+
     def __init__(self, host, port, protocol, *, name='http', threads=POOL_THREADS,
                  max_connections=MAX_CONNECTIONS, reuse_port=False, context=None):
         self._host = host
@@ -697,6 +701,7 @@ class EventLoop:
                     until = max(0.0, (stop_at if now < stop_at else stop_at + 1.0) - now)
                     timeout = until if timeout is None else min(timeout, until)
                 ready = poll(timeout)
+                self.turn += 1
                 for fd, _ in ready:
                     conn = owners.get(fd)
                     if conn is None:

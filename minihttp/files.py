@@ -387,6 +387,9 @@ class SmallFiles:
 
     def __init__(self, budget=SMALL_FILES_BUDGET):
         self._entries = Remembered(budget)    # path -> (identity, bytes, header fields)
+        # An entry as it was when last checked, no stat (Held, within a turn of the
+        # loop): the dict's own get, not a call of ours in front of it.
+        self.entry = self._entries.entries.get
 
     @staticmethod
     def identity(st):
@@ -688,15 +691,39 @@ class Held:
     while that entry is there with these very bytes, its file unchanged (the stat of
     SmallFiles.get): a file changed, replaced or gone, or read again, does not."""
 
-    __slots__ = ('path', 'data')
+    __slots__ = ('path', 'data', 'turn')
 
     def __init__(self, path, data):
         self.path = path
         self.data = data
+        self.turn = None          # the loop's turn in which a stat last showed it held
 
-    def holds(self):
+    def holds(self, turn):
+        """Whether it holds for a request answered in the event loop's ``turn``
+        (EventLoop.turn): a stat at most once a turn, in the loop's thread only.
+
+        Why once a turn is enough: the requests a turn answers were received
+        after its poll returned, and the first stat of the turn came after that
+        too.  A request whose bytes were all in the kernel when the poll
+        returned (every one a client sends and then waits for) arrived before
+        the stat, so the stat sees the file as new as it was then, or newer:
+        the answer shows the file as it was at some moment between the
+        request's arrival and its answer, as one stat per request would.  The
+        one exception is a request pipelined after another on a connection
+        the poll reported, its bytes arriving in the microseconds between the
+        turn's stat and that connection's receive: it may be answered from the
+        file as it was up to one turn before it arrived, never from older.
+        A file seen changed by anyone (small_files.get, on any thread) is
+        forgotten at once, not at the turn's end: no answer older than one
+        given already follows it."""
+        if turn == self.turn:
+            entry = small_files.entry(self.path)
+            return entry is not None and entry[1] is self.data
         hit = small_files.get(self.path)
-        return hit is not None and hit[1] is self.data
+        if hit is None or hit[1] is not self.data:
+            return False
+        self.turn = turn
+        return True
 
     def cost(self):
         """What keeping it holds: the file's bytes (shared with SmallFiles while it keeps

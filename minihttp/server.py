@@ -186,20 +186,18 @@ class Answer(typing.NamedTuple):
       take the connection's own (records.tls_facts);
     * a stopping server: it says Connection: close, so the full path answers.
 
-    Everything else is the first exchange's: the head cut around its Date
-    (``head``), the body pieces sent with it (``body``: the file's bytes, or none
-    for HEAD), the access log's status, bytes and request line, the record's facts
+    Everything else is the first exchange's: what is sent (``pieces``: the head cut
+    around its Date and the body pieces sent with it, the file's bytes or none for
+    HEAD; redated and made into one tuple at most once a second, a PerSecond),
+    the access log's line after its time (``logged``), the record's facts
     of the request and the response, and what the connection did next (``outcome``:
     kept or closed, decided from the head: HTTP/1.0, Connection).  ``cost``: what it
     holds, as the Remembered that keeps it counts it.
     """
 
     source: object
-    head: tuple
-    body: tuple
-    status: int
-    sent: int
-    line: str
+    pieces: PerSecond
+    logged: str
     request: tuple
     response: tuple
     outcome: object
@@ -253,9 +251,9 @@ class HTTPServer(Protocol):
         # A live record is republished at most every update_interval seconds, by clock.
         self.update_interval = update_interval
         self.clock = clock
-        # Common Log Format timestamps.
-        self._clock = PerSecond(
-            lambda second: time.strftime('%d/%b/%Y:%H:%M:%S +0000', time.gmtime(second)))
+        # A Common Log Format line's middle, its timestamp: the same for a second.
+        self._stamp = PerSecond(
+            lambda second: time.strftime(' - - [%d/%b/%Y:%H:%M:%S +0000] ', time.gmtime(second)))
 
     # -- in the event loop --------------------------------------------------------------
 
@@ -345,18 +343,20 @@ class HTTPServer(Protocol):
         stopping), and a changed file's answer is forgotten."""
         if conn.stopping:
             return None
-        if not answer.source.holds():
-            self.answers.pop(head, answer.cost)
+        # One unpacking, not an attribute lookup per field (each a descriptor's call).
+        source, pieces, said, request, response, outcome, cost = answer
+        if not source.holds(self.loop.turn):
+            self.answers.pop(head, cost)
             return None
         conn.head_read()
         now = time.time()
-        conn.send(redated(answer.head, now) + answer.body)
+        conn.send(pieces(now))
+        peer = conn.peer
         if self.access_log:
-            self.log_line(conn.peer, answer.line, answer.status, answer.sent, now, say_soon)
-        record = exchange_record(conn.peer, now, answer.request, answer.response, ENDED_WHOLE,
-                                 tls_facts(conn.sock))
-        self.keep_record(conn, record, say_soon)
-        return answer.outcome
+            self.log_line(peer, said, now, say_soon)
+        self.keep_record(conn, exchange_record(peer, now, request, response, ENDED_WHOLE,
+                                               tls_facts(conn.sock)), say_soon)
+        return outcome
 
     def remember(self, conn, head, request, writer, writes, record, outcome, now):
         """Keep the answer just queued for ``head`` (its ``writes``: the head and body
@@ -369,12 +369,12 @@ class HTTPServer(Protocol):
         if head_pieces is None:
             return
         body = writes[0][1:]
-        line = request_line(request)
-        cost = (4 * ENTRY_COST + len(head) + len(line) + len(writer.head)
+        pieces = PerSecond(lambda second: redated(head_pieces, second) + body)
+        said = logged(request_line(request), response.status, writer.sent)
+        cost = (5 * ENTRY_COST + len(head) + len(said) + len(writer.head)
                 + response.source.cost())
-        self.answers.put(head, Answer(response.source, head_pieces, body, response.status,
-                                       writer.sent, line, record[REQUEST], record[RESPONSE],
-                                       outcome, cost), cost)
+        self.answers.put(head, Answer(response.source, pieces, said, record[REQUEST],
+                                       record[RESPONSE], outcome, cost), cost)
 
     def inline(self, request):
         """Whether a request without a body may be answered in the loop.
@@ -807,15 +807,12 @@ class HTTPServer(Protocol):
         bytes sent so far.
         """
         if self.access_log:
-            self.log_line(peer, request_line(request), status, sent, now, say, ended)
+            self.log_line(peer, logged(request_line(request), status, sent, ended), now, say)
 
-    def log_line(self, peer, line, status, sent, now, say=say, ended=ENDED_WHOLE):
-        """The access log's line, its request line given (``request_line``)."""
-        text = f'{peer[0]} - - [{self._clock(now)}] "{line}" {status or "-"} {sent or "-"}'
-        if ended[0] != ENDED_WHOLE[0]:
-            words = ended_words({'kind': ended[0], 'reason': ended[1]}, status)
-            text += ' "' + words.replace('"', "'") + '"'
-        say(text, err=True)
+    def log_line(self, peer, logged, now, say=say):
+        """The access log's line: the client's address, the time, and what ``logged``
+        made of the exchange (an answer given again keeps it: Answer.logged)."""
+        say(peer[0] + self._stamp(now) + logged, err=True)
 
     def record(self, conn, request, body, writer, now, say=say, ended=ENDED_WHOLE, done=True,
                live=None):
@@ -873,6 +870,16 @@ def stopped_at_grace(progress):
     stopping server's grace was over): the peer sees its stream end as a client gone
     would, but the record and the log line say whose doing it was."""
     return (TIMED_OUT, f'the server stopped at the end of its grace, {progress}')
+
+
+def logged(line, status, sent, ended=ENDED_WHOLE):
+    """What an access-log line says after its time: the request line (``request_line``),
+    the status, the body bytes sent, and how the exchange ended when not whole."""
+    text = f'"{line}" {status or "-"} {sent or "-"}'
+    if ended[0] != ENDED_WHOLE[0]:
+        words = ended_words({'kind': ended[0], 'reason': ended[1]}, status)
+        text += ' "' + words.replace('"', "'") + '"'
+    return text
 
 
 def request_line(request):

@@ -19,15 +19,15 @@ from hypothesis import given, strategies as st
 
 from minihttp import eventloop
 from minihttp.app import App
-from minihttp.eventloop import (AWAITING_BODY, QUEUED, READ, READABLE, WRITABLE, Connection,
-                                EventLoop, Pace, Poller, Protocol, TimedSocket)
+from minihttp.eventloop import (READ, READABLE, WRITABLE, Connection, EventLoop, Pace, Poller,
+                                Protocol, TimedSocket)
 from minihttp.framing import StreamReader
 from minihttp.errors import HTTPError
 from minihttp.request import read_request
 from minihttp.responses import Response
 from minihttp.limits import CONNECTION_BUFFER_SIZE, MAX_HEAD, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
 from minihttp.server import HTTPServer, Waiting
-from support import Client, FakeSocket, chunked, get, post, temps, wait_until
+from support import FakeSocket
 
 
 class NonBlockingSocket(FakeSocket):
@@ -374,54 +374,6 @@ def test_body_work_needs_more_until_its_body_is_buffered_whole(fields, buffered,
 
     assert Queued.reader.at_eof() is False
     assert HTTPServer(None).needs_more(Queued) is needs_more
-
-
-# -- body work whose turn comes ------------------------------------------------------------
-
-def states(loop):
-    return sorted(conn.state for conn in list(loop.connections))
-
-
-def test_a_stalled_body_whose_turn_comes_waits_in_the_loop_and_the_thread_serves_the_next(
-        tmp_path):
-    """A body stalled while it waited for a thread is not given the thread when its
-    turn comes: the thread's timeout would run from then, and answer it (408) up
-    to a whole body_timeout after its deadline (bench peers --only hostile: up to
-    --threads stalled bodies closed late), holding the thread meanwhile."""
-    (tmp_path / 'root').mkdir()
-    uploads = tmp_path / 'uploads'
-    protocol = HTTPServer(App(str(tmp_path / 'root'), str(uploads)), access_log=False,
-                          body_timeout=3.0, min_rate=0)
-    loop = EventLoop('127.0.0.1', 0, protocol, threads=1)
-    loop.start()
-    port = loop.address[1]
-    try:
-        with Client(port) as holder, Client(port) as stalled, Client(port) as whole:
-            # The holder's upload takes the only thread; the stalled body and a whole
-            # one queue behind it, in that order.
-            holder.send(get('/uploads/held.txt', 'HTTP/1.1', 'Transfer-Encoding: chunked',
-                            method='PUT') + b'5\r\nfirst\r\n')
-            wait_until(lambda: temps(uploads), 'the holder took the thread')
-            stalled.send(get('/uploads/stalled.bin', 'HTTP/1.1', 'Content-Length: 100',
-                             method='PUT') + b'first')
-            wait_until(lambda: QUEUED in states(loop), 'the stalled body queued')
-            whole.send(post('/echo', b'whole', method='PUT'))
-            wait_until(lambda: states(loop).count(QUEUED) == 2, 'the whole body queued')
-            # The thread comes free long before the stalled body's deadline.
-            holder.send(chunked(b' body'))
-            assert holder.reply('PUT').status == 201
-            reply = whole.reply('PUT')
-            assert (reply.status, reply.body) == (200, b'whole')
-            # Its deadline has not come: it waits in the loop, unanswered.
-            assert not select.select([stalled.sock], [], [], 0)[0]
-            assert AWAITING_BODY in states(loop)
-            reply = stalled.reply('PUT')
-            assert reply.status == 408 and b'request body not received in time' in reply.body
-            stalled.assert_closed_after(reply)
-    finally:
-        loop.stop(0.5)
-    assert (uploads / 'held.txt').read_bytes() == b'first body'
-    assert temps(uploads) == []
 
 
 # -- the pace of a peer on the pool -------------------------------------------------------

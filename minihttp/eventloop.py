@@ -39,7 +39,11 @@ Work waits in the loop, not on a thread, while it cannot go on:
 * when every thread is busy, work waits its turn in order.  Body work waiting
   so is checked at body_timeout: a client that sent nothing more although the
   protocol ``needs_more`` of its body has stalled, and is answered (408) and
-  closed; one still sending, or done, waits on.
+  closed; one still sending, or done, waits on;
+* body work whose turn comes while its client has sent nothing since it
+  began to wait, and owes more, waits on in the loop, on the deadline it has,
+  until its bytes come (as a body not begun does): a thread would only wait
+  for it, and would count body_timeout afresh from when it took it.
 
 On a pool thread the connection's socket is a TimedSocket: a peer that
 sends its body, or reads our answer, with a gap of body_timeout, or slower
@@ -252,8 +256,9 @@ class Protocol:
       thread (``body_timeout``).  The protocol may queue a last answer with
       ``conn.send``; the loop sends what the socket takes, and closes.
     * ``needs_more(conn)``: body work waits for a thread and the client has sent
-      nothing for ``body_timeout``: does it still owe bytes (it stalled), or is
-      its body here (it waits for us)?
+      nothing since it began to wait (for ``body_timeout``, or until a thread is
+      free): does it still owe bytes (it stalled), or is its body here (it waits
+      for us)?
     * ``refusal(now, peer)``: the bytes to send a connection beyond the cap.
     * ``closed(conn)``: any connection, as the loop closes it; its state is BUSY
       when the loop stops without a pool thread having given it back.
@@ -1026,21 +1031,36 @@ class EventLoop:
         self._jobs.put(conn)
 
     def _next_turns(self):
-        """Give freed threads to the connections waiting longest."""
+        """Give freed threads to the connections waiting longest.
+
+        Body work whose client has sent nothing since it was queued, and owes more,
+        gets none: a thread's stall timeout would run from when it took it, so a
+        client silent since just before its deadline in the loop would be
+        answered (408) up to a whole body_timeout late, and hold the thread
+        meanwhile.  It waits in the loop on the deadline it has, as a body not
+        begun does, and queues again once its bytes come.
+        """
         while self._free and self._turns:
             conn = self._turns.popleft()
-            if conn.state is QUEUED:
-                self._submit(conn)
+            if conn.state is not QUEUED:
+                continue
+            if conn.reads_body and self._unread(conn) is None and self.protocol.needs_more(conn):
+                conn.state = AWAITING_BODY
+                self._watch(conn, READABLE)
+                continue
+            self._submit(conn)
 
-    def _still_sending(self, conn):
-        """Whether a client whose body work waits for a thread has bytes on their way:
-        a client stalling has none waiting to be read (what it sent is in our buffer)."""
+    def _unread(self, conn):
+        """What the client of body work waiting in the loop sent that the loop has not
+        read: True (bytes, in the socket or held by TLS), None (nothing yet: what it
+        sent is in our buffer), or False (it closed, or the socket failed: a thread's
+        read says which)."""
         if conn.tls is not None and conn.tls.pending():
             return True          # here already, held by TLS: the thread will read it
         try:
             return bool(conn.raw.recv(1, socket.MSG_PEEK))   # b'': it closed
         except BlockingIOError:
-            return False
+            return None
         except OSError as exc:
             self._failed(conn.peer, exc, 'peeking at')
             return False
@@ -1213,7 +1233,7 @@ class EventLoop:
             if conn.state is HANDSHAKE and conn.tls.first:
                 say_soon(f'{self.name}: TLS handshake with {conn.peer[0]}:{conn.peer[1]} not '
                          f'finished within {self.protocol.head_timeout:g} s', err=True)
-            if conn.state is QUEUED and (self._still_sending(conn)
+            if conn.state is QUEUED and (self._unread(conn)
                                          or not self.protocol.needs_more(conn)):
                 self.deadlines.set(conn, now + self.protocol.body_timeout)
                 continue

@@ -489,10 +489,11 @@ class HTTPServer(Protocol):
     def needs_more(self, conn):
         """Whether body work waiting for a thread still needs bytes from the client.
 
-        The loop asks when such a client has sent nothing for body_timeout: one
-        whose whole body is already buffered is waiting for us, not stalling,
-        and so is one whose body is malformed (the thread answers 400).  The
-        body reader itself says so, run over the buffered bytes.
+        The loop asks when such a client has sent nothing for body_timeout (or
+        since it queued, when a thread comes free): one whose whole body is
+        already buffered is waiting for us, not stalling, and so is one whose
+        body is malformed (the thread answers 400).  The body reader itself says
+        so, run over the buffered bytes.
         """
         waiting, buffered = conn.exchange, conn.reader.buffered
         if waiting.buffered != buffered:

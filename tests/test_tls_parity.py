@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import tarfile
@@ -26,7 +27,7 @@ import pytest
 
 from minihttp import tls
 from minihttp.app import App
-from minihttp.eventloop import HANDSHAKE, WAITING, EventLoop
+from minihttp.eventloop import AWAITING_BODY, HANDSHAKE, QUEUED, WAITING, EventLoop
 from minihttp.records import FramingLog
 from minihttp.server import HTTPServer
 from support import (HTTP_LISTENING, LISTENING, OPENSSL, WAIT, Client, Feed, MinihttpProcess,
@@ -47,7 +48,7 @@ class Site:
     a bare socket (TLS handshake done).
     """
 
-    def __init__(self, tmp_path, pki, scheme):
+    def __init__(self, tmp_path, pki, scheme, threads=4, body_timeout=5.0):
         self.scheme = scheme
         self.root = tmp_path / 'root'
         self.root.mkdir()
@@ -57,10 +58,10 @@ class Site:
         self.uploads = tmp_path / 'uploads'
         records = FramingLog()
         app = App(str(self.root), str(self.uploads), records=records)
-        protocol = HTTPServer(app, access_log=False, head_timeout=5.0, body_timeout=5.0,
-                              keepalive_timeout=5.0, records=records)
+        protocol = HTTPServer(app, access_log=False, head_timeout=5.0,
+                              body_timeout=body_timeout, keepalive_timeout=5.0, records=records)
         self.context = tls.client_context(pki['cert']) if scheme == 'tls' else None
-        self.loop = EventLoop('127.0.0.1', 0, protocol, threads=4, context=(
+        self.loop = EventLoop('127.0.0.1', 0, protocol, threads=threads, context=(
             tls.server_context(pki['cert'], pki['key']) if scheme == 'tls' else None))
         self.loop.start()
         self.port = self.loop.address[1]
@@ -217,6 +218,59 @@ def test_folders_conditional_puts_and_listings(site):
     assert answer['folder'] == 'a/' and answer['files'] == []
     assert [folder['name'] for folder in answer['folders']] == ['b', 'empty']
     assert (site.uploads / 'a' / 'b' / 'f.bin').read_bytes() == b'first'
+
+
+def states(site):
+    return sorted(conn.state for conn in list(site.loop.connections))
+
+
+def unanswered(client):
+    """Whether nothing has come for ``client`` to read: no answer, no close (over TLS,
+    the session tickets the server sent after the handshake are not one)."""
+    client.sock.setblocking(False)
+    try:
+        client.sock.recv(1)
+        return False
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return True
+    finally:
+        client.sock.settimeout(WAIT)
+
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_a_stalled_body_whose_turn_comes_waits_in_the_loop_and_the_thread_serves_the_next(
+        tmp_path, pki, scheme):
+    """A body stalled while it waited for a thread is not given the thread when its
+    turn comes: the thread's timeout would run from then, and answer it (408) up
+    to a whole body_timeout after its deadline (bench peers --only hostile: up to
+    --threads stalled bodies closed late), holding the thread meanwhile."""
+    site = Site(tmp_path, pki, scheme, threads=1, body_timeout=3.0)
+    try:
+        with site.client() as holder, site.client() as stalled, site.client() as whole:
+            # The holder's upload takes the only thread; the stalled body and a whole
+            # one queue behind it, in that order.
+            holder.send(put('/uploads/held.txt', 'Transfer-Encoding: chunked',
+                            body=b'5\r\nfirst\r\n'))
+            wait_until(lambda: temps(site.uploads), 'the holder took the thread')
+            stalled.send(put('/uploads/stalled.bin', 'Content-Length: 100', body=b'first'))
+            wait_until(lambda: QUEUED in states(site), 'the stalled body queued')
+            whole.send(post('/echo', b'whole', method='PUT'))
+            wait_until(lambda: states(site).count(QUEUED) == 2, 'the whole body queued')
+            # The thread comes free long before the stalled body's deadline.
+            holder.send(chunked(b' body'))
+            assert holder.reply('PUT').status == 201
+            reply = whole.reply('PUT')
+            assert (reply.status, reply.body) == (200, b'whole')
+            # Its deadline has not come: it waits in the loop, unanswered.
+            assert unanswered(stalled)
+            assert AWAITING_BODY in states(site)
+            reply = stalled.reply('PUT')
+            assert reply.status == 408 and b'request body not received in time' in reply.body
+            stalled.assert_closed_after(reply)
+    finally:
+        site.loop.stop(0.5)
+    assert (site.uploads / 'held.txt').read_bytes() == b'first body'
+    assert temps(site.uploads) == []
 
 
 # -- ranges ----------------------------------------------------------------------------

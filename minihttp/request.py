@@ -303,6 +303,8 @@ def read_head(reader):
                 return None             # closed cleanly before a new request began
             raise HTTPError(400, f'connection closed inside the request head ({exc.received}'
                                  ' bytes)', close=True) from None
+        if head[:2] != CRLF and head:
+            return head                 # the usual head: no empty line before it
         empty = empty_lines(head)
         if empty > 2 * MAX_EMPTY_LINES:
             break

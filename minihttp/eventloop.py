@@ -463,7 +463,7 @@ class Connection:
 
     @property
     def stopping(self):
-        return self.loop.stopping.is_set()
+        return self.loop._stop_asked
 
     def give(self, job):
         """The protocol hands over blocking work for POOL or BODY: from now on the loop
@@ -611,6 +611,9 @@ class EventLoop:
         # The loop thread's own word for ``stopping`` once it has begun to stop
         # (_begin_stop): read for every request, where the Event costs a call.
         self._stop_begun = False
+        # ``stopping`` as a bool, set with it (stop): what Connection.stopping says,
+        # asked for every answer, where Event.is_set costs a Python call.
+        self._stop_asked = False
         self._thread = self._poller = self._wake_r = self._wake_w = None
         self._ident = None
         protocol.attach(self)     # the protocol's loop from now on (Protocol says)
@@ -660,6 +663,7 @@ class EventLoop:
         """Stop accepting, close idle connections, let busy ones finish for ``grace``
         seconds, then cut them."""
         self._grace = grace
+        self._stop_asked = True
         self.stopping.set()
         self._wake()
         if self._thread is not None:

@@ -369,6 +369,13 @@ def test_a_stale_readiness_leaves_a_new_connection_silent_and_its_tls_hello_seen
         loop.sock.close()
 
 
+def test_a_connection_is_stopping_once_its_loop_is_told_to_stop(loop, pair):
+    conn = Connection(pair[0], ('local', 0), loop)
+    assert not conn.stopping
+    loop.stop(0)                                  # never started: nothing to wait for
+    assert conn.stopping and loop.stopping.is_set()
+
+
 def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):
     ours, theirs = pair
     ours.setblocking(False)

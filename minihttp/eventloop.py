@@ -468,7 +468,7 @@ class Connection:
 
     @property
     def stopping(self):
-        return self.loop.stopping.is_set()
+        return self.loop._stop_asked
 
     def give(self, job):
         """The protocol hands over blocking work for POOL or BODY: from now on the loop
@@ -620,6 +620,9 @@ class EventLoop:
         # The loop thread's own word for ``stopping`` once it has begun to stop
         # (_begin_stop): read for every request, where the Event costs a call.
         self._stop_begun = False
+        # ``stopping`` as a bool, set with it (stop): what Connection.stopping says,
+        # asked for every answer, where Event.is_set costs a Python call.
+        self._stop_asked = False
         self._thread = self._poller = self._wake_r = self._wake_w = None
         self._ident = None
         protocol.attach(self)     # the protocol's loop from now on (Protocol says)
@@ -669,6 +672,7 @@ class EventLoop:
         """Stop accepting, close idle connections, let busy ones finish for ``grace``
         seconds, then cut them."""
         self._grace = grace
+        self._stop_asked = True
         self.stopping.set()
         self._wake()
         if self._thread is not None:
@@ -871,8 +875,9 @@ class EventLoop:
 
     # -- waiting for bytes ------------------------------------------------------------
 
-    def _wait_read(self, conn, now):
-        """Park a connection until it is readable, with the deadline its state asks for.
+    def _wait_read(self, conn, now, idle=False):
+        """Park a connection until it is readable, with the deadline its state asks for
+        (``idle``: its reader is known to be released, nothing buffered).
 
         A TLS connection may hold what the socket will never announce: plaintext
         decrypted and not read, whole records received with an earlier one (a
@@ -882,19 +887,19 @@ class EventLoop:
         tls = conn.tls
         if tls is not None and tls.pending():
             self._calls.append((self._on_held, (conn,)))
-        if conn.reader.buffered:
-            if conn.head_since is None:
-                conn.head_since = now
-            deadline = conn.head_since + self.protocol.head_timeout
-        else:
+        if idle or conn.reader.release():   # nothing buffered: idle, its buffer given back
             if self._stop_begun:
                 self._close(conn)     # idle while stopping: nothing is lost
                 return
             conn.head_since = None
-            conn.reader.release()
             deadline = now + self.protocol.keepalive_timeout
+        else:
+            if conn.head_since is None:
+                conn.head_since = now
+            deadline = conn.head_since + self.protocol.head_timeout
         conn.state = WAITING
-        self._watch(conn, READABLE)
+        if conn.events != READABLE:     # (a keep-alive connection's already is)
+            self._watch(conn, READABLE)
         self.deadlines.set(conn, deadline)
 
     def _on_held(self, conn):
@@ -916,14 +921,23 @@ class EventLoop:
         if conn.state is AWAITING_BODY:
             self._submit(conn)            # the body has begun: a thread may read it
             return
-        self._proceed(conn, self._advance(conn))
+        try:                              # _advance, without a call: every request's path
+            outcome = self.protocol.advance(conn)
+        except Exception as exc:
+            outcome = self._advance_failed(conn, exc)
+        self._proceed(conn, outcome)
 
     def _advance(self, conn):
         try:
             return self.protocol.advance(conn)
         except Exception as exc:
-            self._failed(conn.peer, exc, 'serving')
-            return CLOSE
+            return self._advance_failed(conn, exc)
+
+    def _advance_failed(self, conn, exc):
+        """In an ``except`` block: what escaped the protocol's advance is said; the
+        connection closes."""
+        self._failed(conn.peer, exc, 'serving')
+        return CLOSE
 
     def _proceed(self, conn, outcome):
         """Do what the protocol said, once whatever it queued has left."""
@@ -1002,7 +1016,10 @@ class EventLoop:
             return
         conn.state = WAITING
         outcome, conn.then = conn.then, None
-        if outcome is READ and conn.reader.buffered:
+        if outcome is READ:
+            if conn.reader.release():       # nothing more came: wait for the next request
+                self._wait_read(conn, time.monotonic(), True)
+                return
             outcome = self._advance(conn)   # pipelined requests waited for the send
         self._proceed(conn, outcome)
 

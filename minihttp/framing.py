@@ -131,9 +131,13 @@ class StreamReader:
         self._recv_into = sock.recv_into
 
     def release(self):
-        """Give the buffer up if nothing is buffered; True when it was given up."""
-        if self._start != self._end or self._buf is _NOTHING:
+        """Give the buffer up if nothing is buffered; True when nothing is (the buffer
+        given up now or before), False when bytes wait to be read: so the loop asks one
+        call, not ``buffered`` and then this, when a connection goes idle."""
+        if self._start != self._end:
             return False
+        if self._buf is _NOTHING:
+            return True
         spares = self._spares
         if spares is not None and len(self._buf) == self._size and \
                 (len(spares) + 1) * self._size <= SPARE_BUFFER_BYTES:
@@ -231,7 +235,11 @@ class StreamReader:
         if self._start == end:
             self._start = self._end = end = 0
             if self._buf is _NOTHING:
-                self._take_buffer()      # released: the next request's buffer
+                # Released: the next request's buffer (_take_buffer, without a call:
+                # every keep-alive request comes this way).
+                spares = self._spares
+                view = self._view = spares.pop() if spares else memoryview(bytearray(self._size))
+                self._buf = view.obj
         elif end == len(self._buf):
             self._make_room(limit)
             end = self._end
@@ -325,16 +333,17 @@ class StreamReader:
                 scanned = waiting[2]
         while True:
             start = self._start
-            found = self._buf.find(delimiter, start + scanned, self._end)
-            if found >= 0:
-                if found - start > limit:
-                    raise LimitExceeded(delimiter, limit)
-                self._start = found + size
-                return bytes(self._view[start:found])
             have = self._end - start
-            if have >= limit + size:
-                raise LimitExceeded(delimiter, limit)
-            scanned = max(0, have - size + 1)
+            if have:        # (nothing buffered, each keep-alive request: receive first)
+                found = self._buf.find(delimiter, start + scanned, self._end)
+                if found >= 0:
+                    if found - start > limit:
+                        raise LimitExceeded(delimiter, limit)
+                    self._start = found + size
+                    return bytes(self._view[start:found])
+                if have >= limit + size:
+                    raise LimitExceeded(delimiter, limit)
+                scanned = have - size + 1 if have >= size else 0
             try:
                 got = self._fill(limit + size)
             except BlockingIOError:
@@ -412,7 +421,10 @@ class Snapshot(StreamReader):
         self._start, self._end = reader._start, reader._end
         self._waiting = None
 
-    # Never move, grow, take or give up the shared bytes.
+    # Never receive, move, grow, take or give up the shared bytes.
+    def _fill(self, limit=None):
+        return _nothing_more(None)
+
     def _make_room(self, limit=None):
         pass
 

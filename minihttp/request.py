@@ -287,9 +287,9 @@ def read_head(reader):
     a head up by these bytes (an answer it remembers) before parsing it.
     """
     for _ in range(MAX_EMPTY_LINES + 1):
-        if reader.at_eof():
-            return None
         try:
+            # No at_eof() first: a stream that ends before a byte of the head is the
+            # read's IncompleteRead of 0 bytes, one call fewer for every request.
             head = reader.read_until(HEAD_END, MAX_HEAD)
         except LimitExceeded:
             # Was it the request line alone that was too long?
@@ -299,8 +299,12 @@ def read_head(reader):
             raise HTTPError(431, f'request head longer than {MAX_HEAD} bytes',
                             close=True) from None
         except IncompleteRead as exc:
+            if not exc.received:
+                return None             # closed cleanly before a new request began
             raise HTTPError(400, f'connection closed inside the request head ({exc.received}'
                                  ' bytes)', close=True) from None
+        if head[:2] != CRLF and head:
+            return head                 # the usual head: no empty line before it
         empty = empty_lines(head)
         if empty > 2 * MAX_EMPTY_LINES:
             break

@@ -773,6 +773,13 @@ class TLSConnection:
         self._held = None
         self.first = b''            # the connection's first bytes (up to 5): TLS or not?
         self.handed = 0             # plaintext bytes sent (as a TimedSocket's ``handed``)
+        # Whether the last read filled the buffer it was given: only then may OpenSSL
+        # hold plaintext.  It returns one record's at most, and a read that returned
+        # less took all that was left of its record (SSL_read(3): what "was not
+        # retrieved at the last read call" is what stays buffered).  So the usual
+        # receive, a request smaller than the reader's buffer, asks nothing of
+        # SSL_pending (a release and a take of the interpreter lock, each time).
+        self._filled = False
         self.closed = False
 
     # -- the socket's face ------------------------------------------------------
@@ -822,11 +829,12 @@ class TLSConnection:
 
     def pending(self):
         """Bytes that may be readable without the socket: plaintext decrypted and not
-        yet read, and ciphertext received and not yet decrypted (a receive takes
+        yet read (only ever after a read that filled its buffer: ``_filled``), and
+        ciphertext received and not yet decrypted (a receive takes
         several records; OpenSSL decrypts one per read).  A loop must try a read
         before it waits for the socket while this is not 0; the read may still
         raise WantRead, when what is held is part of a record."""
-        return self._sslobj.pending() + self._incoming.pending
+        return (self._sslobj.pending() if self._filled else 0) + self._incoming.pending
 
     @property
     def unsent(self):
@@ -843,19 +851,6 @@ class TLSConnection:
 
     # -- moving ciphertext ------------------------------------------------------
 
-    def _take(self):
-        """Move the ciphertext OpenSSL wrote behind what is held, counting its records
-        (callers that may find none ask ``self._outgoing.pending`` first)."""
-        data = self._outgoing.read()
-        sent = self.sent
-        if sent is not None:
-            try:
-                sent.feed(data)
-            except MalformedRecord:
-                pass        # the tally says so (ours are never malformed)
-        self._unsent.append(data)
-        self._sealed += len(data)
-
     def flush(self):
         """Send the ciphertext held and what OpenSSL wrote: True once none is left,
         False when a non-blocking socket cannot take it all (the rest is kept, in
@@ -865,7 +860,7 @@ class TLSConnection:
         wait of their own.  One call for the loop's usual flush: one record sealed, one
         send that takes it."""
         if self._outgoing.pending:
-            self._take()
+            self.seal(())
         unsent = self._unsent
         if not unsent:
             return True
@@ -987,7 +982,7 @@ class TLSConnection:
         if not size:
             return 0
         sslobj, incoming = self._sslobj, self._incoming
-        if not incoming.pending and not sslobj.pending():
+        if not incoming.pending and not (self._filled and sslobj.pending()):
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
             if self._unsent or self._outgoing.pending:
@@ -998,6 +993,7 @@ class TLSConnection:
                 got = sslobj.read(size, buffer)
                 if got < size and incoming.pending:
                     got = self._read_held(buffer, got, size)
+                self._filled = got == size      # (and the last read with it: _read_held)
                 return got
             except ssl.SSLWantReadError:
                 if not self._unsent:
@@ -1069,8 +1065,9 @@ class TLSConnection:
         return written
 
     def seal(self, buffers):
-        """Encrypt all of ``buffers`` now and hold the ciphertext for ``flush``; how
-        many plaintext bytes that was.
+        """Encrypt all of ``buffers`` now and hold the ciphertext for ``flush``, after
+        what OpenSSL wrote by itself (an alert, a session ticket: ``seal(())`` holds
+        only that), counting its records; how many plaintext bytes that was.
 
         The event loop queues answers this way: their records cross the scanner
         (``records``) when the answer is queued, so each exchange's tally has its
@@ -1083,8 +1080,18 @@ class TLSConnection:
         size = len(data)
         if size:
             self._sslobj.write(data)      # a memory BIO takes all of it, and holds records
-            self._take()
-        self.handed += size
+            self.handed += size
+        elif not self._outgoing.pending:
+            return 0
+        data = self._outgoing.read()
+        sent = self.sent
+        if sent is not None:
+            try:
+                sent.feed(data)
+            except MalformedRecord:
+                pass        # the tally says so (ours are never malformed)
+        self._unsent.append(data)
+        self._sealed += len(data)
         return size
 
     def _write(self, buffers):

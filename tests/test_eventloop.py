@@ -23,7 +23,7 @@ from minihttp.eventloop import (READ, READABLE, WRITABLE, Connection, EventLoop,
                                 Protocol, TimedSocket)
 from minihttp.framing import StreamReader
 from minihttp.errors import HTTPError
-from minihttp.request import read_request
+from minihttp.request import read_head, read_request
 from minihttp.responses import Response
 from minihttp.limits import CONNECTION_BUFFER_SIZE, MAX_HEAD, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
 from minihttp.server import HTTPServer, Waiting
@@ -135,6 +135,38 @@ def test_a_released_reader_holds_no_buffer_and_takes_one_when_bytes_come():
     assert not reader.release()              # five bytes of the next head: kept
     assert read_requests_nonblocking(reader, 1) == [EXPECTED]
     assert reader.release() and read_request(reader) is None
+
+
+def test_release_says_whether_nothing_is_buffered_whether_given_up_now_or_before():
+    reader = StreamReader(NonBlockingSocket(HEAD + b'GET', closes=True))
+    assert reader.release() and reader.release() and reader.capacity == 0
+    assert read_requests_nonblocking(reader, 1) == [EXPECTED]
+    assert not reader.release() and reader.capacity      # b'GET' kept, and its buffer
+
+
+@pytest.mark.parametrize('data, pieces', [(b'', None), (b'\r\n\r\n', 1),
+                                          (b'\r\n' * 4, [2, 3])])
+def test_a_stream_ending_before_a_request_begins_is_no_request(data, pieces):
+    # Empty lines before a request line are ignored (RFC 9112 section 2.2), a blank
+    # line's worth at a time: after them the stream's end is a clean one, as before
+    # any byte.
+    reader = StreamReader(NonBlockingSocket(data, pieces, closes=True))
+    for _ in range(100):
+        try:
+            head = read_head(reader)
+        except BlockingIOError:
+            continue          # asked again once "readable", as the loop does
+        break
+    assert head is None and reader.release()
+
+
+@pytest.mark.parametrize('data', [b'G', b'\r\nGET / HTTP/1.1\r\n', b'\r', b'\r\n',
+                                  b'\r\n' * 3])
+def test_a_stream_ending_inside_a_head_is_a_400(data):
+    reader = StreamReader(FakeSocket(data))
+    with pytest.raises(HTTPError) as refused:
+        read_head(reader)
+    assert refused.value.status == 400 and 'inside the request head' in str(refused.value)
 
 
 def test_released_readers_share_nothing_that_one_of_them_can_break():
@@ -335,6 +367,13 @@ def test_a_stale_readiness_leaves_a_new_connection_silent_and_its_tls_hello_seen
         loop._close(conn)
         loop._poller.close()
         loop.sock.close()
+
+
+def test_a_connection_is_stopping_once_its_loop_is_told_to_stop(loop, pair):
+    conn = Connection(pair[0], ('local', 0), loop)
+    assert not conn.stopping
+    loop.stop(0)                                  # never started: nothing to wait for
+    assert conn.stopping and loop.stopping.is_set()
 
 
 def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):

@@ -4,6 +4,7 @@ blocking and non-blocking, against itself and against ssl.SSLSocket."""
 
 import datetime
 import re
+import select
 import selectors
 import socket
 import ssl
@@ -629,3 +630,43 @@ def test_client_renegotiation_is_refused(pair, contexts, pki):
             client.wait(WAIT)
             client.stdout.close()
         assert b'RENEGOTIATING' in said         # it did try
+
+
+@pytest.mark.parametrize('first', [99, 100, 101])
+def test_plaintext_is_held_only_after_a_read_that_filled_its_buffer(pair, contexts, first):
+    # OpenSSL returns one record's plaintext at most a read: a read given 99 bytes of a
+    # 100-byte record leaves one held (pending, read without the socket); one given
+    # 100 or more takes it all, and the next read goes to the socket (nothing there yet:
+    # WantRead, then the second record once it is sent).
+    client_sock, server_sock = pair
+    server = TLSConnection(server_sock, contexts[0], server_side=True)
+    peer = Peer(server.do_handshake)
+    client = TLSConnection(client_sock, contexts[1], server_side=False,
+                           server_hostname='localhost')
+    client.do_handshake()
+    peer.result()
+    server.setblocking(False)
+    client.sendall(b'a' * 100)
+    buffer = bytearray(first)
+    assert recv_when_readable(server, server_sock, buffer) == min(first, 100)
+    assert buffer[:100] == b'a' * min(first, 100)
+    if first < 100:
+        assert server.pending() == 100 - first
+        assert server.recv_into(buffer) == 100 - first       # held: no socket asked
+    assert server.pending() == 0
+    with pytest.raises(WantRead):
+        server.recv_into(buffer)
+    client.sendall(b'b' * 10)
+    assert read_exactly_nonblocking(server, 10) == b'b' * 10
+
+
+def recv_when_readable(conn, sock, buffer):
+    """One recv_into, asked again each time ``sock`` becomes readable, within WAIT."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            return conn.recv_into(buffer)
+        except WantRead:
+            left = deadline - time.monotonic()
+            assert left > 0, 'nothing came'
+            select.select([sock], [], [], left)

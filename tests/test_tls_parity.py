@@ -116,6 +116,26 @@ def test_100_continue_then_the_body(site):
         assert json.loads(reply.body)['sha256'] == hashlib.sha256(body).hexdigest()
 
 
+def test_after_an_answer_a_begun_head_waits_on_head_timeout_an_idle_one_on_keepalive(site):
+    """The loop parks a connection once its answer has left: with the next head begun
+    it is held to head_timeout (408), with nothing buffered to keepalive_timeout (closed
+    unanswered).  Each timeout here is the short one in turn, the other far beyond the
+    client's wait: a connection parked on the wrong one fails the read."""
+    protocol = site.loop.protocol
+    protocol.head_timeout, protocol.keepalive_timeout = 0.5, 10 * WAIT
+    with site.client() as begun:
+        begun.send(get('/index.html') + b'GET /index.html HTTP/1.1\r\nHost: h\r\n')
+        assert begun.reply().status == 200
+        late = begun.reply()
+        assert late.status == 408
+        begun.assert_closed_after(late)
+    protocol.head_timeout, protocol.keepalive_timeout = 10 * WAIT, 0.5
+    with site.client() as idle:
+        idle.send(get('/index.html') * 2)          # pipelined: answered, then idle
+        assert [idle.reply().status for _ in range(2)] == [200, 200]
+        assert idle.at_eof()
+
+
 # -- uploads -------------------------------------------------------------------------
 
 def test_a_resumable_upload_cut_then_resumed(site):

@@ -534,10 +534,17 @@ class RecordScanner:
         pairs in the order they came, the first records' (content type, version,
         length), the handshake messages seen in clear, why scanning stopped or None).
         ``restart``: and begin it afresh, in place.  A stopped scanner stays stopped."""
-        records, handshake = self.records, self.handshake
-        if not records and not handshake:
-            return 0, 0, (), (), (), self.malformed
-        types = self._types
+        records, sizes, handshake, types = self.records, self.sizes, self.handshake, self._types
+        if not handshake and not types:
+            # application_data alone, or nothing: every exchange after a handshake.
+            facts = (records, self.bytes,
+                     DATA_KINDS[records] if records < len(DATA_KINDS)
+                     else ((APPLICATION_DATA, records),),
+                     tuple(sizes), (), self.malformed)
+            if restart and records:
+                self.records = self.bytes = 0
+                sizes.clear()
+            return facts
         if types:
             self._fold()
             kinds = tuple(types.items())
@@ -545,16 +552,12 @@ class RecordScanner:
             kinds = DATA_KINDS[records]
         else:
             kinds = ((APPLICATION_DATA, records),)
-        sizes = self.sizes
-        facts = (records, self.bytes, kinds, tuple(sizes), tuple(handshake) if handshake else (),
-                 self.malformed)
+        facts = (records, self.bytes, kinds, tuple(sizes), tuple(handshake), self.malformed)
         if restart:
             self.records = self.bytes = 0
             sizes.clear()
-            if types:
-                types.clear()
-            if handshake:
-                handshake.clear()
+            types.clear()
+            handshake.clear()
         return facts
 
     def _fold(self):

@@ -585,9 +585,9 @@ class RecordScanner:
             # The most usual piece of all: one whole record (a request, a small answer),
             # which leaves nothing to skip in the next piece.
             header = _unpack_header(data, 0)
-            kind, version, length = header
-            if (length + RECORD_HEADER_SIZE == size and kind == APPLICATION_DATA
-                    and version == TLS_1_2 and length <= MAX_RECORD_LENGTH):
+            # (All three fields in one comparison of tuples.)
+            if (header == (APPLICATION_DATA, TLS_1_2, size - RECORD_HEADER_SIZE)
+                    and size <= MAX_RECORD_LENGTH + RECORD_HEADER_SIZE):
                 self.records = records = self.records + 1
                 self.bytes += size
                 if records <= RECORDED_CHUNKS:      # sizes holds the first records'

@@ -4,6 +4,8 @@ loopback TLS pair (tls.TLSConnection both ends, no server), the JSON a record gi
 
 import inspect
 import json
+import math
+import os
 import shutil
 import socket
 import ssl
@@ -16,7 +18,8 @@ import pytest
 from minihttp import records, tls
 from minihttp.limits import RECORDED_CHUNKS
 from minihttp.records import http_record, public, tally_facts, tls_facts
-from minihttp.tls import RecordScanner, TLSConnection
+from minihttp.responses import send_range
+from minihttp.tls import TLS_RECEIVE_SIZE, TLS_SEND_SIZE, RecordScanner, TLSConnection
 from minihttp.app import App
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
@@ -269,3 +272,51 @@ def test_a_sealed_answer_is_counted_when_queued_and_its_head_and_body_are_one_re
     assert server.flush() and server.unsent == 0
     assert read_exactly(client, len(RESPONSE)) == RESPONSE
     assert tls_facts(server)[4][0] == 0           # the send itself counted nothing more
+
+
+class WatchedWrites:
+    """An SSLObject's C object, every write's size noted (the rest passed through)."""
+
+    def __init__(self, sslobj):
+        self.sslobj = sslobj
+        self.sizes = []
+
+    def write(self, data):
+        self.sizes.append(len(data))
+        return self.sslobj.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.sslobj, name)
+
+
+def test_a_file_goes_out_exact_in_records_as_full_as_tls_allows(connected, tmp_path):
+    """send_file, as the pool's writer drives it (send_range): a file's bytes from an
+    offset, over several reads of the scratch, arrive exact; every record but the last
+    carries all a record may (2**14 bytes of plaintext, RFC 8446 section 5.1), so the
+    tally is the fewest records there can be, whatever size each read is; and no write
+    into the outgoing BIO passes TLS_SEND_SIZE (the BIO keeps the largest it held)."""
+    client, server = connected
+    data = os.urandom(2 * TLS_RECEIVE_SIZE + 5000)
+    (tmp_path / 'file.bin').write_bytes(data)
+    offset, count = 3, len(data) - 3
+    tls_facts(server)                     # the handshake's cut: what follows is the file's
+    watched = server._sslobj = WatchedWrites(server._sslobj)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(read_exactly(client, count)),
+                              daemon=True)
+    reader.start()
+    fd = os.open(tmp_path / 'file.bin', os.O_RDONLY)
+    try:
+        send_range(server, fd, offset, count)
+    finally:
+        os.close(fd)
+    reader.join(WAIT)
+    assert got == [data[offset:]]
+    assert server.handed == count and server.unsent == 0
+    assert sum(watched.sizes) == count and max(watched.sizes) == TLS_SEND_SIZE
+    sent = record_of(tls_facts(server))['tls']['sent']
+    assert sent['records'] == math.ceil(count / 2 ** 14) == len(sent['sizes'])
+    lengths = [length for _, _, length in sent['sizes']]
+    assert set(lengths[:-1]) == {lengths[0]} and lengths[0] > 2 ** 14 > lengths[-1]
+    assert sent['bytes'] == sum(lengths) + 5 * len(lengths)
+    assert sent['types'] == {'application_data': sent['records']}

@@ -73,7 +73,8 @@ from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIME
                      REFUSAL_TIMEOUT, SHUTDOWN_GRACE)
 from .sockets import StartupError, bind
 from .report import flush_soon, log_failure, say, say_soon
-from .tls import TLS_RECEIVE_SIZE, TLSConnection, WantRead, WantWrite, looks_like_tls
+from .tls import (TLS_RECEIVE_SIZE, TLSConnection, WantRead, WantWrite, failure_reason,
+                  looks_like_tls)
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
 READ = 'read'        # the next message: wait until readable (or answer what is buffered)
@@ -855,8 +856,7 @@ class EventLoop:
             self._wrong_scheme(conn, False)
             return
         if tls.first:
-            reason = getattr(exc, 'reason', None) or exc.strerror or str(exc) or \
-                type(exc).__name__
+            reason = failure_reason(exc)
             if isinstance(exc, ssl.SSLEOFError):
                 reason = 'the client closed the connection'
             say_soon(f'{self.name}: TLS handshake with {conn.peer[0]}:{conn.peer[1]} failed: '
@@ -1220,6 +1220,11 @@ class EventLoop:
         more; any other error is ours, and logged with its traceback."""
         if not peer_gone(exc):
             log_failure(f'{self.name}: error {doing} {peer[0]}:{peer[1]}')
+        elif isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+            # A client that broke TLS (an alert, a record failing its check) outside an
+            # exchange the protocol logs: one line, as a failed handshake's, not none.
+            say_soon(f'{self.name}: TLS with {peer[0]}:{peer[1]} broken: {failure_reason(exc)}',
+                     err=True)
 
     # -- poller and deadlines ---------------------------------------------------------
 

@@ -146,7 +146,8 @@ def client_context(cafile=None):
         # Given data, create_default_context trusts it alone (no system CAs).
         return _common(ssl.create_default_context(cadata=text))
     except ssl.SSLError as exc:
-        raise TLSConfigError(f'CA file {cafile}: cannot be loaded ({_reason(exc)})') from None
+        raise TLSConfigError(f'CA file {cafile}: cannot be loaded '
+                             f'({failure_reason(exc)})') from None
 
 
 def server_context(cert, key, password_file=None, ask=None, now=None):
@@ -189,14 +190,16 @@ def server_context(cert, key, password_file=None, ask=None, now=None):
             raise TLSConfigError(f'key file {key}: cannot be decrypted with the {said}'
                                  ' (wrong password?)') from None
         raise TLSConfigError(f'key file {key}: is not a usable PEM private key for {cert}'
-                             f' ({_reason(exc)})') from None
+                             f' ({failure_reason(exc)})') from None
     except OSError as exc:
         raise TLSConfigError(f'{cert} or {key}: {exc.strerror or exc}') from None
     return context
 
 
-def _reason(exc):
-    return exc.reason or exc.strerror or str(exc)
+def failure_reason(exc):
+    """What a failure of TLS (an ssl.SSLError, or the OSError of a peer gone) says in a
+    line: OpenSSL's reason when it gives one."""
+    return getattr(exc, 'reason', None) or exc.strerror or str(exc) or type(exc).__name__
 
 
 def _read_bounded(path, what, limit):

@@ -2,12 +2,14 @@
 of the loop, the TLS layer's receive path, and what the log says of a client that breaks
 TLS after its handshake.  Plain and over TLS; each test forces its interleaving (no sleep)."""
 
+import socket
+import ssl
 import threading
 
 import pytest
 
-from minihttp import eventloop, files
-from support import get, wait_until
+from minihttp import eventloop, files, tls
+from support import WAIT, get, wait_until
 from test_answer_memo import Site
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,3 +91,71 @@ def test_a_write_a_pool_thread_made_is_seen_by_the_request_pipelined_after_it(ga
         assert deleter.reply().status == 204
         assert deleter.reply().status == 404
     assert not state['arm'] and not state['hold']
+
+
+# -- a client that breaks TLS after its handshake ---------------------------------------------
+
+class RecordClient:
+    """A TLS client between memory BIOs: the test chooses its records and their sends."""
+
+    def __init__(self, port, cert):
+        self.sock = socket.create_connection(('127.0.0.1', port), timeout=WAIT)
+        self.port = self.sock.getsockname()[1]
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = tls.client_context(cert).wrap_bio(self.incoming, self.outgoing,
+                                                     server_hostname='localhost')
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.outgoing.read())
+                piece = self.sock.recv(65536)
+                assert piece, 'the server closed during the handshake'
+                self.incoming.write(piece)
+        self.sock.sendall(self.outgoing.read())
+
+    def record(self, plaintext):
+        self.tls.write(plaintext)
+        return self.outgoing.read()
+
+    def fatal_alert(self):
+        """The encrypted alert our side sends on a record failing its check."""
+        self.incoming.write(b'\x17\x03\x03\x00\x20' + bytes(32))
+        with pytest.raises(ssl.SSLError):
+            self.tls.read(100)
+        alert = self.outgoing.read()
+        assert alert[:1] == b'\x17'         # TLS 1.3: an alert is an encrypted record
+        return alert
+
+    def until_closed(self):
+        """Everything the server sends until it closes."""
+        got = b''
+        while piece := self.sock.recv(65536):
+            got += piece
+        return got
+
+
+HEAD = b'GET /missing HTTP/1.1\r\nHost: localhost\r\n\r\n'
+BREAKS = {
+    'alert-after-request': lambda c: c.record(HEAD) + c.fatal_alert(),
+    'bad-mac-request': lambda c: (lambda r: r[:-1] + bytes([r[-1] ^ 1]))(c.record(HEAD)),
+    'junk-inside-a-head': lambda c: c.record(HEAD[:20]) + b'\x15\x03\x03\x00\x02\x02\x28',
+    'junk-between-requests': lambda c: b'\x17\x03\x03\x00\x05hello',
+}
+
+
+@pytest.mark.parametrize('how', sorted(BREAKS))
+def test_a_client_breaking_tls_after_its_handshake_is_one_log_line(serve, pki, how):
+    """README: such a client is a client gone, said in one line without a traceback, as a
+    failed handshake is; a line whatever it was doing, not only inside a body."""
+    server = serve('--tls-cert', pki['cert'], '--tls-key', pki['key'])
+    client = RecordClient(server.port, pki['cert'])
+    client.sock.sendall(BREAKS[how](client))
+    client.until_closed()
+    client.sock.close()
+    server.wait_for_line(rf'TLS with 127\.0\.0\.1:{client.port} broken: \S', stream='stderr')
+    server.stop()
+    output = server.output()
+    assert 'Traceback' not in output
+    assert output.count(f'127.0.0.1:{client.port}') == 1, output

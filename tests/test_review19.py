@@ -4,12 +4,13 @@ TLS after its handshake.  Plain and over TLS; each test forces its interleaving 
 
 import socket
 import ssl
+import struct
 import threading
 
 import pytest
 
 from minihttp import eventloop, files, tls
-from support import WAIT, get, wait_until
+from support import HTTP_LISTENING, WAIT, get, resources, serve_args, temps, wait_until
 from test_answer_memo import Site
 
 pytestmark = pytest.mark.timeout(60)
@@ -159,3 +160,61 @@ def test_a_client_breaking_tls_after_its_handshake_is_one_log_line(serve, pki, h
     output = server.output()
     assert 'Traceback' not in output
     assert output.count(f'127.0.0.1:{client.port}') == 1, output
+
+
+# -- resets at every step ----------------------------------------------------------------------
+
+def reset(sock):
+    """Close with a RST (SO_LINGER 0): the client gone at once, nothing said."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    socket.socket.close(sock)
+
+
+@pytest.mark.parametrize('scheme', ['plain', 'tls'])
+def test_resets_at_every_step_leave_no_descriptor_thread_or_temporary_file(minihttp, pki,
+                                                                          tmp_path, scheme):
+    root, uploads = tmp_path / 'root', tmp_path / 'uploads'
+    root.mkdir()
+    (root / 'page.html').write_bytes(b'a page\n')
+    (root / 'big.bin').write_bytes(bytes(4 << 20))
+    options = ['--tls-cert', pki['cert'], '--tls-key', pki['key']] if scheme == 'tls' else []
+    server = minihttp(*serve_args(str(root), str(uploads), '--threads', '2', *options),
+                      listening=HTTP_LISTENING)
+    context = tls.client_context(pki['cert']) if scheme == 'tls' else None
+
+    def connect():
+        sock = socket.create_connection(('127.0.0.1', server.port), timeout=WAIT)
+        return sock if context is None else context.wrap_socket(sock,
+                                                                server_hostname='localhost')
+
+    def say(sock, data, answer=0):
+        sock.sendall(data)
+        while answer > 0:
+            answer -= len(sock.recv(answer))
+        reset(sock)
+
+    put = b'PUT /uploads/up.bin HTTP/1.1\r\nHost: localhost\r\nContent-Length: 9000000\r\n\r\n'
+    steps = [
+        lambda: reset(socket.create_connection(('127.0.0.1', server.port), timeout=WAIT)),
+        lambda: say(connect(), b''),
+        lambda: say(connect(), b'GET /page.html HTTP/1.1\r\nHo'),
+        lambda: say(connect(), get('/page.html') * 64),
+        lambda: say(connect(), get('/big.bin'), 1000),
+        lambda: say(connect(), get('/big.bin') * 8),
+        lambda: say(connect(), put + bytes(300_000)),
+        lambda: say(connect(), b'POST /echo HTTP/1.1\r\nHost: localhost\r\n'
+                               b'Transfer-Encoding: chunked\r\n\r\n100\r\n' + bytes(100)),
+        lambda: say(connect(), get('/_framing/stream'), 10),
+    ]
+    with connect() as sock:         # the loop and its pool running, this connection closed
+        sock.sendall(get('/page.html', 'HTTP/1.1', 'Connection: close'))
+        while sock.recv(65536):
+            pass
+    before = resources(server.pid)
+    for _ in range(5):
+        for step in steps:
+            step()
+    # (At most: the warm-up's descriptor may still have been open then, lingering.)
+    wait_until(lambda: all(now <= then for now, then in zip(resources(server.pid), before)),
+               f'back to {before} (descriptors, threads)')
+    assert not temps(uploads)

@@ -252,10 +252,11 @@ class Protocol:
       ran; read what is buffered and return an outcome (READ, POOL, BODY,
       LINGER, STREAM, CLOSE).  For POOL and BODY the protocol has handed the
       work over with ``conn.give(job)``.
-    * ``expired(conn)``: a wait ran out: idle (nothing buffered), a head begun
-      (``head_timeout``), a body not begun or stalled while it waited for a
-      thread (``body_timeout``).  The protocol may queue a last answer with
-      ``conn.send``; the loop sends what the socket takes, and closes.
+    * ``expired(conn)``: a wait ran out: idle (``conn.head_since`` None: nothing
+      buffered, no part of a TLS record), a head begun (``head_timeout``), a body
+      not begun or stalled while it waited for a thread (``body_timeout``).  The
+      protocol may queue a last answer with ``conn.send``; the loop sends what the
+      socket takes, and closes.
     * ``needs_more(conn)``: body work waits for a thread and the client has sent
       nothing since it began to wait (for ``body_timeout``, or until a thread is
       free): does it still owe bytes (it stalled), or is its body here (it waits
@@ -887,7 +888,10 @@ class EventLoop:
         tls = conn.tls
         if tls is not None and tls.pending():
             self._calls.append((self._on_held, (conn,)))
-        if idle or conn.reader.release():   # nothing buffered: idle, its buffer given back
+        # Idle: nothing buffered (its buffer given back), and over TLS no part of a record
+        # either: ciphertext begins a head as plaintext does, and a byte of it now and
+        # then must not renew keepalive_timeout for ever (head_timeout runs from it).
+        if idle or (conn.reader.release() and (tls is None or not tls.receiving())):
             if self._stop_begun:
                 self._close(conn)     # idle while stopping: nothing is lost
                 return

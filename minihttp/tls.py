@@ -560,6 +560,10 @@ class RecordScanner:
                 handshake.clear()
         return facts
 
+    def partial(self):
+        """Whether part of a record has come and not yet the rest."""
+        return bool(self._have or self._left) and self.malformed is None
+
     def _fold(self):
         """Count the application_data records counted in ``records`` alone into ``_types``."""
         types = self._types
@@ -838,6 +842,11 @@ class TLSConnection:
         before it waits for the socket while this is not 0; the read may still
         raise WantRead, when what is held is part of a record."""
         return (self._sslobj.pending() if self._filled else 0) + self._incoming.pending
+
+    def receiving(self):
+        """Whether part of a record has come and not yet the rest: over TLS, the first
+        bytes of a head (known only when scanning, as the event loop does)."""
+        return self.received is not None and self.received.partial()
 
     @property
     def unsent(self):

@@ -6,6 +6,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 
 import pytest
 
@@ -218,3 +219,41 @@ def test_resets_at_every_step_leave_no_descriptor_thread_or_temporary_file(minih
     wait_until(lambda: all(now <= then for now, then in zip(resources(server.pid), before)),
                f'back to {before} (descriptors, threads)')
     assert not temps(uploads)
+
+
+# -- a head's deadline, when its first bytes are ciphertext ------------------------------------
+
+@pytest.mark.parametrize('when', ['first-request', 'after-an-answer'])
+def test_a_head_dribbled_as_ciphertext_is_held_to_the_head_timeout(serve, pki, when):
+    """Over TCP a head's deadline runs from its first byte (--head-timeout); over TLS its
+    first bytes are part of a record, no plaintext yet: they must start that deadline
+    too, not renew the keep-alive one, or one byte sent every keep-alive timeout holds
+    the connection for ever (a slowloris one layer down)."""
+    server = serve('--tls-cert', pki['cert'], '--tls-key', pki['key'],
+                   '--head-timeout', '1', '--keepalive-timeout', '3')
+    client = RecordClient(server.port, pki['cert'])
+    if when == 'after-an-answer':
+        client.sock.sendall(client.record(HEAD))
+        wait_until(lambda: client.sock.recv(65536), 'an answer')
+    record = client.record(HEAD)
+    client.sock.settimeout(0.25)        # the pace of the dribble, and the wait for the close
+    began = time.monotonic()
+    closed = False
+    for byte in range(len(record) - 1):
+        try:
+            client.sock.sendall(record[byte:byte + 1])
+            while client.sock.recv(65536):      # session tickets, a 408: until the close
+                pass
+            closed = True
+        except socket.timeout:
+            pass
+        except OSError:
+            closed = True
+        if closed or time.monotonic() - began > 12:
+            break
+    took = time.monotonic() - began
+    client.sock.close()
+    assert closed, f'still open after {took:.1f} s of a head dribbled one byte at a time'
+    # Said as over TCP: a 408 for a head not received in time, not an idle close.
+    server.wait_for_line(r'^127\.0\.0\.1 - - \[[^]]+\] "-" 408 \d+ "timed out: request head '
+                         'not received in time"$', stream='stderr')

@@ -83,6 +83,9 @@ BODY = 'body'        # the same, work that reads a body from the client
 LINGER = 'linger'    # close politely: send FIN, read and drop what still comes, then close
 STREAM = 'stream'    # a response that stays open: the protocol's pump(conn) sends more
 CLOSE = 'close'      # close at once
+# The loop's own ``conn.then``: READ, with nothing buffered (its reader let go of its
+# buffer when the answer was queued, and nothing reads it while the answer is sent).
+IDLE = 'idle'
 
 # Where a connection is.
 WAITING, AWAITING_BODY, QUEUED, SENDING, BUSY, STREAMING, LINGERING, CLOSED = (
@@ -946,13 +949,14 @@ class EventLoop:
     def _proceed(self, conn, outcome):
         """Do what the protocol said, once whatever it queued has left."""
         if conn.outgoing:
-            conn.then = outcome
             if conn.state is not SENDING:
                 conn.state = SENDING
                 # The request is read: its buffer serves the next connection of
                 # this pass, not this one while its answer waits for the send.
-                conn.reader.release()
+                if conn.reader.release() and outcome is READ:
+                    outcome = IDLE
                 self._unsent.append(conn)
+            conn.then = outcome
         elif outcome is READ:
             self._wait_read(conn, time.monotonic())
         elif outcome is POOL:
@@ -1020,6 +1024,9 @@ class EventLoop:
             return
         conn.state = WAITING
         outcome, conn.then = conn.then, None
+        if outcome is IDLE:
+            self._wait_read(conn, time.monotonic(), True)
+            return
         if outcome is READ:
             if conn.reader.release():       # nothing more came: wait for the next request
                 self._wait_read(conn, time.monotonic(), True)

@@ -105,13 +105,16 @@ class StreamReader:
     view for it.
     """
 
-    __slots__ = ('_recv_into', '_size', '_spares', '_buf', '_view', '_start', '_end',
+    __slots__ = ('_recv_into', '_size', '_spares', '_keep', '_buf', '_view', '_start', '_end',
                  '_waiting')
 
     def __init__(self, sock, buffer_size=READ_BUFFER_SIZE, spares=None):
         self._recv_into = sock.recv_into
         self._size = buffer_size
-        self._spares = spares
+        # Spares shared with other readers, or none (a list of its own that stays empty);
+        # how many ``release`` may leave there: SPARE_BUFFER_BYTES of them at most.
+        self._spares = [] if spares is None else spares
+        self._keep = 0 if spares is None else SPARE_BUFFER_BYTES // buffer_size
         self._take_buffer()
         self._start = 0  # first unread byte
         self._end = 0    # one past the last received byte
@@ -136,11 +139,11 @@ class StreamReader:
         call, not ``buffered`` and then this, when a connection goes idle."""
         if self._start != self._end:
             return False
-        if self._buf is _NOTHING:
+        buf = self._buf
+        if buf is _NOTHING:
             return True
         spares = self._spares
-        if spares is not None and len(self._buf) == self._size and \
-                (len(spares) + 1) * self._size <= SPARE_BUFFER_BYTES:
+        if len(spares) < self._keep and len(buf) == self._size:
             spares.append(self._view)
         self._buf = _NOTHING
         self._view = _NOTHING_VIEW

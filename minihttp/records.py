@@ -42,7 +42,9 @@ class FramingLog:
         # what ``kept(after)`` needs to give a client each update it may have missed.
         self._changed = {}
         self._lock = threading.Lock()
-        self._listeners = []
+        # A tuple, replaced whole (listen, unlisten): a thread adding a record reads it
+        # while the loop's thread may change it.
+        self._listeners = ()
         # Record number -> the record as compact JSON (bytes), made when first read and
         # shared by every answer and stream that sends it; pruned to the ring's records.
         self._json = {}
@@ -57,7 +59,11 @@ class FramingLog:
         """Call ``listener(record)`` for every record and every update of one from now
         on, this process's and those merged from others (in the adding or merging
         thread; an update's ``record[VERSION]`` is above 0)."""
-        self._listeners.append(listener)
+        self._listeners += (listener,)
+
+    def unlisten(self, listener):
+        """No more calls to ``listener`` (one that ``listen`` was given)."""
+        self._listeners = tuple(known for known in self._listeners if known != listener)
 
     def number_in_series(self, series, count, after=0):
         """Number this process's records series, series + count, ...: with --workers, each
@@ -391,16 +397,15 @@ def tls_facts(sock, final=True):
     received = sock.received
     if received is None:                            # TLS, not scanned
         return None
-    # Each direction's tally made its tuple in one step (RecordScanner.take), and
-    # begun afresh in place when final: no new tallies or lists per exchange.
-    facts = received.take(final), sock.sent.take(final)
     handshake = sock.handshake
     if handshake is not None:
         if final:
             sock.handshake = None                   # taken: the next exchanges show none
         handshake = (tally_facts(handshake[0]), tally_facts(handshake[1]))
-    version, alpn = sock.negotiated or (sock.version(), sock.selected_alpn_protocol())
-    return (version, alpn, handshake, facts[0], facts[1])
+    # Each direction's tally made its tuple in one step (RecordScanner.take), and
+    # begun afresh in place when final: no new tallies or lists per exchange.
+    return (sock.negotiated or (sock.version(), sock.selected_alpn_protocol())) + (
+        handshake, received.take(final), sock.sent.take(final))
 
 
 def tally_facts(tally):

@@ -277,6 +277,9 @@ def read_request(reader):
     return None if head is None else parse_request(head)
 
 
+_CR = CRLF[0]     # a head that begins with it may begin with empty lines
+
+
 def read_head(reader):
     """The bytes of one request head off the stream, as they came (any empty lines
     before it included, its final blank line not), unparsed: one delimiter read.
@@ -286,7 +289,8 @@ def read_head(reader):
     whatever else is wrong with it is parse_request's to say.  The server looks
     a head up by these bytes (an answer it remembers) before parsing it.
     """
-    for _ in range(MAX_EMPTY_LINES + 1):
+    reads = 0
+    while True:
         try:
             # No at_eof() first: a stream that ends before a byte of the head is the
             # read's IncompleteRead of 0 bytes, one call fewer for every request.
@@ -303,13 +307,16 @@ def read_head(reader):
                 return None             # closed cleanly before a new request began
             raise HTTPError(400, f'connection closed inside the request head ({exc.received}'
                                  ' bytes)', close=True) from None
-        if head[:2] != CRLF and head:
+        if head and head[0] != _CR:
             return head                 # the usual head: no empty line before it
         empty = empty_lines(head)
         if empty > 2 * MAX_EMPTY_LINES:
             break
         if empty < len(head):
             return head
+        reads += 1                      # empty lines alone so far: read on, a few times
+        if reads > MAX_EMPTY_LINES:
+            break
     raise HTTPError(400, 'too many empty lines before the request line', close=True)
 
 

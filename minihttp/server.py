@@ -227,7 +227,9 @@ class HTTPServer(Protocol):
         # How each exchange was framed: --trace says it, GET /_framing serves it,
         # and every open GET /_framing/stream is sent it.
         self.records = FramingLog() if records is None else records
-        self.records.listen(self.published)
+        # Told of every record while a stream is open (listening only then: an exchange
+        # with none open makes no call for it), by the one bound method it was given.
+        self._publish = self.published
         self._streams = {}       # connection -> Stream, touched only in the loop's thread
         # Live records of work handed to the pool and not known closed, in the loop's
         # thread: one sweep looks at them all, a few times a second, while there are any.
@@ -369,10 +371,13 @@ class HTTPServer(Protocol):
         if head_pieces is None:
             return
         body = writes[0][1:]
-        pieces = PerSecond(lambda second: redated(head_pieces, second) + body)
+        # Joined once a second into one piece: what an answer given again sends is then
+        # one buffer (one TLS write, one iovec), made by no join per request.  Its copy of
+        # the body is counted in its cost.
+        pieces = PerSecond(lambda second: (b''.join(redated(head_pieces, second) + body),))
         said = logged(request_line(request), response.status, writer.sent)
-        cost = (5 * ENTRY_COST + len(head) + len(said) + len(writer.head)
-                + response.source.cost())
+        cost = (5 * ENTRY_COST + len(head) + len(said) + 2 * len(writer.head)
+                + writer.sent + response.source.cost())
         self.answers.put(head, Answer(response.source, pieces, said, record[REQUEST],
                                        record[RESPONSE], outcome, cost), cost)
 
@@ -424,6 +429,8 @@ class HTTPServer(Protocol):
             conn.send(pieces)
         self.log(conn.peer, request, response.status, 0, now, say_soon)
         self.record(conn, request, request.body, writer, now, say_soon, done=False)
+        if not self._streams:
+            self.records.listen(self._publish)
         stream = self._streams[conn] = Stream(writer.chunked)
         self.records.watch()        # with --workers, the others' records come while it is open
         for record in self.records.kept(response.body.after)[-STREAM_QUEUE:]:
@@ -432,7 +439,8 @@ class HTTPServer(Protocol):
         return STREAM
 
     def published(self, record):
-        """A record was added (in any thread): the loop sends it to every stream."""
+        """A record was added (in any thread) while a stream was open: the loop sends it
+        to every stream (none, if the last closed meanwhile)."""
         if self._streams:
             self.loop.call_soon(self.fan_out, record)
 
@@ -475,6 +483,8 @@ class HTTPServer(Protocol):
         thread took (the server stopped first) is logged and its record closed."""
         if self._streams.pop(conn, None) is not None:
             self.records.unwatch()
+            if not self._streams:
+                self.records.unlisten(self._publish)
         waiting = conn.exchange
         live = waiting.live if waiting is not None else None
         if live is not None and conn.state is not BUSY and not live.closed:

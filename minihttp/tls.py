@@ -537,10 +537,17 @@ class RecordScanner:
         pairs in the order they came, the first records' (content type, version,
         length), the handshake messages seen in clear, why scanning stopped or None).
         ``restart``: and begin it afresh, in place.  A stopped scanner stays stopped."""
-        records, handshake = self.records, self.handshake
-        if not records and not handshake:
-            return 0, 0, (), (), (), self.malformed
-        types = self._types
+        records, sizes, handshake, types = self.records, self.sizes, self.handshake, self._types
+        if not handshake and not types:
+            # application_data alone, or nothing: every exchange after a handshake.
+            facts = (records, self.bytes,
+                     DATA_KINDS[records] if records < len(DATA_KINDS)
+                     else ((APPLICATION_DATA, records),),
+                     tuple(sizes), (), self.malformed)
+            if restart and records:
+                self.records = self.bytes = 0
+                sizes.clear()
+            return facts
         if types:
             self._fold()
             kinds = tuple(types.items())
@@ -548,16 +555,12 @@ class RecordScanner:
             kinds = DATA_KINDS[records]
         else:
             kinds = ((APPLICATION_DATA, records),)
-        sizes = self.sizes
-        facts = (records, self.bytes, kinds, tuple(sizes), tuple(handshake) if handshake else (),
-                 self.malformed)
+        facts = (records, self.bytes, kinds, tuple(sizes), tuple(handshake), self.malformed)
         if restart:
             self.records = self.bytes = 0
             sizes.clear()
-            if types:
-                types.clear()
-            if handshake:
-                handshake.clear()
+            types.clear()
+            handshake.clear()
         return facts
 
     def partial(self):
@@ -589,9 +592,9 @@ class RecordScanner:
             # The most usual piece of all: one whole record (a request, a small answer),
             # which leaves nothing to skip in the next piece.
             header = _unpack_header(data, 0)
-            kind, version, length = header
-            if (length + RECORD_HEADER_SIZE == size and kind == APPLICATION_DATA
-                    and version == TLS_1_2 and length <= MAX_RECORD_LENGTH):
+            # (All three fields in one comparison of tuples.)
+            if (header == (APPLICATION_DATA, TLS_1_2, size - RECORD_HEADER_SIZE)
+                    and size <= MAX_RECORD_LENGTH + RECORD_HEADER_SIZE):
                 self.records = records = self.records + 1
                 self.bytes += size
                 if records <= RECORDED_CHUNKS:      # sizes holds the first records'

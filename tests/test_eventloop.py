@@ -12,6 +12,7 @@ per connection; answers that wait for a full socket) directly.
 import re
 import select
 import socket
+import time
 import types
 
 import pytest
@@ -23,9 +24,10 @@ from minihttp.eventloop import (READ, READABLE, WRITABLE, Connection, EventLoop,
                                 Protocol, TimedSocket)
 from minihttp.framing import StreamReader
 from minihttp.errors import HTTPError
-from minihttp.request import read_head, read_request
+from minihttp.request import parse_request, read_head, read_request
 from minihttp.responses import Response
-from minihttp.limits import CONNECTION_BUFFER_SIZE, MAX_HEAD, READ_BUFFER_SIZE, SPARE_BUFFER_BYTES
+from minihttp.limits import (CONNECTION_BUFFER_SIZE, MAX_EMPTY_LINES, MAX_HEAD, READ_BUFFER_SIZE,
+                             SPARE_BUFFER_BYTES)
 from minihttp.server import HTTPServer, Waiting
 from support import FakeSocket
 
@@ -168,6 +170,19 @@ def test_a_stream_ending_inside_a_head_is_a_400(data):
         read_head(reader)
     assert refused.value.status == 400 and 'inside the request head' in str(refused.value)
 
+
+
+@pytest.mark.parametrize('lines', range(2 * MAX_EMPTY_LINES + 4))
+def test_empty_lines_before_a_request_line_are_skipped_up_to_the_limit(lines):
+    # RFC 9112 section 2.2: at least one is ignored; MAX_EMPTY_LINES reads of blank
+    # lines alone (a CRLF pair each) are, one more is a 400.
+    reader = StreamReader(FakeSocket(b'\r\n' * lines + b'GET /x HTTP/1.1\r\nHost: a\r\n\r\n'))
+    if lines // 2 <= MAX_EMPTY_LINES:
+        assert parse_request(read_head(reader)).target == '/x'
+    else:
+        with pytest.raises(HTTPError) as refused:
+            read_head(reader)
+        assert refused.value.status == 400 and 'too many empty lines' in str(refused.value)
 
 def test_released_readers_share_nothing_that_one_of_them_can_break():
     readers = [StreamReader(FakeSocket(HEAD + HEAD, len(HEAD)), buffer_size=32)
@@ -395,6 +410,47 @@ def test_queued_answers_wait_for_a_full_socket_and_leave_in_order(loop, pair):
             break
     assert received == b''.join(answers) and conn.queued == 0 and conn.outgoing is None
 
+
+
+@pytest.mark.parametrize('pipelined, waits', [(b'', 'keepalive'), (b'GET /next', 'head')])
+def test_once_its_answer_left_a_connection_waits_for_the_next_head_on_the_right_deadline(
+        pair, pipelined, waits):
+    """The answer queued in a pass leaves at its end; then the connection waits to read,
+    its buffer given back when nothing came after the request (the keep-alive
+    deadline), kept with the next request's beginning (the head deadline, from when the
+    first of its bytes was read)."""
+    class Answering(Protocol):
+        keepalive_timeout, head_timeout, body_timeout = 100.0, 5.0, 1.0
+
+        def advance(self, conn):
+            while True:
+                try:
+                    read_head(conn.reader)
+                except BlockingIOError:
+                    return READ
+                conn.head_read()
+                conn.send([b'answer'])
+
+    loop = EventLoop('127.0.0.1', 0, Answering(), threads=1)
+    loop._poller = Poller()               # the loop's, as start makes it (never run here)
+    try:
+        ours, theirs = pair
+        ours.setblocking(False)
+        conn = Connection(ours, ('local', 0), loop)
+        theirs.sendall(HEAD + pipelined)
+        before = time.monotonic()
+        loop._on_readable(conn)
+        assert conn.state == 'sending' and conn.reader.capacity == (pipelined != b'') * \
+            CONNECTION_BUFFER_SIZE        # the buffer went back with nothing left in it
+        loop._send_queued()
+        assert theirs.recv(100) == b'answer'
+        timeout = Answering.keepalive_timeout if waits == 'keepalive' else Answering.head_timeout
+        assert conn.state == 'waiting' and conn.events == READABLE
+        assert before + timeout <= conn.deadline <= time.monotonic() + timeout
+        assert conn.reader.buffered == len(pipelined)
+    finally:
+        loop._poller.close()
+        loop.sock.close()
 
 @pytest.mark.parametrize('fields, buffered, needs_more', [
     ('Content-Length: 10', b'hello', True),

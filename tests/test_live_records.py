@@ -17,7 +17,7 @@ from minihttp.records import (FramingLog, http_record, NOT_SENT, ENDED_OPEN, END
                               VERSION)
 from minihttp.request import read_request
 from minihttp.server import HTTPServer, Live
-from support import FakeSocket, Feed, framing_records, request_bytes, wait_until
+from support import Client, FakeSocket, Feed, framing_records, get, request_bytes, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -325,3 +325,25 @@ def race(head):
         versions = [version for version, _ in seen]
         assert versions == list(range(len(seen))), (attempt, versions)
         assert [kind for _, kind in seen].count('whole') == 1 and seen[-1][1] == 'whole'
+
+
+def test_the_server_listens_to_its_records_only_while_a_stream_is_open(live_server):
+    # An exchange with no stream open makes no call to tell one (FramingLog.add calls
+    # no listener); a stream opened is told of every record, and closed, no longer.
+    port, server, _ = live_server
+    listening = lambda: server._publish in server.records._listeners
+    framing_records(port)
+    assert not listening()
+    feed = Feed(port)
+    try:
+        assert listening()          # from the stream's own answer on
+        with Client(port) as client:
+            assert client.exchange(get('/not-here')).status == 404
+        seen = []
+        while not seen:
+            seen = [e for e in feed.events(1)
+                    if (e['data'].get('request') or {}).get('target') == '/not-here']
+        assert seen[0]['data']['response']['status'] == 404
+    finally:
+        feed.close()
+    wait_until(lambda: not listening(), 'the server to stop listening to its records')

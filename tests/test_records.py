@@ -373,3 +373,12 @@ def test_with_workers_a_read_of_the_records_waits_on_the_pool_never_in_the_loop(
     records.on_read(lambda: None, lambda: None)
     assert not app.inline(read)
     assert app.inline(page)
+
+
+def test_a_listener_is_told_of_each_record_until_it_stops_listening():
+    log, seen = FramingLog(), []
+    log.listen(seen.append)
+    first = log.add(records.exchange_record(('127.0.0.1', 1), 0.0, None, None))
+    log.unlisten(seen.append)       # an equal bound method: the one given to listen
+    log.add(records.exchange_record(('127.0.0.1', 1), 0.0, None, None))
+    assert seen == [first] and log._listeners == ()

@@ -159,7 +159,7 @@ class BlockServer(Protocol):
         stream = conn.exchange
         if stream is not None and stream.length is not None:
             why = f'block payload stalled: nothing received for {self.body_timeout:g} s'
-        elif conn.reader.buffered:
+        elif conn.head_since is not None:
             why = f'block header not complete within {self.head_timeout:g} s'
         elif stream is None:
             say(f'{self.peer(conn)}: closed: nothing received within '

@@ -73,7 +73,8 @@ from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIME
                      REFUSAL_TIMEOUT, SHUTDOWN_GRACE)
 from .sockets import StartupError, bind
 from .report import flush_soon, log_failure, say, say_soon
-from .tls import TLS_RECEIVE_SIZE, TLSConnection, WantRead, WantWrite, looks_like_tls
+from .tls import (TLS_RECEIVE_SIZE, TLSConnection, WantRead, WantWrite, failure_reason,
+                  looks_like_tls)
 
 # What a connection waits for next, as the protocol's advance (or a pool job) says.
 READ = 'read'        # the next message: wait until readable (or answer what is buffered)
@@ -254,10 +255,11 @@ class Protocol:
       ran; read what is buffered and return an outcome (READ, POOL, BODY,
       LINGER, STREAM, CLOSE).  For POOL and BODY the protocol has handed the
       work over with ``conn.give(job)``.
-    * ``expired(conn)``: a wait ran out: idle (nothing buffered), a head begun
-      (``head_timeout``), a body not begun or stalled while it waited for a
-      thread (``body_timeout``).  The protocol may queue a last answer with
-      ``conn.send``; the loop sends what the socket takes, and closes.
+    * ``expired(conn)``: a wait ran out: idle (``conn.head_since`` None: nothing
+      buffered, no part of a TLS record), a head begun (``head_timeout``), a body
+      not begun or stalled while it waited for a thread (``body_timeout``).  The
+      protocol may queue a last answer with ``conn.send``; the loop sends what the
+      socket takes, and closes.
     * ``needs_more(conn)``: body work waits for a thread and the client has sent
       nothing since it began to wait (for ``body_timeout``, or until a thread is
       free): does it still owe bytes (it stalled), or is its body here (it waits
@@ -858,8 +860,7 @@ class EventLoop:
             self._wrong_scheme(conn, False)
             return
         if tls.first:
-            reason = getattr(exc, 'reason', None) or exc.strerror or str(exc) or \
-                type(exc).__name__
+            reason = failure_reason(exc)
             if isinstance(exc, ssl.SSLEOFError):
                 reason = 'the client closed the connection'
             say_soon(f'{self.name}: TLS handshake with {conn.peer[0]}:{conn.peer[1]} failed: '
@@ -890,7 +891,10 @@ class EventLoop:
         tls = conn.tls
         if tls is not None and tls.pending():
             self._calls.append((self._on_held, (conn,)))
-        if idle or conn.reader.release():   # nothing buffered: idle, its buffer given back
+        # Idle: nothing buffered (its buffer given back), and over TLS no part of a record
+        # either: ciphertext begins a head as plaintext does, and a byte of it now and
+        # then must not renew keepalive_timeout for ever (head_timeout runs from it).
+        if idle or (conn.reader.release() and (tls is None or not tls.receiving())):
             if self._stop_begun:
                 self._close(conn)     # idle while stopping: nothing is lost
                 return
@@ -1129,6 +1133,11 @@ class EventLoop:
                 pass
         except BlockingIOError:
             pass
+        if self._returned:
+            # A new turn (files.Held.holds): what a thread did before it gave a connection
+            # back (a PUT, a DELETE) may be newer than this turn's stat of that file, and
+            # a request pipelined after it must see it (test_review19).
+            self.turn += 1
         while self._returned:
             conn, outcome = self._returned.popleft()
             self._free += 1
@@ -1222,6 +1231,11 @@ class EventLoop:
         more; any other error is ours, and logged with its traceback."""
         if not peer_gone(exc):
             log_failure(f'{self.name}: error {doing} {peer[0]}:{peer[1]}')
+        elif isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+            # A client that broke TLS (an alert, a record failing its check) outside an
+            # exchange the protocol logs: one line, as a failed handshake's, not none.
+            say_soon(f'{self.name}: TLS with {peer[0]}:{peer[1]} broken: {failure_reason(exc)}',
+                     err=True)
 
     # -- poller and deadlines ---------------------------------------------------------
 

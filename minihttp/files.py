@@ -712,7 +712,9 @@ class Held:
         one exception is a request pipelined after another on a connection
         the poll reported, its bytes arriving in the microseconds between the
         turn's stat and that connection's receive: it may be answered from the
-        file as it was up to one turn before it arrived, never from older.
+        file as it was up to one turn before it arrived, never from older.  A
+        connection a pool thread gives back begins a turn (EventLoop._take_returns):
+        a request pipelined after a write sees the write.
         A file seen changed by anyone (small_files.get, on any thread) is
         forgotten at once, not at the turn's end: no answer older than one
         given already follows it."""

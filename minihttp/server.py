@@ -517,7 +517,7 @@ class HTTPServer(Protocol):
         connection is closed without a word."""
         waiting = conn.exchange
         request = waiting.request if waiting is not None else None
-        if request is None and not conn.reader.buffered:
+        if request is None and conn.head_since is None:
             return
         if request is not None:      # its job is closed with the connection, right after
             error = HTTPError(408, 'request body not received in time', close=True)

@@ -148,7 +148,8 @@ def client_context(cafile=None):
         # Given data, create_default_context trusts it alone (no system CAs).
         return _common(ssl.create_default_context(cadata=text))
     except ssl.SSLError as exc:
-        raise TLSConfigError(f'CA file {cafile}: cannot be loaded ({_reason(exc)})') from None
+        raise TLSConfigError(f'CA file {cafile}: cannot be loaded '
+                             f'({failure_reason(exc)})') from None
 
 
 def server_context(cert, key, password_file=None, ask=None, now=None):
@@ -191,14 +192,16 @@ def server_context(cert, key, password_file=None, ask=None, now=None):
             raise TLSConfigError(f'key file {key}: cannot be decrypted with the {said}'
                                  ' (wrong password?)') from None
         raise TLSConfigError(f'key file {key}: is not a usable PEM private key for {cert}'
-                             f' ({_reason(exc)})') from None
+                             f' ({failure_reason(exc)})') from None
     except OSError as exc:
         raise TLSConfigError(f'{cert} or {key}: {exc.strerror or exc}') from None
     return context
 
 
-def _reason(exc):
-    return exc.reason or exc.strerror or str(exc)
+def failure_reason(exc):
+    """What a failure of TLS (an ssl.SSLError, or the OSError of a peer gone) says in a
+    line: OpenSSL's reason when it gives one."""
+    return getattr(exc, 'reason', None) or exc.strerror or str(exc) or type(exc).__name__
 
 
 def _read_bounded(path, what, limit):
@@ -562,6 +565,10 @@ class RecordScanner:
             handshake.clear()
         return facts
 
+    def partial(self):
+        """Whether part of a record has come and not yet the rest."""
+        return bool(self._have or self._left) and self.malformed is None
+
     def _fold(self):
         """Count the application_data records counted in ``records`` alone into ``_types``."""
         types = self._types
@@ -837,6 +844,11 @@ class TLSConnection:
         before it waits for the socket while this is not 0; the read may still
         raise WantRead, when what is held is part of a record."""
         return (self._sslobj.pending() if self._filled else 0) + self._incoming.pending
+
+    def receiving(self):
+        """Whether part of a record has come and not yet the rest: over TLS, the first
+        bytes of a head (known only when scanning, as the event loop does)."""
+        return self.received is not None and self.received.partial()
 
     @property
     def unsent(self):

@@ -70,7 +70,7 @@ from .errors import peer_gone
 from .framing import StreamReader
 from .limits import (ACCEPT_MAX, ACCEPT_MIN, CONNECTION_BUFFER_SIZE, LINGER_TIMEOUT,
                      MAX_CONNECTIONS, MAX_LINGER, MAX_REFUSING, POOL_THREADS, READ_BUFFER_SIZE,
-                     REFUSAL_TIMEOUT, SHUTDOWN_GRACE)
+                     REFUSAL_TIMEOUT, SHUTDOWN_GRACE, TLS_IDLE_BUDGET)
 from .sockets import StartupError, bind
 from .report import flush_soon, log_failure, say, say_soon
 from .tls import (TLS_RECEIVE_SIZE, TLSConnection, WantRead, WantWrite, failure_reason,
@@ -437,7 +437,7 @@ class Connection:
 
     __slots__ = ('sock', 'raw', 'tls', 'peer', 'reader', 'loop', 'state', 'events', 'deadline',
                  'timer', 'head_since', 'outgoing', 'queued', 'then', 'job', 'reads_body',
-                 'exchange', 'timed', 'paced', 'lingered', 'cut', 'silent')
+                 'exchange', 'timed', 'paced', 'lingered', 'cut', 'silent', 'counted')
 
     def __init__(self, sock, peer, loop, tls=None):
         # ``sock`` is what the protocol reads and writes: the socket, or over TLS
@@ -454,6 +454,7 @@ class Connection:
                                             spares=loop.spare_buffers)
         reader.release()      # no buffer until the first bytes arrive
         self.silent = True    # nothing received since it connected: may make room at the cap
+        self.counted = 0      # what its TLS buffers count in the loop's idle budget (_count_idle)
         self.state = WAITING
         self.events = 0       # what the poller watches for (0: not registered)
         self.deadline = None  # when the current wait ends (time.monotonic())
@@ -531,6 +532,14 @@ class Connection:
         self.outgoing = None
         return True
 
+    def plain(self):
+        """Read and written through the socket itself from now on: the TLSConnection,
+        and OpenSSL's buffers with it, let go."""
+        self.tls = None
+        self.sock = self.raw
+        self.timed = self.paced
+        self.reader.receive_from(self.raw)
+
     def to_pool(self, protocol):
         """Blocking socket, used through a TimedSocket: for pull-style code.
 
@@ -585,7 +594,8 @@ class EventLoop:
     turn = 0
 
     def __init__(self, host, port, protocol, *, name='http', threads=POOL_THREADS,
-                 max_connections=MAX_CONNECTIONS, reuse_port=False, context=None):
+                 max_connections=MAX_CONNECTIONS, reuse_port=False, context=None,
+                 tls_idle_budget=TLS_IDLE_BUDGET):
         self._host = host
         # reuse_port: worker processes will share the port, each with a
         # listening socket of its own (listen_apart).
@@ -619,6 +629,12 @@ class EventLoop:
         # each connection's BIO at once): an idle TLS connection holds no buffer.
         self.context = context
         self.tls_scratch = memoryview(bytearray(TLS_RECEIVE_SIZE)) if context else None
+        # TLS connections whose OpenSSL buffers grew past TLS_IDLE_LEAN, in the
+        # order they last went idle, and the sum of what they hold: past
+        # tls_idle_budget, the one idle longest is closed (_count_idle).
+        self._grown = collections.OrderedDict()
+        self._grown_bytes = 0
+        self._idle_budget = tls_idle_budget
         self._unsent = []            # connections with answers queued in this pass
         self._grace = SHUTDOWN_GRACE
         self._paused = False         # accepting stopped for want of descriptors
@@ -854,9 +870,7 @@ class EventLoop:
         if tls.plain_http():
             # The clear request went into the TLS connection; its answer goes
             # past it, on the socket itself.
-            conn.tls = None
-            conn.sock = conn.raw
-            conn.reader.receive_from(conn.raw)
+            conn.plain()
             self._wrong_scheme(conn, False)
             return
         if tls.first:
@@ -900,6 +914,8 @@ class EventLoop:
                 return
             conn.head_since = None
             deadline = now + self.protocol.keepalive_timeout
+            if tls is not None and tls.grown:
+                self._count_idle(conn, tls.grown)
         else:
             if conn.head_since is None:
                 conn.head_since = now
@@ -1034,6 +1050,42 @@ class EventLoop:
             outcome = self._advance(conn)   # pipelined requests waited for the send
         self._proceed(conn, outcome)
 
+    # -- idle TLS connections' memory ------------------------------------------------
+
+    def _count_idle(self, conn, grown):
+        """Count a TLS connection gone idle whose OpenSSL buffers hold ``grown`` bytes (its
+        BIOs keep what its largest receive or answer needed).  Past the budget, the
+        connection idle longest is closed (RFC 9112 section 9.5: a server may close an
+        idle connection at any time; it asked for nothing), never this one: the budget
+        is passed by one connection's at most.
+
+        One that became active is not taken out then (no cost on every request's path):
+        it goes back to the end when it idles again, and out of the count if it comes
+        first while still busy."""
+        counted = self._grown
+        if conn.counted:
+            counted.move_to_end(conn)
+            self._grown_bytes -= conn.counted
+        else:
+            counted[conn] = None
+        conn.counted = grown
+        self._grown_bytes += grown
+        while self._grown_bytes > self._idle_budget:
+            oldest = next(iter(counted))
+            if oldest is conn:
+                break
+            if (oldest.state is WAITING and oldest.head_since is None
+                    and not oldest.tls.pending()):
+                self._close(oldest)       # idle: nothing buffered, nothing held by TLS
+            else:
+                self._uncount(oldest)     # busy since: counted again when it idles
+
+    def _uncount(self, conn):
+        """Out of the count: busy again, or closing."""
+        del self._grown[conn]
+        self._grown_bytes -= conn.counted
+        conn.counted = 0
+
     # -- the pool ---------------------------------------------------------------------
 
     def _submit(self, conn):
@@ -1118,6 +1170,9 @@ class EventLoop:
                     outcome = CLOSE
             self._returned.append((conn, outcome))
             self._wake()
+            # A thread waiting for work holds no connection: a closed one (its TLS
+            # buffers) goes as soon as the loop lets it go.
+            conn = job = None
 
     def _wake(self):
         try:
@@ -1212,6 +1267,8 @@ class EventLoop:
         self._refusing.discard(conn)
         if conn.silent:
             self._silent.pop(conn, None)
+        if conn.counted:
+            self._uncount(conn)
         tls = conn.tls
         if tls is not None and state is not HANDSHAKE and tls.gettimeout() == 0.0:
             tls.unwrap()        # close_notify if the socket takes it now; never a wait
@@ -1219,6 +1276,10 @@ class EventLoop:
             conn.sock.close()
         except OSError as exc:
             self._failed(conn.peer, exc, 'closing')
+        if conn.sock is not conn.raw:
+            # OpenSSL's buffers (~330 KiB after an upload) go now, not when the
+            # deadline heap lets the connection go (up to half its entries may be stale).
+            conn.plain()
         # Its deadline entry may hold it until the lazy heap drops the entry: the
         # buffer (a body's reader grows it to 128 KiB or more) goes now, not then.
         conn.reader.release()

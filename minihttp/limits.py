@@ -94,6 +94,19 @@ PIPELINE_QUEUE = 256 * KiB
 # hold before it is rebuilt without them: bounds the memory that many short
 # connections leave behind until their deadlines.
 STALE_TIMERS = 1024
+# What idle TLS connections may keep in OpenSSL's buffers, per process.
+# OpenSSL's memory BIOs keep the largest buffer they ever held for the
+# connection's life (300 BIOs after one 256 KiB write each held 76 MiB): one
+# upload's receive (TLS_RECEIVE_SIZE) or one download's sealed piece
+# (TLS_SEND_SIZE) stays with a connection that then idles, ~320 KiB, where a
+# fresh idle one costs ~23 KiB; at MAX_CONNECTIONS that would be ~3 GB chosen
+# by clients.  A connection whose BIOs were given more than TLS_IDLE_LEAN
+# counts that (TLSConnection.grown) while it idles; past TLS_IDLE_BUDGET in
+# all, the one idle longest is closed (RFC 9112 section 9.5: a server may close
+# an idle connection at any time; it asked for nothing, so nothing is lost).
+# OpenSSL allocates up to a third more than it was given (BUF_MEM's growth).
+TLS_IDLE_LEAN = 32 * KiB
+TLS_IDLE_BUDGET = 64 * MiB
 # Refused connections (beyond --max-connections) linger this long at most,
 # reading what the client still sends so that it gets our 503, not a reset;
 # at most this many at once, the rest are closed at once.

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from .errors import HTTPError
 from .framing import FramingError
-from .limits import KiB, MiB, RECORDED_CHUNKS
+from .limits import KiB, MiB, RECORDED_CHUNKS, TLS_IDLE_LEAN
 
 # --- limits (the lead may move them into limits.py) ---------------------------
 # The largest record a peer may send: RFC 8446 section 5.2, TLSCiphertext
@@ -792,6 +792,12 @@ class TLSConnection:
         # receive, a request smaller than the reader's buffer, asks nothing of
         # SSL_pending (a release and a take of the interpreter lock, each time).
         self._filled = False
+        # What OpenSSL's memory BIOs keep for the connection's life (a BIO never
+        # shrinks its buffer), counted once one was given more than TLS_IDLE_LEAN:
+        # the largest receive, the largest ciphertext sealed at once, and ``grown``,
+        # their sum (0 while both are lean), which the event loop bounds for its
+        # idle connections (limits.TLS_IDLE_BUDGET).
+        self._received_most = self._sealed_most = self.grown = 0
         self.closed = False
 
     # -- the socket's face ------------------------------------------------------
@@ -917,6 +923,10 @@ class TLSConnection:
         if not got:
             self._incoming.write_eof()
             return False
+        if got > TLS_IDLE_LEAN:
+            # The incoming BIO grows to hold it (and less than a record besides: a
+            # receive comes only when OpenSSL cannot read a record from what it has).
+            self._grew(got, 0)
         piece = buffer[:got]
         received = self.received
         if self.negotiated is None:         # the handshake's: its first bytes, held
@@ -933,6 +943,12 @@ class TLSConnection:
                 pass        # the tally says so; OpenSSL decides what becomes of the connection
         self._incoming.write(piece)
         return True
+
+    def _grew(self, received, sealed):
+        """A memory BIO was given more than TLS_IDLE_LEAN: ``grown`` says what they keep."""
+        self._received_most = max(self._received_most, received)
+        self._sealed_most = max(self._sealed_most, sealed)
+        self.grown = self._received_most + self._sealed_most
 
     @staticmethod
     def _scan(scanner, piece):
@@ -1104,8 +1120,11 @@ class TLSConnection:
                 sent.feed(data)
             except MalformedRecord:
                 pass        # the tally says so (ours are never malformed)
+        length = len(data)
+        if length > TLS_IDLE_LEAN:        # what the outgoing BIO held at once
+            self._grew(0, length)
         self._unsent.append(data)
-        self._sealed += len(data)
+        self._sealed += length
         return size
 
     def _write(self, buffers):

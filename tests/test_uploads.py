@@ -829,9 +829,11 @@ def handed_off(monkeypatch):
     monkeypatch.setattr(uploads_module, 'HANDOFF_BLOCKS', 2)
 
 
+@pytest.mark.parametrize('handoff', ['handed_off', 'handed_off_direct'])
 @pytest.mark.parametrize('framing', ['length', 'chunked'])
 def test_a_handed_off_upload_is_stored_whole_and_its_digest_checked(
-        in_process, handed_off, framing):
+        in_process, request, handoff, framing):
+    request.getfixturevalue(handoff)     # its blocks written through the page cache or not
     content = os.urandom(300_001)
     digest = base64.b64encode(hashlib.sha256(content).digest()).decode()
     wrong = base64.b64encode(hashlib.sha256(b'other').digest()).decode()

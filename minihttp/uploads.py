@@ -153,11 +153,12 @@ class Incoming(AtomicFile):
     receives them; the rest through a Handoff, by a thread of its own, so that
     hashing and writing (which let go of the interpreter) overlap receiving
     and decrypting the next bytes: over TLS the sha-256 alone costs about as
-    much as the decryption.  The handoff's blocks go to the disk directly
-    (O_DIRECT, where the file system has it), not through the page cache.
-    Either way every byte is hashed and written in
-    order, and the hashes are read (``digests``, ``summary``) and the file
-    flushed (``finish``) only once all were (``settle``).
+    much as the decryption.  Whichever thread stores them, every byte is
+    hashed and written in order, and the hashes are read (``digests``,
+    ``summary``) and the file flushed (``finish``) only once all were
+    (``settle``).  The handoff's whole blocks go to the disk directly (O_DIRECT,
+    where the file system has it), not through the page cache: the bytes before
+    them, and the last part of a block, go through it.
     """
 
     def __init__(self, directory, limit, more=()):

@@ -375,8 +375,9 @@ class Handoff:
 
 def new_block(size):
     """A Handoff's block: anonymous memory, which starts on a page (DIRECT_ALIGN), as a
-    direct write's memory must; a bytearray's does not."""
-    return mmap.mmap(-1, size)
+    direct write's memory must; a bytearray's does not.  Private: Python's default,
+    shared, would be shared memory, that a fork would share too."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
 
 
 # What a direct write (O_DIRECT) must be aligned to, in memory, in the file and in

@@ -282,7 +282,9 @@ WRITEBACK_STEP = 64 * MiB
 # of CPU in 256 KiB writes, 0.35-0.39 s in 1 MiB ones), and one turn of the
 # interpreter lock from one thread to the other: with blocks of 1 MiB, not
 # 256 KiB, a chunked upload over TLS took 3.2 s of server CPU per GiB, not 3.7.
-# Three: one filled, one hashed and written, one spare between them.
+# Three: one filled, one hashed and written, one spare between them.  Both
+# are multiples of a page, so the handoff's blocks can go to the disk directly
+# (O_DIRECT: no copy into the page cache, and no page taken for it).
 HANDOFF_AFTER = 1 * MiB
 HANDOFF_BLOCK = 1 * MiB
 HANDOFF_BLOCKS = 3

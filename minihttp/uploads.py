@@ -12,6 +12,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import queue
 import re
@@ -152,9 +153,12 @@ class Incoming(AtomicFile):
     receives them; the rest through a Handoff, by a thread of its own, so that
     hashing and writing (which let go of the interpreter) overlap receiving
     and decrypting the next bytes: over TLS the sha-256 alone costs about as
-    much as the decryption.  Either way every byte is hashed and written in
-    order, and the hashes are read (``digests``, ``summary``) and the file
-    flushed (``finish``) only once all were (``settle``).
+    much as the decryption.  Whichever thread stores them, every byte is
+    hashed and written in order, and the hashes are read (``digests``,
+    ``summary``) and the file flushed (``finish``) only once all were
+    (``settle``).  The handoff's whole blocks go to the disk directly (O_DIRECT,
+    where the file system has it), not through the page cache: the bytes before
+    them, and the last part of a block, go through it.
     """
 
     def __init__(self, directory, limit, more=()):
@@ -167,6 +171,7 @@ class Incoming(AtomicFile):
         self.room = SizeLimit('upload', limit)
         self.writeback = Writeback(self.file, WRITEBACK_STEP)
         self.handoff = None
+        self.direct = False     # the handoff's writes go past the page cache (O_DIRECT)
 
     def write(self, piece):
         self.size = self.room.take(len(piece))
@@ -174,8 +179,25 @@ class Incoming(AtomicFile):
             if self.size <= HANDOFF_AFTER:
                 self._store(piece)
                 return
-            self.handoff = Handoff(self._store, HANDOFF_BLOCK, HANDOFF_BLOCKS)
+            # The bytes up to HANDOFF_AFTER here, the rest handed off: the handoff's
+            # writes begin at that offset (aligned, for direct writes).
+            piece = memoryview(piece).cast('B')
+            here = len(piece) - (self.size - HANDOFF_AFTER)
+            if here:
+                self._store(piece[:here])
+                piece = piece[here:]
+            self._hand_off()
         self.handoff.put(piece)
+
+    def _hand_off(self):
+        """Start the handoff: its blocks written past the page cache when they can be."""
+        try:
+            self.file.flush()       # what Python buffered, before the descriptor changes
+        except OSError as exc:
+            raise storage_error(exc) from None
+        self.direct = (self.stored % DIRECT_ALIGN == 0 and HANDOFF_BLOCK % DIRECT_ALIGN == 0
+                       and set_direct(self.file.fileno(), True))
+        self.handoff = Handoff(self._store, HANDOFF_BLOCK, HANDOFF_BLOCKS)
 
     def _store(self, piece):
         """Hash and write ``piece``: on the receiving thread, then on the handoff's."""
@@ -183,11 +205,34 @@ class Incoming(AtomicFile):
         for other in self.more.values():
             other.update(piece)
         try:
-            self.file.write(piece)
+            if self.direct:
+                self._write_direct(piece)
+            else:
+                self.file.write(piece)
             self.stored += len(piece)
             self.writeback.wrote(self.stored)
         except OSError as exc:
             raise storage_error(exc) from None
+
+    def _write_direct(self, piece):
+        """Write a handed-off block with O_DIRECT: from the block's memory to the disk,
+        with no copy into the page cache (on this machine that copy, and the pages it
+        takes, cost about as much CPU as the sha-256).  A block that is not whole (the
+        last) turns it off first, as does a file system that refuses it (EINVAL at the
+        first write): direct writes are whole multiples of DIRECT_ALIGN."""
+        fd = self.file.fileno()
+        if not len(piece) % DIRECT_ALIGN:
+            try:
+                written = os.write(fd, piece)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                written = 0
+            if written == len(piece):
+                return
+            piece = piece[written:]     # (a disk almost full: the rest says why)
+        self.direct = set_direct(fd, False)
+        self.file.write(piece)
 
     def settle(self):
         """Wait until every byte given is hashed and written; raise what stopped that."""
@@ -246,7 +291,7 @@ class Handoff:
         self.count = count
         self.full = queue.SimpleQueue()     # (block, bytes in it), in order; None: the end
         self.free = queue.SimpleQueue()     # blocks the thread is done with
-        self.block = bytearray(size)
+        self.block = new_block(size)
         self.view = memoryview(self.block)
         self.used = 0                       # bytes in the block being filled
         self.made = 1
@@ -284,7 +329,7 @@ class Handoff:
         self.view.release()
         if self.made < self.count and self.free.empty():
             self.made += 1
-            self.block = bytearray(self.size)
+            self.block = new_block(self.size)
         else:
             self.block = self.free.get()
         self.view = memoryview(self.block)
@@ -326,6 +371,32 @@ class Handoff:
         self.thread.join()
         self.view.release()
         self.block = self.free = self.full = None
+
+
+def new_block(size):
+    """A Handoff's block: anonymous memory, which starts on a page (DIRECT_ALIGN), as a
+    direct write's memory must; a bytearray's does not.  Private: Python's default,
+    shared, would be shared memory, that a fork would share too."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+
+
+# What a direct write (O_DIRECT) must be aligned to, in memory, in the file and in
+# length: a device's logical block, 512 or 4096 bytes; a page is a multiple of both.
+DIRECT_ALIGN = mmap.PAGESIZE
+
+
+def set_direct(fd, on):
+    """Turn direct writes (O_DIRECT) on or off for ``fd``; whether they are on now.
+    A file system that has none (tmpfs on older kernels) refuses with EINVAL:
+    off then, written through the page cache as before."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | os.O_DIRECT) if on else (flags & ~os.O_DIRECT))
+    except OSError:
+        if on:
+            return False
+        raise
+    return on
 
 
 class HandoffStopped(Exception):

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import signal
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -828,9 +829,11 @@ def handed_off(monkeypatch):
     monkeypatch.setattr(uploads_module, 'HANDOFF_BLOCKS', 2)
 
 
+@pytest.mark.parametrize('handoff', ['handed_off', 'handed_off_direct'])
 @pytest.mark.parametrize('framing', ['length', 'chunked'])
 def test_a_handed_off_upload_is_stored_whole_and_its_digest_checked(
-        in_process, handed_off, framing):
+        in_process, request, handoff, framing):
+    request.getfixturevalue(handoff)     # its blocks written through the page cache or not
     content = os.urandom(300_001)
     digest = base64.b64encode(hashlib.sha256(content).digest()).decode()
     wrong = base64.b64encode(hashlib.sha256(b'other').digest()).decode()
@@ -870,9 +873,11 @@ def test_a_full_disk_under_the_handoff_gives_507_and_leaves_nothing(
     wait_until(lambda: not handoff_threads(), 'the handoff thread ended')
 
 
+@pytest.mark.parametrize('handoff', ['handed_off', 'handed_off_direct'])
 @pytest.mark.parametrize('how', ['half-close', 'close'])
 def test_a_client_gone_mid_body_ends_the_handoff_and_leaves_nothing(
-        in_process, handed_off, how):
+        in_process, request, handoff, how):
+    request.getfixturevalue(handoff)     # its blocks written through the page cache or not
     before = store_victim(in_process, 'victim.bin')
     with RawClient(in_process.port) as client:
         client.send(request_bytes('PUT', '/uploads/victim.bin', ['Content-Length: 1000000'],
@@ -924,3 +929,98 @@ def test_a_form_whose_files_are_handed_off_stores_each_whole(in_process, handed_
     for _, name, content in files:
         assert (in_process.directory / name).read_bytes() == content
     wait_until(lambda: not handoff_threads(), 'every handoff thread ended')
+
+
+# -- the handoff's direct writes (O_DIRECT) ------------------------------------------
+
+def direct_writes_work(directory):
+    """Whether the file system of ``directory`` takes O_DIRECT (tmpfs before Linux 6.6
+    does not: the uploads then go through the page cache, as the tests below check
+    otherwise)."""
+    fd, path = tempfile.mkstemp(dir=directory)
+    try:
+        return uploads_module.set_direct(fd, True)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+@pytest.fixture
+def handed_off_direct(monkeypatch, tmp_path):
+    """Every upload past its first 8192 bytes handed off in blocks of 8192, two of them,
+    aligned as direct writes must be; ``set_direct``'s answers recorded."""
+    if not direct_writes_work(tmp_path):
+        pytest.skip('the file system of the temporary folder has no O_DIRECT')
+    monkeypatch.setattr(uploads_module, 'HANDOFF_AFTER', 8192)
+    monkeypatch.setattr(uploads_module, 'HANDOFF_BLOCK', 8192)
+    monkeypatch.setattr(uploads_module, 'HANDOFF_BLOCKS', 2)
+    answers = []
+    real = uploads_module.set_direct
+
+    def recorded(fd, on):
+        answers.append((on, real(fd, on)))
+        return answers[-1][1]
+    monkeypatch.setattr(uploads_module, 'set_direct', recorded)
+    return answers
+
+
+def upload_writes(monkeypatch, fail):
+    """os.write stood in for: a write to an upload's temporary file raises ``fail``
+    (an OSError) instead; every other write is left alone."""
+    real = os.write
+
+    def write(fd, data):
+        if os.path.basename(os.readlink(f'/proc/self/fd/{fd}')).startswith(TEMP_PREFIX):
+            raise fail
+        return real(fd, data)
+    monkeypatch.setattr(uploads_module.os, 'write', write)
+
+
+@pytest.mark.parametrize('framing', ['length', 'chunked'])
+def test_direct_writes_store_an_upload_whole_across_chunks_and_blocks(
+        in_process, handed_off_direct, framing):
+    # Chunks of 3000 bytes cross the hand-off point and every block; the last block
+    # is part of one (so written through the page cache after direct ones).
+    content = os.urandom(8192 * 7 + 1234)
+    fields, body = [], content
+    if framing == 'chunked':
+        fields = ['Transfer-Encoding: chunked', 'Trailer: X-Note']
+        body = chunked(*[content[i:i + 3000] for i in range(0, len(content), 3000)],
+                       trailers=['X-Note: after the body'])
+    reply = exchange(in_process.port, 'PUT', '/uploads/direct.bin', fields, body)
+    assert reply.status == 201, reply.body
+    assert json.loads(reply.body)['sha256'] == hashlib.sha256(content).hexdigest()
+    assert (in_process.directory / 'direct.bin').read_bytes() == content
+    assert handed_off_direct == [(True, True), (False, False)]
+    wait_until(lambda: not handoff_threads(), 'the handoff thread ended')
+
+
+def test_an_upload_of_whole_blocks_is_written_direct_to_its_end(in_process, handed_off_direct):
+    content = os.urandom(8192 * 6)
+    reply = exchange(in_process.port, 'PUT', '/uploads/whole.bin', body=content)
+    assert reply.status == 201, reply.body
+    assert (in_process.directory / 'whole.bin').read_bytes() == content
+    assert handed_off_direct == [(True, True)]
+
+
+def test_a_file_system_refusing_a_direct_write_gets_it_through_the_page_cache(
+        in_process, handed_off_direct, monkeypatch):
+    upload_writes(monkeypatch, OSError(errno.EINVAL, os.strerror(errno.EINVAL)))
+    content = os.urandom(8192 * 5 + 7)
+    reply = exchange(in_process.port, 'PUT', '/uploads/refused.bin', body=content)
+    assert reply.status == 201, reply.body
+    assert (in_process.directory / 'refused.bin').read_bytes() == content
+    assert handed_off_direct == [(True, True), (False, False)]
+
+
+def test_a_full_disk_under_a_direct_write_gives_507_and_leaves_nothing(
+        in_process, handed_off_direct, monkeypatch):
+    before = store_victim(in_process, 'victim.bin')
+    upload_writes(monkeypatch, disk_full())
+    with RawClient(in_process.port) as client:
+        client.send(request_bytes('PUT', '/uploads/victim.bin', [], os.urandom(8192 * 5)))
+        reply = client.reply('PUT')
+    assert reply.status == 507
+    assert snapshot(in_process.directory) == before
+    wait_until(lambda: not handoff_threads(), 'the handoff thread ended')
+

@@ -86,6 +86,7 @@ RECORD_HEADER = struct.Struct('!BHH')      # type, legacy_record_version, length
 RECORD_HEADER_SIZE = RECORD_HEADER.size
 _unpack_header = RECORD_HEADER.unpack_from
 HANDSHAKE_HEADER_SIZE = 4                  # msg_type, a 3-byte length
+_LARGEST_RECORD = RECORD_HEADER_SIZE + MAX_RECORD_LENGTH     # a whole record, header included
 
 # What nginx answers plain HTTP on an HTTPS port (400, and the connection closes).
 PLAIN_HTTP_LINE = 'The plain HTTP request was sent to HTTPS port'
@@ -484,6 +485,25 @@ def version_text(version):
 DATA_KINDS = ((),) + tuple(((APPLICATION_DATA, n),) for n in range(1, 9))
 
 
+# The facts of a tally that is one whole application_data record, by its size (the
+# request or answer that repeats, each exchange): made once per size, shared by
+# every record that has them.  At most ONE_FACTS_KEPT sizes (a few hundred bytes
+# each) are kept; past that the cache begins again.
+ONE_FACTS_KEPT = 64
+_ONE_FACTS = {}
+
+
+def _one_facts(size):
+    """RecordScanner.take's facts for one whole application_data record of ``size`` bytes
+    (its header included), made and kept in _ONE_FACTS."""
+    facts = (1, size, DATA_KINDS[1], ((APPLICATION_DATA, TLS_1_2, size - RECORD_HEADER_SIZE),),
+             (), None)
+    if len(_ONE_FACTS) >= ONE_FACTS_KEPT:
+        _ONE_FACTS.clear()
+    _ONE_FACTS[size] = facts
+    return facts
+
+
 class RecordScanner:
     """One direction's TLS records, from its raw bytes fed in any pieces.
 
@@ -503,11 +523,15 @@ class RecordScanner:
     application_data (every one after a handshake), are counted in ``records``
     alone; ``_types`` counts the others, with the application_data before them
     folded in first (``_fold``), so that the content types keep the order in which
-    they came.
+    they came.  A tally that is one whole application_data record and nothing else
+    (each direction of an exchange of a small request and a small answer) is kept as
+    that record's size alone (``_one``), and taken as facts made once per size
+    (``_one_facts``): no counts, list or tuples touched per exchange.
     """
 
     __slots__ = ('records', 'bytes', 'sizes', 'handshake', 'malformed', '_types', '_header',
-                 '_have', '_left', '_type', '_clear', '_hs_header', '_hs_have', '_hs_left')
+                 '_have', '_left', '_type', '_clear', '_hs_header', '_hs_have', '_hs_left',
+                 '_one', '_rest')
 
     def __init__(self):
         self.records = 0
@@ -524,6 +548,12 @@ class RecordScanner:
         self._hs_header = bytearray(HANDSHAKE_HEADER_SIZE)
         self._hs_have = 0
         self._hs_left = 0
+        # The tally's one whole application_data record, by its size (0: the tally is
+        # in the counts above); ``_rest``: the tally is empty and the stream at a record
+        # boundary, scanning not stopped, so a piece that is one whole record may
+        # become ``_one``.  Never both: ``_rest`` implies ``_one`` is 0.
+        self._one = 0
+        self._rest = False       # (the handshake comes first: its records are counted)
 
     @property
     def tally(self):
@@ -539,6 +569,14 @@ class RecordScanner:
         pairs in the order they came, the first records' (content type, version,
         length), the handshake messages seen in clear, why scanning stopped or None).
         ``restart``: and begin it afresh, in place.  A stopped scanner stays stopped."""
+        one = self._one
+        if one:
+            # One whole record and nothing else: the usual exchange's, each direction.
+            if restart:
+                self._one = 0
+                self._rest = True
+            facts = _ONE_FACTS.get(one)
+            return facts if facts is not None else _one_facts(one)
         records, sizes, handshake, types = self.records, self.sizes, self.handshake, self._types
         if not handshake and not types:
             # application_data alone, or nothing: every exchange after a handshake.
@@ -546,9 +584,11 @@ class RecordScanner:
                      DATA_KINDS[records] if records < len(DATA_KINDS)
                      else ((APPLICATION_DATA, records),),
                      tuple(sizes), (), self.malformed)
-            if restart and records:
-                self.records = self.bytes = 0
-                sizes.clear()
+            if restart:
+                if records:
+                    self.records = self.bytes = 0
+                    sizes.clear()
+                self._rest = not self._left and not self._have and self.malformed is None
             return facts
         if types:
             self._fold()
@@ -563,6 +603,7 @@ class RecordScanner:
             sizes.clear()
             types.clear()
             handshake.clear()
+            self._rest = not self._left and not self._have and self.malformed is None
         return facts
 
     def partial(self):
@@ -586,9 +627,20 @@ class RecordScanner:
         a record that runs on into the next piece is left to skip there.  Anything
         else (a header cut between pieces, a handshake record in clear, an alert, a
         malformed header) goes the general way, ``_feed``."""
-        if self.malformed:
-            return
         size = len(data)
+        if self._rest:
+            # The tally empty, at a record boundary: a piece that is one whole record is
+            # kept as its size alone (``_one``; a request, a small answer).
+            self._rest = False
+            if (RECORD_HEADER_SIZE <= size <= _LARGEST_RECORD
+                    and _unpack_header(data, 0)
+                    == (APPLICATION_DATA, TLS_1_2, size - RECORD_HEADER_SIZE)):
+                self._one = size
+                return
+        elif self._one:
+            self._unfold()
+        elif self.malformed:
+            return
         pos = self._left
         if not pos and not self._have and size >= RECORD_HEADER_SIZE:
             # The most usual piece of all: one whole record (a request, a small answer),
@@ -631,6 +683,13 @@ class RecordScanner:
         else:
             self._left = 0
             self._feed(data, pos)
+
+    def _unfold(self):
+        """A second piece came after a tally's one whole record (``_one``): count that
+        record as any other, and go on counting."""
+        one, self._one = self._one, 0
+        self.records, self.bytes, self._type = 1, one, APPLICATION_DATA
+        self.sizes.append((APPLICATION_DATA, TLS_1_2, one - RECORD_HEADER_SIZE))
 
     def _feed(self, data, pos):
         """The general way from ``pos``: one step per header, any header, any cut."""

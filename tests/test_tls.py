@@ -420,6 +420,53 @@ def test_take_gives_each_exchange_its_records_in_the_order_their_types_came():
     assert scanner.take()[:2] == (2, 14) and scanner.tally.records == 0
 
 
+
+def data_record(length):
+    return b'\x17\x03\x03' + length.to_bytes(2, 'big') + b'r' * length
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 400)), max_size=4),
+                max_size=6))
+def test_each_exchanges_take_is_its_records_however_they_came(exchanges):
+    """Exchange after exchange, a tally is the records fed since the last take, whether it
+    is one whole record (kept as its size alone) or records cut anywhere."""
+    scanner = RecordScanner()
+    scanner.take()
+    for exchange in exchanges:
+        stream = b''.join(data_record(length) for length, _ in exchange)
+        cuts = sorted({min(cut, len(stream)) for _, cut in exchange})
+        pieces = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+        for piece in pieces:
+            if piece:
+                scanner.feed(memoryview(piece))
+        count = len(exchange)
+        kinds = ((23, count),) if count else ()
+        sizes = tuple((23, 0x0303, length) for length, _ in exchange)
+        expected = (count, len(stream), kinds, sizes, (), None)
+        assert scanner.take(restart=False) == expected
+        assert scanner.take() == expected
+        assert scanner.take() == (0, 0, (), (), (), None)
+
+
+def test_one_whole_record_then_more_is_counted_as_records():
+    scanner = RecordScanner()
+    scanner.take()
+    scanner.feed(data_record(3))                    # kept as its size alone
+    assert scanner.tally.as_dict()['sizes'] == [['application_data', '3.3', 3]]
+    scanner.feed(data_record(1) + data_record(2)[:4])     # then counted with the rest
+    scanner.feed(data_record(2)[4:] + b'\x15\x03\x03\x00\x02\x01\x00')
+    assert scanner.take() == (4, 28, ((23, 3), (21, 1)),
+                              ((23, 0x0303, 3), (23, 0x0303, 1), (23, 0x0303, 2),
+                               (21, 0x0303, 2)), (), None)
+    scanner.feed(data_record(5))
+    assert scanner.take()[:2] == (1, 10)
+    with pytest.raises(MalformedRecord):
+        scanner.feed(b'GET / HTTP/1.1\r\n')       # not a record: scanning stops
+    scanner.take()
+    scanner.feed(data_record(5))                    # and stays stopped
+    assert scanner.take()[:2] == (0, 0)
+
+
 # -- non-blocking --------------------------------------------------------------------
 
 def drive(conns, step, deadline):

@@ -104,8 +104,18 @@ _clock = time.monotonic
 READABLE = select.POLLIN
 WRITABLE = select.POLLOUT
 
-_ACCEPT = object()   # the poller's owner of the listening socket
-_WAKE = object()     # and of the wake-up socket
+class _Owner:
+    """The poller's owner of a socket of the loop's own, with a ``state`` as a
+    Connection has: the loop asks a ready owner's state first."""
+
+    __slots__ = ('state',)
+
+    def __init__(self, state):
+        self.state = state
+
+
+_ACCEPT = _Owner('accepting')    # the poller's owner of the listening socket
+_WAKE = _Owner('waking')         # and of the wake-up socket
 
 
 def timeval(seconds):
@@ -281,7 +291,8 @@ class Protocol:
     * on its loop: ``call_soon(function, *args)`` (from any thread),
       ``call_later(delay, function, *args)`` (in the loop's thread),
       ``resume(conn, outcome)`` (in the loop's thread: go on with a STREAM it
-      queued to), ``stopping`` (an Event);
+      queued to), ``stopping`` (an Event), ``stop_asked`` (a bool, set with it:
+      what every ``conn.stopping`` says, read without a call);
     * on a Connection: ``peer``, ``reader`` (its StreamReader), ``stopping``,
       ``state`` (to read), ``send(pieces)`` and ``queued`` (in the loop),
       ``give(job)``, ``head_read()``, and on a pool thread ``timed`` (the
@@ -474,7 +485,7 @@ class Connection:
 
     @property
     def stopping(self):
-        return self.loop._stop_asked
+        return self.loop.stop_asked
 
     def give(self, job):
         """The protocol hands over blocking work for POOL or BODY: from now on the loop
@@ -643,7 +654,7 @@ class EventLoop:
         self._stop_begun = False
         # ``stopping`` as a bool, set with it (stop): what Connection.stopping says,
         # asked for every answer, where Event.is_set costs a Python call.
-        self._stop_asked = False
+        self.stop_asked = False
         self._thread = self._poller = self._wake_r = self._wake_w = None
         self._ident = None
         protocol.attach(self)     # the protocol's loop from now on (Protocol says)
@@ -693,7 +704,7 @@ class EventLoop:
         """Stop accepting, close idle connections, let busy ones finish for ``grace``
         seconds, then cut them."""
         self._grace = grace
-        self._stop_asked = True
+        self.stop_asked = True
         self.stopping.set()
         self._wake()
         if self._thread is not None:
@@ -715,6 +726,7 @@ class EventLoop:
 
     def serve_forever(self):
         poll, owners = self._poller.poll, self._poller.owners
+        advance = self.protocol.advance
         self._poller.register(self.sock, READABLE, _ACCEPT)
         self._poller.register(self._wake_r, READABLE, _WAKE)
         stop_at = None
@@ -736,7 +748,16 @@ class EventLoop:
                     conn = owners.get(fd)
                     if conn is None:
                         continue            # closed by an earlier one of this pass
-                    if conn is _ACCEPT:
+                    if conn.state is WAITING and not conn.silent:
+                        # Bytes for a connection waiting for its next message, every
+                        # request's path: _on_readable's work, without its call.  (A
+                        # WAITING connection is watched for READABLE only.)
+                        try:
+                            outcome = advance(conn)
+                        except Exception as exc:
+                            outcome = self._advance_failed(conn, exc)
+                        self._proceed(conn, outcome)
+                    elif conn is _ACCEPT:
                         self._accept(len(ready))
                     elif conn is _WAKE:
                         self._take_returns()
@@ -944,11 +965,7 @@ class EventLoop:
         if conn.state is AWAITING_BODY:
             self._submit(conn)            # the body has begun: a thread may read it
             return
-        try:                              # _advance, without a call: every request's path
-            outcome = self.protocol.advance(conn)
-        except Exception as exc:
-            outcome = self._advance_failed(conn, exc)
-        self._proceed(conn, outcome)
+        self._proceed(conn, self._advance(conn))
 
     def _advance(self, conn):
         try:

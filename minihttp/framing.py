@@ -343,7 +343,8 @@ class StreamReader:
                     if found - start > limit:
                         raise LimitExceeded(delimiter, limit)
                     self._start = found + size
-                    return bytes(self._view[start:found])
+                    # (tobytes: a method's call, cheaper than bytes()'s of a type)
+                    return self._view[start:found].tobytes()
                 if have >= limit + size:
                     raise LimitExceeded(delimiter, limit)
                 scanned = have - size + 1 if have >= size else 0

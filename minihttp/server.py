@@ -343,7 +343,7 @@ class HTTPServer(Protocol):
         records, and the current time); what the connection waits for next, or
         None: the full path must answer (the file changed, or the server is
         stopping), and a changed file's answer is forgotten."""
-        if conn.stopping:
+        if self.loop.stop_asked:         # (conn.stopping, without its call)
             return None
         # One unpacking, not an attribute lookup per field (each a descriptor's call).
         source, pieces, said, request, response, outcome, cost = answer
@@ -352,12 +352,15 @@ class HTTPServer(Protocol):
             return None
         conn.head_read()
         now = time.time()
-        conn.send(pieces(now))
+        conn.send(pieces.at(now))
         peer = conn.peer
         if self.access_log:
             self.log_line(peer, said, now, say_soon)
-        self.keep_record(conn, exchange_record(peer, now, request, response, ENDED_WHOLE,
-                                               tls_facts(conn.sock)), say_soon)
+        # keep_record's work for a record with no live one, without its call.
+        record = self.records.add(exchange_record(peer, now, request, response, ENDED_WHOLE,
+                                                  tls_facts(conn.sock)))
+        if self.trace:
+            self.say_trace(conn, record, say_soon)
         return outcome
 
     def remember(self, conn, head, request, writer, writes, record, outcome, now):
@@ -823,7 +826,7 @@ class HTTPServer(Protocol):
     def log_line(self, peer, logged, now, say=say):
         """The access log's line: the client's address, the time, and what ``logged``
         made of the exchange (an answer given again keeps it: Answer.logged)."""
-        say(peer[0] + self._stamp(now) + logged, err=True)
+        say(peer[0] + self._stamp.at(now) + logged, err=True)
 
     def record(self, conn, request, body, writer, now, say=say, ended=ENDED_WHOLE, done=True,
                live=None):
@@ -847,8 +850,12 @@ class HTTPServer(Protocol):
         else:
             record = self.records.add(record)
         if self.trace:
-            say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+            self.say_trace(conn, record, say)
         return record
+
+    def say_trace(self, conn, record, say=say):
+        """The --trace line of a record kept."""
+        say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
 
     def close_live(self, live, record):
         """Publish an exchange's last version (its first, if it ended within the interval):

@@ -1036,12 +1036,15 @@ class EventLoop:
             self._proceed(conn, outcome)
 
     def _send_queued(self):
-        """At the end of a pass: send every connection's queued answers."""
+        """At the end of a pass: send every connection's queued answers (those sent whole
+        wait for their next request from this moment: one clock reading a pass)."""
         unsent = self._unsent
-        while unsent:
-            self._on_writable(unsent.pop())
+        if unsent:
+            now = time.monotonic()
+            while unsent:
+                self._on_writable(unsent.pop(), now)
 
-    def _on_writable(self, conn):
+    def _on_writable(self, conn, now=None):
         if conn.state is not SENDING:
             return                       # closed meanwhile
         try:
@@ -1058,7 +1061,7 @@ class EventLoop:
         conn.state = WAITING
         outcome, conn.then = conn.then, None
         if outcome is IDLE:
-            self._wait_read(conn, time.monotonic(), True)
+            self._wait_read(conn, now or time.monotonic(), True)
             return
         if outcome is READ:
             if conn.reader.release():       # nothing more came: wait for the next request

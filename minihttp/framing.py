@@ -236,7 +236,8 @@ class StreamReader:
         buffered byte where it was."""
         end = self._end
         if self._start == end:
-            self._start = self._end = end = 0
+            if end:
+                self._start = self._end = end = 0
             if self._buf is _NOTHING:
                 # Released: the next request's buffer (_take_buffer, without a call:
                 # every keep-alive request comes this way).

@@ -53,15 +53,16 @@ class PerSecond:
         self._make = make
         # (second, the next second, its text), replaced as one: the loop and the pool's
         # threads ask at once, and a second set apart from its text could be left with
-        # another's.  Compared as bounds, ``now`` needs no int() per call.
-        self._known = (0, 0, '')
+        # another's.  Compared as bounds, ``now`` needs no int() per call; floats, as
+        # ``now`` is (a float compared with an int takes CPython's slow way).
+        self._known = (0.0, 0.0, '')
 
     def at(self, now):
         known = self._known
         if known[0] <= now < known[1]:
             return known[2]
         second = int(now)
-        known = self._known = (second, second + 1, self._make(second))
+        known = self._known = (float(second), float(second + 1), self._make(second))
         return known[2]
 
     __call__ = at

@@ -851,6 +851,19 @@ class TLSConnection:
         # receive, a request smaller than the reader's buffer, asks nothing of
         # SSL_pending (a release and a take of the interpreter lock, each time).
         self._filled = False
+        # Whether nothing is held to read, neither ciphertext in the incoming BIO nor
+        # plaintext in OpenSSL, as known without asking: a read returned less than
+        # asked and the BIO was empty then; every receive into the BIO clears it.  The
+        # usual keep-alive request leaves it set, and the next receive and the loop's
+        # look at ``pending`` read no BIO attribute (a C getter's call each).
+        self._drained = False
+        # Whether OpenSSL may have written to the outgoing BIO by itself since it was
+        # last read (an alert, a session ticket, a KeyUpdate's answer): set before every
+        # call into it that may (a read, a handshake step, a close, a send's write),
+        # cleared when ``seal`` has taken what it held or ``flush`` found it empty.  The
+        # usual exchange, a read and then an answer sealed, asks ``_outgoing.pending``
+        # (a C getter's call) of neither the next receive nor the flush.
+        self._wrote = True
         # What OpenSSL's memory BIOs keep for the connection's life (a BIO never
         # shrinks its buffer), counted once one was given more than TLS_IDLE_LEAN:
         # the largest receive, the largest ciphertext sealed at once, and ``grown``,
@@ -908,6 +921,8 @@ class TLSConnection:
         several records; OpenSSL decrypts one per read).  A loop must try a read
         before it waits for the socket while this is not 0; the read may still
         raise WantRead, when what is held is part of a record."""
+        if self._drained:
+            return 0
         return (self._sslobj.pending() if self._filled else 0) + self._incoming.pending
 
     def receiving(self):
@@ -938,8 +953,11 @@ class TLSConnection:
         Reads may make alerts and session tickets: they go with this, never worth a
         wait of their own.  One call for the loop's usual flush: one record sealed, one
         send that takes it."""
-        if self._outgoing.pending:
-            self.seal(())
+        if self._wrote:
+            if self._outgoing.pending:
+                self.seal(())
+            else:
+                self._wrote = False
         unsent = self._unsent
         if not unsent:
             return True
@@ -979,6 +997,7 @@ class TLSConnection:
             got = self._transport.recv_into(buffer)
         except BlockingIOError:
             raise _want_read() from None
+        self._drained = False               # the BIO is given bytes, or its end
         if not got:
             self._incoming.write_eof()
             return False
@@ -1030,6 +1049,7 @@ class TLSConnection:
         while True:
             self._flush()
             try:
+                self._wrote = True
                 self._ssl.do_handshake()
             except ssl.SSLWantReadError:
                 self._flush()
@@ -1071,17 +1091,21 @@ class TLSConnection:
         if not size:
             return 0
         sslobj, incoming = self._sslobj, self._incoming
-        if not incoming.pending and not (self._filled and sslobj.pending()):
+        if self._drained or not incoming.pending and not (self._filled and sslobj.pending()):
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
-            if self._unsent or self._outgoing.pending:
+            if self._unsent or self._wrote and self._outgoing.pending:
                 self.flush()
             self._receive()       # at the socket's EOF, the read below says what it was
+        self._wrote = True        # (a read may make OpenSSL write: see _wrote)
         while True:
             try:
                 got = sslobj.read(size, buffer)
-                if got < size and incoming.pending:
-                    got = self._read_held(buffer, got, size)
+                if got < size:
+                    if incoming.pending:
+                        got = self._read_held(buffer, got, size)
+                    else:
+                        self._drained = True    # its record read to its end, none after it
                 self._filled = got == size      # (and the last read with it: _read_held)
                 return got
             except ssl.SSLWantReadError:
@@ -1173,6 +1197,7 @@ class TLSConnection:
         elif not self._outgoing.pending:
             return 0
         data = self._outgoing.read()
+        self._wrote = False               # all it held is taken
         sent = self.sent
         if sent is not None:
             try:
@@ -1190,6 +1215,7 @@ class TLSConnection:
         """Encrypt up to TLS_SEND_SIZE bytes of ``buffers`` into the outgoing BIO; how
         many.  Pieces that fit in one record together are joined first: one record
         for a head and its small body, not one each."""
+        self._wrote = True
         if len(buffers) > 1:
             total = 0
             for buffer in buffers:
@@ -1233,6 +1259,7 @@ class TLSConnection:
 
     def unwrap(self):
         """Send close_notify (best effort, never waiting) and return the plain socket."""
+        self._wrote = True
         try:
             self._ssl.unwrap()
         except (ssl.SSLError, ValueError):

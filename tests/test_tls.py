@@ -679,12 +679,9 @@ def test_client_renegotiation_is_refused(pair, contexts, pki):
         assert b'RENEGOTIATING' in said         # it did try
 
 
-@pytest.mark.parametrize('first', [99, 100, 101])
-def test_plaintext_is_held_only_after_a_read_that_filled_its_buffer(pair, contexts, first):
-    # OpenSSL returns one record's plaintext at most a read: a read given 99 bytes of a
-    # 100-byte record leaves one held (pending, read without the socket); one given
-    # 100 or more takes it all, and the next read goes to the socket (nothing there yet:
-    # WantRead, then the second record once it is sent).
+
+def handshaken(pair, contexts):
+    """(client, server) TLSConnections over ``pair``, past their handshake."""
     client_sock, server_sock = pair
     server = TLSConnection(server_sock, contexts[0], server_side=True)
     peer = Peer(server.do_handshake)
@@ -692,6 +689,16 @@ def test_plaintext_is_held_only_after_a_read_that_filled_its_buffer(pair, contex
                            server_hostname='localhost')
     client.do_handshake()
     peer.result()
+    return client, server
+
+@pytest.mark.parametrize('first', [99, 100, 101])
+def test_plaintext_is_held_only_after_a_read_that_filled_its_buffer(pair, contexts, first):
+    # OpenSSL returns one record's plaintext at most a read: a read given 99 bytes of a
+    # 100-byte record leaves one held (pending, read without the socket); one given
+    # 100 or more takes it all, and the next read goes to the socket (nothing there yet:
+    # WantRead, then the second record once it is sent).
+    client_sock, server_sock = pair
+    client, server = handshaken(pair, contexts)
     server.setblocking(False)
     client.sendall(b'a' * 100)
     buffer = bytearray(first)
@@ -705,6 +712,35 @@ def test_plaintext_is_held_only_after_a_read_that_filled_its_buffer(pair, contex
         server.recv_into(buffer)
     client.sendall(b'b' * 10)
     assert read_exactly_nonblocking(server, 10) == b'b' * 10
+
+
+
+def test_a_record_cut_by_a_receive_waits_for_its_rest_and_one_read_whole_holds_nothing(
+        pair, contexts):
+    """A receive that brings a whole record and part of the next: the first is read, and
+    the second's read waits for its rest (OpenSSL holds its first bytes); a read that took
+    all there was leaves nothing held (pending 0), and the next goes to the socket."""
+    client_sock, server_sock = pair
+    client, server = handshaken(pair, contexts)
+    server.setblocking(False)
+    client.seal([b'a' * 50])
+    client.seal([b'b' * 50])
+    first, second = client._unsent           # one record each, not sent yet
+    client_sock.sendall(first + second[:10])
+    buffer = bytearray(4096)
+    assert recv_when_readable(server, server_sock, buffer) == 50
+    assert buffer[:50] == b'a' * 50
+    with pytest.raises(WantRead):
+        server.recv_into(buffer)              # not all here: the socket is asked
+    client_sock.sendall(second[10:])
+    assert recv_when_readable(server, server_sock, buffer) == 50
+    assert buffer[:50] == b'b' * 50
+    assert server.pending() == 0              # read to its end, nothing after it
+    with pytest.raises(WantRead):
+        server.recv_into(buffer)
+    client_sock.sendall(first)                # (a record may come twice: ours is not TLS)
+    with pytest.raises(ssl.SSLError):
+        recv_when_readable(server, server_sock, buffer)
 
 
 def recv_when_readable(conn, sock, buffer):

@@ -295,7 +295,8 @@ class Protocol:
       what every ``conn.stopping`` says, read without a call);
     * on a Connection: ``peer``, ``reader`` (its StreamReader), ``stopping``,
       ``state`` (to read), ``send(pieces)`` and ``queued`` (in the loop),
-      ``give(job)``, ``head_read()``, and on a pool thread ``timed`` (the
+      ``give(job)``, ``head_read()``, ``head_since`` (to read: None once no head is
+      on its way), and on a pool thread ``timed`` (the
       TimedSocket) and ``sock`` (to peek);
     * ``conn.exchange``: the protocol's own, for what it keeps about the
       exchange in progress (its own class; the loop never reads it).
@@ -525,8 +526,9 @@ class Connection:
         if pieces is SEALED:
             if self.tls is not None and not self.tls.flush():
                 return False
-            pieces = None         # sent (or, TLS dropped at a close, never to be)
-            self.queued = 0
+            self.queued = 0       # sent (or, TLS dropped at a close, never to be)
+            self.outgoing = None
+            return True
         while pieces:
             try:
                 sent = self.sock.sendmsg(pieces if len(pieces) <= IOV_MAX else pieces[:IOV_MAX])
@@ -745,8 +747,9 @@ class EventLoop:
                 ready = poll(timeout)
                 self.turn += 1
                 for fd, _ in ready:
-                    conn = owners.get(fd)
-                    if conn is None:
+                    try:
+                        conn = owners[fd]
+                    except KeyError:
                         continue            # closed by an earlier one of this pass
                     if conn.state is WAITING and not conn.silent:
                         # Bytes for a connection waiting for its next message, every
@@ -924,7 +927,7 @@ class EventLoop:
         waits has taken what was held, so this ends).
         """
         tls = conn.tls
-        if tls is not None and tls.pending():
+        if tls is not None and not tls.drained and tls.pending():
             self._calls.append((self._on_held, (conn,)))
         # Idle: nothing buffered (its buffer given back), and over TLS no part of a record
         # either: ciphertext begins a head as plaintext does, and a byte of it now and

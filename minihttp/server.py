@@ -353,12 +353,13 @@ class HTTPServer(Protocol):
         if not source.holds(loop.turn):
             self.answers.pop(head, cost)
             return None
-        conn.head_read()
+        if conn.head_since is not None:     # (a keep-alive request's came whole: None)
+            conn.head_read()
         now = time.time()
         conn.send(pieces.at(now))
         peer = conn.peer
-        if self.access_log:
-            self.log_line(peer, said, now, say_soon)
+        if self.access_log:         # log_line's line, without its call
+            say_soon(peer[0] + self._stamp.at(now) + said, err=True)
         # keep_record's work for a record with no live one, without its call.
         record = self.records.add(exchange_record(peer, now, request, response, ENDED_WHOLE,
                                                   tls_facts(conn.sock)))
@@ -384,8 +385,10 @@ class HTTPServer(Protocol):
         said = logged(request_line(request), response.status, writer.sent)
         cost = (5 * ENTRY_COST + len(head) + len(said) + 2 * len(writer.head)
                 + writer.sent + response.source.cost())
-        self.answers.put(head, Answer(response.source, pieces, said, record[REQUEST],
-                                       record[RESPONSE], outcome, cost), cost)
+        # Kept as a plain tuple of Answer's fields: ``again`` unpacks it for every request,
+        # and CPython unpacks only an exact tuple its fast way (a NamedTuple, by iterator).
+        self.answers.put(head, tuple(Answer(response.source, pieces, said, record[REQUEST],
+                                             record[RESPONSE], outcome, cost)), cost)
 
     def inline(self, request):
         """Whether a request without a body may be answered in the loop.
@@ -828,7 +831,8 @@ class HTTPServer(Protocol):
 
     def log_line(self, peer, logged, now, say=say):
         """The access log's line: the client's address, the time, and what ``logged``
-        made of the exchange (an answer given again keeps it: Answer.logged)."""
+        made of the exchange (an answer given again keeps it: Answer.logged, and
+        ``again`` says its line as this does, without this call)."""
         say(peer[0] + self._stamp.at(now) + logged, err=True)
 
     def record(self, conn, request, body, writer, now, say=say, ended=ENDED_WHOLE, done=True,

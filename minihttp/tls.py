@@ -855,8 +855,9 @@ class TLSConnection:
         # plaintext in OpenSSL, as known without asking: a read returned less than
         # asked and the BIO was empty then; every receive into the BIO clears it.  The
         # usual keep-alive request leaves it set, and the next receive and the loop's
-        # look at ``pending`` read no BIO attribute (a C getter's call each).
-        self._drained = False
+        # look at ``pending`` read no BIO attribute (a C getter's call each); the loop
+        # reads it before it asks ``pending`` (True: pending() is 0).
+        self.drained = False
         # Whether OpenSSL may have written to the outgoing BIO by itself since it was
         # last read (an alert, a session ticket, a KeyUpdate's answer): set before every
         # call into it that may (a read, a handshake step, a close, a send's write),
@@ -921,7 +922,7 @@ class TLSConnection:
         several records; OpenSSL decrypts one per read).  A loop must try a read
         before it waits for the socket while this is not 0; the read may still
         raise WantRead, when what is held is part of a record."""
-        if self._drained:
+        if self.drained:
             return 0
         return (self._sslobj.pending() if self._filled else 0) + self._incoming.pending
 
@@ -997,7 +998,7 @@ class TLSConnection:
             got = self._transport.recv_into(buffer)
         except BlockingIOError:
             raise _want_read() from None
-        self._drained = False               # the BIO is given bytes, or its end
+        self.drained = False               # the BIO is given bytes, or its end
         if not got:
             self._incoming.write_eof()
             return False
@@ -1091,7 +1092,7 @@ class TLSConnection:
         if not size:
             return 0
         sslobj, incoming = self._sslobj, self._incoming
-        if self._drained or not incoming.pending and not (self._filled and sslobj.pending()):
+        if self.drained or not incoming.pending and not (self._filled and sslobj.pending()):
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
             if self._unsent or self._wrote and self._outgoing.pending:
@@ -1105,7 +1106,7 @@ class TLSConnection:
                     if incoming.pending:
                         got = self._read_held(buffer, got, size)
                     else:
-                        self._drained = True    # its record read to its end, none after it
+                        self.drained = True    # its record read to its end, none after it
                 self._filled = got == size      # (and the last read with it: _read_held)
                 return got
             except ssl.SSLWantReadError:

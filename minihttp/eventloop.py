@@ -104,8 +104,18 @@ _clock = time.monotonic
 READABLE = select.POLLIN
 WRITABLE = select.POLLOUT
 
-_ACCEPT = object()   # the poller's owner of the listening socket
-_WAKE = object()     # and of the wake-up socket
+class _Owner:
+    """The poller's owner of a socket of the loop's own, with a ``state`` as a
+    Connection has: the loop asks a ready owner's state first."""
+
+    __slots__ = ('state',)
+
+    def __init__(self, state):
+        self.state = state
+
+
+_ACCEPT = _Owner('accepting')    # the poller's owner of the listening socket
+_WAKE = _Owner('waking')         # and of the wake-up socket
 
 
 def timeval(seconds):
@@ -281,10 +291,12 @@ class Protocol:
     * on its loop: ``call_soon(function, *args)`` (from any thread),
       ``call_later(delay, function, *args)`` (in the loop's thread),
       ``resume(conn, outcome)`` (in the loop's thread: go on with a STREAM it
-      queued to), ``stopping`` (an Event);
+      queued to), ``stopping`` (an Event), ``stop_asked`` (a bool, set with it:
+      what every ``conn.stopping`` says, read without a call);
     * on a Connection: ``peer``, ``reader`` (its StreamReader), ``stopping``,
       ``state`` (to read), ``send(pieces)`` and ``queued`` (in the loop),
-      ``give(job)``, ``head_read()``, and on a pool thread ``timed`` (the
+      ``give(job)``, ``head_read()``, ``head_since`` (to read: None once no head is
+      on its way), and on a pool thread ``timed`` (the
       TimedSocket) and ``sock`` (to peek);
     * ``conn.exchange``: the protocol's own, for what it keeps about the
       exchange in progress (its own class; the loop never reads it).
@@ -474,7 +486,7 @@ class Connection:
 
     @property
     def stopping(self):
-        return self.loop._stop_asked
+        return self.loop.stop_asked
 
     def give(self, job):
         """The protocol hands over blocking work for POOL or BODY: from now on the loop
@@ -514,8 +526,9 @@ class Connection:
         if pieces is SEALED:
             if self.tls is not None and not self.tls.flush():
                 return False
-            pieces = None         # sent (or, TLS dropped at a close, never to be)
-            self.queued = 0
+            self.queued = 0       # sent (or, TLS dropped at a close, never to be)
+            self.outgoing = None
+            return True
         while pieces:
             try:
                 sent = self.sock.sendmsg(pieces if len(pieces) <= IOV_MAX else pieces[:IOV_MAX])
@@ -643,7 +656,7 @@ class EventLoop:
         self._stop_begun = False
         # ``stopping`` as a bool, set with it (stop): what Connection.stopping says,
         # asked for every answer, where Event.is_set costs a Python call.
-        self._stop_asked = False
+        self.stop_asked = False
         self._thread = self._poller = self._wake_r = self._wake_w = None
         self._ident = None
         protocol.attach(self)     # the protocol's loop from now on (Protocol says)
@@ -693,7 +706,7 @@ class EventLoop:
         """Stop accepting, close idle connections, let busy ones finish for ``grace``
         seconds, then cut them."""
         self._grace = grace
-        self._stop_asked = True
+        self.stop_asked = True
         self.stopping.set()
         self._wake()
         if self._thread is not None:
@@ -715,6 +728,7 @@ class EventLoop:
 
     def serve_forever(self):
         poll, owners = self._poller.poll, self._poller.owners
+        advance = self.protocol.advance
         self._poller.register(self.sock, READABLE, _ACCEPT)
         self._poller.register(self._wake_r, READABLE, _WAKE)
         stop_at = None
@@ -733,10 +747,20 @@ class EventLoop:
                 ready = poll(timeout)
                 self.turn += 1
                 for fd, _ in ready:
-                    conn = owners.get(fd)
-                    if conn is None:
+                    try:
+                        conn = owners[fd]
+                    except KeyError:
                         continue            # closed by an earlier one of this pass
-                    if conn is _ACCEPT:
+                    if conn.state is WAITING and not conn.silent:
+                        # Bytes for a connection waiting for its next message, every
+                        # request's path: _on_readable's work, without its call.  (A
+                        # WAITING connection is watched for READABLE only.)
+                        try:
+                            outcome = advance(conn)
+                        except Exception as exc:
+                            outcome = self._advance_failed(conn, exc)
+                        self._proceed(conn, outcome)
+                    elif conn is _ACCEPT:
                         self._accept(len(ready))
                     elif conn is _WAKE:
                         self._take_returns()
@@ -903,7 +927,7 @@ class EventLoop:
         waits has taken what was held, so this ends).
         """
         tls = conn.tls
-        if tls is not None and tls.pending():
+        if tls is not None and not tls.drained and tls.pending():
             self._calls.append((self._on_held, (conn,)))
         # Idle: nothing buffered (its buffer given back), and over TLS no part of a record
         # either: ciphertext begins a head as plaintext does, and a byte of it now and
@@ -944,11 +968,7 @@ class EventLoop:
         if conn.state is AWAITING_BODY:
             self._submit(conn)            # the body has begun: a thread may read it
             return
-        try:                              # _advance, without a call: every request's path
-            outcome = self.protocol.advance(conn)
-        except Exception as exc:
-            outcome = self._advance_failed(conn, exc)
-        self._proceed(conn, outcome)
+        self._proceed(conn, self._advance(conn))
 
     def _advance(self, conn):
         try:
@@ -1019,12 +1039,15 @@ class EventLoop:
             self._proceed(conn, outcome)
 
     def _send_queued(self):
-        """At the end of a pass: send every connection's queued answers."""
+        """At the end of a pass: send every connection's queued answers (those sent whole
+        wait for their next request from this moment: one clock reading a pass)."""
         unsent = self._unsent
-        while unsent:
-            self._on_writable(unsent.pop())
+        if unsent:
+            now = time.monotonic()
+            while unsent:
+                self._on_writable(unsent.pop(), now)
 
-    def _on_writable(self, conn):
+    def _on_writable(self, conn, now=None):
         if conn.state is not SENDING:
             return                       # closed meanwhile
         try:
@@ -1041,7 +1064,7 @@ class EventLoop:
         conn.state = WAITING
         outcome, conn.then = conn.then, None
         if outcome is IDLE:
-            self._wait_read(conn, time.monotonic(), True)
+            self._wait_read(conn, now or time.monotonic(), True)
             return
         if outcome is READ:
             if conn.reader.release():       # nothing more came: wait for the next request

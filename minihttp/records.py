@@ -404,8 +404,8 @@ def tls_facts(sock, final=True):
         handshake = (tally_facts(handshake[0]), tally_facts(handshake[1]))
     # Each direction's tally made its tuple in one step (RecordScanner.take), and
     # begun afresh in place when final: no new tallies or lists per exchange.
-    return (sock.negotiated or (sock.version(), sock.selected_alpn_protocol())) + (
-        handshake, received.take(final), sock.sent.take(final))
+    version, alpn = sock.negotiated or (sock.version(), sock.selected_alpn_protocol())
+    return version, alpn, handshake, received.take(final), sock.sent.take(final)
 
 
 def tally_facts(tally):

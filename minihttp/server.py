@@ -283,7 +283,9 @@ class HTTPServer(Protocol):
             outcome = None if answer is None else self.again(conn, head, answer)
             if outcome is None:
                 outcome = self.serve_head(conn, head)
-            if outcome is not READ or not reader.buffered or conn.queued >= PIPELINE_QUEUE:
+            # (release: nothing more buffered, its buffer let go now, as the loop would
+            # once the answer is queued; a method's call, cheaper than ``buffered``'s)
+            if outcome is not READ or reader.release() or conn.queued >= PIPELINE_QUEUE:
                 return outcome
 
     def serve_head(self, conn, head):
@@ -343,21 +345,26 @@ class HTTPServer(Protocol):
         records, and the current time); what the connection waits for next, or
         None: the full path must answer (the file changed, or the server is
         stopping), and a changed file's answer is forgotten."""
-        if conn.stopping:
+        loop = self.loop
+        if loop.stop_asked:         # (conn.stopping, without its call)
             return None
         # One unpacking, not an attribute lookup per field (each a descriptor's call).
         source, pieces, said, request, response, outcome, cost = answer
-        if not source.holds(self.loop.turn):
+        if not source.holds(loop.turn):
             self.answers.pop(head, cost)
             return None
-        conn.head_read()
+        if conn.head_since is not None:     # (a keep-alive request's came whole: None)
+            conn.head_read()
         now = time.time()
-        conn.send(pieces(now))
+        conn.send(pieces.at(now))
         peer = conn.peer
-        if self.access_log:
-            self.log_line(peer, said, now, say_soon)
-        self.keep_record(conn, exchange_record(peer, now, request, response, ENDED_WHOLE,
-                                               tls_facts(conn.sock)), say_soon)
+        if self.access_log:         # log_line's line, without its call
+            say_soon(peer[0] + self._stamp.at(now) + said, err=True)
+        # keep_record's work for a record with no live one, without its call.
+        record = self.records.add(exchange_record(peer, now, request, response, ENDED_WHOLE,
+                                                  tls_facts(conn.sock)))
+        if self.trace:
+            self.say_trace(conn, record, say_soon)
         return outcome
 
     def remember(self, conn, head, request, writer, writes, record, outcome, now):
@@ -378,8 +385,10 @@ class HTTPServer(Protocol):
         said = logged(request_line(request), response.status, writer.sent)
         cost = (5 * ENTRY_COST + len(head) + len(said) + 2 * len(writer.head)
                 + writer.sent + response.source.cost())
-        self.answers.put(head, Answer(response.source, pieces, said, record[REQUEST],
-                                       record[RESPONSE], outcome, cost), cost)
+        # Kept as a plain tuple of Answer's fields: ``again`` unpacks it for every request,
+        # and CPython unpacks only an exact tuple its fast way (a NamedTuple, by iterator).
+        self.answers.put(head, tuple(Answer(response.source, pieces, said, record[REQUEST],
+                                             record[RESPONSE], outcome, cost)), cost)
 
     def inline(self, request):
         """Whether a request without a body may be answered in the loop.
@@ -822,8 +831,9 @@ class HTTPServer(Protocol):
 
     def log_line(self, peer, logged, now, say=say):
         """The access log's line: the client's address, the time, and what ``logged``
-        made of the exchange (an answer given again keeps it: Answer.logged)."""
-        say(peer[0] + self._stamp(now) + logged, err=True)
+        made of the exchange (an answer given again keeps it: Answer.logged, and
+        ``again`` says its line as this does, without this call)."""
+        say(peer[0] + self._stamp.at(now) + logged, err=True)
 
     def record(self, conn, request, body, writer, now, say=say, ended=ENDED_WHOLE, done=True,
                live=None):
@@ -847,8 +857,12 @@ class HTTPServer(Protocol):
         else:
             record = self.records.add(record)
         if self.trace:
-            say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
+            self.say_trace(conn, record, say)
         return record
+
+    def say_trace(self, conn, record, say=say):
+        """The --trace line of a record kept."""
+        say(f'trace {self.peer(conn)}: {public(record)["words"]}', err=True)
 
     def close_live(self, live, record):
         """Publish an exchange's last version (its first, if it ended within the interval):

@@ -86,6 +86,7 @@ RECORD_HEADER = struct.Struct('!BHH')      # type, legacy_record_version, length
 RECORD_HEADER_SIZE = RECORD_HEADER.size
 _unpack_header = RECORD_HEADER.unpack_from
 HANDSHAKE_HEADER_SIZE = 4                  # msg_type, a 3-byte length
+_LARGEST_RECORD = RECORD_HEADER_SIZE + MAX_RECORD_LENGTH     # a whole record, header included
 
 # What nginx answers plain HTTP on an HTTPS port (400, and the connection closes).
 PLAIN_HTTP_LINE = 'The plain HTTP request was sent to HTTPS port'
@@ -484,6 +485,25 @@ def version_text(version):
 DATA_KINDS = ((),) + tuple(((APPLICATION_DATA, n),) for n in range(1, 9))
 
 
+# The facts of a tally that is one whole application_data record, by its size (the
+# request or answer that repeats, each exchange): made once per size, shared by
+# every record that has them.  At most ONE_FACTS_KEPT sizes (a few hundred bytes
+# each) are kept; past that the cache begins again.
+ONE_FACTS_KEPT = 64
+_ONE_FACTS = {}
+
+
+def _one_facts(size):
+    """RecordScanner.take's facts for one whole application_data record of ``size`` bytes
+    (its header included), made and kept in _ONE_FACTS."""
+    facts = (1, size, DATA_KINDS[1], ((APPLICATION_DATA, TLS_1_2, size - RECORD_HEADER_SIZE),),
+             (), None)
+    if len(_ONE_FACTS) >= ONE_FACTS_KEPT:
+        _ONE_FACTS.clear()
+    _ONE_FACTS[size] = facts
+    return facts
+
+
 class RecordScanner:
     """One direction's TLS records, from its raw bytes fed in any pieces.
 
@@ -503,11 +523,15 @@ class RecordScanner:
     application_data (every one after a handshake), are counted in ``records``
     alone; ``_types`` counts the others, with the application_data before them
     folded in first (``_fold``), so that the content types keep the order in which
-    they came.
+    they came.  A tally that is one whole application_data record and nothing else
+    (each direction of an exchange of a small request and a small answer) is kept as
+    that record's size alone (``_one``), and taken as facts made once per size
+    (``_one_facts``): no counts, list or tuples touched per exchange.
     """
 
     __slots__ = ('records', 'bytes', 'sizes', 'handshake', 'malformed', '_types', '_header',
-                 '_have', '_left', '_type', '_clear', '_hs_header', '_hs_have', '_hs_left')
+                 '_have', '_left', '_type', '_clear', '_hs_header', '_hs_have', '_hs_left',
+                 '_one', '_rest')
 
     def __init__(self):
         self.records = 0
@@ -524,6 +548,12 @@ class RecordScanner:
         self._hs_header = bytearray(HANDSHAKE_HEADER_SIZE)
         self._hs_have = 0
         self._hs_left = 0
+        # The tally's one whole application_data record, by its size (0: the tally is
+        # in the counts above); ``_rest``: the tally is empty and the stream at a record
+        # boundary, scanning not stopped, so a piece that is one whole record may
+        # become ``_one``.  Never both: ``_rest`` implies ``_one`` is 0.
+        self._one = 0
+        self._rest = False       # (the handshake comes first: its records are counted)
 
     @property
     def tally(self):
@@ -539,6 +569,14 @@ class RecordScanner:
         pairs in the order they came, the first records' (content type, version,
         length), the handshake messages seen in clear, why scanning stopped or None).
         ``restart``: and begin it afresh, in place.  A stopped scanner stays stopped."""
+        one = self._one
+        if one:
+            # One whole record and nothing else: the usual exchange's, each direction.
+            if restart:
+                self._one = 0
+                self._rest = True
+            facts = _ONE_FACTS.get(one)
+            return facts if facts is not None else _one_facts(one)
         records, sizes, handshake, types = self.records, self.sizes, self.handshake, self._types
         if not handshake and not types:
             # application_data alone, or nothing: every exchange after a handshake.
@@ -546,9 +584,11 @@ class RecordScanner:
                      DATA_KINDS[records] if records < len(DATA_KINDS)
                      else ((APPLICATION_DATA, records),),
                      tuple(sizes), (), self.malformed)
-            if restart and records:
-                self.records = self.bytes = 0
-                sizes.clear()
+            if restart:
+                if records:
+                    self.records = self.bytes = 0
+                    sizes.clear()
+                self._rest = not self._left and not self._have and self.malformed is None
             return facts
         if types:
             self._fold()
@@ -563,6 +603,7 @@ class RecordScanner:
             sizes.clear()
             types.clear()
             handshake.clear()
+            self._rest = not self._left and not self._have and self.malformed is None
         return facts
 
     def partial(self):
@@ -586,9 +627,20 @@ class RecordScanner:
         a record that runs on into the next piece is left to skip there.  Anything
         else (a header cut between pieces, a handshake record in clear, an alert, a
         malformed header) goes the general way, ``_feed``."""
-        if self.malformed:
-            return
         size = len(data)
+        if self._rest:
+            # The tally empty, at a record boundary: a piece that is one whole record is
+            # kept as its size alone (``_one``; a request, a small answer).
+            self._rest = False
+            if (RECORD_HEADER_SIZE <= size <= _LARGEST_RECORD
+                    and _unpack_header(data, 0)
+                    == (APPLICATION_DATA, TLS_1_2, size - RECORD_HEADER_SIZE)):
+                self._one = size
+                return
+        elif self._one:
+            self._unfold()
+        elif self.malformed:
+            return
         pos = self._left
         if not pos and not self._have and size >= RECORD_HEADER_SIZE:
             # The most usual piece of all: one whole record (a request, a small answer),
@@ -631,6 +683,13 @@ class RecordScanner:
         else:
             self._left = 0
             self._feed(data, pos)
+
+    def _unfold(self):
+        """A second piece came after a tally's one whole record (``_one``): count that
+        record as any other, and go on counting."""
+        one, self._one = self._one, 0
+        self.records, self.bytes, self._type = 1, one, APPLICATION_DATA
+        self.sizes.append((APPLICATION_DATA, TLS_1_2, one - RECORD_HEADER_SIZE))
 
     def _feed(self, data, pos):
         """The general way from ``pos``: one step per header, any header, any cut."""
@@ -792,6 +851,20 @@ class TLSConnection:
         # receive, a request smaller than the reader's buffer, asks nothing of
         # SSL_pending (a release and a take of the interpreter lock, each time).
         self._filled = False
+        # Whether nothing is held to read, neither ciphertext in the incoming BIO nor
+        # plaintext in OpenSSL, as known without asking: a read returned less than
+        # asked and the BIO was empty then; every receive into the BIO clears it.  The
+        # usual keep-alive request leaves it set, and the next receive and the loop's
+        # look at ``pending`` read no BIO attribute (a C getter's call each); the loop
+        # reads it before it asks ``pending`` (True: pending() is 0).
+        self.drained = False
+        # Whether OpenSSL may have written to the outgoing BIO by itself since it was
+        # last read (an alert, a session ticket, a KeyUpdate's answer): set before every
+        # call into it that may (a read, a handshake step, a close, a send's write),
+        # cleared when ``seal`` has taken what it held or ``flush`` found it empty.  The
+        # usual exchange, a read and then an answer sealed, asks ``_outgoing.pending``
+        # (a C getter's call) of neither the next receive nor the flush.
+        self._wrote = True
         # What OpenSSL's memory BIOs keep for the connection's life (a BIO never
         # shrinks its buffer), counted once one was given more than TLS_IDLE_LEAN:
         # the largest receive, the largest ciphertext sealed at once, and ``grown``,
@@ -849,6 +922,8 @@ class TLSConnection:
         several records; OpenSSL decrypts one per read).  A loop must try a read
         before it waits for the socket while this is not 0; the read may still
         raise WantRead, when what is held is part of a record."""
+        if self.drained:
+            return 0
         return (self._sslobj.pending() if self._filled else 0) + self._incoming.pending
 
     def receiving(self):
@@ -879,8 +954,11 @@ class TLSConnection:
         Reads may make alerts and session tickets: they go with this, never worth a
         wait of their own.  One call for the loop's usual flush: one record sealed, one
         send that takes it."""
-        if self._outgoing.pending:
-            self.seal(())
+        if self._wrote:
+            if self._outgoing.pending:
+                self.seal(())
+            else:
+                self._wrote = False
         unsent = self._unsent
         if not unsent:
             return True
@@ -920,6 +998,7 @@ class TLSConnection:
             got = self._transport.recv_into(buffer)
         except BlockingIOError:
             raise _want_read() from None
+        self.drained = False               # the BIO is given bytes, or its end
         if not got:
             self._incoming.write_eof()
             return False
@@ -971,6 +1050,7 @@ class TLSConnection:
         while True:
             self._flush()
             try:
+                self._wrote = True
                 self._ssl.do_handshake()
             except ssl.SSLWantReadError:
                 self._flush()
@@ -1012,17 +1092,21 @@ class TLSConnection:
         if not size:
             return 0
         sslobj, incoming = self._sslobj, self._incoming
-        if not incoming.pending and not (self._filled and sslobj.pending()):
+        if self.drained or not incoming.pending and not (self._filled and sslobj.pending()):
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
-            if self._unsent or self._outgoing.pending:
+            if self._unsent or self._wrote and self._outgoing.pending:
                 self.flush()
             self._receive()       # at the socket's EOF, the read below says what it was
+        self._wrote = True        # (a read may make OpenSSL write: see _wrote)
         while True:
             try:
                 got = sslobj.read(size, buffer)
-                if got < size and incoming.pending:
-                    got = self._read_held(buffer, got, size)
+                if got < size:
+                    if incoming.pending:
+                        got = self._read_held(buffer, got, size)
+                    else:
+                        self.drained = True    # its record read to its end, none after it
                 self._filled = got == size      # (and the last read with it: _read_held)
                 return got
             except ssl.SSLWantReadError:
@@ -1114,6 +1198,7 @@ class TLSConnection:
         elif not self._outgoing.pending:
             return 0
         data = self._outgoing.read()
+        self._wrote = False               # all it held is taken
         sent = self.sent
         if sent is not None:
             try:
@@ -1131,6 +1216,7 @@ class TLSConnection:
         """Encrypt up to TLS_SEND_SIZE bytes of ``buffers`` into the outgoing BIO; how
         many.  Pieces that fit in one record together are joined first: one record
         for a head and its small body, not one each."""
+        self._wrote = True
         if len(buffers) > 1:
             total = 0
             for buffer in buffers:
@@ -1174,6 +1260,7 @@ class TLSConnection:
 
     def unwrap(self):
         """Send close_notify (best effort, never waiting) and return the plain socket."""
+        self._wrote = True
         try:
             self._ssl.unwrap()
         except (ssl.SSLError, ValueError):

@@ -12,7 +12,6 @@ import re
 
 import pytest
 
-from minihttp import eventloop
 from minihttp import server as server_module
 from minihttp import tls
 from minihttp.app import App
@@ -236,8 +235,8 @@ def test_a_stopping_server_answers_a_remembered_head_anew_with_a_close(site, mon
         client.send(get('/index.html'))
         assert 'connection' not in client.reply().headers
     assert site.app.calls == 1 and len(site.protocol.answers.entries) == 1
-    # As every connection sees it once its loop began to stop.
-    monkeypatch.setattr(eventloop.Connection, 'stopping', property(lambda conn: True))
+    # As every connection sees it once its loop began to stop (Connection.stopping).
+    monkeypatch.setattr(site.loop, 'stop_asked', True)
     for _ in range(2):
         with site.client() as client:
             client.send(get('/index.html') * 2)

@@ -420,6 +420,53 @@ def test_take_gives_each_exchange_its_records_in_the_order_their_types_came():
     assert scanner.take()[:2] == (2, 14) and scanner.tally.records == 0
 
 
+
+def data_record(length):
+    return b'\x17\x03\x03' + length.to_bytes(2, 'big') + b'r' * length
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 400)), max_size=4),
+                max_size=6))
+def test_each_exchanges_take_is_its_records_however_they_came(exchanges):
+    """Exchange after exchange, a tally is the records fed since the last take, whether it
+    is one whole record (kept as its size alone) or records cut anywhere."""
+    scanner = RecordScanner()
+    scanner.take()
+    for exchange in exchanges:
+        stream = b''.join(data_record(length) for length, _ in exchange)
+        cuts = sorted({min(cut, len(stream)) for _, cut in exchange})
+        pieces = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+        for piece in pieces:
+            if piece:
+                scanner.feed(memoryview(piece))
+        count = len(exchange)
+        kinds = ((23, count),) if count else ()
+        sizes = tuple((23, 0x0303, length) for length, _ in exchange)
+        expected = (count, len(stream), kinds, sizes, (), None)
+        assert scanner.take(restart=False) == expected
+        assert scanner.take() == expected
+        assert scanner.take() == (0, 0, (), (), (), None)
+
+
+def test_one_whole_record_then_more_is_counted_as_records():
+    scanner = RecordScanner()
+    scanner.take()
+    scanner.feed(data_record(3))                    # kept as its size alone
+    assert scanner.tally.as_dict()['sizes'] == [['application_data', '3.3', 3]]
+    scanner.feed(data_record(1) + data_record(2)[:4])     # then counted with the rest
+    scanner.feed(data_record(2)[4:] + b'\x15\x03\x03\x00\x02\x01\x00')
+    assert scanner.take() == (4, 28, ((23, 3), (21, 1)),
+                              ((23, 0x0303, 3), (23, 0x0303, 1), (23, 0x0303, 2),
+                               (21, 0x0303, 2)), (), None)
+    scanner.feed(data_record(5))
+    assert scanner.take()[:2] == (1, 10)
+    with pytest.raises(MalformedRecord):
+        scanner.feed(b'GET / HTTP/1.1\r\n')       # not a record: scanning stops
+    scanner.take()
+    scanner.feed(data_record(5))                    # and stays stopped
+    assert scanner.take()[:2] == (0, 0)
+
+
 # -- non-blocking --------------------------------------------------------------------
 
 def drive(conns, step, deadline):
@@ -632,12 +679,9 @@ def test_client_renegotiation_is_refused(pair, contexts, pki):
         assert b'RENEGOTIATING' in said         # it did try
 
 
-@pytest.mark.parametrize('first', [99, 100, 101])
-def test_plaintext_is_held_only_after_a_read_that_filled_its_buffer(pair, contexts, first):
-    # OpenSSL returns one record's plaintext at most a read: a read given 99 bytes of a
-    # 100-byte record leaves one held (pending, read without the socket); one given
-    # 100 or more takes it all, and the next read goes to the socket (nothing there yet:
-    # WantRead, then the second record once it is sent).
+
+def handshaken(pair, contexts):
+    """(client, server) TLSConnections over ``pair``, past their handshake."""
     client_sock, server_sock = pair
     server = TLSConnection(server_sock, contexts[0], server_side=True)
     peer = Peer(server.do_handshake)
@@ -645,6 +689,16 @@ def test_plaintext_is_held_only_after_a_read_that_filled_its_buffer(pair, contex
                            server_hostname='localhost')
     client.do_handshake()
     peer.result()
+    return client, server
+
+@pytest.mark.parametrize('first', [99, 100, 101])
+def test_plaintext_is_held_only_after_a_read_that_filled_its_buffer(pair, contexts, first):
+    # OpenSSL returns one record's plaintext at most a read: a read given 99 bytes of a
+    # 100-byte record leaves one held (pending, read without the socket); one given
+    # 100 or more takes it all, and the next read goes to the socket (nothing there yet:
+    # WantRead, then the second record once it is sent).
+    client_sock, server_sock = pair
+    client, server = handshaken(pair, contexts)
     server.setblocking(False)
     client.sendall(b'a' * 100)
     buffer = bytearray(first)
@@ -658,6 +712,35 @@ def test_plaintext_is_held_only_after_a_read_that_filled_its_buffer(pair, contex
         server.recv_into(buffer)
     client.sendall(b'b' * 10)
     assert read_exactly_nonblocking(server, 10) == b'b' * 10
+
+
+
+def test_a_record_cut_by_a_receive_waits_for_its_rest_and_one_read_whole_holds_nothing(
+        pair, contexts):
+    """A receive that brings a whole record and part of the next: the first is read, and
+    the second's read waits for its rest (OpenSSL holds its first bytes); a read that took
+    all there was leaves nothing held (pending 0), and the next goes to the socket."""
+    client_sock, server_sock = pair
+    client, server = handshaken(pair, contexts)
+    server.setblocking(False)
+    client.seal([b'a' * 50])
+    client.seal([b'b' * 50])
+    first, second = client._unsent           # one record each, not sent yet
+    client_sock.sendall(first + second[:10])
+    buffer = bytearray(4096)
+    assert recv_when_readable(server, server_sock, buffer) == 50
+    assert buffer[:50] == b'a' * 50
+    with pytest.raises(WantRead):
+        server.recv_into(buffer)              # not all here: the socket is asked
+    client_sock.sendall(second[10:])
+    assert recv_when_readable(server, server_sock, buffer) == 50
+    assert buffer[:50] == b'b' * 50
+    assert server.pending() == 0              # read to its end, nothing after it
+    with pytest.raises(WantRead):
+        server.recv_into(buffer)
+    client_sock.sendall(first)                # (a record may come twice: ours is not TLS)
+    with pytest.raises(ssl.SSLError):
+        recv_when_readable(server, server_sock, buffer)
 
 
 def recv_when_readable(conn, sock, buffer):

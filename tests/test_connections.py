@@ -79,8 +79,9 @@ from minihttp.responses import Response
 from minihttp.limits import SMALL_FILE
 from minihttp.records import public
 from minihttp.server import HTTPServer
-from support import (Client, REPO, WAIT, assert_back_to_baseline, chunked, get, post, read_reply,
-                     resources, temps, wait_until, wait_until_refused)
+from support import (Client, REPO, WAIT, assert_back_to_baseline, chunked, get, listening_sockets,
+                     post, read_reply, resources, temps, wait_until, wait_until_refused,
+                     workers_listening)
 
 INDEX = (REPO / 'www' / 'index.html').read_bytes()
 
@@ -533,13 +534,6 @@ def test_two_workers_both_serve_and_stop_on_sigterm_with_connections_open(serve)
     assert not [pid for pid in workers if os.path.exists(f'/proc/{pid}')]
 
 
-def listening_sockets(port):
-    """How many sockets listen on local ``port`` (IPv4), from /proc/net/tcp (0A: LISTEN)."""
-    with open('/proc/net/tcp') as table:
-        rows = [line.split() for line in table][1:]
-    return sum(1 for row in rows if row[3] == '0A' and int(row[1].split(':')[1], 16) == port)
-
-
 @pytest.mark.timeout(60)
 def test_two_workers_share_a_burst_of_connects(serve, room_for):
     # Each accepts many connections a pass: on one shared socket, whichever
@@ -547,9 +541,7 @@ def test_two_workers_share_a_burst_of_connects(serve, room_for):
     # (SO_REUSEPORT), the kernel spreads them.
     room_for(300)
     server = serve('--workers', '2', '--quiet')
-    line = server.wait_for_line(r'^http served by 2 worker processes: (?P<pids>\d+ \d+)$')
-    workers = [int(pid) for pid in line['pids'].split()]
-    wait_until(lambda: listening_sockets(server.port) == 2, 'a listening socket per worker')
+    workers = workers_listening(server)
     with contextlib.ExitStack() as stack:
         clients = [stack.enter_context(Client(server.port)) for _ in range(300)]
         for reply in ask_each(clients, [get('/')] * len(clients)):
@@ -564,8 +556,7 @@ def test_a_second_server_with_workers_is_refused_the_port_not_given_half_of_it(s
     # process of the same user that asks: a second server started on the
     # same port got every other connection, silently.
     first = serve('--workers', '2', '--quiet')
-    first.wait_for_line(r'^http served by 2 worker processes: ')
-    wait_until(lambda: listening_sockets(first.port) == 2, 'a listening socket per worker')
+    workers_listening(first)
     second = minihttp('serve', '--port', first.port, '--block-port', 0, '--workers', '2',
                       '--quiet', listening=None)
     refusal = second.wait_for_line(r'^minihttp: cannot listen on .*', stream='stderr')

@@ -76,7 +76,7 @@ from minihttp.app import App
 from minihttp.cli import build_parser
 from minihttp.eventloop import EventLoop
 from minihttp.responses import Response
-from minihttp.limits import SMALL_FILE
+from minihttp.limits import ACCEPT_MIN, SMALL_FILE
 from minihttp.records import public
 from minihttp.server import HTTPServer
 from support import (Client, REPO, WAIT, assert_back_to_baseline, chunked, get, listening_sockets,
@@ -360,6 +360,10 @@ def test_a_burst_of_connects_under_busy_connections_is_answered_promptly(measure
     # The loop once accepted one connection per pass, and a pass serves every
     # busy connection: 800 newcomers under 100 busy ones waited seconds.
     server, base = measured(100 + 800, '--quiet')
+    # The same burst with nobody busy first: what it takes on this machine now.
+    started = time.monotonic()
+    assert_fresh_requests_served(server.port, 800)
+    alone = time.monotonic() - started
     with Busy(server.port, 100) as busy:
         wait_until(lambda: all(busy.answers), 'every busy connection answered')
         started = time.monotonic()
@@ -369,8 +373,31 @@ def test_a_burst_of_connects_under_busy_connections_is_answered_promptly(measure
         # Still served, none dropped or starved by the newcomers.
         wait_until(lambda: all(now > then for now, then in zip(busy.answers, after)),
                    'every busy connection answered again after the burst')
-    assert took < 2.0, f'a burst of 800 connects took {took:.1f} s to be answered'
+    # Against the burst alone, not a clock: on a loaded machine 800 fresh requests took
+    # up to 1.1 s alone and 4 times that under the busy ones (a bound of 2 s failed 1
+    # run in 3 there); one accept a pass took 25 times as long.  The passes themselves
+    # are counted, with no clock, by the test after this one.
+    assert took < max(2.0, 8 * alone), (
+        f'a burst of 800 connects took {took:.1f} s to be answered ({alone:.1f} s alone)')
     assert_back_to_baseline(server, base)
+
+
+def test_connections_waiting_in_the_backlog_are_accepted_a_batch_a_pass(tmp_path, room_for):
+    # Counted in passes of the loop: 300 connections made before it starts are taken
+    # ACCEPT_MIN or more a pass (a few passes), not one a pass (300).
+    room_for(2 * 300)
+    protocol = HTTPServer(App(str(tmp_path), str(tmp_path / 'uploads')), access_log=False)
+    loop = EventLoop('127.0.0.1', 0, protocol)
+    with contextlib.ExitStack() as stack:
+        for _ in range(300):       # the kernel completes each: the backlog holds them
+            stack.enter_context(socket.create_connection(loop.address, timeout=WAIT))
+        loop.start()
+        try:
+            wait_until(lambda: len(loop.connections) == 300, 'every connection accepted')
+            passes = loop.turn
+        finally:
+            loop.stop(0.2)
+    assert passes <= 2 * (300 // ACCEPT_MIN + 1), f'300 connections took {passes} passes'
 
 
 def assert_retry_after(reply):

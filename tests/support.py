@@ -313,6 +313,29 @@ def wait_until_refused(port, timeout=WAIT):
     wait_until(lambda: not accepts(port), f'port {port} refusing connections', timeout, 0.02)
 
 
+def listening_sockets(port):
+    """How many sockets listen on local ``port`` (IPv4), from /proc/net/tcp (0A: LISTEN)."""
+    with open('/proc/net/tcp') as table:
+        rows = [line.split() for line in table][1:]
+    return sum(1 for row in rows if row[3] == '0A' and int(row[1].split(':')[1], 16) == port)
+
+
+def workers_listening(server, count=2):
+    """The pids of ``serve --workers count``'s workers, once each listens on the port.
+
+    The parent says it is served by them as soon as it has forked them; each
+    worker after the first then binds a listening socket of its own
+    (EventLoop.listen_apart, SO_REUSEPORT).  Until it has, the kernel gives
+    every new connection to the first worker, so a test that needs the
+    connections spread over every worker waits for ``count`` listening
+    sockets (the parent's, which the first worker accepts from, and one per
+    other worker).  On a loaded machine this took longer than 24 requests.
+    """
+    line = server.wait_for_line(rf'^http served by {count} worker processes: (?P<pids>[\d ]+)$')
+    wait_until(lambda: listening_sockets(server.port) == count, 'a listening socket per worker')
+    return [int(pid) for pid in line['pids'].split()]
+
+
 def free_port():
     """A port nothing listens on right now (for a server that cannot be given port 0)."""
     with socket.create_server(('127.0.0.1', 0)) as probe:

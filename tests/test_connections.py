@@ -76,11 +76,12 @@ from minihttp.app import App
 from minihttp.cli import build_parser
 from minihttp.eventloop import EventLoop
 from minihttp.responses import Response
-from minihttp.limits import SMALL_FILE
+from minihttp.limits import ACCEPT_MIN, SMALL_FILE
 from minihttp.records import public
 from minihttp.server import HTTPServer
-from support import (Client, REPO, WAIT, assert_back_to_baseline, chunked, get, post, read_reply,
-                     resources, temps, wait_until, wait_until_refused)
+from support import (Client, REPO, WAIT, assert_back_to_baseline, chunked, get, listening_sockets,
+                     post, read_reply, resources, temps, wait_until, wait_until_refused,
+                     workers_listening)
 
 INDEX = (REPO / 'www' / 'index.html').read_bytes()
 
@@ -359,6 +360,10 @@ def test_a_burst_of_connects_under_busy_connections_is_answered_promptly(measure
     # The loop once accepted one connection per pass, and a pass serves every
     # busy connection: 800 newcomers under 100 busy ones waited seconds.
     server, base = measured(100 + 800, '--quiet')
+    # The same burst with nobody busy first: what it takes on this machine now.
+    started = time.monotonic()
+    assert_fresh_requests_served(server.port, 800)
+    alone = time.monotonic() - started
     with Busy(server.port, 100) as busy:
         wait_until(lambda: all(busy.answers), 'every busy connection answered')
         started = time.monotonic()
@@ -368,8 +373,31 @@ def test_a_burst_of_connects_under_busy_connections_is_answered_promptly(measure
         # Still served, none dropped or starved by the newcomers.
         wait_until(lambda: all(now > then for now, then in zip(busy.answers, after)),
                    'every busy connection answered again after the burst')
-    assert took < 2.0, f'a burst of 800 connects took {took:.1f} s to be answered'
+    # Against the burst alone, not a clock: on a loaded machine 800 fresh requests took
+    # up to 1.1 s alone and 4 times that under the busy ones (a bound of 2 s failed 1
+    # run in 3 there); one accept a pass took 25 times as long.  The passes themselves
+    # are counted, with no clock, by the test after this one.
+    assert took < max(2.0, 8 * alone), (
+        f'a burst of 800 connects took {took:.1f} s to be answered ({alone:.1f} s alone)')
     assert_back_to_baseline(server, base)
+
+
+def test_connections_waiting_in_the_backlog_are_accepted_a_batch_a_pass(tmp_path, room_for):
+    # Counted in passes of the loop: 300 connections made before it starts are taken
+    # ACCEPT_MIN or more a pass (a few passes), not one a pass (300).
+    room_for(2 * 300)
+    protocol = HTTPServer(App(str(tmp_path), str(tmp_path / 'uploads')), access_log=False)
+    loop = EventLoop('127.0.0.1', 0, protocol)
+    with contextlib.ExitStack() as stack:
+        for _ in range(300):       # the kernel completes each: the backlog holds them
+            stack.enter_context(socket.create_connection(loop.address, timeout=WAIT))
+        loop.start()
+        try:
+            wait_until(lambda: len(loop.connections) == 300, 'every connection accepted')
+            passes = loop.turn
+        finally:
+            loop.stop(0.2)
+    assert passes <= 2 * (300 // ACCEPT_MIN + 1), f'300 connections took {passes} passes'
 
 
 def assert_retry_after(reply):
@@ -533,13 +561,6 @@ def test_two_workers_both_serve_and_stop_on_sigterm_with_connections_open(serve)
     assert not [pid for pid in workers if os.path.exists(f'/proc/{pid}')]
 
 
-def listening_sockets(port):
-    """How many sockets listen on local ``port`` (IPv4), from /proc/net/tcp (0A: LISTEN)."""
-    with open('/proc/net/tcp') as table:
-        rows = [line.split() for line in table][1:]
-    return sum(1 for row in rows if row[3] == '0A' and int(row[1].split(':')[1], 16) == port)
-
-
 @pytest.mark.timeout(60)
 def test_two_workers_share_a_burst_of_connects(serve, room_for):
     # Each accepts many connections a pass: on one shared socket, whichever
@@ -547,9 +568,7 @@ def test_two_workers_share_a_burst_of_connects(serve, room_for):
     # (SO_REUSEPORT), the kernel spreads them.
     room_for(300)
     server = serve('--workers', '2', '--quiet')
-    line = server.wait_for_line(r'^http served by 2 worker processes: (?P<pids>\d+ \d+)$')
-    workers = [int(pid) for pid in line['pids'].split()]
-    wait_until(lambda: listening_sockets(server.port) == 2, 'a listening socket per worker')
+    workers = workers_listening(server)
     with contextlib.ExitStack() as stack:
         clients = [stack.enter_context(Client(server.port)) for _ in range(300)]
         for reply in ask_each(clients, [get('/')] * len(clients)):
@@ -564,8 +583,7 @@ def test_a_second_server_with_workers_is_refused_the_port_not_given_half_of_it(s
     # process of the same user that asks: a second server started on the
     # same port got every other connection, silently.
     first = serve('--workers', '2', '--quiet')
-    first.wait_for_line(r'^http served by 2 worker processes: ')
-    wait_until(lambda: listening_sockets(first.port) == 2, 'a listening socket per worker')
+    workers_listening(first)
     second = minihttp('serve', '--port', first.port, '--block-port', 0, '--workers', '2',
                       '--quiet', listening=None)
     refusal = second.wait_for_line(r'^minihttp: cannot listen on .*', stream='stderr')

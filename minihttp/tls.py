@@ -865,6 +865,10 @@ class TLSConnection:
         # usual exchange, a read and then an answer sealed, asks ``_outgoing.pending``
         # (a C getter's call) of neither the next receive nor the flush.
         self._wrote = True
+        # Whether a read met close_notify after the bytes it returned (_read_held): the
+        # next read says the end without the socket, and ``pending`` says it is there
+        # to read, so that no one waits on a socket the client may leave open for ours.
+        self._ended = False
         # What OpenSSL's memory BIOs keep for the connection's life (a BIO never
         # shrinks its buffer), counted once one was given more than TLS_IDLE_LEAN:
         # the largest receive, the largest ciphertext sealed at once, and ``grown``,
@@ -924,7 +928,8 @@ class TLSConnection:
         raise WantRead, when what is held is part of a record."""
         if self.drained:
             return 0
-        return (self._sslobj.pending() if self._filled else 0) + self._incoming.pending
+        return ((self._sslobj.pending() if self._filled else 0) + self._incoming.pending
+                + self._ended)
 
     def receiving(self):
         """Whether part of a record has come and not yet the rest: over TLS, the first
@@ -1092,7 +1097,8 @@ class TLSConnection:
         if not size:
             return 0
         sslobj, incoming = self._sslobj, self._incoming
-        if self.drained or not incoming.pending and not (self._filled and sslobj.pending()):
+        if self.drained or not (incoming.pending or self._ended
+                                or self._filled and sslobj.pending()):
             # Nothing held: a read would only fail (an exception, a few microseconds)
             # and send us to the socket, so go there first.
             if self._unsent or self._wrote and self._outgoing.pending:
@@ -1105,8 +1111,10 @@ class TLSConnection:
                 if got < size:
                     if incoming.pending:
                         got = self._read_held(buffer, got, size)
-                    else:
+                    elif got:
                         self.drained = True    # its record read to its end, none after it
+                    else:
+                        self._ended = True     # close_notify: the end, at every read
                 self._filled = got == size      # (and the last read with it: _read_held)
                 return got
             except ssl.SSLWantReadError:
@@ -1131,9 +1139,17 @@ class TLSConnection:
         view = memoryview(buffer)
         try:
             while got < size and self._incoming.pending:
-                got += self._sslobj.read(size - got, view[got:size])
-        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                more = self._sslobj.read(size - got, view[got:size])
+                if not more:
+                    # close_notify (ssl's read says 0 for it, while ours is not sent):
+                    # the next read says it again, and ``pending`` that it is here.
+                    self._ended = True
+                    break
+                got += more
+        except ssl.SSLWantReadError:
             pass
+        except ssl.SSLZeroReturnError:
+            self._ended = True
         return got
 
     def recv(self, size):

@@ -743,6 +743,27 @@ def test_a_record_cut_by_a_receive_waits_for_its_rest_and_one_read_whole_holds_n
         recv_when_readable(server, server_sock, buffer)
 
 
+def test_close_notify_in_the_receive_of_a_request_is_read_without_the_socket(pair, contexts):
+    """A client that sends its last request and close_notify together and then waits for
+    ours (its socket left open): the read that returns the request meets close_notify
+    after it, and the next read says the end at once, ``pending`` saying it is there;
+    neither waits for a socket on which nothing more will come."""
+    client_sock, server_sock = pair
+    client, server = handshaken(pair, contexts)
+    server.setblocking(False)
+    client.seal([b'a' * 50])
+    try:
+        client._ssl.unwrap()
+    except ssl.SSLWantReadError:
+        pass                                  # (it waits for ours: not sent yet)
+    client_sock.sendall(b''.join(client._unsent) + client._outgoing.read())
+    buffer = bytearray(4096)
+    assert recv_when_readable(server, server_sock, buffer) == 50
+    assert server.pending()
+    assert server.recv_into(buffer) == 0      # the end, not WantRead
+    assert server.recv_into(buffer) == 0
+
+
 def recv_when_readable(conn, sock, buffer):
     """One recv_into, asked again each time ``sock`` becomes readable, within WAIT."""
     deadline = time.monotonic() + WAIT

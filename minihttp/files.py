@@ -644,8 +644,17 @@ def hashed_pieces(fd, st, hashing):
 
 
 def unchanged(fd, st):
-    """Whether the open file is still the one ``st`` described (SmallFiles.identity)."""
-    return SmallFiles.identity(os.fstat(fd)) == SmallFiles.identity(st)
+    """Whether the open file is still the one ``st`` described (SmallFiles.identity).
+
+    A file replaced while it is sent (an upload's commit renames the new one over
+    its name) or deleted keeps its bytes: its inode is only unlinked, and the one
+    change that makes is its link count, so its ctime.  Unlinked since (no link
+    left, though it had one), it is unchanged when all but its ctime is."""
+    now = os.fstat(fd)
+    if SmallFiles.identity(now) == SmallFiles.identity(st):
+        return True
+    return (now.st_nlink == 0 < st.st_nlink
+            and SmallFiles.identity(now)[:-1] == SmallFiles.identity(st)[:-1])
 
 
 def file_headers(st, path, fields):

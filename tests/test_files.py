@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 import requests
@@ -239,6 +240,54 @@ def test_a_file_rewritten_while_sent_is_cut_before_its_last_byte(tmp_path, multi
     expected = (b'--x\r\n\r\n' + b'b' * 10 + b'\r\n--x\r\n\r\n' + b'b' * 499 if multi
                 else b'b' * 999)
     assert got == expected
+
+
+@pytest.mark.parametrize('how', ['replaced', 'deleted'])
+def test_a_file_replaced_or_deleted_while_sent_goes_whole(tmp_path, how):
+    """An upload's commit renames the new file over the one being sent: the open one
+    is only unlinked (its ctime moves with its link count), its bytes are the same,
+    so it goes whole, as it was described."""
+    path = tmp_path / 'f'
+    path.write_bytes(b'a' * 1000)
+    fd = os.open(path, os.O_RDONLY)
+    st = os.fstat(fd)
+    # The file system's clock (a coarse one) past the stat's ctime, so that the
+    # unlink below moves it: a scratch file touched until its ctime says so.
+    scratch, deadline = tmp_path / 'tick', time.monotonic() + 5
+    while True:
+        scratch.write_bytes(b'')
+        if os.stat(scratch).st_ctime_ns > st.st_ctime_ns or time.monotonic() > deadline:
+            break
+    if how == 'replaced':
+        (tmp_path / 'new').write_bytes(b'b' * 2000)
+        os.replace(tmp_path / 'new', path)
+    else:
+        os.unlink(path)
+    assert os.fstat(fd).st_ctime_ns > st.st_ctime_ns     # what the check used to refuse
+    body = FileBody(fd, 0, 1000, st)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert body.sendfile(TimedSocket(ours, 10.0)) == 1000
+        ours.shutdown(socket.SHUT_WR)
+        got = b''.join(iter(lambda: theirs.recv(65536), b''))
+    assert got == b'a' * 1000
+
+
+def test_a_file_changed_and_then_deleted_while_sent_is_still_cut(tmp_path):
+    """Unlinked, but rewritten first (its mtime moved): not the file the head described."""
+    path = tmp_path / 'f'
+    path.write_bytes(b'a' * 1000)
+    fd = os.open(path, os.O_RDONLY)
+    st = os.fstat(fd)
+    with open(path, 'r+b') as rewrite:
+        rewrite.write(b'b' * 1000)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    os.unlink(path)
+    body = FileBody(fd, 0, 1000, st)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        with pytest.raises(ResponseError, match='changed while it was sent'):
+            body.sendfile(TimedSocket(ours, 10.0))
 
 
 def test_an_unchanged_file_goes_whole_with_its_last_byte(tmp_path):

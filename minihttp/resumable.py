@@ -29,6 +29,16 @@ APPEND_LOCK_WAIT (never behind a client that went silent).  ``flock`` rather tha
 ``lockf``: its lock belongs to the open file, so two threads of one process
 exclude each other too (POSIX record locks belong to the process).
 
+Who ends an upload: every write of its ``.meta`` by an append (a checkpoint,
+its end, its completion) and a cancel hold the upload's end lock (``ending``),
+an OFD lock on the data file that only they take, for a few file operations,
+never for a client.  A cancel that comes while an append writes its state
+waits for that write and then removes every file; each later write finds
+the data file unlinked and writes nothing.  So once a DELETE is answered,
+nothing of the upload is in the folder (not even a temporary .meta), whatever
+its append does after.  A separate lock, not the append's flock: a cancel
+must not wait for an append whose client is silent for minutes.
+
 A client that leaves mid-append is the normal case here: what arrived is
 fsynced on the way out and becomes the new offset, so the client resumes
 from the last byte the server got.  A failure of ours (a full disk) cuts
@@ -40,9 +50,11 @@ import json
 import os
 import re
 import secrets
+import struct
 import threading
 import time
 import types
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -184,8 +196,13 @@ class PartialStore:
         except (ValueError, KeyError, TypeError):
             return None          # torn or foreign: AtomicFile never leaves one torn
 
-    def _write(self, partial):
-        """Replace the .meta of ``partial`` atomically and durably."""
+    def _write(self, partial, claim=False):
+        """Replace the .meta of ``partial`` atomically and durably; whether it did.
+
+        ``claim``: only a .meta that is still there (False when it is gone).
+        The old one is renamed away first, which fails when it is gone: a test
+        and a removal in one step, with no moment for a cancel between them.
+        """
         meta = {'name': partial.name, 'length': partial.length, 'offset': partial.offset,
                 'complete': partial.complete, 'created': partial.created}
         if partial.conditions:
@@ -196,7 +213,20 @@ class PartialStore:
         try:
             out.file.write(json.dumps(meta, ensure_ascii=False).encode('utf-8'))
             out.finish()
-            out.commit(self._meta(partial.id))
+            if not claim:
+                out.commit(self._meta(partial.id))
+                return True
+            # Named as a .meta's temporary file: expire() removes one a crash left.
+            old = out.temp_path + '-old'
+            try:
+                os.rename(self._meta(partial.id), old)
+            except FileNotFoundError:
+                return False
+            try:
+                out.commit(self._meta(partial.id))
+            finally:
+                os.unlink(old)
+            return True
         finally:
             out.discard()
 
@@ -319,12 +349,29 @@ class PartialStore:
         """Deactivate ``upload_id`` and free its bytes; 404 when it is gone.
 
         Not waiting for an append in progress (its client may be silent for
-        minutes): the files go at once, and the append notices at its next
-        checkpoint or its end that its data file has no name left, and stops.
+        minutes), only for a write of its .meta under way (the end lock): then
+        the files go, and the append notices at its next checkpoint or its end
+        that its data file has no name left, and writes nothing.  A completion
+        that renamed the file first has won: its remembered state goes.
         """
         if self.open(upload_id) is None:
             raise gone(str(upload_id))
-        self._remove(upload_id)
+        try:
+            # Write access: the end lock is a write lock (fcntl(2) asks for it).
+            fd = os.open(self._data(upload_id), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # Completed (or its bytes lost): no append can write but a completion
+            # between its rename and its last .meta, which claims the .meta (_write)
+            # and so writes nothing once this removed it.
+            self._remove(upload_id)
+            return
+        except OSError as exc:
+            raise storage_error(exc) from None
+        try:
+            with ending(fd):
+                self._remove(upload_id)
+        finally:
+            os.close(fd)
 
     def expire(self, now=None, batch=EXPIRE_BATCH):
         """Remove up to ``batch`` expired uploads (and leftovers of a crash);
@@ -390,6 +437,28 @@ def lock(fd):
             time.sleep(APPEND_LOCK_POLL)
 
 
+# struct flock (fcntl(2)): type, whence, start, length, pid (0 for an OFD lock),
+# padded to its size on 64-bit Linux.
+FLOCK = struct.Struct('hhqqi4x')
+
+
+@contextlib.contextmanager
+def ending(fd):
+    """Hold the end lock of the upload whose data file is open as ``fd``.
+
+    An OFD lock (Linux 3.15): like flock it belongs to the open file, so the
+    threads of one process exclude each other, but it is a lock of its own,
+    independent of the append's flock on the same file (on a local file
+    system; NFS emulates flock with such locks).  Held for a .meta write or
+    a removal, so waited for without a deadline.
+    """
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+    try:
+        yield
+    finally:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
+
+
 class Append:
     """One append, holding the upload's lock: its data file ``fd`` and the state."""
 
@@ -444,17 +513,16 @@ class Append:
 
     def replace(self, partial, **changes):
         """``partial`` with ``changes``, durably written; 404 if the upload was
-        cancelled (then its .meta is not revived)."""
+        cancelled (then its .meta is not revived).  Under the end lock, the
+        data file's link count says it: a cancel unlinks it holding that lock."""
         new = dataclasses.replace(partial, **changes)
-        if os.fstat(self.fd).st_nlink == 0 and not new.complete:
-            raise gone(self.id)
-        try:
-            self.store._write(new)
-        except OSError as exc:
-            raise storage_error(exc) from None
-        if os.fstat(self.fd).st_nlink == 0 and not new.complete:
-            self.store._remove(self.id)            # cancelled meanwhile
-            raise gone(self.id)
+        with ending(self.fd):
+            if os.fstat(self.fd).st_nlink == 0:
+                raise gone(self.id)
+            try:
+                self.store._write(new)
+            except OSError as exc:
+                raise storage_error(exc) from None
         return new
 
     def recover(self):
@@ -559,28 +627,43 @@ class Append:
         try:
             if verify is not None:
                 verify(data, partial)
-            replaced, st = store.uploads.commit(partial.name,
-                                                types.SimpleNamespace(temp_path=data),
-                                                Condition.kept(partial.conditions))
         except HTTPError as error:
-            if 400 <= error.status < 500:
-                # The representation is refused as a whole (a digest, a condition):
-                # no byte of it can be sent again to change that (the draft: "resuming
-                # the upload would not resolve this error"), so its bytes go now,
-                # rather than lie on the disk until --partial-expiry.  A 5xx (a full
-                # disk at the rename) keeps them: the client may complete it again.
-                store._remove(self.id)
-                error.headers.append(('Upload-Complete', '?1'))
+            self.refused(error)
             raise
-        done = Completed(**{**vars(partial), 'length': partial.offset, 'complete': True,
-                            'replaced': replaced, 'etag': etag_of(st)})
-        try:
-            # Remembered until it expires, so that a client that missed the
-            # answer learns from HEAD that the upload completed (the draft).
-            self.replace(done)
-        except HTTPError:
-            pass       # the file is stored whole: the answer says so all the same
+        # Under the end lock from the last look at the data file to the
+        # remembered state: a cancel before it wins (no file takes the name), one
+        # after it finds the file renamed and the state written, and removes that.
+        with ending(self.fd):
+            if os.fstat(self.fd).st_nlink == 0:
+                raise gone(self.id)
+            try:
+                replaced, st = store.uploads.commit(partial.name,
+                                                    types.SimpleNamespace(temp_path=data),
+                                                    Condition.kept(partial.conditions))
+            except HTTPError as error:
+                self.refused(error)
+                raise
+            done = Completed(**{**vars(partial), 'length': partial.offset, 'complete': True,
+                                'replaced': replaced, 'etag': etag_of(st)})
+            try:
+                # Remembered until it expires, so that a client that missed the
+                # answer learns from HEAD that the upload completed (the draft).
+                # Claimed: a cancel that came after the rename (no data file to
+                # lock) removed the .meta, and nothing of the upload stays.
+                store._write(done, claim=True)
+            except OSError:
+                pass   # the file is stored whole: the answer says so all the same
         return done
+
+    def refused(self, error):
+        """A completion refused: by a client error (4xx: a digest, a condition) the
+        representation is refused as a whole, which no byte sent again changes
+        (the draft: "resuming the upload would not resolve this error"), so its
+        bytes go now, rather than lie on the disk until --partial-expiry.  A 5xx
+        (a full disk at the rename) keeps them: the client may complete it again."""
+        if 400 <= error.status < 500:
+            self.store._remove(self.id)
+            error.headers.append(('Upload-Complete', '?1'))
 
 
 @dataclass(frozen=True)

@@ -529,3 +529,137 @@ def test_a_whole_part_cut_midway_keeps_nothing(store, folder):
         store.append(partial.id, 10, cut_after(b'b' * 500), whole=True)
     assert store.offset(partial.id) == 10
     assert os.path.getsize(os.path.join(folder, PREFIX + partial.id)) == 10
+
+
+def held_meta_writes(monkeypatch, writing, release):
+    """Every .meta write of the store pauses once its temporary file is written,
+    says so (``writing``) and waits for ``release``: the moment a cancel found
+    a checkpoint's temporary .meta in the folder."""
+    class Held(resumable.AtomicFile):
+        def finish(self):
+            super().finish()
+            writing.set()
+            assert release.wait(WAIT)
+
+    monkeypatch.setattr(resumable, 'AtomicFile', Held)
+
+
+def cancel_waits_said(monkeypatch, cancelling):
+    """``cancelling`` is set when the thread named 'cancel' is about to wait for
+    the upload's end lock (resumable.ending)."""
+    real_ending = resumable.ending
+
+    def ending(fd):
+        if threading.current_thread().name == 'cancel':
+            cancelling.set()
+        return real_ending(fd)
+
+    monkeypatch.setattr(resumable, 'ending', ending)
+
+
+def cancel_while_held(appender, held, canceller, cancelling, release):
+    """Start ``appender``; once it is ``held``, start ``canceller``; once that one
+    waits for the lock or is done (``cancelling``), ``release`` the appender;
+    both end within WAIT."""
+    appender.start()
+    try:
+        assert held.wait(WAIT)
+        canceller.start()
+        assert cancelling.wait(WAIT)
+    finally:
+        release.set()
+        appender.join(WAIT)
+        if canceller.ident is not None:
+            canceller.join(WAIT)
+    assert not appender.is_alive() and not canceller.is_alive()
+
+
+def test_a_cancel_during_a_meta_write_leaves_nothing_once_answered(store, folder, monkeypatch):
+    """The append's client leaves; while its offset is being written to .meta, a
+    DELETE comes.  Once the cancel returns (the 204 goes out), nothing of the
+    upload is in the folder, and the append's end does not bring any back."""
+    partial = store.create('raced.bin')
+    writing, release, cancelling = threading.Event(), threading.Event(), threading.Event()
+    held_meta_writes(monkeypatch, writing, release)
+    cancel_waits_said(monkeypatch, cancelling)
+    errors, after_cancel = [], []
+
+    def append():
+        try:
+            store.append(partial.id, 0, cut_after(b'm' * 10_000))
+        except (UploadError, ConnectionResetError) as exc:
+            errors.append(exc)
+
+    def cancel():
+        try:
+            store.cancel(partial.id)
+        finally:
+            after_cancel.append(hidden(folder))
+            cancelling.set()
+
+    cancel_while_held(threading.Thread(target=append), writing,
+                      threading.Thread(target=cancel, name='cancel'), cancelling, release)
+    assert after_cancel == [[]]               # nothing left when the 204 would go out
+    assert os.listdir(folder) == []
+    assert [type(exc) for exc in errors] == [ConnectionResetError]   # the client's own end
+    assert store.open(partial.id) is None
+
+
+def test_a_cancel_just_after_the_completing_rename_leaves_only_the_file(store, folder):
+    """The completion renamed the data file (the file is stored: the completion
+    won) and has still to write the remembered state when a DELETE comes: the
+    cancel removes the .meta, and the completion, claiming it, writes none."""
+    partial = store.create('won.bin')
+    renamed, release = threading.Event(), threading.Event()
+    real_commit = store.uploads.commit
+
+    def commit(*args, **kwargs):
+        result = real_commit(*args, **kwargs)
+        renamed.set()
+        assert release.wait(WAIT)
+        return result
+
+    store.uploads.commit = commit
+    results = []
+    appender = threading.Thread(target=lambda: results.append(
+        store.append(partial.id, 0, pieces(b'w' * 3000), complete=True)))
+    appender.start()
+    try:
+        assert renamed.wait(WAIT)
+        store.cancel(partial.id)
+        assert hidden(folder) == []
+    finally:
+        release.set()
+        appender.join(WAIT)
+    assert not appender.is_alive()
+    assert results and results[0].complete             # its answer: stored
+    assert os.listdir(folder) == ['won.bin']           # and nothing of the upload
+    with open(os.path.join(folder, 'won.bin'), 'rb') as stored:
+        assert stored.read() == b'w' * 3000
+    assert store.open(partial.id) is None
+
+
+def test_a_cancel_while_a_completion_holds_the_upload_waits_and_removes_its_state(
+        store, folder, monkeypatch):
+    """A DELETE that comes while the completion is renaming waits for it; the file
+    is stored (the completion won), and the cancel removes the remembered state."""
+    partial = store.create('first.bin')
+    committing, release, cancelling = threading.Event(), threading.Event(), threading.Event()
+    real_commit = store.uploads.commit
+
+    def commit(*args, **kwargs):
+        committing.set()
+        assert release.wait(WAIT)
+        return real_commit(*args, **kwargs)
+
+    store.uploads.commit = commit
+    cancel_waits_said(monkeypatch, cancelling)
+    results, cancelled = [], []
+    appender = threading.Thread(target=lambda: results.append(
+        store.append(partial.id, 0, pieces(b'f' * 3000), complete=True)))
+    canceller = threading.Thread(target=lambda: cancelled.append(store.cancel(partial.id)),
+                                 name='cancel')
+    cancel_while_held(appender, committing, canceller, cancelling, release)
+    assert results and results[0].complete and cancelled == [None]
+    assert os.listdir(folder) == ['first.bin']
+    assert store.open(partial.id) is None

@@ -214,6 +214,34 @@ def test_delete_cancels(site):
     assert patch(site.port, location, 20_000, b'x' * 30_000).status == 404
 
 
+@pytest.mark.parametrize('end', ['rest sent', 'client gone'])
+def test_delete_during_a_patch_leaves_nothing_whatever_the_patch_does_after(site, end):
+    """A PATCH held mid-body; a DELETE on another connection is answered 204, and
+    then already nothing of the upload is in the folder; the PATCH's end (the
+    rest of its body, or its client leaving) brings nothing back."""
+    data = os.urandom(60_000)
+    location = create_and_cut(site.port, 'held.bin', data, 10_000)
+    partial = site.uploads / (PREFIX + location.rsplit('/', 1)[1])
+    with RawClient(site.port) as held:
+        held.send(request_bytes('PATCH', location, [
+            PATCH_TYPE, 'Upload-Offset: 10000', 'Upload-Complete: ?1',
+            f'Content-Length: {len(data) - 10_000}'], data[10_000:30_000]))
+        wait_until(lambda: partial.stat().st_size >= 30_000, 'the PATCH writing')
+        with RawClient(site.port) as client:
+            client.send(request_bytes('DELETE', location, ['Connection: close']))
+            assert client.reply('DELETE').status == 204
+        assert [name for name in os.listdir(site.uploads) if name.startswith(PREFIX)] == []
+        if end == 'rest sent':
+            held.send(data[30_000:])
+            assert held.reply('PATCH').status == 404
+        else:
+            held.shut_write()
+            while held.sock.recv(65536):      # to the server's close (the socket's timeout)
+                pass
+    assert os.listdir(site.uploads) == []         # no file took the name either
+    assert head(site.port, location).status == 404
+
+
 def test_an_expired_upload_is_gone(tmp_path):
     site = Site(tmp_path, partial_expiry=60)
     try:

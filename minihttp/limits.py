@@ -274,8 +274,8 @@ MAX_UPLOAD = 1 * GiB
 # bytes, so that the fsync after its last byte waits for about one step, not
 # for all of it (by default the kernel starts writing at 10% of memory dirty).
 WRITEBACK_STEP = 64 * MiB
-# An upload's bytes past the first HANDOFF_AFTER are hashed and written by a
-# thread of its own (uploads.Handoff), in blocks of HANDOFF_BLOCK, at most
+# An upload's bytes past the first HANDOFF_AFTER are written by a thread of
+# its own (uploads.Handoff; the receiving thread hashes them: uploads.Incoming), in blocks of HANDOFF_BLOCK, at most
 # HANDOFF_BLOCKS of them held (the memory one upload takes for it); smaller
 # uploads cost no thread.  A block is one write to the kernel, whose cost per
 # byte falls with the write's size (1 GiB into the page cache here: 0.46-0.60 s

@@ -1137,9 +1137,10 @@ class TLSConnection:
         64 KiB read of a body is one call, not four).  Stops at a record not all here,
         or at close_notify (the next call meets it again, and says 0)."""
         view = memoryview(buffer)
+        read, incoming = self._sslobj.read, self._incoming   # (one lookup, not one a record)
         try:
-            while got < size and self._incoming.pending:
-                more = self._sslobj.read(size - got, view[got:size])
+            while got < size and incoming.pending:
+                more = read(size - got, view[got:size])
                 if not more:
                     # close_notify (ssl's read says 0 for it, while ours is not sent):
                     # the next read says it again, and ``pending`` that it is here.

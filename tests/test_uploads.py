@@ -822,8 +822,8 @@ def test_handoff_stop_drops_what_is_waiting_and_ends_its_thread():
 
 @pytest.fixture
 def handed_off(monkeypatch):
-    """Every upload past its first 10,000 bytes hashed and written by a handoff's thread,
-    in blocks of 4096 bytes, two of them."""
+    """Every upload past its first 10,000 bytes written by a handoff's thread (hashed by
+    the receiving one), in blocks of 4096 bytes, two of them."""
     monkeypatch.setattr(uploads_module, 'HANDOFF_AFTER', 10_000)
     monkeypatch.setattr(uploads_module, 'HANDOFF_BLOCK', 4096)
     monkeypatch.setattr(uploads_module, 'HANDOFF_BLOCKS', 2)
@@ -852,6 +852,43 @@ def test_a_handed_off_upload_is_stored_whole_and_its_digest_checked(
     assert (in_process.directory / 'right.bin').read_bytes() == content
     assert not (in_process.directory / 'wrong.bin').exists() and not temps(in_process.directory)
     wait_until(lambda: not handoff_threads(), 'every handoff thread ended')
+
+
+class ThreadsSeen:
+    """A hash that notes which threads fed it."""
+
+    def __init__(self, hash):
+        self.hash, self.threads = hash, set()
+
+    def update(self, piece):
+        self.threads.add(threading.get_ident())
+        self.hash.update(piece)
+
+
+def test_every_byte_is_hashed_on_the_receiving_thread_and_written_by_the_handoff(
+        tmp_path, handed_off):
+    incoming = uploads_module.Incoming(str(tmp_path), None, more=('sha-512',))
+    incoming.hash = ThreadsSeen(incoming.hash)
+    incoming.more = {name: ThreadsSeen(h) for name, h in incoming.more.items()}
+    written = set()
+    write = incoming._write
+    incoming._write = lambda piece: (written.add(threading.get_ident()), write(piece))
+    content = os.urandom(100_003)
+    try:
+        for at in range(0, len(content), 7_001):
+            incoming.write(content[at:at + 7_001])
+        assert incoming.handoff is not None          # past HANDOFF_AFTER: handed off
+        incoming.settle()
+        hashes = [incoming.hash, *incoming.more.values()]
+        assert all(h.threads == {threading.get_ident()} for h in hashes)
+        assert len(written) == 2 and threading.get_ident() in written   # and the handoff's
+        assert incoming.hash.hash.hexdigest() == hashlib.sha256(content).hexdigest()
+        assert incoming.more['sha-512'].hash.digest() == hashlib.sha512(content).digest()
+        incoming.finish()
+        with open(incoming.temp_path, 'rb') as stored:
+            assert stored.read() == content
+    finally:
+        incoming.discard()
 
 
 @pytest.mark.parametrize('fails', ['write', 'flush'])

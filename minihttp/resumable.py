@@ -58,7 +58,7 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass
 
-from .atomic import FILE_MODE, AtomicFile
+from .atomic import FILE_MODE, AtomicFile, sync_directory
 from .errors import HTTPError
 from .files import etag_of
 from .limits import (APPEND_LOCK_POLL, APPEND_LOCK_WAIT, EXPIRE_AFTER, EXPIRE_BATCH, MAX_META,
@@ -67,6 +67,7 @@ from .uploads import TEMP_PREFIX, Condition, UploadStore, check_name, storage_er
 
 PREFIX = '.partial-'
 META = '.meta'
+DONE = '-done'
 assert not PREFIX.startswith(TEMP_PREFIX) and not TEMP_PREFIX.startswith(PREFIX)
 
 # An upload's ID: secrets.token_urlsafe(18), 24 characters of the URL-safe
@@ -196,13 +197,14 @@ class PartialStore:
         except (ValueError, KeyError, TypeError):
             return None          # torn or foreign: AtomicFile never leaves one torn
 
-    def _write(self, partial, claim=False):
-        """Replace the .meta of ``partial`` atomically and durably; whether it did.
+    def _done(self, upload_id):
+        # A completion's remembered state, written before its file takes its name
+        # and renamed over the .meta after (named as a .meta's temporary file:
+        # expire() removes one a crash left).
+        return self._meta(upload_id) + DONE
 
-        ``claim``: only a .meta that is still there (False when it is gone).
-        The old one is renamed away first, which fails when it is gone: a test
-        and a removal in one step, with no moment for a cancel between them.
-        """
+    def _write(self, partial, path=None):
+        """Write the .meta of ``partial`` (or ``path``) atomically and durably."""
         meta = {'name': partial.name, 'length': partial.length, 'offset': partial.offset,
                 'complete': partial.complete, 'created': partial.created}
         if partial.conditions:
@@ -213,26 +215,14 @@ class PartialStore:
         try:
             out.file.write(json.dumps(meta, ensure_ascii=False).encode('utf-8'))
             out.finish()
-            if not claim:
-                out.commit(self._meta(partial.id))
-                return True
-            # Named as a .meta's temporary file: expire() removes one a crash left.
-            old = out.temp_path + '-old'
-            try:
-                os.rename(self._meta(partial.id), old)
-            except FileNotFoundError:
-                return False
-            try:
-                out.commit(self._meta(partial.id))
-            finally:
-                os.unlink(old)
-            return True
+            out.commit(path or self._meta(partial.id))
         finally:
             out.discard()
 
     def _remove(self, upload_id):
-        """Remove an upload's files (data first: the .meta is what makes it exist)."""
-        for path in (self._data(upload_id), self._meta(upload_id)):
+        """Remove an upload's files (data first: the .meta is what makes it exist;
+        a completion's state to come before the .meta, so that none replaces it after)."""
+        for path in (self._data(upload_id), self._done(upload_id), self._meta(upload_id)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -361,8 +351,8 @@ class PartialStore:
             fd = os.open(self._data(upload_id), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             # Completed (or its bytes lost): no append can write but a completion
-            # between its rename and its last .meta, which claims the .meta (_write)
-            # and so writes nothing once this removed it.
+            # between its rename and its last .meta, whose state to come _remove
+            # takes before the .meta: its rename into place then fails.
             self._remove(upload_id)
             return
         except OSError as exc:
@@ -525,12 +515,19 @@ class Append:
                 raise storage_error(exc) from None
         return new
 
+    def remove(self):
+        """End the upload, its files removed once the checkpoint in progress is
+        done: it would write the .meta back.  (Not the end lock: an OFD lock
+        does not exclude the threads that share this one open file.)"""
+        self.wait()
+        self.store._remove(self.id)
+
     def recover(self):
         """Cut what a crash left past the durable offset; deactivate a shortened file."""
         size = os.fstat(self.fd).st_size
         durable = self.partial.offset
         if size < durable:
-            self.store._remove(self.id)
+            self.remove()
             raise UploadError(404, f'upload {self.id[:40]!r} lost data it had acknowledged')
         if size > durable:
             os.ftruncate(self.fd, durable)
@@ -550,10 +547,10 @@ class Append:
         if partial.length is not None and end > partial.length:
             # The draft: reject once the offset would pass the length, and mark
             # the upload invalid; this piece is not written.
-            store._remove(self.id)
+            self.remove()
             raise inconsistent_length(f'more than the {partial.length} bytes declared')
         if store.max_upload is not None and end > store.max_upload:
-            store._remove(self.id)
+            self.remove()
             raise UploadError(413, f'upload: more than {store.max_upload} bytes', close=True)
         if self.flush_error is not None:
             raise self.flush_error
@@ -636,24 +633,35 @@ class Append:
         with ending(self.fd):
             if os.fstat(self.fd).st_nlink == 0:
                 raise gone(self.id)
+            # Remembered until it expires, so that a client that missed the answer
+            # learns from HEAD that the upload completed (the draft).  Written
+            # before the rename, put in place by one rename after it: a cancel that
+            # comes between (no data file to lock) removes it first and then the
+            # .meta, so that nothing of the upload stays, and that rename fails.
+            done = store._done(self.id)
             try:
-                replaced, st = store.uploads.commit(partial.name,
-                                                    types.SimpleNamespace(temp_path=data),
-                                                    Condition.kept(partial.conditions))
-            except HTTPError as error:
-                self.refused(error)
-                raise
-            done = Completed(**{**vars(partial), 'length': partial.offset, 'complete': True,
-                                'replaced': replaced, 'etag': etag_of(st)})
+                store._write(dataclasses.replace(partial, length=partial.offset,
+                                                 complete=True), done)
+            except OSError as exc:
+                raise storage_error(exc) from None
             try:
-                # Remembered until it expires, so that a client that missed the
-                # answer learns from HEAD that the upload completed (the draft).
-                # Claimed: a cancel that came after the rename (no data file to
-                # lock) removed the .meta, and nothing of the upload stays.
-                store._write(done, claim=True)
-            except OSError:
-                pass   # the file is stored whole: the answer says so all the same
-        return done
+                try:
+                    replaced, st = store.uploads.commit(partial.name,
+                                                        types.SimpleNamespace(temp_path=data),
+                                                        Condition.kept(partial.conditions))
+                except HTTPError as error:
+                    self.refused(error)
+                    raise
+                try:
+                    os.rename(done, store._meta(self.id))
+                    sync_directory(store.directory)
+                except OSError:
+                    pass   # cancelled, or the disk: the file is stored whole all the same
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(done)
+        return Completed(**{**vars(partial), 'length': partial.offset, 'complete': True,
+                            'replaced': replaced, 'etag': etag_of(st)})
 
     def refused(self, error):
         """A completion refused: by a client error (4xx: a digest, a condition) the

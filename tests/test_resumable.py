@@ -663,3 +663,130 @@ def test_a_cancel_while_a_completion_holds_the_upload_waits_and_removes_its_stat
     assert results and results[0].complete and cancelled == [None]
     assert os.listdir(folder) == ['first.bin']
     assert store.open(partial.id) is None
+
+
+@pytest.mark.parametrize('limit', ['length', 'max_upload'])
+def test_an_append_past_its_limit_during_a_checkpoint_leaves_nothing(folder, monkeypatch, limit):
+    """An append that passes the declared length (or --max-upload) removes the
+    upload; a checkpoint writing the .meta at that moment must not bring the
+    .meta back once the removal is done (the removal holds the end lock too)."""
+    store = PartialStore(folder, max_upload=100 * 1024 if limit == 'max_upload' else None,
+                         expire_after=3600)
+    partial = store.create('over.bin', length=100 * 1024 if limit == 'length' else None)
+    monkeypatch.setattr(resumable, 'WRITEBACK_STEP', 64 * 1024)
+    writing, release, removing = threading.Event(), threading.Event(), threading.Event()
+    held_meta_writes(monkeypatch, writing, release)
+    real_wait = resumable.Append.wait
+
+    def wait(self):
+        if threading.current_thread().name == 'appender':
+            removing.set()          # the appender waits for the checkpoint's write
+        return real_wait(self)
+
+    monkeypatch.setattr(resumable.Append, 'wait', wait)
+    real_remove = store._remove
+
+    def remove(upload_id):
+        real_remove(upload_id)
+        removing.set()              # (or it removed without waiting)
+
+    store._remove = remove
+    errors = []
+
+    def source(sink):
+        sink(b'o' * 64 * 1024)              # a checkpoint starts, its .meta write held
+        assert writing.wait(WAIT)
+        sink(b'o' * 40 * 1024)              # past the limit: the upload is removed
+
+    def append():
+        try:
+            store.append(partial.id, 0, source)
+        except UploadError as exc:
+            errors.append(exc)
+
+    appender = threading.Thread(target=append, name='appender')
+    appender.start()
+    try:
+        assert removing.wait(WAIT)
+    finally:
+        release.set()
+        appender.join(WAIT)
+    assert not appender.is_alive()
+    assert [exc.status for exc in errors] == [400 if limit == 'length' else 413]
+    assert hidden(folder) == []
+    assert store.open(partial.id) is None
+
+
+def test_a_cancel_in_the_completions_last_write_leaves_nothing_once_answered(
+        store, folder, monkeypatch):
+    """The completion renamed the data file and is writing the remembered state
+    when a cancel, which read the .meta and then found no data file, removes what
+    it finds: once it returns, nothing of the upload is in the folder, and the
+    completion's last write brings no .meta back (the file stays: it won)."""
+    partial = store.create('gap.bin')
+    renamed, go_on, in_gap, go_commit = (threading.Event() for _ in range(4))
+    removing, go_remove = threading.Event(), threading.Event()
+    real_commit = store.uploads.commit
+    data = os.path.join(folder, PREFIX + partial.id)
+
+    def commit(*args, **kwargs):
+        result = real_commit(*args, **kwargs)
+        renamed.set()
+        assert go_on.wait(WAIT)
+        return result
+
+    store.uploads.commit = commit
+    real_rename, real_replace = os.rename, os.replace
+
+    def held(real):
+        def move(source, target, *args, **kwargs):
+            # The completion's .meta write, once its data file is renamed.
+            if (threading.current_thread().name == 'appender'
+                    and str(target).endswith(resumable.META) and not os.path.exists(data)):
+                in_gap.set()
+                assert go_commit.wait(WAIT)
+            return real(source, target, *args, **kwargs)
+        return move
+
+    monkeypatch.setattr(resumable.os, 'rename', held(real_rename))
+    monkeypatch.setattr(resumable.os, 'replace', held(real_replace))
+    real_remove = store._remove
+
+    def remove(upload_id):
+        if threading.current_thread().name == 'cancel':
+            removing.set()
+            assert go_remove.wait(WAIT)
+        real_remove(upload_id)
+
+    store._remove = remove
+    results, after_cancel = [], []
+    appender = threading.Thread(name='appender', target=lambda: results.append(
+        store.append(partial.id, 0, pieces(b'g' * 3000), complete=True)))
+
+    def cancel():
+        try:
+            store.cancel(partial.id)
+        except UploadError as exc:
+            after_cancel.append(exc.status)
+        after_cancel.append(hidden(folder))
+
+    canceller = threading.Thread(name='cancel', target=cancel)
+    appender.start()
+    try:
+        assert renamed.wait(WAIT)
+        canceller.start()
+        assert removing.wait(WAIT)       # the cancel found no data file
+        go_on.set()
+        in_gap.wait(WAIT)                # the completion writes its state (if it does)
+        go_remove.set()
+        canceller.join(WAIT)
+    finally:
+        go_on.set()
+        go_remove.set()
+        go_commit.set()
+        appender.join(WAIT)
+        canceller.join(WAIT)
+    assert not appender.is_alive() and not canceller.is_alive()
+    assert results and results[0].complete
+    assert os.listdir(folder) == ['gap.bin']
+    assert store.open(partial.id) is None

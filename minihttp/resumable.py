@@ -436,11 +436,14 @@ FLOCK = struct.Struct('hhqqi4x')
 def ending(fd):
     """Hold the end lock of the upload whose data file is open as ``fd``.
 
-    An OFD lock (Linux 3.15): like flock it belongs to the open file, so the
-    threads of one process exclude each other, but it is a lock of its own,
-    independent of the append's flock on the same file (on a local file
-    system; NFS emulates flock with such locks).  Held for a .meta write or
-    a removal, so waited for without a deadline.
+    An OFD lock (Linux 3.15): like flock it belongs to the open file, so two
+    requests (each opens the file: threads of one process or of two) exclude
+    each other, but it is a lock of its own, independent of the append's flock
+    on the same file (on a local file system; NFS emulates flock with such
+    locks).  It does not exclude the threads that share one open file: an
+    append's own checkpoint is waited for instead (Append.wait), never run
+    beside another write of the same append's.  Held for a .meta write or a
+    removal, so waited for without a deadline.
     """
     fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
     try:

@@ -605,11 +605,9 @@ def test_a_cancel_during_a_meta_write_leaves_nothing_once_answered(store, folder
     assert store.open(partial.id) is None
 
 
-def test_a_cancel_just_after_the_completing_rename_leaves_only_the_file(store, folder):
-    """The completion renamed the data file (the file is stored: the completion
-    won) and has still to write the remembered state when a DELETE comes: the
-    cancel removes the .meta, and the completion, claiming it, writes none."""
-    partial = store.create('won.bin')
+def held_after_commit(store):
+    """The store's completions held just after the data file took its name:
+    (renamed, set then; release, which lets the completion go on)."""
     renamed, release = threading.Event(), threading.Event()
     real_commit = store.uploads.commit
 
@@ -620,6 +618,16 @@ def test_a_cancel_just_after_the_completing_rename_leaves_only_the_file(store, f
         return result
 
     store.uploads.commit = commit
+    return renamed, release
+
+
+def test_a_cancel_just_after_the_completing_rename_leaves_only_the_file(store, folder):
+    """The completion renamed the data file (the file is stored: the completion
+    won) and has still to write the remembered state when a DELETE comes: the
+    cancel removes the state the completion wrote to put in place, and the .meta,
+    and the completion's last rename then fails: it writes none."""
+    partial = store.create('won.bin')
+    renamed, release = held_after_commit(store)
     results = []
     appender = threading.Thread(target=lambda: results.append(
         store.append(partial.id, 0, pieces(b'w' * 3000), complete=True)))
@@ -724,18 +732,10 @@ def test_a_cancel_in_the_completions_last_write_leaves_nothing_once_answered(
     it finds: once it returns, nothing of the upload is in the folder, and the
     completion's last write brings no .meta back (the file stays: it won)."""
     partial = store.create('gap.bin')
-    renamed, go_on, in_gap, go_commit = (threading.Event() for _ in range(4))
+    renamed, go_on = held_after_commit(store)
+    in_gap, go_commit = threading.Event(), threading.Event()
     removing, go_remove = threading.Event(), threading.Event()
-    real_commit = store.uploads.commit
     data = os.path.join(folder, PREFIX + partial.id)
-
-    def commit(*args, **kwargs):
-        result = real_commit(*args, **kwargs)
-        renamed.set()
-        assert go_on.wait(WAIT)
-        return result
-
-    store.uploads.commit = commit
     real_rename, real_replace = os.rename, os.replace
 
     def held(real):

@@ -622,7 +622,11 @@ def main(argv=None):
     # A supervisor may send SIGTERM as soon as it reads the listening line,
     # before run_until_signalled installs its handlers: until then SIGTERM
     # stops us as Ctrl-C does (exit 0), instead of killing us by the signal.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGINT too, even when we were started with it ignored (a shell's
+    # background job): run_until_signalled obeys it, so the moments before
+    # must not ignore it.
+    previous = {sig: signal.signal(sig, signal.default_int_handler)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if args.command == 'blocks':
             return run_blocks(args)
@@ -630,4 +634,5 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from minihttp import cli
 from minihttp.cli import build_parser
 from minihttp.responses import Response
 from minihttp.records import describe
@@ -472,6 +473,29 @@ def test_sigterm_right_after_the_listening_line_exits_0(serve):
     server = serve()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(WAIT) == 0
+
+
+def test_sigint_ignored_at_start_still_stops_the_server_before_its_loop(monkeypatch):
+    # A shell's background job starts with SIGINT ignored.  The loop obeys SIGINT once
+    # its handlers are in (run_until_signalled); the moments before it, after the
+    # listening line is said, must not ignore it either: SIGINT then is Ctrl-C (exit 0),
+    # and what was set before is back when main returns.
+    seen = {}
+
+    def run_serve(args):
+        seen['int'] = signal.getsignal(signal.SIGINT)
+        seen['term'] = signal.getsignal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)      # as if it came right after the line
+        seen['after'] = True                    # (never: the signal stops main)
+
+    monkeypatch.setattr(cli, 'run_serve', run_serve)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert cli.main(['serve']) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == {'int': signal.default_int_handler, 'term': signal.default_int_handler}
 
 
 def test_sigterm_lets_an_in_flight_request_finish_within_grace(serve):

@@ -177,6 +177,13 @@ def server_context(cert, key, password_file=None, ask=None, now=None):
             raise TLSConfigError(f'key file {key}: is encrypted, and no password was given'
                                  ' (--tls-password-file)')
     context = _common(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    # A client's TCP end without close_notify (RFC 8446 section 6.1 asks for one first)
+    # is read as the end it is, not answered with a fatal alert: OpenSSL 3 sends
+    # decode_error then, and a client that half-closed after its request, still reading
+    # its answer, would meet that alert after the answer's last byte.  Nothing cut short
+    # passes for whole: the framing above TLS (a head's blank line, Content-Length,
+    # chunks, the block stream's empty block) finds every message the end cut.
+    context.options |= getattr(ssl, 'OP_IGNORE_UNEXPECTED_EOF', 0)
 
     def no_prompt():
         # Never OpenSSL's own terminal prompt: a key we judged unencrypted
@@ -1123,12 +1130,14 @@ class TLSConnection:
                 # At the socket's EOF the BIO is told, and OpenSSL decides: a
                 # clean close or a truncation (below).
                 self._receive()
-            except ssl.SSLZeroReturnError:     # close_notify: a clean end
+            except ssl.SSLZeroReturnError:
+                # close_notify: a clean end (and, for a server's context, the TCP
+                # stream's end without one: OP_IGNORE_UNEXPECTED_EOF, server_context)
                 return 0
             except ssl.SSLEOFError:
-                # The TCP stream ended without close_notify.  As SSLSocket's
-                # suppress_ragged_eofs: an end, as on a plain socket; a message
-                # cut short shows as one to the framing readers above.
+                # The TCP stream ended without close_notify (a client's context).  As
+                # SSLSocket's suppress_ragged_eofs: an end, as on a plain socket; a
+                # message cut short shows as one to the framing readers above.
                 return 0
 
     def _read_held(self, buffer, got, size):

@@ -174,6 +174,39 @@ def test_a_body_in_the_record_after_its_head_is_read_at_once(server):
     assert reply.status == 201          # at once: body_timeout is 5 s, WAIT shorter
 
 
+def test_a_client_that_half_closes_after_its_request_reads_its_answer_to_a_clean_end(server):
+    """A client may end its side after its request (shutdown(SHUT_WR)) without a
+    close_notify, and read on: it gets the whole answer, then the server's close_notify,
+    not a fatal alert after the last byte (OpenSSL 3 answers a bare TCP end with
+    decode_error unless told to take it as the end).  The client is the stdlib's."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = server.client.wrap_bio(incoming, outgoing, server_hostname='localhost')
+    received = bytearray()
+    with socket.create_connection(('127.0.0.1', server.port), timeout=WAIT) as raw:
+        while True:
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                got = raw.recv(65536)
+                assert got, 'the server closed mid-handshake'
+                incoming.write(got)
+        raw.sendall(outgoing.read())
+        client.write(b'GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n')
+        raw.sendall(outgoing.read())
+        raw.shutdown(socket.SHUT_WR)        # the TCP stream's end alone
+        while got := raw.recv(65536):       # up to the server's close
+            received += got
+    incoming.write(bytes(received))
+    incoming.write_eof()
+    answer = bytearray()
+    while got := client.read(65536):        # b'' at close_notify; an alert raises
+        answer += got
+    assert answer.startswith(b'HTTP/1.1 200 ')
+    assert answer.endswith(b'<p>over TLS</p>\n')
+
+
 def test_100_continue_over_tls(server):
     body = os.urandom(50_000)
     with server.connect() as sock:

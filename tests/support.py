@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -279,6 +280,21 @@ def run_minihttp(*args, timeout=60.0, **options):
 
 
 # -- waits, each with a deadline -------------------------------------------------------
+
+def bio_handshake(client, incoming, outgoing, sock):
+    """Drive a stdlib TLS client over memory BIOs (``client``: an SSLObject on ``incoming``
+    and ``outgoing``) through its handshake on ``sock``.  Its last flight stays in
+    ``outgoing``, for the caller to send (alone, or with what it writes next)."""
+    while True:
+        try:
+            client.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            got = sock.recv(65536)
+            assert got, 'the server closed mid-handshake'
+            incoming.write(got)
+
 
 def wait_until(condition, what, timeout=WAIT, interval=0.005):
     """Poll ``condition`` until it holds, failing after ``timeout`` seconds.

@@ -23,7 +23,7 @@ from minihttp.tls import TLS_RECEIVE_SIZE, TLS_SEND_SIZE, RecordScanner, TLSConn
 from minihttp.app import App
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
-from support import WAIT, read_reply, wait_until
+from support import WAIT, bio_handshake, read_reply, wait_until
 from test_tls import read_exactly
 
 pytestmark = pytest.mark.timeout(60)
@@ -123,13 +123,7 @@ def test_a_request_sent_with_the_clients_finished_is_the_first_exchanges(context
     thread = threading.Thread(target=server.do_handshake, daemon=True)
     thread.start()
     with client_sock, server:
-        while True:
-            try:
-                client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                client_sock.sendall(outgoing.read())
-                incoming.write(client_sock.recv(65536))
+        bio_handshake(client, incoming, outgoing, client_sock)
         client.write(REQUEST)
         client_sock.sendall(outgoing.read())         # Finished and the request together
         thread.join(WAIT)

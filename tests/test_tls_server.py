@@ -17,8 +17,8 @@ from minihttp import tls
 from minihttp.app import App
 from minihttp.eventloop import HANDSHAKE, EventLoop
 from minihttp.server import HTTPServer
-from support import (HTTP_LISTENING, LISTENING, WAIT, Client, curl, free_port, get, read_reply,
-                     run_minihttp, sha256_file, wait_until)
+from support import (HTTP_LISTENING, LISTENING, WAIT, Client, bio_handshake, curl, free_port, get,
+                     read_reply, run_minihttp, sha256_file, wait_until)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -183,15 +183,7 @@ def test_a_client_that_half_closes_after_its_request_reads_its_answer_to_a_clean
     client = server.client.wrap_bio(incoming, outgoing, server_hostname='localhost')
     received = bytearray()
     with socket.create_connection(('127.0.0.1', server.port), timeout=WAIT) as raw:
-        while True:
-            try:
-                client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                raw.sendall(outgoing.read())
-                got = raw.recv(65536)
-                assert got, 'the server closed mid-handshake'
-                incoming.write(got)
+        bio_handshake(client, incoming, outgoing, raw)
         raw.sendall(outgoing.read())
         client.write(b'GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n')
         raw.sendall(outgoing.read())

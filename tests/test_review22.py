@@ -1,17 +1,20 @@
-"""A hostile peer against the block transport over TLS: the block client's only word that a
-stream was kept is the server's close, and over TLS a close that an attacker on the path
-can forge (a bare TCP FIN) is no word at all.  The server ends a kept stream with its
-close_notify; the client says Sent only after one (RFC 8446 section 6.1)."""
+"""The block client's only word that a stream was kept is the server's close.  Over TLS a
+close that anyone on the path can forge (a bare TCP FIN) is no word at all: the server ends
+a kept stream with its close_notify, and the client says Sent only after one (RFC 8446
+section 6.1).  A client stopped by a signal before that word exits 1, not 0."""
 
+import signal
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from minihttp import tls
-from support import LISTENING, WAIT, bio_handshake, run_minihttp
+from support import LISTENING, REPO, WAIT, bio_handshake, run_minihttp
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -107,3 +110,30 @@ def test_the_block_client_takes_no_bare_tcp_end_for_a_kept_stream(pki):
     assert b'Sent' not in done.stdout
     assert b'close_notify' in done.stderr
     assert b'Traceback' not in done.stderr
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_a_block_client_stopped_mid_stream_says_so_and_exits_1(sig):
+    """Ctrl-C (or SIGTERM, as `timeout` sends) while the client sends: a server's stop is
+    status 0, but a client's stream was not kept, and `blocks -c --file F && rm F` must
+    not go on."""
+    listener = socket.create_server(('127.0.0.1', 0))
+    listener.settimeout(WAIT)
+    client = subprocess.Popen(
+        [sys.executable, '-m', 'minihttp', 'blocks', '-c', '-p', str(listener.getsockname()[1]),
+         '--file', '/dev/zero'], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(WAIT)
+            assert conn.recv(65536)         # it is sending: past its connect
+            client.send_signal(sig)         # (we read no more: it is held in its send)
+            out, err = client.communicate(timeout=WAIT)
+    finally:
+        listener.close()
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    assert client.returncode == 1, err
+    assert b'interrupted before the server said the stream was kept' in err
+    assert b'Sent' not in out and b'Traceback' not in err

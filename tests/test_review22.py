@@ -3,6 +3,7 @@ close that anyone on the path can forge (a bare TCP FIN) is no word at all: the 
 a kept stream with its close_notify, and the client says Sent only after one (RFC 8446
 section 6.1).  A client stopped by a signal before that word exits 1, not 0."""
 
+import re
 import signal
 import socket
 import ssl
@@ -137,3 +138,30 @@ def test_a_block_client_stopped_mid_stream_says_so_and_exits_1(sig):
     assert client.returncode == 1, err
     assert b'interrupted before the server said the stream was kept' in err
     assert b'Sent' not in out and b'Traceback' not in err
+
+
+FORM = (b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n\r\n'
+        + b'f' * 50_000 + b'\r\n--b0undary--\r\n')
+CUT_BODIES = {
+    # a chunk's data cut: the bytes that came were written (a resumable append keeps them)
+    'chunked': (b'PUT /uploads/cut.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: '
+                b'chunked\r\n\r\n5\r\nfirst\r\n10000\r\n' + b'x' * 1000, 1005,
+                ' (1 chunk, no last chunk)'),
+    # a form's body is read in 64 KiB pieces: one cut short is counted too
+    'form': (b'POST /uploads/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; '
+             b'boundary=b0undary\r\nContent-Length: %d\r\n\r\n' % len(FORM) + FORM[:40_000],
+             40_000, ''),
+}
+
+
+@pytest.mark.parametrize('kind', CUT_BODIES)
+def test_a_body_cut_mid_piece_is_logged_with_every_byte_that_came(serve, tmp_path, kind):
+    sent, received, chunks = CUT_BODIES[kind]
+    server = serve('--uploads', str(tmp_path / 'up'))
+    with socket.create_connection(('127.0.0.1', server.port), timeout=WAIT) as sock:
+        sock.sendall(sent)
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b''           # no answer (RFC 9112 section 8), then the end
+    server.wait_for_line(f'"client left: connection closed after {received} bytes of the '
+                         f'body{re.escape(chunks)}"$', stream='stderr')
+    assert not list((tmp_path / 'up').rglob('*.bin'))

@@ -150,7 +150,8 @@ def wait_for_close(sock, timeout, half_close=True):
     (the server closed with our bytes unread: it refused a block, or was stopping)
     or no close within ``timeout`` raises Refused.  Over TLS (``half_close``
     False) nothing is shut: SSLSocket.shutdown would drop the TLS layer under
-    the read that follows, and the server's close_notify ends that read."""
+    the read that follows, and the server's close_notify ends that read (a TCP end
+    without one, which anyone on the path can make, raises Refused)."""
     if half_close:
         sock.shutdown(socket.SHUT_WR)
     sock.settimeout(timeout)
@@ -164,3 +165,8 @@ def wait_for_close(sock, timeout, half_close=True):
                       '(its log says why)') from None
     if extra:
         raise Refused('the server sent bytes: it does not speak the block protocol')
+    if getattr(sock, 'ragged', False):
+        # Over TLS the server ends a kept stream with close_notify; a bare TCP end may be
+        # anyone's (RFC 8446 section 6.1), and a server's own cut or deadline ends so too.
+        raise Refused('the server closed without TLS close_notify: whether the stream '
+                      'was kept is unknown (its log says)')

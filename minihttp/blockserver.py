@@ -14,7 +14,7 @@ from .blocks import (HEADER, BlockTooLarge, TruncatedBlock, describe, get_block_
                      get_length)
 from .digests import ALGORITHMS, DEFAULT, serialize
 from .errors import peer_gone
-from .eventloop import BODY, BUSY, CLOSE, POOL, READ, Job, Protocol
+from .eventloop import BODY, BUSY, CLOSE, LINGER, POOL, READ, Job, Protocol
 from .framing import IncompleteRead
 from .limits import (BLOCK_PREVIEW, BLOCK_STREAM_THRESHOLD, BODY_TIMEOUT, HEAD_TIMEOUT,
                      KEEPALIVE_TIMEOUT, MAX_BLOCK, MAX_BLOCK_CONNECTIONS, MIN_RATE, RATE_WINDOW)
@@ -120,6 +120,10 @@ class BlockServer(Protocol):
         self.min_rate = min_rate
         self.rate_window = rate_window
         self.max_connections = max_connections   # the loop's, for the refusal's line
+
+    # A stream's close is the client's only word that it was kept: close_notify goes
+    # with the close of a kept stream alone (LINGER, from end), never with a cut one's.
+    close_notify_at_close = False
 
     # -- in the event loop ------------------------------------------------------------
 
@@ -307,6 +311,10 @@ class BlockServer(Protocol):
         # and finds its record.
         if problem:
             say(f'{problem} ({took})', err=True)
-        elif not self.quiet:
+            return CLOSE
+        if not self.quiet:
             say(line)
-        return CLOSE
+        # The close is the client's only word that its stream was kept (blocks.
+        # wait_for_close): over TLS it goes with our close_notify, which a FIN forged on
+        # the path cannot pass for; the loop's linger sends it, and our FIN after it.
+        return LINGER

@@ -69,6 +69,13 @@ class Body:
         self.read_to(bounded(out.extend, limit))
         return bytes(out)
 
+    def _data_cut(self, exc):
+        """The error for a read of body data that the stream's end cut, once the bytes
+        of it that did come are counted: 'after N bytes of the body' says what arrived
+        (a resumable append keeps them), not only the pieces and chunks that came whole."""
+        self.received += exc.received
+        return truncated_body(exc)
+
 
 def bounded(sink, limit):
     """A sink that raises 413 once more than ``limit`` bytes passed through it."""
@@ -110,7 +117,7 @@ class ContentLengthBody(Body):
             try:
                 piece = read_exact(min(BODY_PIECE, self.length - self.received))
             except IncompleteRead as exc:
-                raise truncated_body(exc) from None
+                raise self._data_cut(exc) from None
             self.received += len(piece)
             yield piece
         self.done = True
@@ -189,7 +196,7 @@ class ChunkedBody(Body):
             try:
                 read_exact_to(size, sink)
             except IncompleteRead as exc:
-                raise truncated_body(exc) from None
+                raise self._data_cut(exc) from None
             self.received += size
             end_chunk(size)
         return self.received
@@ -206,7 +213,7 @@ class ChunkedBody(Body):
                 try:
                     piece = read_exact(min(BODY_PIECE, remaining))
                 except IncompleteRead as exc:
-                    raise truncated_body(exc) from None
+                    raise self._data_cut(exc) from None
                 remaining -= len(piece)
                 self.received += len(piece)
                 yield piece

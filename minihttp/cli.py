@@ -469,6 +469,11 @@ def run_block_client(args):
             blocks.wait_for_close(sock, BLOCK_CLIENT_WAIT, half_close=context is None)
     except blocks.Refused as exc:
         return fail(f'{args.hostname} port {args.p}: {exc}', 1)
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM (main): a server's stop is its job done, a client's is not.
+        # Status 1, as for a refused stream: `blocks -c --file F && rm F` must not go on.
+        return fail(f'{args.hostname} port {args.p}: interrupted before the server said '
+                    'the stream was kept', 1)
     except OSError as exc:
         return fail(f'connection to {args.hostname} port {args.p} broke: '
                     f'{exc.strerror or exc}: the server refused or cut the stream', 1)

@@ -285,6 +285,11 @@ class Protocol:
     * the numbers ``keepalive_timeout`` (idle), ``head_timeout`` (a head
       begun), ``body_timeout`` (a body not begun, a stalled send, a receive
       on the pool), ``min_rate`` and ``rate_window`` (the pool's pace).
+    * ``close_notify_at_close``: whether a TLS connection the loop closes
+      (CLOSE, a deadline, a peer gone) gets our close_notify first.  LINGER always
+      sends one.  HTTP's messages frame themselves, so its every close may; the
+      block protocol's close is its only word that a stream was kept, which a
+      close_notify would give to a stream cut short (blockserver.end).
 
     What the protocol may use, and nothing else:
 
@@ -308,6 +313,7 @@ class Protocol:
     keepalive_timeout = head_timeout = body_timeout = 0.0
     min_rate = 0
     rate_window = 0.0
+    close_notify_at_close = True
     loop = None
 
     def attach(self, loop):
@@ -1293,7 +1299,8 @@ class EventLoop:
         if conn.counted:
             self._uncount(conn)
         tls = conn.tls
-        if tls is not None and state is not HANDSHAKE and tls.gettimeout() == 0.0:
+        if (tls is not None and state is not HANDSHAKE and tls.gettimeout() == 0.0
+                and self.protocol.close_notify_at_close):
             tls.unwrap()        # close_notify if the socket takes it now; never a wait
         try:
             conn.sock.close()

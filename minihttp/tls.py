@@ -876,6 +876,10 @@ class TLSConnection:
         # next read says the end without the socket, and ``pending`` says it is there
         # to read, so that no one waits on a socket the client may leave open for ours.
         self._ended = False
+        # Whether the TCP stream ended without the peer's close_notify (a client's
+        # context; a server's reads that end as a clean one): anyone on the path can end
+        # TCP, only the peer can send close_notify.
+        self.ragged = False
         # What OpenSSL's memory BIOs keep for the connection's life (a BIO never
         # shrinks its buffer), counted once one was given more than TLS_IDLE_LEAN:
         # the largest receive, the largest ciphertext sealed at once, and ``grown``,
@@ -1137,7 +1141,10 @@ class TLSConnection:
             except ssl.SSLEOFError:
                 # The TCP stream ended without close_notify (a client's context).  As
                 # SSLSocket's suppress_ragged_eofs: an end, as on a plain socket; a
-                # message cut short shows as one to the framing readers above.
+                # message cut short shows as one to the framing readers above.  Where
+                # the close itself is the message (the block client's word that its
+                # stream was kept), ``ragged`` says it was not the peer's.
+                self.ragged = True
                 return 0
 
     def _read_held(self, buffer, got, size):

@@ -27,8 +27,8 @@ import threading
 import time
 import typing
 
-from .eventloop import (AWAITING_BODY, BODY, BUSY, CLOSE, LINGER, POOL, QUEUED, READ, STREAM,
-                        Job as PoolJob, Protocol)
+from .eventloop import (AWAITING_BODY, BODY, BUSY, CLOSE, IDLE, LINGER, POOL, QUEUED, READ,
+                        STREAM, Job as PoolJob, Protocol)
 from .framing import write_all
 from .bodies import PARTIAL, Body, BodyCut, bounded, buffered_body, open_body
 from .errors import HTTPError, peer_gone
@@ -262,7 +262,8 @@ class HTTPServer(Protocol):
     def advance(self, conn):
         """Answer every whole request buffered that can be answered without blocking.
 
-        Returns what the connection waits for next (eventloop.READ; BODY for
+        Returns what the connection waits for next (eventloop.READ, or IDLE when
+        nothing more is buffered and the reader let its buffer go; BODY for
         work that reads a body, POOL for other blocking work, given to the
         loop with conn.give; LINGER or CLOSE).  BlockingIOError from the reader means
         the head is not all here yet: the loop waits for more.
@@ -283,9 +284,14 @@ class HTTPServer(Protocol):
             outcome = None if answer is None else self.again(conn, head, answer)
             if outcome is None:
                 outcome = self.serve_head(conn, head)
+            if outcome is not READ:
+                return outcome
             # (release: nothing more buffered, its buffer let go now, as the loop would
-            # once the answer is queued; a method's call, cheaper than ``buffered``'s)
-            if outcome is not READ or reader.release() or conn.queued >= PIPELINE_QUEUE:
+            # once the answer is queued, and says so: IDLE; a method's call, cheaper
+            # than ``buffered``'s)
+            if reader.release():
+                return IDLE
+            if conn.queued >= PIPELINE_QUEUE:
                 return outcome
 
     def serve_head(self, conn, head):
@@ -360,9 +366,12 @@ class HTTPServer(Protocol):
         peer = conn.peer
         if self.access_log:         # log_line's line, without its call
             say_soon(peer[0] + self._stamp.at(now) + said, err=True)
-        # keep_record's work for a record with no live one, without its call.
-        record = self.records.add(exchange_record(peer, now, request, response, ENDED_WHOLE,
-                                                  tls_facts(conn.sock)))
+        # keep_record's work for a record with no live one, without its call; its TLS
+        # facts as tls_facts takes them, without its call.
+        tls = conn.tls
+        record = self.records.add(exchange_record(
+            peer, now, request, response, ENDED_WHOLE,
+            None if tls is None else tls.exchange_facts()))
         if self.trace:
             self.say_trace(conn, record, say_soon)
         return outcome

@@ -811,6 +811,8 @@ class TLSConnection:
     # (version, ALPN protocol), asked of OpenSSL once the handshake is done: every
     # exchange's record says them.
     negotiated = None
+    # (received size, sent size, facts) of the last usual exchange (exchange_facts).
+    _last_facts = None
 
     def __init__(self, sock, context, server_side, server_hostname=None, scan=False):
         self.sock = sock
@@ -948,6 +950,44 @@ class TLSConnection:
         if self.received is None:
             return None
         return self.received.cut(), self.sent.cut()
+
+    def exchange_facts(self, final=True):
+        """records.tls_facts of this connection (that function says what they are and
+        when they are cut); None when not scanning.
+
+        The usual exchange after the first (a request and its answer each one whole
+        application_data record, the handshake shown already) takes both tallies here
+        in one step: the facts are those of the connection's last such exchange when
+        the sizes are the same (a keep-alive client asking again), one tuple kept per
+        connection, or made from the facts shared per size (_one_facts)."""
+        received = self.received
+        if received is None:
+            return None
+        handshake = self.handshake
+        negotiated = self.negotiated
+        if handshake is None and final and negotiated is not None:
+            sent = self.sent
+            one_in = received._one
+            one_out = sent._one
+            if one_in and one_out:
+                # Both tallies taken and begun afresh, as RecordScanner.take does.
+                received._one = sent._one = 0
+                received._rest = sent._rest = True
+                last = self._last_facts
+                if last is not None and last[0] == one_in and last[1] == one_out:
+                    return last[2]
+                facts = (negotiated[0], negotiated[1], None, _ONE_FACTS.get(one_in) or _one_facts(one_in),
+                         _ONE_FACTS.get(one_out) or _one_facts(one_out))
+                self._last_facts = (one_in, one_out, facts)
+                return facts
+        elif handshake is not None:
+            if final:
+                self.handshake = None        # taken: the next exchanges show none
+            handshake = (handshake[0].facts, handshake[1].facts)
+        # Each direction's tally made its tuple in one step (RecordScanner.take), and
+        # begun afresh in place when final: no new tallies or lists per exchange.
+        version, alpn = negotiated or (self.version(), self.selected_alpn_protocol())
+        return version, alpn, handshake, received.take(final), self.sent.take(final)
 
     # -- moving ciphertext ------------------------------------------------------
 

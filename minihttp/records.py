@@ -114,8 +114,10 @@ class FramingLog:
             self._records.append(record)
         finally:
             lock.release()
-        for listener in self._listeners:    # as _tell does: a call fewer per record
-            listener(record)
+        listeners = self._listeners
+        if listeners:                       # (none: no iterator made, every request)
+            for listener in listeners:      # as _tell does: a call fewer per record
+                listener(record)
         return record
 
     def _tell(self, record):

@@ -487,10 +487,24 @@ DATA_KINDS = ((),) + tuple(((APPLICATION_DATA, n),) for n in range(1, 9))
 
 # The facts of a tally that is one whole application_data record, by its size (the
 # request or answer that repeats, each exchange): made once per size, shared by
-# every record that has them.  At most ONE_FACTS_KEPT sizes (a few hundred bytes
-# each) are kept; past that the cache begins again.
+# every record that has them; and the header such a record begins with.  At most
+# ONE_FACTS_KEPT sizes of each (a few hundred bytes a size) are kept; past that the
+# cache begins again.
 ONE_FACTS_KEPT = 64
 _ONE_FACTS = {}
+_ONE_HEADERS = {}
+
+
+def _one_header(size):
+    """The header of one whole application_data record of ``size`` bytes (its header
+    included), made and kept in _ONE_HEADERS; None for a size no record has."""
+    if not RECORD_HEADER_SIZE <= size <= _LARGEST_RECORD:
+        return None
+    if len(_ONE_HEADERS) >= ONE_FACTS_KEPT:
+        _ONE_HEADERS.clear()
+    header = _ONE_HEADERS[size] = RECORD_HEADER.pack(APPLICATION_DATA, TLS_1_2,
+                                                      size - RECORD_HEADER_SIZE)
+    return header
 
 
 def _one_facts(size):
@@ -632,9 +646,9 @@ class RecordScanner:
             # The tally empty, at a record boundary: a piece that is one whole record is
             # kept as its size alone (``_one``; a request, a small answer).
             self._rest = False
-            if (RECORD_HEADER_SIZE <= size <= _LARGEST_RECORD
-                    and _unpack_header(data, 0)
-                    == (APPLICATION_DATA, TLS_1_2, size - RECORD_HEADER_SIZE)):
+            # (Its first five bytes compared with the header made once per size: no
+            # unpacking, no tuple per piece.)
+            if data[:RECORD_HEADER_SIZE] == (_ONE_HEADERS.get(size) or _one_header(size)):
                 self._one = size
                 return
         elif self._one:
@@ -811,8 +825,6 @@ class TLSConnection:
     # (version, ALPN protocol), asked of OpenSSL once the handshake is done: every
     # exchange's record says them.
     negotiated = None
-    # (received size, sent size, facts) of the last usual exchange (exchange_facts).
-    _last_facts = None
 
     def __init__(self, sock, context, server_side, server_hostname=None, scan=False):
         self.sock = sock
@@ -877,6 +889,9 @@ class TLSConnection:
         # their sum (0 while both are lean), which the event loop bounds for its
         # idle connections (limits.TLS_IDLE_BUDGET).
         self._received_most = self._sealed_most = self.grown = 0
+        # (received size, sent size, facts) of the last usual exchange (exchange_facts;
+        # no sizes yet: none matches).
+        self._last_facts = (0, 0, None)
         self.closed = False
 
     # -- the socket's face ------------------------------------------------------
@@ -974,9 +989,10 @@ class TLSConnection:
                 received._one = sent._one = 0
                 received._rest = sent._rest = True
                 last = self._last_facts
-                if last is not None and last[0] == one_in and last[1] == one_out:
+                if last[0] == one_in and last[1] == one_out:
                     return last[2]
-                facts = (negotiated[0], negotiated[1], None, _ONE_FACTS.get(one_in) or _one_facts(one_in),
+                facts = (negotiated[0], negotiated[1], None,
+                         _ONE_FACTS.get(one_in) or _one_facts(one_in),
                          _ONE_FACTS.get(one_out) or _one_facts(one_out))
                 self._last_facts = (one_in, one_out, facts)
                 return facts

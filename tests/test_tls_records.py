@@ -365,3 +365,33 @@ def test_the_facts_kept_for_the_usual_exchange_are_one_per_connection(connected)
         facts = tls_facts(server)
         assert server._last_facts[2] is facts and facts[3][1] == server._last_facts[0]
     assert len(tls._ONE_FACTS) <= tls.ONE_FACTS_KEPT
+
+
+@pytest.mark.parametrize('kind', [bytes, memoryview])
+def test_a_piece_is_one_whole_record_only_when_its_header_says_so_and_the_headers_kept_are_few(
+        kind):
+    """A scanner at a record boundary keeps a piece that is one whole application_data
+    record as its size alone (its header compared with the one made per size): any
+    other header of that size (another type, version or length) is scanned as such,
+    and however many sizes come, at most ONE_FACTS_KEPT headers are kept."""
+    for length in range(1, 300):
+        scanner = RecordScanner()
+        scanner.take()                                  # at a boundary, tally empty
+        piece = tls.RECORD_HEADER.pack(23, 0x0303, length) + b'x' * length
+        scanner.feed(kind(piece))
+        assert scanner.take() == (1, length + 5, ((23, 1),), ((23, 0x0303, length),), (), None)
+        assert len(tls._ONE_HEADERS) <= tls.ONE_FACTS_KEPT
+    pack = tls.RECORD_HEADER.pack
+    for header, kinds, sizes in (
+            (pack(21, 0x0303, 10), ((21, 1),), ((21, 0x0303, 10),)),          # an alert
+            (pack(23, 0x0301, 10), ((23, 1),), ((23, 0x0301, 10),)),          # TLS 1.0's
+            (pack(23, 0x0303, 9), ((23, 1),), ((23, 0x0303, 9),))):           # a byte after
+        scanner = RecordScanner()
+        scanner.take()
+        scanner.feed(kind(header + b'y' * 10))
+        facts = scanner.take()
+        assert facts[2:4] == (kinds, sizes) and scanner._one == 0
+    scanner = RecordScanner()
+    scanner.take()
+    scanner.feed(kind(b'\x17\x03'))                     # shorter than a header: no record yet
+    assert scanner.take()[0] == 0 and scanner.partial()

@@ -186,7 +186,7 @@ class Answer(typing.NamedTuple):
       take the connection's own (records.tls_facts);
     * a stopping server: it says Connection: close, so the full path answers.
 
-    Everything else is the first exchange's: what is sent and said (``dated``, a
+    Everything else is the first exchange's: what is sent and said (``per_second``, a
     PerSecond: made at most once a second, (the head cut around its Date, redated,
     and the body pieces sent with it, the file's bytes or none for HEAD, joined into
     one piece; the access log's line after the client's address, log_line's time and
@@ -197,7 +197,7 @@ class Answer(typing.NamedTuple):
     """
 
     source: object
-    dated: PerSecond
+    per_second: PerSecond
     request: tuple
     response: tuple
     outcome: object
@@ -355,14 +355,17 @@ class HTTPServer(Protocol):
         if loop.stop_asked:         # (conn.stopping, without its call)
             return None
         # One unpacking, not an attribute lookup per field (each a descriptor's call).
-        source, dated, request, response, outcome, cost = answer
+        # (Not named ``dated``, the function this module imports: CPython then takes the
+        # name for a module's and looks ``at`` up as an attribute, a bound method made
+        # per call.)
+        source, per_second, request, response, outcome, cost = answer
         if not source.holds(loop.turn):
             self.answers.pop(head, cost)
             return None
         if conn.head_since is not None:     # (a keep-alive request's came whole: None)
             conn.head_read()
         now = time.time()
-        pieces, said = dated.at(now)
+        pieces, said = per_second.at(now)
         conn.send(pieces)
         peer = conn.peer
         if self.access_log:         # log_line's line, without its call
@@ -394,13 +397,13 @@ class HTTPServer(Protocol):
         # one buffer (one TLS write, one iovec), made by no join per request.  Its copy of
         # the body is counted in its cost.  The log line's time and the rest made with
         # it: one PerSecond asked per request, not two, and one join fewer.
-        dated_answer = PerSecond(lambda second: (
+        per_second = PerSecond(lambda second: (
             (b''.join(redated(head_pieces, second) + body),), stamp(second) + said))
         cost = (5 * ENTRY_COST + len(head) + 2 * len(said) + 2 * len(writer.head)
                 + writer.sent + response.source.cost())
         # Kept as a plain tuple of Answer's fields: ``again`` unpacks it for every request,
         # and CPython unpacks only an exact tuple its fast way (a NamedTuple, by iterator).
-        self.answers.put(head, tuple(Answer(response.source, dated_answer, record[REQUEST],
+        self.answers.put(head, tuple(Answer(response.source, per_second, record[REQUEST],
                                              record[RESPONSE], outcome, cost)), cost)
 
     def inline(self, request):
@@ -845,7 +848,7 @@ class HTTPServer(Protocol):
     def log_line(self, peer, logged, now, say=say):
         """The access log's line: the client's address, the time, and what ``logged``
         made of the exchange (an answer given again keeps its time and that, made once
-        a second: Answer.dated, and ``again`` says its line as this does, without this
+        a second: Answer.per_second, and ``again`` says its line as this does, without this
         call)."""
         say(peer[0] + self._stamp.at(now) + logged, err=True)
 

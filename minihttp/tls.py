@@ -545,7 +545,7 @@ class RecordScanner:
 
     __slots__ = ('records', 'bytes', 'sizes', 'handshake', 'malformed', '_types', '_header',
                  '_have', '_left', '_type', '_clear', '_hs_header', '_hs_have', '_hs_left',
-                 '_one', '_rest')
+                 '_one', '_rest', '_size_seen', '_header_seen')
 
     def __init__(self):
         self.records = 0
@@ -568,6 +568,11 @@ class RecordScanner:
         # become ``_one``.  Never both: ``_rest`` implies ``_one`` is 0.
         self._one = 0
         self._rest = False       # (the handshake comes first: its records are counted)
+        # The header of one whole record of the size last looked at that way (None: no
+        # record has that size): each direction's pieces are mostly of one size, so a
+        # piece asks no dict for it.
+        self._size_seen = 0
+        self._header_seen = None
 
     @property
     def tally(self):
@@ -648,7 +653,10 @@ class RecordScanner:
             self._rest = False
             # (Its first five bytes compared with the header made once per size: no
             # unpacking, no tuple per piece.)
-            if data[:RECORD_HEADER_SIZE] == (_ONE_HEADERS.get(size) or _one_header(size)):
+            if size != self._size_seen:
+                self._size_seen = size
+                self._header_seen = _ONE_HEADERS.get(size) or _one_header(size)
+            if data[:RECORD_HEADER_SIZE] == self._header_seen:
                 self._one = size
                 return
         elif self._one:

@@ -83,8 +83,9 @@ BODY = 'body'        # the same, work that reads a body from the client
 LINGER = 'linger'    # close politely: send FIN, read and drop what still comes, then close
 STREAM = 'stream'    # a response that stays open: the protocol's pump(conn) sends more
 CLOSE = 'close'      # close at once
-# The loop's own ``conn.then``: READ, with nothing buffered (its reader let go of its
-# buffer when the answer was queued, and nothing reads it while the answer is sent).
+# READ, with nothing buffered: the reader let go of its buffer (a protocol that
+# released it says so, and the loop does not ask again; the loop's own ``conn.then``
+# when it released it as the answer was queued: nothing reads it while that is sent).
 IDLE = 'idle'
 
 # Where a connection is.
@@ -263,7 +264,8 @@ class Protocol:
       ``self.loop`` (here) and serves that loop only.
     * ``advance(conn)``: bytes came, or came while an answer was sent or work
       ran; read what is buffered and return an outcome (READ, POOL, BODY,
-      LINGER, STREAM, CLOSE).  For POOL and BODY the protocol has handed the
+      LINGER, STREAM, CLOSE; IDLE for READ when its ``conn.reader.release()``
+      said nothing is buffered).  For POOL and BODY the protocol has handed the
       work over with ``conn.give(job)``.
     * ``expired(conn)``: a wait ran out: idle (``conn.head_since`` None: nothing
       buffered, no part of a TLS record), a head begun (``head_timeout``), a body
@@ -994,13 +996,14 @@ class EventLoop:
             if conn.state is not SENDING:
                 conn.state = SENDING
                 # The request is read: its buffer serves the next connection of
-                # this pass, not this one while its answer waits for the send.
-                if conn.reader.release() and outcome is READ:
+                # this pass, not this one while its answer waits for the send
+                # (IDLE: the protocol gave it back already).
+                if outcome is not IDLE and conn.reader.release() and outcome is READ:
                     outcome = IDLE
                 self._unsent.append(conn)
             conn.then = outcome
-        elif outcome is READ:
-            self._wait_read(conn, time.monotonic())
+        elif outcome is READ or outcome is IDLE:
+            self._wait_read(conn, time.monotonic())     # (nothing sent: rare)
         elif outcome is POOL:
             conn.reads_body = False
             self._submit(conn)

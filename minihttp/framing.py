@@ -46,6 +46,12 @@ _NOTHING = bytearray()
 _NOTHING_VIEW = memoryview(_NOTHING)
 
 
+def _new_buffer(size):
+    """A reader's buffer of ``size`` bytes, as a spare is kept: (its memoryview, it)."""
+    view = memoryview(bytearray(size))
+    return view, view.obj
+
+
 class FramingError(Exception):
     """The stream did not have the shape the reader asked for."""
 
@@ -100,9 +106,10 @@ class StreamReader:
     costs no buffer); the next receive takes one again, from ``spares`` (a
     list that readers of many connections share, to which ``release``
     returns buffers of the first size, SPARE_BUFFER_BYTES of them at most)
-    when it can.  A spare is kept as its memoryview: a keep-alive connection
-    gives its buffer back and takes one again for every request, and makes no
-    view for it.
+    when it can.  A spare is kept with its memoryview, (view, buffer): a
+    keep-alive connection gives its buffer back and takes one again for every
+    request, and makes no view for it, nor asks the view for its buffer (an
+    attribute CPython looks up its slow way).
     """
 
     __slots__ = ('_recv_into', '_size', '_spares', '_keep', '_buf', '_view', '_start', '_end',
@@ -144,7 +151,7 @@ class StreamReader:
             return True
         spares = self._spares
         if len(spares) < self._keep and len(buf) == self._size:
-            spares.append(self._view)
+            spares.append((self._view, buf))
         self._buf = _NOTHING
         self._view = _NOTHING_VIEW
         self._start = self._end = 0
@@ -153,8 +160,7 @@ class StreamReader:
     def _take_buffer(self):
         """A buffer of the first size: a spare if there is one."""
         spares = self._spares
-        view = self._view = spares.pop() if spares else memoryview(bytearray(self._size))
-        self._buf = view.obj
+        self._view, self._buf = spares.pop() if spares else _new_buffer(self._size)
 
     def snapshot(self):
         """A reader over the bytes buffered now, for looking ahead (see Snapshot)."""
@@ -242,14 +248,15 @@ class StreamReader:
                 # Released: the next request's buffer (_take_buffer, without a call:
                 # every keep-alive request comes this way).
                 spares = self._spares
-                view = self._view = spares.pop() if spares else memoryview(bytearray(self._size))
-                self._buf = view.obj
+                self._view, self._buf = spares.pop() if spares else _new_buffer(self._size)
         elif end == len(self._buf):
             self._make_room(limit)
             end = self._end
         # An empty buffer (each request of a keep-alive connection) is received
-        # into whole: no view of its tail to make.
-        got = self._recv_into(self._view[end:] if end else self._view)
+        # into whole: no view of its tail to make.  (The bound method read from its
+        # slot first: called as a method, CPython looks it up its slow way.)
+        recv_into = self._recv_into
+        got = recv_into(self._view[end:] if end else self._view)
         self._end = end + got
         return got
 

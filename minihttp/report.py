@@ -46,6 +46,11 @@ def say_soon(line, *, err=False):
     _soon[err].append(line)
 
 
+# ``say_soon(line, err=True)`` without a Python call, for the line every request says
+# (the access log's): the list's own append (flush_soon empties it in place).
+log_soon = _soon[1].append
+
+
 def flush_soon():
     """Write the lines said soon, in order, one write per stream."""
     out, err = _soon

@@ -27,8 +27,8 @@ import threading
 import time
 import typing
 
-from .eventloop import (AWAITING_BODY, BODY, BUSY, CLOSE, LINGER, POOL, QUEUED, READ, STREAM,
-                        Job as PoolJob, Protocol)
+from .eventloop import (AWAITING_BODY, BODY, BUSY, CLOSE, IDLE, LINGER, POOL, QUEUED, READ,
+                        STREAM, Job as PoolJob, Protocol)
 from .framing import write_all
 from .bodies import PARTIAL, Body, BodyCut, bounded, buffered_body, open_body
 from .errors import HTTPError, peer_gone
@@ -45,7 +45,7 @@ from .records import (CLIENT_LEFT, ENDED_WHOLE, FAILED, NOT_SENT, NUMBER, OPEN, 
                       RESPONSE, RESPONSE_CUT, TIMED_OUT, VERSION, EventStream, FramingLog,
                       dropped_event, counted, ended_words, event_bytes, exchange_record,
                       http_record, public, response_facts, tls_facts)
-from .report import log_failure, say, say_soon
+from .report import log_failure, log_soon, say, say_soon
 
 
 class Stream:
@@ -186,18 +186,18 @@ class Answer(typing.NamedTuple):
       take the connection's own (records.tls_facts);
     * a stopping server: it says Connection: close, so the full path answers.
 
-    Everything else is the first exchange's: what is sent (``pieces``: the head cut
-    around its Date and the body pieces sent with it, the file's bytes or none for
-    HEAD; redated and made into one tuple at most once a second, a PerSecond),
-    the access log's line after its time (``logged``), the record's facts
+    Everything else is the first exchange's: what is sent and said (``per_second``, a
+    PerSecond: made at most once a second, (the head cut around its Date, redated,
+    and the body pieces sent with it, the file's bytes or none for HEAD, joined into
+    one piece; the access log's line after the client's address, log_line's time and
+    what the first exchange's line said after it)), the record's facts
     of the request and the response, and what the connection did next (``outcome``:
     kept or closed, decided from the head: HTTP/1.0, Connection).  ``cost``: what it
     holds, as the Remembered that keeps it counts it.
     """
 
     source: object
-    pieces: PerSecond
-    logged: str
+    per_second: PerSecond
     request: tuple
     response: tuple
     outcome: object
@@ -262,7 +262,8 @@ class HTTPServer(Protocol):
     def advance(self, conn):
         """Answer every whole request buffered that can be answered without blocking.
 
-        Returns what the connection waits for next (eventloop.READ; BODY for
+        Returns what the connection waits for next (eventloop.READ, or IDLE when
+        nothing more is buffered and the reader let its buffer go; BODY for
         work that reads a body, POOL for other blocking work, given to the
         loop with conn.give; LINGER or CLOSE).  BlockingIOError from the reader means
         the head is not all here yet: the loop waits for more.
@@ -283,9 +284,14 @@ class HTTPServer(Protocol):
             outcome = None if answer is None else self.again(conn, head, answer)
             if outcome is None:
                 outcome = self.serve_head(conn, head)
+            if outcome is not READ:
+                return outcome
             # (release: nothing more buffered, its buffer let go now, as the loop would
-            # once the answer is queued; a method's call, cheaper than ``buffered``'s)
-            if outcome is not READ or reader.release() or conn.queued >= PIPELINE_QUEUE:
+            # once the answer is queued, and says so: IDLE; a method's call, cheaper
+            # than ``buffered``'s)
+            if reader.release():
+                return IDLE
+            if conn.queued >= PIPELINE_QUEUE:
                 return outcome
 
     def serve_head(self, conn, head):
@@ -349,20 +355,27 @@ class HTTPServer(Protocol):
         if loop.stop_asked:         # (conn.stopping, without its call)
             return None
         # One unpacking, not an attribute lookup per field (each a descriptor's call).
-        source, pieces, said, request, response, outcome, cost = answer
+        # (Not named ``dated``, the function this module imports: CPython then takes the
+        # name for a module's and looks ``at`` up as an attribute, a bound method made
+        # per call.)
+        source, per_second, request, response, outcome, cost = answer
         if not source.holds(loop.turn):
             self.answers.pop(head, cost)
             return None
         if conn.head_since is not None:     # (a keep-alive request's came whole: None)
             conn.head_read()
         now = time.time()
-        conn.send(pieces.at(now))
+        pieces, said = per_second.at(now)
+        conn.send(pieces)
         peer = conn.peer
         if self.access_log:         # log_line's line, without its call
-            say_soon(peer[0] + self._stamp.at(now) + said, err=True)
-        # keep_record's work for a record with no live one, without its call.
-        record = self.records.add(exchange_record(peer, now, request, response, ENDED_WHOLE,
-                                                  tls_facts(conn.sock)))
+            log_soon(peer[0] + said)
+        # keep_record's work for a record with no live one, without its call; its TLS
+        # facts as tls_facts takes them, without its call.
+        tls = conn.tls
+        record = self.records.add(exchange_record(
+            peer, now, request, response, ENDED_WHOLE,
+            None if tls is None else tls.exchange_facts()))
         if self.trace:
             self.say_trace(conn, record, say_soon)
         return outcome
@@ -378,16 +391,19 @@ class HTTPServer(Protocol):
         if head_pieces is None:
             return
         body = writes[0][1:]
+        said = logged(request_line(request), response.status, writer.sent)
+        stamp = self._stamp.at
         # Joined once a second into one piece: what an answer given again sends is then
         # one buffer (one TLS write, one iovec), made by no join per request.  Its copy of
-        # the body is counted in its cost.
-        pieces = PerSecond(lambda second: (b''.join(redated(head_pieces, second) + body),))
-        said = logged(request_line(request), response.status, writer.sent)
-        cost = (5 * ENTRY_COST + len(head) + len(said) + 2 * len(writer.head)
+        # the body is counted in its cost.  The log line's time and the rest made with
+        # it: one PerSecond asked per request, not two, and one join fewer.
+        per_second = PerSecond(lambda second: (
+            (b''.join(redated(head_pieces, second) + body),), stamp(second) + said))
+        cost = (5 * ENTRY_COST + len(head) + 2 * len(said) + 2 * len(writer.head)
                 + writer.sent + response.source.cost())
         # Kept as a plain tuple of Answer's fields: ``again`` unpacks it for every request,
         # and CPython unpacks only an exact tuple its fast way (a NamedTuple, by iterator).
-        self.answers.put(head, tuple(Answer(response.source, pieces, said, record[REQUEST],
+        self.answers.put(head, tuple(Answer(response.source, per_second, record[REQUEST],
                                              record[RESPONSE], outcome, cost)), cost)
 
     def inline(self, request):
@@ -831,8 +847,9 @@ class HTTPServer(Protocol):
 
     def log_line(self, peer, logged, now, say=say):
         """The access log's line: the client's address, the time, and what ``logged``
-        made of the exchange (an answer given again keeps it: Answer.logged, and
-        ``again`` says its line as this does, without this call)."""
+        made of the exchange (an answer given again keeps its time and that, made once
+        a second: Answer.per_second, and ``again`` says its line as this does, without this
+        call)."""
         say(peer[0] + self._stamp.at(now) + logged, err=True)
 
     def record(self, conn, request, body, writer, now, say=say, ended=ENDED_WHOLE, done=True,

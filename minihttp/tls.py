@@ -494,10 +494,24 @@ DATA_KINDS = ((),) + tuple(((APPLICATION_DATA, n),) for n in range(1, 9))
 
 # The facts of a tally that is one whole application_data record, by its size (the
 # request or answer that repeats, each exchange): made once per size, shared by
-# every record that has them.  At most ONE_FACTS_KEPT sizes (a few hundred bytes
-# each) are kept; past that the cache begins again.
+# every record that has them; and the header such a record begins with.  At most
+# ONE_FACTS_KEPT sizes of each (a few hundred bytes a size) are kept; past that the
+# cache begins again.
 ONE_FACTS_KEPT = 64
 _ONE_FACTS = {}
+_ONE_HEADERS = {}
+
+
+def _one_header(size):
+    """The header of one whole application_data record of ``size`` bytes (its header
+    included), made and kept in _ONE_HEADERS; None for a size no record has."""
+    if not RECORD_HEADER_SIZE <= size <= _LARGEST_RECORD:
+        return None
+    if len(_ONE_HEADERS) >= ONE_FACTS_KEPT:
+        _ONE_HEADERS.clear()
+    header = _ONE_HEADERS[size] = RECORD_HEADER.pack(APPLICATION_DATA, TLS_1_2,
+                                                      size - RECORD_HEADER_SIZE)
+    return header
 
 
 def _one_facts(size):
@@ -538,7 +552,7 @@ class RecordScanner:
 
     __slots__ = ('records', 'bytes', 'sizes', 'handshake', 'malformed', '_types', '_header',
                  '_have', '_left', '_type', '_clear', '_hs_header', '_hs_have', '_hs_left',
-                 '_one', '_rest')
+                 '_one', '_rest', '_size_seen', '_header_seen')
 
     def __init__(self):
         self.records = 0
@@ -561,6 +575,11 @@ class RecordScanner:
         # become ``_one``.  Never both: ``_rest`` implies ``_one`` is 0.
         self._one = 0
         self._rest = False       # (the handshake comes first: its records are counted)
+        # The header of one whole record of the size last looked at that way (None: no
+        # record has that size): each direction's pieces are mostly of one size, so a
+        # piece asks no dict for it.
+        self._size_seen = 0
+        self._header_seen = None
 
     @property
     def tally(self):
@@ -639,9 +658,12 @@ class RecordScanner:
             # The tally empty, at a record boundary: a piece that is one whole record is
             # kept as its size alone (``_one``; a request, a small answer).
             self._rest = False
-            if (RECORD_HEADER_SIZE <= size <= _LARGEST_RECORD
-                    and _unpack_header(data, 0)
-                    == (APPLICATION_DATA, TLS_1_2, size - RECORD_HEADER_SIZE)):
+            # (Its first five bytes compared with the header made once per size: no
+            # unpacking, no tuple per piece.)
+            if size != self._size_seen:
+                self._size_seen = size
+                self._header_seen = _ONE_HEADERS.get(size) or _one_header(size)
+            if data[:RECORD_HEADER_SIZE] == self._header_seen:
                 self._one = size
                 return
         elif self._one:
@@ -886,6 +908,9 @@ class TLSConnection:
         # their sum (0 while both are lean), which the event loop bounds for its
         # idle connections (limits.TLS_IDLE_BUDGET).
         self._received_most = self._sealed_most = self.grown = 0
+        # (received size, sent size, facts) of the last usual exchange (exchange_facts;
+        # no sizes yet: none matches).
+        self._last_facts = (0, 0, None)
         self.closed = False
 
     # -- the socket's face ------------------------------------------------------
@@ -959,6 +984,45 @@ class TLSConnection:
         if self.received is None:
             return None
         return self.received.cut(), self.sent.cut()
+
+    def exchange_facts(self, final=True):
+        """records.tls_facts of this connection (that function says what they are and
+        when they are cut); None when not scanning.
+
+        The usual exchange after the first (a request and its answer each one whole
+        application_data record, the handshake shown already) takes both tallies here
+        in one step: the facts are those of the connection's last such exchange when
+        the sizes are the same (a keep-alive client asking again), one tuple kept per
+        connection, or made from the facts shared per size (_one_facts)."""
+        received = self.received
+        if received is None:
+            return None
+        handshake = self.handshake
+        negotiated = self.negotiated
+        if handshake is None and final and negotiated is not None:
+            sent = self.sent
+            one_in = received._one
+            one_out = sent._one
+            if one_in and one_out:
+                # Both tallies taken and begun afresh, as RecordScanner.take does.
+                received._one = sent._one = 0
+                received._rest = sent._rest = True
+                last = self._last_facts
+                if last[0] == one_in and last[1] == one_out:
+                    return last[2]
+                facts = (negotiated[0], negotiated[1], None,
+                         _ONE_FACTS.get(one_in) or _one_facts(one_in),
+                         _ONE_FACTS.get(one_out) or _one_facts(one_out))
+                self._last_facts = (one_in, one_out, facts)
+                return facts
+        elif handshake is not None:
+            if final:
+                self.handshake = None        # taken: the next exchanges show none
+            handshake = (handshake[0].facts, handshake[1].facts)
+        # Each direction's tally made its tuple in one step (RecordScanner.take), and
+        # begun afresh in place when final: no new tallies or lists per exchange.
+        version, alpn = negotiated or (self.version(), self.selected_alpn_protocol())
+        return version, alpn, handshake, received.take(final), self.sent.take(final)
 
     # -- moving ciphertext ------------------------------------------------------
 

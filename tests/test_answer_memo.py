@@ -48,6 +48,7 @@ class Site:
         self.lines = []
         monkeypatch.setattr(server_module, 'say_soon',
                             lambda line, err=False: self.lines.append(line))
+        monkeypatch.setattr(server_module, 'log_soon', self.lines.append)
         records = FramingLog()
         browsers = Browsers(scheme='http' if scheme == 'plain' else 'https')
         self.app = CountingApp(str(self.root), str(tmp_path / 'uploads'), records=records,

@@ -1,6 +1,7 @@
 """What an answer given again costs: the file stat'ed once per turn of the event loop
 (files.Held.holds, EventLoop.turn), the access-log line made from what the first
-exchange said (server.Answer.logged), and the framing record from the first one's facts.
+exchange said (server.Answer.per_second, once a second), and the framing record from the
+first one's facts.
 Nothing a client or a reader of the log and the records sees may differ."""
 
 import re

@@ -130,7 +130,7 @@ def test_a_released_reader_holds_no_buffer_and_takes_one_when_bytes_come():
     sock = NonBlockingSocket(HEAD + HEAD, [len(HEAD) + 5], closes=True)
     reader = StreamReader(sock, spares=spares)
     assert reader.release()                  # nothing buffered: given up
-    assert spares and len(spares[0]) == READ_BUFFER_SIZE
+    assert spares and len(spares[0][0]) == READ_BUFFER_SIZE and spares[0][0].obj is spares[0][1]
     assert read_requests_nonblocking(reader, 1) == [EXPECTED]
     assert not spares                        # the next receive took it back
     assert reader.buffered == 5
@@ -262,7 +262,7 @@ def test_a_running_loop_gives_each_buffer_back_once_the_request_is_read():
                 # The answer was queued after the buffer went back.
                 (conn,) = list(loop.connections)
                 assert conn.reader.capacity == 0
-                assert {len(spare) for spare in loop.spare_buffers} <= {CONNECTION_BUFFER_SIZE}
+                assert {len(spare) for spare, _ in loop.spare_buffers} <= {CONNECTION_BUFFER_SIZE}
     finally:
         loop.stop(0)
 

@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 
 import pytest
@@ -383,3 +384,44 @@ def test_a_listener_is_told_of_each_record_until_it_stops_listening():
     log.unlisten(seen.append)       # an equal bound method: the one given to listen
     log.add(records.exchange_record(('127.0.0.1', 1), 0.0, None, None))
     assert seen == [first] and log._listeners == ()
+
+
+def test_records_added_by_threads_at_once_are_kept_in_the_order_of_their_numbers():
+    """The loop's thread and pool threads add at once: each number once, and the ring
+    in the order of the numbers (numbered and appended under one lock)."""
+    threads, each = 6, 2000
+    log = FramingLog(size=threads * each)
+    start = threading.Barrier(threads)
+
+    def add_many():
+        start.wait(WAIT)
+        for n in range(each):
+            log.add(block_record(('h', n), 0.0, 0, 0, NO_SIZES, 'ended'))
+
+    workers = [threading.Thread(target=add_many) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(WAIT)
+    assert not any(worker.is_alive() for worker in workers)
+    numbers = [record[records.NUMBER] for record in log.kept()]
+    assert numbers == list(range(1, threads * each + 1))
+    assert log._latest == threads * each
+
+
+def test_a_record_waits_while_its_lock_is_held_as_the_hub_holds_it_across_a_fork():
+    log = FramingLog()
+    added = threading.Event()
+    lock = log.held()
+    lock.acquire()
+    try:
+        adder = threading.Thread(target=lambda: (
+            log.add(records.exchange_record(('127.0.0.1', 1), 0.0, None, None)), added.set()))
+        adder.start()
+        assert not added.wait(0.2)          # numbered only once the lock is let go
+        assert log._latest == 0
+    finally:
+        lock.release()
+    assert added.wait(WAIT)
+    adder.join(WAIT)
+    assert [record[records.NUMBER] for record in log.kept()] == [1]

@@ -314,3 +314,78 @@ def test_a_file_goes_out_exact_in_records_as_full_as_tls_allows(connected, tmp_p
     assert set(lengths[:-1]) == {lengths[0]} and lengths[0] > 2 ** 14 > lengths[-1]
     assert sent['bytes'] == sum(lengths) + 5 * len(lengths)
     assert sent['types'] == {'application_data': sent['records']}
+
+
+def test_the_usual_exchange_s_facts_are_each_direction_s_one_record_and_follow_its_size(
+        connected):
+    """A request and an answer each one whole record (every keep-alive GET after the
+    first): the facts taken in one step (TLSConnection.exchange_facts) are those the
+    tallies say, follow the sizes when they change, and leave the tallies begun afresh."""
+    client, server = connected
+    exchange(client, server)
+    tls_facts(server)                               # the first: the handshake's shown
+    said = []
+    for request in (REQUEST, REQUEST, REQUEST + b'x' * 50, REQUEST):
+        client.sendall(request)
+        read_exactly(server, len(request))
+        server.sendall(RESPONSE)
+        read_exactly(client, len(RESPONSE))
+        said.append(tls_facts(server))
+    for facts, request in zip(said, (REQUEST, REQUEST, REQUEST + b'x' * 50, REQUEST)):
+        version, alpn, handshake, received, sent = facts
+        assert (version, alpn, handshake) == (server.version(), 'http/1.1', None)
+        assert received[0] == 1 and received[2] == ((23, 1),) and received[4:] == ((), None)
+        assert received[3] == ((23, 0x0303, received[1] - 5),)
+        assert received[1] > len(request) and sent[0] == 1 and sent[1] > len(RESPONSE)
+    assert said[1] == said[0] and said[3] == said[0]
+    assert said[2][3][1] == said[0][3][1] + 50 and said[2][4] == said[0][4]
+    # Nothing since: both tallies empty, and an exchange of two sends counted as such.
+    assert tls_facts(server)[3][0] == 0 == tls_facts(server)[4][0]
+    exchange(client, server)
+    two = tls_facts(server)
+    assert two[3][0] == 1 and two[4][0] == 2 and two[4][2] == ((23, 2),)
+
+
+def test_the_facts_kept_for_the_usual_exchange_are_one_per_connection(connected):
+    client, server = connected
+    exchange(client, server)
+    tls_facts(server)
+    for extra in range(40):                         # a size of its own each time
+        request = REQUEST + b'x' * extra
+        client.sendall(request)
+        read_exactly(server, len(request))
+        server.sendall(RESPONSE)
+        read_exactly(client, len(RESPONSE))
+        facts = tls_facts(server)
+        assert server._last_facts[2] is facts and facts[3][1] == server._last_facts[0]
+    assert len(tls._ONE_FACTS) <= tls.ONE_FACTS_KEPT
+
+
+@pytest.mark.parametrize('kind', [bytes, memoryview])
+def test_a_piece_is_one_whole_record_only_when_its_header_says_so_and_the_headers_kept_are_few(
+        kind):
+    """A scanner at a record boundary keeps a piece that is one whole application_data
+    record as its size alone (its header compared with the one made per size): any
+    other header of that size (another type, version or length) is scanned as such,
+    and however many sizes come, at most ONE_FACTS_KEPT headers are kept."""
+    for length in range(1, 300):
+        scanner = RecordScanner()
+        scanner.take()                                  # at a boundary, tally empty
+        piece = tls.RECORD_HEADER.pack(23, 0x0303, length) + b'x' * length
+        scanner.feed(kind(piece))
+        assert scanner.take() == (1, length + 5, ((23, 1),), ((23, 0x0303, length),), (), None)
+        assert len(tls._ONE_HEADERS) <= tls.ONE_FACTS_KEPT
+    pack = tls.RECORD_HEADER.pack
+    for header, kinds, sizes in (
+            (pack(21, 0x0303, 10), ((21, 1),), ((21, 0x0303, 10),)),          # an alert
+            (pack(23, 0x0301, 10), ((23, 1),), ((23, 0x0301, 10),)),          # TLS 1.0's
+            (pack(23, 0x0303, 9), ((23, 1),), ((23, 0x0303, 9),))):           # a byte after
+        scanner = RecordScanner()
+        scanner.take()
+        scanner.feed(kind(header + b'y' * 10))
+        facts = scanner.take()
+        assert facts[2:4] == (kinds, sizes) and scanner._one == 0
+    scanner = RecordScanner()
+    scanner.take()
+    scanner.feed(kind(b'\x17\x03'))                     # shorter than a header: no record yet
+    assert scanner.take()[0] == 0 and scanner.partial()

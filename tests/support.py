@@ -41,6 +41,13 @@ from typing import NamedTuple
 
 import h11
 
+from minihttp import server as server_module
+from minihttp import tls
+from minihttp.app import App
+from minihttp.browsers import Browsers
+from minihttp.eventloop import EventLoop
+from minihttp.records import FramingLog, public
+from minihttp.server import HTTPServer
 from minihttp.uploads import TEMP_PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
@@ -873,3 +880,70 @@ class Feed:
 
     def close(self):
         self.client.__exit__(None, None, None)
+
+
+def read_exactly(conn, size):
+    """Exactly ``size`` bytes from ``conn`` (a socket or a TLSConnection), by recv_into."""
+    data = bytearray(size)
+    view, got = memoryview(data), 0
+    while got < size:
+        n = conn.recv_into(view[got:])
+        assert n, f'closed after {got} of {size} bytes'
+        got += n
+    return bytes(data)
+
+
+# -- an in-process server whose answers may be given again (test_answer_*) -----------------
+
+# The page such a server holds; its answer is remembered.
+INDEX = b'<p>a page answered again</p>\n'
+
+
+class CountingApp(App):
+    """The app, counting the requests it was asked to answer."""
+
+    calls = 0
+
+    def __call__(self, request):
+        self.calls += 1
+        return super().__call__(request)
+
+
+class Site:
+    """An in-process server, plain or TLS, its access log and --trace lines captured."""
+
+    def __init__(self, tmp_path, pki, scheme, monkeypatch):
+        self.root = tmp_path / 'root'
+        self.root.mkdir()
+        (self.root / 'index.html').write_bytes(INDEX)
+        self.lines = []
+        monkeypatch.setattr(server_module, 'say_soon',
+                            lambda line, err=False: self.lines.append(line))
+        monkeypatch.setattr(server_module, 'log_soon', self.lines.append)
+        records = FramingLog()
+        browsers = Browsers(scheme='http' if scheme == 'plain' else 'https')
+        self.app = CountingApp(str(self.root), str(tmp_path / 'uploads'), records=records,
+                               browsers=browsers)
+        self.protocol = HTTPServer(self.app, trace=True, head_timeout=5.0, body_timeout=5.0,
+                                   keepalive_timeout=5.0, records=records)
+        self.context = tls.client_context(pki['cert']) if scheme == 'tls' else None
+        self.loop = EventLoop('127.0.0.1', 0, self.protocol, threads=2, context=(
+            tls.server_context(pki['cert'], pki['key']) if scheme == 'tls' else None))
+        self.loop.start()
+        self.port = self.loop.address[1]
+        browsers.listening(self.port)
+
+    def client(self):
+        client = RawClient(self.port)
+        if self.context is not None:
+            client.sock = self.context.wrap_socket(client.sock, server_hostname='localhost')
+        return client
+
+    def ask(self, data, method='GET'):
+        """One request on a connection of its own; its reply."""
+        with self.client() as client:
+            client.send(data)
+            return client.reply(method)
+
+    def records(self):
+        return [public(record) for record in self.protocol.records.kept()]

@@ -13,69 +13,12 @@ import re
 import pytest
 
 from minihttp import server as server_module
-from minihttp import tls
-from minihttp.app import App
-from minihttp.browsers import Browsers
-from minihttp.eventloop import EventLoop
-from minihttp.records import FramingLog, public
-from minihttp.server import HTTPServer
-from support import RawClient, get, post, wait_until
+from support import INDEX, Site, get, post, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-INDEX = b'<p>a page answered again</p>\n'
 DATE = re.compile(rb'\r\nDate: [^\r]*\r\n')
 LOG_TIME = re.compile(r'\[[^\]]*\]')
-
-
-class CountingApp(App):
-    """The app, counting the requests it was asked to answer."""
-
-    calls = 0
-
-    def __call__(self, request):
-        self.calls += 1
-        return super().__call__(request)
-
-
-class Site:
-    """An in-process server, plain or TLS, its access log and --trace lines captured."""
-
-    def __init__(self, tmp_path, pki, scheme, monkeypatch):
-        self.root = tmp_path / 'root'
-        self.root.mkdir()
-        (self.root / 'index.html').write_bytes(INDEX)
-        self.lines = []
-        monkeypatch.setattr(server_module, 'say_soon',
-                            lambda line, err=False: self.lines.append(line))
-        monkeypatch.setattr(server_module, 'log_soon', self.lines.append)
-        records = FramingLog()
-        browsers = Browsers(scheme='http' if scheme == 'plain' else 'https')
-        self.app = CountingApp(str(self.root), str(tmp_path / 'uploads'), records=records,
-                               browsers=browsers)
-        self.protocol = HTTPServer(self.app, trace=True, head_timeout=5.0, body_timeout=5.0,
-                                   keepalive_timeout=5.0, records=records)
-        self.context = tls.client_context(pki['cert']) if scheme == 'tls' else None
-        self.loop = EventLoop('127.0.0.1', 0, self.protocol, threads=2, context=(
-            tls.server_context(pki['cert'], pki['key']) if scheme == 'tls' else None))
-        self.loop.start()
-        self.port = self.loop.address[1]
-        browsers.listening(self.port)
-
-    def client(self):
-        client = RawClient(self.port)
-        if self.context is not None:
-            client.sock = self.context.wrap_socket(client.sock, server_hostname='localhost')
-        return client
-
-    def ask(self, data, method='GET'):
-        """One request on a connection of its own; its reply."""
-        with self.client() as client:
-            client.send(data)
-            return client.reply(method)
-
-    def records(self):
-        return [public(record) for record in self.protocol.records.kept()]
 
 
 @pytest.fixture(params=['plain', 'tls'])

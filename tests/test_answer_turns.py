@@ -14,8 +14,7 @@ import pytest
 from minihttp import files
 from minihttp import server as server_module
 from minihttp.files import Held, small_files
-from support import get, wait_until
-from test_answer_memo import INDEX, Site
+from support import INDEX, Site, get, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

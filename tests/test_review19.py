@@ -11,8 +11,8 @@ import time
 import pytest
 
 from minihttp import eventloop, files, tls
-from support import HTTP_LISTENING, WAIT, get, resources, serve_args, temps, wait_until
-from test_answer_memo import Site
+from support import (HTTP_LISTENING, WAIT, Site, get, resources, serve_args, temps,
+                     wait_until)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,7 +19,7 @@ from hypothesis import given, strategies as st
 from minihttp import tls
 from minihttp.tls import (MAX_RECORD_LENGTH, MalformedRecord, RecordScanner, TLSConfigError,
                           TLSConnection, WantRead, WantWrite)
-from support import OPENSSL, WAIT
+from support import OPENSSL, WAIT, read_exactly
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -222,16 +222,6 @@ class Peer(threading.Thread):
         if self.error:
             raise self.error
         return self.value
-
-
-def read_exactly(conn, size):
-    data = bytearray(size)
-    view, got = memoryview(data), 0
-    while got < size:
-        n = conn.recv_into(view[got:])
-        assert n, f'closed after {got} of {size} bytes'
-        got += n
-    return bytes(data)
 
 
 def echo_once(conn, size):

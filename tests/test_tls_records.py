@@ -23,8 +23,7 @@ from minihttp.tls import TLS_RECEIVE_SIZE, TLS_SEND_SIZE, RecordScanner, TLSConn
 from minihttp.app import App
 from minihttp.eventloop import EventLoop
 from minihttp.server import HTTPServer
-from support import WAIT, bio_handshake, read_reply, wait_until
-from test_tls import read_exactly
+from support import WAIT, bio_handshake, read_exactly, read_reply, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 OPENSSL = shutil.which('openssl')

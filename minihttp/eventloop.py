@@ -927,7 +927,7 @@ class EventLoop:
 
     def _wait_read(self, conn, now, idle=False):
         """Park a connection until it is readable, with the deadline its state asks for
-        (``idle``: its reader is known to be released, nothing buffered).
+        (``idle``: its reader is known to be released, nothing buffered in it).
 
         A TLS connection may hold what the socket will never announce: plaintext
         decrypted and not read, whole records received with an earlier one (a
@@ -940,7 +940,11 @@ class EventLoop:
         # Idle: nothing buffered (its buffer given back), and over TLS no part of a record
         # either: ciphertext begins a head as plaintext does, and a byte of it now and
         # then must not renew keepalive_timeout for ever (head_timeout runs from it).
-        if idle or (conn.reader.release() and (tls is None or not tls.receiving())):
+        # ``idle`` says the first only: part of the next record may have come with the
+        # last request's, and OpenSSL may hold it (the BIO then empty, nothing ``pending``);
+        # a TLS connection that read its records to their end (``drained``) holds none.
+        if ((idle or conn.reader.release())
+                and (tls is None or tls.drained or not tls.receiving())):
             if self._stop_begun:
                 self._close(conn)     # idle while stopping: nothing is lost
                 return

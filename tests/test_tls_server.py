@@ -28,7 +28,7 @@ BIG = 3 * 1024 * 1024 + 17
 class TLSServer:
     """An in-process TLS minihttp: its loop, port, root and a client context trusting it."""
 
-    def __init__(self, tmp_path, pki, head_timeout=5.0):
+    def __init__(self, tmp_path, pki, head_timeout=5.0, keepalive_timeout=5.0):
         self.root = tmp_path / 'root'
         self.root.mkdir()
         (self.root / 'index.html').write_bytes(b'<p>over TLS</p>\n')
@@ -37,7 +37,7 @@ class TLSServer:
         self.uploads = tmp_path / 'uploads'
         app = App(str(self.root), str(self.uploads))
         protocol = HTTPServer(app, access_log=False, head_timeout=head_timeout,
-                              body_timeout=5.0, keepalive_timeout=5.0)
+                              body_timeout=5.0, keepalive_timeout=keepalive_timeout)
         self.loop = EventLoop('127.0.0.1', 0, protocol, threads=4,
                               context=tls.server_context(pki['cert'], pki['key']))
         self.loop.start()
@@ -197,6 +197,38 @@ def test_a_client_that_half_closes_after_its_request_reads_its_answer_to_a_clean
         answer += got
     assert answer.startswith(b'HTTP/1.1 200 ')
     assert answer.endswith(b'<p>over TLS</p>\n')
+
+
+def test_part_of_the_next_record_with_a_request_starts_the_head_timeout(tmp_path, pki):
+    """The first bytes of the next request's record, come with a request: its head has
+    begun, and gets --head-timeout (a 408) from them, not --keepalive-timeout."""
+    served = TLSServer(tmp_path, pki, head_timeout=0.5, keepalive_timeout=60.0)
+    try:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = served.client.wrap_bio(incoming, outgoing, server_hostname='localhost')
+        with socket.create_connection(('127.0.0.1', served.port), timeout=WAIT) as raw:
+            bio_handshake(client, incoming, outgoing, raw)
+            raw.sendall(outgoing.read())
+            request = b'GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n'
+            client.write(request)
+            first = outgoing.read()
+            client.write(request)
+            second = outgoing.read()
+            raw.sendall(first + second[:3])     # a request, and 3 bytes of the next record
+            received = bytearray()
+            while got := raw.recv(65536):       # the server's close ends it (WAIT: a failure)
+                received += got
+        incoming.write(bytes(received))
+        answers = bytearray()
+        try:
+            while got := client.read(65536):
+                answers += got
+        except ssl.SSLError:
+            pass                                # a close without close_notify is fine here
+    finally:
+        served.loop.stop(0.5)
+    assert answers.startswith(b'HTTP/1.1 200 ')
+    assert b'HTTP/1.1 408 ' in answers
 
 
 def test_100_continue_over_tls(server):

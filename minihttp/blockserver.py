@@ -122,7 +122,8 @@ class BlockServer(Protocol):
         self.max_connections = max_connections   # the loop's, for the refusal's line
 
     # A stream's close is the client's only word that it was kept: close_notify goes
-    # with the close of a kept stream alone (LINGER, from end), never with a cut one's.
+    # with the close of a kept stream alone (LINGER over TLS, from end), never with a cut
+    # one's.
     close_notify_at_close = False
 
     # -- in the event loop ------------------------------------------------------------
@@ -317,4 +318,6 @@ class BlockServer(Protocol):
         # The close is the client's only word that its stream was kept (blocks.
         # wait_for_close): over TLS it goes with our close_notify, which a FIN forged on
         # the path cannot pass for; the loop's linger sends it, and our FIN after it.
-        return LINGER
+        # Over TCP the FIN is that word, and the connection is counted out before it
+        # goes (CLOSE): a client that read it finds its place under --max-connections free.
+        return LINGER if conn.tls is not None else CLOSE
